@@ -1,0 +1,252 @@
+//! Quarry's kernel side: raw tracepoint programs that fill fixed-size records into a ring
+//! buffer for the recorder to drain.
+//!
+//! Design choices, each for a measured reason (see ../shared/PLATFORM.md):
+//! - raw tracepoints: cheapest attachment that works here (fentry/kprobes do not);
+//! - records are submitted with `BPF_RB_NO_WAKEUP` and the recorder drains on a short timer,
+//!   because a wakeup per event costs ~1.7x more;
+//! - kernel structures are read at offsets the recorder found in BTF ([`KernelOffsets`]), so one
+//!   object runs on any kernel with BTF;
+//! - a record that does not fit in the ring buffer is counted per CPU in `DROPS`: evidence may
+//!   be lost under a flood, but never silently.
+
+#![no_std]
+#![no_main]
+
+use core::ffi::c_void;
+use core::ptr::addr_of_mut;
+
+use aya_ebpf::Global;
+use aya_ebpf::bindings::BPF_RB_NO_WAKEUP;
+use aya_ebpf::helpers::generated::{
+    bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel_str,
+    bpf_probe_read_user,
+};
+use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel};
+use aya_ebpf::macros::{map, raw_tracepoint};
+use aya_ebpf::maps::{PerCpuArray, RingBuf};
+use aya_ebpf::programs::RawTracePointContext;
+use quarry_recorder_common::{
+    ARGV_LEN, DROPS_SLOT, EventHeader, ExecEvent, ExitEvent, FILENAME_LEN, ForkEvent, KIND_EXEC,
+    KIND_EXIT, KIND_FORK, KernelOffsets,
+};
+
+/// Process id of the recorder itself: its own activity is never recorded.
+#[unsafe(no_mangle)]
+static RECORDER_TGID: Global<u32> = Global::new(0);
+
+/// Field offsets in this kernel's structures, found by the recorder in BTF.
+#[unsafe(no_mangle)]
+static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
+    task_pid: 0,
+    task_tgid: 0,
+    task_start_time: 0,
+    task_real_parent: 0,
+    task_group_leader: 0,
+    task_mm: 0,
+    task_real_cred: 0,
+    task_exit_code: 0,
+    mm_arg_start: 0,
+    mm_arg_end: 0,
+    cred_uid: 0,
+    cred_gid: 0,
+    cred_euid: 0,
+    cred_egid: 0,
+    bprm_filename: 0,
+});
+
+/// Records for user space. The recorder may resize it at load time.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+
+/// Records that did not fit in `EVENTS`, per CPU.
+#[map]
+static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn count_drop() {
+    if let Some(slot) = DROPS.get_ptr_mut(DROPS_SLOT) {
+        // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// Reads a `T` at `base + off` in kernel memory; zero when the read faults.
+#[inline(always)]
+unsafe fn kread<T: Copy + Default>(base: u64, off: u32) -> T {
+    // SAFETY: bpf_probe_read_kernel tolerates any address and reports faults as errors.
+    unsafe { bpf_probe_read_kernel((base + off as u64) as *const T) }.unwrap_or_default()
+}
+
+/// (tgid, group-leader start time) of a task.
+#[inline(always)]
+unsafe fn process_identity(task: u64, o: &KernelOffsets) -> (u32, u64) {
+    unsafe {
+        let tgid: u32 = kread(task, o.task_tgid);
+        let leader: u64 = kread(task, o.task_group_leader);
+        (tgid, kread(leader, o.task_start_time))
+    }
+}
+
+/// Writes the header of the current task to `h`. Returns false for the recorder's own tasks.
+///
+/// # Safety
+/// `h` must point at writable memory for an `EventHeader` (a reserved ring-buffer slot).
+#[inline(always)]
+unsafe fn fill_header(h: *mut EventHeader, kind: u32) -> bool {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if tgid == RECORDER_TGID.load() {
+        return false;
+    }
+    // SAFETY: helpers without memory arguments; `h` is valid per the contract.
+    unsafe {
+        h.write(EventHeader {
+            kind,
+            pid: tgid,
+            tid: pid_tgid as u32,
+            _pad: 0,
+            ktime_ns: bpf_ktime_get_ns(),
+            cgroup_id: bpf_get_current_cgroup_id(),
+            comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        });
+    }
+    true
+}
+
+/// sched_process_fork(parent, child): a new task. Threads are skipped; only processes matter
+/// for lineage.
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn sched_process_fork(ctx: RawTracePointContext) -> u32 {
+    let o = OFFSETS.load();
+    let parent: u64 = ctx.arg(0);
+    let child: u64 = ctx.arg(1);
+    // SAFETY: reads go through bpf_probe_read_kernel.
+    let (child_tid, child_tgid): (u32, u32) =
+        unsafe { (kread(child, o.task_pid), kread(child, o.task_tgid)) };
+    if child_tid != child_tgid {
+        return 0;
+    }
+    let Some(mut slot) = EVENTS.reserve::<ForkEvent>(0) else {
+        count_drop();
+        return 0;
+    };
+    let ev = slot.as_mut_ptr();
+    // SAFETY: `ev` points at a reserved ring-buffer slot of the right size.
+    unsafe {
+        if !fill_header(addr_of_mut!((*ev).header), KIND_FORK) {
+            slot.discard(0);
+            return 0;
+        }
+        (*ev).child_pid = child_tgid;
+        (*ev)._pad = 0;
+        (*ev).parent_start_ns = process_identity(parent, &o).1;
+        (*ev).child_start_ns = kread(child, o.task_start_time);
+    }
+    slot.submit(BPF_RB_NO_WAKEUP as u64);
+    0
+}
+
+/// sched_process_exec(task, old_pid, bprm): the current task runs a new image.
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn sched_process_exec(ctx: RawTracePointContext) -> u32 {
+    let o = OFFSETS.load();
+    let bprm: u64 = ctx.arg(2);
+    let Some(mut slot) = EVENTS.reserve::<ExecEvent>(0) else {
+        count_drop();
+        return 0;
+    };
+    let ev = slot.as_mut_ptr();
+    // SAFETY: `ev` points at a reserved slot; kernel reads go through probe helpers.
+    unsafe {
+        if !fill_header(addr_of_mut!((*ev).header), KIND_EXEC) {
+            slot.discard(0);
+            return 0;
+        }
+        let task = bpf_get_current_task();
+        (*ev).start_ns = process_identity(task, &o).1;
+        let parent: u64 = kread(task, o.task_real_parent);
+        let (ppid, parent_start) = process_identity(parent, &o);
+        (*ev).ppid = ppid;
+        (*ev).parent_start_ns = parent_start;
+
+        let cred: u64 = kread(task, o.task_real_cred);
+        (*ev).uid = kread(cred, o.cred_uid);
+        (*ev).gid = kread(cred, o.cred_gid);
+        (*ev).euid = kread(cred, o.cred_euid);
+        (*ev).egid = kread(cred, o.cred_egid);
+
+        let filename: u64 = kread(bprm, o.bprm_filename);
+        let copied = bpf_probe_read_kernel_str(
+            addr_of_mut!((*ev).filename) as *mut c_void,
+            FILENAME_LEN as u32,
+            filename as *const c_void,
+        );
+        // The helper counts the NUL it wrote; on a fault it returns a negative errno.
+        (*ev).filename_len = if copied > 0 { copied as u32 - 1 } else { 0 };
+
+        let mm: u64 = kread(task, o.task_mm);
+        let arg_start: u64 = kread(mm, o.mm_arg_start);
+        let arg_end: u64 = kread(mm, o.mm_arg_end);
+        let total = arg_end.saturating_sub(arg_start);
+        (*ev).argv_total_len = total as u32;
+        let mut n = if total > ARGV_LEN as u64 {
+            ARGV_LEN as u64
+        } else {
+            total
+        };
+        // The mask restates the bound in a form the verifier tracks.
+        n &= (ARGV_LEN as u64) * 2 - 1;
+        let rc = bpf_probe_read_user(
+            addr_of_mut!((*ev).argv) as *mut c_void,
+            n as u32,
+            arg_start as *const c_void,
+        );
+        (*ev).argv_len = if rc == 0 { n as u32 } else { 0 };
+    }
+    slot.submit(BPF_RB_NO_WAKEUP as u64);
+    0
+}
+
+/// sched_process_exit(task, ...): a task is exiting. Only thread-group leaders are recorded,
+/// as the end of the process; `task->exit_code` is already set when this fires.
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn sched_process_exit(_ctx: RawTracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if (pid_tgid >> 32) as u32 != pid_tgid as u32 {
+        return 0;
+    }
+    let o = OFFSETS.load();
+    let Some(mut slot) = EVENTS.reserve::<ExitEvent>(0) else {
+        count_drop();
+        return 0;
+    };
+    let ev = slot.as_mut_ptr();
+    // SAFETY: `ev` points at a reserved slot; kernel reads go through probe helpers.
+    unsafe {
+        if !fill_header(addr_of_mut!((*ev).header), KIND_EXIT) {
+            slot.discard(0);
+            return 0;
+        }
+        let task = bpf_get_current_task();
+        (*ev).start_ns = process_identity(task, &o).1;
+        let parent: u64 = kread(task, o.task_real_parent);
+        let (ppid, parent_start) = process_identity(parent, &o);
+        (*ev).ppid = ppid;
+        (*ev).parent_start_ns = parent_start;
+        (*ev).exit_code = kread(task, o.task_exit_code);
+    }
+    slot.submit(BPF_RB_NO_WAKEUP as u64);
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+/// GPL-compatible: the probe-read helpers are GPL-only.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

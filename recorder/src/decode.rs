@@ -1,0 +1,247 @@
+//! Turning ring-buffer records into store rows.
+//!
+//! Pure functions, so the kernel's encodings (exit status words, NUL-separated argv, fixed-size
+//! comm) are tested without loading anything.
+
+use quarry_recorder_common::{
+    EventHeader, ExecEvent, ExitEvent, ForkEvent, KIND_EXEC, KIND_EXIT, KIND_FORK, read_record,
+};
+use quarry_store::schema::{ProcessEvent, ProcessRow, RowIdentity};
+
+use crate::clock::WallClock;
+
+/// A decoded ring-buffer record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    Process(ProcessRow),
+}
+
+/// Why a record could not be decoded: a kernel/user mismatch, counted and reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeError {
+    Short { len: usize },
+    UnknownKind(u32),
+}
+
+/// Text up to the first NUL, with invalid UTF-8 replaced.
+pub fn c_string(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// Splits the argument area of a new image. `total` is its full length in the process, so the
+/// last argument is known to be cut when fewer bytes were copied.
+pub fn split_argv(copied: &[u8], total: usize) -> (Vec<String>, bool) {
+    let truncated = total > copied.len();
+    let body = copied.strip_suffix(&[0]).unwrap_or(copied);
+    if body.is_empty() {
+        return (Vec::new(), truncated);
+    }
+    let argv = body
+        .split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    (argv, truncated)
+}
+
+/// Splits the kernel's `exit_code` word into (exit status, signal, core dumped).
+pub fn split_exit_code(code: u32) -> (Option<i32>, Option<i32>, bool) {
+    let signal = (code & 0x7f) as i32;
+    if signal == 0 {
+        (Some(((code >> 8) & 0xff) as i32), None, false)
+    } else {
+        (None, Some(signal), code & 0x80 != 0)
+    }
+}
+
+fn identity(h: &EventHeader, clock: &WallClock) -> RowIdentity {
+    RowIdentity {
+        time: clock.to_utc(h.ktime_ns),
+        ktime_ns: h.ktime_ns,
+        pid: h.pid as i32,
+        tid: h.tid as i32,
+        comm: c_string(&h.comm),
+        cgroup_id: h.cgroup_id,
+        container_id: None,
+    }
+}
+
+/// Decodes one ring-buffer item.
+pub fn decode(bytes: &[u8], clock: &WallClock) -> Result<Record, DecodeError> {
+    let short = DecodeError::Short { len: bytes.len() };
+    // SAFETY: every record type is plain old data; read_record checks the length.
+    let header: EventHeader = unsafe { read_record(bytes) }.ok_or(short)?;
+    match header.kind {
+        KIND_FORK => {
+            let ev: ForkEvent = unsafe { read_record(bytes) }.ok_or(short)?;
+            let mut id = identity(&ev.header, clock);
+            // The row is about the new process; the header described its parent.
+            id.pid = ev.child_pid as i32;
+            id.tid = ev.child_pid as i32;
+            Ok(Record::Process(ProcessRow {
+                id,
+                ppid: Some(ev.header.pid as i32),
+                start_ns: ev.child_start_ns,
+                parent_start_ns: Some(ev.parent_start_ns),
+                event: ProcessEvent::Fork,
+            }))
+        }
+        KIND_EXEC => {
+            let ev: ExecEvent = unsafe { read_record(bytes) }.ok_or(short)?;
+            let filename_len = (ev.filename_len as usize).min(ev.filename.len());
+            let argv_len = (ev.argv_len as usize).min(ev.argv.len());
+            let (argv, argv_truncated) =
+                split_argv(&ev.argv[..argv_len], ev.argv_total_len as usize);
+            Ok(Record::Process(ProcessRow {
+                id: identity(&ev.header, clock),
+                ppid: Some(ev.ppid as i32),
+                start_ns: ev.start_ns,
+                parent_start_ns: Some(ev.parent_start_ns),
+                event: ProcessEvent::Exec {
+                    filename: String::from_utf8_lossy(&ev.filename[..filename_len]).into_owned(),
+                    argv,
+                    argv_truncated,
+                    uid: ev.uid,
+                    gid: ev.gid,
+                    euid: ev.euid,
+                    egid: ev.egid,
+                },
+            }))
+        }
+        KIND_EXIT => {
+            let ev: ExitEvent = unsafe { read_record(bytes) }.ok_or(short)?;
+            let (exit_code, signal, core_dumped) = split_exit_code(ev.exit_code);
+            Ok(Record::Process(ProcessRow {
+                id: identity(&ev.header, clock),
+                ppid: Some(ev.ppid as i32),
+                start_ns: ev.start_ns,
+                parent_start_ns: Some(ev.parent_start_ns),
+                event: ProcessEvent::Exit {
+                    exit_code,
+                    signal,
+                    core_dumped,
+                },
+            }))
+        }
+        other => Err(DecodeError::UnknownKind(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quarry_recorder_common::{ARGV_LEN, COMM_LEN, FILENAME_LEN};
+
+    fn header(kind: u32) -> EventHeader {
+        let mut comm = [0u8; COMM_LEN];
+        comm[..4].copy_from_slice(b"bash");
+        EventHeader {
+            kind,
+            pid: 100,
+            tid: 101,
+            _pad: 0,
+            ktime_ns: 2_000,
+            cgroup_id: 7,
+            comm,
+        }
+    }
+
+    fn bytes_of<T>(v: &T) -> &[u8] {
+        // SAFETY: test records are plain old data.
+        unsafe { std::slice::from_raw_parts(v as *const T as *const u8, size_of::<T>()) }
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(split_exit_code(0), (Some(0), None, false));
+        assert_eq!(split_exit_code(3 << 8), (Some(3), None, false));
+        assert_eq!(split_exit_code(9), (None, Some(9), false));
+        assert_eq!(split_exit_code(11 | 0x80), (None, Some(11), true));
+    }
+
+    #[test]
+    fn argv_splitting() {
+        assert_eq!(
+            split_argv(b"ls\0-l\0/tmp\0", 11),
+            (vec!["ls".into(), "-l".into(), "/tmp".into()], false)
+        );
+        assert_eq!(
+            split_argv(b"ls\0-l\0/t", 11),
+            (vec!["ls".into(), "-l".into(), "/t".into()], true)
+        );
+        assert_eq!(split_argv(b"", 0), (vec![], false));
+        // An empty argument in the middle is kept.
+        assert_eq!(split_argv(b"a\0\0b\0", 5).0, vec!["a", "", "b"]);
+    }
+
+    #[test]
+    fn fork_row_is_about_the_child() {
+        let ev = ForkEvent {
+            header: header(KIND_FORK),
+            child_pid: 555,
+            _pad: 0,
+            parent_start_ns: 10,
+            child_start_ns: 20,
+        };
+        let Record::Process(row) = decode(bytes_of(&ev), &WallClock::with_offset_ns(0)).unwrap();
+        assert_eq!((row.id.pid, row.id.tid, row.ppid), (555, 555, Some(100)));
+        assert_eq!((row.start_ns, row.parent_start_ns), (20, Some(10)));
+        assert_eq!(row.id.comm, "bash");
+        assert_eq!(row.event, ProcessEvent::Fork);
+    }
+
+    #[test]
+    fn exec_row() {
+        let mut ev = ExecEvent {
+            header: header(KIND_EXEC),
+            ppid: 1,
+            uid: 1000,
+            gid: 1000,
+            euid: 0,
+            egid: 0,
+            filename_len: 7,
+            argv_total_len: 9,
+            argv_len: 9,
+            start_ns: 5,
+            parent_start_ns: 1,
+            filename: [0; FILENAME_LEN],
+            argv: [0; ARGV_LEN],
+        };
+        ev.filename[..7].copy_from_slice(b"/bin/ls");
+        ev.argv[..9].copy_from_slice(b"ls\0-la\0x\0");
+        let Record::Process(row) = decode(bytes_of(&ev), &WallClock::with_offset_ns(0)).unwrap();
+        let ProcessEvent::Exec {
+            filename,
+            argv,
+            argv_truncated,
+            uid,
+            euid,
+            ..
+        } = row.event
+        else {
+            panic!("not an exec");
+        };
+        assert_eq!(filename, "/bin/ls");
+        assert_eq!(argv, vec!["ls", "-la", "x"]);
+        assert!(!argv_truncated);
+        assert_eq!((uid, euid), (1000, 0));
+    }
+
+    #[test]
+    fn short_and_unknown_records_are_errors() {
+        assert_eq!(
+            decode(&[1, 0, 0], &WallClock::with_offset_ns(0)),
+            Err(DecodeError::Short { len: 3 })
+        );
+        let h = header(99);
+        assert_eq!(
+            decode(bytes_of(&h), &WallClock::with_offset_ns(0)),
+            Err(DecodeError::UnknownKind(99))
+        );
+        let h = header(KIND_EXEC);
+        assert!(matches!(
+            decode(bytes_of(&h), &WallClock::with_offset_ns(0)),
+            Err(DecodeError::Short { .. })
+        ));
+    }
+}

@@ -1,0 +1,59 @@
+//! Live counters of a running recorder, read by the status line.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters shared between the drain loop, the sealer and whoever prints status.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Records decoded from the ring buffer.
+    pub events: AtomicU64,
+    /// Records the kernel could not fit in the ring buffer (sum over CPUs).
+    pub kernel_drops: AtomicU64,
+    /// Records that did not decode (a kernel/user version mismatch).
+    pub undecodable: AtomicU64,
+    pub rows_sealed: AtomicU64,
+    pub segments_sealed: AtomicU64,
+    pub bytes_sealed: AtomicU64,
+    /// Rows decoded and held in builders, not yet handed to the sealer.
+    pub rows_buffered: AtomicU64,
+    /// Rows handed to the sealer (sealed or waiting for a retry).
+    pub rows_submitted: AtomicU64,
+    pub last_segment: Mutex<Option<PathBuf>>,
+    /// The last sealing error, cleared by the next successful seal.
+    pub last_error: Mutex<Option<String>>,
+}
+
+/// A point-in-time copy of [`Stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub events: u64,
+    pub kernel_drops: u64,
+    pub undecodable: u64,
+    pub rows_sealed: u64,
+    pub segments_sealed: u64,
+    pub bytes_sealed: u64,
+    /// Rows decoded but not sealed yet.
+    pub rows_pending: u64,
+    pub last_segment: Option<PathBuf>,
+    pub last_error: Option<String>,
+}
+
+impl Stats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StatsSnapshot {
+            events: get(&self.events),
+            kernel_drops: get(&self.kernel_drops),
+            undecodable: get(&self.undecodable),
+            rows_sealed: get(&self.rows_sealed),
+            segments_sealed: get(&self.segments_sealed),
+            bytes_sealed: get(&self.bytes_sealed),
+            rows_pending: (get(&self.rows_buffered) + get(&self.rows_submitted))
+                .saturating_sub(get(&self.rows_sealed)),
+            last_segment: self.last_segment.lock().unwrap().clone(),
+            last_error: self.last_error.lock().unwrap().clone(),
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Argument definitions for every subcommand.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The store used when --store is not given (and QUARRY_STORE is unset).
+pub const DEFAULT_STORE: &str = "/var/lib/quarry/store";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "quarry",
+    version,
+    about = "Flight recorder and incident-response kit for Linux containers",
+    after_help = "\
+Examples:
+  sudo quarry record                          record into the default store until Ctrl-C
+  sudo quarry record --store /tmp/s --duration 30s
+  quarry verify --store /tmp/s                re-hash every segment, check the manifest chain
+  quarry verify --store /tmp/s --format json
+
+Exit codes: 0 success, 1 error (the message says what and how to fix it), 2 usage error,
+3 verification found missing, altered or unlisted evidence."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Record processes on this machine into a store (needs root)
+    Record(RecordArgs),
+    /// Check a store: every segment re-hashed, the manifest chain intact, nothing unlisted
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// For people
+    Table,
+    /// One JSON document, for machines
+    Json,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  sudo quarry record
+  sudo quarry record --store /srv/quarry --duration 10m --seal-interval 10s")]
+pub struct RecordArgs {
+    /// Store directory (created if missing)
+    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
+    pub store: PathBuf,
+    /// Stop after this long (e.g. 30s, 5m, 2h, 1d); default: until SIGINT/SIGTERM
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// How often buffered rows are sealed into a segment
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub seal_interval: Duration,
+    /// No live status line
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Format of the summary printed at the end
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  quarry verify --store /var/lib/quarry/store
+  quarry verify --store ./case-17/store --format json")]
+pub struct VerifyArgs {
+    /// Store directory to verify
+    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
+    pub store: PathBuf,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// Parses `90`, `90s`, `15m`, `2h`, `1d` or `500ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration; use e.g. 30s, 15m, 2h or 1d"))?;
+    let secs = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        other => {
+            return Err(format!(
+                "unknown unit '{other}' in '{s}'; use ms, s, m, h or d"
+            ));
+        }
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86_400));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5y").unwrap_err().contains("unknown unit"));
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

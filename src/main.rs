@@ -1,0 +1,40 @@
+//! `quarry`: the command line. Thin by design: it parses arguments, calls the library crates
+//! and prints; the work lives in quarry-recorder, quarry-store and their siblings.
+
+mod cli;
+mod record;
+mod verify;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+/// Exit codes, documented in `quarry --help`.
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// The command could not do its work (bad input, missing privileges, I/O failure).
+    pub const ERROR: u8 = 1;
+    /// Verification ran and found problems: evidence is missing or was altered.
+    pub const VERIFY_FAILED: u8 = 3;
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_target(false)
+        .init();
+    let result = match cli.command {
+        Command::Record(args) => record::run(args),
+        Command::Verify(args) => verify::run(args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit::ERROR)
+        }
+    }
+}

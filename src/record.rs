@@ -1,0 +1,138 @@
+//! `quarry record`: run the recorder with a live status line until stopped.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use quarry_recorder::stats::{Stats, StatsSnapshot};
+use quarry_recorder::{Recorder, RecorderConfig};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::cli::{Format, RecordArgs};
+use crate::exit;
+
+pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
+    let mut config = RecorderConfig::new(&args.store);
+    config.seal_interval = args.seal_interval;
+    let recorder = Recorder::start(config)
+        .with_context(|| format!("starting the recorder on {}", args.store.display()))?;
+    let store = recorder.store().root().to_path_buf();
+    eprintln!(
+        "quarry: recording into {} (process table; sealed every {:?}; stop with Ctrl-C)",
+        store.display(),
+        args.seal_interval
+    );
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let stats = recorder.stats();
+    let summary = runtime.block_on(async move {
+        let status = (!args.quiet).then(|| tokio::spawn(status_line(stats)));
+        let summary = recorder.run(shutdown(args.duration)).await;
+        if let Some(s) = status {
+            s.abort();
+        }
+        summary
+    })?;
+    if !args.quiet && std::io::stderr().is_terminal() {
+        eprintln!();
+    }
+
+    let s = &summary.stats;
+    match args.format {
+        Format::Json => println!(
+            "{}",
+            serde_json::json!({
+                "store": store,
+                "events": s.events,
+                "rows_sealed": s.rows_sealed,
+                "segments_sealed": s.segments_sealed,
+                "bytes_sealed": s.bytes_sealed,
+                "kernel_drops": s.kernel_drops,
+                "undecodable": s.undecodable,
+                "rows_pending": s.rows_pending,
+                "recovered_segments": summary.recovered_segments,
+            })
+        ),
+        Format::Table => println!(
+            "quarry: stopped; sealed {} rows in {} segments ({}) into {}; {} events dropped by \
+             the kernel",
+            s.rows_sealed,
+            s.segments_sealed,
+            human_bytes(s.bytes_sealed),
+            store.display(),
+            s.kernel_drops
+        ),
+    }
+    if s.rows_pending > 0 {
+        anyhow::bail!(
+            "{} rows could not be sealed: {}",
+            s.rows_pending,
+            s.last_error.as_deref().unwrap_or("unknown error")
+        );
+    }
+    Ok(exit::OK)
+}
+
+/// Resolves on SIGINT, SIGTERM or when `duration` has passed.
+async fn shutdown(duration: Option<Duration>) {
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    let deadline = async {
+        match duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => log::info!("SIGTERM: sealing and stopping"),
+        _ = int.recv() => log::info!("SIGINT: sealing and stopping"),
+        _ = deadline => {}
+    }
+}
+
+/// Prints a status line every second: in place on a terminal, every tenth second otherwise.
+async fn status_line(stats: Arc<Stats>) {
+    let tty = std::io::stderr().is_terminal();
+    let started = Instant::now();
+    let mut last = StatsSnapshot::default();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    for n in 1u64.. {
+        tick.tick().await;
+        let s = stats.snapshot();
+        let line = format!(
+            "[{:>4}s] {} events ({}/s) | {} segments, {} | {} dropped | {} pending{}",
+            started.elapsed().as_secs(),
+            s.events,
+            s.events - last.events,
+            s.segments_sealed,
+            human_bytes(s.bytes_sealed),
+            s.kernel_drops,
+            s.rows_pending,
+            s.last_error
+                .as_deref()
+                .map(|e| format!(" | seal failing: {e}"))
+                .unwrap_or_default()
+        );
+        if tty {
+            eprint!("\r\x1b[2K{line}");
+            let _ = std::io::stderr().flush();
+        } else if n % 10 == 0 {
+            eprintln!("{line}");
+        }
+        last = s;
+    }
+}
+
+fn human_bytes(b: u64) -> String {
+    match b {
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}

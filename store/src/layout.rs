@@ -1,0 +1,284 @@
+//! Where things live in a store: tables, Hive partitions, segment and staging names.
+//!
+//! This module is the one place that knows the directory layout; everything else asks it.
+
+use std::fmt;
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+
+use chrono::{DateTime, Datelike, Timelike, Utc};
+
+use crate::{Result, StoreError};
+
+/// File name of the hash-chained manifest at the root of a store.
+pub const MANIFEST_FILE: &str = "manifest.jsonl";
+/// Directory where segments are written before they are sealed into their partition.
+pub const STAGING_DIR: &str = ".staging";
+/// Extension of sealed segments; readers list only these.
+pub const SEGMENT_EXTENSION: &str = "parquet";
+
+/// The tables of a store. Each is a top-level directory holding Hive partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Table {
+    /// Process lifecycle: fork, exec (with argv and credentials), exit (with code or signal).
+    Process,
+}
+
+impl Table {
+    /// Every table, in the order they are listed to users.
+    pub const ALL: [Table; 1] = [Table::Process];
+
+    /// The table's name, which is also its directory name and its SQL name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Process => "process",
+        }
+    }
+
+    /// Looks a table up by name.
+    pub fn from_name(name: &str) -> Option<Table> {
+        Table::ALL.into_iter().find(|t| t.name() == name)
+    }
+}
+
+impl fmt::Display for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One Hive partition of a table: an hour of one host's recording.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Partition {
+    pub table: Table,
+    /// Start of the hour (UTC) the rows fall in.
+    pub hour: DateTime<Utc>,
+    pub host: String,
+}
+
+impl Partition {
+    /// The partition holding a row recorded at `time` on `host`.
+    pub fn for_time(table: Table, time: DateTime<Utc>, host: &str) -> Partition {
+        let hour = time
+            .with_minute(0)
+            .and_then(|t| t.with_second(0))
+            .and_then(|t| t.with_nanosecond(0))
+            .expect("zeroing minutes, seconds and nanoseconds is always valid");
+        Partition {
+            table,
+            hour,
+            host: host.to_string(),
+        }
+    }
+
+    /// The partition's directory relative to the store root, e.g.
+    /// `process/dt=2026-11-28/hour=15/host=node1`.
+    pub fn relative_dir(&self) -> PathBuf {
+        let h = &self.hour;
+        PathBuf::from(self.table.name())
+            .join(format!(
+                "dt={:04}-{:02}-{:02}",
+                h.year(),
+                h.month(),
+                h.day()
+            ))
+            .join(format!("hour={:02}", h.hour()))
+            .join(format!("host={}", sanitize_host(&self.host)))
+    }
+}
+
+/// Makes a host name safe as one path component: anything but `[A-Za-z0-9._-]` becomes `_`, and
+/// names made only of dots (`.`, `..`) are prefixed so they can never mean a parent directory.
+pub fn sanitize_host(host: &str) -> String {
+    let mut s: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() || s.chars().all(|c| c == '.') {
+        s.insert(0, '_');
+    }
+    s
+}
+
+/// A store rooted at a directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// Opens an existing store (or a directory that will become one) without touching it.
+    pub fn at(root: impl Into<PathBuf>) -> Store {
+        Store { root: root.into() }
+    }
+
+    /// Creates the store directory if needed and checks it can be written, so a recorder fails
+    /// before it loads anything rather than at its first seal.
+    pub fn create(root: impl Into<PathBuf>) -> Result<Store> {
+        let store = Store::at(root);
+        let unwritable = |source| StoreError::Unwritable {
+            path: store.root.clone(),
+            source,
+        };
+        fs::create_dir_all(&store.root).map_err(unwritable)?;
+        refuse_symlink(&store.root.join(STAGING_DIR))?;
+        fs::create_dir_all(store.staging_dir()).map_err(unwritable)?;
+        let probe = store
+            .staging_dir()
+            .join(format!(".probe-{}", std::process::id()));
+        fs::write(&probe, b"").map_err(unwritable)?;
+        fs::remove_file(&probe).map_err(unwritable)?;
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn manifest_path(&self) -> PathBuf {
+        self.root.join(MANIFEST_FILE)
+    }
+
+    pub fn staging_dir(&self) -> PathBuf {
+        self.root.join(STAGING_DIR)
+    }
+
+    pub fn table_dir(&self, table: Table) -> PathBuf {
+        self.root.join(table.name())
+    }
+
+    /// Where the segment with relative path `rel` waits while it is being sealed. The name is a
+    /// pure function of `rel` so an interrupted seal can be matched to its manifest entry.
+    pub fn staging_path_for(&self, rel: &str) -> PathBuf {
+        self.staging_dir()
+            .join(format!("{}.partial", rel.replace('/', "+")))
+    }
+
+    /// Resolves a manifest-relative path, refusing anything that could leave the store.
+    pub fn resolve(&self, rel: &str) -> Result<PathBuf> {
+        let p = Path::new(rel);
+        let ok = !rel.is_empty() && p.components().all(|c| matches!(c, Component::Normal(_)));
+        if !ok {
+            return Err(StoreError::UnsafePath {
+                path: p.to_path_buf(),
+                reason: "a store path must be relative and must not contain '..'".into(),
+            });
+        }
+        Ok(self.root.join(p))
+    }
+}
+
+/// Builds a segment's file name. It sorts by seal time and is unique per recorder run.
+pub fn segment_file_name(sealed_at: DateTime<Utc>, run_id: u32, seq: u64) -> String {
+    format!(
+        "{}-{run_id:08x}-{seq:06}.{SEGMENT_EXTENSION}",
+        sealed_at.format("%Y%m%dT%H%M%S%.6fZ")
+    )
+}
+
+/// Fails if `path` exists and is a symlink: evidence is never written through one.
+pub fn refuse_symlink(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(StoreError::UnsafePath {
+            path: path.to_path_buf(),
+            reason: "it is a symlink; the store never follows symlinks".into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Creates `rel` (a directory relative to `root`) one component at a time, refusing symlinks on
+/// the way, and fsyncs each directory it creates together with its parent so the new entry
+/// survives a crash.
+pub fn create_dir_durable(root: &Path, rel: &Path) -> Result<PathBuf> {
+    let mut dir = root.to_path_buf();
+    for comp in rel.components() {
+        let Component::Normal(name) = comp else {
+            return Err(StoreError::UnsafePath {
+                path: rel.to_path_buf(),
+                reason: "partition directories must be plain relative names".into(),
+            });
+        };
+        let parent = dir.clone();
+        dir.push(name);
+        match fs::symlink_metadata(&dir) {
+            Ok(m) if m.is_dir() => continue,
+            Ok(_) => {
+                return Err(StoreError::UnsafePath {
+                    path: dir,
+                    reason: "expected a directory (symlinks are refused)".into(),
+                });
+            }
+            Err(_) => {
+                match fs::create_dir(&dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(StoreError::io(&dir, e)),
+                }
+                fsync_dir(&parent)?;
+            }
+        }
+    }
+    Ok(dir)
+}
+
+/// fsyncs a directory so renames and creations inside it are durable.
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io(dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn partition_dir_is_hive_layout() {
+        let t = Utc.with_ymd_and_hms(2026, 11, 28, 15, 47, 12).unwrap();
+        let p = Partition::for_time(Table::Process, t, "node-1");
+        assert_eq!(
+            p.hour,
+            Utc.with_ymd_and_hms(2026, 11, 28, 15, 0, 0).unwrap()
+        );
+        assert_eq!(
+            p.relative_dir(),
+            PathBuf::from("process/dt=2026-11-28/hour=15/host=node-1")
+        );
+    }
+
+    #[test]
+    fn hostile_host_names_stay_one_component() {
+        assert_eq!(sanitize_host("../../etc"), ".._.._etc");
+        assert_eq!(sanitize_host(".."), "_..");
+        assert_eq!(sanitize_host(""), "_");
+        assert_eq!(sanitize_host("a/b c"), "a_b_c");
+    }
+
+    #[test]
+    fn resolve_refuses_escapes() {
+        let s = Store::at("/tmp/store");
+        assert!(s.resolve("../x").is_err());
+        assert!(s.resolve("/etc/passwd").is_err());
+        assert!(s.resolve("process/a/../../x").is_err());
+        assert_eq!(
+            s.resolve("process/x.parquet").unwrap(),
+            PathBuf::from("/tmp/store/process/x.parquet")
+        );
+    }
+
+    #[test]
+    fn segment_names_sort_by_time() {
+        let a = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 1).unwrap();
+        let b = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 2).unwrap();
+        assert!(segment_file_name(a, 7, 9) < segment_file_name(b, 1, 0));
+        assert!(segment_file_name(a, 7, 9).ends_with(".parquet"));
+    }
+}

@@ -1,0 +1,307 @@
+//! The store manifest: an append-only, hash-chained log of every segment added or removed.
+//!
+//! Each line is one JSON [`ManifestEntry`]. Its `hash` is the SHA-256 of the entry's other
+//! fields serialized as JSON, and those fields include `prev`, the hash of the line before, so
+//! editing, dropping or reordering any line breaks the chain from there on. Publishing the head
+//! hash (printed by `quarry verify`) elsewhere also pins the chain's length.
+//!
+//! Appends take an exclusive `flock` on the manifest so the recorder, retention and on-demand
+//! commands can share a store.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::{Result, StoreError};
+
+/// The `prev` of the first entry.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What an entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ManifestOp {
+    /// A segment was sealed into the store.
+    Add,
+    /// A segment was deleted (by retention or compaction); `reason` says why.
+    Remove,
+}
+
+/// The hashed content of one manifest line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryBody {
+    pub seq: u64,
+    /// When the entry was written, RFC 3339 UTC.
+    pub at: String,
+    pub op: ManifestOp,
+    pub table: String,
+    /// Segment path relative to the store root, `/`-separated.
+    pub path: String,
+    pub rows: u64,
+    pub bytes: u64,
+    /// SHA-256 of the segment file, hex.
+    pub sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub prev: String,
+}
+
+/// One manifest line: the body and its chained hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestEntry {
+    #[serde(flatten)]
+    pub body: EntryBody,
+    pub hash: String,
+}
+
+impl EntryBody {
+    /// The chained hash of this body (which includes the previous entry's hash).
+    pub fn hash(&self) -> String {
+        let json = serde_json::to_vec(self).expect("an entry body always serializes");
+        hex::encode(Sha256::digest(&json))
+    }
+}
+
+/// What a new entry says, before it is numbered and chained.
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    pub op: ManifestOp,
+    pub table: String,
+    pub path: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub sha256: String,
+    pub reason: Option<String>,
+}
+
+/// A manifest file.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    path: PathBuf,
+}
+
+/// The result of reading a manifest: every entry that parsed, in order, plus what did not.
+#[derive(Debug, Default)]
+pub struct ManifestLog {
+    pub entries: Vec<(usize, ManifestEntry)>,
+    /// Lines (1-based) that are not valid entries.
+    pub malformed: Vec<(usize, String)>,
+    /// The file ends without a newline: an append was cut short.
+    pub torn_tail: bool,
+}
+
+impl Manifest {
+    pub fn new(path: impl Into<PathBuf>) -> Manifest {
+        Manifest { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends an entry chained to the current last one and fsyncs it before returning.
+    pub fn append(&self, new: NewEntry) -> Result<ManifestEntry> {
+        crate::layout::refuse_symlink(&self.path)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&self.path)
+            .map_err(|e| StoreError::io(&self.path, e))?;
+        let _lock = Flock::exclusive(&file, &self.path)?;
+        let (last, torn) = self.read_last_entry(&mut file)?;
+        if torn {
+            // A previous writer died mid-line. Chain past it on a fresh line; verify reports it.
+            file.write_all(b"\n")
+                .map_err(|e| StoreError::io(&self.path, e))?;
+        }
+        let (seq, prev) = match last {
+            Some(e) => (e.body.seq + 1, e.hash),
+            None => (0, GENESIS_HASH.to_string()),
+        };
+        let body = EntryBody {
+            seq,
+            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            op: new.op,
+            table: new.table,
+            path: new.path,
+            rows: new.rows,
+            bytes: new.bytes,
+            sha256: new.sha256,
+            reason: new.reason,
+            prev,
+        };
+        let entry = ManifestEntry {
+            hash: body.hash(),
+            body,
+        };
+        let mut line = serde_json::to_vec(&entry).expect("an entry always serializes");
+        line.push(b'\n');
+        // One write(2) per line: a killed writer leaves a whole line or a torn tail, never a
+        // line spliced into another.
+        file.write_all(&line)
+            .and_then(|_| file.sync_data())
+            .map_err(|e| StoreError::io(&self.path, e))?;
+        Ok(entry)
+    }
+
+    /// Finds the last complete entry by reading backwards from the end in growing windows.
+    fn read_last_entry(&self, file: &mut File) -> Result<(Option<ManifestEntry>, bool)> {
+        let len = file
+            .metadata()
+            .map_err(|e| StoreError::io(&self.path, e))?
+            .len();
+        if len == 0 {
+            return Ok((None, false));
+        }
+        let mut window = 4096u64;
+        loop {
+            let start = len.saturating_sub(window);
+            let mut buf = vec![0u8; (len - start) as usize];
+            file.seek(SeekFrom::Start(start))
+                .and_then(|_| file.read_exact(&mut buf))
+                .map_err(|e| StoreError::io(&self.path, e))?;
+            let torn = buf.last() != Some(&b'\n');
+            let complete = match buf.iter().rposition(|&b| b == b'\n') {
+                Some(i) => &buf[..i],
+                None => &buf[..0],
+            };
+            // Lines wholly inside the window: skip the first, possibly cut, unless at file start.
+            let mut lines: Vec<&[u8]> = complete.split(|&b| b == b'\n').collect();
+            if start > 0 && !lines.is_empty() {
+                lines.remove(0);
+            }
+            if let Some(last) = lines.iter().rev().find(|l| !l.is_empty()) {
+                let entry: ManifestEntry =
+                    serde_json::from_slice(last).map_err(|e| StoreError::Manifest {
+                        path: self.path.clone(),
+                        line: 0,
+                        reason: format!(
+                            "the last entry is not valid ({e}); run `quarry verify --store` to see \
+                             what happened to the manifest"
+                        ),
+                    })?;
+                return Ok((Some(entry), torn));
+            }
+            if start == 0 {
+                return Ok((None, torn));
+            }
+            window *= 4;
+        }
+    }
+
+    /// Reads every line. A missing manifest reads as empty.
+    pub fn read(&self) -> Result<ManifestLog> {
+        crate::layout::refuse_symlink(&self.path)?;
+        let data = match fs::read(&self.path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ManifestLog::default()),
+            Err(e) => return Err(StoreError::io(&self.path, e)),
+        };
+        let mut log = ManifestLog {
+            torn_tail: !data.is_empty() && data.last() != Some(&b'\n'),
+            ..Default::default()
+        };
+        for (i, line) in data.split(|&b| b == b'\n').enumerate() {
+            if line.is_empty() {
+                continue;
+            }
+            match serde_json::from_slice::<ManifestEntry>(line) {
+                Ok(e) => log.entries.push((i + 1, e)),
+                Err(e) => log.malformed.push((i + 1, e.to_string())),
+            }
+        }
+        Ok(log)
+    }
+}
+
+/// An exclusive advisory lock held until dropped.
+struct Flock {
+    fd: RawFd,
+}
+
+impl Flock {
+    /// Locks `file`; the lock must be dropped before `file` is closed.
+    fn exclusive(file: &File, path: &Path) -> Result<Self> {
+        // SAFETY: flock on a valid, open descriptor has no memory-safety requirements.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if rc != 0 {
+            return Err(StoreError::io(path, std::io::Error::last_os_error()));
+        }
+        Ok(Flock {
+            fd: file.as_raw_fd(),
+        })
+    }
+}
+
+impl Drop for Flock {
+    fn drop(&mut self) {
+        // SAFETY: as above; unlocking cannot fail in a way we could act on.
+        unsafe { libc::flock(self.fd, libc::LOCK_UN) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add(path: &str) -> NewEntry {
+        NewEntry {
+            op: ManifestOp::Add,
+            table: "process".into(),
+            path: path.into(),
+            rows: 1,
+            bytes: 2,
+            sha256: "ab".into(),
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn entries_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Manifest::new(dir.path().join("manifest.jsonl"));
+        let a = m.append(add("a")).unwrap();
+        let b = m.append(add("b")).unwrap();
+        assert_eq!(a.body.prev, GENESIS_HASH);
+        assert_eq!(b.body.prev, a.hash);
+        assert_eq!(b.body.seq, 1);
+        let log = m.read().unwrap();
+        assert_eq!(log.entries.len(), 2);
+        assert!(!log.torn_tail && log.malformed.is_empty());
+        assert_eq!(log.entries[1].1.body.hash(), b.hash);
+    }
+
+    #[test]
+    fn append_after_torn_tail_starts_a_new_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Manifest::new(dir.path().join("manifest.jsonl"));
+        let a = m.append(add("a")).unwrap();
+        OpenOptions::new()
+            .append(true)
+            .open(m.path())
+            .unwrap()
+            .write_all(b"{\"seq\":1,\"at")
+            .unwrap();
+        let b = m.append(add("b")).unwrap();
+        assert_eq!(b.body.prev, a.hash);
+        let log = m.read().unwrap();
+        assert_eq!(log.entries.len(), 2);
+        assert_eq!(log.malformed.len(), 1);
+    }
+
+    #[test]
+    fn last_entry_found_beyond_first_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Manifest::new(dir.path().join("manifest.jsonl"));
+        let long = "x".repeat(10_000);
+        m.append(add(&long)).unwrap();
+        let b = m.append(add(&long)).unwrap();
+        let c = m.append(add("c")).unwrap();
+        assert_eq!(c.body.prev, b.hash);
+    }
+}

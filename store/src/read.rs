@@ -1,0 +1,70 @@
+//! Reading sealed segments back: the project's own Parquet reader, used by tests, export and
+//! the query tool's fallbacks.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::layout::{SEGMENT_EXTENSION, Store, Table};
+use crate::{Result, StoreError};
+
+impl Store {
+    /// Sealed segment files of `table`, sorted by path (and so by partition, then seal time).
+    /// Symlinks are skipped: the store never follows them.
+    pub fn segments(&self, table: Table) -> Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        collect(&self.table_dir(table), &mut out)?;
+        out.sort();
+        Ok(out)
+    }
+
+    /// Every row of `table`, one batch per segment row group.
+    pub fn read_table(&self, table: Table) -> Result<Vec<RecordBatch>> {
+        let mut batches = Vec::new();
+        for seg in self.segments(table)? {
+            batches.extend(read_segment(&seg)?);
+        }
+        Ok(batches)
+    }
+}
+
+/// All rows of one segment file.
+pub fn read_segment(path: &Path) -> Result<Vec<RecordBatch>> {
+    let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
+    let parquet_err = |source| StoreError::Parquet {
+        path: path.to_path_buf(),
+        source,
+    };
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(parquet_err)?
+        .build()
+        .map_err(parquet_err)?;
+    let mut batches = Vec::new();
+    for b in reader {
+        batches.push(b?);
+    }
+    Ok(batches)
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(StoreError::io(dir, e)),
+    };
+    for item in entries {
+        let item = item.map_err(|e| StoreError::io(dir, e))?;
+        let ft = item
+            .file_type()
+            .map_err(|e| StoreError::io(item.path(), e))?;
+        let path = item.path();
+        if ft.is_dir() {
+            collect(&path, out)?;
+        } else if ft.is_file() && path.extension().is_some_and(|e| e == SEGMENT_EXTENSION) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}

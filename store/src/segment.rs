@@ -1,0 +1,200 @@
+//! Sealing: turning a batch of rows into an immutable, hashed segment in its partition.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use arrow::record_batch::RecordBatch;
+use chrono::Utc;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use sha2::{Digest, Sha256};
+
+use crate::layout::{self, Partition, Store, segment_file_name};
+use crate::manifest::{Manifest, ManifestEntry, ManifestOp, NewEntry};
+use crate::{Result, StoreError};
+
+/// A segment that is sealed: renamed into its partition and listed in the manifest.
+#[derive(Debug, Clone)]
+pub struct SealedSegment {
+    pub path: PathBuf,
+    pub entry: ManifestEntry,
+}
+
+/// Parquet settings for every segment: zstd, dictionaries, page statistics for pruning.
+fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("3 is a valid zstd level"),
+        ))
+        .set_dictionary_enabled(true)
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(1 << 20))
+        .set_created_by(format!("quarry {}", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// SHA-256 of a file, hex.
+pub fn sha256_file(path: &Path) -> io::Result<String> {
+    let mut f = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+impl Store {
+    /// Seals `batch` as a new segment of `partition`.
+    ///
+    /// The order of steps is what keeps evidence whole: write and fsync in `.staging/`, hash,
+    /// log the segment in the manifest, rename into the partition, fsync the directory. A crash
+    /// before the manifest line leaves only a staging file (never visible to readers); a crash
+    /// after it leaves a staged file that [`Store::recover`] finishes moving.
+    pub fn seal(
+        &self,
+        partition: &Partition,
+        batch: &RecordBatch,
+        run_id: u32,
+        seq: u64,
+    ) -> Result<SealedSegment> {
+        let table = partition.table;
+        let expected = crate::schema::schema_of(table);
+        if batch.schema() != expected {
+            return Err(StoreError::Arrow(arrow::error::ArrowError::SchemaError(
+                format!("batch does not match the schema of table {table}"),
+            )));
+        }
+        let dir_rel = partition.relative_dir();
+        let name = segment_file_name(Utc::now(), run_id, seq);
+        let rel = format!("{}/{name}", dir_rel.to_string_lossy());
+        let staged = self.staging_path_for(&rel);
+        layout::refuse_symlink(&self.staging_dir())?;
+
+        let (bytes, sha256) = write_parquet(&staged, batch).inspect_err(|_| {
+            // Nothing was logged yet; a partial file must not linger (e.g. on a full disk).
+            let _ = fs::remove_file(&staged);
+        })?;
+        let dir = layout::create_dir_durable(self.root(), &dir_rel)?;
+        let final_path = dir.join(&name);
+
+        let entry = Manifest::new(self.manifest_path()).append(NewEntry {
+            op: ManifestOp::Add,
+            table: table.name().to_string(),
+            path: rel,
+            rows: batch.num_rows() as u64,
+            bytes,
+            sha256,
+            reason: None,
+        })?;
+        fs::rename(&staged, &final_path).map_err(|e| StoreError::io(&final_path, e))?;
+        layout::fsync_dir(&dir)?;
+        Ok(SealedSegment {
+            path: final_path,
+            entry,
+        })
+    }
+
+    /// Finishes seals a killed writer left behind: staged files the manifest already lists (with
+    /// a matching hash) are moved into place; unlisted staged files were never sealed, held no
+    /// acknowledged rows, and are deleted. Returns (completed, discarded).
+    pub fn recover(&self) -> Result<(usize, usize)> {
+        let staging = self.staging_dir();
+        let entries = match fs::read_dir(&staging) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, 0)),
+            Err(e) => return Err(StoreError::io(&staging, e)),
+        };
+        let log = Manifest::new(self.manifest_path()).read()?;
+        let mut listed = std::collections::HashMap::new();
+        for (_, e) in &log.entries {
+            match e.body.op {
+                ManifestOp::Add => listed.insert(self.staging_path_for(&e.body.path), e),
+                ManifestOp::Remove => listed.remove(&self.staging_path_for(&e.body.path)),
+            };
+        }
+        let (mut completed, mut discarded) = (0, 0);
+        for item in entries {
+            let item = item.map_err(|e| StoreError::io(&staging, e))?;
+            let staged = item.path();
+            let is_file = item.file_type().map(|t| t.is_file()).unwrap_or(false);
+            let target = listed.get(&staged).map(|e| (e, self.resolve(&e.body.path)));
+            match target {
+                Some((entry, Ok(final_path)))
+                    if is_file
+                        && !final_path.exists()
+                        && sha256_file(&staged).ok().as_deref() == Some(&entry.body.sha256) =>
+                {
+                    let dir = final_path.parent().expect("segment paths have a partition");
+                    let rel_dir = dir.strip_prefix(self.root()).unwrap_or(dir);
+                    layout::create_dir_durable(self.root(), rel_dir)?;
+                    fs::rename(&staged, &final_path).map_err(|e| StoreError::io(&final_path, e))?;
+                    layout::fsync_dir(dir)?;
+                    completed += 1;
+                }
+                _ if is_file => {
+                    fs::remove_file(&staged).map_err(|e| StoreError::io(&staged, e))?;
+                    discarded += 1;
+                }
+                _ => {}
+            }
+        }
+        Ok((completed, discarded))
+    }
+}
+
+/// A writer that hashes and counts what passes through it, so a segment is hashed as it is
+/// written instead of being read back.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes `batch` to `path` as zstd Parquet, fsyncs it and returns (size, sha256).
+fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(u64, String)> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| StoreError::io(path, e))?;
+    let parquet_err = |source| StoreError::Parquet {
+        path: path.to_path_buf(),
+        source,
+    };
+    let sink = HashingWriter {
+        inner: BufWriter::with_capacity(1 << 20, file),
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
+    let mut writer = ArrowWriter::try_new(sink, batch.schema(), Some(writer_properties()))
+        .map_err(parquet_err)?;
+    writer.write(batch).map_err(parquet_err)?;
+    let mut sink = writer.into_inner().map_err(parquet_err)?;
+    sink.flush().map_err(|e| StoreError::io(path, e))?;
+    let file = sink
+        .inner
+        .into_inner()
+        .map_err(|e| StoreError::io(path, e.into_error()))?;
+    file.sync_all().map_err(|e| StoreError::io(path, e))?;
+    Ok((sink.bytes, hex::encode(sink.hasher.finalize())))
+}

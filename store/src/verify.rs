@@ -1,0 +1,261 @@
+//! Verifying a store: every sealed segment re-hashed, the manifest chain checked, and every
+//! file in the table directories accounted for.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::layout::{SEGMENT_EXTENSION, Store, Table};
+use crate::manifest::{GENESIS_HASH, Manifest, ManifestEntry, ManifestOp};
+use crate::segment::sha256_file;
+use crate::{Result, StoreError};
+
+/// One thing wrong with a store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Problem {
+    /// The manifest lists the segment but the file is gone.
+    Missing { path: String },
+    /// The segment's content no longer matches the hash it was sealed with.
+    Altered {
+        path: String,
+        expected: String,
+        actual: String,
+    },
+    /// A segment-like file sits in a table directory but the manifest never listed it (or
+    /// listed it as removed).
+    Unlisted { path: String },
+    /// Something in a table directory is a symlink or not a regular file.
+    Unexpected { path: String, what: String },
+    /// A manifest line does not parse.
+    MalformedEntry { line: usize, error: String },
+    /// A manifest line's content does not match its own hash: it was edited.
+    TamperedEntry { line: usize, seq: u64 },
+    /// A manifest line does not chain to the line before it: lines were removed, inserted or
+    /// reordered.
+    BrokenChain { line: usize, seq: u64 },
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::Missing { path } => write!(
+                f,
+                "missing segment: {path} is listed in the manifest but gone"
+            ),
+            Problem::Altered {
+                path,
+                expected,
+                actual,
+            } => write!(
+                f,
+                "altered segment: {path} has sha256 {actual}, sealed as {expected}"
+            ),
+            Problem::Unlisted { path } => {
+                write!(f, "unlisted segment: {path} is not in the manifest")
+            }
+            Problem::Unexpected { path, what } => write!(f, "unexpected entry: {path} is {what}"),
+            Problem::MalformedEntry { line, error } => {
+                write!(f, "manifest line {line} is not a valid entry: {error}")
+            }
+            Problem::TamperedEntry { line, seq } => write!(
+                f,
+                "manifest line {line} (seq {seq}) does not match its hash: it was edited"
+            ),
+            Problem::BrokenChain { line, seq } => write!(
+                f,
+                "manifest line {line} (seq {seq}) does not chain to the line before: entries were \
+                 removed, inserted or reordered"
+            ),
+        }
+    }
+}
+
+/// A staged segment the manifest lists but that was not yet moved into place (the recorder was
+/// stopped between the two steps). Not a problem: the next `quarry record` finishes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Pending {
+    pub path: String,
+}
+
+/// The outcome of [`verify_store`].
+#[derive(Debug, Default, Serialize)]
+pub struct VerifyReport {
+    pub store: PathBuf,
+    pub segments_verified: u64,
+    pub rows: u64,
+    pub bytes: u64,
+    pub removed_segments: u64,
+    pub manifest_entries: u64,
+    /// Hash of the last manifest entry: publish it elsewhere to pin the chain's length.
+    pub head_hash: String,
+    pub torn_tail: bool,
+    pub pending: Vec<Pending>,
+    pub problems: Vec<Problem>,
+}
+
+impl VerifyReport {
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Checks the whole store and returns every problem found (it does not stop at the first).
+pub fn verify_store(store: &Store) -> Result<VerifyReport> {
+    let mut report = VerifyReport {
+        store: store.root().to_path_buf(),
+        head_hash: GENESIS_HASH.to_string(),
+        ..Default::default()
+    };
+    if !store.root().is_dir() {
+        return Err(StoreError::Io {
+            path: store.root().to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no store here; pass the directory `quarry record --store` wrote to",
+            ),
+        });
+    }
+    let log = Manifest::new(store.manifest_path()).read()?;
+    report.torn_tail = log.torn_tail;
+    report.manifest_entries = log.entries.len() as u64;
+    for (line, error) in &log.malformed {
+        // A torn final line is what a killed appender leaves; it is reported via `torn_tail`.
+        let is_tail = log.torn_tail && Some(*line) == log.malformed.last().map(|m| m.0);
+        if !is_tail {
+            report.problems.push(Problem::MalformedEntry {
+                line: *line,
+                error: error.clone(),
+            });
+        }
+    }
+
+    // The chain: each entry hashes to itself and points at the one before.
+    let mut prev = GENESIS_HASH.to_string();
+    let mut live: BTreeMap<String, &ManifestEntry> = BTreeMap::new();
+    for (line, entry) in &log.entries {
+        if entry.body.hash() != entry.hash {
+            report.problems.push(Problem::TamperedEntry {
+                line: *line,
+                seq: entry.body.seq,
+            });
+        }
+        if entry.body.prev != prev {
+            report.problems.push(Problem::BrokenChain {
+                line: *line,
+                seq: entry.body.seq,
+            });
+        }
+        prev = entry.hash.clone();
+        match entry.body.op {
+            ManifestOp::Add => {
+                live.insert(entry.body.path.clone(), entry);
+            }
+            ManifestOp::Remove => {
+                live.remove(&entry.body.path);
+                report.removed_segments += 1;
+            }
+        }
+    }
+    report.head_hash = prev;
+
+    // Every live segment: present, same bytes.
+    for (rel, entry) in &live {
+        let path = match store.resolve(rel) {
+            Ok(p) => p,
+            Err(_) => {
+                report.problems.push(Problem::Unexpected {
+                    path: rel.clone(),
+                    what: "a manifest path that leaves the store".into(),
+                });
+                continue;
+            }
+        };
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_file() => match sha256_file(&path) {
+                Ok(actual) if actual == entry.body.sha256 => {
+                    report.segments_verified += 1;
+                    report.rows += entry.body.rows;
+                    report.bytes += m.len();
+                }
+                Ok(actual) => report.problems.push(Problem::Altered {
+                    path: rel.clone(),
+                    expected: entry.body.sha256.clone(),
+                    actual,
+                }),
+                Err(e) => return Err(StoreError::io(&path, e)),
+            },
+            Ok(_) => report.problems.push(Problem::Unexpected {
+                path: rel.clone(),
+                what: "not a regular file (symlink or special file)".into(),
+            }),
+            Err(_) => {
+                let staged = store.staging_path_for(rel);
+                if sha256_file(&staged).ok().as_deref() == Some(&entry.body.sha256) {
+                    report.pending.push(Pending { path: rel.clone() });
+                } else {
+                    report.problems.push(Problem::Missing { path: rel.clone() });
+                }
+            }
+        }
+    }
+
+    // Every file on disk: listed.
+    let listed: BTreeSet<&str> = live.keys().map(String::as_str).collect();
+    for table in Table::ALL {
+        walk(
+            store.root(),
+            &store.table_dir(table),
+            &listed,
+            &mut report.problems,
+        )?;
+    }
+    Ok(report)
+}
+
+/// Walks a table directory without following symlinks, reporting files the manifest does not
+/// account for.
+fn walk(
+    root: &Path,
+    dir: &Path,
+    listed: &BTreeSet<&str>,
+    problems: &mut Vec<Problem>,
+) -> Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(StoreError::io(dir, e)),
+    };
+    for item in entries {
+        let item = item.map_err(|e| StoreError::io(dir, e))?;
+        let path = item.path();
+        let rel = path
+            .strip_prefix(root)
+            .unwrap_or(&path)
+            .to_string_lossy()
+            .into_owned();
+        let ft = item.file_type().map_err(|e| StoreError::io(&path, e))?;
+        if ft.is_dir() {
+            walk(root, &path, listed, problems)?;
+        } else if ft.is_symlink() {
+            problems.push(Problem::Unexpected {
+                path: rel,
+                what: "a symlink".into(),
+            });
+        } else if !listed.contains(rel.as_str()) {
+            let is_segment = path.extension().is_some_and(|e| e == SEGMENT_EXTENSION);
+            if is_segment {
+                problems.push(Problem::Unlisted { path: rel });
+            } else {
+                problems.push(Problem::Unexpected {
+                    path: rel,
+                    what: "a file that is not a segment".into(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
