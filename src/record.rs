@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use quarry_recorder::stats::{Stats, StatsSnapshot};
 use quarry_recorder::{Recorder, RecorderConfig};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::cli::{Format, RecordArgs};
 use crate::exit;
@@ -18,24 +18,27 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
     let recorder = Recorder::start(config)
         .with_context(|| format!("starting the recorder on {}", args.store.display()))?;
     let store = recorder.store().root().to_path_buf();
-    eprintln!(
-        "quarry: recording into {} (process table; sealed every {:?}; stop with Ctrl-C)",
-        store.display(),
-        args.seal_interval
-    );
-
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     let stats = recorder.stats();
-    let summary = runtime.block_on(async move {
+    let summary = runtime.block_on(async {
+        // Handlers go in before anyone is told recording began, so a stop signal sent right
+        // after that message is always a graceful stop.
+        let term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+        let int = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+        eprintln!(
+            "quarry: recording into {} (process table; sealed every {:?}; stop with Ctrl-C)",
+            store.display(),
+            args.seal_interval
+        );
         let status = (!args.quiet).then(|| tokio::spawn(status_line(stats)));
-        let summary = recorder.run(shutdown(args.duration)).await;
+        let summary = recorder.run(shutdown(term, int, args.duration)).await;
         if let Some(s) = status {
             s.abort();
         }
-        summary
+        anyhow::Ok(summary?)
     })?;
     if !args.quiet && std::io::stderr().is_terminal() {
         eprintln!();
@@ -78,9 +81,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
 }
 
 /// Resolves on SIGINT, SIGTERM or when `duration` has passed.
-async fn shutdown(duration: Option<Duration>) {
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+async fn shutdown(mut term: Signal, mut int: Signal, duration: Option<Duration>) {
     let deadline = async {
         match duration {
             Some(d) => tokio::time::sleep(d).await,

@@ -1,0 +1,169 @@
+//! `quarry verify` detects every kind of tampering with a store. These build real stores with
+//! the store library (real Parquet, real manifest) and need no root.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use chrono::{TimeZone, Utc};
+use common::*;
+use quarry_store::schema::{ProcessBuilder, ProcessEvent, ProcessRow, RowIdentity};
+use quarry_store::{Partition, Store, Table};
+
+/// A store with three sealed segments in two hours; returns the segment paths.
+fn store_with_segments(root: &Path) -> Vec<PathBuf> {
+    let store = Store::create(root).unwrap();
+    let mut paths = Vec::new();
+    for (seq, hour) in [(0u64, 10u32), (1, 10), (2, 11)] {
+        let time = Utc
+            .with_ymd_and_hms(2026, 11, 28, hour, 5, seq as u32)
+            .unwrap();
+        let mut b = ProcessBuilder::default();
+        for pid in 0..50 {
+            b.append(
+                "node-a",
+                &ProcessRow {
+                    id: RowIdentity {
+                        time,
+                        ktime_ns: 1_000 + pid as u64,
+                        pid,
+                        tid: pid,
+                        comm: "worker".into(),
+                        cgroup_id: 7,
+                        container_id: None,
+                    },
+                    ppid: Some(1),
+                    start_ns: 10,
+                    parent_start_ns: Some(1),
+                    event: ProcessEvent::Exit {
+                        exit_code: Some(0),
+                        signal: None,
+                        core_dumped: false,
+                    },
+                },
+            );
+        }
+        let partition = Partition::for_time(Table::Process, time, "node-a");
+        paths.push(store.seal(&partition, &b.finish(), 1, seq).unwrap().path);
+    }
+    paths
+}
+
+fn rel(root: &Path, p: &Path) -> String {
+    p.strip_prefix(root).unwrap().display().to_string()
+}
+
+#[test]
+fn clean_store_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with_segments(dir.path());
+    let (code, out) = verify(dir.path());
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("3 segments, 150 rows"), "{out}");
+}
+
+#[test]
+fn one_altered_byte_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let segs = store_with_segments(dir.path());
+    let mut data = fs::read(&segs[1]).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0x01;
+    fs::write(&segs[1], &data).unwrap();
+
+    let (code, out) = verify(dir.path());
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains(&format!("altered segment: {}", rel(dir.path(), &segs[1]))),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches('✗').count(),
+        2,
+        "only that segment is reported: {out}"
+    );
+}
+
+#[test]
+fn missing_and_unlisted_segments_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let segs = store_with_segments(dir.path());
+    fs::remove_file(&segs[0]).unwrap();
+    let planted = segs[2].with_file_name("planted.parquet");
+    fs::copy(&segs[2], &planted).unwrap();
+
+    let (code, out) = verify(dir.path());
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains(&format!("missing segment: {}", rel(dir.path(), &segs[0]))),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("unlisted segment: {}", rel(dir.path(), &planted))),
+        "{out}"
+    );
+}
+
+#[test]
+fn edited_or_dropped_manifest_lines_break_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with_segments(dir.path());
+    let manifest = dir.path().join("manifest.jsonl");
+    let original = fs::read_to_string(&manifest).unwrap();
+
+    // Edit a row count in line 2: the line no longer matches its hash.
+    let lines: Vec<&str> = original.lines().collect();
+    let edited = lines[1].replace("\"rows\":50", "\"rows\":49");
+    assert_ne!(edited, lines[1]);
+    fs::write(&manifest, format!("{}\n{edited}\n{}\n", lines[0], lines[2])).unwrap();
+    let (code, out) = verify(dir.path());
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("manifest line 2 (seq 1) does not match its hash"),
+        "{out}"
+    );
+
+    // Drop line 2 (and its segment, to hide it): line 3 no longer chains.
+    fs::write(&manifest, format!("{}\n{}\n", lines[0], lines[2])).unwrap();
+    let (code, out) = verify(dir.path());
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("manifest line 2 (seq 2) does not chain"),
+        "{out}"
+    );
+}
+
+#[test]
+fn symlinks_in_the_store_are_reported_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let segs = store_with_segments(dir.path());
+    let link = segs[0].with_file_name("link.parquet");
+    std::os::unix::fs::symlink("/etc/passwd", &link).unwrap();
+    let (code, out) = verify(dir.path());
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains(&format!(
+            "unexpected entry: {} is a symlink",
+            rel(dir.path(), &link)
+        )),
+        "{out}"
+    );
+}
+
+#[test]
+fn json_report_for_machines() {
+    let dir = tempfile::tempdir().unwrap();
+    let segs = store_with_segments(dir.path());
+    fs::remove_file(&segs[2]).unwrap();
+    let out = quarry()
+        .args(["verify", "--format", "json", "--store"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["segments_verified"], 2);
+    assert_eq!(v["problems"][0]["kind"], "missing");
+    assert_eq!(v["problems"][0]["path"], rel(dir.path(), &segs[2]));
+}
