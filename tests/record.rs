@@ -20,6 +20,7 @@ fn records_exec_with_argv_parent_and_exit_code() {
     let store = dir.path().join("store");
     let mark = marker("exec");
     let rec = RecorderProcess::start(&store, &["--seal-interval", "1s"]);
+    let recorder_pid = rec.pid();
 
     // sh forks a child that execs `true <marker> "two words"`, then sh exits with 3. The child
     // runs `true` through `exec` so the marker exec is the child's own.
@@ -89,6 +90,12 @@ fn records_exec_with_argv_parent_and_exit_code() {
         .expect("the marker process's exit is recorded");
     assert_eq!((exit.exit_code, exit.exit_signal), (Some(0), None));
     assert!(fork.ktime_ns <= marker_exec.ktime_ns && marker_exec.ktime_ns <= exit.ktime_ns);
+
+    // The recorder ignores its own activity (it was forked and exec'd before it loaded).
+    assert!(
+        rows.iter()
+            .all(|r| r.pid != recorder_pid && r.ppid != Some(recorder_pid))
+    );
 
     // An independent reader (pyarrow, Hive partitioning) sees the same rows.
     let py = Command::new("python3")
