@@ -1,0 +1,293 @@
+//! Container discovery: the one place that knows how containers look from the host.
+//!
+//! A responder names a container by id, id prefix or name; the kernel knows only cgroups and
+//! pids. This crate connects the two from the kernel's and the runtimes' own records, with no
+//! daemon connection required:
+//!
+//! - [`cgroup`]: where cgroup v2 is mounted (from /proc/self/mountinfo, hybrid or pure v2
+//!   hosts), a process's cgroup, a cgroup's id (the inode `bpf_get_current_cgroup_id` returns);
+//! - [`pattern`]: container ids in cgroup paths, for Docker, containerd/Kubernetes, CRI-O and
+//!   Podman;
+//! - [`runtime`]: runc's state files (any cgroup path) and Podman's container store, for names,
+//!   images, init pids and bundles;
+//! - [`Inventory`]: everything running now, and name resolution with clear errors.
+
+pub mod cgroup;
+pub mod pattern;
+pub mod runtime;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+pub use cgroup::CgroupFs;
+pub use pattern::Runtime;
+
+/// A container as the host sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Container {
+    /// The runtime's id (64 hex digits for most engines; any string for plain runc).
+    pub id: String,
+    /// Human name, when the runtime keeps one.
+    pub name: Option<String>,
+    pub runtime: Runtime,
+    pub image: Option<String>,
+    /// Pid of the container's first process, in the host's pid namespace.
+    pub init_pid: Option<i32>,
+    /// cgroup v2 path relative to the cgroup2 mount, e.g. `/system.slice/docker-<id>.scope`.
+    pub cgroup_path: String,
+    /// Inode of that cgroup directory: what the recorder's events carry as `cgroup_id`.
+    pub cgroup_id: Option<u64>,
+    /// Inode of the init process's network namespace.
+    pub netns_inode: Option<u64>,
+    /// True when the container shares the host's network namespace.
+    pub host_network: bool,
+    /// When the container was created, RFC 3339.
+    pub created: Option<String>,
+    /// OCI bundle directory (runc) when known.
+    pub bundle: Option<PathBuf>,
+    /// Kubernetes pod UID, pod name and namespace, where the runtime's files tell them.
+    pub pod_uid: Option<String>,
+    pub pod_name: Option<String>,
+    pub pod_namespace: Option<String>,
+}
+
+impl Container {
+    /// The first 12 characters of the id, as container tools print it.
+    pub fn short_id(&self) -> &str {
+        let end = self.id.char_indices().nth(12).map_or(self.id.len(), |(i, _)| i);
+        &self.id[..end]
+    }
+
+    /// The name when there is one, else the short id.
+    pub fn display_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(self.short_id())
+    }
+
+    fn merge(&mut self, other: Container) {
+        macro_rules! fill {
+            ($($f:ident),*) => { $( if self.$f.is_none() { self.$f = other.$f; } )* };
+        }
+        fill!(name, image, init_pid, cgroup_id, netns_inode, created, bundle, pod_uid, pod_name, pod_namespace);
+        if self.runtime == Runtime::Unknown {
+            self.runtime = other.runtime;
+        }
+        if self.cgroup_path.is_empty() {
+            self.cgroup_path = other.cgroup_path;
+        }
+        self.host_network |= other.host_network;
+    }
+}
+
+/// Why a container name could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// Nothing running matches.
+    #[error("no running container matches '{query}'; running: {}", list_or_none(.running))]
+    Unknown { query: String, running: Vec<String> },
+    /// More than one container matches the prefix or name.
+    #[error("'{query}' is ambiguous; it matches: {}; give more of the id", .candidates.join(", "))]
+    Ambiguous {
+        query: String,
+        candidates: Vec<String>,
+    },
+}
+
+fn list_or_none(v: &[String]) -> String {
+    if v.is_empty() {
+        "none (see `quarry ps`)".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// The containers running on this host right now.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Inventory {
+    pub containers: Vec<Container>,
+}
+
+impl Inventory {
+    /// Discovers running containers from runc state directories, Podman's store and the
+    /// cgroups of running processes.
+    pub fn discover() -> Inventory {
+        let fs = CgroupFs::detect();
+        Inventory::discover_with(fs.as_ref(), &runtime::Sources::default())
+    }
+
+    /// Discovery against explicit roots (tests point these at fixtures).
+    pub fn discover_with(fs: Option<&CgroupFs>, sources: &runtime::Sources) -> Inventory {
+        let mut by_id: BTreeMap<String, Container> = BTreeMap::new();
+        let mut add = |c: Container| match by_id.get_mut(&c.id) {
+            Some(existing) => existing.merge(c),
+            None => {
+                by_id.insert(c.id.clone(), c);
+            }
+        };
+        for c in runtime::runc_states(sources) {
+            add(c);
+        }
+        if let Some(fs) = fs {
+            for c in cgroup::containers_from_procs(fs, &sources.proc_root) {
+                add(c);
+            }
+        }
+        let podman = runtime::podman_containers(sources);
+        let mut containers: Vec<Container> = by_id.into_values().collect();
+        for c in &mut containers {
+            if let Some(meta) = podman.get(&c.id) {
+                c.runtime = Runtime::Podman;
+                c.name = c.name.take().or_else(|| meta.name.clone());
+                c.image = c.image.take().or_else(|| meta.image.clone());
+                c.created = c.created.take().or_else(|| meta.created.clone());
+            }
+            if let Some(fs) = fs {
+                if c.cgroup_id.is_none() {
+                    c.cgroup_id = fs.cgroup_id(&c.cgroup_path);
+                }
+            }
+            if let Some(pid) = c.init_pid {
+                let netns = runtime::netns_inode(&sources.proc_root, pid);
+                c.netns_inode = c.netns_inode.or(netns);
+                c.host_network = netns.is_some() && netns == runtime::host_netns_inode();
+            }
+        }
+        containers.sort_by(|a, b| a.display_name().cmp(b.display_name()));
+        Inventory { containers }
+    }
+
+    /// Finds one container by full id, unique id prefix or name.
+    pub fn resolve(&self, query: &str) -> Result<&Container, ResolveError> {
+        if let Some(c) = self.containers.iter().find(|c| c.id == query) {
+            return Ok(c);
+        }
+        let by_name: Vec<&Container> = self
+            .containers
+            .iter()
+            .filter(|c| c.name.as_deref() == Some(query))
+            .collect();
+        if by_name.len() == 1 {
+            return Ok(by_name[0]);
+        }
+        let matches: Vec<&Container> = if by_name.len() > 1 {
+            by_name
+        } else if query.is_empty() {
+            Vec::new()
+        } else {
+            self.containers
+                .iter()
+                .filter(|c| c.id.starts_with(query))
+                .collect()
+        };
+        match matches.as_slice() {
+            [one] => Ok(one),
+            [] => Err(ResolveError::Unknown {
+                query: query.to_string(),
+                running: self.containers.iter().map(describe).collect(),
+            }),
+            many => Err(ResolveError::Ambiguous {
+                query: query.to_string(),
+                candidates: many.iter().map(|c| describe(c)).collect(),
+            }),
+        }
+    }
+
+    /// The container whose cgroup is `cgroup_id` or an ancestor of it.
+    pub fn by_cgroup_id(&self, cgroup_id: u64) -> Option<&Container> {
+        self.containers
+            .iter()
+            .find(|c| c.cgroup_id == Some(cgroup_id))
+    }
+
+    /// The container owning the cgroup at `path` (itself or a parent directory of it).
+    pub fn by_cgroup_path(&self, path: &str) -> Option<&Container> {
+        self.containers
+            .iter()
+            .filter(|c| !c.cgroup_path.is_empty() && cgroup::is_within(path, &c.cgroup_path))
+            .max_by_key(|c| c.cgroup_path.len())
+    }
+}
+
+fn describe(c: &Container) -> String {
+    match &c.name {
+        Some(n) => format!("{} ({n})", c.short_id()),
+        None => c.short_id().to_string(),
+    }
+}
+
+impl fmt::Display for Container {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&describe(self))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(id: &str, name: Option<&str>) -> Container {
+        Container {
+            id: id.into(),
+            name: name.map(Into::into),
+            runtime: Runtime::Runc,
+            image: None,
+            init_pid: None,
+            cgroup_path: format!("/x/{id}"),
+            cgroup_id: None,
+            netns_inode: None,
+            host_network: false,
+            created: None,
+            bundle: None,
+            pod_uid: None,
+            pod_name: None,
+            pod_namespace: None,
+        }
+    }
+
+    fn inv() -> Inventory {
+        Inventory {
+            containers: vec![
+                c("abc123def456aaaa", Some("web")),
+                c("abc999", Some("db")),
+                c("ffff00", None),
+            ],
+        }
+    }
+
+    #[test]
+    fn resolves_id_prefix_and_name() {
+        let i = inv();
+        assert_eq!(i.resolve("abc123def456aaaa").unwrap().id, "abc123def456aaaa");
+        assert_eq!(i.resolve("abc1").unwrap().id, "abc123def456aaaa");
+        assert_eq!(i.resolve("db").unwrap().id, "abc999");
+        assert_eq!(i.resolve("ff").unwrap().id, "ffff00");
+    }
+
+    #[test]
+    fn ambiguous_and_unknown_list_candidates() {
+        let i = inv();
+        let e = i.resolve("abc").unwrap_err().to_string();
+        assert!(e.contains("ambiguous") && e.contains("web") && e.contains("db"), "{e}");
+        let e = i.resolve("nope").unwrap_err().to_string();
+        assert!(e.contains("no running container matches 'nope'") && e.contains("ffff00"), "{e}");
+        let e = Inventory::default().resolve("x").unwrap_err().to_string();
+        assert!(e.contains("quarry ps"), "{e}");
+    }
+
+    #[test]
+    fn name_beats_prefix() {
+        let mut i = inv();
+        i.containers.push(c("web000", None));
+        assert_eq!(i.resolve("web").unwrap().id, "abc123def456aaaa");
+    }
+
+    #[test]
+    fn cgroup_path_lookup_prefers_deepest() {
+        let i = inv();
+        assert_eq!(i.by_cgroup_path("/x/abc999/sub").unwrap().id, "abc999");
+        assert!(i.by_cgroup_path("/x/abc9990").is_none());
+        assert!(i.by_cgroup_path("/y").is_none());
+    }
+}
