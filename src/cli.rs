@@ -17,6 +17,8 @@ pub const DEFAULT_STORE: &str = "/var/lib/quarry/store";
 Examples:
   sudo quarry record                          record into the default store until Ctrl-C
   sudo quarry record --store /tmp/s --duration 30s
+  sudo quarry record --containers web,3f2a    only these containers (name or id prefix)
+  quarry ps --all                             running containers and those in the store
   quarry verify --store /tmp/s                re-hash every segment, check the manifest chain
   quarry verify --store /tmp/s --format json
 
@@ -34,6 +36,8 @@ pub enum Command {
     Record(RecordArgs),
     /// Check a store: every segment re-hashed, the manifest chain intact, nothing unlisted
     Verify(VerifyArgs),
+    /// List running containers (with --all, also those seen in the store)
+    Ps(PsArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -48,7 +52,8 @@ pub enum Format {
 #[command(after_help = "\
 Examples:
   sudo quarry record
-  sudo quarry record --store /srv/quarry --duration 10m --seal-interval 10s")]
+  sudo quarry record --store /srv/quarry --duration 10m --seal-interval 10s
+  sudo quarry record --containers web,db")]
 pub struct RecordArgs {
     /// Store directory (created if missing)
     #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
@@ -59,6 +64,10 @@ pub struct RecordArgs {
     /// How often buffered rows are sealed into a segment
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     pub seal_interval: Duration,
+    /// Record only these containers (ids, unique id prefixes or names, comma-separated),
+    /// including processes in their child cgroups; filtered in the kernel
+    #[arg(long, value_delimiter = ',')]
+    pub containers: Vec<String>,
     /// No live status line
     #[arg(long, short)]
     pub quiet: bool,
@@ -74,6 +83,23 @@ Examples:
   quarry verify --store ./case-17/store --format json")]
 pub struct VerifyArgs {
     /// Store directory to verify
+    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
+    pub store: PathBuf,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  quarry ps
+  quarry ps --all --store /var/lib/quarry/store
+  quarry ps --format json")]
+pub struct PsArgs {
+    /// Also list containers seen in the store that are no longer running
+    #[arg(long, short)]
+    pub all: bool,
+    /// Store to read with --all
     #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
     pub store: PathBuf,
     #[arg(long, value_enum, default_value_t = Format::Table)]

@@ -1,7 +1,9 @@
 //! `quarry`: the command line. Thin by design: it parses arguments, calls the library crates
-//! and prints; the work lives in quarry-recorder, quarry-store and their siblings.
+//! and prints; the work lives in quarry-recorder, quarry-store, quarry-containers and their siblings.
 
 mod cli;
+mod output;
+mod ps;
 mod record;
 mod verify;
 
@@ -29,6 +31,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Record(args) => record::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Ps(args) => ps::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

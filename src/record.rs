@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use quarry_containers::Inventory;
 use quarry_recorder::stats::{Stats, StatsSnapshot};
 use quarry_recorder::{Recorder, RecorderConfig};
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -15,6 +16,23 @@ use crate::exit;
 pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
     let mut config = RecorderConfig::new(&args.store);
     config.seal_interval = args.seal_interval;
+    let mut scope = "all processes".to_string();
+    if !args.containers.is_empty() {
+        let inventory = Inventory::discover();
+        let mut names = Vec::new();
+        for query in &args.containers {
+            let c = inventory.resolve(query)?;
+            let id = c.cgroup_id.with_context(|| {
+                format!(
+                    "container {c} has no cgroup v2 directory to filter on ({})",
+                    c.cgroup_path
+                )
+            })?;
+            config.cgroup_filter.push(id);
+            names.push(c.to_string());
+        }
+        scope = format!("containers {}", names.join(", "));
+    }
     let recorder = Recorder::start(config)
         .with_context(|| format!("starting the recorder on {}", args.store.display()))?;
     let store = recorder.store().root().to_path_buf();
@@ -29,7 +47,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
         let term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
         let int = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
         eprintln!(
-            "quarry: recording into {} (process table; sealed every {:?}; stop with Ctrl-C)",
+            "quarry: recording {scope} into {} (sealed every {:?}; stop with Ctrl-C)",
             store.display(),
             args.seal_interval
         );

@@ -6,8 +6,8 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::pattern::parse_cgroup_path;
 use crate::Container;
+use crate::pattern::parse_cgroup_path;
 
 /// The cgroup v2 hierarchy of this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,10 +138,16 @@ pub fn containers_from_procs(fs: &CgroupFs, proc_root: &Path) -> Vec<Container> 
         return Vec::new();
     };
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
-        let Some(path) = path_of_pid(proc_root, pid) else { continue };
+        let Some(path) = path_of_pid(proc_root, pid) else {
+            continue;
+        };
         if let Some(m) = parse_cgroup_path(&path) {
             members
                 .entry(m.id.clone())
@@ -192,12 +198,19 @@ mod tests {
             CgroupFs::from_mountinfo(hybrid).unwrap().mount(),
             Path::new("/sys/fs/cgroup/unified")
         );
-        let pure = "30 23 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
-        assert_eq!(CgroupFs::from_mountinfo(pure).unwrap().mount(), Path::new("/sys/fs/cgroup"));
+        let pure =
+            "30 23 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(
+            CgroupFs::from_mountinfo(pure).unwrap().mount(),
+            Path::new("/sys/fs/cgroup")
+        );
         let v1 = "35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n";
         assert_eq!(CgroupFs::from_mountinfo(v1), None);
         let spaced = "41 31 0:38 / /mnt/cg\\040two rw - cgroup2 cgroup2 rw\n";
-        assert_eq!(CgroupFs::from_mountinfo(spaced).unwrap().mount(), Path::new("/mnt/cg two"));
+        assert_eq!(
+            CgroupFs::from_mountinfo(spaced).unwrap().mount(),
+            Path::new("/mnt/cg two")
+        );
     }
 
     #[test]

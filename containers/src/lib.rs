@@ -57,7 +57,11 @@ pub struct Container {
 impl Container {
     /// The first 12 characters of the id, as container tools print it.
     pub fn short_id(&self) -> &str {
-        let end = self.id.char_indices().nth(12).map_or(self.id.len(), |(i, _)| i);
+        let end = self
+            .id
+            .char_indices()
+            .nth(12)
+            .map_or(self.id.len(), |(i, _)| i);
         &self.id[..end]
     }
 
@@ -70,7 +74,18 @@ impl Container {
         macro_rules! fill {
             ($($f:ident),*) => { $( if self.$f.is_none() { self.$f = other.$f; } )* };
         }
-        fill!(name, image, init_pid, cgroup_id, netns_inode, created, bundle, pod_uid, pod_name, pod_namespace);
+        fill!(
+            name,
+            image,
+            init_pid,
+            cgroup_id,
+            netns_inode,
+            created,
+            bundle,
+            pod_uid,
+            pod_name,
+            pod_namespace
+        );
         if self.runtime == Runtime::Unknown {
             self.runtime = other.runtime;
         }
@@ -143,10 +158,8 @@ impl Inventory {
                 c.image = c.image.take().or_else(|| meta.image.clone());
                 c.created = c.created.take().or_else(|| meta.created.clone());
             }
-            if let Some(fs) = fs {
-                if c.cgroup_id.is_none() {
-                    c.cgroup_id = fs.cgroup_id(&c.cgroup_path);
-                }
+            if let (Some(fs), None) = (fs, c.cgroup_id) {
+                c.cgroup_id = fs.cgroup_id(&c.cgroup_path);
             }
             if let Some(pid) = c.init_pid {
                 let netns = runtime::netns_inode(&sources.proc_root, pid);
@@ -259,7 +272,10 @@ mod tests {
     #[test]
     fn resolves_id_prefix_and_name() {
         let i = inv();
-        assert_eq!(i.resolve("abc123def456aaaa").unwrap().id, "abc123def456aaaa");
+        assert_eq!(
+            i.resolve("abc123def456aaaa").unwrap().id,
+            "abc123def456aaaa"
+        );
         assert_eq!(i.resolve("abc1").unwrap().id, "abc123def456aaaa");
         assert_eq!(i.resolve("db").unwrap().id, "abc999");
         assert_eq!(i.resolve("ff").unwrap().id, "ffff00");
@@ -269,9 +285,15 @@ mod tests {
     fn ambiguous_and_unknown_list_candidates() {
         let i = inv();
         let e = i.resolve("abc").unwrap_err().to_string();
-        assert!(e.contains("ambiguous") && e.contains("web") && e.contains("db"), "{e}");
+        assert!(
+            e.contains("ambiguous") && e.contains("web") && e.contains("db"),
+            "{e}"
+        );
         let e = i.resolve("nope").unwrap_err().to_string();
-        assert!(e.contains("no running container matches 'nope'") && e.contains("ffff00"), "{e}");
+        assert!(
+            e.contains("no running container matches 'nope'") && e.contains("ffff00"),
+            "{e}"
+        );
         let e = Inventory::default().resolve("x").unwrap_err().to_string();
         assert!(e.contains("quarry ps"), "{e}");
     }

@@ -57,7 +57,9 @@ pub struct PathMatch {
 }
 
 fn is_container_id(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 /// Reads `pod<uid>` (cgroupfs) or `kubepods-<qos>-pod<uid_with_underscores>.slice` (systemd).
@@ -65,7 +67,10 @@ fn pod_uid(component: &str) -> Option<String> {
     let rest = component.strip_suffix(".slice").unwrap_or(component);
     let idx = rest.rfind("pod")?;
     let uid = &rest[idx + 3..];
-    let plausible = uid.len() >= 32 && uid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-' || b == b'_');
+    let plausible = uid.len() >= 32
+        && uid
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() || b == b'-' || b == b'_');
     plausible.then(|| uid.replace('_', "-"))
 }
 
@@ -124,8 +129,14 @@ mod tests {
 
     #[test]
     fn docker_both_drivers() {
-        assert_eq!(m(&format!("/system.slice/docker-{ID}.scope")), Some((Runtime::Docker, ID.into(), None)));
-        assert_eq!(m(&format!("/docker/{ID}")), Some((Runtime::Docker, ID.into(), None)));
+        assert_eq!(
+            m(&format!("/system.slice/docker-{ID}.scope")),
+            Some((Runtime::Docker, ID.into(), None))
+        );
+        assert_eq!(
+            m(&format!("/docker/{ID}")),
+            Some((Runtime::Docker, ID.into(), None))
+        );
         // A nested cgroup inside the container still belongs to it.
         let pm = parse_cgroup_path(&format!("/docker/{ID}/init.scope")).unwrap();
         assert_eq!(pm.container_path, format!("/docker/{ID}"));
@@ -138,7 +149,11 @@ mod tests {
         );
         assert_eq!(
             m(&p),
-            Some((Runtime::Containerd, ID.into(), Some("1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c6d".into())))
+            Some((
+                Runtime::Containerd,
+                ID.into(),
+                Some("1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c6d".into())
+            ))
         );
     }
 
@@ -147,31 +162,52 @@ mod tests {
         let p = format!("/kubepods/besteffort/pod1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c6d/{ID}");
         assert_eq!(
             m(&p),
-            Some((Runtime::Unknown, ID.into(), Some("1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c6d".into())))
+            Some((
+                Runtime::Unknown,
+                ID.into(),
+                Some("1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c6d".into())
+            ))
         );
     }
 
     #[test]
     fn crio() {
-        let p = format!("/kubepods.slice/kubepods-pod1a2b3c4d_5e6f_7a8b_9c0d_1e2f3a4b5c6d.slice/crio-{ID}.scope");
+        let p = format!(
+            "/kubepods.slice/kubepods-pod1a2b3c4d_5e6f_7a8b_9c0d_1e2f3a4b5c6d.slice/crio-{ID}.scope"
+        );
         assert_eq!(m(&p).map(|x| x.0), Some(Runtime::Crio));
         assert_eq!(m(&format!("/machine.slice/crio-conmon-{ID}.scope")), None);
     }
 
     #[test]
     fn podman_both_drivers() {
-        assert_eq!(m(&format!("/libpod_parent/libpod-{ID}")).map(|x| x.0), Some(Runtime::Podman));
-        assert_eq!(m(&format!("/machine.slice/libpod-{ID}.scope")).map(|x| x.1), Some(ID.into()));
+        assert_eq!(
+            m(&format!("/libpod_parent/libpod-{ID}")).map(|x| x.0),
+            Some(Runtime::Podman)
+        );
+        assert_eq!(
+            m(&format!("/machine.slice/libpod-{ID}.scope")).map(|x| x.1),
+            Some(ID.into())
+        );
         assert_eq!(m(&format!("/machine.slice/libpod-conmon-{ID}.scope")), None);
     }
 
     #[test]
     fn host_paths_are_not_containers() {
-        for p in ["/", "/user.slice/user-0.slice/session-1.scope", "/system.slice/sshd.service", "/docker", "/quarry-test/c1"] {
+        for p in [
+            "/",
+            "/user.slice/user-0.slice/session-1.scope",
+            "/system.slice/sshd.service",
+            "/docker",
+            "/quarry-test/c1",
+        ] {
             assert_eq!(m(p), None, "{p}");
         }
         // Not 64 hex digits.
         assert_eq!(m("/docker/abc"), None);
-        assert_eq!(m(&format!("/system.slice/docker-{}.scope", ID.to_uppercase())), None);
+        assert_eq!(
+            m(&format!("/system.slice/docker-{}.scope", ID.to_uppercase())),
+            None
+        );
     }
 }

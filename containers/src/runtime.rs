@@ -39,7 +39,9 @@ impl Default for Sources {
             .into_iter()
             .map(PathBuf::from)
             .collect(),
-            podman_store: PathBuf::from("/var/lib/containers/storage/overlay-containers/containers.json"),
+            podman_store: PathBuf::from(
+                "/var/lib/containers/storage/overlay-containers/containers.json",
+            ),
             docker_containers: PathBuf::from("/var/lib/docker/containers"),
             proc_root: PathBuf::from("/proc"),
             cgroup_mount: crate::CgroupFs::detect().map(|f| f.mount().to_path_buf()),
@@ -99,7 +101,9 @@ pub fn host_netns_inode() -> Option<u64> {
 pub fn runc_states(sources: &Sources) -> Vec<Container> {
     let mut out = Vec::new();
     for root in &sources.runc_roots {
-        let Ok(entries) = fs::read_dir(root) else { continue };
+        let Ok(entries) = fs::read_dir(root) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let Ok(text) = fs::read_to_string(entry.path().join("state.json")) else {
                 continue;
@@ -176,20 +180,41 @@ fn bundle_annotations(bundle: &Path) -> Option<HashMap<String, String>> {
         annotations: HashMap<String, String>,
     }
     let text = fs::read_to_string(bundle.join("config.json")).ok()?;
-    serde_json::from_str::<Spec>(&text).ok().map(|s| s.annotations)
+    serde_json::from_str::<Spec>(&text)
+        .ok()
+        .map(|s| s.annotations)
 }
 
 /// Kubernetes runtimes (containerd's CRI plugin, CRI-O) leave pod and container names in the
 /// OCI spec's annotations.
 pub fn apply_annotations(c: &mut Container, a: &HashMap<String, String>) {
     let first = |keys: &[&str]| keys.iter().find_map(|k| a.get(*k).cloned());
-    c.pod_name = c.pod_name.take().or_else(|| first(&["io.kubernetes.cri.sandbox-name", "io.kubernetes.pod.name"]));
+    c.pod_name = c
+        .pod_name
+        .take()
+        .or_else(|| first(&["io.kubernetes.cri.sandbox-name", "io.kubernetes.pod.name"]));
     c.pod_namespace = c.pod_namespace.take().or_else(|| {
-        first(&["io.kubernetes.cri.sandbox-namespace", "io.kubernetes.pod.namespace"])
+        first(&[
+            "io.kubernetes.cri.sandbox-namespace",
+            "io.kubernetes.pod.namespace",
+        ])
     });
-    c.pod_uid = c.pod_uid.take().or_else(|| first(&["io.kubernetes.cri.sandbox-uid", "io.kubernetes.pod.uid"]));
-    c.name = c.name.take().or_else(|| first(&["io.kubernetes.cri.container-name", "io.kubernetes.container.name"]));
-    c.image = c.image.take().or_else(|| first(&["io.kubernetes.cri.image-name", "io.kubernetes.cri-o.ImageName"]));
+    c.pod_uid = c
+        .pod_uid
+        .take()
+        .or_else(|| first(&["io.kubernetes.cri.sandbox-uid", "io.kubernetes.pod.uid"]));
+    c.name = c.name.take().or_else(|| {
+        first(&[
+            "io.kubernetes.cri.container-name",
+            "io.kubernetes.container.name",
+        ])
+    });
+    c.image = c.image.take().or_else(|| {
+        first(&[
+            "io.kubernetes.cri.image-name",
+            "io.kubernetes.cri-o.ImageName",
+        ])
+    });
     if a.keys().any(|k| k.starts_with("io.kubernetes.cri.")) && c.runtime == Runtime::Runc {
         c.runtime = Runtime::Containerd;
     }

@@ -10,6 +10,7 @@
 //! recording has begun (or exactly why not); [`Recorder::run`] then records until its shutdown
 //! future resolves, drains what is left and seals it before returning.
 
+pub mod attribute;
 pub mod btf;
 pub mod clock;
 pub mod decode;
@@ -23,13 +24,16 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use arrow::record_batch::RecordBatch;
+use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::RawTracePoint;
 use aya::{Ebpf, EbpfLoader};
-use quarry_recorder_common::DROPS_SLOT;
-use quarry_store::{Store, StoreError};
+use quarry_recorder_common::{DROPS_SLOT, MAX_FILTER_CGROUPS};
+use quarry_store::schema::container_batch;
+use quarry_store::{Partition, Store, StoreError, Table};
 use tokio::time::MissedTickBehavior;
 
+use crate::attribute::Attributor;
 use crate::btf::{Btf, BtfError};
 use crate::clock::WallClock;
 use crate::decode::{Record, decode};
@@ -93,6 +97,10 @@ pub enum RecorderError {
         source: aya::programs::ProgramError,
     },
 
+    /// More cgroups were given to filter on than the kernel-side map holds.
+    #[error("{given} containers given to record; at most {MAX_FILTER_CGROUPS} can be filtered on")]
+    TooManyCgroups { given: usize },
+
     /// A map is missing from the object or could not be opened.
     #[error("eBPF map {map}: {source}")]
     Map {
@@ -113,6 +121,8 @@ pub struct RecorderConfig {
     pub drain_interval: Duration,
     /// Size of the ring buffer in bytes (a power of two, multiple of the page size).
     pub ring_bytes: u32,
+    /// When not empty, record only tasks in these cgroups (by id) or below them.
+    pub cgroup_filter: Vec<u64>,
 }
 
 impl RecorderConfig {
@@ -123,6 +133,7 @@ impl RecorderConfig {
             seal_interval: Duration::from_secs(5),
             drain_interval: Duration::from_millis(2),
             ring_bytes: 16 << 20,
+            cgroup_filter: Vec::new(),
         }
     }
 }
@@ -171,9 +182,16 @@ impl Recorder {
         }
 
         let recorder_tgid = std::process::id();
+        let filtering = u32::from(!config.cgroup_filter.is_empty());
+        if config.cgroup_filter.len() > MAX_FILTER_CGROUPS as usize {
+            return Err(RecorderError::TooManyCgroups {
+                given: config.cgroup_filter.len(),
+            });
+        }
         let mut ebpf = EbpfLoader::new()
             .override_global("RECORDER_TGID", &recorder_tgid, true)
             .override_global("OFFSETS", &offsets, true)
+            .override_global("FILTER_CGROUPS", &filtering, true)
             .map_max_entries("EVENTS", config.ring_bytes)
             .load(EBPF_OBJECT)?;
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(RecorderError::Map {
@@ -196,6 +214,26 @@ impl Recorder {
             map: "DROPS",
             source,
         })?;
+
+        let mut filter: HashMap<_, u64, u8> =
+            HashMap::try_from(ebpf.map_mut("CGROUP_FILTER").ok_or(RecorderError::Map {
+                map: "CGROUP_FILTER",
+                source: aya::maps::MapError::InvalidName {
+                    name: "CGROUP_FILTER".into(),
+                },
+            })?)
+            .map_err(|source| RecorderError::Map {
+                map: "CGROUP_FILTER",
+                source,
+            })?;
+        for id in &config.cgroup_filter {
+            filter
+                .insert(id, 1, 0)
+                .map_err(|source| RecorderError::Map {
+                    map: "CGROUP_FILTER",
+                    source,
+                })?;
+        }
 
         for (program, tracepoint) in PROGRAMS {
             let err = |source| RecorderError::Program { program, source };
@@ -239,6 +277,7 @@ impl Recorder {
         let run_id = (std::process::id() ^ (WallClock::monotonic_now_ns() as u32)).rotate_left(16);
         let sealer = Sealer::spawn(self.store.clone(), run_id, self.stats.clone());
         let mut batches = Batches::new(self.config.host.clone());
+        let mut attributor = Attributor::new();
         let mut clock = WallClock::measure();
 
         let mut drain = tokio::time::interval(self.config.drain_interval);
@@ -252,12 +291,12 @@ impl Recorder {
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = drain.tick() => {
-                    self.drain(&mut batches, &clock);
-                    self.update_drops();
+                    drain_ring(&mut self.ring, &mut batches, &mut attributor, &clock, &self.stats);
+                    read_drops(&self.drops, &self.stats);
                 }
                 _ = seal.tick() => {
-                    self.drain(&mut batches, &clock);
-                    submit_all(&mut batches, &sealer, &self.stats);
+                    drain_ring(&mut self.ring, &mut batches, &mut attributor, &clock, &self.stats);
+                    submit_all(&mut batches, &mut attributor, &sealer, &self.stats);
                     clock = WallClock::measure();
                 }
             }
@@ -272,35 +311,31 @@ impl Recorder {
             ..
         } = self;
         drop(ebpf);
-        drain_ring(&mut ring, &mut batches, &clock, &stats);
+        drain_ring(&mut ring, &mut batches, &mut attributor, &clock, &stats);
         read_drops(&drops, &stats);
-        submit_all(&mut batches, &sealer, &stats);
+        submit_all(&mut batches, &mut attributor, &sealer, &stats);
         sealer.finish();
         Ok(Summary {
             stats: stats.snapshot(),
             recovered_segments: self.recovered_segments,
         })
     }
-
-    fn drain(&mut self, batches: &mut Batches, clock: &WallClock) {
-        drain_ring(&mut self.ring, batches, clock, &self.stats);
-    }
-
-    fn update_drops(&self) {
-        read_drops(&self.drops, &self.stats);
-    }
 }
 
 fn drain_ring(
     ring: &mut RingBuf<MapData>,
     batches: &mut Batches,
+    attributor: &mut Attributor,
     clock: &WallClock,
     stats: &Stats,
 ) {
     let mut n = 0u64;
     while let Some(item) = ring.next() {
         match decode(&item, clock) {
-            Ok(Record::Process(row)) => batches.push_process(&row),
+            Ok(Record::Process(row)) => {
+                attributor.observe(row.id.cgroup_id);
+                batches.push_process(&row);
+            }
             Err(e) => {
                 stats.undecodable.fetch_add(1, Ordering::Relaxed);
                 log::debug!("undecodable record: {e:?}");
@@ -314,13 +349,24 @@ fn drain_ring(
         .store(batches.len() as u64, Ordering::Relaxed);
 }
 
-/// Hands every finished batch to the sealer.
-fn submit_all(batches: &mut Batches, sealer: &Sealer, stats: &Stats) {
-    for (partition, batch) in batches.take() {
+/// Attributes every finished batch to containers and hands it to the sealer, followed by the
+/// `container` rows for what was attributed.
+fn submit_all(batches: &mut Batches, attributor: &mut Attributor, sealer: &Sealer, stats: &Stats) {
+    let submit = |partition, batch: RecordBatch| {
         stats
             .rows_submitted
             .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         sealer.submit(partition, batch);
+    };
+    for (partition, batch) in batches.take() {
+        submit(partition, attributor.fill_container_ids(batch));
+    }
+    let now = chrono::Utc::now();
+    let containers = attributor.take_container_rows(now);
+    if !containers.is_empty() {
+        let host = batches.host();
+        let partition = Partition::for_time(Table::Container, now, host);
+        submit(partition, container_batch(host, &containers));
     }
     stats.rows_buffered.store(0, Ordering::Relaxed);
 }

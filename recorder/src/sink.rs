@@ -41,6 +41,10 @@ impl Batches {
             .append(&self.host, row);
     }
 
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
     /// Rows held right now.
     pub fn len(&self) -> usize {
         self.process.values().map(ProcessBuilder::len).sum()

@@ -22,16 +22,19 @@ pub const SEGMENT_EXTENSION: &str = "parquet";
 pub enum Table {
     /// Process lifecycle: fork, exec (with argv and credentials), exit (with code or signal).
     Process,
+    /// The containers the recorder attributed rows to, with when they were first and last seen.
+    Container,
 }
 
 impl Table {
     /// Every table, in the order they are listed to users.
-    pub const ALL: [Table; 1] = [Table::Process];
+    pub const ALL: [Table; 2] = [Table::Process, Table::Container];
 
     /// The table's name, which is also its directory name and its SQL name.
     pub fn name(self) -> &'static str {
         match self {
             Table::Process => "process",
+            Table::Container => "container",
         }
     }
 

@@ -21,6 +21,7 @@ use crate::Table;
 pub fn schema_of(table: Table) -> SchemaRef {
     match table {
         Table::Process => PROCESS_SCHEMA.clone(),
+        Table::Container => CONTAINER_SCHEMA.clone(),
     }
 }
 
@@ -278,6 +279,151 @@ impl ProcessBuilder {
     }
 }
 
+/// Schema of the `container` table. Unlike event tables it describes containers, not what a
+/// process did: one row per container per sealed interval in which rows were attributed to it,
+/// so `min(first_seen)` and `max(last_seen)` over its rows give its whole recorded life.
+pub static CONTAINER_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        // When the row was written (the end of the interval it covers).
+        Field::new("time", time_type(), false),
+        Field::new("host", DataType::Utf8, false),
+        Field::new("container_id", DataType::Utf8, false),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("runtime", DataType::Utf8, false),
+        Field::new("image", DataType::Utf8, true),
+        Field::new("cgroup_id", DataType::UInt64, true),
+        Field::new("cgroup_path", DataType::Utf8, false),
+        Field::new("init_pid", DataType::Int32, true),
+        Field::new("netns_inode", DataType::UInt64, true),
+        Field::new("host_network", DataType::Boolean, false),
+        Field::new("created", DataType::Utf8, true),
+        Field::new("pod_uid", DataType::Utf8, true),
+        Field::new("pod_name", DataType::Utf8, true),
+        Field::new("pod_namespace", DataType::Utf8, true),
+        Field::new("first_seen", time_type(), false),
+        Field::new("last_seen", time_type(), false),
+        // Rows attributed to the container in this interval.
+        Field::new("events", DataType::UInt64, false),
+    ]))
+});
+
+/// One row of the `container` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerRow {
+    pub time: DateTime<Utc>,
+    pub container_id: String,
+    pub name: Option<String>,
+    pub runtime: String,
+    pub image: Option<String>,
+    pub cgroup_id: Option<u64>,
+    pub cgroup_path: String,
+    pub init_pid: Option<i32>,
+    pub netns_inode: Option<u64>,
+    pub host_network: bool,
+    pub created: Option<String>,
+    pub pod_uid: Option<String>,
+    pub pod_name: Option<String>,
+    pub pod_namespace: Option<String>,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub events: u64,
+}
+
+/// Builds a `container` batch from rows.
+pub fn container_batch(host: &str, rows: &[ContainerRow]) -> RecordBatch {
+    let ts = |f: fn(&ContainerRow) -> DateTime<Utc>| -> ArrayRef {
+        let mut b = TimestampMicrosecondBuilder::with_capacity(rows.len());
+        for r in rows {
+            b.append_value(f(r).timestamp_micros());
+        }
+        Arc::new(b.finish().with_timezone("UTC"))
+    };
+    let text = |f: fn(&ContainerRow) -> Option<&str>| -> ArrayRef {
+        let mut b = StringBuilder::new();
+        for r in rows {
+            b.append_option(f(r));
+        }
+        Arc::new(b.finish())
+    };
+    let u64s = |f: fn(&ContainerRow) -> Option<u64>| -> ArrayRef {
+        let mut b = UInt64Builder::with_capacity(rows.len());
+        for r in rows {
+            b.append_option(f(r));
+        }
+        Arc::new(b.finish())
+    };
+    let mut init_pid = Int32Builder::with_capacity(rows.len());
+    let mut host_network = BooleanBuilder::with_capacity(rows.len());
+    for r in rows {
+        init_pid.append_option(r.init_pid);
+        host_network.append_value(r.host_network);
+    }
+    let columns: Vec<ArrayRef> = vec![
+        ts(|r| r.time),
+        Arc::new(arrow::array::StringArray::from(vec![host; rows.len()])),
+        text(|r| Some(&r.container_id)),
+        text(|r| r.name.as_deref()),
+        text(|r| Some(&r.runtime)),
+        text(|r| r.image.as_deref()),
+        u64s(|r| r.cgroup_id),
+        text(|r| Some(&r.cgroup_path)),
+        Arc::new(init_pid.finish()),
+        u64s(|r| r.netns_inode),
+        Arc::new(host_network.finish()),
+        text(|r| r.created.as_deref()),
+        text(|r| r.pod_uid.as_deref()),
+        text(|r| r.pod_name.as_deref()),
+        text(|r| r.pod_namespace.as_deref()),
+        ts(|r| r.first_seen),
+        ts(|r| r.last_seen),
+        u64s(|r| Some(r.events)),
+    ];
+    RecordBatch::try_new(CONTAINER_SCHEMA.clone(), columns)
+        .expect("container_batch builds one value per column per row")
+}
+
+/// Reads `container` rows back from a batch of the `container` table.
+pub fn container_rows(batch: &RecordBatch) -> Vec<ContainerRow> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Int32Type, TimestampMicrosecondType, UInt64Type};
+    let col = |n: &str| batch.column_by_name(n).expect("container schema column");
+    let text = |n: &str, i: usize| {
+        let a = col(n).as_string::<i32>();
+        (!a.is_null(i)).then(|| a.value(i).to_string())
+    };
+    let ts = |n: &str, i: usize| {
+        let a = col(n).as_primitive::<TimestampMicrosecondType>();
+        DateTime::from_timestamp_micros(a.value(i)).unwrap_or_default()
+    };
+    let u64s = |n: &str, i: usize| {
+        let a = col(n).as_primitive::<UInt64Type>();
+        (!a.is_null(i)).then(|| a.value(i))
+    };
+    let pids = col("init_pid").as_primitive::<Int32Type>();
+    let host_network = col("host_network").as_boolean();
+    (0..batch.num_rows())
+        .map(|i| ContainerRow {
+            time: ts("time", i),
+            container_id: text("container_id", i).unwrap_or_default(),
+            name: text("name", i),
+            runtime: text("runtime", i).unwrap_or_default(),
+            image: text("image", i),
+            cgroup_id: u64s("cgroup_id", i),
+            cgroup_path: text("cgroup_path", i).unwrap_or_default(),
+            init_pid: (!pids.is_null(i)).then(|| pids.value(i)),
+            netns_inode: u64s("netns_inode", i),
+            host_network: host_network.value(i),
+            created: text("created", i),
+            pod_uid: text("pod_uid", i),
+            pod_name: text("pod_name", i),
+            pod_namespace: text("pod_namespace", i),
+            first_seen: ts("first_seen", i),
+            last_seen: ts("last_seen", i),
+            events: u64s("events", i).unwrap_or(0),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,6 +440,33 @@ mod tests {
             cgroup_id: 42,
             container_id: None,
         }
+    }
+
+    #[test]
+    fn container_rows_round_trip() {
+        let t = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap();
+        let row = ContainerRow {
+            time: t,
+            container_id: "abc".into(),
+            name: Some("web".into()),
+            runtime: "runc".into(),
+            image: None,
+            cgroup_id: Some(44),
+            cgroup_path: "/q/abc".into(),
+            init_pid: Some(10),
+            netns_inode: None,
+            host_network: false,
+            created: None,
+            pod_uid: None,
+            pod_name: Some("p".into()),
+            pod_namespace: None,
+            first_seen: t,
+            last_seen: t,
+            events: 3,
+        };
+        let batch = container_batch("h", std::slice::from_ref(&row));
+        assert_eq!(batch.schema(), schema_of(Table::Container));
+        assert_eq!(container_rows(&batch), vec![row]);
     }
 
     #[test]

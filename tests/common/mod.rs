@@ -2,6 +2,8 @@
 //! real kernel, and read back what it wrote.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod containers;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -80,7 +82,7 @@ impl RecorderProcess {
         };
         loop {
             match rec.stderr_lines.recv_timeout(Duration::from_secs(60)) {
-                Ok(line) if line.contains("recording into") => break,
+                Ok(line) if line.starts_with("quarry: recording ") => break,
                 Ok(_) => continue,
                 Err(_) => {
                     let out = rec.child.take().unwrap().wait_with_output().unwrap();
@@ -125,6 +127,8 @@ pub struct Proc {
     pub argv: Option<Vec<String>>,
     pub exit_code: Option<i32>,
     pub exit_signal: Option<i32>,
+    pub cgroup_id: u64,
+    pub container_id: Option<String>,
 }
 
 /// Every `process` row in the store, read with the project's own reader.
@@ -155,6 +159,11 @@ pub fn process_rows(store: &Path) -> Vec<Proc> {
         );
         let argv = col("argv");
         let argv = argv.as_list::<i32>();
+        let (cgroup, container) = (col("cgroup_id"), col("container_id"));
+        let (cgroup, container) = (
+            cgroup.as_primitive::<UInt64Type>(),
+            container.as_string::<i32>(),
+        );
         for i in 0..batch.num_rows() {
             let opt_i32 = |a: &arrow::array::Int32Array| (!a.is_null(i)).then(|| a.value(i));
             rows.push(Proc {
@@ -172,6 +181,8 @@ pub fn process_rows(store: &Path) -> Vec<Proc> {
                 }),
                 exit_code: opt_i32(code),
                 exit_signal: opt_i32(sig),
+                cgroup_id: cgroup.value(i),
+                container_id: (!container.is_null(i)).then(|| container.value(i).to_string()),
             });
         }
     }
@@ -189,6 +200,17 @@ pub fn verify(store: &Path) -> (i32, String) {
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
     )
+}
+
+/// Rows whose argv mentions `marker`.
+pub fn rows_with_marker<'a>(rows: &'a [Proc], marker: &str) -> Vec<&'a Proc> {
+    rows.iter()
+        .filter(|r| {
+            r.argv
+                .as_ref()
+                .is_some_and(|a| a.iter().any(|x| x.contains(marker)))
+        })
+        .collect()
 }
 
 pub fn tests_dir() -> PathBuf {

@@ -109,6 +109,11 @@ pub struct KernelOffsets {
     pub bprm_filename: u32,
 }
 
+/// Most cgroups a recorder can be restricted to (`quarry record --containers`).
+pub const MAX_FILTER_CGROUPS: u32 = 1024;
+/// Deepest cgroup level the kernel-side filter looks at when matching ancestors.
+pub const MAX_CGROUP_DEPTH: u32 = 16;
+
 /// Index of the single slot in the per-CPU `DROPS` counter array.
 pub const DROPS_SLOT: u32 = 0;
 

@@ -19,16 +19,16 @@ use core::ptr::addr_of_mut;
 use aya_ebpf::Global;
 use aya_ebpf::bindings::BPF_RB_NO_WAKEUP;
 use aya_ebpf::helpers::generated::{
-    bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel_str,
-    bpf_probe_read_user,
+    bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_task,
+    bpf_ktime_get_ns, bpf_probe_read_kernel_str, bpf_probe_read_user,
 };
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel};
 use aya_ebpf::macros::{map, raw_tracepoint};
-use aya_ebpf::maps::{PerCpuArray, RingBuf};
+use aya_ebpf::maps::{HashMap, PerCpuArray, RingBuf};
 use aya_ebpf::programs::RawTracePointContext;
 use quarry_recorder_common::{
     ARGV_LEN, DROPS_SLOT, EventHeader, ExecEvent, ExitEvent, FILENAME_LEN, ForkEvent, KIND_EXEC,
-    KIND_EXIT, KIND_FORK, KernelOffsets,
+    KIND_EXIT, KIND_FORK, KernelOffsets, MAX_CGROUP_DEPTH, MAX_FILTER_CGROUPS,
 };
 
 /// Process id of the recorder itself: its own activity is never recorded.
@@ -55,6 +55,14 @@ static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     bprm_filename: 0,
 });
 
+/// When non-zero, only tasks in the cgroups of `CGROUP_FILTER` (or below them) are recorded.
+#[unsafe(no_mangle)]
+static FILTER_CGROUPS: Global<u32> = Global::new(0);
+
+/// cgroup ids whose tasks (and their descendants' tasks) are recorded when filtering.
+#[map]
+static CGROUP_FILTER: HashMap<u64, u8> = HashMap::with_max_entries(MAX_FILTER_CGROUPS, 0);
+
 /// Records for user space. The recorder may resize it at load time.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
@@ -62,6 +70,35 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 /// Records that did not fit in `EVENTS`, per CPU.
 #[map]
 static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// True when the current task should be recorded: it is not the recorder, and, when filtering,
+/// its cgroup or one of its ancestors is in `CGROUP_FILTER`.
+#[inline(always)]
+fn should_record() -> bool {
+    if (bpf_get_current_pid_tgid() >> 32) as u32 == RECORDER_TGID.load() {
+        return false;
+    }
+    if FILTER_CGROUPS.load() == 0 {
+        return true;
+    }
+    // SAFETY: helpers without memory arguments.
+    let own = unsafe { bpf_get_current_cgroup_id() };
+    for level in 1..MAX_CGROUP_DEPTH {
+        // SAFETY: as above; returns 0 past the task's own level.
+        let ancestor = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
+        if ancestor == 0 {
+            break;
+        }
+        // SAFETY: the value is only tested for presence.
+        if unsafe { CGROUP_FILTER.get(&ancestor) }.is_some() {
+            return true;
+        }
+        if ancestor == own {
+            break;
+        }
+    }
+    false
+}
 
 #[inline(always)]
 fn count_drop() {
@@ -88,17 +125,14 @@ unsafe fn process_identity(task: u64, o: &KernelOffsets) -> (u32, u64) {
     }
 }
 
-/// Writes the header of the current task to `h`. Returns false for the recorder's own tasks.
+/// Writes the header of the current task to `h`.
 ///
 /// # Safety
 /// `h` must point at writable memory for an `EventHeader` (a reserved ring-buffer slot).
 #[inline(always)]
-unsafe fn fill_header(h: *mut EventHeader, kind: u32) -> bool {
+unsafe fn fill_header(h: *mut EventHeader, kind: u32) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    if tgid == RECORDER_TGID.load() {
-        return false;
-    }
     // SAFETY: helpers without memory arguments; `h` is valid per the contract.
     unsafe {
         h.write(EventHeader {
@@ -111,7 +145,6 @@ unsafe fn fill_header(h: *mut EventHeader, kind: u32) -> bool {
             comm: bpf_get_current_comm().unwrap_or([0; 16]),
         });
     }
-    true
 }
 
 /// sched_process_fork(parent, child): a new task. Threads are skipped; only processes matter
@@ -124,7 +157,7 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> u32 {
     // SAFETY: reads go through bpf_probe_read_kernel.
     let (child_tid, child_tgid): (u32, u32) =
         unsafe { (kread(child, o.task_pid), kread(child, o.task_tgid)) };
-    if child_tid != child_tgid {
+    if child_tid != child_tgid || !should_record() {
         return 0;
     }
     let Some(mut slot) = EVENTS.reserve::<ForkEvent>(0) else {
@@ -134,10 +167,7 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> u32 {
     let ev = slot.as_mut_ptr();
     // SAFETY: `ev` points at a reserved ring-buffer slot of the right size.
     unsafe {
-        if !fill_header(addr_of_mut!((*ev).header), KIND_FORK) {
-            slot.discard(0);
-            return 0;
-        }
+        fill_header(addr_of_mut!((*ev).header), KIND_FORK);
         (*ev).child_pid = child_tgid;
         (*ev)._pad = 0;
         (*ev).parent_start_ns = process_identity(parent, &o).1;
@@ -152,6 +182,9 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> u32 {
 pub fn sched_process_exec(ctx: RawTracePointContext) -> u32 {
     let o = OFFSETS.load();
     let bprm: u64 = ctx.arg(2);
+    if !should_record() {
+        return 0;
+    }
     let Some(mut slot) = EVENTS.reserve::<ExecEvent>(0) else {
         count_drop();
         return 0;
@@ -159,10 +192,7 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> u32 {
     let ev = slot.as_mut_ptr();
     // SAFETY: `ev` points at a reserved slot; kernel reads go through probe helpers.
     unsafe {
-        if !fill_header(addr_of_mut!((*ev).header), KIND_EXEC) {
-            slot.discard(0);
-            return 0;
-        }
+        fill_header(addr_of_mut!((*ev).header), KIND_EXEC);
         let task = bpf_get_current_task();
         (*ev).start_ns = process_identity(task, &o).1;
         let parent: u64 = kread(task, o.task_real_parent);
@@ -213,7 +243,7 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> u32 {
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn sched_process_exit(_ctx: RawTracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if (pid_tgid >> 32) as u32 != pid_tgid as u32 {
+    if (pid_tgid >> 32) as u32 != pid_tgid as u32 || !should_record() {
         return 0;
     }
     let o = OFFSETS.load();
@@ -224,10 +254,7 @@ pub fn sched_process_exit(_ctx: RawTracePointContext) -> u32 {
     let ev = slot.as_mut_ptr();
     // SAFETY: `ev` points at a reserved slot; kernel reads go through probe helpers.
     unsafe {
-        if !fill_header(addr_of_mut!((*ev).header), KIND_EXIT) {
-            slot.discard(0);
-            return 0;
-        }
+        fill_header(addr_of_mut!((*ev).header), KIND_EXIT);
         let task = bpf_get_current_task();
         (*ev).start_ns = process_identity(task, &o).1;
         let parent: u64 = kread(task, o.task_real_parent);

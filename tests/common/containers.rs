@@ -1,0 +1,224 @@
+//! Real containers for root tests: runc from a busybox rootfs, and podman from the same rootfs
+//! imported as an image. Each cleans up everything it created when dropped, also on failure.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+/// Applets the test rootfs provides.
+const APPLETS: &[&str] = &[
+    "sh", "sleep", "true", "cat", "echo", "nc", "ls", "mkdir", "rm", "ps",
+];
+
+/// Builds a minimal root filesystem from Debian's busybox-static.
+pub fn busybox_rootfs(dir: &Path) {
+    for d in ["bin", "proc", "dev", "sys", "tmp", "etc"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", dir.join("bin/busybox"))
+        .expect("/bin/busybox (busybox-static; scripts/setup installs it)");
+    for applet in APPLETS {
+        std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet)).unwrap();
+    }
+}
+
+fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A runc container running `sleep` in its own cgroup `/<parent>/<id>` (an arbitrary,
+/// runtime-agnostic path, as plain runc users choose).
+pub struct RuncContainer {
+    pub id: String,
+    pub cgroup_parent: String,
+    _bundle: tempfile::TempDir,
+}
+
+impl RuncContainer {
+    pub fn start(id: &str) -> RuncContainer {
+        let bundle = tempfile::tempdir().unwrap();
+        busybox_rootfs(&bundle.path().join("rootfs"));
+        run_ok(Command::new("runc").arg("spec").current_dir(bundle.path()));
+        let config_path = bundle.path().join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+        let cgroup_parent = format!("quarry-test-{}", std::process::id());
+        config["process"]["terminal"] = false.into();
+        config["process"]["args"] = serde_json::json!(["sleep", "100000"]);
+        config["linux"]["cgroupsPath"] = format!("/{cgroup_parent}/{id}").into();
+        std::fs::write(&config_path, config.to_string()).unwrap();
+        let c = RuncContainer {
+            id: id.to_string(),
+            cgroup_parent,
+            _bundle: bundle,
+        };
+        // The container inherits runc's stdio: a pipe here would never reach EOF, so runc's
+        // messages go to a file in the bundle instead.
+        let log = c._bundle.path().join("runc.stderr");
+        let status = Command::new("runc")
+            .args(["run", "-d", "--bundle"])
+            .arg(c._bundle.path())
+            .arg(id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "runc run {id}: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        c
+    }
+
+    /// The init pid runc reports.
+    pub fn pid(&self) -> i32 {
+        let out = run_ok(Command::new("runc").args(["state", &self.id]));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["pid"].as_i64().unwrap() as i32
+    }
+
+    /// Runs a command inside the container and returns its exit code.
+    pub fn exec(&self, args: &[&str]) -> i32 {
+        Command::new("runc")
+            .args(["exec", &self.id])
+            .args(args)
+            .stdin(Stdio::null())
+            .status()
+            .unwrap()
+            .code()
+            .unwrap_or(-1)
+    }
+}
+
+impl Drop for RuncContainer {
+    fn drop(&mut self) {
+        let _ = Command::new("runc")
+            .args(["kill", &self.id, "KILL"])
+            .output();
+        let _ = Command::new("runc")
+            .args(["delete", "-f", &self.id])
+            .output();
+        // runc removes the container's cgroups but not the parent directories it created.
+        for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let parent = hierarchy.path().join(&self.cgroup_parent);
+            let _ = std::fs::remove_dir(parent.join(&self.id));
+            let _ = std::fs::remove_dir(&parent);
+        }
+    }
+}
+
+/// The containers.conf podman needs on this kind of machine (../shared/PLATFORM.md), kept in
+/// a file of the test's own and passed by CONTAINERS_CONF, so the host's config is untouched.
+pub struct Podman {
+    conf: tempfile::TempDir,
+}
+
+impl Podman {
+    pub fn new() -> Podman {
+        let conf = tempfile::tempdir().unwrap();
+        std::fs::write(
+            conf.path().join("containers.conf"),
+            "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n\
+             [engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nruntime = \"runc\"\n",
+        )
+        .unwrap();
+        Podman { conf }
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new("podman");
+        c.env("CONTAINERS_CONF", self.conf.path().join("containers.conf"));
+        c
+    }
+}
+
+/// A podman container from an image imported from the busybox rootfs; removed (with its image)
+/// when dropped.
+pub struct PodmanContainer {
+    pub name: String,
+    pub id: String,
+    image: String,
+    podman: Podman,
+}
+
+impl PodmanContainer {
+    pub fn start(name: &str) -> PodmanContainer {
+        let podman = Podman::new();
+        let dir = tempfile::tempdir().unwrap();
+        busybox_rootfs(&dir.path().join("rootfs"));
+        let tar = dir.path().join("rootfs.tar");
+        run_ok(
+            Command::new("tar")
+                .arg("-cf")
+                .arg(&tar)
+                .arg("-C")
+                .arg(dir.path().join("rootfs"))
+                .arg("."),
+        );
+        let image = format!("localhost/{name}:test");
+        run_ok(podman.cmd().args(["import", "-q"]).arg(&tar).arg(&image));
+        let mut c = PodmanContainer {
+            name: name.to_string(),
+            id: String::new(),
+            image: image.clone(),
+            podman,
+        };
+        let out = run_ok(c.podman.cmd().args([
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "--name",
+            name,
+            &image,
+            "sleep",
+            "100000",
+        ]));
+        c.id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        c
+    }
+
+    pub fn pid(&self) -> i32 {
+        let out =
+            run_ok(
+                self.podman
+                    .cmd()
+                    .args(["inspect", &self.name, "--format", "{{.State.Pid}}"]),
+            );
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    }
+
+    pub fn exec(&self, args: &[&str]) -> i32 {
+        self.podman
+            .cmd()
+            .args(["exec", &self.name])
+            .args(args)
+            .stdin(Stdio::null())
+            .status()
+            .unwrap()
+            .code()
+            .unwrap_or(-1)
+    }
+}
+
+impl Drop for PodmanContainer {
+    fn drop(&mut self) {
+        let _ = self
+            .podman
+            .cmd()
+            .args(["rm", "-f", "-t", "0", &self.name])
+            .output();
+        let _ = self.podman.cmd().args(["rmi", "-f", &self.image]).output();
+    }
+}
