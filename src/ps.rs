@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context;
-use quarry_containers::Inventory;
+use quarry_containers::{Inventory, short_id};
 use quarry_store::schema::{ContainerRow, container_rows};
 use quarry_store::{Store, Table};
 use serde::Serialize;
@@ -118,7 +118,7 @@ pub fn run(args: PsArgs) -> anyhow::Result<u8> {
                 .iter()
                 .map(|e| {
                     let mut r = vec![
-                        e.id.chars().take(12).collect(),
+                        short_id(&e.id).to_string(),
                         e.name.clone().unwrap_or_default(),
                         e.runtime.clone(),
                         e.init_pid.map(|p| p.to_string()).unwrap_or_default(),

@@ -96,6 +96,16 @@ impl Container {
     }
 }
 
+/// Engine-generated ids (64 hex digits) shortened to 12 characters, as container tools print
+/// them; ids a person chose (plain runc) are kept whole, since cutting them misleads.
+pub fn short_id(id: &str) -> &str {
+    if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        &id[..12]
+    } else {
+        id
+    }
+}
+
 /// Why a container name could not be resolved.
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
