@@ -55,14 +55,9 @@ pub struct Container {
 }
 
 impl Container {
-    /// The first 12 characters of the id, as container tools print it.
+    /// The id as container tools print it; see [`short_id`].
     pub fn short_id(&self) -> &str {
-        let end = self
-            .id
-            .char_indices()
-            .nth(12)
-            .map_or(self.id.len(), |(i, _)| i);
-        &self.id[..end]
+        short_id(&self.id)
     }
 
     /// The name when there is one, else the short id.
