@@ -53,7 +53,8 @@ pub enum Format {
 Examples:
   sudo quarry record
   sudo quarry record --store /srv/quarry --duration 10m --seal-interval 10s
-  sudo quarry record --containers web,db")]
+  sudo quarry record --containers web,db
+  sudo quarry record --syscalls all           also keep every syscall (the raw stream)")]
 pub struct RecordArgs {
     /// Store directory (created if missing)
     #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
@@ -68,12 +69,22 @@ pub struct RecordArgs {
     /// including processes in their child cgroups; filtered in the kernel
     #[arg(long, value_delimiter = ',')]
     pub containers: Vec<String>,
+    /// Record the raw syscall stream (every syscall's number and result) into the `syscall`
+    /// table; files, network and privilege signals are decoded either way
+    #[arg(long, value_enum, default_value_t = SyscallsArg::Off)]
+    pub syscalls: SyscallsArg,
     /// No live status line
     #[arg(long, short)]
     pub quiet: bool,
     /// Format of the summary printed at the end
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SyscallsArg {
+    Off,
+    All,
 }
 
 #[derive(Debug, Args)]

@@ -7,15 +7,19 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use quarry_containers::Inventory;
 use quarry_recorder::stats::{Stats, StatsSnapshot};
-use quarry_recorder::{Recorder, RecorderConfig};
+use quarry_recorder::{Recorder, RecorderConfig, SyscallMode};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use crate::cli::{Format, RecordArgs};
+use crate::cli::{Format, RecordArgs, SyscallsArg};
 use crate::exit;
 
 pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
     let mut config = RecorderConfig::new(&args.store);
     config.seal_interval = args.seal_interval;
+    config.syscalls = match args.syscalls {
+        SyscallsArg::Off => SyscallMode::Off,
+        SyscallsArg::All => SyscallMode::All,
+    };
     let mut scope = "all processes".to_string();
     if !args.containers.is_empty() {
         let inventory = Inventory::discover();

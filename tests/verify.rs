@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{TimeZone, Utc};
 use common::*;
-use quarry_store::schema::{ProcessBuilder, ProcessEvent, ProcessRow, RowIdentity};
+use quarry_store::schema::{ProcessEvent, ProcessRow, RowIdentity, process_batch};
 use quarry_store::{Partition, Store, Table};
 
 /// A store with three sealed segments in two hours; returns the segment paths.
@@ -19,33 +19,35 @@ fn store_with_segments(root: &Path) -> Vec<PathBuf> {
         let time = Utc
             .with_ymd_and_hms(2026, 11, 28, hour, 5, seq as u32)
             .unwrap();
-        let mut b = ProcessBuilder::default();
+        let mut rows = Vec::new();
         for pid in 0..50 {
-            b.append(
-                "node-a",
-                &ProcessRow {
-                    id: RowIdentity {
-                        time,
-                        ktime_ns: 1_000 + pid as u64,
-                        pid,
-                        tid: pid,
-                        comm: "worker".into(),
-                        cgroup_id: 7,
-                        container_id: None,
-                    },
-                    ppid: Some(1),
-                    start_ns: 10,
-                    parent_start_ns: Some(1),
-                    event: ProcessEvent::Exit {
-                        exit_code: Some(0),
-                        signal: None,
-                        core_dumped: false,
-                    },
+            rows.push(ProcessRow {
+                id: RowIdentity {
+                    time,
+                    ktime_ns: 1_000 + pid as u64,
+                    pid,
+                    tid: pid,
+                    comm: "worker".into(),
+                    cgroup_id: 7,
+                    container_id: None,
                 },
-            );
+                ppid: Some(1),
+                start_ns: Some(10),
+                parent_start_ns: Some(1),
+                event: ProcessEvent::Exit {
+                    exit_code: Some(0),
+                    signal: None,
+                    core_dumped: false,
+                },
+            });
         }
         let partition = Partition::for_time(Table::Process, time, "node-a");
-        paths.push(store.seal(&partition, &b.finish(), 1, seq).unwrap().path);
+        paths.push(
+            store
+                .seal(&partition, &process_batch("node-a", &rows), 1, seq)
+                .unwrap()
+                .path,
+        );
     }
     paths
 }

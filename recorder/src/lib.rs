@@ -12,11 +12,13 @@
 
 pub mod attribute;
 pub mod btf;
+pub mod calls;
 pub mod clock;
 pub mod decode;
 pub mod preflight;
 mod sink;
 pub mod stats;
+pub mod syscalls;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -26,16 +28,18 @@ use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::RawTracePoint;
+use aya::programs::{RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
-use quarry_recorder_common::{DROPS_SLOT, MAX_FILTER_CGROUPS};
-use quarry_store::schema::container_batch;
+use quarry_recorder_common::{DROPS_SLOT, MAX_FILTER_CGROUPS, SYSCALLS_ALL, SYSCALLS_OFF};
+use quarry_store::schema::{GapRow, ProcessEvent, container_batch};
 use quarry_store::{Partition, Store, StoreError, Table};
 use tokio::time::MissedTickBehavior;
 
 use crate::attribute::Attributor;
 use crate::btf::{Btf, BtfError};
+use crate::calls::{CallRow, Calls, tcp_state_row};
 use crate::clock::WallClock;
+use crate::decode::identity;
 use crate::decode::{Record, decode};
 use crate::sink::{Batches, Sealer};
 use crate::stats::{Stats, StatsSnapshot};
@@ -44,12 +48,19 @@ use crate::stats::{Stats, StatsSnapshot};
 static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/quarry-recorder"));
 
-/// The programs in the object and the raw tracepoints they attach to.
-const PROGRAMS: [(&str, &str); 3] = [
+/// The raw-tracepoint programs in the object and the tracepoints they attach to.
+const PROGRAMS: [(&str, &str); 5] = [
     ("sched_process_fork", "sched_process_fork"),
     ("sched_process_exec", "sched_process_exec"),
     ("sched_process_exit", "sched_process_exit"),
+    ("sys_enter", "sys_enter"),
+    ("sys_exit", "sys_exit"),
 ];
+
+/// How often the kernel's drop counters are turned into `gap` rows.
+const GAP_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+/// A partition this large is sealed at once, whatever the seal interval: it bounds memory.
+const MAX_ROWS_PER_SEGMENT: usize = 2_000_000;
 
 /// Errors starting or running the recorder.
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +134,17 @@ pub struct RecorderConfig {
     pub ring_bytes: u32,
     /// When not empty, record only tasks in these cgroups (by id) or below them.
     pub cgroup_filter: Vec<u64>,
+    /// Record the raw syscall stream (`syscall` table).
+    pub syscalls: SyscallMode,
+}
+
+/// Whether the raw syscall stream is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyscallMode {
+    /// No `syscall` rows (files, network and signals are still decoded).
+    Off,
+    /// Every syscall's number, name and result.
+    All,
 }
 
 impl RecorderConfig {
@@ -134,6 +156,7 @@ impl RecorderConfig {
             drain_interval: Duration::from_millis(2),
             ring_bytes: 16 << 20,
             cgroup_filter: Vec::new(),
+            syscalls: SyscallMode::Off,
         }
     }
 }
@@ -171,7 +194,7 @@ impl Recorder {
     pub fn start(config: RecorderConfig) -> Result<Recorder, RecorderError> {
         preflight::check_privileges()?;
         let offsets = Btf::parse(&preflight::read_kernel_btf()?)?.kernel_offsets()?;
-        preflight::ensure_tracefs()?;
+        let tracefs = preflight::ensure_tracefs()?;
         let store = Store::create(&config.store)?;
         let (recovered_segments, discarded) = store.recover()?;
         if recovered_segments + discarded > 0 {
@@ -183,6 +206,10 @@ impl Recorder {
 
         let recorder_tgid = std::process::id();
         let filtering = u32::from(!config.cgroup_filter.is_empty());
+        let syscall_mode = match config.syscalls {
+            SyscallMode::Off => SYSCALLS_OFF,
+            SyscallMode::All => SYSCALLS_ALL,
+        };
         if config.cgroup_filter.len() > MAX_FILTER_CGROUPS as usize {
             return Err(RecorderError::TooManyCgroups {
                 given: config.cgroup_filter.len(),
@@ -192,6 +219,7 @@ impl Recorder {
             .override_global("RECORDER_TGID", &recorder_tgid, true)
             .override_global("OFFSETS", &offsets, true)
             .override_global("FILTER_CGROUPS", &filtering, true)
+            .override_global("SYSCALL_MODE", &syscall_mode, true)
             .map_max_entries("EVENTS", config.ring_bytes)
             .load(EBPF_OBJECT)?;
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(RecorderError::Map {
@@ -248,6 +276,7 @@ impl Recorder {
             prog.load().map_err(err)?;
             prog.attach(tracepoint).map_err(err)?;
         }
+        attach_tcp_state(&mut ebpf, &tracefs)?;
 
         Ok(Recorder {
             config,
@@ -276,8 +305,12 @@ impl Recorder {
     ) -> Result<Summary, RecorderError> {
         let run_id = (std::process::id() ^ (WallClock::monotonic_now_ns() as u32)).rotate_left(16);
         let sealer = Sealer::spawn(self.store.clone(), run_id, self.stats.clone());
-        let mut batches = Batches::new(self.config.host.clone());
-        let mut attributor = Attributor::new();
+        let mut st = DrainState {
+            batches: Batches::new(self.config.host.clone()),
+            attributor: Attributor::new(),
+            calls: Calls::new(),
+            gaps: GapTracker::new(),
+        };
         let mut clock = WallClock::measure();
 
         let mut drain = tokio::time::interval(self.config.drain_interval);
@@ -285,18 +318,26 @@ impl Recorder {
         let mut seal = tokio::time::interval(self.config.seal_interval);
         seal.set_missed_tick_behavior(MissedTickBehavior::Delay);
         seal.tick().await;
+        let mut gap_check = tokio::time::interval(GAP_CHECK_INTERVAL);
+        gap_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
 
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = drain.tick() => {
-                    drain_ring(&mut self.ring, &mut batches, &mut attributor, &clock, &self.stats);
-                    read_drops(&self.drops, &self.stats);
+                    drain_ring(&mut self.ring, &mut st, &clock, &self.stats);
+                    // Bound memory: a flood seals early instead of growing without limit.
+                    if st.batches.largest() >= MAX_ROWS_PER_SEGMENT {
+                        submit_all(&mut st, &sealer, &self.stats);
+                    }
+                }
+                _ = gap_check.tick() => {
+                    st.gaps.read(&self.drops, &mut st.batches, &self.stats);
                 }
                 _ = seal.tick() => {
-                    drain_ring(&mut self.ring, &mut batches, &mut attributor, &clock, &self.stats);
-                    submit_all(&mut batches, &mut attributor, &sealer, &self.stats);
+                    drain_ring(&mut self.ring, &mut st, &clock, &self.stats);
+                    submit_all(&mut st, &sealer, &self.stats);
                     clock = WallClock::measure();
                 }
             }
@@ -311,9 +352,9 @@ impl Recorder {
             ..
         } = self;
         drop(ebpf);
-        drain_ring(&mut ring, &mut batches, &mut attributor, &clock, &stats);
-        read_drops(&drops, &stats);
-        submit_all(&mut batches, &mut attributor, &sealer, &stats);
+        drain_ring(&mut ring, &mut st, &clock, &stats);
+        st.gaps.read(&drops, &mut st.batches, &stats);
+        submit_all(&mut st, &sealer, &stats);
         sealer.finish();
         Ok(Summary {
             stats: stats.snapshot(),
@@ -322,59 +363,179 @@ impl Recorder {
     }
 }
 
-fn drain_ring(
-    ring: &mut RingBuf<MapData>,
-    batches: &mut Batches,
-    attributor: &mut Attributor,
-    clock: &WallClock,
-    stats: &Stats,
-) {
+/// The tracepoint format the `inet_sock_set_state` program reads by fixed offsets.
+const TCP_STATE_FIELDS: [(&str, usize); 10] = [
+    ("oldstate", 16),
+    ("newstate", 20),
+    ("sport", 24),
+    ("dport", 26),
+    ("family", 28),
+    ("protocol", 30),
+    ("saddr", 32),
+    ("daddr", 36),
+    ("saddr_v6", 40),
+    ("daddr_v6", 56),
+];
+
+/// Attaches the TCP state program when this kernel's tracepoint has the layout it reads;
+/// otherwise records without TCP state changes and says so.
+fn attach_tcp_state(ebpf: &mut Ebpf, tracefs: &std::path::Path) -> Result<(), RecorderError> {
+    let format_path = tracefs.join("events/sock/inet_sock_set_state/format");
+    let format = std::fs::read_to_string(&format_path).unwrap_or_default();
+    let matches = TCP_STATE_FIELDS.iter().all(|(name, offset)| {
+        format.lines().any(|l| {
+            l.contains(&format!(" {name};")) || l.contains(&format!(" {name}["))
+        } && l.contains(&format!("offset:{offset};")))
+    });
+    if !matches {
+        log::warn!(
+            "{} is missing or has an unexpected layout: TCP state changes are not recorded",
+            format_path.display()
+        );
+        return Ok(());
+    }
+    let program = "inet_sock_set_state";
+    let err = |source| RecorderError::Program { program, source };
+    let prog: &mut TracePoint = ebpf
+        .program_mut(program)
+        .ok_or(RecorderError::Program {
+            program,
+            source: aya::programs::ProgramError::UnexpectedProgramType,
+        })?
+        .try_into()
+        .map_err(err)?;
+    prog.load().map_err(err)?;
+    prog.attach("sock", "inet_sock_set_state").map_err(err)?;
+    Ok(())
+}
+
+/// What the drain loop carries between drains.
+struct DrainState {
+    batches: Batches,
+    attributor: Attributor,
+    calls: Calls,
+    gaps: GapTracker,
+}
+
+impl DrainState {
+    fn push_call(&mut self, row: CallRow) {
+        match row {
+            CallRow::Process(r) => self.batches.push_process(r),
+            CallRow::File(r) => self.batches.push_file(r),
+            CallRow::Net(r) => self.batches.push_net(r),
+        }
+    }
+}
+
+fn drain_ring(ring: &mut RingBuf<MapData>, st: &mut DrainState, clock: &WallClock, stats: &Stats) {
     let mut n = 0u64;
     while let Some(item) = ring.next() {
-        match decode(&item, clock) {
-            Ok(Record::Process(row)) => {
-                attributor.observe(row.id.cgroup_id);
-                batches.push_process(&row);
-            }
+        n += 1;
+        let record = match decode(&item, clock) {
+            Ok(r) => r,
             Err(e) => {
                 stats.undecodable.fetch_add(1, Ordering::Relaxed);
                 log::debug!("undecodable record: {e:?}");
+                continue;
+            }
+        };
+        match record {
+            Record::Process(row) => {
+                st.attributor.observe(row.id.cgroup_id);
+                match row.event {
+                    ProcessEvent::Fork => {
+                        if let Some(ppid) = row.ppid {
+                            st.calls.process_forked(ppid as u32, row.id.pid as u32);
+                        }
+                    }
+                    ProcessEvent::Exit { .. } => st.calls.process_exited(row.id.pid as u32),
+                    _ => {}
+                }
+                st.batches.push_process(row);
+            }
+            Record::Syscall(ev) => {
+                st.attributor.observe(ev.header.cgroup_id);
+                st.batches
+                    .push_syscall(&ev, clock.to_utc(ev.header.ktime_ns));
+            }
+            Record::Call(ev) => {
+                st.attributor.observe(ev.header.cgroup_id);
+                let id = identity(&ev.header, clock);
+                if let Some(row) = st.calls.call(&ev, id) {
+                    st.push_call(row);
+                }
+            }
+            Record::TcpState(ev) => {
+                let id = identity(&ev.header, clock);
+                st.batches.push_net(tcp_state_row(&ev, id));
             }
         }
-        n += 1;
     }
     stats.events.fetch_add(n, Ordering::Relaxed);
     stats
         .rows_buffered
-        .store(batches.len() as u64, Ordering::Relaxed);
+        .store(st.batches.len() as u64, Ordering::Relaxed);
+}
+
+/// Turns the kernel's per-CPU drop counters into `gap` rows: each increase of a CPU's counter
+/// between two reads is a gap on that CPU in that interval.
+struct GapTracker {
+    last: Vec<u64>,
+    since: chrono::DateTime<chrono::Utc>,
+}
+
+impl GapTracker {
+    fn new() -> GapTracker {
+        GapTracker {
+            last: Vec::new(),
+            since: chrono::Utc::now(),
+        }
+    }
+
+    fn read(&mut self, drops: &PerCpuArray<MapData, u64>, batches: &mut Batches, stats: &Stats) {
+        let Ok(per_cpu) = drops.get(&DROPS_SLOT, 0) else {
+            return;
+        };
+        let now = chrono::Utc::now();
+        let now_ktime = WallClock::monotonic_now_ns();
+        self.last.resize(per_cpu.len(), 0);
+        for (cpu, (&count, last)) in per_cpu.iter().zip(self.last.iter_mut()).enumerate() {
+            if count > *last {
+                batches.push_gap(GapRow {
+                    time: now,
+                    ktime_ns: now_ktime,
+                    since: self.since,
+                    cpu: cpu as i32,
+                    lost: count - *last,
+                });
+                *last = count;
+            }
+        }
+        self.since = now;
+        stats
+            .kernel_drops
+            .store(per_cpu.iter().sum(), Ordering::Relaxed);
+    }
 }
 
 /// Attributes every finished batch to containers and hands it to the sealer, followed by the
 /// `container` rows for what was attributed.
-fn submit_all(batches: &mut Batches, attributor: &mut Attributor, sealer: &Sealer, stats: &Stats) {
+fn submit_all(st: &mut DrainState, sealer: &Sealer, stats: &Stats) {
     let submit = |partition, batch: RecordBatch| {
         stats
             .rows_submitted
             .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         sealer.submit(partition, batch);
     };
-    for (partition, batch) in batches.take() {
-        submit(partition, attributor.fill_container_ids(batch));
+    for (partition, batch) in st.batches.take() {
+        submit(partition, st.attributor.fill_container_ids(batch));
     }
     let now = chrono::Utc::now();
-    let containers = attributor.take_container_rows(now);
+    let containers = st.attributor.take_container_rows(now);
     if !containers.is_empty() {
-        let host = batches.host();
+        let host = st.batches.host();
         let partition = Partition::for_time(Table::Container, now, host);
         submit(partition, container_batch(host, &containers));
     }
     stats.rows_buffered.store(0, Ordering::Relaxed);
-}
-
-fn read_drops(drops: &PerCpuArray<MapData, u64>, stats: &Stats) {
-    if let Ok(per_cpu) = drops.get(&DROPS_SLOT, 0) {
-        stats
-            .kernel_drops
-            .store(per_cpu.iter().sum(), Ordering::Relaxed);
-    }
 }

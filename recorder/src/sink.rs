@@ -14,48 +14,169 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
-use quarry_store::schema::{ProcessBuilder, ProcessRow};
+use chrono::{DateTime, Utc};
+use quarry_recorder_common::SyscallEvent;
+use quarry_store::schema::{
+    FileRow, GapRow, NetRow, ProcessRow, SyscallBuilder, file_batch, gap_batch, net_batch,
+    process_batch,
+};
 use quarry_store::{Partition, Store, Table};
 
+use crate::decode::c_string;
 use crate::stats::Stats;
+use crate::syscalls::syscall_name;
+
+/// Rows of one partition waiting to be sealed.
+enum Pending {
+    Process(Vec<ProcessRow>),
+    File(Vec<FileRow>),
+    Net(Vec<NetRow>),
+    Syscall(Box<SyscallBuilder>),
+    Gap(Vec<GapRow>),
+}
+
+impl Pending {
+    fn new(table: Table) -> Pending {
+        match table {
+            Table::Process => Pending::Process(Vec::new()),
+            Table::File => Pending::File(Vec::new()),
+            Table::Net => Pending::Net(Vec::new()),
+            Table::Syscall => Pending::Syscall(Box::default()),
+            Table::Gap => Pending::Gap(Vec::new()),
+            Table::Container => unreachable!("container rows are built at seal time"),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Pending::Process(v) => v.len(),
+            Pending::File(v) => v.len(),
+            Pending::Net(v) => v.len(),
+            Pending::Syscall(b) => b.len(),
+            Pending::Gap(v) => v.len(),
+        }
+    }
+
+    fn finish(&mut self, host: &str) -> RecordBatch {
+        match self {
+            Pending::Process(v) => process_batch(host, v),
+            Pending::File(v) => file_batch(host, v),
+            Pending::Net(v) => net_batch(host, v),
+            Pending::Syscall(b) => b.finish(),
+            Pending::Gap(v) => gap_batch(host, v),
+        }
+    }
+}
 
 /// Rows waiting to be sealed, grouped by partition.
 pub struct Batches {
     host: String,
-    process: BTreeMap<Partition, ProcessBuilder>,
+    parts: BTreeMap<Partition, Pending>,
+    rows: usize,
 }
 
 impl Batches {
     pub fn new(host: String) -> Batches {
         Batches {
             host,
-            process: BTreeMap::new(),
+            parts: BTreeMap::new(),
+            rows: 0,
         }
-    }
-
-    pub fn push_process(&mut self, row: &ProcessRow) {
-        let partition = Partition::for_time(Table::Process, row.id.time, &self.host);
-        self.process
-            .entry(partition)
-            .or_default()
-            .append(&self.host, row);
     }
 
     pub fn host(&self) -> &str {
         &self.host
     }
 
-    /// Rows held right now.
-    pub fn len(&self) -> usize {
-        self.process.values().map(ProcessBuilder::len).sum()
+    fn part(&mut self, table: Table, time: DateTime<Utc>) -> &mut Pending {
+        self.rows += 1;
+        let partition = Partition::for_time(table, time, &self.host);
+        self.parts
+            .entry(partition)
+            .or_insert_with(|| Pending::new(table))
     }
 
-    /// Finishes every non-empty builder into a batch.
+    pub fn push_process(&mut self, row: ProcessRow) {
+        if let Pending::Process(v) = self.part(Table::Process, row.id.time) {
+            v.push(row);
+        }
+    }
+
+    pub fn push_file(&mut self, row: FileRow) {
+        if let Pending::File(v) = self.part(Table::File, row.id.time) {
+            v.push(row);
+        }
+    }
+
+    pub fn push_net(&mut self, row: NetRow) {
+        let time = row.id.as_ref().map(|i| i.time).unwrap_or_else(Utc::now);
+        if let Pending::Net(v) = self.part(Table::Net, time) {
+            v.push(row);
+        }
+    }
+
+    pub fn push_gap(&mut self, row: GapRow) {
+        if let Pending::Gap(v) = self.part(Table::Gap, row.time) {
+            v.push(row);
+        }
+    }
+
+    /// Appends one raw-stream record without building a row struct (or allocating).
+    pub fn push_syscall(&mut self, ev: &SyscallEvent, time: DateTime<Utc>) {
+        let Batches { host, parts, rows } = self;
+        *rows += 1;
+        let partition = Partition::for_time(Table::Syscall, time, host);
+        let Pending::Syscall(b) = parts
+            .entry(partition)
+            .or_insert_with(|| Pending::new(Table::Syscall))
+        else {
+            return;
+        };
+        let h = &ev.header;
+        let end = h.comm.iter().position(|&c| c == 0).unwrap_or(h.comm.len());
+        let lossy;
+        let comm = match std::str::from_utf8(&h.comm[..end]) {
+            Ok(c) => c,
+            Err(_) => {
+                lossy = c_string(&h.comm);
+                &lossy
+            }
+        };
+        b.append(
+            host,
+            time,
+            h.ktime_ns,
+            h.pid as i32,
+            h.tid as i32,
+            comm,
+            h.cgroup_id,
+            ev.nr as i32,
+            syscall_name(ev.nr).unwrap_or("unknown"),
+            ev.ret,
+        );
+    }
+
+    /// Rows held right now.
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    /// Rows held in the largest partition (to seal early before memory grows).
+    pub fn largest(&self) -> usize {
+        self.parts.values().map(Pending::len).max().unwrap_or(0)
+    }
+
+    /// Finishes every partition into a batch.
     pub fn take(&mut self) -> Vec<(Partition, RecordBatch)> {
-        std::mem::take(&mut self.process)
+        self.rows = 0;
+        let host = self.host.clone();
+        std::mem::take(&mut self.parts)
             .into_iter()
-            .filter(|(_, b)| !b.is_empty())
-            .map(|(p, mut b)| (p, b.finish()))
+            .filter(|(_, p)| p.len() > 0)
+            .map(|(partition, mut p)| {
+                let batch = p.finish(&host);
+                (partition, batch)
+            })
             .collect()
     }
 }

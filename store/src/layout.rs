@@ -20,20 +20,40 @@ pub const SEGMENT_EXTENSION: &str = "parquet";
 /// The tables of a store. Each is a top-level directory holding Hive partitions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Table {
-    /// Process lifecycle: fork, exec (with argv and credentials), exit (with code or signal).
+    /// Process lifecycle: fork, exec (with argv and credentials), exit (with code or signal),
+    /// and privilege and escape signals (setuid, capset, ptrace, mount, unshare, setns, ...).
     Process,
+    /// File activity: open, create, unlink, rename, chmod, chown, mkdir, link, truncate.
+    File,
+    /// Network activity: connect, accept, bind, listen, TCP state changes.
+    Net,
+    /// The raw syscall stream (number, name, result), when enabled.
+    Syscall,
+    /// Where evidence is missing: records lost per CPU and interval.
+    Gap,
     /// The containers the recorder attributed rows to, with when they were first and last seen.
     Container,
 }
 
 impl Table {
     /// Every table, in the order they are listed to users.
-    pub const ALL: [Table; 2] = [Table::Process, Table::Container];
+    pub const ALL: [Table; 6] = [
+        Table::Process,
+        Table::File,
+        Table::Net,
+        Table::Syscall,
+        Table::Gap,
+        Table::Container,
+    ];
 
     /// The table's name, which is also its directory name and its SQL name.
     pub fn name(self) -> &'static str {
         match self {
             Table::Process => "process",
+            Table::File => "file",
+            Table::Net => "net",
+            Table::Syscall => "syscall",
+            Table::Gap => "gap",
             Table::Container => "container",
         }
     }

@@ -1,17 +1,21 @@
-//! Table schemas and typed row builders: the one definition of every column in the store.
+//! Table schemas and row types: the one definition of every column in the store.
 //!
-//! Every row of every table starts with the same identity columns ([`common_fields`]): when it
+//! Every event table starts with the same identity columns ([`common_fields`]): when it
 //! happened (`time` for people, `ktime_ns` for exact ordering), on which host, by which process
 //! and thread, in which cgroup and container. A process is identified across PID reuse by
 //! `(pid, start_ns)`: its PID together with the kernel's monotonic start time of the process.
+//!
+//! Rows are plain structs; `*_batch` functions turn a slice of them into an Arrow batch of the
+//! table's schema. The raw syscall stream, the one high-volume table, has an appending
+//! [`SyscallBuilder`] instead so no per-row struct is allocated.
 
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Int32Builder, ListBuilder, StringBuilder,
-    TimestampMicrosecondBuilder, UInt32Builder, UInt64Builder,
+    ArrayRef, BooleanBuilder, Int32Builder, Int64Builder, ListBuilder, StringBuilder,
+    StringDictionaryBuilder, TimestampMicrosecondBuilder, UInt32Builder, UInt64Builder,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
 
@@ -21,6 +25,10 @@ use crate::Table;
 pub fn schema_of(table: Table) -> SchemaRef {
     match table {
         Table::Process => PROCESS_SCHEMA.clone(),
+        Table::File => FILE_SCHEMA.clone(),
+        Table::Net => NET_SCHEMA.clone(),
+        Table::Syscall => SYSCALL_SCHEMA.clone(),
+        Table::Gap => GAP_SCHEMA.clone(),
         Table::Container => CONTAINER_SCHEMA.clone(),
     }
 }
@@ -29,7 +37,7 @@ fn time_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
 
-/// Columns every table starts with.
+/// Columns every event table starts with.
 pub fn common_fields() -> Vec<Field> {
     vec![
         Field::new("time", time_type(), false),
@@ -43,7 +51,7 @@ pub fn common_fields() -> Vec<Field> {
     ]
 }
 
-/// The identity every row carries; see [`common_fields`].
+/// The identity every event row carries; see [`common_fields`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowIdentity {
     pub time: DateTime<Utc>,
@@ -55,54 +63,82 @@ pub struct RowIdentity {
     pub container_id: Option<String>,
 }
 
-/// Builders for the common columns, shared by every table's builder.
-#[derive(Default)]
-struct CommonBuilders {
-    time: TimestampMicrosecondBuilder,
-    ktime_ns: UInt64Builder,
-    host: StringBuilder,
-    pid: Int32Builder,
-    tid: Int32Builder,
-    comm: StringBuilder,
-    cgroup_id: UInt64Builder,
-    container_id: StringBuilder,
+// Column builders over a slice of rows: one closure per column keeps each table's batch
+// function a readable list of its columns.
+
+fn col_str<'a, R>(rows: &'a [R], f: impl Fn(&'a R) -> Option<&'a str>) -> ArrayRef {
+    let mut b = StringBuilder::with_capacity(rows.len(), rows.len() * 8);
+    rows.iter().for_each(|r| b.append_option(f(r)));
+    Arc::new(b.finish())
+}
+fn col_u64<'a, R>(rows: &'a [R], f: impl Fn(&'a R) -> Option<u64>) -> ArrayRef {
+    let mut b = UInt64Builder::with_capacity(rows.len());
+    rows.iter().for_each(|r| b.append_option(f(r)));
+    Arc::new(b.finish())
+}
+fn col_i64<'a, R>(rows: &'a [R], f: impl Fn(&'a R) -> Option<i64>) -> ArrayRef {
+    let mut b = Int64Builder::with_capacity(rows.len());
+    rows.iter().for_each(|r| b.append_option(f(r)));
+    Arc::new(b.finish())
+}
+fn col_i32<'a, R>(rows: &'a [R], f: impl Fn(&'a R) -> Option<i32>) -> ArrayRef {
+    let mut b = Int32Builder::with_capacity(rows.len());
+    rows.iter().for_each(|r| b.append_option(f(r)));
+    Arc::new(b.finish())
+}
+fn col_u32<'a, R>(rows: &'a [R], f: impl Fn(&'a R) -> Option<u32>) -> ArrayRef {
+    let mut b = UInt32Builder::with_capacity(rows.len());
+    rows.iter().for_each(|r| b.append_option(f(r)));
+    Arc::new(b.finish())
+}
+fn col_bool<'a, R>(rows: &'a [R], f: impl Fn(&'a R) -> Option<bool>) -> ArrayRef {
+    let mut b = BooleanBuilder::with_capacity(rows.len());
+    rows.iter().for_each(|r| b.append_option(f(r)));
+    Arc::new(b.finish())
+}
+fn col_time<'a, R>(rows: &'a [R], f: impl Fn(&'a R) -> DateTime<Utc>) -> ArrayRef {
+    let mut b = TimestampMicrosecondBuilder::with_capacity(rows.len());
+    rows.iter()
+        .for_each(|r| b.append_value(f(r).timestamp_micros()));
+    Arc::new(b.finish().with_timezone("UTC"))
 }
 
-impl CommonBuilders {
-    fn append(&mut self, host: &str, id: &RowIdentity) {
-        self.time.append_value(id.time.timestamp_micros());
-        self.ktime_ns.append_value(id.ktime_ns);
-        self.host.append_value(host);
-        self.pid.append_value(id.pid);
-        self.tid.append_value(id.tid);
-        self.comm.append_value(&id.comm);
-        self.cgroup_id.append_value(id.cgroup_id);
-        self.container_id.append_option(id.container_id.as_deref());
-    }
-
-    fn finish(&mut self) -> Vec<ArrayRef> {
-        vec![
-            Arc::new(self.time.finish().with_timezone("UTC")),
-            Arc::new(self.ktime_ns.finish()),
-            Arc::new(self.host.finish()),
-            Arc::new(self.pid.finish()),
-            Arc::new(self.tid.finish()),
-            Arc::new(self.comm.finish()),
-            Arc::new(self.cgroup_id.finish()),
-            Arc::new(self.container_id.finish()),
-        ]
-    }
+/// The common columns of event rows.
+fn common_columns<'a, R>(
+    host: &'a str,
+    rows: &'a [R],
+    id: impl Fn(&'a R) -> &'a RowIdentity,
+) -> Vec<ArrayRef> {
+    vec![
+        col_time(rows, |r| id(r).time),
+        col_u64(rows, |r| Some(id(r).ktime_ns)),
+        col_str(rows, |_| Some(host)),
+        col_i32(rows, |r| Some(id(r).pid)),
+        col_i32(rows, |r| Some(id(r).tid)),
+        col_str(rows, |r| Some(&id(r).comm)),
+        col_u64(rows, |r| Some(id(r).cgroup_id)),
+        col_str(rows, |r| id(r).container_id.as_deref()),
+    ]
 }
+
+fn batch(schema: &SchemaRef, columns: Vec<ArrayRef>) -> RecordBatch {
+    RecordBatch::try_new(schema.clone(), columns)
+        .expect("batch functions build one value per column per row, in schema order")
+}
+
+// ---- process -------------------------------------------------------------------------------
 
 /// Schema of the `process` table.
 pub static PROCESS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     let mut fields = common_fields();
     fields.extend([
-        // fork | exec | exit
+        // fork | exec | exit, or a privilege/escape signal: setuid, setgid, setreuid,
+        // setregid, setresuid, setresgid, capset, ptrace, mount, umount, unshare, setns,
+        // init_module, finit_module, bpf, memfd_create, mmap_exec, mprotect_exec
         Field::new("event", DataType::Utf8, false),
         Field::new("ppid", DataType::Int32, true),
         // Kernel monotonic start time of the process: with pid, the key that survives PID reuse.
-        Field::new("start_ns", DataType::UInt64, false),
+        Field::new("start_ns", DataType::UInt64, true),
         Field::new("parent_start_ns", DataType::UInt64, true),
         // exec: the path given to execve and the argument vector of the new image.
         Field::new("filename", DataType::Utf8, true),
@@ -113,6 +149,7 @@ pub static PROCESS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         ),
         // true when argv was longer than the recorder keeps and the tail was cut.
         Field::new("argv_truncated", DataType::Boolean, true),
+        // exec: the credentials of the new image; setuid family: the ids asked for.
         Field::new("uid", DataType::UInt32, true),
         Field::new("gid", DataType::UInt32, true),
         Field::new("euid", DataType::UInt32, true),
@@ -121,9 +158,26 @@ pub static PROCESS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("exit_code", DataType::Int32, true),
         Field::new("exit_signal", DataType::Int32, true),
         Field::new("core_dumped", DataType::Boolean, true),
+        // signals: the syscall's result (negative errno on failure), its target process
+        // (ptrace), its flags (unshare/setns/mount/mmap/mprotect/bpf command/ptrace request/
+        // capset effective set) and a readable detail (mount source and target, module
+        // parameters, memfd name).
+        Field::new("ret", DataType::Int64, true),
+        Field::new("target_pid", DataType::Int32, true),
+        Field::new("flags", DataType::UInt64, true),
+        Field::new("detail", DataType::Utf8, true),
     ]);
     Arc::new(Schema::new(fields))
 });
+
+/// The ids a setuid-family call asks for (None = unchanged).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ids {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub euid: Option<u32>,
+    pub egid: Option<u32>,
+}
 
 /// What happened to a process.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,6 +200,16 @@ pub enum ProcessEvent {
         signal: Option<i32>,
         core_dumped: bool,
     },
+    /// A privilege change or container-escape signal (see the `event` column's list).
+    Signal {
+        name: &'static str,
+        ids: Ids,
+        target_pid: Option<i32>,
+        flags: Option<u64>,
+        detail: Option<String>,
+        /// None while (or if) the result was not seen.
+        ret: Option<i64>,
+    },
 }
 
 impl ProcessEvent {
@@ -154,6 +218,7 @@ impl ProcessEvent {
             ProcessEvent::Fork => "fork",
             ProcessEvent::Exec { .. } => "exec",
             ProcessEvent::Exit { .. } => "exit",
+            ProcessEvent::Signal { name, .. } => name,
         }
     }
 }
@@ -163,33 +228,291 @@ impl ProcessEvent {
 pub struct ProcessRow {
     pub id: RowIdentity,
     pub ppid: Option<i32>,
-    pub start_ns: u64,
+    pub start_ns: Option<u64>,
     pub parent_start_ns: Option<u64>,
     pub event: ProcessEvent,
 }
 
-/// Accumulates `process` rows into Arrow arrays.
-#[derive(Default)]
-pub struct ProcessBuilder {
-    len: usize,
-    common: CommonBuilders,
-    event: StringBuilder,
-    ppid: Int32Builder,
-    start_ns: UInt64Builder,
-    parent_start_ns: UInt64Builder,
-    filename: StringBuilder,
-    argv: ListBuilder<StringBuilder>,
-    argv_truncated: BooleanBuilder,
-    uid: UInt32Builder,
-    gid: UInt32Builder,
-    euid: UInt32Builder,
-    egid: UInt32Builder,
-    exit_code: Int32Builder,
-    exit_signal: Int32Builder,
-    core_dumped: BooleanBuilder,
+/// Builds a `process` batch.
+pub fn process_batch(host: &str, rows: &[ProcessRow]) -> RecordBatch {
+    use ProcessEvent::*;
+    type ExecParts<'a> = (&'a str, &'a [String], bool, [u32; 4]);
+    fn exec(r: &ProcessRow) -> Option<ExecParts<'_>> {
+        match &r.event {
+            Exec {
+                filename,
+                argv,
+                argv_truncated,
+                uid,
+                gid,
+                euid,
+                egid,
+            } => Some((filename, argv, *argv_truncated, [*uid, *gid, *euid, *egid])),
+            _ => None,
+        }
+    }
+    fn ids(r: &ProcessRow, i: usize) -> Option<u32> {
+        match &r.event {
+            Exec { .. } => exec(r).map(|e| e.3[i]),
+            Signal { ids, .. } => [ids.uid, ids.gid, ids.euid, ids.egid][i],
+            _ => None,
+        }
+    }
+    fn exit(r: &ProcessRow) -> Option<(Option<i32>, Option<i32>, bool)> {
+        match &r.event {
+            Exit {
+                exit_code,
+                signal,
+                core_dumped,
+            } => Some((*exit_code, *signal, *core_dumped)),
+            _ => None,
+        }
+    }
+    type SignalParts<'a> = (Option<i32>, Option<u64>, Option<&'a str>, Option<i64>);
+    fn signal(r: &ProcessRow) -> Option<SignalParts<'_>> {
+        match &r.event {
+            Signal {
+                target_pid,
+                flags,
+                detail,
+                ret,
+                ..
+            } => Some((*target_pid, *flags, detail.as_deref(), *ret)),
+            _ => None,
+        }
+    }
+    let mut argv = ListBuilder::new(StringBuilder::new());
+    for r in rows {
+        match exec(r) {
+            Some((_, args, _, _)) => {
+                args.iter().for_each(|a| argv.values().append_value(a));
+                argv.append(true);
+            }
+            None => argv.append(false),
+        }
+    }
+    let mut columns = common_columns(host, rows, |r| &r.id);
+    columns.extend([
+        col_str(rows, |r| Some(r.event.name())),
+        col_i32(rows, |r| r.ppid),
+        col_u64(rows, |r| r.start_ns),
+        col_u64(rows, |r| r.parent_start_ns),
+        col_str(rows, |r| exec(r).map(|e| e.0)),
+        Arc::new(argv.finish()),
+        col_bool(rows, |r| exec(r).map(|e| e.2)),
+        col_u32(rows, |r| ids(r, 0)),
+        col_u32(rows, |r| ids(r, 1)),
+        col_u32(rows, |r| ids(r, 2)),
+        col_u32(rows, |r| ids(r, 3)),
+        col_i32(rows, |r| exit(r).and_then(|e| e.0)),
+        col_i32(rows, |r| exit(r).and_then(|e| e.1)),
+        col_bool(rows, |r| exit(r).map(|e| e.2)),
+        col_i64(rows, |r| signal(r).and_then(|s| s.3)),
+        col_i32(rows, |r| signal(r).and_then(|s| s.0)),
+        col_u64(rows, |r| signal(r).and_then(|s| s.1)),
+        col_str(rows, |r| signal(r).and_then(|s| s.2)),
+    ]);
+    batch(&PROCESS_SCHEMA, columns)
 }
 
-impl ProcessBuilder {
+// ---- file ----------------------------------------------------------------------------------
+
+/// Schema of the `file` table.
+pub static FILE_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let mut fields = common_fields();
+    fields.extend([
+        // open | create | unlink | rename | chmod | chown | mkdir | rmdir | link | symlink |
+        // truncate
+        Field::new("event", DataType::Utf8, false),
+        Field::new("syscall", DataType::Utf8, false),
+        // The path as the process gave it, and made absolute when the recorder could (against
+        // the process's cwd or the directory fd); `resolution` says how: absolute | cwd |
+        // dirfd | unresolved (the process or fd was gone) | none (fd-only calls).
+        Field::new("path", DataType::Utf8, true),
+        Field::new("abs_path", DataType::Utf8, true),
+        Field::new("resolution", DataType::Utf8, false),
+        // rename/link/symlink: the second path (the new name; for symlink, the link itself).
+        Field::new("path2", DataType::Utf8, true),
+        Field::new("abs_path2", DataType::Utf8, true),
+        // open flags (O_*), rename flags; mode for open/creat/chmod/mkdir.
+        Field::new("flags", DataType::UInt64, true),
+        Field::new("mode", DataType::UInt32, true),
+        // chown: the owner asked for (-1 = unchanged).
+        Field::new("owner_uid", DataType::Int64, true),
+        Field::new("owner_gid", DataType::Int64, true),
+        // fchmod/fchown/ftruncate: the file descriptor acted on; open: the fd returned.
+        Field::new("fd", DataType::Int32, true),
+        // The syscall's result: >= 0 success (open: the new fd), negative errno on failure.
+        Field::new("ret", DataType::Int64, true),
+    ]);
+    Arc::new(Schema::new(fields))
+});
+
+/// One row of the `file` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRow {
+    pub id: RowIdentity,
+    pub event: &'static str,
+    pub syscall: &'static str,
+    pub path: Option<String>,
+    pub abs_path: Option<String>,
+    pub resolution: &'static str,
+    pub path2: Option<String>,
+    pub abs_path2: Option<String>,
+    pub flags: Option<u64>,
+    pub mode: Option<u32>,
+    pub owner_uid: Option<i64>,
+    pub owner_gid: Option<i64>,
+    pub fd: Option<i32>,
+    pub ret: Option<i64>,
+}
+
+/// Builds a `file` batch.
+pub fn file_batch(host: &str, rows: &[FileRow]) -> RecordBatch {
+    let mut columns = common_columns(host, rows, |r| &r.id);
+    columns.extend([
+        col_str(rows, |r| Some(r.event)),
+        col_str(rows, |r| Some(r.syscall)),
+        col_str(rows, |r| r.path.as_deref()),
+        col_str(rows, |r| r.abs_path.as_deref()),
+        col_str(rows, |r| Some(r.resolution)),
+        col_str(rows, |r| r.path2.as_deref()),
+        col_str(rows, |r| r.abs_path2.as_deref()),
+        col_u64(rows, |r| r.flags),
+        col_u32(rows, |r| r.mode),
+        col_i64(rows, |r| r.owner_uid),
+        col_i64(rows, |r| r.owner_gid),
+        col_i32(rows, |r| r.fd),
+        col_i64(rows, |r| r.ret),
+    ]);
+    batch(&FILE_SCHEMA, columns)
+}
+
+// ---- net -----------------------------------------------------------------------------------
+
+/// Schema of the `net` table.
+pub static NET_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let mut fields = common_fields();
+    fields.extend([
+        // connect | accept | bind | listen | tcp_state
+        Field::new("event", DataType::Utf8, false),
+        Field::new("syscall", DataType::Utf8, true),
+        Field::new("fd", DataType::Int32, true),
+        // inet | inet6 | unix | other(<n>)
+        Field::new("family", DataType::Utf8, true),
+        // tcp_state rows: tcp | sctp | mptcp
+        Field::new("protocol", DataType::Utf8, true),
+        Field::new("local_addr", DataType::Utf8, true),
+        Field::new("local_port", DataType::UInt16, true),
+        Field::new("remote_addr", DataType::Utf8, true),
+        Field::new("remote_port", DataType::UInt16, true),
+        Field::new("unix_path", DataType::Utf8, true),
+        // tcp_state: the transition (e.g. SYN_SENT -> ESTABLISHED). The pid/comm of these rows
+        // is whatever task the kernel ran when the state changed, often not the socket's owner.
+        Field::new("old_state", DataType::Utf8, true),
+        Field::new("new_state", DataType::Utf8, true),
+        // listen: the backlog asked for.
+        Field::new("backlog", DataType::Int32, true),
+        // The syscall's result (accept: the new fd); negative errno on failure.
+        Field::new("ret", DataType::Int64, true),
+    ]);
+    Arc::new(Schema::new(fields))
+});
+
+/// One row of the `net` table.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NetRow {
+    pub id: Option<RowIdentity>,
+    pub event: &'static str,
+    pub syscall: Option<&'static str>,
+    pub fd: Option<i32>,
+    pub family: Option<String>,
+    pub protocol: Option<&'static str>,
+    pub local_addr: Option<String>,
+    pub local_port: Option<u16>,
+    pub remote_addr: Option<String>,
+    pub remote_port: Option<u16>,
+    pub unix_path: Option<String>,
+    pub old_state: Option<&'static str>,
+    pub new_state: Option<&'static str>,
+    pub backlog: Option<i32>,
+    pub ret: Option<i64>,
+}
+
+/// Builds a `net` batch. Every row must have its identity set.
+pub fn net_batch(host: &str, rows: &[NetRow]) -> RecordBatch {
+    let mut columns = common_columns(host, rows, |r| {
+        r.id.as_ref().expect("net rows carry an identity")
+    });
+    let ports = |f: fn(&NetRow) -> Option<u16>| -> ArrayRef {
+        let mut b = arrow::array::UInt16Builder::with_capacity(rows.len());
+        rows.iter().for_each(|r| b.append_option(f(r)));
+        Arc::new(b.finish())
+    };
+    let local_port = ports(|r| r.local_port);
+    let remote_port = ports(|r| r.remote_port);
+    columns.extend([
+        col_str(rows, |r| Some(r.event)),
+        col_str(rows, |r| r.syscall),
+        col_i32(rows, |r| r.fd),
+        col_str(rows, |r| r.family.as_deref()),
+        col_str(rows, |r| r.protocol),
+        col_str(rows, |r| r.local_addr.as_deref()),
+        local_port,
+        col_str(rows, |r| r.remote_addr.as_deref()),
+        remote_port,
+        col_str(rows, |r| r.unix_path.as_deref()),
+        col_str(rows, |r| r.old_state),
+        col_str(rows, |r| r.new_state),
+        col_i32(rows, |r| r.backlog),
+        col_i64(rows, |r| r.ret),
+    ]);
+    batch(&NET_SCHEMA, columns)
+}
+
+// ---- syscall -------------------------------------------------------------------------------
+
+/// Schema of the `syscall` table: the raw stream. `comm` and `name` are dictionary-encoded in
+/// memory too, because this table has millions of rows per interval. (`host` stays plain text:
+/// engines merge it with the `host=` partition column, which is text.)
+pub static SYSCALL_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let dict = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+    let fields: Vec<Field> = common_fields()
+        .into_iter()
+        .map(|f| {
+            if f.name() == "comm" {
+                Field::new(f.name(), dict.clone(), false)
+            } else {
+                f
+            }
+        })
+        .chain([
+            Field::new("nr", DataType::Int32, false),
+            Field::new("name", dict.clone(), false),
+            Field::new("ret", DataType::Int64, false),
+        ])
+        .collect();
+    Arc::new(Schema::new(fields))
+});
+
+/// Appends raw-stream rows without allocating per row.
+#[derive(Default)]
+pub struct SyscallBuilder {
+    len: usize,
+    time: TimestampMicrosecondBuilder,
+    ktime_ns: UInt64Builder,
+    host: StringBuilder,
+    pid: Int32Builder,
+    tid: Int32Builder,
+    comm: StringDictionaryBuilder<Int32Type>,
+    cgroup_id: UInt64Builder,
+    container_id: StringBuilder,
+    nr: Int32Builder,
+    name: StringDictionaryBuilder<Int32Type>,
+    ret: Int64Builder,
+}
+
+impl SyscallBuilder {
     pub fn len(&self) -> usize {
         self.len
     }
@@ -198,86 +521,94 @@ impl ProcessBuilder {
         self.len == 0
     }
 
-    pub fn append(&mut self, host: &str, row: &ProcessRow) {
+    #[allow(clippy::too_many_arguments)]
+    pub fn append(
+        &mut self,
+        host: &str,
+        time: DateTime<Utc>,
+        ktime_ns: u64,
+        pid: i32,
+        tid: i32,
+        comm: &str,
+        cgroup_id: u64,
+        nr: i32,
+        name: &str,
+        ret: i64,
+    ) {
         self.len += 1;
-        self.common.append(host, &row.id);
-        self.event.append_value(row.event.name());
-        self.ppid.append_option(row.ppid);
-        self.start_ns.append_value(row.start_ns);
-        self.parent_start_ns.append_option(row.parent_start_ns);
-        match &row.event {
-            ProcessEvent::Exec {
-                filename,
-                argv,
-                argv_truncated,
-                uid,
-                gid,
-                euid,
-                egid,
-            } => {
-                self.filename.append_value(filename);
-                for a in argv {
-                    self.argv.values().append_value(a);
-                }
-                self.argv.append(true);
-                self.argv_truncated.append_value(*argv_truncated);
-                self.uid.append_value(*uid);
-                self.gid.append_value(*gid);
-                self.euid.append_value(*euid);
-                self.egid.append_value(*egid);
-            }
-            _ => {
-                self.filename.append_null();
-                self.argv.append(false);
-                self.argv_truncated.append_null();
-                self.uid.append_null();
-                self.gid.append_null();
-                self.euid.append_null();
-                self.egid.append_null();
-            }
-        }
-        match &row.event {
-            ProcessEvent::Exit {
-                exit_code,
-                signal,
-                core_dumped,
-            } => {
-                self.exit_code.append_option(*exit_code);
-                self.exit_signal.append_option(*signal);
-                self.core_dumped.append_value(*core_dumped);
-            }
-            _ => {
-                self.exit_code.append_null();
-                self.exit_signal.append_null();
-                self.core_dumped.append_null();
-            }
-        }
+        self.time.append_value(time.timestamp_micros());
+        self.ktime_ns.append_value(ktime_ns);
+        self.host.append_value(host);
+        self.pid.append_value(pid);
+        self.tid.append_value(tid);
+        self.comm.append_value(comm);
+        self.cgroup_id.append_value(cgroup_id);
+        self.container_id.append_null();
+        self.nr.append_value(nr);
+        self.name.append_value(name);
+        self.ret.append_value(ret);
     }
 
-    /// Takes the rows gathered so far as one batch, leaving the builder empty.
     pub fn finish(&mut self) -> RecordBatch {
         self.len = 0;
-        let mut columns = self.common.finish();
-        columns.extend::<[ArrayRef; 14]>([
-            Arc::new(self.event.finish()),
-            Arc::new(self.ppid.finish()),
-            Arc::new(self.start_ns.finish()),
-            Arc::new(self.parent_start_ns.finish()),
-            Arc::new(self.filename.finish()),
-            Arc::new(self.argv.finish()),
-            Arc::new(self.argv_truncated.finish()),
-            Arc::new(self.uid.finish()),
-            Arc::new(self.gid.finish()),
-            Arc::new(self.euid.finish()),
-            Arc::new(self.egid.finish()),
-            Arc::new(self.exit_code.finish()),
-            Arc::new(self.exit_signal.finish()),
-            Arc::new(self.core_dumped.finish()),
-        ]);
-        RecordBatch::try_new(PROCESS_SCHEMA.clone(), columns)
-            .expect("ProcessBuilder appends exactly one value per column per row")
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.time.finish().with_timezone("UTC")),
+            Arc::new(self.ktime_ns.finish()),
+            Arc::new(self.host.finish()),
+            Arc::new(self.pid.finish()),
+            Arc::new(self.tid.finish()),
+            Arc::new(self.comm.finish()),
+            Arc::new(self.cgroup_id.finish()),
+            Arc::new(self.container_id.finish()),
+            Arc::new(self.nr.finish()),
+            Arc::new(self.name.finish()),
+            Arc::new(self.ret.finish()),
+        ];
+        batch(&SYSCALL_SCHEMA, columns)
     }
 }
+
+// ---- gap -----------------------------------------------------------------------------------
+
+/// Schema of the `gap` table: where evidence is missing. Each row says that between `since`
+/// and `time`, `lost` records did not fit in the ring buffer on CPU `cpu`.
+pub static GAP_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("time", time_type(), false),
+        Field::new("ktime_ns", DataType::UInt64, false),
+        Field::new("host", DataType::Utf8, false),
+        Field::new("since", time_type(), false),
+        Field::new("cpu", DataType::Int32, false),
+        Field::new("lost", DataType::UInt64, false),
+    ]))
+});
+
+/// One row of the `gap` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GapRow {
+    pub time: DateTime<Utc>,
+    pub ktime_ns: u64,
+    pub since: DateTime<Utc>,
+    pub cpu: i32,
+    pub lost: u64,
+}
+
+/// Builds a `gap` batch.
+pub fn gap_batch(host: &str, rows: &[GapRow]) -> RecordBatch {
+    batch(
+        &GAP_SCHEMA,
+        vec![
+            col_time(rows, |r| r.time),
+            col_u64(rows, |r| Some(r.ktime_ns)),
+            col_str(rows, |_| Some(host)),
+            col_time(rows, |r| r.since),
+            col_i32(rows, |r| Some(r.cpu)),
+            col_u64(rows, |r| Some(r.lost)),
+        ],
+    )
+}
+
+// ---- container -----------------------------------------------------------------------------
 
 /// Schema of the `container` table. Unlike event tables it describes containers, not what a
 /// process did: one row per container per sealed interval in which rows were attributed to it,
@@ -329,63 +660,37 @@ pub struct ContainerRow {
     pub events: u64,
 }
 
-/// Builds a `container` batch from rows.
+/// Builds a `container` batch.
 pub fn container_batch(host: &str, rows: &[ContainerRow]) -> RecordBatch {
-    let ts = |f: fn(&ContainerRow) -> DateTime<Utc>| -> ArrayRef {
-        let mut b = TimestampMicrosecondBuilder::with_capacity(rows.len());
-        for r in rows {
-            b.append_value(f(r).timestamp_micros());
-        }
-        Arc::new(b.finish().with_timezone("UTC"))
-    };
-    let text = |f: fn(&ContainerRow) -> Option<&str>| -> ArrayRef {
-        let mut b = StringBuilder::new();
-        for r in rows {
-            b.append_option(f(r));
-        }
-        Arc::new(b.finish())
-    };
-    let u64s = |f: fn(&ContainerRow) -> Option<u64>| -> ArrayRef {
-        let mut b = UInt64Builder::with_capacity(rows.len());
-        for r in rows {
-            b.append_option(f(r));
-        }
-        Arc::new(b.finish())
-    };
-    let mut init_pid = Int32Builder::with_capacity(rows.len());
-    let mut host_network = BooleanBuilder::with_capacity(rows.len());
-    for r in rows {
-        init_pid.append_option(r.init_pid);
-        host_network.append_value(r.host_network);
-    }
-    let columns: Vec<ArrayRef> = vec![
-        ts(|r| r.time),
-        Arc::new(arrow::array::StringArray::from(vec![host; rows.len()])),
-        text(|r| Some(&r.container_id)),
-        text(|r| r.name.as_deref()),
-        text(|r| Some(&r.runtime)),
-        text(|r| r.image.as_deref()),
-        u64s(|r| r.cgroup_id),
-        text(|r| Some(&r.cgroup_path)),
-        Arc::new(init_pid.finish()),
-        u64s(|r| r.netns_inode),
-        Arc::new(host_network.finish()),
-        text(|r| r.created.as_deref()),
-        text(|r| r.pod_uid.as_deref()),
-        text(|r| r.pod_name.as_deref()),
-        text(|r| r.pod_namespace.as_deref()),
-        ts(|r| r.first_seen),
-        ts(|r| r.last_seen),
-        u64s(|r| Some(r.events)),
-    ];
-    RecordBatch::try_new(CONTAINER_SCHEMA.clone(), columns)
-        .expect("container_batch builds one value per column per row")
+    batch(
+        &CONTAINER_SCHEMA,
+        vec![
+            col_time(rows, |r| r.time),
+            col_str(rows, |_| Some(host)),
+            col_str(rows, |r| Some(&r.container_id)),
+            col_str(rows, |r| r.name.as_deref()),
+            col_str(rows, |r| Some(&r.runtime)),
+            col_str(rows, |r| r.image.as_deref()),
+            col_u64(rows, |r| r.cgroup_id),
+            col_str(rows, |r| Some(&r.cgroup_path)),
+            col_i32(rows, |r| r.init_pid),
+            col_u64(rows, |r| r.netns_inode),
+            col_bool(rows, |r| Some(r.host_network)),
+            col_str(rows, |r| r.created.as_deref()),
+            col_str(rows, |r| r.pod_uid.as_deref()),
+            col_str(rows, |r| r.pod_name.as_deref()),
+            col_str(rows, |r| r.pod_namespace.as_deref()),
+            col_time(rows, |r| r.first_seen),
+            col_time(rows, |r| r.last_seen),
+            col_u64(rows, |r| Some(r.events)),
+        ],
+    )
 }
 
 /// Reads `container` rows back from a batch of the `container` table.
 pub fn container_rows(batch: &RecordBatch) -> Vec<ContainerRow> {
     use arrow::array::{Array, AsArray};
-    use arrow::datatypes::{Int32Type, TimestampMicrosecondType, UInt64Type};
+    use arrow::datatypes::{TimestampMicrosecondType, UInt64Type};
     let col = |n: &str| batch.column_by_name(n).expect("container schema column");
     let text = |n: &str, i: usize| {
         let a = col(n).as_string::<i32>();
@@ -470,50 +775,44 @@ mod tests {
     }
 
     #[test]
-    fn builder_matches_schema_for_every_event_kind() {
-        let mut b = ProcessBuilder::default();
+    fn process_batch_matches_schema_for_every_event_kind() {
+        let row = |event| ProcessRow {
+            id: identity(10),
+            ppid: Some(1),
+            start_ns: Some(5),
+            parent_start_ns: Some(1),
+            event,
+        };
         let rows = [
-            ProcessRow {
-                id: identity(10),
-                ppid: Some(1),
-                start_ns: 5,
-                parent_start_ns: Some(1),
-                event: ProcessEvent::Fork,
-            },
-            ProcessRow {
-                id: identity(10),
-                ppid: Some(1),
-                start_ns: 5,
-                parent_start_ns: None,
-                event: ProcessEvent::Exec {
-                    filename: "/bin/ls".into(),
-                    argv: vec!["ls".into(), "-l".into()],
-                    argv_truncated: false,
-                    uid: 0,
-                    gid: 0,
-                    euid: 0,
-                    egid: 0,
+            row(ProcessEvent::Fork),
+            row(ProcessEvent::Exec {
+                filename: "/bin/ls".into(),
+                argv: vec!["ls".into(), "-l".into()],
+                argv_truncated: false,
+                uid: 0,
+                gid: 0,
+                euid: 0,
+                egid: 0,
+            }),
+            row(ProcessEvent::Exit {
+                exit_code: Some(3),
+                signal: None,
+                core_dumped: false,
+            }),
+            row(ProcessEvent::Signal {
+                name: "setuid",
+                ids: Ids {
+                    uid: Some(0),
+                    ..Default::default()
                 },
-            },
-            ProcessRow {
-                id: identity(10),
-                ppid: Some(1),
-                start_ns: 5,
-                parent_start_ns: None,
-                event: ProcessEvent::Exit {
-                    exit_code: Some(3),
-                    signal: None,
-                    core_dumped: false,
-                },
-            },
+                target_pid: None,
+                flags: None,
+                detail: None,
+                ret: Some(0),
+            }),
         ];
-        for r in &rows {
-            b.append("h", r);
-        }
-        assert_eq!(b.len(), 3);
-        let batch = b.finish();
-        assert!(b.is_empty());
-        assert_eq!(batch.num_rows(), 3);
+        let batch = process_batch("h", &rows);
+        assert_eq!(batch.num_rows(), 4);
         assert_eq!(batch.schema(), schema_of(Table::Process));
         let argv = batch
             .column_by_name("argv")
@@ -523,5 +822,55 @@ mod tests {
             .unwrap();
         assert!(argv.is_null(0) && !argv.is_null(1) && argv.is_null(2));
         assert_eq!(argv.value(1).len(), 2);
+        let uid = batch.column_by_name("uid").unwrap();
+        assert!(uid.is_null(0) && !uid.is_null(1) && uid.is_null(2) && !uid.is_null(3));
+    }
+
+    #[test]
+    fn other_tables_match_their_schemas() {
+        let f = file_batch(
+            "h",
+            &[FileRow {
+                id: identity(1),
+                event: "open",
+                syscall: "openat",
+                path: Some("a".into()),
+                abs_path: Some("/a".into()),
+                resolution: "cwd",
+                path2: None,
+                abs_path2: None,
+                flags: Some(0),
+                mode: None,
+                owner_uid: None,
+                owner_gid: None,
+                fd: Some(3),
+                ret: Some(3),
+            }],
+        );
+        assert_eq!(f.schema(), schema_of(Table::File));
+        let n = net_batch(
+            "h",
+            &[NetRow {
+                id: Some(identity(1)),
+                event: "connect",
+                ..Default::default()
+            }],
+        );
+        assert_eq!(n.schema(), schema_of(Table::Net));
+        let mut s = SyscallBuilder::default();
+        s.append("h", identity(1).time, 1, 1, 1, "x", 1, 39, "getpid", 1);
+        assert_eq!(s.finish().schema(), schema_of(Table::Syscall));
+        let t = identity(1).time;
+        let g = gap_batch(
+            "h",
+            &[GapRow {
+                time: t,
+                ktime_ns: 1,
+                since: t,
+                cpu: 0,
+                lost: 5,
+            }],
+        );
+        assert_eq!(g.schema(), schema_of(Table::Gap));
     }
 }

@@ -21,6 +21,24 @@ pub const KIND_FORK: u32 = 1;
 pub const KIND_EXEC: u32 = 2;
 /// `EventHeader::kind` of an [`ExitEvent`].
 pub const KIND_EXIT: u32 = 3;
+/// `EventHeader::kind` of a [`SyscallEvent`] (the raw stream).
+pub const KIND_SYSCALL: u32 = 4;
+/// `EventHeader::kind` of a [`CallEvent`].
+pub const KIND_CALL: u32 = 5;
+/// `EventHeader::kind` of a [`TcpStateEvent`].
+pub const KIND_TCP_STATE: u32 = 7;
+
+/// Bytes kept of each path (or socket address) argument.
+pub const STR_LEN: usize = 256;
+/// Bytes kept of the third, short string argument (a mount's filesystem type).
+pub const SHORT_STR_LEN: usize = 32;
+/// Bytes of a socket address kept (enough for `sockaddr_un`).
+pub const SOCKADDR_LEN: usize = 128;
+
+/// `SYSCALL_MODE` value: no raw syscall stream.
+pub const SYSCALLS_OFF: u32 = 0;
+/// `SYSCALL_MODE` value: every syscall's number and result.
+pub const SYSCALLS_ALL: u32 = 1;
 
 /// Who did something, when and where: the first bytes of every record.
 #[repr(C)]
@@ -86,6 +104,68 @@ pub struct ExitEvent {
     pub parent_start_ns: u64,
 }
 
+/// One syscall of the raw stream: its number and result, written at syscall exit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SyscallEvent {
+    pub header: EventHeader,
+    pub nr: i64,
+    pub ret: i64,
+}
+
+/// A syscall Quarry decodes (files, network, privilege and escape signals), sent at its exit:
+/// the arguments saved at entry, the result, and the user memory the arguments point to. That
+/// memory is read at exit because the kernel has just touched it, so its pages are resident
+/// (at entry a path in a not-yet-touched page often cannot be read). For accept/accept4,
+/// `str1` holds the peer address the kernel wrote.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CallEvent {
+    pub header: EventHeader,
+    pub nr: i64,
+    pub ret: i64,
+    /// `bpf_ktime_get_ns()` at entry (the header's time is the exit).
+    pub enter_ktime_ns: u64,
+    pub args: [u64; 6],
+    /// Bytes filled in `str1`/`str2`/`str3` (strings without their NUL; raw copies whole), or
+    /// [`UNREADABLE`] when the user memory could not be read.
+    pub str1_len: u32,
+    pub str2_len: u32,
+    pub str3_len: u32,
+    pub _pad: u32,
+    pub str1: [u8; STR_LEN],
+    pub str2: [u8; STR_LEN],
+    pub str3: [u8; SHORT_STR_LEN],
+}
+
+/// `CallEvent::str*_len` when the argument's memory could not be read.
+pub const UNREADABLE: u32 = u32::MAX;
+
+/// What the entry of a decoded syscall leaves for its exit, per thread.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CallArgs {
+    pub nr: i64,
+    pub enter_ktime_ns: u64,
+    pub args: [u64; 6],
+}
+
+/// A TCP socket changed state (sock:inet_sock_set_state). This fires wherever the kernel
+/// happens to be (often a softirq), so the header's task is not necessarily the socket's owner.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TcpStateEvent {
+    pub header: EventHeader,
+    pub old_state: i32,
+    pub new_state: i32,
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u16,
+    pub protocol: u16,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
 /// Byte offsets of the kernel structure fields the programs read, found by the recorder in the
 /// running kernel's BTF and handed to the programs as a global before they load. Reading by
 /// offset keeps the programs independent of any one kernel's layout.
@@ -134,3 +214,197 @@ pub unsafe fn read_record<T: Copy>(bytes: &[u8]) -> Option<T> {
 #[cfg(feature = "user")]
 // SAFETY: KernelOffsets is repr(C), Copy, has no padding and every bit pattern is valid.
 unsafe impl aya::Pod for KernelOffsets {}
+
+/// x86_64 numbers of the syscalls the recorder decodes; shared so kernel and user side agree.
+pub mod nr {
+    pub const MMAP: i64 = 9;
+    pub const MPROTECT: i64 = 10;
+    pub const OPEN: i64 = 2;
+    pub const CONNECT: i64 = 42;
+    pub const ACCEPT: i64 = 43;
+    pub const BIND: i64 = 49;
+    pub const LISTEN: i64 = 50;
+    pub const TRUNCATE: i64 = 76;
+    pub const CHDIR: i64 = 80;
+    pub const FCHDIR: i64 = 81;
+    pub const FTRUNCATE: i64 = 77;
+    pub const RENAME: i64 = 82;
+    pub const MKDIR: i64 = 83;
+    pub const RMDIR: i64 = 84;
+    pub const CREAT: i64 = 85;
+    pub const LINK: i64 = 86;
+    pub const UNLINK: i64 = 87;
+    pub const SYMLINK: i64 = 88;
+    pub const CHMOD: i64 = 90;
+    pub const FCHMOD: i64 = 91;
+    pub const CHOWN: i64 = 92;
+    pub const FCHOWN: i64 = 93;
+    pub const LCHOWN: i64 = 94;
+    pub const PTRACE: i64 = 101;
+    pub const SETUID: i64 = 105;
+    pub const SETGID: i64 = 106;
+    pub const SETREUID: i64 = 113;
+    pub const SETREGID: i64 = 114;
+    pub const SETRESUID: i64 = 117;
+    pub const SETRESGID: i64 = 119;
+    pub const CAPSET: i64 = 126;
+    pub const MOUNT: i64 = 165;
+    pub const UMOUNT2: i64 = 166;
+    pub const INIT_MODULE: i64 = 175;
+    pub const OPENAT: i64 = 257;
+    pub const MKDIRAT: i64 = 258;
+    pub const FCHOWNAT: i64 = 260;
+    pub const UNLINKAT: i64 = 263;
+    pub const RENAMEAT: i64 = 264;
+    pub const LINKAT: i64 = 265;
+    pub const SYMLINKAT: i64 = 266;
+    pub const FCHMODAT: i64 = 268;
+    pub const UNSHARE: i64 = 272;
+    pub const ACCEPT4: i64 = 288;
+    pub const SETNS: i64 = 308;
+    pub const FINIT_MODULE: i64 = 313;
+    pub const RENAMEAT2: i64 = 316;
+    pub const MEMFD_CREATE: i64 = 319;
+    pub const BPF: i64 = 321;
+    pub const OPENAT2: i64 = 437;
+    pub const FCHMODAT2: i64 = 452;
+}
+
+/// What the kernel side copies from user memory for one argument of a decoded syscall.
+///
+/// Plain integers rather than an enum with payloads: every byte is always defined, which keeps
+/// the BPF verifier from seeing spills of uninitialised registers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArgCopy {
+    /// One of the `COPY_*` kinds.
+    pub kind: u8,
+    /// The pointer argument's index.
+    pub arg: u8,
+    /// `COPY_RAW`: bytes to copy; `COPY_SOCKADDR`: index of the length argument.
+    pub extra: u16,
+}
+
+/// Copy nothing.
+pub const COPY_NONE: u8 = 0;
+/// The NUL-terminated string at the argument.
+pub const COPY_STR: u8 = 1;
+/// `extra` raw bytes from the argument.
+pub const COPY_RAW: u8 = 2;
+/// A socket address at the argument, its length in argument `extra`.
+pub const COPY_SOCKADDR: u8 = 3;
+
+impl ArgCopy {
+    pub const NONE: ArgCopy = ArgCopy {
+        kind: COPY_NONE,
+        arg: 0,
+        extra: 0,
+    };
+    pub const fn str(arg: u8) -> ArgCopy {
+        ArgCopy {
+            kind: COPY_STR,
+            arg,
+            extra: 0,
+        }
+    }
+    pub const fn raw(arg: u8, len: u16) -> ArgCopy {
+        ArgCopy {
+            kind: COPY_RAW,
+            arg,
+            extra: len,
+        }
+    }
+    pub const fn sockaddr(arg: u8, len_arg: u16) -> ArgCopy {
+        ArgCopy {
+            kind: COPY_SOCKADDR,
+            arg,
+            extra: len_arg,
+        }
+    }
+}
+
+/// How to read one syscall: whether it is decoded, and what goes into str1, str2 and str3.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub decoded: bool,
+    pub copies: [ArgCopy; 3],
+}
+
+/// The plan of syscall `nr`; `decoded` is false for syscalls that only appear in the raw
+/// stream.
+#[inline(always)]
+pub const fn entry_plan(nr: i64) -> Plan {
+    const N: ArgCopy = ArgCopy::NONE;
+    const fn s(i: u8) -> ArgCopy {
+        ArgCopy::str(i)
+    }
+    let copies = match nr {
+        nr::OPEN
+        | nr::CREAT
+        | nr::UNLINK
+        | nr::CHMOD
+        | nr::CHOWN
+        | nr::LCHOWN
+        | nr::MKDIR
+        | nr::RMDIR
+        | nr::TRUNCATE
+        | nr::CHDIR => [s(0), N, N],
+        nr::OPENAT | nr::UNLINKAT | nr::FCHMODAT | nr::FCHMODAT2 | nr::FCHOWNAT | nr::MKDIRAT => {
+            [s(1), N, N]
+        }
+        // struct open_how { u64 flags; u64 mode; u64 resolve; }
+        nr::OPENAT2 => [s(1), ArgCopy::raw(2, 24), N],
+        nr::RENAME | nr::LINK | nr::SYMLINK => [s(0), s(1), N],
+        nr::RENAMEAT | nr::RENAMEAT2 | nr::LINKAT => [s(1), s(3), N],
+        nr::SYMLINKAT => [s(0), s(2), N],
+        // chdir/fchdir are not rows of their own: they keep each process's cwd current.
+        nr::FCHMOD | nr::FCHOWN | nr::FTRUNCATE | nr::FCHDIR => [N, N, N],
+        nr::CONNECT | nr::BIND => [ArgCopy::sockaddr(1, 2), N, N],
+        // accept's peer address is written by the kernel: the exit copies it specially.
+        nr::ACCEPT | nr::ACCEPT4 | nr::LISTEN => [N, N, N],
+        nr::SETUID
+        | nr::SETGID
+        | nr::SETREUID
+        | nr::SETREGID
+        | nr::SETRESUID
+        | nr::SETRESGID
+        | nr::PTRACE
+        | nr::UNSHARE
+        | nr::SETNS
+        | nr::BPF
+        | nr::MMAP
+        | nr::MPROTECT => [N, N, N],
+        // struct __user_cap_data_struct { u32 effective, permitted, inheritable; } x2
+        nr::CAPSET => [ArgCopy::raw(1, 24), ArgCopy::raw(0, 8), N],
+        nr::MOUNT => [s(0), s(1), s(2)],
+        nr::UMOUNT2 => [N, s(0), N],
+        nr::INIT_MODULE => [s(2), N, N],
+        nr::FINIT_MODULE => [s(1), N, N],
+        nr::MEMFD_CREATE => [s(0), N, N],
+        _ => {
+            return Plan {
+                decoded: false,
+                copies: [N, N, N],
+            };
+        }
+    };
+    Plan {
+        decoded: true,
+        copies,
+    }
+}
+
+/// `PROT_EXEC` from `<sys/mman.h>`.
+pub const PROT_EXEC: u64 = 4;
+/// `MAP_ANONYMOUS` from `<sys/mman.h>`.
+pub const MAP_ANONYMOUS: u64 = 0x20;
+
+/// True for mmap/mprotect calls worth recording: executable memory that is not a file being
+/// loaded (anonymous mmap with PROT_EXEC, or mprotect adding PROT_EXEC).
+#[inline(always)]
+pub const fn is_exec_memory(nr: i64, args: &[u64; 6]) -> bool {
+    match nr {
+        nr::MMAP => args[2] & PROT_EXEC != 0 && args[3] & MAP_ANONYMOUS != 0,
+        nr::MPROTECT => args[2] & PROT_EXEC != 0,
+        _ => true,
+    }
+}

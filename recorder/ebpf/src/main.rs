@@ -20,15 +20,21 @@ use aya_ebpf::Global;
 use aya_ebpf::bindings::BPF_RB_NO_WAKEUP;
 use aya_ebpf::helpers::generated::{
     bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_task,
-    bpf_ktime_get_ns, bpf_probe_read_kernel_str, bpf_probe_read_user,
+    bpf_ktime_get_ns, bpf_probe_read_kernel_str, bpf_probe_read_user as probe_read_user_raw,
+    bpf_probe_read_user_str,
 };
-use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel};
-use aya_ebpf::macros::{map, raw_tracepoint};
-use aya_ebpf::maps::{HashMap, PerCpuArray, RingBuf};
-use aya_ebpf::programs::RawTracePointContext;
+use aya_ebpf::helpers::{
+    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user,
+};
+use aya_ebpf::macros::{map, raw_tracepoint, tracepoint};
+use aya_ebpf::maps::{HashMap, LruHashMap, PerCpuArray, RingBuf};
+use aya_ebpf::programs::{RawTracePointContext, TracePointContext};
 use quarry_recorder_common::{
-    ARGV_LEN, DROPS_SLOT, EventHeader, ExecEvent, ExitEvent, FILENAME_LEN, ForkEvent, KIND_EXEC,
-    KIND_EXIT, KIND_FORK, KernelOffsets, MAX_CGROUP_DEPTH, MAX_FILTER_CGROUPS,
+    ARGV_LEN, ArgCopy, CallArgs, CallEvent, DROPS_SLOT, EventHeader, ExecEvent, ExitEvent,
+    FILENAME_LEN, ForkEvent, KIND_CALL, KIND_EXEC, KIND_EXIT, KIND_FORK, KIND_SYSCALL,
+    KIND_TCP_STATE, KernelOffsets, MAX_CGROUP_DEPTH, MAX_FILTER_CGROUPS, SHORT_STR_LEN,
+    SOCKADDR_LEN, STR_LEN, SYSCALLS_ALL, SYSCALLS_OFF, SyscallEvent, TcpStateEvent, UNREADABLE,
+    entry_plan, is_exec_memory, nr,
 };
 
 /// Process id of the recorder itself: its own activity is never recorded.
@@ -62,6 +68,18 @@ static FILTER_CGROUPS: Global<u32> = Global::new(0);
 /// cgroup ids whose tasks (and their descendants' tasks) are recorded when filtering.
 #[map]
 static CGROUP_FILTER: HashMap<u64, u8> = HashMap::with_max_entries(MAX_FILTER_CGROUPS, 0);
+
+/// Non-zero: decode file, network and privilege syscalls (and TCP state changes).
+#[unsafe(no_mangle)]
+static DECODE_SYSCALLS: Global<u32> = Global::new(1);
+
+/// `SYSCALLS_OFF` or `SYSCALLS_ALL`: whether every syscall's number and result is recorded.
+#[unsafe(no_mangle)]
+static SYSCALL_MODE: Global<u32> = Global::new(SYSCALLS_OFF);
+
+/// Decoded syscalls in progress: thread id -> arguments saved at entry, used at exit.
+#[map]
+static CALL_ARGS: LruHashMap<u32, CallArgs> = LruHashMap::with_max_entries(16384, 0);
 
 /// Records for user space. The recorder may resize it at load time.
 #[map]
@@ -227,7 +245,7 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> u32 {
         };
         // The mask restates the bound in a form the verifier tracks.
         n &= (ARGV_LEN as u64) * 2 - 1;
-        let rc = bpf_probe_read_user(
+        let rc = probe_read_user_raw(
             addr_of_mut!((*ev).argv) as *mut c_void,
             n as u32,
             arg_start as *const c_void,
@@ -266,6 +284,199 @@ pub fn sched_process_exit(_ctx: RawTracePointContext) -> u32 {
     slot.submit(BPF_RB_NO_WAKEUP as u64);
     0
 }
+
+/// x86_64 `struct pt_regs` offsets of the syscall argument registers (di, si, dx, r10, r8,
+/// r9) and of `orig_ax`, which holds the syscall number.
+const ARG_REG_OFFSETS: [u64; 6] = [112, 104, 96, 56, 72, 64];
+const ORIG_AX_OFFSET: u64 = 120;
+
+/// Copies what `plan` asks for from user memory into `dst` (capacity `cap`); returns the
+/// bytes filled (strings without their NUL), or `UNREADABLE`.
+#[inline(always)]
+unsafe fn copy_arg(dst: *mut u8, cap: usize, plan: ArgCopy, args: &[u64; 6]) -> u32 {
+    let (i, extra) = (plan.arg as usize, plan.extra as usize);
+    if i >= 6 {
+        return 0;
+    }
+    let (ptr, len, is_str) = match plan.kind {
+        COPY_STR => (args[i], cap as u64, true),
+        COPY_RAW => (args[i], extra as u64, false),
+        COPY_SOCKADDR if extra < 6 => (args[i], args[extra], false),
+        _ => return 0,
+    };
+    if ptr == 0 {
+        return 0;
+    }
+    // SAFETY: the probe helpers tolerate any user address; `dst` has `cap` bytes.
+    unsafe {
+        if is_str {
+            let n = bpf_probe_read_user_str(dst as *mut c_void, cap as u32, ptr as *const c_void);
+            if n > 0 { n as u32 - 1 } else { UNREADABLE }
+        } else {
+            let mut n = if len > cap as u64 { cap as u64 } else { len };
+            n &= 0x1ff; // restates n <= cap (<= 256) for the verifier
+            if n > cap as u64 {
+                return UNREADABLE;
+            }
+            let rc = probe_read_user_raw(dst as *mut c_void, n as u32, ptr as *const c_void);
+            if rc == 0 { n as u32 } else { UNREADABLE }
+        }
+    }
+}
+
+/// Entry of every syscall: a decoded syscall's arguments are kept for its exit.
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn sys_enter(ctx: RawTracePointContext) -> u32 {
+    if DECODE_SYSCALLS.load() == 0 {
+        return 0;
+    }
+    let nr: i64 = ctx.arg(1);
+    if !entry_plan(nr).decoded || !should_record() {
+        return 0;
+    }
+    let regs: u64 = ctx.arg(0);
+    let mut call = CallArgs {
+        nr,
+        // SAFETY: helper without memory arguments.
+        enter_ktime_ns: unsafe { bpf_ktime_get_ns() },
+        args: [0; 6],
+    };
+    for (i, off) in ARG_REG_OFFSETS.iter().enumerate() {
+        // SAFETY: reads go through bpf_probe_read_kernel.
+        call.args[i] = unsafe { kread(regs, *off as u32) };
+    }
+    if !is_exec_memory(nr, &call.args) {
+        return 0;
+    }
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let _ = CALL_ARGS.insert(&tid, &call, 0);
+    0
+}
+
+/// Exit of every syscall: the raw stream record (when enabled), and for decoded syscalls one
+/// record with arguments, result and the user memory the arguments point to.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit(ctx: RawTracePointContext) -> u32 {
+    let mode = SYSCALL_MODE.load();
+    let decode = DECODE_SYSCALLS.load();
+    if mode == SYSCALLS_OFF && decode == 0 {
+        return 0;
+    }
+    let regs: u64 = ctx.arg(0);
+    let ret: i64 = ctx.arg(1);
+    // SAFETY: read through bpf_probe_read_kernel.
+    let nr: i64 = unsafe { kread(regs, ORIG_AX_OFFSET as u32) };
+    let decoded = decode != 0 && entry_plan(nr).decoded;
+    if (mode == SYSCALLS_OFF && !decoded) || !should_record() {
+        return 0;
+    }
+    if mode == SYSCALLS_ALL {
+        match EVENTS.reserve::<SyscallEvent>(0) {
+            Some(mut slot) => {
+                let ev = slot.as_mut_ptr();
+                // SAFETY: `ev` points at a reserved slot.
+                unsafe {
+                    fill_header(addr_of_mut!((*ev).header), KIND_SYSCALL);
+                    (*ev).nr = nr;
+                    (*ev).ret = ret;
+                }
+                slot.submit(BPF_RB_NO_WAKEUP as u64);
+            }
+            None => count_drop(),
+        }
+    }
+    if !decoded {
+        return 0;
+    }
+    let plan = entry_plan(nr).copies;
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(call) = (unsafe { CALL_ARGS.get(&tid) }).copied() else {
+        return 0;
+    };
+    let _ = CALL_ARGS.remove(&tid);
+    if call.nr != nr {
+        return 0;
+    }
+    let Some(mut slot) = EVENTS.reserve::<CallEvent>(0) else {
+        count_drop();
+        return 0;
+    };
+    let ev = slot.as_mut_ptr();
+    let args = call.args;
+    // SAFETY: `ev` points at a reserved slot; user memory is read through probe helpers.
+    unsafe {
+        fill_header(addr_of_mut!((*ev).header), KIND_CALL);
+        (*ev).nr = nr;
+        (*ev).ret = ret;
+        (*ev).enter_ktime_ns = call.enter_ktime_ns;
+        (*ev).args = args;
+        (*ev)._pad = 0;
+        if (nr == nr::ACCEPT || nr == nr::ACCEPT4) && ret >= 0 && args[2] != 0 {
+            // The peer address the kernel wrote, as long as it said it is.
+            let len: u32 = bpf_probe_read_user(args[2] as *const u32).unwrap_or(0);
+            let peer = [args[1], len as u64, 0, 0, 0, 0];
+            (*ev).str1_len = copy_arg(
+                addr_of_mut!((*ev).str1) as *mut u8,
+                SOCKADDR_LEN,
+                ArgCopy::sockaddr(0, 1),
+                &peer,
+            );
+        } else {
+            (*ev).str1_len = copy_arg(addr_of_mut!((*ev).str1) as *mut u8, STR_LEN, plan[0], &args);
+        }
+        (*ev).str2_len = copy_arg(addr_of_mut!((*ev).str2) as *mut u8, STR_LEN, plan[1], &args);
+        (*ev).str3_len = copy_arg(
+            addr_of_mut!((*ev).str3) as *mut u8,
+            SHORT_STR_LEN,
+            plan[2],
+            &args,
+        );
+    }
+    slot.submit(BPF_RB_NO_WAKEUP as u64);
+    0
+}
+
+/// sock:inet_sock_set_state: TCP state changes, with both endpoints. Field offsets are those of
+/// the tracepoint's format (stable since Linux 4.16); the recorder checks them before attaching.
+#[tracepoint(category = "sock", name = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    if DECODE_SYSCALLS.load() == 0 || !should_record() {
+        return 0;
+    }
+    let Some(mut slot) = EVENTS.reserve::<TcpStateEvent>(0) else {
+        count_drop();
+        return 0;
+    };
+    let ev = slot.as_mut_ptr();
+    // SAFETY: `ev` points at a reserved slot; context reads are bounds-checked by the helper.
+    unsafe {
+        fill_header(addr_of_mut!((*ev).header), KIND_TCP_STATE);
+        (*ev).old_state = ctx.read_at::<i32>(16).unwrap_or(0);
+        (*ev).new_state = ctx.read_at::<i32>(20).unwrap_or(0);
+        (*ev).sport = ctx.read_at::<u16>(24).unwrap_or(0);
+        (*ev).dport = ctx.read_at::<u16>(26).unwrap_or(0);
+        (*ev).family = ctx.read_at::<u16>(28).unwrap_or(0);
+        (*ev).protocol = ctx.read_at::<u16>(30).unwrap_or(0);
+        // IPv4 addresses sit in the first four bytes, the rest zero.
+        let (mut saddr, mut daddr) = ([0u8; 16], [0u8; 16]);
+        if (*ev).family == AF_INET6 {
+            saddr = ctx.read_at::<[u8; 16]>(40).unwrap_or([0; 16]);
+            daddr = ctx.read_at::<[u8; 16]>(56).unwrap_or([0; 16]);
+        } else {
+            let s = ctx.read_at::<[u8; 4]>(32).unwrap_or([0; 4]);
+            let d = ctx.read_at::<[u8; 4]>(36).unwrap_or([0; 4]);
+            saddr[..4].copy_from_slice(&s);
+            daddr[..4].copy_from_slice(&d);
+        }
+        (*ev).saddr = saddr;
+        (*ev).daddr = daddr;
+    }
+    slot.submit(BPF_RB_NO_WAKEUP as u64);
+    0
+}
+
+const AF_INET6: u16 = 10;
 
 #[cfg(not(test))]
 #[panic_handler]
