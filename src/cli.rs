@@ -69,6 +69,10 @@ pub struct RecordArgs {
     /// including processes in their child cgroups; filtered in the kernel
     #[arg(long, value_delimiter = ',')]
     pub containers: Vec<String>,
+    /// Record only tasks in these cgroup v2 directories and below (paths relative to the
+    /// cgroup2 mount, e.g. /system.slice/nginx.service, or absolute directories under it)
+    #[arg(long = "cgroup-path", value_delimiter = ',')]
+    pub cgroup_paths: Vec<PathBuf>,
     /// Record the raw syscall stream (every syscall's number and result) into the `syscall`
     /// table; files, network and privilege signals are decoded either way
     #[arg(long, value_enum, default_value_t = SyscallsArg::Off)]

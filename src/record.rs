@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use quarry_containers::Inventory;
+use quarry_containers::{CgroupFs, Inventory};
 use quarry_recorder::stats::{Stats, StatsSnapshot};
 use quarry_recorder::{Recorder, RecorderConfig, SyscallMode};
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -36,6 +36,38 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
             names.push(c.to_string());
         }
         scope = format!("containers {}", names.join(", "));
+    }
+    if !args.cgroup_paths.is_empty() {
+        let fs = CgroupFs::detect().context(
+            "no cgroup v2 hierarchy is mounted (mount -t cgroup2 none /sys/fs/cgroup/unified)",
+        )?;
+        for path in &args.cgroup_paths {
+            let dir = if path.starts_with(fs.mount()) {
+                path.clone()
+            } else {
+                fs.dir(&path.to_string_lossy())
+            };
+            let meta = std::fs::metadata(&dir).with_context(|| {
+                format!(
+                    "{} is not a cgroup v2 directory under {}",
+                    path.display(),
+                    fs.mount().display()
+                )
+            })?;
+            config
+                .cgroup_filter
+                .push(std::os::unix::fs::MetadataExt::ino(&meta));
+        }
+        let paths: Vec<String> = args
+            .cgroup_paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        scope = if args.containers.is_empty() {
+            format!("cgroups {}", paths.join(", "))
+        } else {
+            format!("{scope} and cgroups {}", paths.join(", "))
+        };
     }
     let recorder = Recorder::start(config)
         .with_context(|| format!("starting the recorder on {}", args.store.display()))?;

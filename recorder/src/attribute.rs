@@ -45,6 +45,7 @@ pub struct Attributor {
     paths: HashMap<u64, Option<String>>,
     owners: HashMap<u64, Owner>,
     seen: BTreeMap<String, (Arc<Container>, Seen)>,
+    last_observed: Option<u64>,
 }
 
 impl Attributor {
@@ -56,12 +57,18 @@ impl Attributor {
             paths: HashMap::new(),
             owners: HashMap::new(),
             seen: BTreeMap::new(),
+            last_observed: None,
         }
     }
 
     /// Notes a cgroup id seen in an event, resolving its path the first time.
     #[inline]
     pub fn observe(&mut self, cgroup_id: u64) {
+        // Events come in runs from the same task: skip the lookup for a repeat.
+        if self.last_observed == Some(cgroup_id) {
+            return;
+        }
+        self.last_observed = Some(cgroup_id);
         if !self.paths.contains_key(&cgroup_id) {
             let path = self.fs.as_ref().and_then(|fs| fs.path_of_id(cgroup_id));
             self.paths.insert(cgroup_id, path);

@@ -40,6 +40,12 @@ impl WallClock {
         now_ns(ClockId::CLOCK_MONOTONIC) as u64
     }
 
+    /// Microseconds since the Unix epoch: the form the store's `time` column holds.
+    #[inline]
+    pub fn to_micros(&self, ktime_ns: u64) -> i64 {
+        ((ktime_ns as i128 + self.offset_ns) / 1000) as i64
+    }
+
     pub fn to_utc(&self, ktime_ns: u64) -> DateTime<Utc> {
         let wall = ktime_ns as i128 + self.offset_ns;
         DateTime::from_timestamp_nanos(wall.clamp(0, i64::MAX as i128) as i64)

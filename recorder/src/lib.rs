@@ -30,7 +30,7 @@ use arrow::record_batch::RecordBatch;
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
-use quarry_recorder_common::{DROPS_SLOT, MAX_FILTER_CGROUPS, SYSCALLS_ALL, SYSCALLS_OFF};
+use quarry_recorder_common::{DECODED_SYSCALLS, DROPS_SLOT, MAX_FILTER_CGROUPS};
 use quarry_store::schema::{GapRow, ProcessEvent, container_batch};
 use quarry_store::{Partition, Store, StoreError, Table};
 use tokio::time::MissedTickBehavior;
@@ -49,12 +49,10 @@ static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/quarry-recorder"));
 
 /// The raw-tracepoint programs in the object and the tracepoints they attach to.
-const PROGRAMS: [(&str, &str); 5] = [
+const PROGRAMS: [(&str, &str); 3] = [
     ("sched_process_fork", "sched_process_fork"),
     ("sched_process_exec", "sched_process_exec"),
     ("sched_process_exit", "sched_process_exit"),
-    ("sys_enter", "sys_enter"),
-    ("sys_exit", "sys_exit"),
 ];
 
 /// How often the kernel's drop counters are turned into `gap` rows.
@@ -206,10 +204,6 @@ impl Recorder {
 
         let recorder_tgid = std::process::id();
         let filtering = u32::from(!config.cgroup_filter.is_empty());
-        let syscall_mode = match config.syscalls {
-            SyscallMode::Off => SYSCALLS_OFF,
-            SyscallMode::All => SYSCALLS_ALL,
-        };
         if config.cgroup_filter.len() > MAX_FILTER_CGROUPS as usize {
             return Err(RecorderError::TooManyCgroups {
                 given: config.cgroup_filter.len(),
@@ -219,7 +213,6 @@ impl Recorder {
             .override_global("RECORDER_TGID", &recorder_tgid, true)
             .override_global("OFFSETS", &offsets, true)
             .override_global("FILTER_CGROUPS", &filtering, true)
-            .override_global("SYSCALL_MODE", &syscall_mode, true)
             .map_max_entries("EVENTS", config.ring_bytes)
             .load(EBPF_OBJECT)?;
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(RecorderError::Map {
@@ -264,17 +257,11 @@ impl Recorder {
         }
 
         for (program, tracepoint) in PROGRAMS {
-            let err = |source| RecorderError::Program { program, source };
-            let prog: &mut RawTracePoint = ebpf
-                .program_mut(program)
-                .ok_or(RecorderError::Program {
-                    program,
-                    source: aya::programs::ProgramError::UnexpectedProgramType,
-                })?
-                .try_into()
-                .map_err(err)?;
-            prog.load().map_err(err)?;
-            prog.attach(tracepoint).map_err(err)?;
+            attach_raw(&mut ebpf, program, tracepoint)?;
+        }
+        attach_decoded_syscalls(&mut ebpf)?;
+        if config.syscalls == SyscallMode::All {
+            attach_raw(&mut ebpf, "sys_exit", "sys_exit")?;
         }
         attach_tcp_state(&mut ebpf, &tracefs)?;
 
@@ -363,6 +350,48 @@ impl Recorder {
     }
 }
 
+fn program_mut<'a, T>(ebpf: &'a mut Ebpf, program: &'static str) -> Result<&'a mut T, RecorderError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(program)
+        .ok_or(RecorderError::Program {
+            program,
+            source: aya::programs::ProgramError::UnexpectedProgramType,
+        })?
+        .try_into()
+        .map_err(|source| RecorderError::Program { program, source })
+}
+
+/// Loads a raw-tracepoint program and attaches it.
+fn attach_raw(
+    ebpf: &mut Ebpf,
+    program: &'static str,
+    tracepoint: &str,
+) -> Result<(), RecorderError> {
+    let err = |source| RecorderError::Program { program, source };
+    let prog: &mut RawTracePoint = program_mut(ebpf, program)?;
+    prog.load().map_err(err)?;
+    prog.attach(tracepoint).map_err(err)?;
+    Ok(())
+}
+
+/// Attaches the decoding programs to syscalls:sys_{enter,exit}_<name> of every decoded
+/// syscall. A syscall this kernel lacks is skipped with a warning.
+fn attach_decoded_syscalls(ebpf: &mut Ebpf) -> Result<(), RecorderError> {
+    for (program, phase) in [("sys_enter_decoded", "enter"), ("sys_exit_decoded", "exit")] {
+        let err = |source| RecorderError::Program { program, source };
+        let prog: &mut TracePoint = program_mut(ebpf, program)?;
+        prog.load().map_err(err)?;
+        for (_, name) in DECODED_SYSCALLS {
+            if let Err(e) = prog.attach("syscalls", &format!("sys_{phase}_{name}")) {
+                log::warn!("syscall {name} is not recorded: {e}");
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The tracepoint format the `inet_sock_set_state` program reads by fixed offsets.
 const TCP_STATE_FIELDS: [(&str, usize); 10] = [
     ("oldstate", 16),
@@ -396,14 +425,7 @@ fn attach_tcp_state(ebpf: &mut Ebpf, tracefs: &std::path::Path) -> Result<(), Re
     }
     let program = "inet_sock_set_state";
     let err = |source| RecorderError::Program { program, source };
-    let prog: &mut TracePoint = ebpf
-        .program_mut(program)
-        .ok_or(RecorderError::Program {
-            program,
-            source: aya::programs::ProgramError::UnexpectedProgramType,
-        })?
-        .try_into()
-        .map_err(err)?;
+    let prog: &mut TracePoint = program_mut(ebpf, program)?;
     prog.load().map_err(err)?;
     prog.attach("sock", "inet_sock_set_state").map_err(err)?;
     Ok(())
@@ -456,7 +478,7 @@ fn drain_ring(ring: &mut RingBuf<MapData>, st: &mut DrainState, clock: &WallCloc
             Record::Syscall(ev) => {
                 st.attributor.observe(ev.header.cgroup_id);
                 st.batches
-                    .push_syscall(&ev, clock.to_utc(ev.header.ktime_ns));
+                    .push_syscall(&ev, clock.to_micros(ev.header.ktime_ns));
             }
             Record::Call(ev) => {
                 st.attributor.observe(ev.header.cgroup_id);

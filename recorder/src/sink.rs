@@ -68,10 +68,14 @@ impl Pending {
     }
 }
 
-/// Rows waiting to be sealed, grouped by partition.
+/// Microseconds in an hour: partitions are hours.
+const HOUR_MICROS: i64 = 3_600_000_000;
+
+/// Rows waiting to be sealed, grouped by table and hour (the partition, minus the host that is
+/// the same for all). Keyed by integers so the per-row lookup on the hot path is cheap.
 pub struct Batches {
     host: String,
-    parts: BTreeMap<Partition, Pending>,
+    parts: BTreeMap<(Table, i64), Pending>,
     rows: usize,
 }
 
@@ -90,9 +94,9 @@ impl Batches {
 
     fn part(&mut self, table: Table, time: DateTime<Utc>) -> &mut Pending {
         self.rows += 1;
-        let partition = Partition::for_time(table, time, &self.host);
+        let hour = time.timestamp_micros().div_euclid(HOUR_MICROS);
         self.parts
-            .entry(partition)
+            .entry((table, hour))
             .or_insert_with(|| Pending::new(table))
     }
 
@@ -122,12 +126,12 @@ impl Batches {
     }
 
     /// Appends one raw-stream record without building a row struct (or allocating).
-    pub fn push_syscall(&mut self, ev: &SyscallEvent, time: DateTime<Utc>) {
-        let Batches { host, parts, rows } = self;
-        *rows += 1;
-        let partition = Partition::for_time(Table::Syscall, time, host);
-        let Pending::Syscall(b) = parts
-            .entry(partition)
+    pub fn push_syscall(&mut self, ev: &SyscallEvent, time_micros: i64) {
+        self.rows += 1;
+        let hour = time_micros.div_euclid(HOUR_MICROS);
+        let Pending::Syscall(b) = self
+            .parts
+            .entry((Table::Syscall, hour))
             .or_insert_with(|| Pending::new(Table::Syscall))
         else {
             return;
@@ -143,8 +147,8 @@ impl Batches {
             }
         };
         b.append(
-            host,
-            time,
+            &self.host,
+            time_micros,
             h.ktime_ns,
             h.pid as i32,
             h.tid as i32,
@@ -173,9 +177,10 @@ impl Batches {
         std::mem::take(&mut self.parts)
             .into_iter()
             .filter(|(_, p)| p.len() > 0)
-            .map(|(partition, mut p)| {
-                let batch = p.finish(&host);
-                (partition, batch)
+            .map(|((table, hour), mut p)| {
+                let start = DateTime::from_timestamp_micros(hour * HOUR_MICROS).unwrap_or_default();
+                let partition = Partition::for_time(table, start, &host);
+                (partition, p.finish(&host))
             })
             .collect()
     }

@@ -525,7 +525,7 @@ impl SyscallBuilder {
     pub fn append(
         &mut self,
         host: &str,
-        time: DateTime<Utc>,
+        time_micros: i64,
         ktime_ns: u64,
         pid: i32,
         tid: i32,
@@ -536,7 +536,7 @@ impl SyscallBuilder {
         ret: i64,
     ) {
         self.len += 1;
-        self.time.append_value(time.timestamp_micros());
+        self.time.append_value(time_micros);
         self.ktime_ns.append_value(ktime_ns);
         self.host.append_value(host);
         self.pid.append_value(pid);
@@ -858,7 +858,7 @@ mod tests {
         );
         assert_eq!(n.schema(), schema_of(Table::Net));
         let mut s = SyscallBuilder::default();
-        s.append("h", identity(1).time, 1, 1, 1, "x", 1, 39, "getpid", 1);
+        s.append("h", 0, 1, 1, 1, "x", 1, 39, "getpid", 1);
         assert_eq!(s.finish().schema(), schema_of(Table::Syscall));
         let t = identity(1).time;
         let g = gap_batch(

@@ -35,11 +35,6 @@ pub const SHORT_STR_LEN: usize = 32;
 /// Bytes of a socket address kept (enough for `sockaddr_un`).
 pub const SOCKADDR_LEN: usize = 128;
 
-/// `SYSCALL_MODE` value: no raw syscall stream.
-pub const SYSCALLS_OFF: u32 = 0;
-/// `SYSCALL_MODE` value: every syscall's number and result.
-pub const SYSCALLS_ALL: u32 = 1;
-
 /// Who did something, when and where: the first bytes of every record.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -216,6 +211,7 @@ pub unsafe fn read_record<T: Copy>(bytes: &[u8]) -> Option<T> {
 unsafe impl aya::Pod for KernelOffsets {}
 
 /// x86_64 numbers of the syscalls the recorder decodes; shared so kernel and user side agree.
+/// [`DECODED_SYSCALLS`] names their tracepoints.
 pub mod nr {
     pub const MMAP: i64 = 9;
     pub const MPROTECT: i64 = 10;
@@ -269,6 +265,61 @@ pub mod nr {
     pub const OPENAT2: i64 = 437;
     pub const FCHMODAT2: i64 = 452;
 }
+
+/// Every decoded syscall with its name (its tracepoints are syscalls:sys_{enter,exit}_<name>).
+pub const DECODED_SYSCALLS: [(i64, &str); 51] = [
+    (nr::MMAP, "mmap"),
+    (nr::MPROTECT, "mprotect"),
+    (nr::OPEN, "open"),
+    (nr::CONNECT, "connect"),
+    (nr::ACCEPT, "accept"),
+    (nr::BIND, "bind"),
+    (nr::LISTEN, "listen"),
+    (nr::TRUNCATE, "truncate"),
+    (nr::FTRUNCATE, "ftruncate"),
+    (nr::CHDIR, "chdir"),
+    (nr::FCHDIR, "fchdir"),
+    (nr::RENAME, "rename"),
+    (nr::MKDIR, "mkdir"),
+    (nr::RMDIR, "rmdir"),
+    (nr::CREAT, "creat"),
+    (nr::LINK, "link"),
+    (nr::UNLINK, "unlink"),
+    (nr::SYMLINK, "symlink"),
+    (nr::CHMOD, "chmod"),
+    (nr::FCHMOD, "fchmod"),
+    (nr::CHOWN, "chown"),
+    (nr::FCHOWN, "fchown"),
+    (nr::LCHOWN, "lchown"),
+    (nr::PTRACE, "ptrace"),
+    (nr::SETUID, "setuid"),
+    (nr::SETGID, "setgid"),
+    (nr::SETREUID, "setreuid"),
+    (nr::SETREGID, "setregid"),
+    (nr::SETRESUID, "setresuid"),
+    (nr::SETRESGID, "setresgid"),
+    (nr::CAPSET, "capset"),
+    (nr::MOUNT, "mount"),
+    (nr::UMOUNT2, "umount"),
+    (nr::INIT_MODULE, "init_module"),
+    (nr::OPENAT, "openat"),
+    (nr::MKDIRAT, "mkdirat"),
+    (nr::FCHOWNAT, "fchownat"),
+    (nr::UNLINKAT, "unlinkat"),
+    (nr::RENAMEAT, "renameat"),
+    (nr::LINKAT, "linkat"),
+    (nr::SYMLINKAT, "symlinkat"),
+    (nr::FCHMODAT, "fchmodat"),
+    (nr::FCHMODAT2, "fchmodat2"),
+    (nr::UNSHARE, "unshare"),
+    (nr::ACCEPT4, "accept4"),
+    (nr::SETNS, "setns"),
+    (nr::FINIT_MODULE, "finit_module"),
+    (nr::RENAMEAT2, "renameat2"),
+    (nr::MEMFD_CREATE, "memfd_create"),
+    (nr::BPF, "bpf"),
+    (nr::OPENAT2, "openat2"),
+];
 
 /// What the kernel side copies from user memory for one argument of a decoded syscall.
 ///
@@ -406,5 +457,25 @@ pub const fn is_exec_memory(nr: i64, args: &[u64; 6]) -> bool {
         nr::MMAP => args[2] & PROT_EXEC != 0 && args[3] & MAP_ANONYMOUS != 0,
         nr::MPROTECT => args[2] & PROT_EXEC != 0,
         _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoded_list_and_plans_agree() {
+        for (nr, name) in DECODED_SYSCALLS {
+            assert!(entry_plan(nr).decoded, "{name} has no plan");
+        }
+        for nr in 0..500 {
+            if entry_plan(nr).decoded {
+                assert!(
+                    DECODED_SYSCALLS.iter().any(|(n, _)| *n == nr),
+                    "{nr} has no tracepoint"
+                );
+            }
+        }
     }
 }

@@ -30,11 +30,11 @@ use aya_ebpf::macros::{map, raw_tracepoint, tracepoint};
 use aya_ebpf::maps::{HashMap, LruHashMap, PerCpuArray, RingBuf};
 use aya_ebpf::programs::{RawTracePointContext, TracePointContext};
 use quarry_recorder_common::{
-    ARGV_LEN, ArgCopy, CallArgs, CallEvent, DROPS_SLOT, EventHeader, ExecEvent, ExitEvent,
-    FILENAME_LEN, ForkEvent, KIND_CALL, KIND_EXEC, KIND_EXIT, KIND_FORK, KIND_SYSCALL,
-    KIND_TCP_STATE, KernelOffsets, MAX_CGROUP_DEPTH, MAX_FILTER_CGROUPS, SHORT_STR_LEN,
-    SOCKADDR_LEN, STR_LEN, SYSCALLS_ALL, SYSCALLS_OFF, SyscallEvent, TcpStateEvent, UNREADABLE,
-    entry_plan, is_exec_memory, nr,
+    ARGV_LEN, ArgCopy, COPY_RAW, COPY_SOCKADDR, COPY_STR, CallArgs, CallEvent, DROPS_SLOT,
+    EventHeader, ExecEvent, ExitEvent, FILENAME_LEN, ForkEvent, KIND_CALL, KIND_EXEC, KIND_EXIT,
+    KIND_FORK, KIND_SYSCALL, KIND_TCP_STATE, KernelOffsets, MAX_CGROUP_DEPTH, MAX_FILTER_CGROUPS,
+    SHORT_STR_LEN, SOCKADDR_LEN, STR_LEN, SyscallEvent, TcpStateEvent, UNREADABLE, entry_plan,
+    is_exec_memory, nr,
 };
 
 /// Process id of the recorder itself: its own activity is never recorded.
@@ -68,14 +68,6 @@ static FILTER_CGROUPS: Global<u32> = Global::new(0);
 /// cgroup ids whose tasks (and their descendants' tasks) are recorded when filtering.
 #[map]
 static CGROUP_FILTER: HashMap<u64, u8> = HashMap::with_max_entries(MAX_FILTER_CGROUPS, 0);
-
-/// Non-zero: decode file, network and privilege syscalls (and TCP state changes).
-#[unsafe(no_mangle)]
-static DECODE_SYSCALLS: Global<u32> = Global::new(1);
-
-/// `SYSCALLS_OFF` or `SYSCALLS_ALL`: whether every syscall's number and result is recorded.
-#[unsafe(no_mangle)]
-static SYSCALL_MODE: Global<u32> = Global::new(SYSCALLS_OFF);
 
 /// Decoded syscalls in progress: thread id -> arguments saved at entry, used at exit.
 #[map]
@@ -285,9 +277,7 @@ pub fn sched_process_exit(_ctx: RawTracePointContext) -> u32 {
     0
 }
 
-/// x86_64 `struct pt_regs` offsets of the syscall argument registers (di, si, dx, r10, r8,
-/// r9) and of `orig_ax`, which holds the syscall number.
-const ARG_REG_OFFSETS: [u64; 6] = [112, 104, 96, 56, 72, 64];
+/// x86_64 `struct pt_regs` offset of `orig_ax`, which holds the syscall number.
 const ORIG_AX_OFFSET: u64 = 120;
 
 /// Copies what `plan` asks for from user memory into `dst` (capacity `cap`); returns the
@@ -324,26 +314,26 @@ unsafe fn copy_arg(dst: *mut u8, cap: usize, plan: ArgCopy, args: &[u64; 6]) -> 
     }
 }
 
-/// Entry of every syscall: a decoded syscall's arguments are kept for its exit.
-#[raw_tracepoint(tracepoint = "sys_enter")]
-pub fn sys_enter(ctx: RawTracePointContext) -> u32 {
-    if DECODE_SYSCALLS.load() == 0 {
-        return 0;
-    }
-    let nr: i64 = ctx.arg(1);
+/// syscalls:sys_enter_<name> of each decoded syscall (one program, attached to each): the
+/// arguments are kept for the exit. Per-syscall tracepoints rather than the global sys_enter, so
+/// the syscalls Quarry does not decode run no program at all.
+#[tracepoint]
+pub fn sys_enter_decoded(ctx: TracePointContext) -> u32 {
+    // SAFETY: offsets of the syscalls:sys_enter_* format (nr at 8, six 8-byte args from 16);
+    // reads go through bpf_probe_read_kernel.
+    let nr = unsafe { ctx.read_at::<i32>(8) }.unwrap_or(-1) as i64;
     if !entry_plan(nr).decoded || !should_record() {
         return 0;
     }
-    let regs: u64 = ctx.arg(0);
     let mut call = CallArgs {
         nr,
         // SAFETY: helper without memory arguments.
         enter_ktime_ns: unsafe { bpf_ktime_get_ns() },
         args: [0; 6],
     };
-    for (i, off) in ARG_REG_OFFSETS.iter().enumerate() {
-        // SAFETY: reads go through bpf_probe_read_kernel.
-        call.args[i] = unsafe { kread(regs, *off as u32) };
+    for i in 0..6 {
+        // SAFETY: as above; a syscall with fewer arguments leaves unused slots that are ignored.
+        call.args[i] = unsafe { ctx.read_at::<u64>(16 + 8 * i) }.unwrap_or(0);
     }
     if !is_exec_memory(nr, &call.args) {
         return 0;
@@ -353,42 +343,13 @@ pub fn sys_enter(ctx: RawTracePointContext) -> u32 {
     0
 }
 
-/// Exit of every syscall: the raw stream record (when enabled), and for decoded syscalls one
-/// record with arguments, result and the user memory the arguments point to.
-#[raw_tracepoint(tracepoint = "sys_exit")]
-pub fn sys_exit(ctx: RawTracePointContext) -> u32 {
-    let mode = SYSCALL_MODE.load();
-    let decode = DECODE_SYSCALLS.load();
-    if mode == SYSCALLS_OFF && decode == 0 {
-        return 0;
-    }
-    let regs: u64 = ctx.arg(0);
-    let ret: i64 = ctx.arg(1);
-    // SAFETY: read through bpf_probe_read_kernel.
-    let nr: i64 = unsafe { kread(regs, ORIG_AX_OFFSET as u32) };
-    let decoded = decode != 0 && entry_plan(nr).decoded;
-    if (mode == SYSCALLS_OFF && !decoded) || !should_record() {
-        return 0;
-    }
-    if mode == SYSCALLS_ALL {
-        match EVENTS.reserve::<SyscallEvent>(0) {
-            Some(mut slot) => {
-                let ev = slot.as_mut_ptr();
-                // SAFETY: `ev` points at a reserved slot.
-                unsafe {
-                    fill_header(addr_of_mut!((*ev).header), KIND_SYSCALL);
-                    (*ev).nr = nr;
-                    (*ev).ret = ret;
-                }
-                slot.submit(BPF_RB_NO_WAKEUP as u64);
-            }
-            None => count_drop(),
-        }
-    }
-    if !decoded {
-        return 0;
-    }
-    let plan = entry_plan(nr).copies;
+/// syscalls:sys_exit_<name> of each decoded syscall: one record with the arguments saved at
+/// entry, the result, and the user memory the arguments point to.
+#[tracepoint]
+pub fn sys_exit_decoded(ctx: TracePointContext) -> u32 {
+    // SAFETY: offsets of the syscalls:sys_exit_* format (nr at 8, ret at 16).
+    let nr = unsafe { ctx.read_at::<i32>(8) }.unwrap_or(-1) as i64;
+    let ret = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0);
     let tid = bpf_get_current_pid_tgid() as u32;
     // SAFETY: the value is copied out before the entry is removed.
     let Some(call) = (unsafe { CALL_ARGS.get(&tid) }).copied() else {
@@ -398,6 +359,7 @@ pub fn sys_exit(ctx: RawTracePointContext) -> u32 {
     if call.nr != nr {
         return 0;
     }
+    let plan = entry_plan(nr).copies;
     let Some(mut slot) = EVENTS.reserve::<CallEvent>(0) else {
         count_drop();
         return 0;
@@ -437,11 +399,34 @@ pub fn sys_exit(ctx: RawTracePointContext) -> u32 {
     0
 }
 
+/// Exit of every syscall, attached only with `--syscalls all`: the raw stream.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit(ctx: RawTracePointContext) -> u32 {
+    if !should_record() {
+        return 0;
+    }
+    let regs: u64 = ctx.arg(0);
+    let ret: i64 = ctx.arg(1);
+    let Some(mut slot) = EVENTS.reserve::<SyscallEvent>(0) else {
+        count_drop();
+        return 0;
+    };
+    let ev = slot.as_mut_ptr();
+    // SAFETY: `ev` points at a reserved slot; the register is read through a probe helper.
+    unsafe {
+        fill_header(addr_of_mut!((*ev).header), KIND_SYSCALL);
+        (*ev).nr = kread(regs, ORIG_AX_OFFSET as u32);
+        (*ev).ret = ret;
+    }
+    slot.submit(BPF_RB_NO_WAKEUP as u64);
+    0
+}
+
 /// sock:inet_sock_set_state: TCP state changes, with both endpoints. Field offsets are those of
 /// the tracepoint's format (stable since Linux 4.16); the recorder checks them before attaching.
 #[tracepoint(category = "sock", name = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    if DECODE_SYSCALLS.load() == 0 || !should_record() {
+    if !should_record() {
         return 0;
     }
     let Some(mut slot) = EVENTS.reserve::<TcpStateEvent>(0) else {

@@ -1,0 +1,307 @@
+//! `quarry-bench`: the recorder's overhead and throughput benchmark, and the workloads it and
+//! the flood test drive.
+//!
+//! ```text
+//! sudo quarry-bench recorder [--calls N] [--format json]   bare vs filtered vs fully recorded
+//! quarry-bench loop getpid N                               N getpid syscalls; prints ns/call
+//! ```
+//!
+//! The recorder runs as a separate `quarry record` process (the binary next to this one), so
+//! its memory and the loop's timing are measured as a deployment would see them. Timings are
+//! reported, never asserted: this is a benchmark, not a test.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use quarry_store::{Manifest, ManifestOp, Table};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["loop", "getpid", n] => {
+            let n: u64 = n.parse().context("N must be a number")?;
+            println!("{:.1}", getpid_loop(n));
+            Ok(())
+        }
+        ["loop", "mixed", n] => mixed_workload(n.parse().context("N must be a number")?),
+        ["recorder", rest @ ..] => recorder_bench(rest),
+        _ => bail!(
+            "usage: quarry-bench recorder [--calls N] [--format json] | quarry-bench loop getpid N"
+        ),
+    }
+}
+
+/// Runs `n` getpid syscalls and returns ns per call.
+fn getpid_loop(n: u64) -> f64 {
+    let start = Instant::now();
+    for _ in 0..n {
+        // SAFETY: getpid has no arguments and cannot fail; the raw syscall bypasses any libc
+        // caching so every iteration enters the kernel.
+        unsafe { libc::syscall(libc::SYS_getpid) };
+    }
+    start.elapsed().as_nanos() as f64 / n as f64
+}
+
+/// A workload with every kind of row: `n` rounds of a process started, files created, written,
+/// renamed, chmod'ed and deleted, and a TCP connection over loopback.
+fn mixed_workload(n: u64) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir()?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let server = std::thread::spawn(move || {
+        for stream in listener.incoming().take(n as usize) {
+            if let Ok(mut s) = stream {
+                let mut b = [0u8; 1];
+                let _ = s.read(&mut b);
+            }
+        }
+    });
+    for i in 0..n {
+        Command::new("/bin/true").arg(format!("round-{i}")).status()?;
+        let a = dir.path().join(format!("f{i}.tmp"));
+        let b = dir.path().join(format!("f{i}.dat"));
+        std::fs::File::create(&a)?.write_all(b"x")?;
+        std::fs::rename(&a, &b)?;
+        std::fs::set_permissions(&b, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        std::fs::remove_file(&b)?;
+        std::net::TcpStream::connect(addr)?.write_all(b"y")?;
+    }
+    server.join().map_err(|_| anyhow::anyhow!("server thread panicked"))?;
+    Ok(())
+}
+
+/// The loop, run in a child process so its threads and cgroup are its own.
+fn run_loop(calls: u64) -> anyhow::Result<f64> {
+    let out = Command::new(std::env::current_exe()?)
+        .args(["loop", "getpid", &calls.to_string()])
+        .output()?;
+    if !out.status.success() {
+        bail!("loop failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+}
+
+fn quarry_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let quarry = exe.with_file_name("quarry");
+    if !quarry.exists() {
+        bail!("{} not found: build the workspace first", quarry.display());
+    }
+    Ok(quarry)
+}
+
+/// A `quarry record` child, stopped with SIGINT (and killed if the bench fails first).
+struct Recorder {
+    child: Option<Child>,
+}
+
+impl Recorder {
+    fn start(store: &Path, extra: &[&str]) -> anyhow::Result<Recorder> {
+        let mut child = Command::new(quarry_binary()?)
+            .args(["record", "--quiet", "--format", "json", "--store"])
+            .arg(store)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        // Recording has begun when its message is out; read stderr up to it.
+        use std::io::BufRead;
+        let stderr = child.stderr.take().context("stderr")?;
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(l)) if l.starts_with("quarry: recording ") => break,
+                Some(Ok(_)) => continue,
+                _ => bail!("recorder did not start"),
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Recorder { child: Some(child) })
+    }
+
+    fn peak_rss_kib(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    fn stop(mut self) -> anyhow::Result<serde_json::Value> {
+        let child = self.child.take().context("already stopped")?;
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!("recorder failed: {:?}", out.status);
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// An empty cgroup to point the recorder's filter at, removed when dropped.
+struct EmptyCgroup(PathBuf);
+
+impl Drop for EmptyCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// (rows, bytes) per table from the store's manifest.
+fn table_sizes(store: &Path) -> anyhow::Result<Vec<(Table, u64, u64)>> {
+    let log = Manifest::new(store.join("manifest.jsonl")).read()?;
+    let mut out = Vec::new();
+    for table in Table::ALL {
+        let (mut rows, mut bytes) = (0, 0);
+        for (_, e) in &log.entries {
+            if e.body.table == table.name() && e.body.op == ManifestOp::Add {
+                rows += e.body.rows;
+                bytes += e.body.bytes;
+            }
+        }
+        if rows > 0 {
+            out.push((table, rows, bytes));
+        }
+    }
+    Ok(out)
+}
+
+fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
+    let mut calls: u64 = 5_000_000;
+    let mut json = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match *a {
+            "--calls" => calls = it.next().context("--calls N")?.parse()?,
+            "--format" => json = it.next() == Some(&"json"),
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    let dir = tempfile::tempdir()?;
+
+    // Warm up, then the bare loop.
+    run_loop(calls / 10)?;
+    let bare = run_loop(calls)?;
+
+    // Attached, but every event filtered out in the kernel (the loop is not in the cgroup the
+    // recorder is restricted to): the floor of having the programs attached.
+    let cgroup2 = quarry_containers::CgroupFs::detect().context("no cgroup2 mount")?;
+    let empty = EmptyCgroup(cgroup2.dir(&format!("/quarry-bench-empty-{}", std::process::id())));
+    std::fs::create_dir(&empty.0).context("creating an empty cgroup")?;
+    let filtered_store = dir.path().join("filtered");
+    let rec = Recorder::start(
+        &filtered_store,
+        &[
+            "--syscalls",
+            "all",
+            "--cgroup-path",
+            &empty.0.display().to_string(),
+        ],
+    );
+    let filtered = match rec {
+        Ok(rec) => {
+            let t = run_loop(calls)?;
+            rec.stop()?;
+            Some(t)
+        }
+        Err(e) => {
+            eprintln!("filtered run skipped: {e}");
+            None
+        }
+    };
+
+    // Everything recorded: every getpid becomes a syscall row.
+    let full_store = dir.path().join("full");
+    let rec = Recorder::start(&full_store, &["--syscalls", "all", "--seal-interval", "2s"])?;
+    let started = Instant::now();
+    let full = run_loop(calls)?;
+    let loop_secs = started.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(200));
+    let rss = rec.peak_rss_kib();
+    let summary = rec.stop()?;
+    let sizes_full = table_sizes(&full_store)?;
+
+    // A mixed workload, sealed in large segments, for bytes per row of every table.
+    let mixed_store = dir.path().join("mixed");
+    let rec = Recorder::start(&mixed_store, &["--seal-interval", "1h"])?;
+    let status = Command::new(std::env::current_exe()?)
+        .args(["loop", "mixed", "2000"])
+        .status()?;
+    if !status.success() {
+        bail!("mixed workload failed");
+    }
+    rec.stop()?;
+    let mut sizes = table_sizes(&mixed_store)?;
+    sizes.retain(|(t, _, _)| *t != Table::Syscall);
+    sizes.extend(sizes_full.iter().filter(|(t, _, _)| *t == Table::Syscall).cloned());
+    let syscall_rows = sizes_full
+        .iter()
+        .find(|(t, _, _)| *t == Table::Syscall)
+        .map_or(0, |s| s.1);
+
+    let report = serde_json::json!({
+        "calls": calls,
+        "bare_ns_per_call": bare,
+        "filtered_ns_per_call": filtered,
+        "filtered_ratio": filtered.map(|f| f / bare),
+        "recorded_ns_per_call": full,
+        "recorded_ratio": full / bare,
+        "recorded_events_per_s": syscall_rows as f64 / loop_secs,
+        "kernel_drops": summary["kernel_drops"],
+        "rows_sealed": summary["rows_sealed"],
+        "recorder_peak_rss_mib": rss.map(|k| k as f64 / 1024.0),
+        "bytes_per_row": sizes.iter().map(|(t, rows, bytes)| {
+            (t.name().to_string(), serde_json::json!(*bytes as f64 / *rows as f64))
+        }).collect::<serde_json::Map<_, _>>(),
+    });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("getpid loop, {calls} calls");
+        println!("  bare                 {bare:>7.1} ns/call");
+        if let Some(f) = filtered {
+            println!(
+                "  attached, filtered   {f:>7.1} ns/call  ({:.2}x bare)",
+                f / bare
+            );
+        }
+        println!(
+            "  fully recorded       {full:>7.1} ns/call  ({:.2}x bare)",
+            full / bare
+        );
+        println!(
+            "  sustained into Parquet: {:.2} M events/s, {} dropped, recorder peak RSS {}",
+            syscall_rows as f64 / loop_secs / 1e6,
+            summary["kernel_drops"],
+            rss.map_or("?".into(), |k| format!("{:.0} MiB", k as f64 / 1024.0))
+        );
+        println!("bytes per row on disk:");
+        for (t, rows, bytes) in &sizes {
+            println!(
+                "  {:<10} {:>6.2} B/row  ({rows} rows)",
+                t.name(),
+                *bytes as f64 / *rows as f64
+            );
+        }
+    }
+    Ok(())
+}
