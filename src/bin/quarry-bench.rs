@@ -57,11 +57,9 @@ fn mixed_workload(n: u64) -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let server = std::thread::spawn(move || {
-        for stream in listener.incoming().take(n as usize) {
-            if let Ok(mut s) = stream {
-                let mut b = [0u8; 1];
-                let _ = s.read(&mut b);
-            }
+        for mut s in listener.incoming().take(n as usize).flatten() {
+            let mut b = [0u8; 1];
+            let _ = s.read(&mut b);
         }
     });
     for i in 0..n {
