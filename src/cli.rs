@@ -38,6 +38,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// List running containers (with --all, also those seen in the store)
     Ps(PsArgs),
+    /// Show a running recorder's rates, drops, memory and last sealed segment
+    Status(StatusArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -77,6 +79,10 @@ pub struct RecordArgs {
     /// table; files, network and privilege signals are decoded either way
     #[arg(long, value_enum, default_value_t = SyscallsArg::Off)]
     pub syscalls: SyscallsArg,
+    /// Size of the kernel ring buffer (a power of two of at least 4K, e.g. 16M): larger absorbs
+    /// longer bursts before events are dropped (and counted in the `gap` table)
+    #[arg(long, value_parser = parse_size, default_value = "16M")]
+    pub ring_size: u32,
     /// No live status line
     #[arg(long, short)]
     pub quiet: bool,
@@ -121,6 +127,38 @@ pub struct PsArgs {
     pub format: Format,
 }
 
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  quarry status
+  quarry status --store /srv/quarry --format json")]
+pub struct StatusArgs {
+    /// Store the recorder writes to
+    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
+    pub store: PathBuf,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// Parses a power-of-two byte size such as `64K`, `16M` or `1G`.
+pub fn parse_size(s: &str) -> Result<u32, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size; use e.g. 64K, 16M or 1G"))?;
+    let bytes = n * mult;
+    if !bytes.is_power_of_two() || !(4096..=(1 << 30)).contains(&bytes) {
+        return Err(format!("{s} must be a power of two between 4K and 1G"));
+    }
+    Ok(bytes as u32)
+}
+
 /// Parses `90`, `90s`, `15m`, `2h`, `1d` or `500ms`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -157,6 +195,15 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5y").unwrap_err().contains("unknown unit"));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64K").unwrap(), 65536);
+        assert_eq!(parse_size("16M").unwrap(), 16 << 20);
+        assert!(parse_size("3M").is_err());
+        assert!(parse_size("1K").is_err());
+        assert!(parse_size("lots").is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod cli;
 mod output;
 mod ps;
 mod record;
+mod status;
 mod verify;
 
 use std::process::ExitCode;
@@ -32,6 +33,7 @@ fn main() -> ExitCode {
         Command::Record(args) => record::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Ps(args) => ps::run(args),
+        Command::Status(args) => status::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

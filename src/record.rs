@@ -8,14 +8,17 @@ use anyhow::Context;
 use quarry_containers::{CgroupFs, Inventory};
 use quarry_recorder::stats::{Stats, StatsSnapshot};
 use quarry_recorder::{Recorder, RecorderConfig, SyscallMode};
+use quarry_store::Store;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::cli::{Format, RecordArgs, SyscallsArg};
 use crate::exit;
+use crate::status::StatusFile;
 
 pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
     let mut config = RecorderConfig::new(&args.store);
     config.seal_interval = args.seal_interval;
+    config.ring_bytes = args.ring_size;
     config.syscalls = match args.syscalls {
         SyscallsArg::Off => SyscallMode::Off,
         SyscallsArg::All => SyscallMode::All,
@@ -72,6 +75,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
     let recorder = Recorder::start(config)
         .with_context(|| format!("starting the recorder on {}", args.store.display()))?;
     let store = recorder.store().root().to_path_buf();
+    let store_handle = recorder.store().clone();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -87,11 +91,9 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
             store.display(),
             args.seal_interval
         );
-        let status = (!args.quiet).then(|| tokio::spawn(status_line(stats)));
+        let status = tokio::spawn(status_line(stats, store_handle, scope.clone(), args.quiet));
         let summary = recorder.run(shutdown(term, int, args.duration)).await;
-        if let Some(s) = status {
-            s.abort();
-        }
+        status.abort();
         anyhow::Ok(summary?)
     })?;
     if !args.quiet && std::io::stderr().is_terminal() {
@@ -149,16 +151,34 @@ async fn shutdown(mut term: Signal, mut int: Signal, duration: Option<Duration>)
     }
 }
 
-/// Prints a status line every second: in place on a terminal, every tenth second otherwise.
-async fn status_line(stats: Arc<Stats>) {
+/// Every second: publishes the status file for `quarry status`, and prints a status line (in
+/// place on a terminal, every tenth second otherwise) unless quiet.
+async fn status_line(stats: Arc<Stats>, store: Store, scope: String, quiet: bool) {
     let tty = std::io::stderr().is_terminal();
     let started = Instant::now();
+    let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let mut last = StatsSnapshot::default();
+    let mut last_at = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     for n in 1u64.. {
         tick.tick().await;
         let s = stats.snapshot();
+        let file = StatusFile::new(
+            &scope,
+            &s,
+            &last,
+            last_at.elapsed().as_secs_f64(),
+            &started_at,
+        );
+        last_at = Instant::now();
+        if let Err(e) = file.write(&store) {
+            log::warn!("cannot write {}: {e}", store.status_path().display());
+        }
+        if quiet {
+            last = s;
+            continue;
+        }
         let line = format!(
             "[{:>4}s] {} events ({}/s) | {} segments, {} | {} dropped | {} pending{}",
             started.elapsed().as_secs(),

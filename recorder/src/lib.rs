@@ -440,11 +440,20 @@ struct DrainState {
 }
 
 impl DrainState {
-    fn push_call(&mut self, row: CallRow) {
+    fn push_call(&mut self, row: CallRow, stats: &Stats) {
         match row {
-            CallRow::Process(r) => self.batches.push_process(r),
-            CallRow::File(r) => self.batches.push_file(r),
-            CallRow::Net(r) => self.batches.push_net(r),
+            CallRow::Process(r) => {
+                stats.count(Table::Process);
+                self.batches.push_process(r)
+            }
+            CallRow::File(r) => {
+                stats.count(Table::File);
+                self.batches.push_file(r)
+            }
+            CallRow::Net(r) => {
+                stats.count(Table::Net);
+                self.batches.push_net(r)
+            }
         }
     }
 }
@@ -473,10 +482,12 @@ fn drain_ring(ring: &mut RingBuf<MapData>, st: &mut DrainState, clock: &WallCloc
                     ProcessEvent::Exit { .. } => st.calls.process_exited(row.id.pid as u32),
                     _ => {}
                 }
+                stats.count(Table::Process);
                 st.batches.push_process(row);
             }
             Record::Syscall(ev) => {
                 st.attributor.observe(ev.header.cgroup_id);
+                stats.count(Table::Syscall);
                 st.batches
                     .push_syscall(&ev, clock.to_micros(ev.header.ktime_ns));
             }
@@ -484,11 +495,12 @@ fn drain_ring(ring: &mut RingBuf<MapData>, st: &mut DrainState, clock: &WallCloc
                 st.attributor.observe(ev.header.cgroup_id);
                 let id = identity(&ev.header, clock);
                 if let Some(row) = st.calls.call(&ev, id) {
-                    st.push_call(row);
+                    st.push_call(row, stats);
                 }
             }
             Record::TcpState(ev) => {
                 let id = identity(&ev.header, clock);
+                stats.count(Table::Net);
                 st.batches.push_net(tcp_state_row(&ev, id));
             }
         }
@@ -523,6 +535,7 @@ impl GapTracker {
         self.last.resize(per_cpu.len(), 0);
         for (cpu, (&count, last)) in per_cpu.iter().zip(self.last.iter_mut()).enumerate() {
             if count > *last {
+                stats.count(Table::Gap);
                 batches.push_gap(GapRow {
                     time: now,
                     ktime_ns: now_ktime,

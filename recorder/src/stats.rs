@@ -1,6 +1,8 @@
 //! Live counters of a running recorder, read by the status line.
 
 use std::path::PathBuf;
+
+use quarry_store::Table;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -9,6 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Stats {
     /// Records decoded from the ring buffer.
     pub events: AtomicU64,
+    /// Rows decoded per table, in `Table::ALL` order.
+    pub table_rows: [AtomicU64; Table::ALL.len()],
     /// Records the kernel could not fit in the ring buffer (sum over CPUs).
     pub kernel_drops: AtomicU64,
     /// Records that did not decode (a kernel/user version mismatch).
@@ -29,6 +33,8 @@ pub struct Stats {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StatsSnapshot {
     pub events: u64,
+    /// (table, rows decoded since start)
+    pub table_rows: Vec<(Table, u64)>,
     pub kernel_drops: u64,
     pub undecodable: u64,
     pub rows_sealed: u64,
@@ -41,10 +47,23 @@ pub struct StatsSnapshot {
 }
 
 impl Stats {
+    /// Counts one decoded row of `table`.
+    #[inline]
+    pub fn count(&self, table: Table) {
+        if let Some(i) = Table::ALL.iter().position(|t| *t == table) {
+            self.table_rows[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     pub fn snapshot(&self) -> StatsSnapshot {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         StatsSnapshot {
             events: get(&self.events),
+            table_rows: Table::ALL
+                .iter()
+                .zip(&self.table_rows)
+                .map(|(t, n)| (*t, get(n)))
+                .collect(),
             kernel_drops: get(&self.kernel_drops),
             undecodable: get(&self.undecodable),
             rows_sealed: get(&self.rows_sealed),

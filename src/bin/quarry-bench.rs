@@ -63,7 +63,9 @@ fn mixed_workload(n: u64) -> anyhow::Result<()> {
         }
     });
     for i in 0..n {
-        Command::new("/bin/true").arg(format!("round-{i}")).status()?;
+        Command::new("/bin/true")
+            .arg(format!("round-{i}"))
+            .status()?;
         let a = dir.path().join(format!("f{i}.tmp"));
         let b = dir.path().join(format!("f{i}.dat"));
         std::fs::File::create(&a)?.write_all(b"x")?;
@@ -72,7 +74,9 @@ fn mixed_workload(n: u64) -> anyhow::Result<()> {
         std::fs::remove_file(&b)?;
         std::net::TcpStream::connect(addr)?.write_all(b"y")?;
     }
-    server.join().map_err(|_| anyhow::anyhow!("server thread panicked"))?;
+    server
+        .join()
+        .map_err(|_| anyhow::anyhow!("server thread panicked"))?;
     Ok(())
 }
 
@@ -250,7 +254,12 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
     rec.stop()?;
     let mut sizes = table_sizes(&mixed_store)?;
     sizes.retain(|(t, _, _)| *t != Table::Syscall);
-    sizes.extend(sizes_full.iter().filter(|(t, _, _)| *t == Table::Syscall).cloned());
+    sizes.extend(
+        sizes_full
+            .iter()
+            .filter(|(t, _, _)| *t == Table::Syscall)
+            .cloned(),
+    );
     let syscall_rows = sizes_full
         .iter()
         .find(|(t, _, _)| *t == Table::Syscall)

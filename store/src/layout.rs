@@ -14,6 +14,8 @@ use crate::{Result, StoreError};
 pub const MANIFEST_FILE: &str = "manifest.jsonl";
 /// Directory where segments are written before they are sealed into their partition.
 pub const STAGING_DIR: &str = ".staging";
+/// Live status of the recorder writing to the store, replaced every second.
+pub const STATUS_FILE: &str = ".status.json";
 /// Extension of sealed segments; readers list only these.
 pub const SEGMENT_EXTENSION: &str = "parquet";
 
@@ -166,6 +168,11 @@ impl Store {
 
     pub fn manifest_path(&self) -> PathBuf {
         self.root.join(MANIFEST_FILE)
+    }
+
+    /// Where a running recorder publishes its live status (`quarry status` reads it).
+    pub fn status_path(&self) -> PathBuf {
+        self.root.join(STATUS_FILE)
     }
 
     pub fn staging_dir(&self) -> PathBuf {

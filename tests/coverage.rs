@@ -1,0 +1,269 @@
+//! What the recorder sees, end to end, as root: a real workload's files, connections and
+//! privilege/escape signals land in the right tables with the right paths, addresses, ports and
+//! results; and a flood that overflows the ring buffer is accounted for in `gap` rows.
+
+mod common;
+
+use std::process::Command;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{Int32Type, Int64Type, UInt16Type, UInt32Type, UInt64Type};
+use common::*;
+use nix::sys::signal::Signal;
+use quarry_store::{Store, Table};
+
+/// Every row of `table` as JSON objects (column name -> value), read with the project's reader.
+fn rows(store: &std::path::Path, table: Table) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    let mut out = Vec::new();
+    for batch in Store::at(store).read_table(table).unwrap() {
+        let schema = batch.schema();
+        // Dictionary-encoded text (the syscall table's comm and name) reads as text.
+        let columns: Vec<_> = batch
+            .columns()
+            .iter()
+            .map(|col| match col.data_type() {
+                arrow::datatypes::DataType::Dictionary(_, _) => {
+                    arrow::compute::cast(col, &arrow::datatypes::DataType::Utf8).unwrap()
+                }
+                _ => col.clone(),
+            })
+            .collect();
+        for i in 0..batch.num_rows() {
+            let mut row = serde_json::Map::new();
+            for (f, col) in schema.fields().iter().zip(&columns) {
+                let v = if col.is_null(i) {
+                    serde_json::Value::Null
+                } else if let Some(a) = col.as_string_opt::<i32>() {
+                    a.value(i).into()
+                } else if let Some(a) = col.as_primitive_opt::<Int32Type>() {
+                    a.value(i).into()
+                } else if let Some(a) = col.as_primitive_opt::<Int64Type>() {
+                    a.value(i).into()
+                } else if let Some(a) = col.as_primitive_opt::<UInt64Type>() {
+                    a.value(i).into()
+                } else if let Some(a) = col.as_primitive_opt::<UInt32Type>() {
+                    a.value(i).into()
+                } else if let Some(a) = col.as_primitive_opt::<UInt16Type>() {
+                    a.value(i).into()
+                } else {
+                    serde_json::Value::Null
+                };
+                row.insert(f.name().clone(), v);
+            }
+            out.push(row);
+        }
+    }
+    out
+}
+
+fn has(
+    rows: &[serde_json::Map<String, serde_json::Value>],
+    pred: impl Fn(&serde_json::Map<String, serde_json::Value>) -> bool,
+) -> bool {
+    rows.iter().any(pred)
+}
+
+#[test]
+fn files_connections_and_escape_signals_are_recorded() {
+    if !require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let mark = marker("cov");
+    let rec = RecorderProcess::start(&store, &["--seal-interval", "1s"]);
+
+    // Files, by a shell working in its own directory with relative paths.
+    let script = format!(
+        "echo data > {mark}.tmp && mv {mark}.tmp {mark}.dat && chmod 600 {mark}.dat && \
+         mkdir {mark}.d && ln -s {mark}.dat {mark}.lnk && rm {mark}.lnk {mark}.dat && rmdir {mark}.d"
+    );
+    let ok = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(&work)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+
+    // A TCP listener on loopback, a connection to it, and the accept.
+    let py = "import socket\n\
+              s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(4); port=s.getsockname()[1]\n\
+              c=socket.socket(); c.connect(('127.0.0.1',port)); a,peer=s.accept()\n\
+              a.sendall(b'x'); assert c.recv(1)==b'x'\n\
+              print(port, peer[1])\n";
+    let out = Command::new("python3").arg("-c").arg(py).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut it = text.split_whitespace().map(|x| x.parse::<u64>().unwrap());
+    let (port, client_port) = (it.next().unwrap(), it.next().unwrap());
+
+    // A child that unshares its mount namespace and mounts a tmpfs there.
+    let mnt = dir.path().join(format!("{mark}-mnt"));
+    std::fs::create_dir(&mnt).unwrap();
+    let ok = Command::new("unshare")
+        .arg("-m")
+        .arg("sh")
+        .arg("-c")
+        .arg(format!("mount -t tmpfs quarry-test {}", mnt.display()))
+        .status()
+        .unwrap();
+    assert!(ok.success());
+
+    let out = rec.stop_with(Signal::SIGINT);
+    assert!(out.status.success(), "{out:?}");
+
+    let files = rows(&store, Table::File);
+    let at = |name: &str| work.join(name).display().to_string();
+    assert!(
+        has(&files, |r| r["event"] == "open"
+            && r["abs_path"] == at(&format!("{mark}.tmp"))
+            && r["resolution"] == "cwd"
+            && r["ret"].as_i64() >= Some(0)),
+        "open/create"
+    );
+    assert!(
+        has(&files, |r| r["event"] == "rename"
+            && r["abs_path"] == at(&format!("{mark}.tmp"))
+            && r["abs_path2"] == at(&format!("{mark}.dat"))
+            && r["ret"] == 0),
+        "rename with both paths"
+    );
+    assert!(
+        has(&files, |r| r["event"] == "chmod"
+            && r["abs_path"] == at(&format!("{mark}.dat"))
+            && r["mode"] == 0o600
+            && r["ret"] == 0),
+        "chmod with mode"
+    );
+    assert!(
+        has(&files, |r| r["event"] == "mkdir"
+            && r["abs_path"] == at(&format!("{mark}.d"))),
+        "mkdir"
+    );
+    assert!(
+        has(&files, |r| r["event"] == "symlink"
+            && r["path"] == format!("{mark}.dat")
+            && r["abs_path2"] == at(&format!("{mark}.lnk"))),
+        "symlink"
+    );
+    assert!(
+        has(&files, |r| r["event"] == "unlink"
+            && r["abs_path"] == at(&format!("{mark}.dat"))
+            && r["ret"] == 0),
+        "unlink"
+    );
+    assert!(
+        has(&files, |r| r["event"] == "rmdir"
+            && r["abs_path"] == at(&format!("{mark}.d"))),
+        "rmdir"
+    );
+
+    let net = rows(&store, Table::Net);
+    let py_rows: Vec<_> = net.iter().filter(|r| r["comm"] == "python3").collect();
+    assert!(
+        py_rows
+            .iter()
+            .any(|r| r["event"] == "bind" && r["local_addr"] == "127.0.0.1" && r["ret"] == 0),
+        "bind"
+    );
+    assert!(
+        py_rows
+            .iter()
+            .any(|r| r["event"] == "listen" && r["backlog"] == 4 && r["ret"] == 0),
+        "listen"
+    );
+    assert!(
+        py_rows.iter().any(|r| r["event"] == "connect"
+            && r["remote_addr"] == "127.0.0.1"
+            && r["remote_port"] == port
+            && r["family"] == "inet"),
+        "connect with address and port"
+    );
+    assert!(
+        py_rows.iter().any(|r| r["event"] == "accept"
+            && r["remote_addr"] == "127.0.0.1"
+            && r["remote_port"] == client_port
+            && r["ret"].as_i64() >= Some(0)),
+        "accept with peer"
+    );
+    assert!(
+        has(&net, |r| r["event"] == "tcp_state"
+            && r["new_state"] == "ESTABLISHED"
+            && (r["local_port"] == port || r["remote_port"] == port)),
+        "TCP state change"
+    );
+
+    let procs = rows(&store, Table::Process);
+    assert!(
+        has(&procs, |r| r["event"] == "unshare"
+            && r["detail"].as_str().is_some_and(|d| d.contains("mnt"))
+            && r["ret"] == 0),
+        "unshare"
+    );
+    assert!(
+        has(&procs, |r| r["event"] == "mount"
+            && r["detail"].as_str().is_some_and(|d| d
+                .contains(&mnt.display().to_string())
+                && d.contains("tmpfs"))
+            && r["ret"] == 0),
+        "mount with target and type"
+    );
+}
+
+#[test]
+fn a_flood_is_accounted_for_in_gap_rows() {
+    if !require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    // A small ring buffer and a slow drain: a tight syscall loop must overflow it.
+    let rec = RecorderProcess::start(
+        &store,
+        &[
+            "--syscalls",
+            "all",
+            "--ring-size",
+            "64K",
+            "--seal-interval",
+            "1s",
+        ],
+    );
+    let calls: u64 = 2_000_000;
+    let child = Command::new(env!("CARGO_BIN_EXE_quarry-bench"))
+        .args(["loop", "getpid", &calls.to_string()])
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i64;
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let out = rec.stop_with(Signal::SIGINT);
+    assert!(out.status.success(), "{out:?}");
+
+    let recorded = rows(&store, Table::Syscall)
+        .iter()
+        .filter(|r| r["pid"] == pid && r["name"] == "getpid")
+        .count() as u64;
+    let lost: u64 = rows(&store, Table::Gap)
+        .iter()
+        .map(|r| r["lost"].as_u64().unwrap())
+        .sum();
+    assert!(
+        lost > 0,
+        "the flood overflowed the buffer and gap rows say so"
+    );
+    assert!(recorded <= calls);
+    // Lost counts are per CPU, not per process: they cover the loop's missing rows (and any
+    // other process's lost in the same window).
+    assert!(
+        recorded + lost >= calls,
+        "recorded {recorded} + lost {lost} account for the {calls} calls"
+    );
+}
