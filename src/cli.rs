@@ -19,6 +19,8 @@ Examples:
   sudo quarry record --store /tmp/s --duration 30s
   sudo quarry record --containers web,3f2a    only these containers (name or id prefix)
   quarry ps --all                             running containers and those in the store
+  sudo quarry isolate web --allow 198.18.0.5:514 --reason 'IR-42: beaconing'
+  sudo quarry release web
   quarry verify --store /tmp/s                re-hash every segment, check the manifest chain
   quarry verify --store /tmp/s --format json
 
@@ -40,6 +42,10 @@ pub enum Command {
     Ps(PsArgs),
     /// Show a running recorder's rates, drops, memory and last sealed segment
     Status(StatusArgs),
+    /// Quarantine a container's network (it keeps running); --status lists quarantines
+    Isolate(IsolateArgs),
+    /// Lift a container's quarantine
+    Release(ReleaseArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -134,6 +140,52 @@ Examples:
   quarry status --store /srv/quarry --format json")]
 pub struct StatusArgs {
     /// Store the recorder writes to
+    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
+    pub store: PathBuf,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  sudo quarry isolate web
+  sudo quarry isolate 3f2a --allow 198.18.0.5 --allow 198.18.1.0/24:514 --reason \"IR-42\"
+  sudo quarry isolate --status")]
+pub struct IsolateArgs {
+    /// Container id, unique id prefix or name
+    #[arg(required_unless_present = "status")]
+    pub container: Option<String>,
+    /// Let traffic to and from this collector through: ADDR, CIDR, ADDR:PORT, [IPv6]:PORT
+    #[arg(long)]
+    pub allow: Vec<String>,
+    /// Why, for the record
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Isolate even a container on the host's network namespace (cuts only its processes)
+    #[arg(long)]
+    pub force: bool,
+    /// List isolated containers, since when, why, allow-list and packets dropped
+    #[arg(long, conflicts_with_all = ["allow", "reason", "force"])]
+    pub status: bool,
+    /// Store whose `action` table records this
+    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
+    pub store: PathBuf,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  sudo quarry release web")]
+pub struct ReleaseArgs {
+    /// Container id, unique id prefix or name (also of a container that has exited)
+    pub container: String,
+    /// Why, for the record
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Store whose `action` table records this
     #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
     pub store: PathBuf,
     #[arg(long, value_enum, default_value_t = Format::Table)]

@@ -1,7 +1,9 @@
 //! `quarry`: the command line. Thin by design: it parses arguments, calls the library crates
 //! and prints; the work lives in quarry-recorder, quarry-store, quarry-containers and their siblings.
 
+mod action;
 mod cli;
+mod isolate;
 mod output;
 mod ps;
 mod record;
@@ -24,7 +26,11 @@ pub mod exit {
     pub const VERIFY_FAILED: u8 = 3;
 }
 
+/// When this process started, for measuring how fast a command takes effect.
+pub static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
 fn main() -> ExitCode {
+    STARTED.get_or_init(std::time::Instant::now);
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_target(false)
@@ -34,6 +40,8 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify::run(args),
         Command::Ps(args) => ps::run(args),
         Command::Status(args) => status::run(args),
+        Command::Isolate(args) => isolate::run(args),
+        Command::Release(args) => isolate::release(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1,5 +1,641 @@
 //! Network quarantine of a running container.
 //!
-//! This room will attach cgroup_skb ingress and egress programs to the container's cgroup v2
-//! directory and pin their links in bpffs, so the quarantine outlives the command that set it;
-//! an allow-list map lets the forensic collector through, and `release` undoes it exactly.
+//! [`isolate`] attaches cgroup_skb ingress and egress programs to the container's cgroup v2
+//! directory: from then on its processes can neither send nor receive packets (TCP, UDP, ICMP;
+//! IPv4 and IPv6, established connections included) except to and from the allow-listed
+//! collectors, while they keep running so responders can watch. The links and maps are pinned
+//! in bpffs (`/sys/fs/bpf/quarry/isolate/<id>/`), so the quarantine outlives the command and
+//! any recorder restart; a record of who isolated what, when and why sits beside them in
+//! `/run/quarry/isolate/<id>.json`. Where the container has its own network namespace, nftables
+//! rules inside it are a second layer. [`release`] undoes all of it; both are idempotent.
+
+use std::fs;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::str::FromStr;
+use std::time::Instant;
+
+use aya::maps::lpm_trie::{Key, LpmTrie};
+use aya::maps::{Map, MapData, PerCpuArray};
+use aya::programs::links::{CgroupAttachMode, FdLink, PinnedLink};
+use aya::programs::{CgroupSkb, CgroupSkbAttachType};
+use aya::{Ebpf, EbpfLoader};
+use quarry_containers::Container;
+use quarry_isolate_common::{AllowValue, DROPS_EGRESS, DROPS_INGRESS};
+use serde::{Deserialize, Serialize};
+
+/// The quarantine programs built by build.rs from isolate/ebpf.
+static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/quarry-isolate"));
+
+/// Where quarantines are pinned in bpffs.
+pub const PIN_ROOT: &str = "/sys/fs/bpf/quarry/isolate";
+/// Where the records of active quarantines are kept (tmpfs, like the pins: both end at reboot).
+pub const STATE_ROOT: &str = "/run/quarry/isolate";
+
+const NFT_TABLE: &str = "quarry_quarantine";
+
+/// Errors isolating or releasing a container.
+#[derive(Debug, thiserror::Error)]
+pub enum IsolateError {
+    /// An `--allow` entry is not `CIDR` or `CIDR:PORT`.
+    #[error(
+        "'{0}' is not an allow rule; use an address or CIDR, optionally with a port: 198.18.0.5, 198.18.0.0/24:443, [2001:db8::1]:514"
+    )]
+    BadAllowRule(String),
+
+    /// The container shares the host's network namespace: its cgroup's quarantine would cut
+    /// only its own processes, which may surprise; refused unless forced.
+    #[error(
+        "container {0} uses the host's network namespace: quarantining its cgroup cuts only its \
+         own processes off the network (the host is untouched, loopback to host services \
+         included); pass --force to do it anyway"
+    )]
+    HostNetwork(String),
+
+    /// The container has no cgroup v2 directory to attach to.
+    #[error(
+        "container {container} has no cgroup v2 directory ({path}); is cgroup2 mounted (see /proc/self/mountinfo)?"
+    )]
+    NoCgroup { container: String, path: String },
+
+    /// bpffs is not mounted where pins go.
+    #[error("bpffs is not mounted at /sys/fs/bpf; mount it with `mount -t bpf bpf /sys/fs/bpf`")]
+    NoBpffs,
+
+    /// Loading or attaching the programs failed.
+    #[error("attaching the quarantine programs failed: {0}")]
+    Attach(String),
+
+    /// A file of the quarantine could not be written, read or removed.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> IsolateError {
+    let path = path.into();
+    move |source| IsolateError::Io { path, source }
+}
+
+/// One allow-list entry: a network and, optionally, the one remote port allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllowRule {
+    pub addr: IpAddr,
+    pub prefix: u8,
+    /// 0 = every port.
+    pub port: u16,
+}
+
+impl FromStr for AllowRule {
+    type Err = IsolateError;
+
+    /// Parses `ADDR`, `ADDR/PREFIX`, `ADDR:PORT`, `ADDR/PREFIX:PORT`; IPv6 with a port in
+    /// brackets: `[ADDR]:PORT`, `[ADDR/PREFIX]:PORT`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || IsolateError::BadAllowRule(s.to_string());
+        let (net, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (net, tail) = rest.split_once(']').ok_or_else(bad)?;
+            let port = match tail.strip_prefix(':') {
+                Some(p) => p.parse().map_err(|_| bad())?,
+                None if tail.is_empty() => 0,
+                None => return Err(bad()),
+            };
+            (net, port)
+        } else if s.matches(':').count() == 1 {
+            let (net, p) = s.split_once(':').ok_or_else(bad)?;
+            (net, p.parse().map_err(|_| bad())?)
+        } else {
+            (s, 0)
+        };
+        let (addr, prefix) = match net.split_once('/') {
+            Some((a, p)) => (a, Some(p.parse::<u8>().map_err(|_| bad())?)),
+            None => (net, None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        if prefix > max {
+            return Err(bad());
+        }
+        Ok(AllowRule { addr, prefix, port })
+    }
+}
+
+impl std::fmt::Display for AllowRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let net = format!("{}/{}", self.addr, self.prefix);
+        match (self.port, self.addr.is_ipv6()) {
+            (0, _) => f.write_str(&net),
+            (p, true) => write!(f, "[{net}]:{p}"),
+            (p, false) => write!(f, "{net}:{p}"),
+        }
+    }
+}
+
+/// The record of an active quarantine.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Isolation {
+    pub container_id: String,
+    pub container_name: Option<String>,
+    pub cgroup_path: String,
+    pub since: String,
+    pub reason: Option<String>,
+    pub allow: Vec<AllowRule>,
+    /// Who asked (the invoking user, through sudo when used).
+    pub actor: String,
+    /// True when the nftables layer was applied inside the container's netns.
+    pub nftables: bool,
+    pub init_pid: Option<i32>,
+}
+
+/// Packets dropped by a quarantine so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Dropped {
+    pub egress: u64,
+    pub ingress: u64,
+}
+
+/// What [`isolate`] did.
+#[derive(Debug, Serialize)]
+pub struct IsolateOutcome {
+    pub isolation: Isolation,
+    /// False when the container was already isolated (nothing was changed).
+    pub changed: bool,
+    /// Milliseconds from the start of the call until both programs were attached.
+    pub effective_after_ms: f64,
+    /// When both programs were attached (for callers measuring from their own start).
+    #[serde(skip)]
+    pub attached_at: Option<Instant>,
+    /// Why the nftables layer was not applied, when it was not.
+    pub nftables_note: Option<String>,
+}
+
+fn safe_name(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect::<String>()
+        .trim_start_matches('.')
+        .to_string()
+}
+
+fn pin_dir(id: &str) -> PathBuf {
+    Path::new(PIN_ROOT).join(safe_name(id))
+}
+
+fn state_path(id: &str) -> PathBuf {
+    Path::new(STATE_ROOT).join(format!("{}.json", safe_name(id)))
+}
+
+/// The user behind this command: `SUDO_USER` when run through sudo, else the uid.
+pub fn actor() -> String {
+    let uid = unsafe_free_uid();
+    match std::env::var("SUDO_USER") {
+        Ok(u) if !u.is_empty() => format!("{u} (via sudo, uid {uid})"),
+        _ => format!("uid {uid}"),
+    }
+}
+
+fn unsafe_free_uid() -> u32 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().next().map(str::to_string))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(u32::MAX)
+}
+
+/// Every active quarantine, from the records beside the pins.
+pub fn list() -> Vec<Isolation> {
+    let mut out: Vec<Isolation> = fs::read_dir(STATE_ROOT)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| fs::read(e.path()).ok())
+        .filter_map(|b| serde_json::from_slice(&b).ok())
+        .filter(|i: &Isolation| pin_dir(&i.container_id).join("egress").exists())
+        .collect();
+    out.sort_by(|a, b| a.since.cmp(&b.since));
+    out
+}
+
+/// The active quarantine of `id`, if any.
+pub fn find(id: &str) -> Option<Isolation> {
+    list().into_iter().find(|i| i.container_id == id)
+}
+
+/// Packets dropped so far by the quarantine of `id`, both layers together.
+pub fn dropped(id: &str) -> Option<Dropped> {
+    let map = MapData::from_pin(pin_dir(id).join("drops")).ok()?;
+    let drops: PerCpuArray<MapData, u64> = PerCpuArray::try_from(Map::PerCpuArray(map)).ok()?;
+    let sum = |slot: u32| drops.get(&slot, 0).map(|v| v.iter().sum()).unwrap_or(0);
+    let mut d = Dropped {
+        egress: sum(DROPS_EGRESS),
+        ingress: sum(DROPS_INGRESS),
+    };
+    if let Some(pid) = find(id).filter(|i| i.nftables).and_then(|i| i.init_pid) {
+        let (out, inp) = nft_counters(pid);
+        d.egress += out;
+        d.ingress += inp;
+    }
+    Some(d)
+}
+
+/// (output, input) packets counted by the nftables layer's final drop rules.
+fn nft_counters(pid: i32) -> (u64, u64) {
+    let Ok(out) = Command::new("nsenter")
+        .args([
+            "-n",
+            "-t",
+            &pid.to_string(),
+            "nft",
+            "-j",
+            "list",
+            "table",
+            "inet",
+            NFT_TABLE,
+        ])
+        .output()
+    else {
+        return (0, 0);
+    };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+        return (0, 0);
+    };
+    let (mut egress, mut ingress) = (0, 0);
+    for item in v["nftables"].as_array().into_iter().flatten() {
+        let rule = &item["rule"];
+        let packets = rule["expr"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find_map(|e| e["counter"]["packets"].as_u64());
+        match (rule["chain"].as_str(), packets) {
+            (Some("output"), Some(p)) => egress += p,
+            (Some("input"), Some(p)) => ingress += p,
+            _ => {}
+        }
+    }
+    (egress, ingress)
+}
+
+fn bpffs_mounted() -> bool {
+    fs::read_to_string("/proc/self/mounts")
+        .map(|m| {
+            m.lines().any(|l| {
+                l.split_whitespace().nth(1) == Some("/sys/fs/bpf")
+                    && l.split_whitespace().nth(2) == Some("bpf")
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// Quarantines `container`. Isolating an isolated container changes nothing and says so.
+pub fn isolate(
+    container: &Container,
+    cgroup_dir: &Path,
+    allow: &[AllowRule],
+    reason: Option<&str>,
+    force: bool,
+) -> Result<IsolateOutcome, IsolateError> {
+    let started = Instant::now();
+    if let Some(existing) = find(&container.id) {
+        return Ok(IsolateOutcome {
+            isolation: existing,
+            changed: false,
+            effective_after_ms: 0.0,
+            attached_at: None,
+            nftables_note: Some("already isolated; nothing changed".into()),
+        });
+    }
+    if container.host_network && !force {
+        return Err(IsolateError::HostNetwork(container.to_string()));
+    }
+    if !cgroup_dir.is_dir() {
+        return Err(IsolateError::NoCgroup {
+            container: container.to_string(),
+            path: cgroup_dir.display().to_string(),
+        });
+    }
+    if !bpffs_mounted() {
+        return Err(IsolateError::NoBpffs);
+    }
+    let pins = pin_dir(&container.id);
+    fs::create_dir_all(&pins).map_err(io(&pins))?;
+
+    // The container's own loopback stays up when it has its own network namespace: it never
+    // leaves the container. In the host's namespace loopback reaches host services: cut it.
+    let mut rules: Vec<AllowRule> = allow.to_vec();
+    if !container.host_network {
+        rules.push("127.0.0.0/8".parse()?);
+        rules.push("::1/128".parse()?);
+    }
+
+    let attach = || -> Result<(), IsolateError> {
+        let err = |e: &dyn std::error::Error| {
+            let mut msg = e.to_string();
+            let mut src = e.source();
+            while let Some(s) = src {
+                msg.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            IsolateError::Attach(msg)
+        };
+        let msg = |m: &str| IsolateError::Attach(m.to_string());
+        // No CO-RE relocations here: skipping the kernel BTF saves parsing megabytes of it.
+        let mut ebpf: Ebpf = EbpfLoader::new()
+            .btf(None)
+            .load(EBPF_OBJECT)
+            .map_err(|e| err(&e))?;
+        {
+            let mut v4: LpmTrie<_, [u8; 4], AllowValue> = LpmTrie::try_from(
+                ebpf.map_mut("ALLOW_V4")
+                    .ok_or_else(|| msg("no ALLOW_V4 map"))?,
+            )
+            .map_err(|e| err(&e))?;
+            for r in rules.iter().filter(|r| r.addr.is_ipv4()) {
+                let IpAddr::V4(a) = r.addr else { continue };
+                v4.insert(
+                    &Key::new(r.prefix as u32, a.octets()),
+                    AllowValue {
+                        port: r.port,
+                        _pad: [0; 6],
+                    },
+                    0,
+                )
+                .map_err(|e| err(&e))?;
+            }
+        }
+        {
+            let mut v6: LpmTrie<_, [u8; 16], AllowValue> = LpmTrie::try_from(
+                ebpf.map_mut("ALLOW_V6")
+                    .ok_or_else(|| msg("no ALLOW_V6 map"))?,
+            )
+            .map_err(|e| err(&e))?;
+            for r in rules.iter().filter(|r| r.addr.is_ipv6()) {
+                let IpAddr::V6(a) = r.addr else { continue };
+                v6.insert(
+                    &Key::new(r.prefix as u32, a.octets()),
+                    AllowValue {
+                        port: r.port,
+                        _pad: [0; 6],
+                    },
+                    0,
+                )
+                .map_err(|e| err(&e))?;
+            }
+        }
+        for name in ["ALLOW_V4", "ALLOW_V6", "DROPS"] {
+            let path = pins.join(name.to_ascii_lowercase().replace("allow_", "allow-"));
+            let path = if name == "DROPS" {
+                pins.join("drops")
+            } else {
+                path
+            };
+            ebpf.map(name)
+                .ok_or_else(|| msg(name))?
+                .pin(&path)
+                .map_err(|e| err(&e))?;
+        }
+        let cgroup = fs::File::open(cgroup_dir).map_err(io(cgroup_dir))?;
+        for (program, attach_type, pin) in [
+            ("quarantine_egress", CgroupSkbAttachType::Egress, "egress"),
+            (
+                "quarantine_ingress",
+                CgroupSkbAttachType::Ingress,
+                "ingress",
+            ),
+        ] {
+            let prog: &mut CgroupSkb = ebpf
+                .program_mut(program)
+                .ok_or_else(|| msg(program))?
+                .try_into()
+                .map_err(|e| err(&e))?;
+            prog.load().map_err(|e| err(&e))?;
+            // A bpf_link: the kernel runs it alongside other tools' cgroup_skb programs
+            // (systemd's IP accounting, say) and any drop verdict drops the packet. Link
+            // attachment takes no mode flags (the kernel rejects them), hence `Single`.
+            let link_id = prog
+                .attach(&cgroup, attach_type, CgroupAttachMode::Single)
+                .map_err(|e| err(&e))?;
+            let link = prog.take_link(link_id).map_err(|e| err(&e))?;
+            let fd_link: FdLink = link
+                .try_into()
+                .map_err(|e: aya::programs::links::LinkError| err(&e))?;
+            fd_link.pin(pins.join(pin)).map_err(|e| err(&e))?;
+        }
+        Ok(())
+    };
+    if let Err(e) = attach() {
+        // Leave nothing half-done behind.
+        let _ = fs::remove_dir_all(&pins);
+        return Err(e);
+    }
+    let attached_at = Instant::now();
+    let effective_after_ms = (attached_at - started).as_secs_f64() * 1000.0;
+
+    let (nftables, nftables_note) = match (container.host_network, container.init_pid) {
+        (true, _) => (
+            false,
+            Some("host network namespace: no nftables layer".to_string()),
+        ),
+        (false, None) => (
+            false,
+            Some("no init pid to enter the network namespace".to_string()),
+        ),
+        (false, Some(pid)) => match apply_nftables(pid, &rules) {
+            Ok(()) => (true, None),
+            Err(e) => (
+                false,
+                Some(format!(
+                    "nftables layer not applied ({e}); the eBPF layer holds"
+                )),
+            ),
+        },
+    };
+
+    let isolation = Isolation {
+        container_id: container.id.clone(),
+        container_name: container.name.clone(),
+        cgroup_path: container.cgroup_path.clone(),
+        since: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        reason: reason.map(str::to_string),
+        allow: allow.to_vec(),
+        actor: actor(),
+        nftables,
+        init_pid: container.init_pid,
+    };
+    let state = state_path(&container.id);
+    fs::create_dir_all(STATE_ROOT).map_err(io(STATE_ROOT))?;
+    fs::write(
+        &state,
+        serde_json::to_vec_pretty(&isolation).expect("serializes"),
+    )
+    .map_err(io(&state))?;
+    Ok(IsolateOutcome {
+        isolation,
+        changed: true,
+        effective_after_ms,
+        attached_at: Some(attached_at),
+        nftables_note,
+    })
+}
+
+/// The nftables ruleset of the second layer: drop everything but loopback and the allow-list.
+pub fn nft_ruleset(rules: &[AllowRule]) -> String {
+    let mut input = String::new();
+    let mut output = String::new();
+    for r in rules {
+        let fam = if r.addr.is_ipv4() { "ip" } else { "ip6" };
+        let net = format!("{}/{}", r.addr, r.prefix);
+        if r.port == 0 {
+            input.push_str(&format!("    {fam} saddr {net} accept\n"));
+            output.push_str(&format!("    {fam} daddr {net} accept\n"));
+        } else {
+            for proto in ["tcp", "udp"] {
+                input.push_str(&format!(
+                    "    {fam} saddr {net} {proto} sport {} accept\n",
+                    r.port
+                ));
+                output.push_str(&format!(
+                    "    {fam} daddr {net} {proto} dport {} accept\n",
+                    r.port
+                ));
+            }
+        }
+    }
+    // The final `counter drop` counts what this layer stops: it sees packets before the eBPF
+    // layer does on the way out, so both layers' counts add up to what the container tried.
+    format!(
+        "table inet {NFT_TABLE} {{\n  chain input {{\n    type filter hook input priority -300; policy drop;\n    iif lo accept\n{input}    counter drop\n  }}\n  chain output {{\n    type filter hook output priority -300; policy drop;\n    oif lo accept\n{output}    counter drop\n  }}\n}}\n"
+    )
+}
+
+fn nft_in_netns(pid: i32, script: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = Command::new("nsenter")
+        .args(["-n", "-t", &pid.to_string(), "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("nsenter/nft not available: {e}"))?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(script.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+fn apply_nftables(pid: i32, rules: &[AllowRule]) -> Result<(), String> {
+    nft_in_netns(pid, &nft_ruleset(rules))
+}
+
+/// What [`release`] did.
+#[derive(Debug, Serialize)]
+pub struct ReleaseOutcome {
+    /// The quarantine that was lifted; None when the container was not isolated.
+    pub released: Option<Isolation>,
+    pub dropped: Dropped,
+}
+
+/// Lifts the quarantine of container `id` exactly: unpins the links (which detaches the
+/// programs), removes the maps, the nftables table and the record. Works after the container
+/// has exited too.
+pub fn release(id: &str) -> Result<ReleaseOutcome, IsolateError> {
+    let Some(isolation) = find(id) else {
+        // Clean up anything stale left by an interrupted isolate.
+        let _ = fs::remove_dir_all(pin_dir(id));
+        let _ = fs::remove_file(state_path(id));
+        return Ok(ReleaseOutcome {
+            released: None,
+            dropped: Dropped::default(),
+        });
+    };
+    let dropped = dropped(id).unwrap_or_default();
+    let pins = pin_dir(id);
+    for link in ["egress", "ingress"] {
+        let path = pins.join(link);
+        if let Ok(pinned) = PinnedLink::from_pin(&path) {
+            // Unpinning drops the last reference: the program detaches from the cgroup.
+            let _ = pinned.unpin();
+        }
+        let _ = fs::remove_file(&path);
+    }
+    fs::remove_dir_all(&pins).map_err(io(&pins))?;
+    if let (true, Some(pid)) = (isolation.nftables, isolation.init_pid)
+        && let Err(e) = nft_in_netns(pid, &format!("delete table inet {NFT_TABLE}\n"))
+    {
+        log::info!("nftables table not removed ({e}); the container's netns is likely gone");
+    }
+    let state = state_path(id);
+    fs::remove_file(&state).map_err(io(&state))?;
+    Ok(ReleaseOutcome {
+        released: Some(isolation),
+        dropped,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_rules_parse() {
+        let r: AllowRule = "198.18.0.5".parse().unwrap();
+        assert_eq!((r.prefix, r.port), (32, 0));
+        let r: AllowRule = "198.18.0.0/24:443".parse().unwrap();
+        assert_eq!(
+            (r.prefix, r.port, r.to_string().as_str()),
+            (24, 443, "198.18.0.0/24:443")
+        );
+        let r: AllowRule = "[2001:db8::1]:514".parse().unwrap();
+        assert_eq!((r.prefix, r.port), (128, 514));
+        let r: AllowRule = "2001:db8::/32".parse().unwrap();
+        assert_eq!((r.prefix, r.port), (32, 0));
+        for bad in [
+            "",
+            "host.example",
+            "198.18.0.0/33",
+            "198.18.0.1:http",
+            "[::1",
+        ] {
+            assert!(bad.parse::<AllowRule>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn nft_ruleset_drops_all_but_loopback_and_allowed() {
+        let rules = ["198.18.0.5", "198.18.1.0/24:514"].map(|r| r.parse().unwrap());
+        let nft = nft_ruleset(&rules);
+        assert!(nft.contains("policy drop") && nft.contains("iif lo accept"));
+        assert!(nft.contains("ip daddr 198.18.0.5/32 accept"));
+        assert!(nft.contains("ip daddr 198.18.1.0/24 tcp dport 514 accept"));
+        assert!(nft.contains("ip saddr 198.18.1.0/24 udp sport 514 accept"));
+    }
+
+    #[test]
+    fn ids_are_safe_file_names() {
+        assert_eq!(safe_name("../../etc"), "_.._etc");
+        assert_eq!(safe_name("abc-1_2"), "abc-1_2");
+    }
+}

@@ -43,7 +43,9 @@ impl Pending {
             Table::Net => Pending::Net(Vec::new()),
             Table::Syscall => Pending::Syscall(Box::default()),
             Table::Gap => Pending::Gap(Vec::new()),
-            Table::Container => unreachable!("container rows are built at seal time"),
+            Table::Container | Table::Action => {
+                unreachable!("container rows are built at seal time; actions are not recorded")
+            }
         }
     }
 

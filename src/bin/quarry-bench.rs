@@ -32,8 +32,10 @@ fn main() -> anyhow::Result<()> {
         }
         ["loop", "mixed", n] => mixed_workload(n.parse().context("N must be a number")?),
         ["recorder", rest @ ..] => recorder_bench(rest),
+        ["isolate", container, rest @ ..] => isolate_bench(container, rest),
         _ => bail!(
-            "usage: quarry-bench recorder [--calls N] [--format json] | quarry-bench loop getpid N"
+            "usage: quarry-bench recorder [--calls N] [--format json] | \
+             quarry-bench isolate CONTAINER [--runs N] | quarry-bench loop getpid|mixed N"
         ),
     }
 }
@@ -166,6 +168,54 @@ impl Drop for EmptyCgroup {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir(&self.0);
     }
+}
+
+/// Isolates and releases a running container `runs` times; reports how long each quarantine
+/// took to be in force (the command measures from its start to both programs attached) and the
+/// whole command's wall time.
+fn isolate_bench(container: &str, args: &[&str]) -> anyhow::Result<()> {
+    let runs: usize = match args {
+        ["--runs", n] => n.parse()?,
+        [] => 20,
+        _ => bail!("usage: quarry-bench isolate CONTAINER [--runs N]"),
+    };
+    let store = tempfile::tempdir()?;
+    let (mut effective, mut wall) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let started = Instant::now();
+        let out = Command::new(quarry_binary()?)
+            .args(["isolate", container, "--format", "json", "--store"])
+            .arg(store.path())
+            .output()?;
+        wall.push(started.elapsed().as_secs_f64() * 1000.0);
+        if !out.status.success() {
+            bail!("isolate failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        effective.push(v["effective_after_ms"].as_f64().unwrap_or(f64::NAN));
+        let status = Command::new(quarry_binary()?)
+            .args(["release", container, "--store"])
+            .arg(store.path())
+            .stdout(Stdio::null())
+            .status()?;
+        if !status.success() {
+            bail!("release failed");
+        }
+    }
+    let stats = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[0], v[v.len() / 2], v[v.len() - 1])
+    };
+    let (emin, emed, emax) = stats(&mut effective);
+    let (wmin, wmed, wmax) = stats(&mut wall);
+    println!("isolate {container}, {runs} runs");
+    println!(
+        "  in force after (from command start)  min {emin:.2} ms  median {emed:.2} ms  max {emax:.2} ms"
+    );
+    println!(
+        "  whole command (incl. nftables, record) min {wmin:.2} ms  median {wmed:.2} ms  max {wmax:.2} ms"
+    );
+    Ok(())
 }
 
 /// (rows, bytes) per table from the store's manifest.

@@ -33,18 +33,21 @@ pub enum Table {
     Syscall,
     /// Where evidence is missing: records lost per CPU and interval.
     Gap,
+    /// Every responder action (isolate, release, snapshot, export): who, what, when, result.
+    Action,
     /// The containers the recorder attributed rows to, with when they were first and last seen.
     Container,
 }
 
 impl Table {
     /// Every table, in the order they are listed to users.
-    pub const ALL: [Table; 6] = [
+    pub const ALL: [Table; 7] = [
         Table::Process,
         Table::File,
         Table::Net,
         Table::Syscall,
         Table::Gap,
+        Table::Action,
         Table::Container,
     ];
 
@@ -56,6 +59,7 @@ impl Table {
             Table::Net => "net",
             Table::Syscall => "syscall",
             Table::Gap => "gap",
+            Table::Action => "action",
             Table::Container => "container",
         }
     }

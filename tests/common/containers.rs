@@ -41,6 +41,11 @@ pub struct RuncContainer {
 
 impl RuncContainer {
     pub fn start(id: &str) -> RuncContainer {
+        RuncContainer::start_in_netns(id, None)
+    }
+
+    /// Starts the container in an existing network namespace (`/var/run/netns/<name>`).
+    pub fn start_in_netns(id: &str, netns: Option<&str>) -> RuncContainer {
         let bundle = tempfile::tempdir().unwrap();
         busybox_rootfs(&bundle.path().join("rootfs"));
         run_ok(Command::new("runc").arg("spec").current_dir(bundle.path()));
@@ -51,6 +56,13 @@ impl RuncContainer {
         config["process"]["terminal"] = false.into();
         config["process"]["args"] = serde_json::json!(["sleep", "100000"]);
         config["linux"]["cgroupsPath"] = format!("/{cgroup_parent}/{id}").into();
+        if let Some(ns) = netns {
+            for n in config["linux"]["namespaces"].as_array_mut().unwrap() {
+                if n["type"] == "network" {
+                    n["path"] = format!("/var/run/netns/{ns}").into();
+                }
+            }
+        }
         std::fs::write(&config_path, config.to_string()).unwrap();
         let c = RuncContainer {
             id: id.to_string(),
@@ -220,5 +232,88 @@ impl Drop for PodmanContainer {
             .args(["rm", "-f", "-t", "0", &self.name])
             .output();
         let _ = self.podman.cmd().args(["rmi", "-f", &self.image]).output();
+    }
+}
+
+/// A network namespace joined to the host by a veth pair, on its own test subnet of
+/// 198.18.0.0/15: the host end is `.1`, the namespace end `.2`, and `.5` is an extra host
+/// address (a "collector"). Removed when dropped.
+pub struct TestNet {
+    pub netns: String,
+    host_if: String,
+    pub host: String,
+    pub inside: String,
+    pub collector: String,
+}
+
+impl TestNet {
+    pub fn new(tag: &str) -> TestNet {
+        let pid = std::process::id();
+        // Spread subnets by pid and tag so parallel tests never share one.
+        let n = (pid as usize * 7 + tag.bytes().map(usize::from).sum::<usize>()) % 250;
+        let net = TestNet {
+            netns: format!("qt{tag}{pid}"),
+            host_if: format!("qh{tag}{pid}"),
+            host: format!("198.18.{n}.1"),
+            inside: format!("198.18.{n}.2"),
+            collector: format!("198.18.{n}.5"),
+        };
+        let peer = format!("qc{tag}{pid}");
+        let ip = |args: &[&str]| {
+            run_ok(Command::new("ip").args(args));
+        };
+        ip(&["netns", "add", &net.netns]);
+        ip(&[
+            "link",
+            "add",
+            &net.host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &peer,
+        ]);
+        ip(&["link", "set", &peer, "netns", &net.netns]);
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/29", net.host),
+            "dev",
+            &net.host_if,
+        ]);
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/32", net.collector),
+            "dev",
+            &net.host_if,
+        ]);
+        ip(&["link", "set", &net.host_if, "up"]);
+        ip(&[
+            "-n",
+            &net.netns,
+            "addr",
+            "add",
+            &format!("{}/29", net.inside),
+            "dev",
+            &peer,
+        ]);
+        ip(&["-n", &net.netns, "link", "set", &peer, "up"]);
+        ip(&["-n", &net.netns, "link", "set", "lo", "up"]);
+        ip(&[
+            "-n", &net.netns, "route", "add", "default", "via", &net.host,
+        ]);
+        net
+    }
+}
+
+impl Drop for TestNet {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .output();
     }
 }
