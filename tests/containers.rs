@@ -250,3 +250,28 @@ fn podman_container_is_listed_by_name_and_attributed() {
         assert_eq!(r.container_id.as_deref(), Some(c.id.as_str()), "{r:?}");
     }
 }
+
+#[test]
+fn container_started_after_the_recorder_is_picked_up() {
+    if !require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let rec = RecorderProcess::start(&store, &["--seal-interval", "1s"]);
+    let name = format!("qt-late-{}", std::process::id());
+    let c = RuncContainer::start(&name);
+    let inside = marker("late");
+    assert_eq!(
+        c.exec(&["/bin/sh", "-c", &format!("/bin/true {inside}")]),
+        0
+    );
+    let out = rec.stop_with(Signal::SIGINT);
+    assert!(out.status.success(), "{out:?}");
+    let rows = process_rows(&store);
+    let exec = rows_with_marker(&rows, &inside)
+        .into_iter()
+        .find(|r| r.event == "exec" && r.comm == "true")
+        .expect("the exec inside the late container is recorded");
+    assert_eq!(exec.container_id.as_deref(), Some(name.as_str()));
+}
