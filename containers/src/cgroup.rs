@@ -166,22 +166,9 @@ pub fn containers_from_procs(fs: &CgroupFs, proc_root: &Path) -> Vec<Container> 
                 .filter(|&p| parent_pid(proc_root, p).is_none_or(|pp| !pids.contains(&pp)))
                 .min()
                 .or_else(|| pids.iter().copied().min());
-            Container {
-                id: m.id,
-                name: None,
-                runtime: m.runtime,
-                image: None,
-                init_pid: init,
-                cgroup_id: fs.cgroup_id(&m.container_path),
-                cgroup_path: m.container_path,
-                netns_inode: None,
-                host_network: false,
-                created: None,
-                bundle: None,
-                pod_uid: m.pod_uid,
-                pod_name: None,
-                pod_namespace: None,
-            }
+            let mut c = m.into_container(Some(fs));
+            c.init_pid = init;
+            c
         })
         .collect()
 }

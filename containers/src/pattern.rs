@@ -74,6 +74,28 @@ fn pod_uid(component: &str) -> Option<String> {
     plausible.then(|| uid.replace('_', "-"))
 }
 
+impl PathMatch {
+    /// What the path alone says about the container; runtimes' records add the rest.
+    pub fn into_container(self, fs: Option<&crate::CgroupFs>) -> crate::Container {
+        crate::Container {
+            id: self.id,
+            name: None,
+            runtime: self.runtime,
+            image: None,
+            init_pid: None,
+            cgroup_id: fs.and_then(|fs| fs.cgroup_id(&self.container_path)),
+            cgroup_path: self.container_path,
+            netns_inode: None,
+            host_network: false,
+            created: None,
+            bundle: None,
+            pod_uid: self.pod_uid,
+            pod_name: None,
+            pod_namespace: None,
+        }
+    }
+}
+
 /// Finds the container a cgroup path belongs to, if its shape says so.
 pub fn parse_cgroup_path(path: &str) -> Option<PathMatch> {
     let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();

@@ -111,25 +111,7 @@ impl Attributor {
         }
         // A container whose runtime keeps no state we can read: its path still names it.
         let m = parse_cgroup_path(path)?;
-        Some(Arc::new(Container {
-            id: m.id,
-            name: None,
-            runtime: m.runtime,
-            image: None,
-            init_pid: None,
-            cgroup_id: self
-                .fs
-                .as_ref()
-                .and_then(|fs| fs.cgroup_id(&m.container_path)),
-            cgroup_path: m.container_path,
-            netns_inode: None,
-            host_network: false,
-            created: None,
-            bundle: None,
-            pod_uid: m.pod_uid,
-            pod_name: None,
-            pod_namespace: None,
-        }))
+        Some(Arc::new(m.into_container(self.fs.as_ref())))
     }
 
     /// Returns `batch` with its `container_id` column filled from its `cgroup_id` column, and
