@@ -151,10 +151,11 @@ pub struct StatusArgs {
 Examples:
   sudo quarry isolate web
   sudo quarry isolate 3f2a --allow 198.18.0.5 --allow 198.18.1.0/24:514 --reason \"IR-42\"
-  sudo quarry isolate --status")]
+  sudo quarry isolate --status
+  sudo quarry isolate --prepare                load the programs now, at node start")]
 pub struct IsolateArgs {
     /// Container id, unique id prefix or name
-    #[arg(required_unless_present = "status")]
+    #[arg(required_unless_present_any = ["status", "prepare"])]
     pub container: Option<String>,
     /// Let traffic to and from this collector through: ADDR, CIDR, ADDR:PORT, [IPv6]:PORT
     #[arg(long)]
@@ -166,8 +167,12 @@ pub struct IsolateArgs {
     #[arg(long)]
     pub force: bool,
     /// List isolated containers, since when, why, allow-list and packets dropped
-    #[arg(long, conflicts_with_all = ["allow", "reason", "force"])]
+    #[arg(long, conflicts_with_all = ["allow", "reason", "force", "prepare"])]
     pub status: bool,
+    /// Load the quarantine programs ahead of need (e.g. at boot) so the first isolate is as
+    /// fast as the rest
+    #[arg(long, conflicts_with_all = ["allow", "reason", "force"])]
+    pub prepare: bool,
     /// Store whose `action` table records this
     #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
     pub store: PathBuf,

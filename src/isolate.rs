@@ -14,6 +14,11 @@ pub fn run(args: IsolateArgs) -> anyhow::Result<u8> {
     if args.status {
         return status(args.format);
     }
+    if args.prepare {
+        quarry_isolate::prepare()?;
+        println!("quarantine programs loaded and pinned; isolating now only attaches them");
+        return Ok(exit::OK);
+    }
     let query = args
         .container
         .as_deref()

@@ -94,6 +94,8 @@ impl Drop for Released {
             .args(["release", &self.0, "--store", "/tmp/quarry-test-unused"])
             .output();
         let _ = std::fs::remove_dir_all("/tmp/quarry-test-unused");
+        // The shared programs this test caused to be loaded go too, unless others use them.
+        let _ = quarry_isolate::unload_if_idle();
     }
 }
 
@@ -283,4 +285,37 @@ fn unknown_container_is_a_clear_error() {
         out.contains("no running container matches 'no-such-container-xyz'"),
         "{out}"
     );
+}
+
+#[test]
+fn release_after_the_container_exited_leaves_nothing_behind() {
+    if !require_root() {
+        return;
+    }
+    let pid = std::process::id();
+    let net = TestNet::new("x");
+    let name = format!("qt-iso-x-{pid}");
+    let c = RuncContainer::start_in_netns(&name, Some(&net.netns));
+    let _guard = Released(name.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store").display().to_string();
+    let (code, out) = isolate(&[&name, "--store", &store]);
+    assert_eq!(code, 0, "{out}");
+    drop(c); // the container exits (killed and deleted) while isolated
+    let out = quarry()
+        .args(["release", &name, "--store", &store])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("released"));
+    assert!(
+        !std::path::Path::new(&format!("/sys/fs/bpf/quarry/isolate/containers/{name}")).exists()
+    );
+    assert!(!std::path::Path::new(&format!("/run/quarry/isolate/{name}.json")).exists());
+    let (_, status) = isolate(&["--status", "--format", "json"]);
+    assert!(!status.contains(&name), "{status}");
 }

@@ -3,10 +3,12 @@
 //! [`isolate`] attaches cgroup_skb ingress and egress programs to the container's cgroup v2
 //! directory: from then on its processes can neither send nor receive packets (TCP, UDP, ICMP;
 //! IPv4 and IPv6, established connections included) except to and from the allow-listed
-//! collectors, while they keep running so responders can watch. The links and maps are pinned
-//! in bpffs (`/sys/fs/bpf/quarry/isolate/<id>/`), so the quarantine outlives the command and
-//! any recorder restart; a record of who isolated what, when and why sits beside them in
-//! `/run/quarry/isolate/<id>.json`. Where the container has its own network namespace, nftables
+//! collectors, while they keep running so responders can watch. One instance of the programs
+//! and their maps is loaded once and pinned (`/sys/fs/bpf/quarry/isolate/shared/`), keyed by
+//! cgroup inside, so a quarantine is a few map updates and two attachments: milliseconds. Each
+//! container's links are pinned in `/sys/fs/bpf/quarry/isolate/containers/<id>/`, so the quarantine
+//! outlives the command and any recorder restart; a record of who isolated what, when and why
+//! sits in `/run/quarry/isolate/<id>.json`. Where the container has its own network namespace, nftables
 //! rules inside it are a second layer. [`release`] undoes all of it; both are idempotent.
 
 use std::fs;
@@ -17,12 +19,13 @@ use std::str::FromStr;
 use std::time::Instant;
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{Map, MapData, PerCpuArray};
+use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuHashMap, PerCpuValues};
 use aya::programs::links::{CgroupAttachMode, FdLink, PinnedLink};
 use aya::programs::{CgroupSkb, CgroupSkbAttachType};
+use aya::util::nr_cpus;
 use aya::{Ebpf, EbpfLoader};
 use quarry_containers::Container;
-use quarry_isolate_common::{AllowValue, DROPS_EGRESS, DROPS_INGRESS};
+use quarry_isolate_common::{AllowValue, CGROUP_KEY_BITS, DropCounts};
 use serde::{Deserialize, Serialize};
 
 /// The quarantine programs built by build.rs from isolate/ebpf.
@@ -31,6 +34,8 @@ static EBPF_OBJECT: &[u8] =
 
 /// Where quarantines are pinned in bpffs.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/quarry/isolate";
+/// The shared programs and maps, below [`PIN_ROOT`] (bpffs refuses names starting with a dot).
+const SHARED: &str = "shared";
 /// Where the records of active quarantines are kept (tmpfs, like the pins: both end at reboot).
 pub const STATE_ROOT: &str = "/run/quarry/isolate";
 
@@ -150,6 +155,8 @@ pub struct Isolation {
     /// True when the nftables layer was applied inside the container's netns.
     pub nftables: bool,
     pub init_pid: Option<i32>,
+    /// The cgroup the programs are attached to (its inode), the key of its map entries.
+    pub cgroup_id: u64,
 }
 
 /// Packets dropped by a quarantine so far.
@@ -189,7 +196,7 @@ fn safe_name(id: &str) -> String {
 }
 
 fn pin_dir(id: &str) -> PathBuf {
-    Path::new(PIN_ROOT).join(safe_name(id))
+    Path::new(PIN_ROOT).join("containers").join(safe_name(id))
 }
 
 fn state_path(id: &str) -> PathBuf {
@@ -238,14 +245,18 @@ pub fn find(id: &str) -> Option<Isolation> {
 
 /// Packets dropped so far by the quarantine of `id`, both layers together.
 pub fn dropped(id: &str) -> Option<Dropped> {
-    let map = MapData::from_pin(pin_dir(id).join("drops")).ok()?;
-    let drops: PerCpuArray<MapData, u64> = PerCpuArray::try_from(Map::PerCpuArray(map)).ok()?;
-    let sum = |slot: u32| drops.get(&slot, 0).map(|v| v.iter().sum()).unwrap_or(0);
-    let mut d = Dropped {
-        egress: sum(DROPS_EGRESS),
-        ingress: sum(DROPS_INGRESS),
+    let isolation = find(id)?;
+    let shared = Shared::open().ok()?;
+    let drops: PerCpuHashMap<_, u64, DropCounts> =
+        PerCpuHashMap::try_from(Map::PerCpuHashMap(shared.map("drops").ok()?)).ok()?;
+    let mut d = match drops.get(&isolation.cgroup_id, 0) {
+        Ok(per_cpu) => Dropped {
+            egress: per_cpu.iter().map(|c| c.egress).sum(),
+            ingress: per_cpu.iter().map(|c| c.ingress).sum(),
+        },
+        Err(_) => Dropped::default(),
     };
-    if let Some(pid) = find(id).filter(|i| i.nftables).and_then(|i| i.init_pid) {
+    if let (true, Some(pid)) = (isolation.nftables, isolation.init_pid) {
         let (out, inp) = nft_counters(pid);
         d.egress += out;
         d.ingress += inp;
@@ -343,104 +354,39 @@ pub fn isolate(
         rules.push("::1/128".parse()?);
     }
 
+    let cgroup_id =
+        std::os::unix::fs::MetadataExt::ino(&fs::metadata(cgroup_dir).map_err(io(cgroup_dir))?);
     let attach = || -> Result<(), IsolateError> {
-        let err = |e: &dyn std::error::Error| {
-            let mut msg = e.to_string();
-            let mut src = e.source();
-            while let Some(s) = src {
-                msg.push_str(&format!(": {s}"));
-                src = s.source();
-            }
-            IsolateError::Attach(msg)
-        };
-        let msg = |m: &str| IsolateError::Attach(m.to_string());
-        // No CO-RE relocations here: skipping the kernel BTF saves parsing megabytes of it.
-        let mut ebpf: Ebpf = EbpfLoader::new()
-            .btf(None)
-            .load(EBPF_OBJECT)
-            .map_err(|e| err(&e))?;
-        {
-            let mut v4: LpmTrie<_, [u8; 4], AllowValue> = LpmTrie::try_from(
-                ebpf.map_mut("ALLOW_V4")
-                    .ok_or_else(|| msg("no ALLOW_V4 map"))?,
-            )
-            .map_err(|e| err(&e))?;
-            for r in rules.iter().filter(|r| r.addr.is_ipv4()) {
-                let IpAddr::V4(a) = r.addr else { continue };
-                v4.insert(
-                    &Key::new(r.prefix as u32, a.octets()),
-                    AllowValue {
-                        port: r.port,
-                        _pad: [0; 6],
-                    },
-                    0,
-                )
-                .map_err(|e| err(&e))?;
-            }
-        }
-        {
-            let mut v6: LpmTrie<_, [u8; 16], AllowValue> = LpmTrie::try_from(
-                ebpf.map_mut("ALLOW_V6")
-                    .ok_or_else(|| msg("no ALLOW_V6 map"))?,
-            )
-            .map_err(|e| err(&e))?;
-            for r in rules.iter().filter(|r| r.addr.is_ipv6()) {
-                let IpAddr::V6(a) = r.addr else { continue };
-                v6.insert(
-                    &Key::new(r.prefix as u32, a.octets()),
-                    AllowValue {
-                        port: r.port,
-                        _pad: [0; 6],
-                    },
-                    0,
-                )
-                .map_err(|e| err(&e))?;
-            }
-        }
-        for name in ["ALLOW_V4", "ALLOW_V6", "DROPS"] {
-            let path = pins.join(name.to_ascii_lowercase().replace("allow_", "allow-"));
-            let path = if name == "DROPS" {
-                pins.join("drops")
-            } else {
-                path
-            };
-            ebpf.map(name)
-                .ok_or_else(|| msg(name))?
-                .pin(&path)
-                .map_err(|e| err(&e))?;
-        }
+        let shared = Shared::open_or_create()?;
+        shared.set_allow_list(cgroup_id, &rules)?;
+        shared.reset_drops(cgroup_id)?;
         let cgroup = fs::File::open(cgroup_dir).map_err(io(cgroup_dir))?;
-        for (program, attach_type, pin) in [
-            ("quarantine_egress", CgroupSkbAttachType::Egress, "egress"),
-            (
-                "quarantine_ingress",
-                CgroupSkbAttachType::Ingress,
-                "ingress",
-            ),
+        for (pin, attach_type) in [
+            ("egress", CgroupSkbAttachType::Egress),
+            ("ingress", CgroupSkbAttachType::Ingress),
         ] {
-            let prog: &mut CgroupSkb = ebpf
-                .program_mut(program)
-                .ok_or_else(|| msg(program))?
-                .try_into()
-                .map_err(|e| err(&e))?;
-            prog.load().map_err(|e| err(&e))?;
+            let mut prog = CgroupSkb::from_pin(shared.dir.join(format!("prog-{pin}")), attach_type)
+                .map_err(attach_err)?;
             // A bpf_link: the kernel runs it alongside other tools' cgroup_skb programs
             // (systemd's IP accounting, say) and any drop verdict drops the packet. Link
             // attachment takes no mode flags (the kernel rejects them), hence `Single`.
             let link_id = prog
                 .attach(&cgroup, attach_type, CgroupAttachMode::Single)
-                .map_err(|e| err(&e))?;
-            let link = prog.take_link(link_id).map_err(|e| err(&e))?;
-            let fd_link: FdLink = link
-                .try_into()
-                .map_err(|e: aya::programs::links::LinkError| err(&e))?;
-            fd_link.pin(pins.join(pin)).map_err(|e| err(&e))?;
+                .map_err(attach_err)?;
+            let link = prog.take_link(link_id).map_err(attach_err)?;
+            let fd_link: FdLink = link.try_into().map_err(attach_err)?;
+            fd_link.pin(pins.join(pin)).map_err(attach_err)?;
         }
-        Ok(())
+        // The switch: from this map update on, both directions are cut.
+        shared.mark(cgroup_id, true)
     };
     if let Err(e) = attach() {
         // Leave nothing half-done behind.
         let _ = fs::remove_dir_all(&pins);
+        if let Ok(shared) = Shared::open() {
+            let _ = shared.mark(cgroup_id, false);
+            let _ = shared.set_allow_list(cgroup_id, &[]);
+        }
         return Err(e);
     }
     let attached_at = Instant::now();
@@ -476,6 +422,7 @@ pub fn isolate(
         actor: actor(),
         nftables,
         init_pid: container.init_pid,
+        cgroup_id,
     };
     let state = state_path(&container.id);
     fs::create_dir_all(STATE_ROOT).map_err(io(STATE_ROOT))?;
@@ -491,6 +438,195 @@ pub fn isolate(
         attached_at: Some(attached_at),
         nftables_note,
     })
+}
+
+fn attach_err(e: impl std::error::Error) -> IsolateError {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    IsolateError::Attach(msg)
+}
+
+/// The programs and maps every quarantine shares, pinned once.
+struct Shared {
+    dir: PathBuf,
+}
+
+const SHARED_MAPS: [(&str, &str); 4] = [
+    ("QUARANTINED", "quarantined"),
+    ("ALLOW_V4", "allow-v4"),
+    ("ALLOW_V6", "allow-v6"),
+    ("DROPS", "drops"),
+];
+
+impl Shared {
+    fn open() -> Result<Shared, IsolateError> {
+        let dir = Path::new(PIN_ROOT).join(SHARED);
+        if dir.join("prog-ingress").exists() {
+            Ok(Shared { dir })
+        } else {
+            Err(IsolateError::Attach(
+                "the shared quarantine programs are not loaded".into(),
+            ))
+        }
+    }
+
+    /// Opens the pinned programs, loading and pinning them the first time. Loading costs tens
+    /// of milliseconds (aya parses the kernel's BTF); every later quarantine skips it.
+    fn open_or_create() -> Result<Shared, IsolateError> {
+        if let Ok(s) = Shared::open() {
+            return Ok(s);
+        }
+        let dir = Path::new(PIN_ROOT).join(SHARED);
+        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let mut ebpf: Ebpf = EbpfLoader::new().load(EBPF_OBJECT).map_err(attach_err)?;
+        for (name, file) in SHARED_MAPS {
+            let map = ebpf
+                .map(name)
+                .ok_or_else(|| IsolateError::Attach(format!("no map {name} in the object")))?;
+            map.pin(dir.join(file)).map_err(attach_err)?;
+        }
+        // The ingress program is pinned last: its presence means everything is there.
+        for (program, file) in [
+            ("quarantine_egress", "prog-egress"),
+            ("quarantine_ingress", "prog-ingress"),
+        ] {
+            let prog: &mut CgroupSkb = ebpf
+                .program_mut(program)
+                .ok_or_else(|| IsolateError::Attach(format!("no program {program}")))?
+                .try_into()
+                .map_err(attach_err)?;
+            prog.load().map_err(attach_err)?;
+            prog.pin(dir.join(file)).map_err(attach_err)?;
+        }
+        Ok(Shared { dir })
+    }
+
+    fn map(&self, file: &str) -> Result<MapData, IsolateError> {
+        MapData::from_pin(self.dir.join(file)).map_err(attach_err)
+    }
+
+    /// Marks (or unmarks) a cgroup as quarantined: the switch the programs look at.
+    fn mark(&self, cgroup_id: u64, on: bool) -> Result<(), IsolateError> {
+        let mut m: BpfHashMap<_, u64, u8> =
+            BpfHashMap::try_from(Map::HashMap(self.map("quarantined")?)).map_err(attach_err)?;
+        if on {
+            m.insert(cgroup_id, 1, 0).map_err(attach_err)
+        } else {
+            let _ = m.remove(&cgroup_id);
+            Ok(())
+        }
+    }
+
+    /// Replaces the allow-list entries of a cgroup with `rules`.
+    fn set_allow_list(&self, cgroup_id: u64, rules: &[AllowRule]) -> Result<(), IsolateError> {
+        let cg = cgroup_id.to_be_bytes();
+        let mut v4: LpmTrie<_, [u8; 12], AllowValue> =
+            LpmTrie::try_from(Map::LpmTrie(self.map("allow-v4")?)).map_err(attach_err)?;
+        let mut v6: LpmTrie<_, [u8; 24], AllowValue> =
+            LpmTrie::try_from(Map::LpmTrie(self.map("allow-v6")?)).map_err(attach_err)?;
+        let old4: Vec<Key<[u8; 12]>> = v4
+            .keys()
+            .flatten()
+            .filter(|k| k.data()[..8] == cg)
+            .collect();
+        for k in old4 {
+            let _ = v4.remove(&k);
+        }
+        let old6: Vec<Key<[u8; 24]>> = v6
+            .keys()
+            .flatten()
+            .filter(|k| k.data()[..8] == cg)
+            .collect();
+        for k in old6 {
+            let _ = v6.remove(&k);
+        }
+        for r in rules {
+            let value = AllowValue {
+                port: r.port,
+                _pad: [0; 6],
+            };
+            let prefix = CGROUP_KEY_BITS + r.prefix as u32;
+            match r.addr {
+                IpAddr::V4(a) => {
+                    let mut data = [0u8; 12];
+                    data[..8].copy_from_slice(&cg);
+                    data[8..].copy_from_slice(&a.octets());
+                    v4.insert(&Key::new(prefix, data), value, 0)
+                        .map_err(attach_err)?;
+                }
+                IpAddr::V6(a) => {
+                    let mut data = [0u8; 24];
+                    data[..8].copy_from_slice(&cg);
+                    data[8..].copy_from_slice(&a.octets());
+                    v6.insert(&Key::new(prefix, data), value, 0)
+                        .map_err(attach_err)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn drops(&self) -> Result<PerCpuHashMap<MapData, u64, DropCounts>, IsolateError> {
+        PerCpuHashMap::try_from(Map::PerCpuHashMap(self.map("drops")?)).map_err(attach_err)
+    }
+
+    fn reset_drops(&self, cgroup_id: u64) -> Result<(), IsolateError> {
+        let cpus = nr_cpus().map_err(|(_, e)| attach_err(e))?;
+        let zeros =
+            PerCpuValues::try_from(vec![DropCounts::default(); cpus]).map_err(attach_err)?;
+        self.drops()?
+            .insert(cgroup_id, zeros, 0)
+            .map_err(attach_err)
+    }
+
+    fn clear_drops(&self, cgroup_id: u64) {
+        if let Ok(mut d) = self.drops() {
+            let _ = d.remove(&cgroup_id);
+        }
+    }
+}
+
+/// Loads and pins the shared quarantine programs ahead of need (at node start, say), so even
+/// the first isolate only attaches. Idempotent.
+pub fn prepare() -> Result<(), IsolateError> {
+    if !bpffs_mounted() {
+        return Err(IsolateError::NoBpffs);
+    }
+    Shared::open_or_create().map(|_| ())
+}
+
+/// Unpins the shared programs and maps when no container is isolated (the next isolate loads
+/// them again). Returns whether it did.
+pub fn unload_if_idle() -> Result<bool, IsolateError> {
+    let containers = Path::new(PIN_ROOT).join("containers");
+    let busy = fs::read_dir(&containers)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    if busy {
+        return Ok(false);
+    }
+    let shared = Path::new(PIN_ROOT).join(SHARED);
+    match fs::remove_dir_all(&shared) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(IsolateError::Io {
+                path: shared,
+                source: e,
+            });
+        }
+    }
+    let _ = fs::remove_dir(&containers);
+    let _ = fs::remove_dir(PIN_ROOT);
+    if let Some(quarry_dir) = Path::new(PIN_ROOT).parent() {
+        let _ = fs::remove_dir(quarry_dir);
+    }
+    let _ = fs::remove_dir(STATE_ROOT);
+    Ok(true)
 }
 
 /// The nftables ruleset of the second layer: drop everything but loopback and the allow-list.
@@ -572,6 +708,11 @@ pub fn release(id: &str) -> Result<ReleaseOutcome, IsolateError> {
         });
     };
     let dropped = dropped(id).unwrap_or_default();
+    if let Ok(shared) = Shared::open() {
+        shared.mark(isolation.cgroup_id, false)?;
+        shared.set_allow_list(isolation.cgroup_id, &[])?;
+        shared.clear_drops(isolation.cgroup_id);
+    }
     let pins = pin_dir(id);
     for link in ["egress", "ingress"] {
         let path = pins.join(link);
