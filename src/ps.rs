@@ -66,7 +66,16 @@ pub fn run(args: PsArgs) -> anyhow::Result<u8> {
             .read_table(Table::Container)
             .with_context(|| format!("reading containers from {}", args.store.display()))?;
         let mut seen: BTreeMap<String, ContainerRow> = BTreeMap::new();
-        for row in batches.iter().flat_map(container_rows) {
+        let expected = quarry_store::schema::schema_of(Table::Container);
+        let (good, foreign): (Vec<_>, Vec<_>) =
+            batches.iter().partition(|b| b.schema() == expected);
+        if !foreign.is_empty() {
+            log::warn!(
+                "skipped {} batches of the container table with an unexpected schema (run `quarry verify`)",
+                foreign.len()
+            );
+        }
+        for row in good.into_iter().flat_map(container_rows) {
             match seen.get_mut(&row.container_id) {
                 Some(s) => {
                     s.first_seen = s.first_seen.min(row.first_seen);

@@ -78,11 +78,20 @@ impl StatusFile {
         }
     }
 
-    /// Replaces the status file atomically (write, then rename).
+    /// Replaces the status file atomically (write, then rename), never through a symlink.
     pub fn write(&self, store: &Store) -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
         let path = store.status_path();
         let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
+        let _ = std::fs::remove_file(&tmp); // removes a planted symlink itself, not its target
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(self)?)?;
+        // rename replaces a symlink at `path` rather than writing through it.
         std::fs::rename(&tmp, &path)
     }
 }

@@ -127,7 +127,7 @@ pub fn is_within(path: &str, ancestor: &str) -> bool {
 fn parent_pid(proc_root: &Path, pid: i32) -> Option<i32> {
     let stat = fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
     // The comm field may contain spaces and parentheses: fields resume after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 

@@ -80,7 +80,7 @@ struct RuncCgroups {
 /// Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat).
 fn start_ticks(proc_root: &Path, pid: i32) -> Option<u64> {
     let stat = fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 

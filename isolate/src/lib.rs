@@ -13,6 +13,7 @@
 
 use std::fs;
 use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::str::FromStr;
@@ -49,6 +50,14 @@ pub enum IsolateError {
         "'{0}' is not an allow rule; use an address or CIDR, optionally with a port: 198.18.0.5, 198.18.0.0/24:443, [2001:db8::1]:514"
     )]
     BadAllowRule(String),
+
+    /// Two allow rules overlap with different ports, which one trie entry per network cannot
+    /// express.
+    #[error(
+        "allow rules {0} overlap with different ports; give one rule per network (one port, or \
+         every port) and do not nest a port rule inside a broader rule"
+    )]
+    OverlappingAllow(String),
 
     /// The container shares the host's network namespace: its cgroup's quarantine would cut
     /// only its own processes, which may surprise; refused unless forced.
@@ -141,6 +150,45 @@ impl std::fmt::Display for AllowRule {
     }
 }
 
+/// Refuses allow-lists the kernel side cannot honour: it keeps one port (or any) per network
+/// and picks the longest matching network, so two rules for the same network with different
+/// ports, or a port rule inside a broader network rule, would silently allow less than asked.
+pub fn check_allow_list(rules: &[AllowRule]) -> Result<(), IsolateError> {
+    fn contains(outer: &AllowRule, inner: &AllowRule) -> bool {
+        let bits = |a: IpAddr| -> u128 {
+            match a {
+                IpAddr::V4(v) => u128::from(u32::from(v)) << 96,
+                IpAddr::V6(v) => u128::from(v),
+            }
+        };
+        if outer.addr.is_ipv4() != inner.addr.is_ipv4() || outer.prefix > inner.prefix {
+            return false;
+        }
+        // IPv4 sits in the top 32 bits, so its prefix counts from the top like IPv6's.
+        if outer.prefix == 0 {
+            return true;
+        }
+        let mask = u128::MAX << (128 - u32::from(outer.prefix));
+        bits(outer.addr) & mask == bits(inner.addr) & mask
+    }
+    for (i, a) in rules.iter().enumerate() {
+        for b in &rules[i + 1..] {
+            let conflict = if a.prefix == b.prefix {
+                contains(a, b) && a.port != b.port
+            } else {
+                let (outer, inner) = if a.prefix < b.prefix { (a, b) } else { (b, a) };
+                // The narrower rule wins for its addresses: fine if it allows every port or
+                // the same port as the broader one.
+                contains(outer, inner) && inner.port != 0 && inner.port != outer.port
+            };
+            if conflict {
+                return Err(IsolateError::OverlappingAllow(format!("{a} and {b}")));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The record of an active quarantine.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Isolation {
@@ -181,18 +229,21 @@ pub struct IsolateOutcome {
     pub nftables_note: Option<String>,
 }
 
+/// A file name for container `id`, one-to-one: ids made of `[A-Za-z0-9.-]` (not starting with
+/// a dot) stay readable; anything else is hex-encoded behind a `_` (which readable names never
+/// start with), so no two ids share pins and no id can name a parent directory.
 fn safe_name(id: &str) -> String {
-    id.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect::<String>()
-        .trim_start_matches('.')
-        .to_string()
+    let readable = !id.is_empty()
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if readable {
+        id.to_string()
+    } else {
+        let hex: String = id.bytes().map(|b| format!("{b:02x}")).collect();
+        format!("_{hex}")
+    }
 }
 
 fn pin_dir(id: &str) -> PathBuf {
@@ -322,6 +373,8 @@ pub fn isolate(
     force: bool,
 ) -> Result<IsolateOutcome, IsolateError> {
     let started = Instant::now();
+    check_allow_list(allow)?;
+    let _lock = StateLock::acquire()?;
     if let Some(existing) = find(&container.id) {
         return Ok(IsolateOutcome {
             isolation: existing,
@@ -344,6 +397,17 @@ pub fn isolate(
         return Err(IsolateError::NoBpffs);
     }
     let pins = pin_dir(&container.id);
+    if pins.join("egress").exists() || pins.join("ingress").exists() {
+        // Links pinned without a record: an earlier isolate died before writing it. The
+        // quarantine may be live: never undo it from here; `release` clears it.
+        return Err(IsolateError::Attach(format!(
+            "{} already has quarantine links pinned in {} but no record; run `quarry release {}` \
+             and isolate again",
+            container,
+            pins.display(),
+            container.id
+        )));
+    }
     fs::create_dir_all(&pins).map_err(io(&pins))?;
 
     // The container's own loopback stays up when it has its own network namespace: it never
@@ -629,6 +693,34 @@ pub fn unload_if_idle() -> Result<bool, IsolateError> {
     Ok(true)
 }
 
+/// An exclusive lock over quarantine state, so concurrent isolates and releases of the same
+/// container cannot undo each other's work. Held until dropped (closing the file unlocks).
+struct StateLock {
+    _file: fs::File,
+}
+
+impl StateLock {
+    fn acquire() -> Result<StateLock, IsolateError> {
+        use std::os::fd::AsRawFd;
+        fs::create_dir_all(STATE_ROOT).map_err(io(STATE_ROOT))?;
+        let path = Path::new(STATE_ROOT).join("lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(io(&path))?;
+        // SAFETY: flock on a valid descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(IsolateError::Io {
+                path,
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(StateLock { _file: file })
+    }
+}
+
 /// The nftables ruleset of the second layer: drop everything but loopback and the allow-list.
 pub fn nft_ruleset(rules: &[AllowRule]) -> String {
     let mut input = String::new();
@@ -698,6 +790,7 @@ pub struct ReleaseOutcome {
 /// programs), removes the maps, the nftables table and the record. Works after the container
 /// has exited too.
 pub fn release(id: &str) -> Result<ReleaseOutcome, IsolateError> {
+    let _lock = StateLock::acquire()?;
     let Some(isolation) = find(id) else {
         // Clean up anything stale left by an interrupted isolate.
         let _ = fs::remove_dir_all(pin_dir(id));
@@ -775,8 +868,24 @@ mod tests {
     }
 
     #[test]
-    fn ids_are_safe_file_names() {
-        assert_eq!(safe_name("../../etc"), "_.._etc");
-        assert_eq!(safe_name("abc-1_2"), "abc-1_2");
+    fn ids_are_safe_one_to_one_file_names() {
+        assert_eq!(safe_name("abc-1.2"), "abc-1.2");
+        assert_eq!(safe_name("../../etc"), "_2e2e2f2e2e2f657463");
+        assert_ne!(safe_name("a+b"), safe_name("a_b"));
+        assert_eq!(safe_name("..."), "_2e2e2e");
+        assert!(!safe_name("").is_empty());
+    }
+
+    #[test]
+    fn overlapping_allow_rules_are_refused() {
+        let rules = |v: &[&str]| {
+            v.iter()
+                .map(|r| r.parse().unwrap())
+                .collect::<Vec<AllowRule>>()
+        };
+        assert!(check_allow_list(&rules(&["198.18.0.5:514", "198.18.1.0/24"])).is_ok());
+        assert!(check_allow_list(&rules(&["198.18.0.5:514", "198.18.0.5:443"])).is_err());
+        assert!(check_allow_list(&rules(&["198.18.0.0/24", "198.18.0.5:443"])).is_err());
+        assert!(check_allow_list(&rules(&["198.18.0.0/24", "198.18.0.5"])).is_ok());
     }
 }

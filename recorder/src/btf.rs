@@ -241,6 +241,8 @@ impl Btf {
             task_mm: self.offset_of("task_struct.mm")?,
             task_real_cred: self.offset_of("task_struct.real_cred")?,
             task_exit_code: self.offset_of("task_struct.exit_code")?,
+            task_signal: self.offset_of("task_struct.signal")?,
+            signal_live: self.offset_of("signal_struct.live")?,
             mm_arg_start: self.offset_of("mm_struct.arg_start")?,
             mm_arg_end: self.offset_of("mm_struct.arg_end")?,
             cred_uid: self.offset_of("cred.uid.val")?,

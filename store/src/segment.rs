@@ -93,8 +93,21 @@ impl Store {
             sha256,
             reason: None,
         })?;
-        fs::rename(&staged, &final_path).map_err(|e| StoreError::io(&final_path, e))?;
-        layout::fsync_dir(&dir)?;
+        // From here the segment is on the record: failing now must not make the caller write
+        // the rows again (they would be sealed twice). A failed rename leaves a staged file the
+        // manifest lists, which `recover` (or `verify`, as pending) accounts for.
+        if let Err(e) = fs::rename(&staged, &final_path) {
+            log::error!(
+                "segment {} is logged but could not be moved into place ({e}); the next \
+                 recorder start completes it",
+                final_path.display()
+            );
+        } else if let Err(e) = layout::fsync_dir(&dir) {
+            log::warn!(
+                "{e}: the rename of {} may not be durable yet",
+                final_path.display()
+            );
+        }
         Ok(SealedSegment {
             path: final_path,
             entry,
@@ -102,8 +115,8 @@ impl Store {
     }
 
     /// Finishes seals a killed writer left behind: staged files the manifest already lists (with
-    /// a matching hash) are moved into place; unlisted staged files were never sealed, held no
-    /// acknowledged rows, and are deleted. Returns (completed, discarded).
+    /// a matching hash) are moved into place; unlisted staged files older than ten minutes were
+    /// never sealed, held no acknowledged rows, and are deleted. Returns (completed, discarded).
     pub fn recover(&self) -> Result<(usize, usize)> {
         let staging = self.staging_dir();
         let entries = match fs::read_dir(&staging) {
@@ -111,7 +124,10 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, 0)),
             Err(e) => return Err(StoreError::io(&staging, e)),
         };
-        let log = Manifest::new(self.manifest_path()).read()?;
+        // Under the manifest lock, so no seal appends while this decides what is unlisted.
+        let manifest = Manifest::new(self.manifest_path());
+        let _lock = manifest.lock()?;
+        let log = manifest.read()?;
         let mut listed = std::collections::HashMap::new();
         for (_, e) in &log.entries {
             match e.body.op {
@@ -138,7 +154,10 @@ impl Store {
                     layout::fsync_dir(dir)?;
                     completed += 1;
                 }
-                _ if is_file => {
+                // Unlisted: either a writer died before logging it, or another process (an
+                // `isolate` recording its action, say) is writing it right now. Only files
+                // older than any live write are removed.
+                _ if is_file && older_than(&staged, STALE_STAGED) => {
                     fs::remove_file(&staged).map_err(|e| StoreError::io(&staged, e))?;
                     discarded += 1;
                 }
@@ -168,6 +187,17 @@ impl<W: Write> Write for HashingWriter<W> {
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
     }
+}
+
+/// An unlisted staged file older than this was abandoned by a writer that died.
+const STALE_STAGED: std::time::Duration = std::time::Duration::from_secs(600);
+
+fn older_than(path: &Path, age: std::time::Duration) -> bool {
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|e| e > age)
 }
 
 /// Writes `batch` to `path` as zstd Parquet, fsyncs it and returns (size, sha256).

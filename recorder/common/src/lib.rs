@@ -175,6 +175,8 @@ pub struct KernelOffsets {
     pub task_mm: u32,
     pub task_real_cred: u32,
     pub task_exit_code: u32,
+    pub task_signal: u32,
+    pub signal_live: u32,
     pub mm_arg_start: u32,
     pub mm_arg_end: u32,
     pub cred_uid: u32,

@@ -27,7 +27,7 @@ use aya_ebpf::helpers::{
     bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user,
 };
 use aya_ebpf::macros::{map, raw_tracepoint, tracepoint};
-use aya_ebpf::maps::{HashMap, LruHashMap, PerCpuArray, RingBuf};
+use aya_ebpf::maps::{HashMap, PerCpuArray, RingBuf};
 use aya_ebpf::programs::{RawTracePointContext, TracePointContext};
 use quarry_recorder_common::{
     ARGV_LEN, ArgCopy, COPY_RAW, COPY_SOCKADDR, COPY_STR, CallArgs, CallEvent, DROPS_SLOT,
@@ -52,6 +52,8 @@ static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     task_mm: 0,
     task_real_cred: 0,
     task_exit_code: 0,
+    task_signal: 0,
+    signal_live: 0,
     mm_arg_start: 0,
     mm_arg_end: 0,
     cred_uid: 0,
@@ -69,9 +71,11 @@ static FILTER_CGROUPS: Global<u32> = Global::new(0);
 #[map]
 static CGROUP_FILTER: HashMap<u64, u8> = HashMap::with_max_entries(MAX_FILTER_CGROUPS, 0);
 
-/// Decoded syscalls in progress: thread id -> arguments saved at entry, used at exit.
+/// Decoded syscalls in progress: thread id -> arguments saved at entry, used at exit. A plain
+/// hash (an LRU one may evict live entries early); entries of threads that exit mid-call are
+/// removed by `sched_process_exit`, and a full map is counted as a drop.
 #[map]
-static CALL_ARGS: LruHashMap<u32, CallArgs> = LruHashMap::with_max_entries(16384, 0);
+static CALL_ARGS: HashMap<u32, CallArgs> = HashMap::with_max_entries(65536, 0);
 
 /// Records for user space. The recorder may resize it at load time.
 #[map]
@@ -248,15 +252,26 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> u32 {
     0
 }
 
-/// sched_process_exit(task, ...): a task is exiting. Only thread-group leaders are recorded,
-/// as the end of the process; `task->exit_code` is already set when this fires.
+/// sched_process_exit(task, ...): a task is exiting. The process ends when its last thread
+/// does (`signal->live` has reached zero by the time this fires); that thread, leader or not,
+/// carries the group's exit code.
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn sched_process_exit(_ctx: RawTracePointContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if (pid_tgid >> 32) as u32 != pid_tgid as u32 || !should_record() {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // A thread that dies inside a decoded syscall never reaches its exit.
+    let _ = CALL_ARGS.remove(&tid);
+    if !should_record() {
         return 0;
     }
     let o = OFFSETS.load();
+    // SAFETY: reads go through bpf_probe_read_kernel.
+    let live: i32 = unsafe {
+        let signal: u64 = kread(bpf_get_current_task(), o.task_signal);
+        kread(signal, o.signal_live)
+    };
+    if live != 0 {
+        return 0;
+    }
     let Some(mut slot) = EVENTS.reserve::<ExitEvent>(0) else {
         count_drop();
         return 0;
@@ -339,7 +354,9 @@ pub fn sys_enter_decoded(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let tid = bpf_get_current_pid_tgid() as u32;
-    let _ = CALL_ARGS.insert(&tid, &call, 0);
+    if CALL_ARGS.insert(&tid, &call, 0).is_err() {
+        count_drop();
+    }
     0
 }
 
@@ -426,7 +443,10 @@ pub fn sys_exit(ctx: RawTracePointContext) -> u32 {
 /// the tracepoint's format (stable since Linux 4.16); the recorder checks them before attaching.
 #[tracepoint(category = "sock", name = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    if !should_record() {
+    // This fires wherever the kernel is (often a softirq): the current task says nothing about
+    // the socket, so the task filters do not apply. With a cgroup filter, state changes are
+    // not recorded at all rather than recorded for the wrong containers.
+    if FILTER_CGROUPS.load() != 0 {
         return 0;
     }
     let Some(mut slot) = EVENTS.reserve::<TcpStateEvent>(0) else {
