@@ -12,6 +12,40 @@ pub fn command_line() -> String {
     std::env::args().collect::<Vec<_>>().join(" ")
 }
 
+/// What happened, for the record.
+pub struct Outcome<'a> {
+    /// ok | unchanged | error
+    pub result: &'a str,
+    pub error: Option<String>,
+    pub detail: Option<serde_json::Value>,
+}
+
+/// Records `action` on a container by the invoking user, now, with the exact command line.
+pub fn record_on(
+    store: &Path,
+    action: &str,
+    container_id: &str,
+    container_name: Option<&str>,
+    reason: Option<&str>,
+    outcome: Outcome<'_>,
+) -> anyhow::Result<()> {
+    record(
+        store,
+        ActionRow {
+            time: chrono::Utc::now(),
+            action: action.into(),
+            actor: quarry_isolate::actor(),
+            container_id: Some(container_id.into()),
+            container_name: container_name.map(Into::into),
+            reason: reason.map(Into::into),
+            detail: outcome.detail.map(|d| d.to_string()),
+            result: outcome.result.into(),
+            error: outcome.error,
+            command: command_line(),
+        },
+    )
+}
+
 /// Seals one action row into the store at `store` (created if missing).
 pub fn record(store: &Path, row: ActionRow) -> anyhow::Result<()> {
     let store = Store::create(store)

@@ -3,7 +3,6 @@
 use anyhow::Context;
 use quarry_containers::{CgroupFs, Inventory};
 use quarry_isolate::{AllowRule, Isolation};
-use quarry_store::schema::ActionRow;
 
 use crate::action;
 use crate::cli::{Format, IsolateArgs, ReleaseArgs};
@@ -55,19 +54,16 @@ pub fn run(args: IsolateArgs) -> anyhow::Result<u8> {
         ),
         Err(e) => ("error", Some(e.to_string()), None),
     };
-    action::record(
+    action::record_on(
         &args.store,
-        ActionRow {
-            time: chrono::Utc::now(),
-            action: "isolate".into(),
-            actor: quarry_isolate::actor(),
-            container_id: Some(container.id.clone()),
-            container_name: container.name.clone(),
-            reason: args.reason.clone(),
-            detail: detail.map(|d| d.to_string()),
-            result: result_word.into(),
+        "isolate",
+        &container.id,
+        container.name.as_deref(),
+        args.reason.as_deref(),
+        action::Outcome {
+            result: result_word,
             error,
-            command: action::command_line(),
+            detail,
         },
     )?;
     let outcome = result?;
@@ -200,19 +196,16 @@ pub fn release(args: ReleaseArgs) -> anyhow::Result<u8> {
         Ok(_) => ("unchanged", None, None),
         Err(e) => ("error", Some(e.to_string()), None),
     };
-    action::record(
+    action::record_on(
         &args.store,
-        ActionRow {
-            time: chrono::Utc::now(),
-            action: "release".into(),
-            actor: quarry_isolate::actor(),
-            container_id: Some(id.clone()),
-            container_name: name.clone(),
-            reason: args.reason.clone(),
-            detail: detail.map(|d| d.to_string()),
-            result: word.into(),
+        "release",
+        &id,
+        name.as_deref(),
+        args.reason.as_deref(),
+        action::Outcome {
+            result: word,
             error,
-            command: action::command_line(),
+            detail,
         },
     )?;
     let outcome = result?;
