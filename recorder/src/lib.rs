@@ -379,15 +379,26 @@ fn attach_raw(
 /// Attaches the decoding programs to syscalls:sys_{enter,exit}_<name> of every decoded
 /// syscall. A syscall this kernel lacks is skipped with a warning.
 fn attach_decoded_syscalls(ebpf: &mut Ebpf) -> Result<(), RecorderError> {
+    let mut missing = std::collections::BTreeSet::new();
     for (program, phase) in [("sys_enter_decoded", "enter"), ("sys_exit_decoded", "exit")] {
         let err = |source| RecorderError::Program { program, source };
         let prog: &mut TracePoint = program_mut(ebpf, program)?;
         prog.load().map_err(err)?;
         for (_, name) in DECODED_SYSCALLS {
-            if let Err(e) = prog.attach("syscalls", &format!("sys_{phase}_{name}")) {
-                log::warn!("syscall {name} is not recorded: {e}");
+            if prog
+                .attach("syscalls", &format!("sys_{phase}_{name}"))
+                .is_err()
+            {
+                missing.insert(name);
             }
         }
+    }
+    if !missing.is_empty() {
+        // E.g. init_module/finit_module on a kernel built without module support.
+        log::warn!(
+            "this kernel has no tracepoints for {}: those syscalls are not recorded",
+            missing.into_iter().collect::<Vec<_>>().join(", ")
+        );
     }
     Ok(())
 }
