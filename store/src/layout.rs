@@ -51,6 +51,11 @@ impl Table {
         Table::Container,
     ];
 
+    /// The table's position in [`Table::ALL`] (declaration order), for per-table arrays.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     /// The table's name, which is also its directory name and its SQL name.
     pub fn name(self) -> &'static str {
         match self {
@@ -273,6 +278,13 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn index_is_position_in_all() {
+        for (i, t) in Table::ALL.iter().enumerate() {
+            assert_eq!(t.index(), i);
+        }
+    }
 
     #[test]
     fn partition_dir_is_hive_layout() {
