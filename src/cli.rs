@@ -23,9 +23,12 @@ Examples:
   sudo quarry release web
   quarry verify --store /tmp/s                re-hash every segment, check the manifest chain
   quarry verify --store /tmp/s --format json
+  quarry sql "SELECT comm, count(*) FROM process GROUP BY comm ORDER BY 2 DESC LIMIT 5"
+  quarry timeline web --since 2h --format html -o web.html
+  quarry hunt --since 1d --container web
 
 Exit codes: 0 success, 1 error (the message says what and how to fix it), 2 usage error,
-3 verification found missing, altered or unlisted evidence."
+3 verification found missing, altered or unlisted evidence, 4 hunt raised findings."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -46,6 +49,12 @@ pub enum Command {
     Isolate(IsolateArgs),
     /// Lift a container's quarantine
     Release(ReleaseArgs),
+    /// Read-only SQL over the store: one query, or an interactive shell without one
+    Sql(SqlArgs),
+    /// A container's story in order: process tree, files, connections, signals, actions, gaps
+    Timeline(TimelineArgs),
+    /// Run the detection rules (SQL with id, severity and ATT&CK technique) over the store
+    Hunt(HuntArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -197,6 +206,130 @@ pub struct ReleaseArgs {
     pub format: Format,
 }
 
+/// Output formats of query results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QueryFormat {
+    /// Aligned table, for people
+    Table,
+    /// CSV with a header row
+    Csv,
+    /// One JSON array of objects
+    Json,
+    /// Parquet (needs -o FILE), for other engines
+    Parquet,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Tables: process, file, net, syscall, gap, action, container (partitioned by dt and hour).
+Views: events (everything in one time-ordered shape), processes (one row per process, with
+lineage across PID reuse), execs, connections, file_writes. `\\d` in the shell lists them.
+
+Examples:
+  quarry sql                                   interactive shell (history, multi-line, \\d)
+  quarry sql \"SELECT * FROM events WHERE container_id LIKE '3f2a%' ORDER BY time LIMIT 50\"
+  quarry sql --format json \"SELECT pid, image, parent_image FROM processes WHERE execs > 1\"
+  quarry sql --format parquet -o out.parquet \"SELECT * FROM connections\"
+  quarry sql \"SELECT * FROM file_writes WHERE dt = '2026-11-28' AND hour = '14'\"
+
+Read-only: DDL, DML, COPY and SET are refused; only the store's tables can be read.
+A damaged segment is skipped with a warning naming it.")]
+pub struct SqlArgs {
+    /// The query; without one, an interactive shell starts
+    pub query: Option<String>,
+    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
+    pub store: PathBuf,
+    #[arg(long, value_enum, default_value_t = QueryFormat::Table)]
+    pub format: QueryFormat,
+    /// Write results to this file instead of standard output (never overwrites)
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+/// Output formats of a timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TimelineFormat {
+    /// Text for a terminal
+    Table,
+    /// One JSON document
+    Json,
+    /// One self-contained HTML page with a time plot and the process tree
+    Html,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Times are RFC 3339 (2026-11-28T14:00:00Z) or relative ages (15m, 2h, 1d).
+
+Examples:
+  quarry timeline web
+  quarry timeline 3f2a --since 2h --until 30m
+  quarry timeline web --format html -o web-timeline.html
+  quarry timeline web --format json | jq '.events[] | select(.source == \"net\")'")]
+pub struct TimelineArgs {
+    /// Container name or id prefix (also of a container that has exited)
+    pub container: String,
+    /// From this time (default: when the container was first seen)
+    #[arg(long, value_parser = parse_time)]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Until this time (default: when it was last seen)
+    #[arg(long, value_parser = parse_time)]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
+    pub store: PathBuf,
+    #[arg(long, value_enum, default_value_t = TimelineFormat::Table)]
+    pub format: TimelineFormat,
+    /// Write to this file instead of standard output (never overwrites)
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Exit codes: 0 no findings, 4 findings, 1 error.
+
+Examples:
+  quarry hunt
+  quarry hunt --since 1d --container web
+  quarry hunt --rules ./my-rules --format json
+  quarry hunt --list                            the rules, with severity and ATT&CK technique")]
+pub struct HuntArgs {
+    /// Only rows from this time on (RFC 3339 or relative: 15m, 2h, 1d)
+    #[arg(long, value_parser = parse_time)]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only rows until this time
+    #[arg(long, value_parser = parse_time)]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only this container (name or id prefix)
+    #[arg(long)]
+    pub container: Option<String>,
+    /// Also run the *.sql rules in this directory
+    #[arg(long)]
+    pub rules: Option<PathBuf>,
+    /// Only the rules in --rules, not the built-in ones
+    #[arg(long, requires = "rules")]
+    pub no_builtin: bool,
+    /// List the rules instead of running them
+    #[arg(long)]
+    pub list: bool,
+    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
+    pub store: PathBuf,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// Parses a point in time: RFC 3339, or an age before now (`15m`, `2h`, `1d`).
+pub fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s.trim()) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let age = parse_duration(s).map_err(|_| {
+        format!("'{s}' is not a time; give RFC 3339 (2026-11-28T14:00:00Z) or an age such as 15m, 2h or 1d")
+    })?;
+    let age = chrono::Duration::from_std(age).map_err(|_| format!("'{s}' is too far back"))?;
+    Ok(chrono::Utc::now() - age)
+}
+
 /// Parses a power-of-two byte size such as `64K`, `16M` or `1G`.
 pub fn parse_size(s: &str) -> Result<u32, String> {
     let s = s.trim();
@@ -242,6 +375,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times() {
+        let t = parse_time("2026-11-28T14:00:00Z").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-11-28T14:00:00+00:00");
+        let t = parse_time("2026-11-28T15:00:00+01:00").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-11-28T14:00:00+00:00");
+        let ago = chrono::Utc::now() - parse_time("2h").unwrap();
+        assert!((ago.num_seconds() - 7200).abs() < 60, "{ago}");
+        assert!(parse_time("yesterday").unwrap_err().contains("RFC 3339"));
+    }
 
     #[test]
     fn durations() {

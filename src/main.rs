@@ -6,6 +6,7 @@ mod cli;
 mod isolate;
 mod output;
 mod ps;
+mod query;
 mod record;
 mod status;
 mod verify;
@@ -24,6 +25,8 @@ pub mod exit {
     pub const ERROR: u8 = 1;
     /// Verification ran and found problems: evidence is missing or was altered.
     pub const VERIFY_FAILED: u8 = 3;
+    /// A hunt ran and raised findings.
+    pub const FINDINGS: u8 = 4;
 }
 
 /// When this process started, for measuring how fast a command takes effect.
@@ -42,6 +45,9 @@ fn main() -> ExitCode {
         Command::Status(args) => status::run(args),
         Command::Isolate(args) => isolate::run(args),
         Command::Release(args) => isolate::release(args),
+        Command::Sql(args) => query::sql(args),
+        Command::Timeline(args) => query::timeline(args),
+        Command::Hunt(args) => query::hunt(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

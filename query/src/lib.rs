@@ -1,6 +1,26 @@
-//! Read-only SQL over a Quarry store.
+//! Read-only SQL over a Quarry store: the investigator's side.
 //!
-//! This room will hold the investigator's side: DataFusion over the store's Hive layout (the
-//! layout itself is defined once, in `quarry-store`), the named views a responder needs first
-//! (`events`, `processes`, `connections`, `file_writes`), container timelines, hunt rules and the
-//! output formats. Until then the store can be read with any Parquet engine as it is.
+//! DataFusion is the engine and the store's Hive layout is the catalog: every store table is
+//! registered as a listing table over its directory with `dt` and `hour` partition columns, so
+//! a filter on those prunes whole directories, and the page statistics and bloom filters the
+//! store writes prune inside files. On top of the tables sit the named views a responder needs
+//! first ([`views`]), container timelines ([`timeline`]) and detection rules written as SQL
+//! ([`hunt`]).
+//!
+//! The engine only ever sees the store through [`segments::SealedSegments`], an object store
+//! that lists sealed, healthy segments and refuses every write; statements are checked before
+//! planning ([`guard`]). Together they keep `quarry sql` read-only and inside the store.
+
+pub mod catalog;
+pub mod guard;
+pub mod hunt;
+pub mod output;
+pub mod segments;
+pub mod timeline;
+pub mod views;
+
+mod error;
+mod html;
+
+pub use catalog::{Catalog, Skipped};
+pub use error::{QueryError, Result};

@@ -1,0 +1,22 @@
+-- id: QH002
+-- title: Binary written in the container, then executed (drift)
+-- severity: high
+-- mitre: T1105
+-- description: A file created or rewritten inside the container (or renamed into place) is
+--   later executed there: the container runs code that was not in its image.
+SELECT e.time, e.host, e.container_id, e.pid, e.comm, 'process' AS source_table, e.ktime_ns,
+       concat('executed ', e.filename, ', written by pid ', w.pid, ' (', w.comm, ') at ',
+              CAST(w.time AS VARCHAR)) AS evidence
+FROM execs e
+JOIN file_writes w
+  ON w.host = e.host AND w.container_id = e.container_id AND w.path = e.filename
+WHERE w.succeeded AND w.time <= e.time
+  AND w.event IN ('open', 'create', 'truncate', 'chmod')
+UNION ALL
+SELECT e.time, e.host, e.container_id, e.pid, e.comm, 'process', e.ktime_ns,
+       concat('executed ', e.filename, ', moved into place by pid ', w.pid, ' (', w.comm,
+              ') at ', CAST(w.time AS VARCHAR))
+FROM execs e
+JOIN file_writes w
+  ON w.host = e.host AND w.container_id = e.container_id AND w.path2 = e.filename
+WHERE w.succeeded AND w.time <= e.time AND w.event IN ('rename', 'link')

@@ -1,0 +1,18 @@
+-- id: QH010
+-- title: Fileless execution from memory (memfd)
+-- severity: critical
+-- mitre: T1620
+-- description: A program executed from a file descriptor (a memfd, /proc/self/fd/N,
+--   /dev/fd/N, execveat with an empty path), or executable memory mapped by a process that
+--   created a memfd.
+SELECT e.time, e.host, e.container_id, e.pid, e.comm, 'process' AS source_table, e.ktime_ns,
+       concat('executed from a file descriptor: ', e.filename, ' [',
+              array_to_string(e.argv, ' '), ']') AS evidence
+FROM execs e
+WHERE e.filename ~ '^/(proc/[^/]+|dev)/fd/' OR e.filename = '' OR e.filename LIKE 'memfd:%'
+UNION ALL
+SELECT x.time, x.host, x.container_id, x.pid, x.comm, 'process', x.ktime_ns,
+       concat(x.comm, ' ', x.event, ' after memfd_create(', coalesce(m.detail, ''), ')')
+FROM process x
+JOIN process m ON m.host = x.host AND m.pid = x.pid AND m.event = 'memfd_create'
+WHERE x.event IN ('mmap_exec', 'mprotect_exec') AND m.time <= x.time

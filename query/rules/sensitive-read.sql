@@ -1,0 +1,12 @@
+-- id: QH004
+-- title: Sensitive file read in a container
+-- severity: high
+-- mitre: T1552.001
+-- description: Password hashes, sudoers, private keys, cloud and cluster credentials opened
+--   from inside a container.
+SELECT f.time, f.host, f.container_id, f.pid, f.comm, 'file' AS source_table, f.ktime_ns,
+       concat(f.comm, ' opened ', coalesce(f.abs_path, f.path)) AS evidence
+FROM file f
+WHERE f.container_id IS NOT NULL AND f.event = 'open' AND f.ret >= 0
+  AND coalesce(f.abs_path, f.path) ~
+      '^/etc/(shadow|gshadow|sudoers|master\.passwd)$|^/etc/sudoers\.d/|/\.ssh/id_[^/]*$|^/etc/ssh/ssh_host_[^/]*_key$|^/etc/ssl/private/|\.(pem|key)$|^/(var/)?run/secrets/kubernetes\.io/|/\.aws/credentials$|/\.kube/config$|/\.docker/config\.json$'

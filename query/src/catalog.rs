@@ -1,0 +1,223 @@
+//! A query session over one store: its tables, its views, and the segments it had to skip.
+//!
+//! Each store table becomes a DataFusion listing table over `<store>/<table>/`, with the schema
+//! the store defines (never inferred, so an empty or damaged table still has its columns) and
+//! the Hive partition columns `dt` and `hour`. Filters on `dt`/`hour` prune directories; the
+//! timeline adds them from its time window so a container's story reads only its hours.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::datatypes::DataType;
+use arrow::record_batch::RecordBatch;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::error::DataFusionError;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use quarry_store::layout::MANIFEST_FILE;
+use quarry_store::schema::schema_of;
+use quarry_store::{Store, Table};
+
+use crate::segments::{self, SealedSegments};
+use crate::{QueryError, Result, guard, views};
+
+pub use crate::segments::Skipped;
+
+/// The URL the store is registered under inside the engine.
+const STORE_URL: &str = "quarry://store";
+
+/// The partition columns of every table, from the store's Hive layout.
+pub const PARTITION_COLUMNS: [&str; 2] = ["dt", "hour"];
+
+/// A read-only SQL session over a store.
+pub struct Catalog {
+    ctx: SessionContext,
+    store: Store,
+    skipped: Vec<Skipped>,
+    tables: Vec<(Table, usize)>,
+}
+
+impl Catalog {
+    /// Opens a session over the store at `root`: every table and view registered, damaged
+    /// segments left out (see [`Catalog::skipped`]).
+    pub async fn open(root: &Path) -> Result<Catalog> {
+        Self::open_excluding(root, Vec::new()).await
+    }
+
+    async fn open_excluding(root: &Path, mut known_bad: Vec<Skipped>) -> Result<Catalog> {
+        let store = Store::at(root);
+        let looks_like_store = root.join(MANIFEST_FILE).exists()
+            || Table::ALL.iter().any(|t| store.table_dir(*t).is_dir());
+        if !looks_like_store {
+            return Err(QueryError::NotAStore(root.to_path_buf()));
+        }
+        let mut scan = segments::scan(&store)?;
+        for bad in &known_bad {
+            if let Ok(rel) = bad.path.strip_prefix(root)
+                && let Some(rel) = rel.to_str()
+                && let Ok(p) = object_store::path::Path::parse(rel)
+                && scan.healthy.remove(&p)
+            {
+                for (table, count) in scan.per_table.iter_mut() {
+                    if rel.starts_with(&format!("{}/", table.name())) {
+                        *count -= 1;
+                    }
+                }
+            }
+        }
+        known_bad.extend(scan.skipped);
+
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema("quarry", "store")
+            .set_bool("datafusion.execution.parquet.pushdown_filters", true)
+            .set_bool("datafusion.execution.parquet.reorder_filters", true)
+            // Statistics of every file would be read at planning; pruning reads the footers
+            // of the files that survive the partition filters anyway.
+            .set_bool("datafusion.execution.collect_statistics", false);
+        let runtime = RuntimeEnvBuilder::new()
+            .build_arc()
+            .map_err(QueryError::Engine)?;
+        let url = url_of(STORE_URL);
+        runtime.register_object_store(&url, Arc::new(SealedSegments::new(root, scan.healthy)?));
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+
+        for table in Table::ALL {
+            register_table(&ctx, table).await?;
+        }
+        views::register(&ctx).await?;
+        Ok(Catalog {
+            ctx,
+            store,
+            skipped: known_bad,
+            tables: scan.per_table,
+        })
+    }
+
+    /// Segments left out of this session, each with the reason. Callers warn with these.
+    pub fn skipped(&self) -> &[Skipped] {
+        &self.skipped
+    }
+
+    /// The store this session reads.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Healthy segments per table.
+    pub fn table_segments(&self) -> &[(Table, usize)] {
+        &self.tables
+    }
+
+    /// The engine session, for callers that build DataFrames themselves.
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Runs one read-only statement and collects its result. A segment that turns out to be
+    /// damaged inside (past the framing checked at open) is found, left out with a warning in
+    /// [`Catalog::skipped`], and the statement run again.
+    pub async fn sql(&mut self, sql: &str) -> Result<Vec<RecordBatch>> {
+        guard::check(sql)?;
+        match self.run(sql).await {
+            Ok(batches) => Ok(batches),
+            Err(QueryError::Engine(e)) if is_data_error(&e) => {
+                let newly_bad = self.deep_check()?;
+                if newly_bad.is_empty() {
+                    return Err(QueryError::Engine(e));
+                }
+                let mut bad = self.skipped.clone();
+                bad.extend(newly_bad);
+                *self = Catalog::open_excluding(self.store.root(), bad).await?;
+                self.run(sql).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Plans and runs `sql` with the read-only options, without the statement check (callers
+    /// inside this crate build their own SQL).
+    pub(crate) async fn run(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        let frame = self
+            .ctx
+            .sql_with_options(sql, guard::read_only_options())
+            .await
+            .map_err(plan_error)?;
+        Ok(frame.collect().await?)
+    }
+
+    /// Reads every healthy segment in full and returns those that fail to decode.
+    fn deep_check(&self) -> Result<Vec<Skipped>> {
+        let mut bad = Vec::new();
+        for table in Table::ALL {
+            for path in self.store.segments(table)? {
+                if self.skipped.iter().any(|s| s.path == path) {
+                    continue;
+                }
+                if let Err(e) = quarry_store::read::read_segment(&path) {
+                    bad.push(Skipped {
+                        path,
+                        reason: format!("damaged inside: {e}"),
+                    });
+                }
+            }
+        }
+        Ok(bad)
+    }
+}
+
+fn url_of(text: &str) -> url::Url {
+    url::Url::parse(text).expect("the store URL is a constant, valid URL")
+}
+
+async fn register_table(ctx: &SessionContext, table: Table) -> Result<()> {
+    let url = ListingTableUrl::parse(format!("{STORE_URL}/{}/", table.name()))?;
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+        .with_file_extension(".parquet")
+        .with_table_partition_cols(
+            PARTITION_COLUMNS
+                .iter()
+                .map(|c| (c.to_string(), DataType::Utf8))
+                .collect(),
+        );
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(options)
+        .with_schema(schema_of(table));
+    let provider = ListingTable::try_new(config)?;
+    ctx.register_table(table.name(), Arc::new(provider))?;
+    Ok(())
+}
+
+/// Turns planning errors into [`QueryError::Refused`] when the read-only options stopped them
+/// and [`QueryError::Sql`] otherwise, so users see the problem without engine internals.
+fn plan_error(e: DataFusionError) -> QueryError {
+    let text = e.strip_backtrace().to_string();
+    if text.contains("not supported: ") {
+        QueryError::Refused(format!(
+            "{text}: `quarry sql` is read-only (SELECT, EXPLAIN, SHOW only)"
+        ))
+    } else {
+        QueryError::Sql(text)
+    }
+}
+
+/// Errors that come from reading data, as opposed to planning it.
+fn is_data_error(e: &DataFusionError) -> bool {
+    match e {
+        DataFusionError::ParquetError(_)
+        | DataFusionError::ArrowError(..)
+        | DataFusionError::ObjectStore(_)
+        | DataFusionError::IoError(_)
+        | DataFusionError::External(_) => true,
+        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+            is_data_error(inner)
+        }
+        _ => {
+            let text = e.to_string();
+            text.contains("Parquet") || text.contains("parquet")
+        }
+    }
+}

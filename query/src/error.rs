@@ -1,0 +1,72 @@
+//! The errors of the query crate.
+
+use std::path::PathBuf;
+
+/// Result of query operations.
+pub type Result<T, E = QueryError> = std::result::Result<T, E>;
+
+/// What can go wrong between a question and its answer.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The directory is not a Quarry store.
+    #[error(
+        "{0} is not a Quarry store (no manifest.jsonl and no table directories): pass the store \
+         `quarry record` writes to with --store"
+    )]
+    NotAStore(PathBuf),
+    /// The statement would change something or reach outside the store.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The SQL could not be parsed or planned (names the problem as DataFusion saw it).
+    #[error("{0}")]
+    Sql(String),
+    /// A time given on the command line could not be read.
+    #[error(
+        "cannot read the time {0:?}: give RFC 3339 (2026-11-28T14:00:00Z) or a relative age \
+         such as 15m, 2h or 1d"
+    )]
+    Time(String),
+    /// No container in the store matches the name or id given.
+    #[error(
+        "no container matching {0:?} in the store: `quarry ps --all` lists the containers it \
+         has seen (name or id prefix)"
+    )]
+    UnknownContainer(String),
+    /// More than one container matches the name or id prefix given.
+    #[error("{given:?} matches several containers ({}): give more of the id", candidates.join(", "))]
+    AmbiguousContainer {
+        given: String,
+        candidates: Vec<String>,
+    },
+    /// A hunt rule file is malformed.
+    #[error("hunt rule {path}: {problem}")]
+    Rule { path: String, problem: String },
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The engine failed while running a query.
+    #[error(transparent)]
+    Engine(#[from] datafusion::error::DataFusionError),
+    /// Arrow failed while formatting results.
+    #[error(transparent)]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// Parquet failed while writing results.
+    #[error(transparent)]
+    Parquet(#[from] parquet::errors::ParquetError),
+    /// The store could not be read.
+    #[error(transparent)]
+    Store(#[from] quarry_store::StoreError),
+}
+
+impl QueryError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        QueryError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

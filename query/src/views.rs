@@ -1,0 +1,156 @@
+//! The named views a responder reaches for before writing SQL of their own.
+//!
+//! - `events`: process, file, network, responder-action and gap rows in one time-ordered shape
+//!   (`source`, `event`, a readable `summary`), the raw material of a timeline. It keeps the
+//!   `dt`/`hour` partition columns so filters on them still prune.
+//! - `processes`: one row per process instance, keyed by `(host, pid, start_ns)` so PID reuse
+//!   never merges two processes, with its exec chain, exit, and its parent's image (lineage).
+//! - `execs`: exec rows with `program`, the program's name even when it ran as a busybox
+//!   applet (`/bin/busybox wget`, or busybox re-executing itself through `/proc/self/exe`).
+//! - `connections`: outbound connects and accepted connections.
+//! - `file_writes`: every file change: creations, writes-opens, renames, deletes, mode and owner
+//!   changes.
+//!
+//! The SQL of each view is public so `\d` and the docs can show exactly what a view is.
+
+use datafusion::prelude::SessionContext;
+
+use crate::Result;
+
+/// O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND: an open that can change the file.
+pub const OPEN_WRITE_FLAGS: u64 = 0o1 | 0o2 | 0o100 | 0o1000 | 0o2000;
+
+/// The views, by name, with their SQL.
+pub fn definitions() -> Vec<(&'static str, String)> {
+    vec![
+        ("events", EVENTS.to_string()),
+        ("processes", PROCESSES.to_string()),
+        ("execs", EXECS.to_string()),
+        ("connections", CONNECTIONS.to_string()),
+        (
+            "file_writes",
+            FILE_WRITES.replace("{OPEN_WRITE_FLAGS}", &OPEN_WRITE_FLAGS.to_string()),
+        ),
+    ]
+}
+
+/// Registers every view on `ctx`.
+pub async fn register(ctx: &SessionContext) -> Result<()> {
+    for (name, sql) in definitions() {
+        ctx.sql(&format!("CREATE VIEW {name} AS {sql}")).await?;
+    }
+    Ok(())
+}
+
+const EVENTS: &str = "
+SELECT time, ktime_ns, host, container_id, pid, tid, comm, start_ns,
+       CASE WHEN event IN ('fork', 'exec', 'exit') THEN 'process' ELSE 'signal' END AS source,
+       event,
+       CASE event
+         WHEN 'exec' THEN concat('exec ', filename, ' [', array_to_string(argv, ' '), ']',
+                                 CASE WHEN argv_truncated THEN ' (argv truncated)' END,
+                                 ' uid=', uid, CASE WHEN euid <> uid THEN concat(' euid=', euid) END)
+         WHEN 'fork' THEN concat('fork from pid ', ppid)
+         WHEN 'exit' THEN CASE WHEN exit_signal IS NOT NULL
+                               THEN concat('killed by signal ', exit_signal,
+                                           CASE WHEN core_dumped THEN ' (core dumped)' END)
+                               ELSE concat('exit ', exit_code) END
+         ELSE concat(event,
+                     CASE WHEN detail IS NOT NULL THEN concat(' ', detail) END,
+                     CASE WHEN uid IS NOT NULL THEN concat(' uid=', uid) END,
+                     CASE WHEN euid IS NOT NULL THEN concat(' euid=', euid) END,
+                     CASE WHEN target_pid IS NOT NULL THEN concat(' target pid ', target_pid) END,
+                     CASE WHEN ret IS NOT NULL THEN concat(' ret=', ret) END)
+       END AS summary,
+       ret, dt, hour
+FROM process
+UNION ALL
+SELECT time, ktime_ns, host, container_id, pid, tid, comm, CAST(NULL AS BIGINT UNSIGNED),
+       'file', event,
+       concat(event, ' ', coalesce(abs_path, path, concat('fd ', fd)),
+              CASE WHEN path2 IS NOT NULL THEN concat(' -> ', coalesce(abs_path2, path2)) END,
+              CASE WHEN ret < 0 THEN concat(' (failed, errno ', -ret, ')') END),
+       ret, dt, hour
+FROM file
+UNION ALL
+SELECT time, ktime_ns, host, container_id, pid, tid, comm, CAST(NULL AS BIGINT UNSIGNED),
+       'net', event,
+       CASE WHEN event = 'tcp_state'
+            THEN concat('tcp ', old_state, ' -> ', new_state, ' ', local_addr, ':', local_port,
+                        ' <-> ', remote_addr, ':', remote_port)
+            ELSE concat(event, ' ', coalesce(protocol, family, ''), ' ',
+                        CASE WHEN unix_path IS NOT NULL THEN unix_path
+                             WHEN remote_addr IS NOT NULL THEN concat(remote_addr, ':', remote_port)
+                             ELSE concat(local_addr, ':', local_port) END,
+                        CASE WHEN ret < 0 AND ret <> -115 THEN concat(' (failed, errno ', -ret, ')') END)
+       END,
+       ret, dt, hour
+FROM net
+UNION ALL
+SELECT time, CAST(NULL AS BIGINT UNSIGNED), host, container_id, CAST(NULL AS INT),
+       CAST(NULL AS INT), actor, CAST(NULL AS BIGINT UNSIGNED), 'action', action,
+       concat(action, ' by ', actor, ': ', result,
+              CASE WHEN reason IS NOT NULL THEN concat(' (', reason, ')') END,
+              CASE WHEN error IS NOT NULL THEN concat(' error: ', error) END),
+       CAST(NULL AS BIGINT), dt, hour
+FROM action
+UNION ALL
+SELECT time, ktime_ns, host, CAST(NULL AS VARCHAR), CAST(NULL AS INT), CAST(NULL AS INT),
+       CAST(NULL AS VARCHAR), CAST(NULL AS BIGINT UNSIGNED), 'gap', 'lost',
+       concat(lost, ' records lost on CPU ', cpu, ' since ', CAST(since AS VARCHAR)),
+       CAST(NULL AS BIGINT), dt, hour
+FROM gap";
+
+const PROCESSES: &str = "
+WITH instance AS (
+  SELECT host, pid, start_ns,
+         max(container_id) AS container_id,
+         coalesce(min(CASE WHEN event = 'fork' THEN ppid END), min(ppid)) AS ppid,
+         min(parent_start_ns) AS parent_start_ns,
+         min(CASE WHEN event = 'fork' THEN time END) AS forked,
+         min(CASE WHEN event = 'exec' THEN time END) AS first_exec,
+         max(CASE WHEN event = 'exit' THEN time END) AS exited,
+         count(CASE WHEN event = 'exec' THEN 1 END) AS execs,
+         array_agg(filename ORDER BY ktime_ns) FILTER (WHERE event = 'exec') AS exec_chain,
+         last_value(filename ORDER BY ktime_ns) FILTER (WHERE event = 'exec') AS image,
+         last_value(argv ORDER BY ktime_ns) FILTER (WHERE event = 'exec') AS argv,
+         last_value(uid ORDER BY ktime_ns) FILTER (WHERE event = 'exec') AS uid,
+         last_value(euid ORDER BY ktime_ns) FILTER (WHERE event = 'exec') AS euid,
+         max(exit_code) AS exit_code,
+         max(exit_signal) AS exit_signal,
+         last_value(comm ORDER BY ktime_ns) AS comm,
+         min(time) AS first_seen,
+         max(time) AS last_seen
+  FROM process
+  WHERE start_ns IS NOT NULL
+  GROUP BY host, pid, start_ns
+)
+SELECT c.*, parent.comm AS parent_comm, parent.image AS parent_image, parent.argv AS parent_argv
+FROM instance c
+LEFT JOIN instance parent
+  ON parent.host = c.host AND parent.pid = c.ppid AND parent.start_ns = c.parent_start_ns";
+
+const EXECS: &str = "
+SELECT *,
+       regexp_replace(
+         CASE WHEN regexp_replace(filename, '^.*/', '') IN ('busybox', 'exe') AND argv[1] IS NOT NULL
+              THEN CASE WHEN regexp_replace(argv[1], '^.*/', '') = 'busybox'
+                        THEN coalesce(argv[2], argv[1]) ELSE argv[1] END
+              ELSE filename END,
+         '^.*/', '') AS program
+FROM process
+WHERE event = 'exec'";
+
+const CONNECTIONS: &str = "
+SELECT time, ktime_ns, host, container_id, pid, tid, comm, event AS direction, protocol, family,
+       local_addr, local_port, remote_addr, remote_port, unix_path, ret,
+       (ret >= 0 OR ret = -115) AS succeeded
+FROM net
+WHERE event IN ('connect', 'accept')";
+
+const FILE_WRITES: &str = "
+SELECT time, ktime_ns, host, container_id, pid, tid, comm, event, syscall,
+       coalesce(abs_path, path) AS path, coalesce(abs_path2, path2) AS path2, flags, mode,
+       owner_uid, owner_gid, ret, ret >= 0 AS succeeded
+FROM file
+WHERE event <> 'open' OR (CAST(flags AS BIGINT) & {OPEN_WRITE_FLAGS}) <> 0";

@@ -1,0 +1,321 @@
+//! SQL tests over a fixture store: the `.slt` files in `tests/sql/` (sqllogictest style: a
+//! `query` block with the expected rows after `----`, or `statement error <text>`), plus the
+//! behaviours that need more than rows: damaged segments, timelines and hunts.
+
+mod common;
+
+use std::path::Path;
+
+use arrow::array::RecordBatch;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use quarry_query::hunt::{self, Scope};
+use quarry_query::timeline::{Request, Timeline};
+use quarry_query::{Catalog, QueryError};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn render(batches: &[RecordBatch]) -> Vec<String> {
+    let options = FormatOptions::default().with_null("NULL");
+    let mut lines = Vec::new();
+    for b in batches {
+        let formatters: Vec<_> = b
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
+            .collect();
+        for row in 0..b.num_rows() {
+            let cells: Vec<String> = formatters
+                .iter()
+                .map(|f| f.value(row).to_string())
+                .collect();
+            lines.push(cells.join(" | "));
+        }
+    }
+    lines
+}
+
+/// Runs one .slt file against a session; panics naming the file and line of a mismatch.
+async fn run_slt(catalog: &mut Catalog, path: &Path) -> usize {
+    let text = std::fs::read_to_string(path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut i = 0;
+    let mut checked = 0;
+    while i < lines.len() {
+        let line = lines[i].trim();
+        if line.is_empty() || line.starts_with('#') {
+            i += 1;
+            continue;
+        }
+        let start = i + 1;
+        let mut sql = String::new();
+        i += 1;
+        while i < lines.len() && !lines[i].trim().is_empty() && lines[i].trim() != "----" {
+            sql.push_str(lines[i]);
+            sql.push('\n');
+            i += 1;
+        }
+        let at = format!("{}:{start}", path.display());
+        if let Some(expected_error) = line.strip_prefix("statement error") {
+            let err = catalog
+                .sql(&sql)
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("{at}: expected an error, the statement ran"));
+            assert!(
+                err.to_string().contains(expected_error.trim()),
+                "{at}: error {err:?} does not contain {:?}",
+                expected_error.trim()
+            );
+        } else if line == "query" {
+            assert_eq!(
+                lines.get(i).map(|l| l.trim()),
+                Some("----"),
+                "{at}: no ----"
+            );
+            i += 1;
+            let mut expected = Vec::new();
+            while i < lines.len() && !lines[i].trim().is_empty() {
+                expected.push(lines[i].trim().to_string());
+                i += 1;
+            }
+            let got = catalog
+                .sql(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("{at}: {e}"));
+            assert_eq!(render(&got), expected, "{at}: {sql}");
+        } else {
+            panic!("{at}: unknown directive {line:?}");
+        }
+        checked += 1;
+    }
+    checked
+}
+
+#[test]
+fn slt_files() {
+    let dir = tempfile::tempdir().unwrap();
+    common::build(dir.path());
+    rt().block_on(async {
+        let mut catalog = Catalog::open(dir.path()).await.unwrap();
+        assert!(catalog.skipped().is_empty(), "{:?}", catalog.skipped());
+        let mut files: Vec<_> =
+            std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql"))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "slt"))
+                .collect();
+        files.sort();
+        assert!(!files.is_empty());
+        for f in files {
+            let n = run_slt(&mut catalog, &f).await;
+            assert!(n > 0, "{} has no checks", f.display());
+        }
+    });
+}
+
+#[test]
+fn truncated_segment_is_skipped_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = common::build(dir.path());
+    let victim = store.segments(quarry_store::Table::Process).unwrap()[1].clone();
+    let bytes = std::fs::read(&victim).unwrap();
+    std::fs::write(&victim, &bytes[..bytes.len() / 2]).unwrap();
+    rt().block_on(async {
+        let mut catalog = Catalog::open(dir.path()).await.unwrap();
+        let skipped = catalog.skipped().to_vec();
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert_eq!(skipped[0].path, victim);
+        assert!(
+            skipped[0].reason.contains("truncated"),
+            "{}",
+            skipped[0].reason
+        );
+        // The other segment of the table still answers: the first five rows.
+        let got = catalog.sql("SELECT count(*) FROM process").await.unwrap();
+        assert_eq!(render(&got), vec!["5"]);
+    });
+}
+
+#[test]
+fn segment_damaged_inside_is_found_and_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = common::build(dir.path());
+    let victim = store.segments(quarry_store::Table::File).unwrap()[0].clone();
+    let mut bytes = std::fs::read(&victim).unwrap();
+    // Garble the column chunks after the magic, keep the footer intact.
+    let end = bytes.len() / 2;
+    for b in &mut bytes[4..end] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&victim, &bytes).unwrap();
+    rt().block_on(async {
+        let mut catalog = Catalog::open(dir.path()).await.unwrap();
+        let got = catalog.sql("SELECT count(*) FROM file").await.unwrap();
+        assert_eq!(render(&got), vec!["0"]);
+        let skipped = catalog.skipped();
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert_eq!(skipped[0].path, victim);
+        // The process table is unaffected.
+        let got = catalog.sql("SELECT count(*) FROM process").await.unwrap();
+        assert_eq!(render(&got), vec!["10"]);
+    });
+}
+
+#[test]
+fn not_a_store_says_how_to_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = rt().block_on(Catalog::open(dir.path())).err().unwrap();
+    assert!(matches!(err, QueryError::NotAStore(_)), "{err}");
+    assert!(err.to_string().contains("--store"), "{err}");
+}
+
+#[test]
+fn timeline_orders_the_story_and_builds_the_tree_across_pid_reuse() {
+    let dir = tempfile::tempdir().unwrap();
+    common::build(dir.path());
+    rt().block_on(async {
+        let mut catalog = Catalog::open(dir.path()).await.unwrap();
+        let request = Request {
+            container: "web".into(),
+            since: None,
+            until: None,
+        };
+        let t = Timeline::build(&mut catalog, &request).await.unwrap();
+        assert_eq!(t.container.id, common::WEB);
+        // One root (the entrypoint) with three children: wget, payload, and cat on the
+        // reused pid 101, told apart by their start times.
+        assert_eq!(t.processes.len(), 1, "{:#?}", t.processes);
+        let root = &t.processes[0];
+        assert_eq!(root.pid, 100);
+        let kids: Vec<(i64, u64, &str)> = root
+            .children
+            .iter()
+            .map(|c| (c.pid, c.start_ns, c.exec_chain[0].filename.as_str()))
+            .collect();
+        assert_eq!(
+            kids,
+            vec![
+                (101, 2000, "/usr/bin/wget"),
+                (102, 4000, "/tmp/payload"),
+                (101, 9000, "/bin/cat")
+            ]
+        );
+        assert_eq!(root.children[2].exit_code, Some(1));
+        // Steps in time order, the gap and the responder's action included, the other
+        // container's rows not.
+        let steps: Vec<(&str, &str)> = t
+            .events
+            .iter()
+            .map(|e| (e.source.as_str(), e.event.as_str()))
+            .collect();
+        assert_eq!(
+            steps,
+            vec![
+                ("process", "exec"),
+                ("process", "fork"),
+                ("process", "exec"),
+                ("net", "connect"),
+                ("file", "open"),
+                ("process", "exit"),
+                ("process", "fork"),
+                ("process", "exec"),
+                ("gap", "lost"),
+                ("process", "fork"),
+                ("process", "exec"),
+                ("file", "open"),
+                ("file", "open"),
+                ("process", "exit"),
+                ("action", "isolate"),
+            ]
+        );
+        let html = t.to_html("test");
+        assert!(html.contains("/tmp/payload") && html.contains("isolate by alice"));
+        assert!(!html.contains("http://") || !html.contains("src=\"http"));
+    });
+}
+
+#[test]
+fn unknown_container_names_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    common::build(dir.path());
+    rt().block_on(async {
+        let mut catalog = Catalog::open(dir.path()).await.unwrap();
+        let request = Request {
+            container: "nope".into(),
+            since: None,
+            until: None,
+        };
+        let err = Timeline::build(&mut catalog, &request).await.unwrap_err();
+        assert!(err.to_string().contains("quarry ps --all"), "{err}");
+        let request = Request {
+            container: "c".into(),
+            since: None,
+            until: None,
+        };
+        let err = Timeline::build(&mut catalog, &request).await.unwrap_err();
+        assert!(
+            matches!(err, QueryError::AmbiguousContainer { .. }),
+            "{err}"
+        );
+        let request = Request {
+            container: "web' OR '1'='1".into(),
+            since: None,
+            until: None,
+        };
+        let err = Timeline::build(&mut catalog, &request).await.unwrap_err();
+        assert!(matches!(err, QueryError::Refused(_)), "{err}");
+    });
+}
+
+#[test]
+fn hunt_finds_the_fixture_attack_and_points_at_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    common::build(dir.path());
+    rt().block_on(async {
+        let mut catalog = Catalog::open(dir.path()).await.unwrap();
+        let rules = hunt::builtin_rules();
+        let findings = hunt::run(&mut catalog, &rules, &Scope::default())
+            .await
+            .unwrap();
+        let mut got: Vec<(&str, i64)> = findings
+            .iter()
+            .map(|f| (f.rule.as_str(), f.pid.unwrap()))
+            .collect();
+        got.sort();
+        // drift (payload written by wget, then executed), sensitive read (/etc/shadow),
+        // network tool (wget). The entrypoint shells are not "spawned shells".
+        assert_eq!(
+            got,
+            vec![("QH002", 102), ("QH004", 101), ("QH009", 101)],
+            "{findings:#?}"
+        );
+        // Each finding points at its row.
+        for f in &findings {
+            let sql = format!(
+                "SELECT count(*) FROM {} WHERE host = '{}' AND pid = {} AND ktime_ns = {}",
+                f.source_table,
+                f.host.as_deref().unwrap(),
+                f.pid.unwrap(),
+                f.ktime_ns.unwrap()
+            );
+            let rows = catalog.sql(&sql).await.unwrap();
+            assert_eq!(render(&rows), vec!["1"], "{sql}");
+        }
+        // Scoped to the other container: nothing.
+        let scope = Scope {
+            containers: Some(vec![common::DB.into()]),
+            ..Scope::default()
+        };
+        assert!(
+            hunt::run(&mut catalog, &rules, &scope)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    });
+}

@@ -1,0 +1,326 @@
+//! `quarry sql`, `quarry timeline` and `quarry hunt`: the investigator's commands over
+//! quarry-query.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use quarry_query::hunt::{self, Scope};
+use quarry_query::output::{self, Format as OutFormat};
+use quarry_query::timeline::{self, Timeline};
+use quarry_query::{Catalog, QueryError};
+
+use crate::cli::{Format, HuntArgs, QueryFormat, SqlArgs, TimelineArgs, TimelineFormat};
+use crate::exit;
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the query runtime")
+}
+
+async fn open(store: &Path) -> anyhow::Result<Catalog> {
+    let catalog = Catalog::open(store)
+        .await
+        .with_context(|| format!("opening the store {}", store.display()))?;
+    warn_skipped(&catalog, 0);
+    Ok(catalog)
+}
+
+/// Warns about segments skipped since the first `already` were reported.
+fn warn_skipped(catalog: &Catalog, already: usize) -> usize {
+    for s in catalog.skipped().iter().skip(already) {
+        eprintln!(
+            "warning: skipped segment {}: {} (run `quarry verify` to check the store)",
+            s.path.display(),
+            s.reason
+        );
+    }
+    catalog.skipped().len()
+}
+
+/// Where results go: standard output, or a new file (never an existing one: evidence and
+/// earlier results are not overwritten).
+fn sink(path: Option<&PathBuf>) -> anyhow::Result<Box<dyn Write + Send>> {
+    match path {
+        None => Ok(Box::new(std::io::stdout().lock())),
+        Some(p) => {
+            let file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(p)
+                .with_context(|| {
+                    format!(
+                        "creating {} (it must not exist yet; choose another name)",
+                        p.display()
+                    )
+                })?;
+            Ok(Box::new(std::io::BufWriter::new(file)))
+        }
+    }
+}
+
+fn out_format(f: QueryFormat) -> OutFormat {
+    match f {
+        QueryFormat::Table => OutFormat::Table,
+        QueryFormat::Csv => OutFormat::Csv,
+        QueryFormat::Json => OutFormat::Json,
+        QueryFormat::Parquet => OutFormat::Parquet,
+    }
+}
+
+pub fn sql(args: SqlArgs) -> anyhow::Result<u8> {
+    if args.format == QueryFormat::Parquet && args.output.is_none() {
+        bail!("--format parquet writes a file: add -o FILE");
+    }
+    let rt = runtime()?;
+    rt.block_on(async {
+        let mut catalog = open(&args.store).await?;
+        match &args.query {
+            Some(q) => {
+                let reported = catalog.skipped().len();
+                let batches = catalog.sql(q).await.map_err(explain)?;
+                warn_skipped(&catalog, reported);
+                let mut out = sink(args.output.as_ref())?;
+                output::write(&batches, out_format(args.format), &mut out)?;
+                out.flush()?;
+                Ok(exit::OK)
+            }
+            None => repl(&mut catalog, args.format).await,
+        }
+    })
+}
+
+/// Adds what to do next to errors users can fix.
+fn explain(e: QueryError) -> anyhow::Error {
+    match e {
+        QueryError::Sql(_) => anyhow::Error::new(e)
+            .context("the query is not valid SQL for this store (`\\d` lists tables and columns)"),
+        other => anyhow::Error::new(other),
+    }
+}
+
+async fn repl(catalog: &mut Catalog, format: QueryFormat) -> anyhow::Result<u8> {
+    use rustyline::error::ReadlineError;
+    let mut editor = rustyline::DefaultEditor::new().context("starting the line editor")?;
+    let history = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".quarry_history"));
+    if let Some(h) = &history {
+        let _ = editor.load_history(h);
+    }
+    println!(
+        "quarry sql on {} (read-only). End a query with ';'. \\d lists tables and views, \
+         \\d NAME its columns, \\q quits.",
+        catalog.store().root().display()
+    );
+    let mut buffer = String::new();
+    loop {
+        let prompt = if buffer.is_empty() {
+            "quarry> "
+        } else {
+            "   ...> "
+        };
+        match editor.readline(prompt) {
+            Ok(line) => {
+                let trimmed = line.trim();
+                if buffer.is_empty() && trimmed.starts_with('\\') {
+                    let _ = editor.add_history_entry(trimmed);
+                    if !meta_command(catalog, trimmed).await? {
+                        break;
+                    }
+                    continue;
+                }
+                buffer.push_str(&line);
+                buffer.push('\n');
+                if !trimmed.ends_with(';') {
+                    continue;
+                }
+                let query = std::mem::take(&mut buffer);
+                let _ = editor.add_history_entry(query.trim());
+                let reported = catalog.skipped().len();
+                let started = std::time::Instant::now();
+                match catalog.sql(query.trim().trim_end_matches(';')).await {
+                    Ok(batches) => {
+                        warn_skipped(catalog, reported);
+                        let mut out = std::io::stdout().lock();
+                        let fmt = match format {
+                            QueryFormat::Parquet => OutFormat::Table,
+                            f => out_format(f),
+                        };
+                        output::write(&batches, fmt, &mut out)?;
+                        println!("{:.3}s", started.elapsed().as_secs_f64());
+                    }
+                    Err(e) => eprintln!("error: {e}"),
+                }
+            }
+            Err(ReadlineError::Interrupted) => buffer.clear(),
+            Err(ReadlineError::Eof) => break,
+            Err(e) => return Err(e).context("reading a line"),
+        }
+    }
+    if let Some(h) = &history {
+        let _ = editor.save_history(h);
+    }
+    Ok(exit::OK)
+}
+
+/// Runs a backslash command; false means quit.
+async fn meta_command(catalog: &mut Catalog, command: &str) -> anyhow::Result<bool> {
+    let mut words = command.split_whitespace();
+    let sql = match (words.next(), words.next()) {
+        (Some("\\q"), _) => return Ok(false),
+        (Some("\\d"), None) => "SELECT table_name, table_type FROM information_schema.tables \
+                                WHERE table_schema = 'store' ORDER BY table_type, table_name"
+            .to_string(),
+        (Some("\\d"), Some(name)) => {
+            timeline::check_container_arg(name)?;
+            format!(
+                "SELECT column_name, data_type, is_nullable FROM information_schema.columns \
+                 WHERE table_schema = 'store' AND table_name = '{name}' ORDER BY ordinal_position"
+            )
+        }
+        _ => {
+            eprintln!("unknown command {command}: \\d, \\d NAME, \\q");
+            return Ok(true);
+        }
+    };
+    match catalog.sql(&sql).await {
+        Ok(batches) => output::write(&batches, OutFormat::Table, &mut std::io::stdout().lock())?,
+        Err(e) => eprintln!("error: {e}"),
+    }
+    Ok(true)
+}
+
+pub fn timeline(args: TimelineArgs) -> anyhow::Result<u8> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let mut catalog = open(&args.store).await?;
+        let request = timeline::Request {
+            container: args.container.clone(),
+            since: args.since,
+            until: args.until,
+        };
+        let timeline = Timeline::build(&mut catalog, &request)
+            .await
+            .with_context(|| format!("building the timeline of {}", args.container))?;
+        let mut out = sink(args.output.as_ref())?;
+        match args.format {
+            TimelineFormat::Table => out.write_all(timeline.to_text().as_bytes())?,
+            TimelineFormat::Json => {
+                serde_json::to_writer_pretty(&mut out, &timeline)?;
+                writeln!(out)?;
+            }
+            TimelineFormat::Html => {
+                let by = format!(
+                    "quarry {} on {} at {} by `{}`",
+                    env!("CARGO_PKG_VERSION"),
+                    quarry_recorder::local_hostname(),
+                    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    crate::action::command_line()
+                );
+                out.write_all(timeline.to_html(&by).as_bytes())?
+            }
+        }
+        out.flush()?;
+        Ok(exit::OK)
+    })
+}
+
+pub fn hunt(args: HuntArgs) -> anyhow::Result<u8> {
+    let mut rules = if args.no_builtin {
+        Vec::new()
+    } else {
+        hunt::builtin_rules()
+    };
+    if let Some(dir) = &args.rules {
+        rules.extend(
+            hunt::load_rules(dir)
+                .with_context(|| format!("loading rules from {}", dir.display()))?,
+        );
+    }
+    if args.list {
+        match args.format {
+            Format::Json => println!("{}", serde_json::to_string_pretty(&rules)?),
+            Format::Table => {
+                let rows: Vec<Vec<String>> = rules
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            r.id.clone(),
+                            r.severity.as_str().into(),
+                            r.mitre.join(","),
+                            r.title.clone(),
+                        ]
+                    })
+                    .collect();
+                crate::output::print_table(&["ID", "SEVERITY", "ATT&CK", "TITLE"], &rows);
+            }
+        }
+        return Ok(exit::OK);
+    }
+    let rt = runtime()?;
+    rt.block_on(async {
+        let mut catalog = open(&args.store).await?;
+        let containers = match &args.container {
+            Some(c) => Some(vec![timeline::find_container(&catalog, c).await?.id]),
+            None => None,
+        };
+        let scope = Scope {
+            since: args.since,
+            until: args.until,
+            containers,
+        };
+        let findings = hunt::run(&mut catalog, &rules, &scope).await?;
+        match args.format {
+            Format::Json => println!("{}", serde_json::to_string_pretty(&findings)?),
+            Format::Table => {
+                let rows: Vec<Vec<String>> = findings
+                    .iter()
+                    .map(|f| {
+                        vec![
+                            f.time.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+                            f.severity.as_str().into(),
+                            f.rule.clone(),
+                            f.mitre.join(","),
+                            f.container_id
+                                .as_deref()
+                                .map(|c| c.chars().take(12).collect())
+                                .unwrap_or_default(),
+                            f.pid.map(|p| p.to_string()).unwrap_or_default(),
+                            f.evidence.clone(),
+                            format!(
+                                "{}@{}",
+                                f.source_table,
+                                f.ktime_ns.map(|k| k.to_string()).unwrap_or_default()
+                            ),
+                        ]
+                    })
+                    .collect();
+                crate::output::print_table(
+                    &[
+                        "TIME",
+                        "SEVERITY",
+                        "RULE",
+                        "ATT&CK",
+                        "CONTAINER",
+                        "PID",
+                        "EVIDENCE",
+                        "ROW",
+                    ],
+                    &rows,
+                );
+                eprintln!(
+                    "{} finding(s) from {} rule(s); ROW is table@ktime_ns of the row behind it",
+                    findings.len(),
+                    rules.len()
+                );
+            }
+        }
+        Ok(if findings.is_empty() {
+            exit::OK
+        } else {
+            exit::FINDINGS
+        })
+    })
+}
