@@ -23,7 +23,7 @@ Examples:
   sudo quarry release web
   quarry verify --store /tmp/s                re-hash every segment, check the manifest chain
   quarry verify --store /tmp/s --format json
-  quarry sql "SELECT comm, count(*) FROM process GROUP BY comm ORDER BY 2 DESC LIMIT 5"
+  quarry sql 'SELECT comm, count(*) FROM process GROUP BY comm ORDER BY 2 DESC LIMIT 5'
   quarry timeline web --since 2h --format html -o web.html
   quarry hunt --since 1d --container web
 

@@ -45,7 +45,7 @@ fn warn_skipped(catalog: &Catalog, already: usize) -> usize {
 /// earlier results are not overwritten).
 fn sink(path: Option<&PathBuf>) -> anyhow::Result<Box<dyn Write + Send>> {
     match path {
-        None => Ok(Box::new(std::io::stdout().lock())),
+        None => Ok(Box::new(std::io::stdout())),
         Some(p) => {
             let file = OpenOptions::new()
                 .write(true)
@@ -143,7 +143,7 @@ async fn repl(catalog: &mut Catalog, format: QueryFormat) -> anyhow::Result<u8> 
                 match catalog.sql(query.trim().trim_end_matches(';')).await {
                     Ok(batches) => {
                         warn_skipped(catalog, reported);
-                        let mut out = std::io::stdout().lock();
+                        let mut out = std::io::stdout();
                         let fmt = match format {
                             QueryFormat::Parquet => OutFormat::Table,
                             f => out_format(f),
@@ -186,7 +186,7 @@ async fn meta_command(catalog: &mut Catalog, command: &str) -> anyhow::Result<bo
         }
     };
     match catalog.sql(&sql).await {
-        Ok(batches) => output::write(&batches, OutFormat::Table, &mut std::io::stdout().lock())?,
+        Ok(batches) => output::write(&batches, OutFormat::Table, &mut std::io::stdout())?,
         Err(e) => eprintln!("error: {e}"),
     }
     Ok(true)

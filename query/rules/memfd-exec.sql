@@ -9,7 +9,9 @@ SELECT e.time, e.host, e.container_id, e.pid, e.comm, 'process' AS source_table,
        concat('executed from a file descriptor: ', e.filename, ' [',
               array_to_string(e.argv, ' '), ']') AS evidence
 FROM execs e
-WHERE e.filename ~ '^/(proc/[^/]+|dev)/fd/' OR e.filename = '' OR e.filename LIKE 'memfd:%'
+WHERE (e.filename ~ '^/(proc/[^/]+|dev)/fd/' OR e.filename = '' OR e.filename LIKE 'memfd:%')
+  -- runc re-executes itself from a sealed memfd copy (its CVE-2019-5736 defence) as `runc init`.
+  AND NOT (e.argv[1] ~ '(^|/)runc$' AND e.argv[2] = 'init')
 UNION ALL
 SELECT x.time, x.host, x.container_id, x.pid, x.comm, 'process', x.ktime_ns,
        concat(x.comm, ' ', x.event, ' after memfd_create(', coalesce(m.detail, ''), ')')

@@ -4,6 +4,8 @@
 //! ```text
 //! sudo quarry-bench recorder [--calls N] [--format json]   bare vs filtered vs fully recorded
 //! quarry-bench loop getpid N                               N getpid syscalls; prints ns/call
+//! quarry-bench query generate --store DIR [--rows N]       a synthetic 100M-row store
+//! quarry-bench query run --store DIR                       timeline/hunt timings, vs DuckDB
 //! ```
 //!
 //! The recorder runs as a separate `quarry record` process (the binary next to this one), so
@@ -15,6 +17,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+#[path = "../bench/query.rs"]
+mod query_bench;
 use quarry_store::{Manifest, ManifestOp, Table};
 
 fn main() -> anyhow::Result<()> {
@@ -33,9 +38,11 @@ fn main() -> anyhow::Result<()> {
         ["loop", "mixed", n] => mixed_workload(n.parse().context("N must be a number")?),
         ["recorder", rest @ ..] => recorder_bench(rest),
         ["isolate", container, rest @ ..] => isolate_bench(container, rest),
+        ["query", rest @ ..] => query_bench::run(rest),
         _ => bail!(
             "usage: quarry-bench recorder [--calls N] [--format json] | \
-             quarry-bench isolate CONTAINER [--runs N] | quarry-bench loop getpid|mixed N"
+             quarry-bench isolate CONTAINER [--runs N] | quarry-bench loop getpid|mixed N | \
+             quarry-bench query generate|run ..."
         ),
     }
 }

@@ -6,7 +6,7 @@ use std::process::{Command, Output, Stdio};
 
 /// Applets the test rootfs provides.
 const APPLETS: &[&str] = &[
-    "sh", "sleep", "true", "cat", "echo", "nc", "ls", "mkdir", "rm", "ps",
+    "sh", "sleep", "true", "cat", "echo", "nc", "ls", "mkdir", "rm", "ps", "cp", "unshare",
 ];
 
 /// Builds a minimal root filesystem from Debian's busybox-static.
@@ -46,6 +46,16 @@ impl RuncContainer {
 
     /// Starts the container in an existing network namespace (`/var/run/netns/<name>`).
     pub fn start_in_netns(id: &str, netns: Option<&str>) -> RuncContainer {
+        RuncContainer::start_with(id, netns, |_, _| {})
+    }
+
+    /// Starts the container after `tweak` has adjusted its config.json and rootfs (a
+    /// writable root, files an attack expects to find).
+    pub fn start_with(
+        id: &str,
+        netns: Option<&str>,
+        tweak: impl FnOnce(&mut serde_json::Value, &Path),
+    ) -> RuncContainer {
         let bundle = tempfile::tempdir().unwrap();
         busybox_rootfs(&bundle.path().join("rootfs"));
         run_ok(Command::new("runc").arg("spec").current_dir(bundle.path()));
@@ -63,6 +73,7 @@ impl RuncContainer {
                 }
             }
         }
+        tweak(&mut config, &bundle.path().join("rootfs"));
         std::fs::write(&config_path, config.to_string()).unwrap();
         let c = RuncContainer {
             id: id.to_string(),
