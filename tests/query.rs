@@ -238,8 +238,10 @@ fn sql_refuses_writes_and_reads_a_recorded_store() {
     let store = dir.path().join("store");
     let marker = common::marker("sql");
     let rec = RecorderProcess::start(&store, &["--seal-interval", "1s"]);
-    std::process::Command::new("/bin/true")
-        .arg(&marker)
+    // A shell that forks (the `; exit` keeps it from exec'ing in place) so the marker's
+    // process has a recorded parent.
+    std::process::Command::new("/bin/sh")
+        .args(["-c", &format!("/bin/true {marker}; exit 0")])
         .status()
         .unwrap();
     let out = rec.stop_with(Signal::SIGINT);
@@ -247,14 +249,14 @@ fn sql_refuses_writes_and_reads_a_recorded_store() {
 
     let query = format!(
         "SELECT pid, image, parent_image FROM processes \
-         WHERE array_to_string(argv, ' ') LIKE '%{marker}%'"
+         WHERE image = '/bin/true' AND array_to_string(argv, ' ') LIKE '%{marker}%'"
     );
     let (code, rows) = json(&store, &["sql", &query]);
     assert_eq!(code, 0);
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["image"], "/bin/true");
-    assert!(rows[0]["parent_image"].is_string(), "lineage: {rows:?}");
+    assert_eq!(rows[0]["parent_image"], "/bin/sh", "lineage: {rows:?}");
 
     for refused in [
         "COPY (SELECT * FROM process) TO '/tmp/quarry-e2e-copy.csv'",
