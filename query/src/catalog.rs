@@ -122,6 +122,12 @@ impl Catalog {
     /// [`Catalog::skipped`], and the statement run again.
     pub async fn sql(&mut self, sql: &str) -> Result<Vec<RecordBatch>> {
         guard::check(sql)?;
+        self.run_resilient(sql).await
+    }
+
+    /// Runs SQL built inside this crate (no statement check; the plan-level read-only
+    /// options still apply), leaving out segments found damaged while reading.
+    pub(crate) async fn run_resilient(&mut self, sql: &str) -> Result<Vec<RecordBatch>> {
         match self.run(sql).await {
             Ok(batches) => Ok(batches),
             Err(QueryError::Engine(e)) if is_data_error(&e) => {
@@ -140,13 +146,19 @@ impl Catalog {
 
     /// Plans and runs `sql` with the read-only options, without the statement check (callers
     /// inside this crate build their own SQL).
-    pub(crate) async fn run(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+    async fn run(&self, sql: &str) -> Result<Vec<RecordBatch>> {
         let frame = self
             .ctx
             .sql_with_options(sql, guard::read_only_options())
             .await
             .map_err(plan_error)?;
-        Ok(frame.collect().await?)
+        let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
+        let mut batches = frame.collect().await?;
+        if batches.is_empty() {
+            // Keep the columns of an empty answer: CSV headers and Parquet schemas need them.
+            batches.push(RecordBatch::new_empty(schema));
+        }
+        Ok(batches)
     }
 
     /// Reads every healthy segment in full and returns those that fail to decode.

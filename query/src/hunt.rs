@@ -253,10 +253,13 @@ pub async fn run(catalog: &mut Catalog, rules: &[Rule], scope: &Scope) -> Result
              FROM ({}) AS finding{filter}",
             rule.sql
         );
-        let batches = catalog.run(&sql).await.map_err(|e| QueryError::Rule {
-            path: rule.origin.clone(),
-            problem: e.to_string(),
-        })?;
+        let batches = catalog
+            .run_resilient(&sql)
+            .await
+            .map_err(|e| QueryError::Rule {
+                path: rule.origin.clone(),
+                problem: e.to_string(),
+            })?;
         for b in &batches {
             let r = Rows::new(b)?;
             for i in 0..b.num_rows() {

@@ -98,7 +98,7 @@ impl Timeline {
             "SELECT time, ktime_ns, source, event, pid, comm, summary FROM events \
              WHERE container_id = {id} AND source <> 'action' AND {window}"
         );
-        events.extend(read_events(&catalog.run(&sql).await?)?);
+        events.extend(read_events(&catalog.run_resilient(&sql).await?)?);
         // Actions are few and may come after the container's last recorded event (release
         // after exit): no partition window for them.
         let sql = format!(
@@ -106,14 +106,14 @@ impl Timeline {
              WHERE container_id = {id} AND source = 'action'{}",
             time_bounds(since, None)
         );
-        events.extend(read_events(&catalog.run(&sql).await?)?);
+        events.extend(read_events(&catalog.run_resilient(&sql).await?)?);
         if let Some(host) = &container.host {
             let sql = format!(
                 "SELECT time, ktime_ns, source, event, pid, comm, summary FROM events \
                  WHERE source = 'gap' AND host = {} AND {window}",
                 sql_literal(host)
             );
-            events.extend(read_events(&catalog.run(&sql).await?)?);
+            events.extend(read_events(&catalog.run_resilient(&sql).await?)?);
         }
         events.sort_by_key(|e| (e.time, e.ktime_ns.unwrap_or(0)));
 
@@ -123,7 +123,7 @@ impl Timeline {
              FROM process WHERE container_id = {id} AND event IN ('fork', 'exec', 'exit') \
              AND start_ns IS NOT NULL AND {window} ORDER BY ktime_ns"
         );
-        let processes = process_tree(&catalog.run(&sql).await?)?;
+        let processes = process_tree(&catalog.run_resilient(&sql).await?)?;
         Ok(Timeline {
             container,
             since,
@@ -197,7 +197,7 @@ impl Timeline {
 }
 
 /// Finds the one container `given` names (exact id, name, or id prefix).
-pub async fn find_container(catalog: &Catalog, given: &str) -> Result<ContainerInfo> {
+pub async fn find_container(catalog: &mut Catalog, given: &str) -> Result<ContainerInfo> {
     check_container_arg(given)?;
     let lit = sql_literal(given);
     let sql = format!(
@@ -207,7 +207,7 @@ pub async fn find_container(catalog: &Catalog, given: &str) -> Result<ContainerI
          WHERE container_id = {lit} OR name = {lit} OR starts_with(container_id, {lit}) \
          GROUP BY container_id ORDER BY container_id"
     );
-    let batches = catalog.run(&sql).await?;
+    let batches = catalog.run_resilient(&sql).await?;
     let mut found = Vec::new();
     for b in &batches {
         let r = Rows::new(b)?;

@@ -162,7 +162,7 @@ fn segment_damaged_inside_is_found_and_skipped() {
         assert_eq!(skipped[0].path, victim);
         // The process table is unaffected.
         let got = catalog.sql("SELECT count(*) FROM process").await.unwrap();
-        assert_eq!(render(&got), vec!["10"]);
+        assert_eq!(render(&got), vec!["13"]);
     });
 }
 
@@ -187,8 +187,8 @@ fn timeline_orders_the_story_and_builds_the_tree_across_pid_reuse() {
         };
         let t = Timeline::build(&mut catalog, &request).await.unwrap();
         assert_eq!(t.container.id, common::WEB);
-        // One root (the entrypoint) with three children: wget, payload, and cat on the
-        // reused pid 101, told apart by their start times.
+        // One root (the entrypoint) with four children: wget, payload, cat on the reused pid
+        // 101 (told apart by their start times), and the memfd program.
         assert_eq!(t.processes.len(), 1, "{:#?}", t.processes);
         let root = &t.processes[0];
         assert_eq!(root.pid, 100);
@@ -202,7 +202,8 @@ fn timeline_orders_the_story_and_builds_the_tree_across_pid_reuse() {
             vec![
                 (101, 2000, "/usr/bin/wget"),
                 (102, 4000, "/tmp/payload"),
-                (101, 9000, "/bin/cat")
+                (101, 9000, "/bin/cat"),
+                (103, 11000, "/proc/self/fd/3"),
             ]
         );
         assert_eq!(root.children[2].exit_code, Some(1));
@@ -230,6 +231,9 @@ fn timeline_orders_the_story_and_builds_the_tree_across_pid_reuse() {
                 ("file", "open"),
                 ("file", "open"),
                 ("process", "exit"),
+                ("process", "fork"),
+                ("signal", "memfd_create"),
+                ("process", "exec"),
                 ("action", "isolate"),
             ]
         );
@@ -288,10 +292,15 @@ fn hunt_finds_the_fixture_attack_and_points_at_rows() {
             .collect();
         got.sort();
         // drift (payload written by wget, then executed), sensitive read (/etc/shadow),
-        // network tool (wget). The entrypoint shells are not "spawned shells".
+        // network tool (wget), fileless exec. The entrypoint shells are not "spawned shells".
         assert_eq!(
             got,
-            vec![("QH002", 102), ("QH004", 101), ("QH009", 101)],
+            vec![
+                ("QH002", 102),
+                ("QH004", 101),
+                ("QH009", 101),
+                ("QH010", 103)
+            ],
             "{findings:#?}"
         );
         // Each finding points at its row.

@@ -71,7 +71,10 @@ impl GenerateArgs {
             bail!("--store DIR is required");
         }
         if g.store.exists() {
-            bail!("{} exists; the generator only writes a new store", g.store.display());
+            bail!(
+                "{} exists; the generator only writes a new store",
+                g.store.display()
+            );
         }
         Ok(g)
     }
@@ -112,7 +115,16 @@ fn lifetime(i: u32, hours: u32) -> (u32, u32) {
     (first, (first + span).min(hours))
 }
 
-const COMMS: &[&str] = &["nginx", "python3", "node", "java", "sh", "postgres", "redis-server", "envoy"];
+const COMMS: &[&str] = &[
+    "nginx",
+    "python3",
+    "node",
+    "java",
+    "sh",
+    "postgres",
+    "redis-server",
+    "envoy",
+];
 const FILES: &[&str] = &[
     "/var/log/app/access.log",
     "/tmp/cache.db",
@@ -132,7 +144,15 @@ const EVENTS: &[(&str, &str)] = &[
     ("chmod", "fchmodat"),
     ("mkdir", "mkdirat"),
 ];
-const SYSCALLS: &[(i32, &str)] = &[(0, "read"), (1, "write"), (7, "poll"), (232, "epoll_wait"), (202, "futex"), (44, "sendto"), (45, "recvfrom")];
+const SYSCALLS: &[(i32, &str)] = &[
+    (0, "read"),
+    (1, "write"),
+    (7, "poll"),
+    (232, "epoll_wait"),
+    (202, "futex"),
+    (44, "sendto"),
+    (45, "recvfrom"),
+];
 
 /// Rows per table per hour, from the total: the raw syscall stream dominates, as it does
 /// on a node recording with `--syscalls all`.
@@ -142,7 +162,10 @@ fn split(rows: u64, hours: u32) -> [(Table, u64); 4] {
         (Table::Process, per_hour / 20),
         (Table::File, per_hour * 3 / 10),
         (Table::Net, per_hour / 10),
-        (Table::Syscall, per_hour - per_hour / 20 - per_hour * 3 / 10 - per_hour / 10),
+        (
+            Table::Syscall,
+            per_hour - per_hour / 20 - per_hour * 3 / 10 - per_hour / 10,
+        ),
     ]
 }
 
@@ -152,7 +175,13 @@ fn generate(g: &GenerateArgs) -> anyhow::Result<()> {
     let hours: Vec<u32> = (0..g.hours).collect();
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let chunks: Vec<Vec<u32>> = (0..workers)
-        .map(|w| hours.iter().copied().filter(|h| *h as usize % workers == w).collect())
+        .map(|w| {
+            hours
+                .iter()
+                .copied()
+                .filter(|h| *h as usize % workers == w)
+                .collect()
+        })
         .collect();
     std::thread::scope(|scope| -> anyhow::Result<()> {
         let handles: Vec<_> = chunks
@@ -207,8 +236,11 @@ fn generate_hour(store: &Store, g: &GenerateArgs, hour: u32) -> anyhow::Result<(
             // Times advance through the hour across segments, as seals would.
             let base_us = (done as f64 / count as f64 * 3.6e9) as i64;
             let step_us = ((3.6e9 / count as f64) as i64).max(1);
-            let row_time = |k: usize| hour_start + Duration::microseconds(base_us + k as i64 * step_us);
-            let ktime = |k: usize| (hour as u64 * 3_600_000_000_000) + ((base_us + k as i64 * step_us) as u64) * 1000;
+            let row_time =
+                |k: usize| hour_start + Duration::microseconds(base_us + k as i64 * step_us);
+            let ktime = |k: usize| {
+                (hour as u64 * 3_600_000_000_000) + ((base_us + k as i64 * step_us) as u64) * 1000
+            };
             let pick = |rng: &mut Rng, k: usize| {
                 let c = rng.below(ids.len() as u64) as usize;
                 let pid = 1000 + alive[c] as i32 * 100 + rng.below(40) as i32;
@@ -232,7 +264,11 @@ fn generate_hour(store: &Store, g: &GenerateArgs, hour: u32) -> anyhow::Result<(
                                 0 => ProcessEvent::Fork,
                                 1 => ProcessEvent::Exec {
                                     filename: format!("/usr/bin/{}", id.comm),
-                                    argv: vec![id.comm.clone(), "--serve".into(), format!("--port={}", 8000 + k % 100)],
+                                    argv: vec![
+                                        id.comm.clone(),
+                                        "--serve".into(),
+                                        format!("--port={}", 8000 + k % 100),
+                                    ],
                                     argv_truncated: false,
                                     uid: 1000,
                                     gid: 1000,
@@ -381,7 +417,11 @@ fn dir_size(dir: &Path) -> u64 {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
             let Ok(meta) = e.metadata() else { continue };
-            total += if meta.is_dir() { dir_size(&e.path()) } else { meta.len() };
+            total += if meta.is_dir() {
+                dir_size(&e.path())
+            } else {
+                meta.len()
+            };
         }
     }
     total
@@ -391,10 +431,16 @@ fn dir_size(dir: &Path) -> u64 {
 fn time_quarry(args: &[&str]) -> anyhow::Result<(f64, usize)> {
     let exe = std::env::current_exe()?.with_file_name("quarry");
     let started = Instant::now();
-    let out = Command::new(&exe).args(args).output().with_context(|| format!("running {}", exe.display()))?;
+    let out = Command::new(&exe)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {}", exe.display()))?;
     let secs = started.elapsed().as_secs_f64();
     if !out.status.success() && out.status.code() != Some(4) {
-        bail!("quarry {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "quarry {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok((secs, out.stdout.len()))
 }
@@ -439,12 +485,35 @@ fn bench(args: &[&str]) -> anyhow::Result<()> {
         results.borrow_mut().insert(name.into(), serde_json::json!({"first_s": first, "median_s": med, "runs": runs, "output_bytes": bytes}));
         Ok(())
     };
-    measure("timeline (container alive 9 of 24h)", vec!["timeline", &short[..12], "--store", s, "--format", "json"])?;
-    measure("timeline (container alive 17 of 24h)", vec!["timeline", &long[..12], "--store", s, "--format", "json"])?;
-    measure("hunt, all rules, whole store", vec!["hunt", "--store", s, "--format", "json"])?;
-    measure("hunt, all rules, one container", vec!["hunt", "--container", &short[..12], "--store", s, "--format", "json"])?;
+    measure(
+        "timeline (container alive 9 of 24h)",
+        vec!["timeline", &short[..12], "--store", s, "--format", "json"],
+    )?;
+    measure(
+        "timeline (container alive 17 of 24h)",
+        vec!["timeline", &long[..12], "--store", s, "--format", "json"],
+    )?;
+    measure(
+        "hunt, all rules, whole store",
+        vec!["hunt", "--store", s, "--format", "json"],
+    )?;
+    measure(
+        "hunt, all rules, one container",
+        vec![
+            "hunt",
+            "--container",
+            &short[..12],
+            "--store",
+            s,
+            "--format",
+            "json",
+        ],
+    )?;
     let count = "SELECT count(*) FROM syscall";
-    measure("sql: count(*) over the syscall table", vec!["sql", count, "--store", s, "--format", "csv"])?;
+    measure(
+        "sql: count(*) over the syscall table",
+        vec!["sql", count, "--store", s, "--format", "csv"],
+    )?;
 
     // DuckDB on the same files: the timeline's scans (the container's process, file and
     // net rows, ordered) and the same count.
@@ -477,10 +546,16 @@ print(json.dumps(out))
             if !json {
                 println!("{name:<44} first {first:>7.3}s  median {med:>7.3}s");
             }
-            results.borrow_mut().insert(name, serde_json::json!({"first_s": first, "median_s": med, "runs": runs}));
+            results.borrow_mut().insert(
+                name,
+                serde_json::json!({"first_s": first, "median_s": med, "runs": runs}),
+            );
         }
     } else {
-        eprintln!("duckdb comparison skipped: {}", String::from_utf8_lossy(&out.stderr));
+        eprintln!(
+            "duckdb comparison skipped: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     // The same timeline scans through quarry sql, for the like-for-like comparison.
     let same = format!(
@@ -488,7 +563,10 @@ print(json.dumps(out))
          SELECT time, ktime_ns, pid, comm FROM file WHERE container_id = '{short}' UNION ALL \
          SELECT time, ktime_ns, pid, comm FROM net WHERE container_id = '{short}' ORDER BY time, ktime_ns"
     );
-    measure("quarry sql: the same timeline scans", vec!["sql", &same, "--store", s, "--format", "csv"])?;
+    measure(
+        "quarry sql: the same timeline scans",
+        vec!["sql", &same, "--store", s, "--format", "csv"],
+    )?;
     if json {
         println!("{}", serde_json::Value::Object(results.into_inner()));
     }

@@ -2,7 +2,8 @@
 //! seals: container `web` (id c1aaaa...) runs a shell entrypoint (pid 100) that starts wget
 //! (pid 101) and, after pid 101 has exited and the number is reused, cat (pid 101 again);
 //! wget writes /tmp/payload, which is then executed; cat reads /etc/shadow; pid 101 connects
-//! out; a responder isolates the container; CPU 1 loses 7 events. Container `db` (c2bbbb...)
+//! out; pid 103 runs a program from a memfd; a responder isolates the container; CPU 1 loses
+//! 7 events. Container `db` (c2bbbb...)
 //! only runs its entrypoint.
 
 #![allow(dead_code)]
@@ -169,6 +170,34 @@ pub fn build(root: &Path) -> Store {
             exec("/bin/cat", &["cat", "/etc/shadow"]),
         ),
         proc(600, 101, 9000, 100, 1000, "cat", WEB, exit(1)),
+        proc(640, 103, 11000, 100, 1000, "sh", WEB, ProcessEvent::Fork),
+        proc(
+            650,
+            103,
+            11000,
+            100,
+            1000,
+            "sh",
+            WEB,
+            ProcessEvent::Signal {
+                name: "memfd_create",
+                ids: Ids::default(),
+                target_pid: None,
+                flags: Some(1),
+                detail: Some("stage2".into()),
+                ret: Some(3),
+            },
+        ),
+        proc(
+            660,
+            103,
+            11000,
+            100,
+            1000,
+            "3",
+            WEB,
+            exec("/proc/self/fd/3", &["[kworker]"]),
+        ),
     ];
     // Two segments, as two seal intervals would make.
     seal(Table::Process, process_batch(HOST, &processes[..5]), 1);
