@@ -7,6 +7,7 @@ mod isolate;
 mod output;
 mod ps;
 mod record;
+mod snapshot;
 mod status;
 mod verify;
 
@@ -42,6 +43,8 @@ fn main() -> ExitCode {
         Command::Status(args) => status::run(args),
         Command::Isolate(args) => isolate::run(args),
         Command::Release(args) => isolate::release(args),
+        Command::Snapshot(args) => snapshot::run(args),
+        Command::Restore(args) => snapshot::restore(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

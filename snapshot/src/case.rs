@@ -145,12 +145,11 @@ pub fn verify(dir: &Path) -> Result<Vec<Mismatch>, SnapshotError> {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-    let listed: Vec<FileEntry> = serde_json::from_value(manifest["files"].clone()).map_err(|e| {
-        SnapshotError::BadCase {
+    let listed: Vec<FileEntry> =
+        serde_json::from_value(manifest["files"].clone()).map_err(|e| SnapshotError::BadCase {
             path: path.clone(),
             reason: format!("files: {e}"),
-        }
-    })?;
+        })?;
     let mut out = Vec::new();
     for f in &listed {
         let p = dir.join(&f.path);
@@ -159,12 +158,11 @@ pub fn verify(dir: &Path) -> Result<Vec<Mismatch>, SnapshotError> {
                 path: f.path.clone(),
                 problem: "missing",
             }),
-            Ok(h) if h != f.sha256 || fs::metadata(&p).map(|m| m.len()).ok() != Some(f.size) => {
-                out.push(Mismatch {
+            Ok(h) if h != f.sha256 || fs::metadata(&p).map(|m| m.len()).ok() != Some(f.size) => out
+                .push(Mismatch {
                     path: f.path.clone(),
                     problem: "altered",
-                })
-            }
+                }),
             Ok(_) => {}
         }
     }

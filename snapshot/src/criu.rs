@@ -179,7 +179,8 @@ fn converse(
                 "criu exited without answering (see its log)",
             ));
         }
-        let resp = rpc::Criu_resp::parse_from_bytes(&buf[..n as usize]).map_err(io::Error::other)?;
+        let resp =
+            rpc::Criu_resp::parse_from_bytes(&buf[..n as usize]).map_err(io::Error::other)?;
         if resp.type_() == rpc::Criu_req_type::NOTIFY {
             let script = resp.notify.script().to_string();
             notifications.push(Notification {
@@ -312,9 +313,22 @@ pub fn log_errors(log: &Path) -> Option<String> {
         .filter(|l| l.contains("Error") && !l.contains("RLIMIT_NOFILE"))
         .collect();
     let pick = if errors.is_empty() {
-        text.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect()
+        text.lines()
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect()
     } else {
-        errors.into_iter().rev().take(6).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>()
+        errors
+            .into_iter()
+            .rev()
+            .take(6)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
     };
     Some(pick.join("\n"))
 }

@@ -214,6 +214,10 @@ pub struct RestorePlan {
     /// Directory in the case holding copies of the changed files (relative).
     pub fs_changes_dir: String,
     pub network_lock: String,
+    /// Local addresses of the container's TCP connections: restore puts them on a dead-end
+    /// interface of the new namespace, because TCP repair reconnects need a route.
+    #[serde(default)]
+    pub tcp_local_addrs: Vec<String>,
 }
 
 /// The default place for a case: `/var/lib/quarry/cases/<name>-<UTC time>`.
@@ -255,7 +259,9 @@ pub fn snapshot(
     let mut warnings = Vec::new();
 
     // Cheap refusals first, before anything is written or frozen.
-    progress(Progress::Step("checking CRIU, the case directory and disk space"));
+    progress(Progress::Step(
+        "checking CRIU, the case directory and disk space",
+    ));
     if opts.case_dir.symlink_metadata().is_ok() {
         return Err(SnapshotError::CaseExists {
             path: opts.case_dir.clone(),
@@ -270,7 +276,9 @@ pub fn snapshot(
     let criu_path = criu::find_criu(opts.criu.as_deref())?;
     let criu_version = criu::check_version(&criu_path)?;
 
-    progress(Progress::Step("reading the container's processes, files and sockets"));
+    progress(Progress::Step(
+        "reading the container's processes, files and sockets",
+    ));
     let pids = facts::tree(init);
     let processes: Vec<facts::Process> = pids.iter().filter_map(|&p| facts::process(p)).collect();
     let sockets = facts::sockets(init, &processes);
@@ -281,7 +289,9 @@ pub fn snapshot(
         mounts::parse_mountinfo(&fs::read_to_string("/proc/self/mountinfo").unwrap_or_default());
     let proc_root = PathBuf::from(format!("/proc/{init}/root"));
     let root = mounts::root_mount(&cmounts).cloned();
-    let rootfs = root.as_ref().and_then(|r| mounts::host_path_of(r, &hmounts));
+    let rootfs = root
+        .as_ref()
+        .and_then(|r| mounts::host_path_of(r, &hmounts));
     let ext_mounts = mounts::externals(&cmounts, &hmounts, &proc_root);
     let container_mnt_ids: std::collections::HashSet<u32> = cmounts.iter().map(|m| m.id).collect();
     let mut ext_files = Vec::new();
@@ -332,9 +342,7 @@ pub fn snapshot(
     let tmpfs: u64 = cmounts
         .iter()
         .filter(|m| m.fstype == "tmpfs")
-        .filter_map(|m| {
-            used_bytes(&proc_root.join(m.mount_point.trim_start_matches('/')))
-        })
+        .filter_map(|m| used_bytes(&proc_root.join(m.mount_point.trim_start_matches('/'))))
         .sum();
     let needed = rss + tmpfs + changes.as_ref().map_or(0, |c| c.bytes) + (16 << 20);
     let anchor = nearest_existing(&opts.case_dir);
@@ -355,12 +363,17 @@ pub fn snapshot(
     }
     write_json(&dir.join("facts/processes.json"), &processes)?;
     write_json(&dir.join("facts/sockets.json"), &sockets)?;
-    fs::write(dir.join("facts/process-tree.txt"), facts::tree_text(&processes))
-        .map_err(|e| SnapshotError::io(dir.join("facts/process-tree.txt"), e))?;
+    fs::write(
+        dir.join("facts/process-tree.txt"),
+        facts::tree_text(&processes),
+    )
+    .map_err(|e| SnapshotError::io(dir.join("facts/process-tree.txt"), e))?;
     fs::write(dir.join("facts/mountinfo.txt"), &mountinfo_text)
         .map_err(|e| SnapshotError::io(dir.join("facts/mountinfo.txt"), e))?;
     write_json(&dir.join("facts/mounts.json"), &cmounts)?;
-    for table in ["tcp", "tcp6", "udp", "udp6", "unix", "raw", "raw6", "route", "dev"] {
+    for table in [
+        "tcp", "tcp6", "udp", "udp6", "unix", "raw", "raw6", "route", "dev",
+    ] {
         if let Ok(t) = fs::read_to_string(format!("/proc/{init}/net/{table}")) {
             let p = dir.join(format!("facts/net-{table}.txt"));
             fs::write(&p, t).map_err(|e| SnapshotError::io(&p, e))?;
@@ -434,7 +447,13 @@ pub fn snapshot(
         });
     }
     let stats = criu::read_dump_stats(&dir.join("images"));
-    let at = |s: &str| outcome.notifications.iter().find(|n| n.script == s).map(|n| n.at);
+    let at = |s: &str| {
+        outcome
+            .notifications
+            .iter()
+            .find(|n| n.script == s)
+            .map(|n| n.at)
+    };
     let (frozen_ms, freezing_ms) = match stats {
         Some(s) if s.frozen_us > 0 => (
             (s.freezing_us + s.frozen_us) as f64 / 1000.0,
@@ -458,7 +477,9 @@ pub fn snapshot(
     }
     let mut trace_rows = Vec::new();
     if let Some(store) = opts.store.as_ref().filter(|s| s.is_dir()) {
-        progress(Progress::Step("copying the container's trace excerpt from the store"));
+        progress(Progress::Step(
+            "copying the container's trace excerpt from the store",
+        ));
         match trace::excerpt(store, &container.id, &dir.join("trace")) {
             Ok(c) => trace_rows = c,
             Err(e) => warnings.push(format!("trace excerpt not taken: {e}")),
@@ -473,6 +494,7 @@ pub fn snapshot(
         external_files: ext_files,
         fs_changes_dir: "fs/changes".into(),
         network_lock: "nftables".into(),
+        tcp_local_addrs: tcp_local_addrs(&sockets),
     };
     write_json(&dir.join("restore.json"), &plan)?;
 
@@ -534,6 +556,23 @@ pub fn snapshot(
         trace_rows,
         warnings,
     })
+}
+
+/// The local IPs of connected TCP sockets, without ports, each once.
+fn tcp_local_addrs(sockets: &[facts::Socket]) -> Vec<String> {
+    let mut out: Vec<String> = sockets
+        .iter()
+        .filter(|s| s.proto.starts_with("tcp") && s.state != "LISTEN" && s.state != "CLOSE")
+        .filter_map(|s| {
+            s.local
+                .rsplit_once(':')
+                .map(|(ip, _)| ip.trim_matches(['[', ']']).to_string())
+        })
+        .filter(|ip| ip != "0.0.0.0" && ip != "::")
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Re-hashes a case against its manifest: empty when every file is as written.

@@ -68,8 +68,22 @@ fn unescape(s: &str) -> String {
 
 /// Filesystems CRIU recreates (or, for tmpfs, saves and refills) when mounted fresh.
 const REBUILT: &[&str] = &[
-    "proc", "sysfs", "devpts", "mqueue", "tmpfs", "devtmpfs", "cgroup2", "binfmt_misc",
-    "securityfs", "debugfs", "tracefs", "bpf", "fusectl", "pstore", "hugetlbfs", "nsfs",
+    "proc",
+    "sysfs",
+    "devpts",
+    "mqueue",
+    "tmpfs",
+    "devtmpfs",
+    "cgroup2",
+    "binfmt_misc",
+    "securityfs",
+    "debugfs",
+    "tracefs",
+    "bpf",
+    "fusectl",
+    "pstore",
+    "hugetlbfs",
+    "nsfs",
 ];
 
 /// A mount CRIU must be told about, with the host path it comes from.
@@ -132,7 +146,11 @@ pub fn host_path_of(m: &Mount, host: &[Mount]) -> Option<PathBuf> {
         .map(|h| {
             let rest = m.root[h.root.len()..].trim_start_matches('/');
             let base = PathBuf::from(&h.mount_point);
-            if rest.is_empty() { base } else { base.join(rest) }
+            if rest.is_empty() {
+                base
+            } else {
+                base.join(rest)
+            }
         })
 }
 

@@ -58,13 +58,12 @@ pub fn restore(case_dir: &Path, opts: &RestoreOptions) -> Result<Restored, Snaps
         });
     }
     let plan_path = case_dir.join("restore.json");
-    let plan: RestorePlan = serde_json::from_str(
-        &fs::read_to_string(&plan_path).map_err(io_err(&plan_path))?,
-    )
-    .map_err(|e| SnapshotError::BadCase {
-        path: plan_path.clone(),
-        reason: e.to_string(),
-    })?;
+    let plan: RestorePlan =
+        serde_json::from_str(&fs::read_to_string(&plan_path).map_err(io_err(&plan_path))?)
+            .map_err(|e| SnapshotError::BadCase {
+                path: plan_path.clone(),
+                reason: e.to_string(),
+            })?;
     let criu_path = criu::find_criu(opts.criu.as_deref())?;
     criu::check_version(&criu_path)?;
 
@@ -121,6 +120,7 @@ pub fn restore(case_dir: &Path, opts: &RestoreOptions) -> Result<Restored, Snaps
     let mut o = criu::rpc::Criu_opts::new();
     if plan.net_external {
         let ns = fresh_netns().map_err(io_err(Path::new("/proc/thread-self/ns/net")))?;
+        dead_end_network(&ns, &plan.tcp_local_addrs)?;
         let mut i = criu::rpc::Inherit_fd::new();
         i.set_key("extRootNetNS".into());
         i.set_fd(ns.as_raw_fd());
@@ -252,12 +252,16 @@ fn lay_changes(case_dir: &Path, plan: &RestorePlan, root: &Path) -> Result<(), S
     let Ok(text) = fs::read_to_string(&list) else {
         return Ok(());
     };
-    let set: serde_json::Value = serde_json::from_str(&text).map_err(|e| SnapshotError::BadCase {
-        path: list.clone(),
-        reason: e.to_string(),
-    })?;
+    let set: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| SnapshotError::BadCase {
+            path: list.clone(),
+            reason: e.to_string(),
+        })?;
     for c in set["changes"].as_array().into_iter().flatten() {
-        let path = c["path"].as_str().unwrap_or_default().trim_start_matches('/');
+        let path = c["path"]
+            .as_str()
+            .unwrap_or_default()
+            .trim_start_matches('/');
         if path.is_empty() || path.split('/').any(|p| p == "..") {
             continue;
         }
@@ -284,6 +288,68 @@ fn lay_changes(case_dir: &Path, plan: &RestorePlan, root: &Path) -> Result<(), S
             }
             _ => {}
         }
+    }
+    Ok(())
+}
+
+/// Gives the new namespace a loopback that is up and, when the tree had TCP connections, a
+/// veth pair whose far end has no address: the connections' local addresses and a default
+/// route sit on the near end, so TCP repair can reconnect them, and whatever they send dies at
+/// the far end. Nothing is connected to any other namespace.
+fn dead_end_network(ns: &OwnedFd, addrs: &[String]) -> Result<(), SnapshotError> {
+    let ns_path = format!("/proc/{}/fd/{}", std::process::id(), ns.as_raw_fd());
+    let ip = |args: &[&str]| -> Result<(), SnapshotError> {
+        let out = Command::new("nsenter")
+            .arg(format!("--net={ns_path}"))
+            .arg("ip")
+            .args(args)
+            .output()
+            .map_err(io_err(Path::new("nsenter")))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(SnapshotError::io(
+                Path::new("ip"),
+                io::Error::other(format!(
+                    "ip {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )),
+            ))
+        }
+    };
+    ip(&["link", "set", "lo", "up"])?;
+    if addrs.is_empty() {
+        return Ok(());
+    }
+    ip(&[
+        "link", "add", "quarry0", "type", "veth", "peer", "name", "quarry1",
+    ])?;
+    ip(&["link", "set", "quarry0", "up"])?;
+    ip(&["link", "set", "quarry1", "up"])?;
+    let (mut v4, mut v6) = (false, false);
+    for a in addrs {
+        if a.contains(':') {
+            ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{a}/128"),
+                "dev",
+                "quarry0",
+                "nodad",
+            ])?;
+            v6 = true;
+        } else {
+            ip(&["addr", "add", &format!("{a}/32"), "dev", "quarry0"])?;
+            v4 = true;
+        }
+    }
+    if v4 {
+        ip(&["route", "add", "default", "dev", "quarry0"])?;
+    }
+    if v6 {
+        ip(&["-6", "route", "add", "default", "dev", "quarry0"])?;
     }
     Ok(())
 }
