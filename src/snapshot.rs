@@ -1,7 +1,7 @@
 //! `quarry snapshot` and `quarry restore`: a live CRIU checkpoint kept as evidence, and bringing
 //! it back in isolation.
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -9,7 +9,7 @@ use quarry_containers::Inventory;
 use quarry_snapshot::{Options, Progress, RestoreOptions};
 
 use crate::action;
-use crate::cli::{Format, RestoreArgs, SnapshotArgs};
+use crate::cli::{Format, HashArg, RestoreArgs, SnapshotArgs};
 use crate::exit;
 use crate::output::print_table;
 
@@ -36,6 +36,10 @@ pub fn run(args: SnapshotArgs) -> anyhow::Result<u8> {
         operator: quarry_isolate::actor(),
         host: quarry_recorder::local_hostname(),
         reason: args.reason.clone(),
+        hash: match args.hash {
+            HashArg::Blake3 => quarry_snapshot::HashAlg::Blake3,
+            HashArg::Sha256 => quarry_snapshot::HashAlg::Sha256,
+        },
     };
 
     // Progress goes to stderr, and only to a terminal (indicatif hides itself otherwise).
@@ -44,6 +48,9 @@ pub fn run(args: SnapshotArgs) -> anyhow::Result<u8> {
     let mut step = String::new();
     let result = quarry_snapshot::snapshot(container, &opts, &mut |p| match p {
         Progress::Step(s) => {
+            if let Some(t0) = crate::STARTED.get() {
+                log::debug!("{:.0} ms: {s}", t0.elapsed().as_secs_f64() * 1000.0);
+            }
             step = s.to_string();
             bar.set_style(ProgressStyle::default_spinner());
             bar.set_message(step.clone());
@@ -133,7 +140,7 @@ pub fn run(args: SnapshotArgs) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-fn verify(case: &PathBuf, format: Format) -> anyhow::Result<u8> {
+fn verify(case: &Path, format: Format) -> anyhow::Result<u8> {
     let problems = quarry_snapshot::verify_case(case)?;
     match format {
         Format::Json => println!(

@@ -2,7 +2,7 @@
 //! a tmpfs and holds a TCP connection to a listener on the host end of its own veth pair
 //! (198.18.0.0/15 addresses configured here): the checkpoint leaves it running and counting, the
 //! connection survives, the manifest's hashes match the files (checked with our own hashing and
-//! with `sha256sum -c`), the action is recorded, and the images restore in a fresh, isolated
+//! with `b3sum -c` / `sha256sum -c`), the action is recorded, and the images restore in a fresh, isolated
 //! environment whose counter continues from the checkpointed value. Real CRIU, real runc.
 
 mod common;
@@ -188,8 +188,9 @@ fn live_snapshot_keeps_running_hashes_match_and_restores_isolated() {
         let p = case.join(f["path"].as_str().unwrap());
         let data = std::fs::read(&p).unwrap();
         assert_eq!(data.len() as u64, f["size"].as_u64().unwrap(), "{p:?}");
-        let hash = quarry_store::segment::sha256_file(&p).unwrap();
-        assert_eq!(hash, f["sha256"].as_str().unwrap(), "{p:?}");
+        assert_eq!(manifest["hash"], "blake3");
+        let hash = blake3::hash(&data).to_hex().to_string();
+        assert_eq!(hash, f["hash"].as_str().unwrap(), "{p:?}");
         assert_eq!(
             std::fs::metadata(&p).unwrap().permissions().mode() & 0o222,
             0,
@@ -200,11 +201,11 @@ fn live_snapshot_keeps_running_hashes_match_and_restores_isolated() {
         assert!(manifest[key].is_string(), "manifest lacks {key}");
     }
     assert!(manifest["command"].as_str().unwrap().contains("snapshot"));
-    let sums = Command::new("sha256sum")
-        .args(["-c", "--quiet", "SHA256SUMS"])
+    let sums = Command::new("b3sum")
+        .args(["-c", "--quiet", "B3SUMS"])
         .current_dir(&case)
         .output()
-        .unwrap();
+        .expect("b3sum (scripts/setup installs it)");
     assert!(sums.status.success(), "{sums:?}");
     let (code, out, _) = run(&["snapshot", "--verify", case.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
@@ -332,4 +333,31 @@ fn clear_errors_for_unknown_container_missing_criu_and_full_disk() {
     assert_eq!(code, 1);
     assert!(err.contains("not enough disk space"), "{err}");
     assert!(!small.join("case").exists());
+
+    // SHA-256 on request, checked by coreutils; a tampered file is found by --verify.
+    let case = dir.path().join("sha");
+    let (code, out, err) = run(&[
+        "snapshot",
+        &c.id,
+        "--hash",
+        "sha256",
+        "--case",
+        case.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let sums = Command::new("sha256sum")
+        .args(["-c", "--quiet", "SHA256SUMS"])
+        .current_dir(&case)
+        .output()
+        .unwrap();
+    assert!(sums.status.success(), "{sums:?}");
+    std::fs::write(case.join("facts/process-tree.txt"), "edited").unwrap();
+    let (code, out, _) = run(&["snapshot", "--verify", case.to_str().unwrap()]);
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("altered") && out.contains("facts/process-tree.txt"),
+        "{out}"
+    );
 }

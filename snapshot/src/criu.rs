@@ -305,6 +305,17 @@ fn fields(b: &[u8]) -> Option<Vec<(u64, Field<'_>)>> {
     Some(out)
 }
 
+/// CRIU's own words for a failed request: its errno when it set one (the log says more).
+pub fn failure(resp: &rpc::Criu_resp) -> String {
+    match resp.cr_errno() {
+        0 => "CRIU reported a failure".into(),
+        n => format!(
+            "CRIU reported a failure: {}",
+            io::Error::from_raw_os_error(n)
+        ),
+    }
+}
+
 /// The last lines of a CRIU log that say what went wrong.
 pub fn log_errors(log: &Path) -> Option<String> {
     let text = std::fs::read_to_string(log).ok()?;

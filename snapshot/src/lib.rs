@@ -33,7 +33,7 @@ use std::time::Instant;
 use quarry_containers::Container;
 use serde::{Deserialize, Serialize};
 
-pub use case::Mismatch;
+pub use case::{HashAlg, Mismatch};
 pub use restore::{RestoreOptions, Restored, restore};
 
 /// Why a snapshot or restore could not be made.
@@ -144,6 +144,8 @@ pub struct Options {
     pub operator: String,
     pub host: String,
     pub reason: Option<String>,
+    /// How every file is hashed in the manifest.
+    pub hash: HashAlg,
 }
 
 /// What happens, for a progress display.
@@ -280,7 +282,27 @@ pub fn snapshot(
         "reading the container's processes, files and sockets",
     ));
     let pids = facts::tree(init);
-    let processes: Vec<facts::Process> = pids.iter().filter_map(|&p| facts::process(p)).collect();
+    let mut processes: Vec<facts::Process> =
+        pids.iter().filter_map(|&p| facts::process(p)).collect();
+    // CRIU dumps the tree below the init process; a process entered from outside (runc exec,
+    // docker exec) is in the cgroup but not in that tree, and is left out of the images.
+    if let Some(fs) = quarry_containers::CgroupFs::detect() {
+        let procs = fs::read_to_string(fs.dir(&container.cgroup_path).join("cgroup.procs"))
+            .unwrap_or_default();
+        let outside: Vec<i32> = procs
+            .lines()
+            .filter_map(|p| p.parse().ok())
+            .filter(|p| !pids.contains(p))
+            .collect();
+        if !outside.is_empty() {
+            warnings.push(format!(
+                "processes {:?} are in the container's cgroup but not below its init process \
+                 (entered with exec?): they are described in facts/ but not in the images",
+                outside
+            ));
+            processes.extend(outside.iter().filter_map(|&p| facts::process(p)));
+        }
+    }
     let sockets = facts::sockets(init, &processes);
     let mountinfo_text = fs::read_to_string(format!("/proc/{init}/mountinfo"))
         .map_err(|e| SnapshotError::io(format!("/proc/{init}/mountinfo"), e))?;
@@ -437,12 +459,12 @@ pub fn snapshot(
     })?;
     if !outcome.response.success() {
         return Err(SnapshotError::Criu {
-            what: "the CRIU dump".into(),
-            message: format!(
-                "{} (errno {})",
-                outcome.response.cr_errmsg(),
-                outcome.response.cr_errno()
+            what: format!(
+                "the CRIU dump (the container was resumed; the partial case is left in {} for \
+                 diagnosis)",
+                dir.display()
             ),
+            message: criu::failure(&outcome.response),
             log: criu::log_errors(&log),
         });
     }
@@ -499,7 +521,7 @@ pub fn snapshot(
     write_json(&dir.join("restore.json"), &plan)?;
 
     progress(Progress::Step("hashing every file of the case"));
-    let files = case::hash_all(dir, &mut |done, total| {
+    let files = case::hash_all(dir, opts.hash, &mut |done, total| {
         progress(Progress::Bytes { done, total })
     })?;
     let images_bytes: u64 = files
@@ -530,14 +552,14 @@ pub fn snapshot(
         "timings_ms": timings,
         "criu_stats": stats,
         "warnings": warnings,
-        "hash": "sha256",
+        "hash": opts.hash,
         "files": files,
     });
     let mpath = dir.join(case::MANIFEST);
     write_json(&mpath, &manifest)?;
     let manifest_sha256 =
         quarry_store::segment::sha256_file(&mpath).map_err(|e| SnapshotError::io(&mpath, e))?;
-    case::write_sums(dir, &files, &manifest_sha256).map_err(|e| SnapshotError::io(dir, e))?;
+    case::write_sums(dir, opts.hash, &files).map_err(|e| SnapshotError::io(dir, e))?;
     case::seal_read_only(dir).map_err(|e| SnapshotError::io(dir, e))?;
     timings.total_ms = ms(started.elapsed());
 
@@ -549,7 +571,7 @@ pub fn snapshot(
         criu_version: criu::version_string(criu_version),
         left_running: !opts.stop,
         timings,
-        processes: processes.len(),
+        processes: pids.len(),
         images_bytes,
         files: files.len() + 2,
         fs_changes,

@@ -227,11 +227,7 @@ pub fn restore(case_dir: &Path, opts: &RestoreOptions) -> Result<Restored, Snaps
     if !outcome.response.success() {
         return Err(SnapshotError::Criu {
             what: "the CRIU restore".into(),
-            message: format!(
-                "{} (errno {})",
-                outcome.response.cr_errmsg(),
-                outcome.response.cr_errno()
-            ),
+            message: criu::failure(&outcome.response),
             log: criu::log_errors(&log),
         });
     }

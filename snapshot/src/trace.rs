@@ -61,3 +61,44 @@ pub fn excerpt(store: &Path, container_id: &str, dest: &Path) -> Result<Counts, 
     }
     Ok(counts)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quarry_store::Partition;
+    use quarry_store::schema::{ActionRow, action_batch};
+
+    fn row(container: &str) -> ActionRow {
+        ActionRow {
+            time: chrono::Utc::now(),
+            action: "isolate".into(),
+            actor: "uid 0".into(),
+            container_id: Some(container.into()),
+            container_name: None,
+            reason: None,
+            detail: None,
+            result: "ok".into(),
+            error: None,
+            command: "quarry isolate".into(),
+        }
+    }
+
+    #[test]
+    fn only_the_containers_rows_are_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path().join("store")).unwrap();
+        let p = Partition::for_time(Table::Action, chrono::Utc::now(), "h");
+        let rows = [row("aaa"), row("bbb"), row("aaa")];
+        store.seal(&p, &action_batch("h", &rows), 1, 0).unwrap();
+        let dest = dir.path().join("trace");
+        let counts = excerpt(&dir.path().join("store"), "aaa", &dest).unwrap();
+        assert_eq!(counts, vec![("action".to_string(), 2)]);
+        let back = quarry_store::read::read_segment(&dest.join("action.parquet")).unwrap();
+        assert_eq!(back.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+        assert!(
+            excerpt(&dir.path().join("store"), "zzz", &dir.path().join("t2"))
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
