@@ -248,8 +248,8 @@ Examples:
 
 The tree comes back on a copy of the container's root filesystem (with the files changed at
 checkpoint time), in a new network namespace with no way out (connections keep their local
-address on a dead-end veth), with host bind mounts replaced by empty placeholders unless given
-with --bind. Kill the restored pid to end it.")]
+address on a dead-end veth), with host bind mounts replaced by the case's copies of small files
+or empty placeholders unless given with --bind. Kill the restored pid to end it.")]
 pub struct RestoreArgs {
     /// Case directory written by `quarry snapshot`
     pub case: PathBuf,

@@ -314,7 +314,7 @@ pub fn snapshot(
     let rootfs = root
         .as_ref()
         .and_then(|r| mounts::host_path_of(r, &hmounts));
-    let ext_mounts = mounts::externals(&cmounts, &hmounts, &proc_root);
+    let mut ext_mounts = mounts::externals(&cmounts, &hmounts, &proc_root);
     let container_mnt_ids: std::collections::HashSet<u32> = cmounts.iter().map(|m| m.id).collect();
     let mut ext_files = Vec::new();
     for p in &processes {
@@ -402,6 +402,18 @@ pub fn snapshot(
         }
     }
     write_json(&dir.join("runtime/container.json"), container)?;
+    // Small files the runtime bound in (/etc/hosts, /etc/resolv.conf, ...), as the container
+    // sees them: evidence, and what restore binds in their place.
+    for m in ext_mounts.iter_mut().filter(|m| !m.is_dir) {
+        let inside = proc_root.join(m.mount_point.trim_start_matches('/'));
+        if fs::metadata(&inside).is_ok_and(|md| md.is_file() && md.len() <= 1 << 20) {
+            let rel = format!("mounts/{}", m.mount_point.trim_start_matches('/').replace('/', "_"));
+            fs::create_dir_all(dir.join("mounts")).map_err(|e| SnapshotError::io(dir, e))?;
+            if fs::copy(&inside, dir.join(&rel)).is_ok() {
+                m.copy = Some(rel);
+            }
+        }
+    }
     copy_runtime_files(container, &dir.join("runtime"), &mut warnings);
 
     // The checkpoint.

@@ -95,6 +95,10 @@ pub struct ExternalMount {
     pub host_path: Option<PathBuf>,
     pub fstype: String,
     pub is_dir: bool,
+    /// A copy in the case (relative path), for small files such as /etc/hosts: restore binds the
+    /// copy, not the host's file.
+    #[serde(default)]
+    pub copy: Option<String>,
 }
 
 /// The container's root mount: the one mounted at `/`.
@@ -133,6 +137,7 @@ pub fn externals(container: &[Mount], host: &[Mount], proc_root: &Path) -> Vec<E
             host_path: host_path_of(m, host),
             fstype: m.fstype.clone(),
             is_dir,
+            copy: None,
         });
     }
     out

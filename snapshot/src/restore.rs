@@ -2,11 +2,12 @@
 //!
 //! The case is verified against its manifest first (altered evidence is refused). The tree is
 //! restored onto a *copy* of the container's root filesystem with the case's changed files laid
-//! over it, in a new network namespace with no interfaces up (so no packet leaves, even from a
-//! restored established connection), in a new pid namespace when the container had one, and
-//! with host bind mounts replaced by empty placeholders unless the analyst binds them
-//! explicitly. Files the runtime held outside the container (its log as stdout) become files of
-//! the restore directory.
+//! over it; in a new network namespace with no way out (loopback, and the local addresses of
+//! its TCP connections on a veth whose peer has no address: the connections come back
+//! ESTABLISHED and whatever they send is dropped); in a new pid namespace when the container had
+//! one; with host bind mounts replaced by the case's copies (small files such as /etc/hosts) or
+//! empty placeholders, unless the analyst binds them explicitly. Files the runtime held outside
+//! the container (its log as stdout) become files of the restore directory.
 
 use std::fs;
 use std::io;
@@ -39,7 +40,7 @@ pub struct Restored {
     pub workdir: PathBuf,
     pub root: PathBuf,
     pub log: PathBuf,
-    /// Mount points given empty placeholders instead of their host source.
+    /// Mount points given an empty placeholder (no host source given, no copy in the case).
     pub placeholders: Vec<String>,
     pub restore_ms: f64,
 }
@@ -169,9 +170,17 @@ pub fn restore(case_dir: &Path, opts: &RestoreOptions) -> Result<Restored, Snaps
                 .then(|| m.host_path.clone().filter(|p| p.exists()))
                 .flatten()
         });
-        let val = match host {
-            Some(h) => h,
-            None => {
+        let val = match (host, &m.copy) {
+            (Some(h), _) => h,
+            (None, Some(copy)) => {
+                // A writable copy of the case's copy: the case stays untouched.
+                fs::create_dir_all(&holders).map_err(io_err(&holders))?;
+                let p = holders.join(m.mount_point.trim_start_matches('/').replace('/', "_"));
+                fs::copy(case_dir.join(copy), &p).map_err(io_err(&p))?;
+                fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).map_err(io_err(&p))?;
+                p
+            }
+            (None, None) => {
                 fs::create_dir_all(&holders).map_err(io_err(&holders))?;
                 let p = holders.join(m.mount_point.trim_start_matches('/').replace('/', "_"));
                 if m.is_dir {
