@@ -21,6 +21,8 @@ Examples:
   quarry ps --all                             running containers and those in the store
   sudo quarry isolate web --allow 198.18.0.5:514 --reason 'IR-42: beaconing'
   sudo quarry release web
+  sudo quarry snapshot web --case /srv/ir-42/web   live CRIU checkpoint kept as evidence
+  sudo quarry restore /srv/ir-42/web               bring it back, isolated, for analysis
   quarry verify --store /tmp/s                re-hash every segment, check the manifest chain
   quarry verify --store /tmp/s --format json
   quarry sql 'SELECT comm, count(*) FROM process GROUP BY comm ORDER BY 2 DESC LIMIT 5'
@@ -55,6 +57,10 @@ pub enum Command {
     Timeline(TimelineArgs),
     /// Run the detection rules (SQL with id, severity and ATT&CK technique) over the store
     Hunt(HuntArgs),
+    /// Checkpoint a running container with CRIU into a hashed, read-only case directory
+    Snapshot(SnapshotArgs),
+    /// Bring a snapshot's processes back in an isolated environment, for analysis
+    Restore(RestoreArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -318,6 +324,43 @@ pub struct HuntArgs {
     pub format: Format,
 }
 
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  sudo quarry snapshot web                          case in /var/lib/quarry/cases/web-<time>
+  sudo quarry snapshot 3f2a --case /srv/ir-42/web --reason 'IR-42'
+  sudo quarry snapshot web --stop                   checkpoint, then stop the container
+  quarry snapshot --verify /srv/ir-42/web           re-hash a case against its manifest")]
+pub struct SnapshotArgs {
+    /// Container id, unique id prefix or name
+    #[arg(required_unless_present = "verify")]
+    pub container: Option<String>,
+    /// New case directory (refused if it exists); default /var/lib/quarry/cases/<name>-<time>
+    #[arg(long)]
+    pub case: Option<PathBuf>,
+    /// Stop the container after the checkpoint (default: it keeps running)
+    #[arg(long)]
+    pub stop: bool,
+    /// Why, for the record
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// CRIU binary (>= 4.1); default: found on $PATH, /usr/local/sbin, /usr/sbin
+    #[arg(long, env = "QUARRY_CRIU")]
+    pub criu: Option<PathBuf>,
+    /// Hash listed for every file in the manifest (BLAKE3 is several times faster on large
+    /// memory images; SHA-256 where policy asks for it)
+    #[arg(long, value_enum, default_value_t = HashArg::Blake3)]
+    pub hash: HashArg,
+    /// Re-hash an existing case against its manifest instead of taking a snapshot
+    #[arg(long, value_name = "CASE", conflicts_with_all = ["case", "stop", "reason", "hash"])]
+    pub verify: Option<PathBuf>,
+    /// Store whose `action` table records this, and whose trace excerpt goes into the case
+    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
+    pub store: PathBuf,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
 /// Parses a point in time: RFC 3339, or an age before now (`15m`, `2h`, `1d`).
 pub fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s.trim()) {
@@ -328,6 +371,51 @@ pub fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     })?;
     let age = chrono::Duration::from_std(age).map_err(|_| format!("'{s}' is too far back"))?;
     Ok(chrono::Utc::now() - age)
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  sudo quarry restore /srv/ir-42/web
+  sudo quarry restore /srv/ir-42/web --workdir /srv/lab/web --bind /data=/srv/lab/data-copy
+
+The tree comes back on a copy of the container's root filesystem (with the files changed at
+checkpoint time), in a new network namespace with no way out (connections keep their local
+address on a dead-end veth), with host bind mounts replaced by the case's copies of small files
+or empty placeholders unless given with --bind. Kill the restored pid to end it.")]
+pub struct RestoreArgs {
+    /// Case directory written by `quarry snapshot`
+    pub case: PathBuf,
+    /// Directory for the restored root and the logs (default: <case>.restore-<time>)
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
+    /// Root filesystem to copy when the one recorded in the case is gone
+    #[arg(long)]
+    pub rootfs: Option<PathBuf>,
+    /// Bind a host path at a mount point the container had from the host: MOUNTPOINT=HOSTPATH
+    #[arg(long, value_parser = parse_bind)]
+    pub bind: Vec<(String, PathBuf)>,
+    /// CRIU binary (>= 4.1)
+    #[arg(long, env = "QUARRY_CRIU")]
+    pub criu: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HashArg {
+    Blake3,
+    Sha256,
+}
+
+/// Parses `MOUNTPOINT=HOSTPATH`.
+pub fn parse_bind(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((k, v)) if k.starts_with('/') && !v.is_empty() => Ok((k.to_string(), v.into())),
+        _ => Err(format!(
+            "'{s}' is not MOUNTPOINT=HOSTPATH (e.g. /data=/srv/copy)"
+        )),
+    }
 }
 
 /// Parses a power-of-two byte size such as `64K`, `16M` or `1G`.

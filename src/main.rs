@@ -8,6 +8,7 @@ mod output;
 mod ps;
 mod query;
 mod record;
+mod snapshot;
 mod status;
 mod verify;
 
@@ -48,6 +49,8 @@ fn main() -> ExitCode {
         Command::Sql(args) => query::sql(args),
         Command::Timeline(args) => query::timeline(args),
         Command::Hunt(args) => query::hunt(args),
+        Command::Snapshot(args) => snapshot::run(args),
+        Command::Restore(args) => snapshot::restore(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

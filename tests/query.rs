@@ -42,7 +42,7 @@ fn recorded_attack_is_told_in_order_and_hunted() {
     let net = TestNet::new("q");
     let attacked = format!("qt-attack-{pid}");
     let benign = format!("qt-benign-{pid}");
-    let victim = RuncContainer::start_with(&attacked, Some(&net.netns), |config, rootfs| {
+    let victim = RuncContainer::start_tweaked(&attacked, Some(&net.netns), |config, rootfs| {
         config["root"]["readonly"] = false.into();
         std::fs::write(
             rootfs.join("etc/shadow"),
@@ -50,7 +50,7 @@ fn recorded_attack_is_told_in_order_and_hunted() {
         )
         .unwrap();
     });
-    let quiet = RuncContainer::start_with(&benign, None, |config, _| {
+    let quiet = RuncContainer::start_tweaked(&benign, None, |config, _| {
         config["root"]["readonly"] = false.into();
     });
 

@@ -1,6 +1,687 @@
 //! Live CRIU checkpoint of a container, preserved as evidence.
 //!
-//! This room will drive CRIU (>= 4.1, through the `rust-criu` crate's RPC) with leave-running,
-//! collect the facts a responder needs beside the images (config, mounts, environment, open
-//! files and sockets, the process tree, filesystem changes) and seal it all in a case directory
-//! whose manifest hashes every file.
+//! [`snapshot`] checkpoints a container's whole process tree through CRIU's RPC (CRIU >= 4.1)
+//! and, by default, leaves it running. Beside CRIU's images it keeps what a responder reads
+//! without CRIU's tools: the runtime's config, mounts, environment, command lines, open files and
+//! sockets, the process tree ([`facts`]), the filesystem changes ([`fschanges`]) and the
+//! container's excerpt of the recorded trace ([`trace`]). Everything lands in a new case
+//! directory whose manifest hashes every file and which is left read-only ([`case`]).
+//! [`restore`] brings the tree back from a case in an isolated environment (a copy of the
+//! rootfs, a new network namespace with no interfaces up), away from production.
+//!
+//! Containers need more than a process dump: their network namespace is declared external (it
+//! belongs to the runtime; restore hands CRIU a fresh one), host bind mounts are external mounts
+//! ([`mounts`]), files the runtime opened outside the container (a log file as stdout) are
+//! external files, established TCP connections are kept with TCP repair, and the network is
+//! locked while the tasks are frozen.
+
+pub mod case;
+pub mod criu;
+pub mod facts;
+pub mod fschanges;
+pub mod mounts;
+pub mod restore;
+pub mod trace;
+
+use std::fs;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use quarry_containers::Container;
+use serde::{Deserialize, Serialize};
+
+pub use case::{HashAlg, Mismatch};
+pub use restore::{RestoreOptions, Restored, restore};
+
+/// Why a snapshot or restore could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// No CRIU binary was found.
+    #[error(
+        "CRIU was not found ({looked}); install CRIU >= 4.1 (on Debian 12 `scripts/setup` builds \
+         4.1.1 from Debian trixie's source package; Debian 12's own criu 3.17 fails on kernels >= \
+         6.13) or pass its path with --criu"
+    )]
+    CriuMissing { looked: String },
+
+    /// CRIU is older than 4.1.
+    #[error(
+        "{} is CRIU {found}; snapshots need CRIU >= 4.1 (older versions fail on kernels >= 6.13); \
+         install 4.1 or newer (`scripts/setup` builds 4.1.1) or pass its path with --criu",
+        path.display()
+    )]
+    CriuTooOld { path: PathBuf, found: String },
+
+    /// The case directory exists already; evidence is never overwritten.
+    #[error(
+        "the case directory {} already exists; evidence is never overwritten: choose another \
+         --case directory",
+        path.display()
+    )]
+    CaseExists { path: PathBuf },
+
+    /// The filesystem of the case directory has too little room for the images.
+    #[error(
+        "not enough disk space for the snapshot in {}: about {} MiB needed (process memory, \
+         tmpfs contents and changed files), {} MiB available; free space or choose another \
+         --case directory",
+        path.display(), needed / (1 << 20), available / (1 << 20)
+    )]
+    NoSpace {
+        path: PathBuf,
+        needed: u64,
+        available: u64,
+    },
+
+    /// The container has no running process to checkpoint.
+    #[error("container {container} has no running init process to checkpoint")]
+    NotRunning { container: String },
+
+    /// CRIU refused or failed; its log says why.
+    #[error("{what} failed: {message}{}", log.as_deref().map(|l| format!("\nCRIU log:\n{l}")).unwrap_or_default())]
+    Criu {
+        what: String,
+        message: String,
+        log: Option<String>,
+    },
+
+    /// A case directory is incomplete or its manifest unreadable.
+    #[error("{} is not a usable case: {reason}", path.display())]
+    BadCase { path: PathBuf, reason: String },
+
+    /// The case's files do not match its manifest.
+    #[error(
+        "the case {} does not match its manifest ({} files missing, altered or unlisted: {}); \
+         refusing to restore altered evidence",
+        path.display(), problems.len(),
+        problems.iter().map(|m| format!("{} {}", m.path, m.problem)).collect::<Vec<_>>().join(", ")
+    )]
+    Tampered {
+        path: PathBuf,
+        problems: Vec<Mismatch>,
+    },
+
+    /// Writing the trace excerpt failed.
+    #[error("writing the trace excerpt {}: {reason}", path.display())]
+    Trace { path: PathBuf, reason: String },
+
+    #[error(transparent)]
+    Store(#[from] quarry_store::StoreError),
+
+    #[error("Arrow error: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+
+    /// Any other I/O failure, with its path.
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+}
+
+impl SnapshotError {
+    pub fn io(path: impl AsRef<Path>, source: io::Error) -> Self {
+        SnapshotError::Io {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// How to take a snapshot.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// New directory for the case (refused when it exists).
+    pub case_dir: PathBuf,
+    /// Stop the container after the checkpoint instead of leaving it running.
+    pub stop: bool,
+    /// Trace store to take the container's excerpt from, when it exists.
+    pub store: Option<PathBuf>,
+    /// CRIU binary; found on $PATH and the usual places when None.
+    pub criu: Option<PathBuf>,
+    /// For the manifest: the exact command, who ran it, on which host, why.
+    pub command: String,
+    pub operator: String,
+    pub host: String,
+    pub reason: Option<String>,
+    /// How every file is hashed in the manifest.
+    pub hash: HashAlg,
+}
+
+/// What happens, for a progress display.
+pub enum Progress<'a> {
+    /// A new step begins.
+    Step(&'a str),
+    /// Bytes done of a long step.
+    Bytes { done: u64, total: u64 },
+}
+
+/// What a snapshot made.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub case_dir: PathBuf,
+    /// SHA-256 of manifest.json: pins every file of the case.
+    pub manifest_sha256: String,
+    pub container_id: String,
+    pub container_name: Option<String>,
+    pub criu_version: String,
+    pub left_running: bool,
+    pub timings: Timings,
+    pub processes: usize,
+    pub images_bytes: u64,
+    pub files: usize,
+    pub fs_changes: usize,
+    pub trace_rows: Vec<(String, usize)>,
+    pub warnings: Vec<String>,
+}
+
+/// How long things took, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Timings {
+    /// Time the container's tasks were stopped: CRIU's own measure (freezing + frozen), or the
+    /// gap between its network-lock and network-unlock notifications when it wrote none.
+    pub frozen_ms: f64,
+    /// Part of that spent stopping the tasks.
+    pub freezing_ms: f64,
+    /// The CRIU dump request, from sending to answer.
+    pub dump_ms: f64,
+    /// The whole snapshot, checks and hashing included.
+    pub total_ms: f64,
+}
+
+/// A file the container has open that lives outside its mount namespace (a runtime's log file
+/// as stdout): CRIU cannot reopen it by path, so it is external and restore hands in a new one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExternalFile {
+    /// CRIU's key: `file[<mnt_id hex>:<inode hex>]`.
+    pub key: String,
+    pub pid: i32,
+    pub fd: i32,
+    pub target: String,
+    /// st_mode of the file (restore must hand in one of the same type and permissions).
+    pub mode: u32,
+}
+
+/// What restore needs to know, written into the case as `restore.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestorePlan {
+    pub container_id: String,
+    /// Host path of the container's root filesystem at checkpoint time.
+    pub rootfs: Option<PathBuf>,
+    pub root_fstype: String,
+    /// The network namespace was declared external (`extRootNetNS`).
+    pub net_external: bool,
+    pub external_mounts: Vec<mounts::ExternalMount>,
+    pub external_files: Vec<ExternalFile>,
+    /// Directory in the case holding copies of the changed files (relative).
+    pub fs_changes_dir: String,
+    pub network_lock: String,
+    /// Local addresses of the container's TCP connections: restore puts them on a dead-end
+    /// interface of the new namespace, because TCP repair reconnects need a route.
+    #[serde(default)]
+    pub tcp_local_addrs: Vec<String>,
+}
+
+/// The default place for a case: `/var/lib/quarry/cases/<name>-<UTC time>`.
+pub fn default_case_dir(c: &Container) -> PathBuf {
+    PathBuf::from("/var/lib/quarry/cases").join(format!(
+        "{}-{}",
+        c.display_name(),
+        chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+    ))
+}
+
+fn write_json(path: &Path, v: &impl Serialize) -> Result<(), SnapshotError> {
+    let text = serde_json::to_string_pretty(v).expect("serialisable");
+    fs::write(path, text + "\n").map_err(|e| SnapshotError::io(path, e))
+}
+
+fn nearest_existing(p: &Path) -> PathBuf {
+    let mut p = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(p)
+    };
+    while !p.exists() {
+        if !p.pop() {
+            return PathBuf::from("/");
+        }
+    }
+    p
+}
+
+/// Checkpoints `container` into a new case directory.
+pub fn snapshot(
+    container: &Container,
+    opts: &Options,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<Report, SnapshotError> {
+    let started = Instant::now();
+    let started_at = chrono::Utc::now();
+    let mut warnings = Vec::new();
+
+    // Cheap refusals first, before anything is written or frozen.
+    progress(Progress::Step(
+        "checking CRIU, the case directory and disk space",
+    ));
+    if opts.case_dir.symlink_metadata().is_ok() {
+        return Err(SnapshotError::CaseExists {
+            path: opts.case_dir.clone(),
+        });
+    }
+    let init = container
+        .init_pid
+        .filter(|p| Path::new(&format!("/proc/{p}")).exists())
+        .ok_or_else(|| SnapshotError::NotRunning {
+            container: container.to_string(),
+        })?;
+    let criu_path = criu::find_criu(opts.criu.as_deref())?;
+    let criu_version = criu::check_version(&criu_path)?;
+
+    progress(Progress::Step(
+        "reading the container's processes, files and sockets",
+    ));
+    let pids = facts::tree(init);
+    let mut processes: Vec<facts::Process> =
+        pids.iter().filter_map(|&p| facts::process(p)).collect();
+    // CRIU dumps the tree below the init process; a process entered from outside (runc exec,
+    // docker exec) is in the cgroup but not in that tree, and is left out of the images.
+    if let Some(fs) = quarry_containers::CgroupFs::detect() {
+        let procs = fs::read_to_string(fs.dir(&container.cgroup_path).join("cgroup.procs"))
+            .unwrap_or_default();
+        let outside: Vec<i32> = procs
+            .lines()
+            .filter_map(|p| p.parse().ok())
+            .filter(|p| !pids.contains(p))
+            .collect();
+        if !outside.is_empty() {
+            warnings.push(format!(
+                "processes {:?} are in the container's cgroup but not below its init process \
+                 (entered with exec?): they are described in facts/ but not in the images",
+                outside
+            ));
+            processes.extend(outside.iter().filter_map(|&p| facts::process(p)));
+        }
+    }
+    let sockets = facts::sockets(init, &processes);
+    let mountinfo_text = fs::read_to_string(format!("/proc/{init}/mountinfo"))
+        .map_err(|e| SnapshotError::io(format!("/proc/{init}/mountinfo"), e))?;
+    let cmounts = mounts::parse_mountinfo(&mountinfo_text);
+    let hmounts =
+        mounts::parse_mountinfo(&fs::read_to_string("/proc/self/mountinfo").unwrap_or_default());
+    let proc_root = PathBuf::from(format!("/proc/{init}/root"));
+    let root = mounts::root_mount(&cmounts).cloned();
+    let rootfs = root
+        .as_ref()
+        .and_then(|r| mounts::host_path_of(r, &hmounts));
+    let mut ext_mounts = mounts::externals(&cmounts, &hmounts, &proc_root);
+    let container_mnt_ids: std::collections::HashSet<u32> = cmounts.iter().map(|m| m.id).collect();
+    let mut ext_files = Vec::new();
+    for p in &processes {
+        for f in &p.fds {
+            let (Some(mnt), Some(ino)) = (f.mnt_id, f.inode) else {
+                continue;
+            };
+            if !f.target.starts_with('/') || container_mnt_ids.contains(&mnt) {
+                continue;
+            }
+            let key = format!("file[{mnt:x}:{ino:x}]");
+            if ext_files.iter().any(|e: &ExternalFile| e.key == key) {
+                continue;
+            }
+            let mode = fs::metadata(format!("/proc/{}/fd/{}", p.pid, f.fd))
+                .map(|m| m.mode())
+                .unwrap_or(0o100644);
+            ext_files.push(ExternalFile {
+                key,
+                pid: p.pid,
+                fd: f.fd,
+                target: f.target.clone(),
+                mode,
+            });
+        }
+    }
+    let start_unix = process_start_unix(init).unwrap_or(0);
+    let mut changes = match (&rootfs, &root) {
+        (Some(rootfs), Some(root)) => {
+            match fschanges::scan(rootfs, &root.fstype, &root.super_options, start_unix) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    warnings.push(format!("filesystem changes not taken: {e}"));
+                    None
+                }
+            }
+        }
+        _ => {
+            warnings.push("the container's root filesystem is not visible from the host; filesystem changes not taken".into());
+            None
+        }
+    };
+
+    // Room for the images: resident memory of every process (an upper bound: shared pages are
+    // counted once per process, CRIU writes them once), tmpfs contents, changed files, slack.
+    let rss: u64 = processes.iter().map(|p| p.rss_bytes).sum();
+    let tmpfs: u64 = cmounts
+        .iter()
+        .filter(|m| m.fstype == "tmpfs")
+        .filter_map(|m| used_bytes(&proc_root.join(m.mount_point.trim_start_matches('/'))))
+        .sum();
+    let needed = rss + tmpfs + changes.as_ref().map_or(0, |c| c.bytes) + (16 << 20);
+    let anchor = nearest_existing(&opts.case_dir);
+    if let Some(available) = case::free_bytes(&anchor)
+        && available < needed
+    {
+        return Err(SnapshotError::NoSpace {
+            path: anchor,
+            needed,
+            available,
+        });
+    }
+
+    case::create(&opts.case_dir)?;
+    let dir = &opts.case_dir;
+    for sub in ["images", "facts", "runtime"] {
+        fs::create_dir(dir.join(sub)).map_err(|e| SnapshotError::io(dir.join(sub), e))?;
+    }
+    write_json(&dir.join("facts/processes.json"), &processes)?;
+    write_json(&dir.join("facts/sockets.json"), &sockets)?;
+    fs::write(
+        dir.join("facts/process-tree.txt"),
+        facts::tree_text(&processes),
+    )
+    .map_err(|e| SnapshotError::io(dir.join("facts/process-tree.txt"), e))?;
+    fs::write(dir.join("facts/mountinfo.txt"), &mountinfo_text)
+        .map_err(|e| SnapshotError::io(dir.join("facts/mountinfo.txt"), e))?;
+    write_json(&dir.join("facts/mounts.json"), &cmounts)?;
+    for table in [
+        "tcp", "tcp6", "udp", "udp6", "unix", "raw", "raw6", "route", "dev",
+    ] {
+        if let Ok(t) = fs::read_to_string(format!("/proc/{init}/net/{table}")) {
+            let p = dir.join(format!("facts/net-{table}.txt"));
+            fs::write(&p, t).map_err(|e| SnapshotError::io(&p, e))?;
+        }
+    }
+    write_json(&dir.join("runtime/container.json"), container)?;
+    // Small files the runtime bound in (/etc/hosts, /etc/resolv.conf, ...), as the container
+    // sees them: evidence, and what restore binds in their place.
+    for m in ext_mounts.iter_mut().filter(|m| !m.is_dir) {
+        let inside = proc_root.join(m.mount_point.trim_start_matches('/'));
+        if fs::metadata(&inside).is_ok_and(|md| md.is_file() && md.len() <= 1 << 20) {
+            let rel = format!("mounts/{}", m.mount_point.trim_start_matches('/').replace('/', "_"));
+            fs::create_dir_all(dir.join("mounts")).map_err(|e| SnapshotError::io(dir, e))?;
+            if fs::copy(&inside, dir.join(&rel)).is_ok() {
+                m.copy = Some(rel);
+            }
+        }
+    }
+    copy_runtime_files(container, &dir.join("runtime"), &mut warnings);
+
+    // The checkpoint.
+    let net_external = container.netns_inode.is_some() && !container.host_network;
+    let mut o = criu::rpc::Criu_opts::new();
+    let images = fs::File::open(dir.join("images")).map_err(|e| SnapshotError::io(dir, e))?;
+    o.set_images_dir_fd(images.as_raw_fd());
+    o.set_log_level(4);
+    o.set_log_file("dump.log".into());
+    o.set_pid(init);
+    o.set_leave_running(!opts.stop);
+    if let Some(r) = &rootfs {
+        o.set_root(r.display().to_string());
+    }
+    o.set_tcp_established(true);
+    o.set_ext_unix_sk(true);
+    o.set_file_locks(true);
+    o.set_manage_cgroups(true);
+    o.set_notify_scripts(true);
+    // nftables locks the network in-process; iptables runs two iptables-restore processes while
+    // the tasks are frozen (~50 ms more here).
+    o.set_network_lock(criu::rpc::Criu_network_lock_method::NFTABLES);
+    if net_external && let Some(ino) = container.netns_inode {
+        o.external.push(format!("net[{ino}]:extRootNetNS"));
+    }
+    for f in &ext_files {
+        o.external.push(f.key.clone());
+    }
+    for m in &ext_mounts {
+        let mut e = criu::rpc::Ext_mount_map::new();
+        e.set_key(m.mount_point.clone());
+        e.set_val(m.mount_point.clone());
+        o.ext_mnt.push(e);
+    }
+    progress(Progress::Step(if opts.stop {
+        "checkpointing with CRIU (the container stops afterwards)"
+    } else {
+        "checkpointing with CRIU (the container keeps running)"
+    }));
+    let dump_start = Instant::now();
+    let outcome = criu::request(
+        &criu_path,
+        criu::rpc::Criu_req_type::DUMP,
+        o,
+        &[],
+        &mut |_| {},
+    );
+    let dump_ms = ms(dump_start.elapsed());
+    drop(images);
+    let log = dir.join("images/dump.log");
+    let outcome = outcome.map_err(|e| SnapshotError::Criu {
+        what: "the CRIU dump".into(),
+        message: e.to_string(),
+        log: criu::log_errors(&log),
+    })?;
+    if !outcome.response.success() {
+        return Err(SnapshotError::Criu {
+            what: format!(
+                "the CRIU dump (the container was resumed; the partial case is left in {} for \
+                 diagnosis)",
+                dir.display()
+            ),
+            message: criu::failure(&outcome.response),
+            log: criu::log_errors(&log),
+        });
+    }
+    let stats = criu::read_dump_stats(&dir.join("images"));
+    let at = |s: &str| {
+        outcome
+            .notifications
+            .iter()
+            .find(|n| n.script == s)
+            .map(|n| n.at)
+    };
+    let (frozen_ms, freezing_ms) = match stats {
+        Some(s) if s.frozen_us > 0 => (
+            (s.freezing_us + s.frozen_us) as f64 / 1000.0,
+            s.freezing_us as f64 / 1000.0,
+        ),
+        _ => match (at("network-lock"), at("network-unlock")) {
+            (Some(a), Some(b)) => (ms(b - a), 0.0),
+            _ => (dump_ms, 0.0),
+        },
+    };
+
+    // After the thaw: what changed on disk, and the recorded trace.
+    let mut fs_changes = 0;
+    if let Some(set) = changes.as_mut() {
+        progress(Progress::Step("copying the filesystem changes"));
+        let dest = dir.join("fs/changes");
+        fs::create_dir_all(&dest).map_err(|e| SnapshotError::io(&dest, e))?;
+        fschanges::copy(set, &dest).map_err(|e| SnapshotError::io(&dest, e))?;
+        fs_changes = set.changes.len();
+        write_json(&dir.join("fs/changes.json"), set)?;
+    }
+    let mut trace_rows = Vec::new();
+    if let Some(store) = opts.store.as_ref().filter(|s| s.is_dir()) {
+        progress(Progress::Step(
+            "copying the container's trace excerpt from the store",
+        ));
+        match trace::excerpt(store, &container.id, &dir.join("trace")) {
+            Ok(c) => trace_rows = c,
+            Err(e) => warnings.push(format!("trace excerpt not taken: {e}")),
+        }
+    }
+    let plan = RestorePlan {
+        container_id: container.id.clone(),
+        rootfs: rootfs.clone(),
+        root_fstype: root.as_ref().map(|r| r.fstype.clone()).unwrap_or_default(),
+        net_external,
+        external_mounts: ext_mounts,
+        external_files: ext_files,
+        fs_changes_dir: "fs/changes".into(),
+        network_lock: "nftables".into(),
+        tcp_local_addrs: tcp_local_addrs(&sockets),
+    };
+    write_json(&dir.join("restore.json"), &plan)?;
+
+    progress(Progress::Step("hashing every file of the case"));
+    let files = case::hash_all(dir, opts.hash, &mut |done, total| {
+        progress(Progress::Bytes { done, total })
+    })?;
+    let images_bytes: u64 = files
+        .iter()
+        .filter(|f| f.path.starts_with("images/"))
+        .map(|f| f.size)
+        .sum();
+    let mut timings = Timings {
+        frozen_ms,
+        freezing_ms,
+        dump_ms,
+        total_ms: 0.0,
+    };
+    timings.total_ms = ms(started.elapsed());
+    let manifest = serde_json::json!({
+        "tool": "quarry",
+        "version": env!("CARGO_PKG_VERSION"),
+        "kind": "snapshot",
+        "host": opts.host,
+        "operator": opts.operator,
+        "command": opts.command,
+        "reason": opts.reason,
+        "started": started_at.to_rfc3339(),
+        "finished": chrono::Utc::now().to_rfc3339(),
+        "container": container,
+        "criu": { "path": criu_path, "version": criu::version_string(criu_version) },
+        "left_running": !opts.stop,
+        "timings_ms": timings,
+        "criu_stats": stats,
+        "warnings": warnings,
+        "hash": opts.hash,
+        "files": files,
+    });
+    let mpath = dir.join(case::MANIFEST);
+    write_json(&mpath, &manifest)?;
+    let manifest_sha256 =
+        quarry_store::segment::sha256_file(&mpath).map_err(|e| SnapshotError::io(&mpath, e))?;
+    case::write_sums(dir, opts.hash, &files).map_err(|e| SnapshotError::io(dir, e))?;
+    case::seal_read_only(dir).map_err(|e| SnapshotError::io(dir, e))?;
+    timings.total_ms = ms(started.elapsed());
+
+    Ok(Report {
+        case_dir: dir.clone(),
+        manifest_sha256,
+        container_id: container.id.clone(),
+        container_name: container.name.clone(),
+        criu_version: criu::version_string(criu_version),
+        left_running: !opts.stop,
+        timings,
+        processes: pids.len(),
+        images_bytes,
+        files: files.len() + 2,
+        fs_changes,
+        trace_rows,
+        warnings,
+    })
+}
+
+/// The local IPs of connected TCP sockets, without ports, each once.
+fn tcp_local_addrs(sockets: &[facts::Socket]) -> Vec<String> {
+    let mut out: Vec<String> = sockets
+        .iter()
+        .filter(|s| s.proto.starts_with("tcp") && s.state != "LISTEN" && s.state != "CLOSE")
+        .filter_map(|s| {
+            s.local
+                .rsplit_once(':')
+                .map(|(ip, _)| ip.trim_matches(['[', ']']).to_string())
+        })
+        .filter(|ip| ip != "0.0.0.0" && ip != "::")
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Re-hashes a case against its manifest: empty when every file is as written.
+pub fn verify_case(dir: &Path) -> Result<Vec<Mismatch>, SnapshotError> {
+    case::verify(dir)
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Bytes used on the filesystem mounted at `p`.
+fn used_bytes(p: &Path) -> Option<u64> {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: statvfs fills a struct we own from a valid C string.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return None;
+    }
+    Some((s.f_blocks - s.f_bfree) as u64 * s.f_frsize as u64)
+}
+
+/// When a process started, in Unix seconds (boot time + start ticks).
+fn process_start_unix(pid: i32) -> Option<i64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let ticks: i64 = stat
+        .get(stat.rfind(')')? + 2..)?
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()?;
+    let btime: i64 = fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as i64;
+    Some(btime + ticks / hz)
+}
+
+/// The runtime's own description of the container: the OCI bundle's config.json, runc's
+/// state.json, Podman's container config, when present.
+fn copy_runtime_files(c: &Container, dest: &Path, warnings: &mut Vec<String>) {
+    let mut sources: Vec<(PathBuf, &str)> = Vec::new();
+    if let Some(b) = &c.bundle {
+        sources.push((b.join("config.json"), "bundle-config.json"));
+    }
+    for root in quarry_containers::runtime::Sources::default().runc_roots {
+        sources.push((root.join(&c.id).join("state.json"), "runc-state.json"));
+    }
+    sources.push((
+        PathBuf::from("/var/lib/containers/storage/overlay-containers")
+            .join(&c.id)
+            .join("userdata/config.json"),
+        "podman-config.json",
+    ));
+    sources.push((
+        PathBuf::from("/var/lib/docker/containers")
+            .join(&c.id)
+            .join("config.v2.json"),
+        "docker-config.v2.json",
+    ));
+    let mut any = false;
+    for (src, name) in sources {
+        if dest.join(name).exists() {
+            continue;
+        }
+        if fs::copy(&src, dest.join(name)).is_ok() {
+            any = true;
+        }
+    }
+    if !any {
+        warnings.push("no runtime config found for the container (bundle, runc state, Podman or Docker store)".into());
+    }
+}

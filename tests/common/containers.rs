@@ -46,14 +46,35 @@ impl RuncContainer {
 
     /// Starts the container in an existing network namespace (`/var/run/netns/<name>`).
     pub fn start_in_netns(id: &str, netns: Option<&str>) -> RuncContainer {
-        RuncContainer::start_with(id, netns, |_, _| {})
+        RuncContainer::start_with(id, netns, &["sleep", "100000"], &[])
     }
 
-    /// Starts the container after `tweak` has adjusted its config.json and rootfs (a
-    /// writable root, files an attack expects to find).
+    /// Starts `args` as the container's process, with a tmpfs at each of `tmpfs` (writable
+    /// places inside the read-only root; CRIU saves their contents with the images).
     pub fn start_with(
         id: &str,
         netns: Option<&str>,
+        args: &[&str],
+        tmpfs: &[&str],
+    ) -> RuncContainer {
+        RuncContainer::start_custom(id, netns, args, tmpfs, |_, _| {})
+    }
+
+    /// Starts a `sleep` container after `tweak` has adjusted its config.json and rootfs (a
+    /// writable root, files an attack expects to find).
+    pub fn start_tweaked(
+        id: &str,
+        netns: Option<&str>,
+        tweak: impl FnOnce(&mut serde_json::Value, &Path),
+    ) -> RuncContainer {
+        RuncContainer::start_custom(id, netns, &["sleep", "100000"], &[], tweak)
+    }
+
+    fn start_custom(
+        id: &str,
+        netns: Option<&str>,
+        args: &[&str],
+        tmpfs: &[&str],
         tweak: impl FnOnce(&mut serde_json::Value, &Path),
     ) -> RuncContainer {
         let bundle = tempfile::tempdir().unwrap();
@@ -64,7 +85,16 @@ impl RuncContainer {
             serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
         let cgroup_parent = format!("quarry-test-{}", std::process::id());
         config["process"]["terminal"] = false.into();
-        config["process"]["args"] = serde_json::json!(["sleep", "100000"]);
+        config["process"]["args"] = serde_json::json!(args);
+        for dest in tmpfs {
+            config["mounts"]
+                .as_array_mut()
+                .unwrap()
+                .push(serde_json::json!({
+                    "destination": dest, "type": "tmpfs", "source": "tmpfs",
+                    "options": ["nosuid", "nodev", "mode=1777"]
+                }));
+        }
         config["linux"]["cgroupsPath"] = format!("/{cgroup_parent}/{id}").into();
         if let Some(ns) = netns {
             for n in config["linux"]["namespaces"].as_array_mut().unwrap() {

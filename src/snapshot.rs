@@ -1,0 +1,205 @@
+//! `quarry snapshot` and `quarry restore`: a live CRIU checkpoint kept as evidence, and bringing
+//! it back in isolation.
+
+use std::path::Path;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use quarry_containers::Inventory;
+use quarry_snapshot::{Options, Progress, RestoreOptions};
+
+use crate::action;
+use crate::cli::{Format, HashArg, RestoreArgs, SnapshotArgs};
+use crate::exit;
+use crate::output::print_table;
+
+pub fn run(args: SnapshotArgs) -> anyhow::Result<u8> {
+    if let Some(case) = &args.verify {
+        return verify(case, args.format);
+    }
+    let query = args
+        .container
+        .as_deref()
+        .context("name the container to snapshot")?;
+    let inventory = Inventory::discover();
+    let container = inventory.resolve(query)?;
+    let case_dir = args
+        .case
+        .clone()
+        .unwrap_or_else(|| quarry_snapshot::default_case_dir(container));
+    let opts = Options {
+        case_dir,
+        stop: args.stop,
+        store: Some(args.store.clone()),
+        criu: args.criu.clone(),
+        command: action::command_line(),
+        operator: quarry_isolate::actor(),
+        host: quarry_recorder::local_hostname(),
+        reason: args.reason.clone(),
+        hash: match args.hash {
+            HashArg::Blake3 => quarry_snapshot::HashAlg::Blake3,
+            HashArg::Sha256 => quarry_snapshot::HashAlg::Sha256,
+        },
+    };
+
+    // Progress goes to stderr, and only to a terminal (indicatif hides itself otherwise).
+    let bar = ProgressBar::new_spinner();
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    let mut step = String::new();
+    let result = quarry_snapshot::snapshot(container, &opts, &mut |p| match p {
+        Progress::Step(s) => {
+            if let Some(t0) = crate::STARTED.get() {
+                log::debug!("{:.0} ms: {s}", t0.elapsed().as_secs_f64() * 1000.0);
+            }
+            step = s.to_string();
+            bar.set_style(ProgressStyle::default_spinner());
+            bar.set_message(step.clone());
+        }
+        Progress::Bytes { done, total } => {
+            if bar.length() != Some(total) {
+                bar.set_style(
+                    ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes}")
+                        .expect("valid template")
+                        .progress_chars("=> "),
+                );
+                bar.set_length(total);
+                bar.set_message(step.clone());
+            }
+            bar.set_position(done);
+        }
+    });
+    bar.finish_and_clear();
+
+    let (word, error, detail) = match &result {
+        Ok(r) => (
+            "ok",
+            None,
+            Some(serde_json::json!({
+                "case_dir": r.case_dir,
+                "manifest_sha256": r.manifest_sha256,
+                "left_running": r.left_running,
+                "frozen_ms": r.timings.frozen_ms,
+                "total_ms": r.timings.total_ms,
+                "images_bytes": r.images_bytes,
+                "processes": r.processes,
+            })),
+        ),
+        Err(e) => (
+            "error",
+            Some(e.to_string()),
+            Some(serde_json::json!({ "case_dir": opts.case_dir })),
+        ),
+    };
+    action::record_on(
+        &args.store,
+        "snapshot",
+        &container.id,
+        container.name.as_deref(),
+        args.reason.as_deref(),
+        action::Outcome {
+            result: word,
+            error,
+            detail,
+        },
+    )?;
+    let r = result?;
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+        Format::Table => {
+            println!(
+                "snapshot of {container} in {}: {} processes, {:.1} MiB of images, {} files",
+                r.case_dir.display(),
+                r.processes,
+                r.images_bytes as f64 / (1 << 20) as f64,
+                r.files
+            );
+            println!(
+                "frozen {:.0} ms (CRIU dump {:.0} ms, total {:.0} ms); the container {}",
+                r.timings.frozen_ms,
+                r.timings.dump_ms,
+                r.timings.total_ms,
+                if r.left_running {
+                    "keeps running"
+                } else {
+                    "was stopped"
+                }
+            );
+            println!(
+                "manifest sha256 {} (also in the store's action table)",
+                r.manifest_sha256
+            );
+            for w in &r.warnings {
+                println!("warning: {w}");
+            }
+            println!(
+                "restore it, isolated: sudo quarry restore {}",
+                r.case_dir.display()
+            );
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn verify(case: &Path, format: Format) -> anyhow::Result<u8> {
+    let problems = quarry_snapshot::verify_case(case)?;
+    match format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "case": case, "ok": problems.is_empty(), "problems": problems
+            }))?
+        ),
+        Format::Table => {
+            if problems.is_empty() {
+                println!("{}: every file matches the manifest", case.display());
+            } else {
+                let rows: Vec<Vec<String>> = problems
+                    .iter()
+                    .map(|m| vec![m.problem.to_string(), m.path.clone()])
+                    .collect();
+                print_table(&["PROBLEM", "FILE"], &rows);
+            }
+        }
+    }
+    Ok(if problems.is_empty() {
+        exit::OK
+    } else {
+        exit::VERIFY_FAILED
+    })
+}
+
+pub fn restore(args: RestoreArgs) -> anyhow::Result<u8> {
+    let r = quarry_snapshot::restore(
+        &args.case,
+        &RestoreOptions {
+            workdir: args.workdir,
+            rootfs: args.rootfs,
+            binds: args.bind,
+            criu: args.criu,
+        },
+    )?;
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+        Format::Table => {
+            println!(
+                "restored {} as pid {} in {:.0} ms, isolated: new network namespace with no way out, root {}",
+                args.case.display(),
+                r.pid,
+                r.restore_ms,
+                r.root.display()
+            );
+            if !r.placeholders.is_empty() {
+                println!(
+                    "empty placeholders stand for the host mounts {} (give them with --bind)",
+                    r.placeholders.join(", ")
+                );
+            }
+            println!(
+                "CRIU log: {}; end it with: kill -KILL {}",
+                r.log.display(),
+                r.pid
+            );
+        }
+    }
+    Ok(exit::OK)
+}
