@@ -92,6 +92,7 @@ impl Store {
             bytes,
             sha256,
             reason: None,
+            replaces: Vec::new(),
         })?;
         // From here the segment is on the record: failing now must not make the caller write
         // the rows again (they would be sealed twice). A failed rename leaves a staged file the
@@ -164,6 +165,11 @@ impl Store {
                 _ => {}
             }
         }
+        // Merged segments whose sources were not all removed when a compaction was cut short.
+        let finished = self.finish_compactions(&_lock, &manifest)?;
+        if finished > 0 {
+            log::info!("finished an interrupted compaction: removed {finished} merged sources");
+        }
         Ok((completed, discarded))
     }
 }
@@ -202,6 +208,17 @@ fn older_than(path: &Path, age: std::time::Duration) -> bool {
 
 /// Writes `batch` to `path` as zstd Parquet, fsyncs it and returns (size, sha256).
 fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(u64, String)> {
+    write_parquet_batches(path, &batch.schema(), std::slice::from_ref(batch))
+}
+
+/// Writes `batches` (all of `schema`) to a new file at `path` as zstd Parquet with the store's
+/// settings, fsyncs it and returns (size, sha256). The file must not exist yet. Compaction and
+/// export write through this so every Parquet file Quarry makes is encoded the same way.
+pub fn write_parquet_batches(
+    path: &Path,
+    schema: &arrow::datatypes::SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<(u64, String)> {
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -216,9 +233,11 @@ fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(u64, String)> {
         hasher: Sha256::new(),
         bytes: 0,
     };
-    let mut writer = ArrowWriter::try_new(sink, batch.schema(), Some(writer_properties()))
+    let mut writer = ArrowWriter::try_new(sink, schema.clone(), Some(writer_properties()))
         .map_err(parquet_err)?;
-    writer.write(batch).map_err(parquet_err)?;
+    for batch in batches {
+        writer.write(batch).map_err(parquet_err)?;
+    }
     let mut sink = writer.into_inner().map_err(parquet_err)?;
     sink.flush().map_err(|e| StoreError::io(path, e))?;
     let file = sink
