@@ -180,8 +180,8 @@ impl Store {
         layout::refuse_symlink(&self.staging_dir())?;
         fs::create_dir_all(self.staging_dir())
             .map_err(|e| StoreError::io(self.staging_dir(), e))?;
-        let (bytes, sha256) = write_parquet_batches(&staged, &schema, &batches)
-            .inspect_err(|_| {
+        let (bytes, sha256) =
+            write_parquet_batches(&staged, &schema, &batches).inspect_err(|_| {
                 let _ = fs::remove_file(&staged);
             })?;
         drop(batches);
@@ -235,8 +235,10 @@ impl Store {
     ) -> Result<usize> {
         let log = manifest.read()?;
         let live = log.live();
-        let by_path: BTreeMap<&str, &EntryBody> =
-            live.iter().map(|e| (e.body.path.as_str(), &e.body)).collect();
+        let by_path: BTreeMap<&str, &EntryBody> = live
+            .iter()
+            .map(|e| (e.body.path.as_str(), &e.body))
+            .collect();
         let mut todo = Vec::new();
         for e in &live {
             for src in &e.body.replaces {
@@ -253,7 +255,12 @@ impl Store {
         }
         let mut done = 0;
         for (body, merged) in todo {
-            if self.remove_segment_locked(guard, manifest, &body, compacted_reason(&merged, true))? {
+            if self.remove_segment_locked(
+                guard,
+                manifest,
+                &body,
+                compacted_reason(&merged, true),
+            )? {
                 done += 1;
             }
         }

@@ -174,7 +174,11 @@ impl Store {
         let created = Utc::now();
         let seed = format!(
             "{created:?}{:?}{:?}{:?}{}{}",
-            spec.container_id, spec.since, spec.until, spec.reason, holds.len()
+            spec.container_id,
+            spec.since,
+            spec.until,
+            spec.reason,
+            holds.len()
         );
         let hold = Hold {
             id: format!("h-{}", &hex::encode(Sha256::digest(seed.as_bytes()))[..8]),
@@ -242,7 +246,9 @@ impl Store {
     fn write_holds(&self, _guard: &ManifestLock, holds: &[Hold]) -> Result<()> {
         let path = self.holds_path();
         layout::refuse_symlink(&path)?;
-        let tmp = self.root().join(format!(".{HOLDS_FILE}.{}", std::process::id()));
+        let tmp = self
+            .root()
+            .join(format!(".{HOLDS_FILE}.{}", std::process::id()));
         let data = serde_json::to_vec_pretty(holds).expect("holds always serialize");
         let write = || -> std::io::Result<()> {
             let mut f = fs::OpenOptions::new()

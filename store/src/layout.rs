@@ -332,9 +332,14 @@ mod tests {
         let rel = format!("{}/x-1.parquet", p.relative_dir().display());
         let (back, name) = Partition::from_segment_path(&rel).unwrap();
         assert_eq!((back, name.as_str()), (p.clone(), "x-1.parquet"));
-        assert_eq!(p.hour_end(), Utc.with_ymd_and_hms(2026, 11, 28, 16, 0, 0).unwrap());
+        assert_eq!(
+            p.hour_end(),
+            Utc.with_ymd_and_hms(2026, 11, 28, 16, 0, 0).unwrap()
+        );
         assert!(Partition::from_segment_path("net/dt=2026-11-28/hour=15/x.parquet").is_none());
-        assert!(Partition::from_segment_path("nope/dt=2026-11-28/hour=15/host=a/x.parquet").is_none());
+        assert!(
+            Partition::from_segment_path("nope/dt=2026-11-28/hour=15/host=a/x.parquet").is_none()
+        );
         assert!(Partition::from_segment_path(&format!("{rel}/extra")).is_none());
     }
 

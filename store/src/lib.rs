@@ -28,12 +28,12 @@ pub mod verify;
 use std::io;
 use std::path::PathBuf;
 
-pub use layout::{Partition, Store, Table};
-pub use manifest::{Manifest, ManifestEntry, ManifestOp};
-pub use segment::SealedSegment;
 pub use compact::{CompactPolicy, Compaction};
 pub use holds::{Hold, HoldError, HoldSpec};
+pub use layout::{Partition, Store, Table};
+pub use manifest::{Manifest, ManifestEntry, ManifestOp};
 pub use retention::{RetentionPolicy, RetentionReport};
+pub use segment::SealedSegment;
 pub use verify::{Problem, RemovalSummary, VerifyReport, verify_store};
 
 /// Errors from reading or writing a store.

@@ -23,7 +23,7 @@ use crate::read::segment_container_ids;
 use crate::{Result, StoreError};
 
 /// What to keep.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RetentionPolicy {
     /// Delete segments whose every row is older than this.
     pub max_age: Option<Duration>,
@@ -31,6 +31,23 @@ pub struct RetentionPolicy {
     pub max_bytes: Option<u64>,
     /// Merge small segments of closed hours first (fewer files, same rows).
     pub compact: Option<CompactPolicy>,
+    /// The size cap never deletes segments of an hour that ended less than this long ago (nor
+    /// of the hour being recorded): rows of a just-closed hour may still be arriving.
+    pub protect_recent: Duration,
+}
+
+/// Default of [`RetentionPolicy::protect_recent`].
+pub const PROTECT_RECENT: Duration = Duration::from_secs(300);
+
+impl Default for RetentionPolicy {
+    fn default() -> Self {
+        RetentionPolicy {
+            max_age: None,
+            max_bytes: None,
+            compact: None,
+            protect_recent: PROTECT_RECENT,
+        }
+    }
 }
 
 /// One segment retention deleted (or, in a dry run, would delete).
@@ -65,8 +82,9 @@ pub struct RetentionReport {
     pub compacted: Vec<Compaction>,
     /// Segments a cap would have deleted, kept because a hold covers them.
     pub kept_held: Vec<HeldSegment>,
-    /// Segments of the hour still being recorded (never deleted, whatever the caps).
-    pub kept_open_hour: u64,
+    /// Segments of the hour being recorded or of one that just closed (see
+    /// [`RetentionPolicy::protect_recent`]): never deleted by the size cap.
+    pub kept_recent: u64,
     /// Listed segments whose file is gone: left for `verify` to report, never logged as removed.
     pub missing: Vec<String>,
     /// Things a person must act on (the size cap cannot be met because of holds, ...).
@@ -335,6 +353,9 @@ impl Store {
                 human_bytes(cap),
                 human_bytes(total)
             );
+            let recent = now
+                - chrono::Duration::from_std(policy.protect_recent)
+                    .unwrap_or(chrono::Duration::zero());
             let (mut held_bytes, mut open_bytes) = (0u64, 0u64);
             for (i, l) in live.iter().enumerate() {
                 if remove[i] {
@@ -343,8 +364,9 @@ impl Store {
                 if total <= cap {
                     break;
                 }
-                if l.partition.hour_end() > now {
+                if l.partition.hour_end() > recent || l.partition.hour_end() > now {
                     open_bytes += l.body.bytes;
+                    report.kept_recent += 1;
                     continue;
                 }
                 let ids = check.covering(l);
@@ -361,7 +383,7 @@ impl Store {
                 report.warnings.push(format!(
                     "OVER THE SIZE CAP: the store keeps {} of segments, {} more than the cap of \
                      {}, because {} are under legal hold ({}) and {} belong to the hour being \
-                     recorded; nothing held was deleted. Release holds that are no longer needed \
+                     recorded or one that just closed; nothing held was deleted. Release holds that are no longer needed \
                      (`quarry hold --list`), export and move evidence off this machine, or raise \
                      the cap.",
                     human_bytes(total),
@@ -377,10 +399,6 @@ impl Store {
                 ));
             }
         }
-        report.kept_open_hour = live
-            .iter()
-            .filter(|l| l.partition.hour_end() > now)
-            .count() as u64;
         report.removed = plan
             .iter()
             .map(|(b, reason)| {
@@ -447,9 +465,12 @@ impl Store {
         }
         let staged = self.staging_path_for(&body.path);
         layout::refuse_symlink(&self.staging_dir())?;
-        fs::create_dir_all(self.staging_dir()).map_err(|e| StoreError::io(self.staging_dir(), e))?;
+        fs::create_dir_all(self.staging_dir())
+            .map_err(|e| StoreError::io(self.staging_dir(), e))?;
         fs::rename(&path, &staged).map_err(|e| StoreError::io(&path, e))?;
-        let dir = path.parent().expect("segments live in a partition directory");
+        let dir = path
+            .parent()
+            .expect("segments live in a partition directory");
         manifest.append_locked(guard, NewEntry::remove(body, reason))?;
         fs::remove_file(&staged).map_err(|e| StoreError::io(&staged, e))?;
         layout::fsync_dir(dir)?;

@@ -174,7 +174,12 @@ pub fn verify_store(store: &Store) -> Result<VerifyReport> {
                 live.remove(&entry.body.path);
                 report.removed_segments += 1;
                 let reason = entry.body.reason.as_deref().unwrap_or("no reason given");
-                let kind = reason.split(';').next().unwrap_or(reason).trim().to_string();
+                let kind = reason
+                    .split(';')
+                    .next()
+                    .unwrap_or(reason)
+                    .trim()
+                    .to_string();
                 match report.removals.iter_mut().find(|r| r.reason == kind) {
                     Some(r) => {
                         r.segments += 1;
