@@ -3,7 +3,9 @@
 
 mod action;
 mod cli;
+mod export;
 mod isolate;
+mod lifecycle;
 mod output;
 mod ps;
 mod record;
@@ -42,6 +44,10 @@ fn main() -> ExitCode {
         Command::Status(args) => status::run(args),
         Command::Isolate(args) => isolate::run(args),
         Command::Release(args) => isolate::release(args),
+        Command::Retain(args) => lifecycle::retain(args),
+        Command::Hold(args) => lifecycle::hold(args),
+        Command::Export(args) => export::run(args),
+        Command::Keygen(args) => lifecycle::keygen(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -23,7 +23,7 @@ pub struct SealedSegment {
 }
 
 /// Parquet settings for every segment: zstd, dictionaries, page statistics for pruning.
-fn writer_properties() -> WriterProperties {
+pub fn writer_properties() -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(3).expect("3 is a valid zstd level"),
