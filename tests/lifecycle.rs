@@ -743,3 +743,65 @@ fn recorder_applies_retention_while_recording() {
     assert_eq!(code, 0, "{v}");
     assert!(v.contains("size cap"), "{v}");
 }
+
+/// A real container recorded by the real recorder, exported by its id after it is gone, and
+/// the bundle verifies and holds its rows (and nothing of the host).
+#[test]
+fn an_export_of_a_recorded_container_verifies() {
+    if !require_root() {
+        return;
+    }
+    let name = format!("qt-export-{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let (inside, outside) = (marker("exp-in"), marker("exp-out"));
+    {
+        let c = common::containers::RuncContainer::start(&name);
+        let rec = RecorderProcess::start(&store, &["--seal-interval", "1s"]);
+        assert_eq!(c.exec(&["/bin/sh", "-c", &format!("/bin/true {inside}; exit 4")]), 4);
+        std::process::Command::new("/bin/true").arg(&outside).status().unwrap();
+        let out = rec.stop_with(nix::sys::signal::Signal::SIGINT);
+        assert!(out.status.success(), "{out:?}");
+    } // the container is deleted here: export finds it in the store
+    let key = dir.path().join("k");
+    assert!(run(&["keygen", "-o", s(&key)]).status.success());
+    let bundle = dir.path().join("c.qbundle");
+    let out = run(&[
+        "export", &name, "--store", s(&store), "--sign", s(&key), "-o", s(&bundle), "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["container_id"], name.as_str());
+    assert!(r["rows"]["process"].as_u64().unwrap() >= 2, "{r}");
+
+    let target = dir.path().join("x");
+    let (code, said) = verify_bundle(
+        &bundle,
+        &["--key", &format!("{}.pub", s(&key)), "--extract-to", s(&target)],
+    );
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("signature: valid, by the given key"), "{said}");
+    let py = std::process::Command::new("python3")
+        .arg(tests_dir().join("py/read_bundle.py"))
+        .arg(target.join("tables"))
+        .output()
+        .unwrap();
+    assert!(py.status.success(), "{}", String::from_utf8_lossy(&py.stderr));
+    let counts: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
+    assert_eq!(counts["process"]["containers"], serde_json::json!([name]));
+    let batches = quarry_store::read::read_segment(&target.join("tables/process.parquet")).unwrap();
+    let mut argvs = Vec::new();
+    for b in &batches {
+        let argv = b.column_by_name("argv").unwrap().as_list::<i32>();
+        for i in 0..b.num_rows() {
+            if !arrow::array::Array::is_null(argv, i) {
+                let v = argv.value(i);
+                let v = v.as_string::<i32>();
+                argvs.extend((0..arrow::array::Array::len(v)).map(|j| v.value(j).to_string()));
+            }
+        }
+    }
+    assert!(argvs.iter().any(|a| a.contains(&inside)), "the container's exec is exported");
+    assert!(!argvs.iter().any(|a| a.contains(&outside)), "nothing of the host is");
+}
