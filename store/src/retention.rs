@@ -390,11 +390,20 @@ impl Store {
                     human_bytes(total - cap),
                     human_bytes(cap),
                     human_bytes(held_bytes),
-                    holds
-                        .active()
-                        .map(|h| h.id.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    {
+                        let mut ids: Vec<&str> = report
+                            .kept_held
+                            .iter()
+                            .flat_map(|k| k.holds.iter().map(String::as_str))
+                            .collect();
+                        ids.sort();
+                        ids.dedup();
+                        if ids.is_empty() {
+                            "none".to_string()
+                        } else {
+                            ids.join(", ")
+                        }
+                    },
                     human_bytes(open_bytes)
                 ));
             }
