@@ -382,7 +382,12 @@ pub fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     if let Ok(d) = chrono::DateTime::parse_from_rfc3339(t) {
         return Ok(d.with_timezone(&Utc));
     }
-    for fmt in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"] {
+    for fmt in [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+    ] {
         if let Ok(d) = NaiveDateTime::parse_from_str(t, fmt) {
             return Ok(d.and_utc());
         }

@@ -47,7 +47,9 @@ pub fn resolve_container(store: &Store, query: &str) -> anyhow::Result<(String, 
             let inventory = quarry_containers::Inventory::discover();
             match inventory.resolve(query) {
                 Ok(c) => Ok((c.id.clone(), c.name.clone())),
-                Err(_) => Err(quarry_evidence::EvidenceError::UnknownContainer(query.into()).into()),
+                Err(_) => {
+                    Err(quarry_evidence::EvidenceError::UnknownContainer(query.into()).into())
+                }
             }
         }
         Err(e) => Err(e.into()),
@@ -115,7 +117,10 @@ fn print_report(r: &RetentionReport) {
     }
     let mut by_reason: Vec<(&str, u64, u64)> = Vec::new();
     for rem in &r.removed {
-        match by_reason.iter_mut().find(|(reason, _, _)| *reason == rem.reason) {
+        match by_reason
+            .iter_mut()
+            .find(|(reason, _, _)| *reason == rem.reason)
+        {
             Some(e) => {
                 e.1 += 1;
                 e.2 += rem.bytes;
@@ -152,7 +157,11 @@ fn print_report(r: &RetentionReport) {
         human_bytes(r.bytes_before),
         r.segments_after,
         human_bytes(r.bytes_after),
-        if r.dry_run { " (nothing was changed)" } else { "" }
+        if r.dry_run {
+            " (nothing was changed)"
+        } else {
+            ""
+        }
     );
 }
 
@@ -192,7 +201,15 @@ pub fn hold(args: HoldArgs) -> anyhow::Result<u8> {
                     })
                     .collect();
                 print_table(
-                    &["ID", "CONTAINER", "SINCE", "UNTIL", "PLACED", "STATE", "REASON"],
+                    &[
+                        "ID",
+                        "CONTAINER",
+                        "SINCE",
+                        "UNTIL",
+                        "PLACED",
+                        "STATE",
+                        "REASON",
+                    ],
                     &rows,
                 );
             }
@@ -204,13 +221,21 @@ pub fn hold(args: HoldArgs) -> anyhow::Result<u8> {
     if let Some(id) = &args.release {
         let result = store.release_hold(id, quarry_isolate::actor(), args.reason.clone());
         let (word, error, container) = match &result {
-            Ok(h) => ("ok", None, h.container_id.clone().map(|c| (c, h.container_name.clone()))),
+            Ok(h) => (
+                "ok",
+                None,
+                h.container_id
+                    .clone()
+                    .map(|c| (c, h.container_name.clone())),
+            ),
             Err(e) => ("error", Some(e.to_string()), None),
         };
         action::record_maybe_on(
             &args.store,
             "release-hold",
-            container.as_ref().map(|(id, n)| (id.as_str(), n.as_deref())),
+            container
+                .as_ref()
+                .map(|(id, n)| (id.as_str(), n.as_deref())),
             args.reason.as_deref(),
             action::Outcome {
                 result: word,
@@ -233,7 +258,10 @@ pub fn hold(args: HoldArgs) -> anyhow::Result<u8> {
         Some(q) => Some(resolve_container(&store, q)?),
         None => None,
     };
-    let reason = args.reason.clone().context("--reason is required to place a hold")?;
+    let reason = args
+        .reason
+        .clone()
+        .context("--reason is required to place a hold")?;
     let result = store.add_hold(HoldSpec {
         container_id: container.as_ref().map(|c| c.0.clone()),
         container_name: container.as_ref().and_then(|c| c.1.clone()),
@@ -253,7 +281,9 @@ pub fn hold(args: HoldArgs) -> anyhow::Result<u8> {
     action::record_maybe_on(
         &args.store,
         "hold",
-        container.as_ref().map(|(id, n)| (id.as_str(), n.as_deref())),
+        container
+            .as_ref()
+            .map(|(id, n)| (id.as_str(), n.as_deref())),
         Some(&reason),
         action::Outcome {
             result: word,

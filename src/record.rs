@@ -154,19 +154,14 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
 /// Applies retention at start and then every `interval`, off the async thread. Sealing goes on
 /// meanwhile: retention and seals share the store through the manifest lock, and the hour being
 /// recorded is never deleted.
-async fn retention_loop(
-    store: Store,
-    policy: quarry_store::RetentionPolicy,
-    interval: Duration,
-) {
+async fn retention_loop(store: Store, policy: quarry_store::RetentionPolicy, interval: Duration) {
     let mut tick = tokio::time::interval(interval);
     loop {
         tick.tick().await;
         let (store, policy) = (store.clone(), policy.clone());
-        let run = tokio::task::spawn_blocking(move || {
-            store.retain(&policy, chrono::Utc::now(), false)
-        })
-        .await;
+        let run =
+            tokio::task::spawn_blocking(move || store.retain(&policy, chrono::Utc::now(), false))
+                .await;
         match run {
             Ok(Ok(report)) => {
                 for w in &report.warnings {

@@ -229,12 +229,30 @@ fn retain_by_age_keeps_recent_hours_and_verify_shows_why() {
     let before = Store::at(&store).segments(Table::Process).unwrap().len();
     assert_eq!(before, 30 * 6);
 
-    let dry = run(&["retain", "--store", s(&store), "--retain-age", "1d", "--dry-run"]);
+    let dry = run(&[
+        "retain",
+        "--store",
+        s(&store),
+        "--retain-age",
+        "1d",
+        "--dry-run",
+    ]);
     assert!(dry.status.success());
     assert!(text(&dry).contains("would remove"), "{}", text(&dry));
-    assert_eq!(Store::at(&store).segments(Table::Process).unwrap().len(), before);
+    assert_eq!(
+        Store::at(&store).segments(Table::Process).unwrap().len(),
+        before
+    );
 
-    let out = run(&["retain", "--store", s(&store), "--retain-age", "1d", "--format", "json"]);
+    let out = run(&[
+        "retain",
+        "--store",
+        s(&store),
+        "--retain-age",
+        "1d",
+        "--format",
+        "json",
+    ]);
     assert!(out.status.success());
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     // Hours 24..29 ago end at least 24h ago... only those wholly older than 1d go: 5 hours
@@ -265,7 +283,16 @@ fn holds_keep_a_container_over_the_size_cap_until_released() {
     let sealed = fixture(&store, 8);
 
     // The container is found by name in the store (it is not running).
-    let out = run(&["hold", "web", "--store", s(&store), "--reason", "IR-9 litigation", "--format", "json"]);
+    let out = run(&[
+        "hold",
+        "web",
+        "--store",
+        s(&store),
+        "--reason",
+        "IR-9 litigation",
+        "--format",
+        "json",
+    ]);
     assert!(out.status.success());
     let hold: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let id = hold["id"].as_str().unwrap().to_string();
@@ -279,24 +306,42 @@ fn holds_keep_a_container_over_the_size_cap_until_released() {
     assert!(said.contains("WARNING: OVER THE SIZE CAP"), "{said}");
     assert!(said.contains(&id), "{said}");
     let left = rows_by_container(&store, Table::Process);
-    assert_eq!(left["web"], sealed[&("process", "web")], "held rows all kept");
+    assert_eq!(
+        left["web"],
+        sealed[&("process", "web")],
+        "held rows all kept"
+    );
     assert!(left.get("db").copied().unwrap_or(0) < sealed[&("process", "db")]);
     let (code, v) = verify(&store);
     assert_eq!(code, 0, "{v}");
     assert!(v.contains("size cap"), "{v}");
 
-    let out = run(&["hold", "--release", &id, "--store", s(&store), "--reason", "case closed"]);
+    let out = run(&[
+        "hold",
+        "--release",
+        &id,
+        "--store",
+        s(&store),
+        "--reason",
+        "case closed",
+    ]);
     assert!(out.status.success());
     let out = run(&["retain", "--store", s(&store), "--retain-size", "0"]);
     assert!(out.status.success());
     let left = rows_by_container(&store, Table::Process);
-    assert!(left["web"] < sealed[&("process", "web")], "released: old rows go");
+    assert!(
+        left["web"] < sealed[&("process", "web")],
+        "released: old rows go"
+    );
     assert_eq!(verify(&store).0, 0);
     let list = run(&["hold", "--list", "--all", "--store", s(&store)]);
     assert!(text(&list).contains("released"), "{}", text(&list));
     let acts = actions(&store);
     for a in ["hold", "release-hold", "retain"] {
-        assert!(acts.contains(&(a.into(), "ok".into())), "{a} recorded: {acts:?}");
+        assert!(
+            acts.contains(&(a.into(), "ok".into())),
+            "{a} recorded: {acts:?}"
+        );
     }
 }
 
@@ -310,7 +355,15 @@ fn a_time_range_hold_needs_a_reason_and_covers_every_container() {
     let since = (hour_start(Utc::now()) - Duration::hours(4)).to_rfc3339();
     let until = (hour_start(Utc::now()) - Duration::hours(3)).to_rfc3339();
     let out = run(&[
-        "hold", "--since", &since, "--until", &until, "--reason", "IR-10", "--store", s(&store),
+        "hold",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--reason",
+        "IR-10",
+        "--store",
+        s(&store),
     ]);
     assert!(out.status.success());
     run(&["retain", "--store", s(&store), "--retain-age", "1h"]);
@@ -319,7 +372,11 @@ fn a_time_range_hold_needs_a_reason_and_covers_every_container() {
         .unwrap()
         .iter()
         .map(|p| {
-            let rel = p.strip_prefix(&store).unwrap().to_string_lossy().into_owned();
+            let rel = p
+                .strip_prefix(&store)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             let (part, _) = Partition::from_segment_path(&rel).unwrap();
             (hour_start(Utc::now()) - part.hour).num_hours()
         })
@@ -350,7 +407,15 @@ fn export_web(dir: &Path, store: &Path) -> (PathBuf, PathBuf) {
     let bundle = dir.join("web.qbundle");
     let case = case_dir(dir);
     let out = run(&[
-        "export", "web", "--store", s(store), "--case", s(&case), "--sign", s(&key), "-o",
+        "export",
+        "web",
+        "--store",
+        s(store),
+        "--case",
+        s(&case),
+        "--sign",
+        s(&key),
+        "-o",
         s(&bundle),
     ]);
     assert!(out.status.success(), "{}", text(&out));
@@ -366,7 +431,14 @@ fn an_export_verifies_and_its_parquet_opens_in_pyarrow() {
 
     let target = dir.path().join("extracted");
     let out = run(&[
-        "verify", s(&bundle), "--key", s(&public), "--extract-to", s(&target), "--format", "json",
+        "verify",
+        s(&bundle),
+        "--key",
+        s(&public),
+        "--extract-to",
+        s(&target),
+        "--format",
+        "json",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -389,7 +461,12 @@ fn an_export_verifies_and_its_parquet_opens_in_pyarrow() {
     }
     assert_eq!(rows("gap"), 3, "the gap rows of the hours web has rows in");
     assert!(rows("action") >= 1);
-    for f in ["case/images/pages-1.img", "case/facts.json", "case/manifest.json", "custody.log"] {
+    for f in [
+        "case/images/pages-1.img",
+        "case/facts.json",
+        "case/manifest.json",
+        "custody.log",
+    ] {
         assert!(files.iter().any(|x| x["path"] == f), "{f} listed");
         assert!(target.join(f).is_file(), "{f} extracted");
     }
@@ -403,7 +480,11 @@ fn an_export_verifies_and_its_parquet_opens_in_pyarrow() {
         .arg(target.join("tables"))
         .output()
         .unwrap();
-    assert!(py.status.success(), "{}", String::from_utf8_lossy(&py.stderr));
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
     let counts: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
     assert_eq!(counts["process"]["rows"], sealed[&("process", "web")]);
     assert_eq!(counts["process"]["containers"], serde_json::json!([WEB]));
@@ -421,13 +502,27 @@ fn export_window_and_id_prefix_of_a_gone_container() {
     let since = (hour_start(Utc::now()) - Duration::hours(2)).to_rfc3339();
     let until = (hour_start(Utc::now()) - Duration::hours(1)).to_rfc3339();
     let out = run(&[
-        "export", &DB[..8], "--since", &since, "--until", &until, "--store", s(&store), "-o",
-        s(&bundle), "--format", "json",
+        "export",
+        &DB[..8],
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--store",
+        s(&store),
+        "-o",
+        s(&bundle),
+        "--format",
+        "json",
     ]);
     assert!(out.status.success());
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["container_id"], DB);
-    assert_eq!(r["rows"]["process"], sealed[&("process", "db")] / 4, "one hour of four");
+    assert_eq!(
+        r["rows"]["process"],
+        sealed[&("process", "db")] / 4,
+        "one hour of four"
+    );
     assert_eq!(run(&["verify", s(&bundle)]).status.code(), Some(0));
     // Never overwritten.
     let again = run(&["export", "db", "--store", s(&store), "-o", s(&bundle)]);
@@ -523,11 +618,18 @@ fn tampering_with_a_bundle_is_named() {
     pack(&e, &t("altered.qbundle"));
     let (code, out) = verify_bundle(&t("altered.qbundle"), &[]);
     assert_eq!(code, 3);
-    assert!(out.contains("altered file: tables/process.parquet"), "{out}");
+    assert!(
+        out.contains("altered file: tables/process.parquet"),
+        "{out}"
+    );
 
     // A file added, a file removed.
     let mut e = original.clone();
-    e.push((b"quarry-bundle/case/planted.sh".to_vec(), tar::EntryType::Regular, b"x".to_vec()));
+    e.push((
+        b"quarry-bundle/case/planted.sh".to_vec(),
+        tar::EntryType::Regular,
+        b"x".to_vec(),
+    ));
     let i = named(&mut e, "case/facts.json");
     e.remove(i);
     pack(&e, &t("changed.qbundle"));
@@ -540,23 +642,35 @@ fn tampering_with_a_bundle_is_named() {
     let mut e = original.clone();
     let i = named(&mut e, "MANIFEST.json");
     let m = String::from_utf8(e[i].2.clone()).unwrap();
-    e[i].2 = m.replacen("\"actor\": \"", "\"actor\": \"someone else, ", 1).into_bytes();
+    e[i].2 = m
+        .replacen("\"actor\": \"", "\"actor\": \"someone else, ", 1)
+        .into_bytes();
     pack(&e, &t("resigned.qbundle"));
     let (code, out) = verify_bundle(&t("resigned.qbundle"), &[]);
     assert_eq!(code, 3);
-    assert!(out.contains("bad signature") && out.contains("changed after signing"), "{out}");
+    assert!(
+        out.contains("bad signature") && out.contains("changed after signing"),
+        "{out}"
+    );
 
     // Another key, and no signature where a key is required.
     let other = t("other.key");
     assert!(run(&["keygen", "-o", s(&other)]).status.success());
     let (code, out) = verify_bundle(&bundle, &["--key", &format!("{}.pub", s(&other))]);
     assert_eq!(code, 3);
-    assert!(out.contains("wrong key: the bundle is signed by ed25519:"), "{out}");
+    assert!(
+        out.contains("wrong key: the bundle is signed by ed25519:"),
+        "{out}"
+    );
     let mut e = original.clone();
     let i = named(&mut e, "MANIFEST.json.sig");
     e.remove(i);
     pack(&e, &t("unsigned.qbundle"));
-    assert_eq!(verify_bundle(&t("unsigned.qbundle"), &[]).0, 0, "unsigned is fine without --key");
+    assert_eq!(
+        verify_bundle(&t("unsigned.qbundle"), &[]).0,
+        0,
+        "unsigned is fine without --key"
+    );
     let (code, out) = verify_bundle(&t("unsigned.qbundle"), &["--key", &pubkey]);
     assert_eq!(code, 3);
     assert!(out.contains("not signed"), "{out}");
@@ -569,34 +683,65 @@ fn malicious_bundles_are_refused_without_writing_outside_the_target() {
     fs::create_dir_all(&work).unwrap();
     let outside = dir.path().join("escaped");
     let abs = dir.path().join("absolute-target");
-    let ok = (b"quarry-bundle/ok.txt".to_vec(), tar::EntryType::Regular, b"fine".to_vec());
+    let ok = (
+        b"quarry-bundle/ok.txt".to_vec(),
+        tar::EntryType::Regular,
+        b"fine".to_vec(),
+    );
     let cases: Vec<(&str, Entries, &str)> = vec![
         (
             "dotdot",
-            vec![ok.clone(), (b"quarry-bundle/../../escaped".to_vec(), tar::EntryType::Regular, b"pwned".to_vec())],
+            vec![
+                ok.clone(),
+                (
+                    b"quarry-bundle/../../escaped".to_vec(),
+                    tar::EntryType::Regular,
+                    b"pwned".to_vec(),
+                ),
+            ],
             "contains '..' (path traversal)",
         ),
         (
             "absolute",
-            vec![(format!("{}", abs.display()).into_bytes(), tar::EntryType::Regular, b"pwned".to_vec())],
+            vec![(
+                format!("{}", abs.display()).into_bytes(),
+                tar::EntryType::Regular,
+                b"pwned".to_vec(),
+            )],
             "is an absolute path",
         ),
         (
             "symlink",
             vec![
-                (b"quarry-bundle/link".to_vec(), tar::EntryType::Symlink, s(dir.path()).as_bytes().to_vec()),
-                (b"quarry-bundle/link/escaped".to_vec(), tar::EntryType::Regular, b"pwned".to_vec()),
+                (
+                    b"quarry-bundle/link".to_vec(),
+                    tar::EntryType::Symlink,
+                    s(dir.path()).as_bytes().to_vec(),
+                ),
+                (
+                    b"quarry-bundle/link/escaped".to_vec(),
+                    tar::EntryType::Regular,
+                    b"pwned".to_vec(),
+                ),
             ],
             "is a symlink",
         ),
         (
             "hardlink",
-            vec![(b"quarry-bundle/passwd".to_vec(), tar::EntryType::Link, b"/etc/passwd".to_vec())],
+            vec![(
+                b"quarry-bundle/passwd".to_vec(),
+                tar::EntryType::Link,
+                b"/etc/passwd".to_vec(),
+            )],
             "is a hard link",
         ),
         (
             "device",
-            vec![(b"quarry-bundle/mem".to_vec(), tar::EntryType::Char, Vec::new())],
+            vec![(
+                b"quarry-bundle/mem".to_vec(),
+                tar::EntryType::Char,
+                Vec::new(),
+            )],
             "is a device file",
         ),
     ];
@@ -606,13 +751,26 @@ fn malicious_bundles_are_refused_without_writing_outside_the_target() {
         let target = work.join(format!("{name}-out"));
         let (code, out) = verify_bundle(&bundle, &["--extract-to", s(&target)]);
         assert_eq!(code, 3, "{name}: {out}");
-        assert!(out.contains("unsafe entry refused") && out.contains(expect), "{name}: {out}");
-        assert!(!outside.exists() && !abs.exists(), "{name} wrote outside the target");
-        assert!(!work.join("escaped").exists(), "{name} wrote outside the target");
+        assert!(
+            out.contains("unsafe entry refused") && out.contains(expect),
+            "{name}: {out}"
+        );
+        assert!(
+            !outside.exists() && !abs.exists(),
+            "{name} wrote outside the target"
+        );
+        assert!(
+            !work.join("escaped").exists(),
+            "{name} wrote outside the target"
+        );
         // Nothing but plain files and directories inside the target either.
         for e in walk(&target) {
             let m = fs::symlink_metadata(&e).unwrap();
-            assert!(m.is_file() || m.is_dir(), "{name}: {} is neither", e.display());
+            assert!(
+                m.is_file() || m.is_dir(),
+                "{name}: {} is neither",
+                e.display()
+            );
         }
     }
 
@@ -627,7 +785,8 @@ fn malicious_bundles_are_refused_without_writing_outside_the_target() {
         h.set_size((1 << 30) + (64 << 20));
         h.set_mode(0o644);
         h.set_cksum();
-        b.append(&h, std::io::repeat(0).take((1 << 30) + (64 << 20))).unwrap();
+        b.append(&h, std::io::repeat(0).take((1 << 30) + (64 << 20)))
+            .unwrap();
         b.into_inner().unwrap().flush().unwrap();
     }
     let size = fs::metadata(&bomb).unwrap().len();
@@ -688,7 +847,16 @@ fn export_refuses_symlinks_in_the_case_directory() {
     let case = case_dir(dir.path());
     std::os::unix::fs::symlink("/etc/shadow", case.join("images/shadow")).unwrap();
     let bundle = dir.path().join("b.qbundle");
-    let out = run(&["export", "web", "--store", s(&store), "--case", s(&case), "-o", s(&bundle)]);
+    let out = run(&[
+        "export",
+        "web",
+        "--store",
+        s(&store),
+        "--case",
+        s(&case),
+        "-o",
+        s(&bundle),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("it is a symlink"), "{}", text(&out));
     assert!(!bundle.exists());
@@ -710,33 +878,60 @@ fn recorder_applies_retention_while_recording() {
     let mark = marker("retain");
     let rec = RecorderProcess::start(
         &store,
-        &["--seal-interval", "1s", "--retain-size", "1", "--retain-interval", "1s"],
+        &[
+            "--seal-interval",
+            "1s",
+            "--retain-size",
+            "1",
+            "--retain-interval",
+            "1s",
+        ],
     );
     // Wait until retention has run (it logs what it removed) while recording goes on.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let mut seen = false;
     while std::time::Instant::now() < deadline && !seen {
-        std::process::Command::new("/bin/true").arg(&mark).status().unwrap();
-        if let Ok(line) = rec.stderr_lines.recv_timeout(std::time::Duration::from_secs(1)) {
+        std::process::Command::new("/bin/true")
+            .arg(&mark)
+            .status()
+            .unwrap();
+        if let Ok(line) = rec
+            .stderr_lines
+            .recv_timeout(std::time::Duration::from_secs(1))
+        {
             seen = line.contains("retention: removed");
         }
     }
     assert!(seen, "the recorder reported a retention run");
-    std::process::Command::new("/bin/true").arg(&mark).status().unwrap();
+    std::process::Command::new("/bin/true")
+        .arg(&mark)
+        .status()
+        .unwrap();
     let out = rec.stop_with(nix::sys::signal::Signal::SIGINT);
     assert!(out.status.success(), "{out:?}");
 
     let rows = process_rows(&store);
     let marked = rows_with_marker(&rows, &mark);
-    assert!(marked.len() >= 2, "rows recorded during retention are kept: {}", marked.len());
+    assert!(
+        marked.len() >= 2,
+        "rows recorded during retention are kept: {}",
+        marked.len()
+    );
     let left = Store::at(&store).segments(Table::Process).unwrap().len();
     assert!(left > 0);
     // Every segment of the hours that closed more than five minutes ago is gone.
     let cutoff = Utc::now() - Duration::minutes(5);
     for p in Store::at(&store).segments(Table::Process).unwrap() {
-        let rel = p.strip_prefix(&store).unwrap().to_string_lossy().into_owned();
+        let rel = p
+            .strip_prefix(&store)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         let (part, _) = Partition::from_segment_path(&rel).unwrap();
-        assert!(part.hour_end() > cutoff - Duration::seconds(30), "{rel} kept");
+        assert!(
+            part.hour_end() > cutoff - Duration::seconds(30),
+            "{rel} kept"
+        );
     }
     assert!(old_hours_segments > 0);
     let (code, v) = verify(&store);
@@ -758,8 +953,14 @@ fn an_export_of_a_recorded_container_verifies() {
     {
         let c = common::containers::RuncContainer::start(&name);
         let rec = RecorderProcess::start(&store, &["--seal-interval", "1s"]);
-        assert_eq!(c.exec(&["/bin/sh", "-c", &format!("/bin/true {inside}; exit 4")]), 4);
-        std::process::Command::new("/bin/true").arg(&outside).status().unwrap();
+        assert_eq!(
+            c.exec(&["/bin/sh", "-c", &format!("/bin/true {inside}; exit 4")]),
+            4
+        );
+        std::process::Command::new("/bin/true")
+            .arg(&outside)
+            .status()
+            .unwrap();
         let out = rec.stop_with(nix::sys::signal::Signal::SIGINT);
         assert!(out.status.success(), "{out:?}");
     } // the container is deleted here: export finds it in the store
@@ -767,7 +968,15 @@ fn an_export_of_a_recorded_container_verifies() {
     assert!(run(&["keygen", "-o", s(&key)]).status.success());
     let bundle = dir.path().join("c.qbundle");
     let out = run(&[
-        "export", &name, "--store", s(&store), "--sign", s(&key), "-o", s(&bundle), "--format",
+        "export",
+        &name,
+        "--store",
+        s(&store),
+        "--sign",
+        s(&key),
+        "-o",
+        s(&bundle),
+        "--format",
         "json",
     ]);
     assert!(out.status.success(), "{}", text(&out));
@@ -778,16 +987,28 @@ fn an_export_of_a_recorded_container_verifies() {
     let target = dir.path().join("x");
     let (code, said) = verify_bundle(
         &bundle,
-        &["--key", &format!("{}.pub", s(&key)), "--extract-to", s(&target)],
+        &[
+            "--key",
+            &format!("{}.pub", s(&key)),
+            "--extract-to",
+            s(&target),
+        ],
     );
     assert_eq!(code, 0, "{said}");
-    assert!(said.contains("signature: valid, by the given key"), "{said}");
+    assert!(
+        said.contains("signature: valid, by the given key"),
+        "{said}"
+    );
     let py = std::process::Command::new("python3")
         .arg(tests_dir().join("py/read_bundle.py"))
         .arg(target.join("tables"))
         .output()
         .unwrap();
-    assert!(py.status.success(), "{}", String::from_utf8_lossy(&py.stderr));
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
     let counts: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
     assert_eq!(counts["process"]["containers"], serde_json::json!([name]));
     let batches = quarry_store::read::read_segment(&target.join("tables/process.parquet")).unwrap();
@@ -802,6 +1023,12 @@ fn an_export_of_a_recorded_container_verifies() {
             }
         }
     }
-    assert!(argvs.iter().any(|a| a.contains(&inside)), "the container's exec is exported");
-    assert!(!argvs.iter().any(|a| a.contains(&outside)), "nothing of the host is");
+    assert!(
+        argvs.iter().any(|a| a.contains(&inside)),
+        "the container's exec is exported"
+    );
+    assert!(
+        !argvs.iter().any(|a| a.contains(&outside)),
+        "nothing of the host is"
+    );
 }

@@ -173,7 +173,10 @@ fn walk_case(root: &Path) -> Result<Vec<CaseFile>> {
     };
     let meta = fs::symlink_metadata(root).map_err(|e| EvidenceError::io(root, e))?;
     if !meta.is_dir() {
-        return Err(unsafe_case(root, "the case directory must be a directory, not a symlink or file"));
+        return Err(unsafe_case(
+            root,
+            "the case directory must be a directory, not a symlink or file",
+        ));
     }
     let mut out = Vec::new();
     let mut stack = vec![(root.to_path_buf(), String::new())];
@@ -196,14 +199,23 @@ fn walk_case(root: &Path) -> Result<Vec<CaseFile>> {
             };
             let ft = item.file_type().map_err(|e| EvidenceError::io(&path, e))?;
             if ft.is_symlink() {
-                return Err(unsafe_case(&path, "it is a symlink; evidence never follows symlinks"));
+                return Err(unsafe_case(
+                    &path,
+                    "it is a symlink; evidence never follows symlinks",
+                ));
             } else if ft.is_dir() {
                 stack.push((path, rel));
             } else if ft.is_file() {
-                let bytes = item.metadata().map_err(|e| EvidenceError::io(&path, e))?.len();
+                let bytes = item
+                    .metadata()
+                    .map_err(|e| EvidenceError::io(&path, e))?
+                    .len();
                 out.push(CaseFile { rel, path, bytes });
             } else {
-                return Err(unsafe_case(&path, "it is a device, socket or fifo, not a file"));
+                return Err(unsafe_case(
+                    &path,
+                    "it is a device, socket or fifo, not a file",
+                ));
             }
         }
     }
@@ -280,7 +292,11 @@ pub fn export(req: &ExportRequest<'_>, progress: &mut dyn FnMut(Progress)) -> Re
         Some(dir) => walk_case(dir)?,
         None => Vec::new(),
     };
-    let total: u64 = by_table.values().flatten().map(|(b, _)| b.bytes).sum::<u64>()
+    let total: u64 = by_table
+        .values()
+        .flatten()
+        .map(|(b, _)| b.bytes)
+        .sum::<u64>()
         + case_files.iter().map(|c| c.bytes).sum::<u64>();
     progress(Progress::Start { total_bytes: total });
 
@@ -292,7 +308,11 @@ pub fn export(req: &ExportRequest<'_>, progress: &mut dyn FnMut(Progress)) -> Re
     let mut hours_with_rows: BTreeSet<(DateTime<Utc>, String)> = BTreeSet::new();
     let mut segments_read = 0u64;
     let mut table_files = Vec::new();
-    let mut order: Vec<Table> = Table::ALL.iter().copied().filter(|t| *t != Table::Gap).collect();
+    let mut order: Vec<Table> = Table::ALL
+        .iter()
+        .copied()
+        .filter(|t| *t != Table::Gap)
+        .collect();
     order.push(Table::Gap);
     for table in order {
         let path = work.path().join(format!("{}.parquet", table.name()));
@@ -357,7 +377,16 @@ pub fn export(req: &ExportRequest<'_>, progress: &mut dyn FnMut(Progress)) -> Re
             .unwrap_or_else(|| "bundle".into()),
         std::process::id()
     ));
-    let result = write_bundle(req, &partial, created, &head, segments_read, &table_files, &case_files, progress);
+    let result = write_bundle(
+        req,
+        &partial,
+        created,
+        &head,
+        segments_read,
+        &table_files,
+        &case_files,
+        progress,
+    );
     let (files, sha256, bytes) = match result {
         Ok(r) => r,
         Err(e) => {
@@ -423,10 +452,10 @@ fn write_bundle(
     let mut files = Vec::new();
 
     let append = |tar: &mut tar::Builder<_>,
-                      rel: &str,
-                      source: &mut dyn Read,
-                      size: u64,
-                      progress: Option<&mut dyn FnMut(Progress)>|
+                  rel: &str,
+                  source: &mut dyn Read,
+                  size: u64,
+                  progress: Option<&mut dyn FnMut(Progress)>|
      -> Result<(String, u64)> {
         let mut header = tar::Header::new_gnu();
         header.set_size(size);
@@ -572,7 +601,10 @@ fn write_bundle(
     sink.flush().map_err(io_err)?;
     let sha256 = hex::encode(sink.hasher.finalize());
     let bytes = sink.bytes;
-    let file = sink.inner.into_inner().map_err(|e| io_err(e.into_error()))?;
+    let file = sink
+        .inner
+        .into_inner()
+        .map_err(|e| io_err(e.into_error()))?;
     file.sync_all().map_err(io_err)?;
     Ok((files, sha256, bytes))
 }

@@ -26,9 +26,8 @@ pub struct PublicKey(VerifyingKey);
 /// A new key pair from the operating system's random source.
 pub fn generate_keypair() -> Result<(SecretKey, PublicKey)> {
     let mut seed = [0u8; 32];
-    getrandom::getrandom(&mut seed).map_err(|e| {
-        EvidenceError::io("getrandom", std::io::Error::other(e.to_string()))
-    })?;
+    getrandom::getrandom(&mut seed)
+        .map_err(|e| EvidenceError::io("getrandom", std::io::Error::other(e.to_string())))?;
     let key = SigningKey::from_bytes(&seed);
     seed.fill(0);
     let public = PublicKey(key.verifying_key());
@@ -99,7 +98,11 @@ impl PublicKey {
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
-        write_new(path, format!("{PUBLIC_TAG} {}\n", self.to_hex()).as_bytes(), 0o644)
+        write_new(
+            path,
+            format!("{PUBLIC_TAG} {}\n", self.to_hex()).as_bytes(),
+            0o644,
+        )
     }
 
     pub fn to_hex(&self) -> String {
@@ -168,7 +171,10 @@ mod tests {
         let (_, other) = generate_keypair().unwrap();
         assert!(!other.verifies(b"evidence", &sig));
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(fs::metadata(&sp).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&sp).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert!(secret.save(&sp).is_err(), "never overwrites a key");
         assert!(SecretKey::load(&public_path_for(&sp)).is_err());
     }

@@ -92,7 +92,10 @@ impl std::fmt::Display for BundleProblem {
         match self {
             Damaged { detail } => write!(f, "damaged bundle: {detail}"),
             UnsafeEntry { path, reason } => {
-                write!(f, "unsafe entry refused: {path:?} {reason}; extraction stopped")
+                write!(
+                    f,
+                    "unsafe entry refused: {path:?} {reason}; extraction stopped"
+                )
             }
             TooLarge { limit, detail } => write!(
                 f,
@@ -101,10 +104,16 @@ impl std::fmt::Display for BundleProblem {
             DuplicateEntry { path } => write!(f, "duplicate entry: {path} appears twice"),
             BadManifest { detail } => write!(f, "bad manifest: {detail}"),
             MissingFile { path } => {
-                write!(f, "missing file: {path} is listed in the manifest but not in the bundle")
+                write!(
+                    f,
+                    "missing file: {path} is listed in the manifest but not in the bundle"
+                )
             }
             UnlistedFile { path } => {
-                write!(f, "unlisted file: {path} is in the bundle but not in the manifest")
+                write!(
+                    f,
+                    "unlisted file: {path} is in the bundle but not in the manifest"
+                )
             }
             AlteredFile {
                 path,
@@ -122,7 +131,10 @@ impl std::fmt::Display for BundleProblem {
                 f,
                 "row count: {path} holds {actual} rows, the manifest says {expected}"
             ),
-            NotSigned => write!(f, "not signed: a key was given but the bundle has no signature"),
+            NotSigned => write!(
+                f,
+                "not signed: a key was given but the bundle has no signature"
+            ),
             BadSignature { detail } => write!(f, "bad signature: {detail}"),
             WrongKey { expected, actual } => write!(
                 f,
@@ -208,7 +220,9 @@ fn safe_path(raw: &[u8]) -> std::result::Result<String, String> {
         }
     }
     if parts.first().map(String::as_str) != Some(BUNDLE_ROOT) {
-        return Err(format!("is outside the bundle's root directory {BUNDLE_ROOT}/"));
+        return Err(format!(
+            "is outside the bundle's root directory {BUNDLE_ROOT}/"
+        ));
     }
     if s.contains('\0') {
         return Err("contains a NUL byte".into());
@@ -329,11 +343,17 @@ fn extract(
                 return Ok(out);
             }
             tar::EntryType::Link => {
-                refuse(report, "is a hard link; bundles hold only plain files".into());
+                refuse(
+                    report,
+                    "is a hard link; bundles hold only plain files".into(),
+                );
                 return Ok(out);
             }
             tar::EntryType::Char | tar::EntryType::Block => {
-                refuse(report, "is a device file; bundles hold only plain files".into());
+                refuse(
+                    report,
+                    "is a device file; bundles hold only plain files".into(),
+                );
                 return Ok(out);
             }
             tar::EntryType::Fifo => {
@@ -605,11 +625,18 @@ mod tests {
 
     #[test]
     fn entry_paths() {
-        assert_eq!(safe_path(b"quarry-bundle/tables/x.parquet").unwrap(), "tables/x.parquet");
+        assert_eq!(
+            safe_path(b"quarry-bundle/tables/x.parquet").unwrap(),
+            "tables/x.parquet"
+        );
         assert_eq!(safe_path(b"./quarry-bundle/a").unwrap(), "a");
         assert!(safe_path(b"quarry-bundle/../x").unwrap_err().contains(".."));
         assert!(safe_path(b"/etc/passwd").unwrap_err().contains("absolute"));
         assert!(safe_path(b"other/x").unwrap_err().contains("outside"));
-        assert!(safe_path(b"quarry-bundle/\xff").unwrap_err().contains("UTF-8"));
+        assert!(
+            safe_path(b"quarry-bundle/\xff")
+                .unwrap_err()
+                .contains("UTF-8")
+        );
     }
 }

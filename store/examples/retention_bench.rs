@@ -2,8 +2,8 @@
 //!
 //! `cargo run --release -p quarry-store --example retention_bench -- [SEGMENTS] [HOURS]`
 //! builds SEGMENTS process segments of 100 rows spread over HOURS back-dated hours (default
-//! 10000 over 100) in a temporary directory, then times: compaction of every closed hour, an
-//! age cap removing the older half, a size cap removing half of the rest, and `verify`.
+//! 10000 over 100) in a temporary directory, then times: an age cap removing the older half,
+//! compaction of every remaining closed hour, a size cap removing half of the rest, and `verify`.
 
 use std::time::{Duration, Instant};
 
@@ -40,17 +40,13 @@ fn main() {
             })
             .collect();
         let p = Partition::for_time(Table::Process, time, "bench");
-        store.seal(&p, &process_batch("bench", &rows), 1, i).unwrap();
+        store
+            .seal(&p, &process_batch("bench", &rows), 1, i)
+            .unwrap();
     }
-    println!("sealed {segments} segments over {hours} hours in {:.1?}", t0.elapsed());
-
-    let t = Instant::now();
-    let merged = store.compact(&CompactPolicy::default(), now, false).unwrap();
-    let sources: usize = merged.iter().map(|c| c.sources.len()).sum();
     println!(
-        "compaction: {sources} segments into {} in {:.1?}",
-        merged.len(),
-        t.elapsed()
+        "sealed {segments} segments over {hours} hours in {:.1?}",
+        t0.elapsed()
     );
 
     let t = Instant::now();
@@ -66,7 +62,18 @@ fn main() {
     );
 
     let t = Instant::now();
-    let cap = r.bytes_after / 2;
+    let merged = store
+        .compact(&CompactPolicy::default(), now, false)
+        .unwrap();
+    let sources: usize = merged.iter().map(|c| c.sources.len()).sum();
+    println!(
+        "compaction: {sources} segments into {} in {:.1?}",
+        merged.len(),
+        t.elapsed()
+    );
+
+    let t = Instant::now();
+    let cap = verify_store(&store).unwrap().bytes / 2;
     let r = store
         .retain(
             &RetentionPolicy {

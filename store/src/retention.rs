@@ -294,7 +294,7 @@ impl Store {
         &self,
         policy: &RetentionPolicy,
         now: DateTime<Utc>,
-    ) -> Result<(RetentionReport, Vec<(EntryBody, String)>, String)> {
+    ) -> Result<(RetentionReport, Plan, String)> {
         let log = Manifest::new(self.manifest_path()).read()?;
         let holds = self.holds()?;
         let live = self.live_segments(&log);
@@ -505,6 +505,9 @@ impl Store {
         }
     }
 }
+
+/// Segments to remove, each with the reason for its manifest entry.
+type Plan = Vec<(EntryBody, String)>;
 
 enum Applied {
     Done { missing: Vec<String> },
