@@ -62,3 +62,29 @@ pub fn record(store: &Path, row: ActionRow) -> anyhow::Result<()> {
         .context("sealing the action into the store")?;
     Ok(())
 }
+
+/// Records `action` by the invoking user, now, on a container when one is concerned (`retain`
+/// concerns the whole store; a hold may cover every container).
+pub fn record_maybe_on(
+    store: &Path,
+    action: &str,
+    container: Option<(&str, Option<&str>)>,
+    reason: Option<&str>,
+    outcome: Outcome<'_>,
+) -> anyhow::Result<()> {
+    record(
+        store,
+        ActionRow {
+            time: chrono::Utc::now(),
+            action: action.into(),
+            actor: quarry_isolate::actor(),
+            container_id: container.map(|c| c.0.into()),
+            container_name: container.and_then(|c| c.1.map(Into::into)),
+            reason: reason.map(Into::into),
+            detail: outcome.detail.map(|d| d.to_string()),
+            result: outcome.result.into(),
+            error: outcome.error,
+            command: command_line(),
+        },
+    )
+}

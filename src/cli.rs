@@ -28,6 +28,10 @@ Examples:
   quarry sql 'SELECT comm, count(*) FROM process GROUP BY comm ORDER BY 2 DESC LIMIT 5'
   quarry timeline web --since 2h --format html -o web.html
   quarry hunt --since 1d --container web
+  quarry retain --retain-age 7d --retain-size 50G --dry-run
+  sudo quarry hold web --reason 'IR-42: legal hold'
+  quarry export web --since 2h --case ./case-42 -o web.qbundle --sign ir.key
+  quarry verify web.qbundle --key ir.key.pub  check a bundle: hashes, file list, signature
 
 Exit codes: 0 success, 1 error (the message says what and how to fix it), 2 usage error,
 3 verification found missing, altered or unlisted evidence, 4 hunt raised findings."
@@ -61,6 +65,14 @@ pub enum Command {
     Snapshot(SnapshotArgs),
     /// Bring a snapshot's processes back in an isolated environment, for analysis
     Restore(RestoreArgs),
+    /// Apply retention now: age and size caps, oldest first, holds respected (--dry-run shows)
+    Retain(RetainArgs),
+    /// Place, list or release legal holds that retention never deletes
+    Hold(HoldArgs),
+    /// Export a container's evidence into one verifiable bundle (tar + zstd, Parquet inside)
+    Export(ExportArgs),
+    /// Create an ed25519 key pair for signing bundles (KEY and KEY.pub)
+    Keygen(KeygenArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -110,6 +122,26 @@ pub struct RecordArgs {
     /// Format of the summary printed at the end
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    #[command(flatten)]
+    pub retention: RetentionFlags,
+    /// How often retention runs while recording (with --retain-age or --retain-size)
+    #[arg(long, value_parser = parse_duration, default_value = "5m")]
+    pub retain_interval: Duration,
+}
+
+/// Retention caps, shared by `record` (on a schedule) and `retain` (now).
+#[derive(Debug, Clone, Args)]
+pub struct RetentionFlags {
+    /// Delete segments whose rows are all older than this (e.g. 7d, 36h)
+    #[arg(long, value_parser = parse_duration)]
+    pub retain_age: Option<Duration>,
+    /// Keep the store's segments within this size, deleting the oldest first (e.g. 50G, 800M);
+    /// held evidence and the hour being recorded are never deleted
+    #[arg(long, value_parser = parse_bytes)]
+    pub retain_size: Option<u64>,
+    /// Merge small segments of closed hours into larger ones first (same rows, fewer files)
+    #[arg(long)]
+    pub compact: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -122,11 +154,25 @@ pub enum SyscallsArg {
 #[command(after_help = "\
 Examples:
   quarry verify --store /var/lib/quarry/store
-  quarry verify --store ./case-17/store --format json")]
+  quarry verify --store ./case-17/store --format json
+  quarry verify web.qbundle                     a bundle: every hash, nothing added or removed
+  quarry verify web.qbundle --key ir.key.pub    ... and signed by this key
+  quarry verify web.qbundle --extract-to ./web  keep the checked files")]
 pub struct VerifyArgs {
+    /// A bundle file from `quarry export` to verify (a directory is verified as a store)
+    pub path: Option<PathBuf>,
     /// Store directory to verify
     #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
     pub store: PathBuf,
+    /// Public key (from `quarry keygen`) the bundle must be signed with
+    #[arg(long, requires = "path")]
+    pub key: Option<PathBuf>,
+    /// Keep the extracted bundle in this new or empty directory
+    #[arg(long, requires = "path")]
+    pub extract_to: Option<PathBuf>,
+    /// Most bytes a bundle may extract to (default: 200x its size, at least 1G)
+    #[arg(long, value_parser = parse_bytes, requires = "path")]
+    pub max_size: Option<u64>,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
 }
@@ -327,6 +373,68 @@ pub struct HuntArgs {
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Examples:
+  quarry retain --retain-age 7d --dry-run      what would go, changing nothing
+  quarry retain --retain-age 7d --retain-size 50G
+  quarry retain --retain-size 20G --compact    merge small segments of closed hours first
+
+Oldest segments go first. Held evidence (`quarry hold`) and the hour being recorded are never
+deleted; when they alone exceed the size cap, retention says so loudly. Every deletion is a
+manifest entry with its reason, so `quarry verify` still passes and shows what went and why.")]
+pub struct RetainArgs {
+    #[command(flatten)]
+    pub retention: RetentionFlags,
+    /// Say what would be deleted or merged; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
+    pub store: PathBuf,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  quarry hold web --reason 'IR-42: litigation hold'        everything of container web
+  quarry hold 3f2a --since 2026-11-28T10:00:00Z --until 2026-11-28T14:00:00Z --reason IR-42
+  quarry hold --since 6h --reason 'IR-43: all containers, last 6 hours onwards'
+  quarry hold --list
+  quarry hold --release h-1a2b3c4d --reason 'case closed'
+
+Times: RFC 3339 (2026-11-28T10:00:00Z), '2026-11-28 10:00' (UTC), a date, or a duration
+meaning that long ago (2h, 7d). Retention never deletes held data, even over the size cap.")]
+pub struct HoldArgs {
+    /// Container id, unique id prefix or name (also one that has exited); omit to hold every
+    /// container's rows in --since/--until
+    #[arg(conflicts_with_all = ["list", "release"])]
+    pub container: Option<String>,
+    /// Hold rows from this time on
+    #[arg(long, value_parser = parse_time, conflicts_with_all = ["list", "release"])]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Hold rows before this time
+    #[arg(long, value_parser = parse_time, conflicts_with_all = ["list", "release"])]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Why (required to place a hold), for the record
+    #[arg(long, required_unless_present_any = ["list", "release"])]
+    pub reason: Option<String>,
+    /// List active holds (with --all, released ones too)
+    #[arg(long)]
+    pub list: bool,
+    /// With --list: released holds too
+    #[arg(long, requires = "list")]
+    pub all: bool,
+    /// Release the hold with this id
+    #[arg(long, value_name = "ID", conflicts_with = "list")]
+    pub release: Option<String>,
+    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
+    pub store: PathBuf,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
   sudo quarry snapshot web                          case in /var/lib/quarry/cases/web-<time>
   sudo quarry snapshot 3f2a --case /srv/ir-42/web --reason 'IR-42'
   sudo quarry snapshot web --stop                   checkpoint, then stop the container
@@ -361,16 +469,39 @@ pub struct SnapshotArgs {
     pub format: Format,
 }
 
-/// Parses a point in time: RFC 3339, or an age before now (`15m`, `2h`, `1d`).
-pub fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s.trim()) {
-        return Ok(t.with_timezone(&chrono::Utc));
-    }
-    let age = parse_duration(s).map_err(|_| {
-        format!("'{s}' is not a time; give RFC 3339 (2026-11-28T14:00:00Z) or an age such as 15m, 2h or 1d")
-    })?;
-    let age = chrono::Duration::from_std(age).map_err(|_| format!("'{s}' is too far back"))?;
-    Ok(chrono::Utc::now() - age)
+  quarry export web -o web.qbundle
+  quarry export 3f2a --since 2026-11-28T10:00:00Z --until 2026-11-28T12:00:00Z -o ir42.qbundle
+  quarry export web --case /var/lib/quarry/cases/web-1 --sign ir.key -o web.qbundle
+
+The bundle is one file (tar + zstd): the container's rows of every table as Parquet (DuckDB and
+pyarrow read them as they are), the case directory's files, a chain-of-custody log and
+MANIFEST.json with every file's SHA-256, size and row count; with --sign, an ed25519 signature.
+Check it anywhere with `quarry verify BUNDLE [--key KEY.pub]`.")]
+pub struct ExportArgs {
+    /// Container id, unique id prefix or name (also one that no longer runs)
+    pub container: String,
+    /// Rows from this time on (RFC 3339, '2026-11-28 10:00', a date, or 2h = two hours ago)
+    #[arg(long, value_parser = parse_time)]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Rows before this time
+    #[arg(long, value_parser = parse_time)]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// A case directory of `quarry snapshot` to include
+    #[arg(long)]
+    pub case: Option<PathBuf>,
+    /// The bundle file to write (never overwritten)
+    #[arg(long, short)]
+    pub output: PathBuf,
+    /// Sign the bundle with this secret key (from `quarry keygen`)
+    #[arg(long, value_name = "KEY")]
+    pub sign: Option<PathBuf>,
+    /// No progress bar
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
+    pub store: PathBuf,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
 }
 
 #[derive(Debug, Args)]
@@ -416,6 +547,69 @@ pub fn parse_bind(s: &str) -> Result<(String, PathBuf), String> {
             "'{s}' is not MOUNTPOINT=HOSTPATH (e.g. /data=/srv/copy)"
         )),
     }
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  quarry keygen -o ir.key        writes ir.key (secret, mode 0600) and ir.key.pub")]
+pub struct KeygenArgs {
+    /// Secret key file to create; the public key goes to the same name plus .pub
+    #[arg(long, short)]
+    pub output: PathBuf,
+}
+
+/// Parses a byte size such as `800M`, `50G`, `1T` or `4096` (powers of 1024).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('M') => (&t[..t.len() - 1], 1 << 20),
+        Some('G') => (&t[..t.len() - 1], 1 << 30),
+        Some('T') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let n: f64 = num
+        .parse()
+        .ok()
+        .filter(|n: &f64| n.is_finite() && *n >= 0.0)
+        .ok_or_else(|| format!("'{s}' is not a size; use e.g. 800M, 50G or 1T"))?;
+    Ok((n * mult as f64) as u64)
+}
+
+/// Parses a point in time: RFC 3339, `YYYY-MM-DD HH:MM[:SS]` or `YYYY-MM-DD` (UTC), `now`, or
+/// a duration (`2h`, `7d`) meaning that long ago.
+pub fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    use chrono::{NaiveDate, NaiveDateTime, Utc};
+    let t = s.trim();
+    if t == "now" {
+        return Ok(Utc::now());
+    }
+    if let Ok(d) = chrono::DateTime::parse_from_rfc3339(t) {
+        return Ok(d.with_timezone(&Utc));
+    }
+    for fmt in [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+    ] {
+        if let Ok(d) = NaiveDateTime::parse_from_str(t, fmt) {
+            return Ok(d.and_utc());
+        }
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
+    }
+    if t.starts_with(|c: char| c.is_ascii_digit())
+        && let Ok(ago) = parse_duration(t)
+    {
+        return Ok(Utc::now() - chrono::Duration::from_std(ago).map_err(|e| e.to_string())?);
+    }
+    Err(format!(
+        "'{s}' is not a time; use RFC 3339 (2026-11-28T10:00:00Z), '2026-11-28 10:00' (UTC), a \
+         date, or a duration meaning that long ago (2h, 7d)"
+    ))
 }
 
 /// Parses a power-of-two byte size such as `64K`, `16M` or `1G`.
@@ -493,6 +687,28 @@ mod tests {
         assert!(parse_size("3M").is_err());
         assert!(parse_size("1K").is_err());
         assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn byte_sizes_and_times() {
+        assert_eq!(parse_bytes("50G").unwrap(), 50 << 30);
+        assert_eq!(parse_bytes("800m").unwrap(), 800 << 20);
+        assert_eq!(parse_bytes("1.5K").unwrap(), 1536);
+        assert_eq!(parse_bytes("4096").unwrap(), 4096);
+        assert!(parse_bytes("big").is_err());
+        let t = parse_time("2026-11-28T10:00:00+01:00").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-11-28T09:00:00+00:00");
+        assert_eq!(
+            parse_time("2026-11-28 10:30").unwrap().to_rfc3339(),
+            "2026-11-28T10:30:00+00:00"
+        );
+        assert_eq!(
+            parse_time("2026-11-28").unwrap().to_rfc3339(),
+            "2026-11-28T00:00:00+00:00"
+        );
+        let ago = chrono::Utc::now() - parse_time("2h").unwrap();
+        assert!((ago.num_seconds() - 7200).abs() < 60);
+        assert!(parse_time("yesterday").is_err());
     }
 
     #[test]

@@ -3,7 +3,9 @@
 
 mod action;
 mod cli;
+mod export;
 mod isolate;
+mod lifecycle;
 mod output;
 mod ps;
 mod query;
@@ -51,6 +53,10 @@ fn main() -> ExitCode {
         Command::Hunt(args) => query::hunt(args),
         Command::Snapshot(args) => snapshot::run(args),
         Command::Restore(args) => snapshot::restore(args),
+        Command::Retain(args) => lifecycle::retain(args),
+        Command::Hold(args) => lifecycle::hold(args),
+        Command::Export(args) => export::run(args),
+        Command::Keygen(args) => lifecycle::keygen(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -91,9 +91,24 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
             store.display(),
             args.seal_interval
         );
+        let retention = crate::lifecycle::policy(&args.retention).map(|policy| {
+            eprintln!(
+                "quarry: retention every {:?}: {}",
+                args.retain_interval,
+                crate::lifecycle::describe(&args.retention)
+            );
+            tokio::spawn(retention_loop(
+                recorder.store().clone(),
+                policy,
+                args.retain_interval,
+            ))
+        });
         let status = tokio::spawn(status_line(stats, store_handle, scope.clone(), args.quiet));
         let summary = recorder.run(shutdown(term, int, args.duration)).await;
         status.abort();
+        if let Some(r) = retention {
+            r.abort();
+        }
         anyhow::Ok(summary?)
     })?;
     if !args.quiet && std::io::stderr().is_terminal() {
@@ -134,6 +149,40 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
         );
     }
     Ok(exit::OK)
+}
+
+/// Applies retention at start and then every `interval`, off the async thread. Sealing goes on
+/// meanwhile: retention and seals share the store through the manifest lock, and the hour being
+/// recorded is never deleted.
+async fn retention_loop(store: Store, policy: quarry_store::RetentionPolicy, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tick.tick().await;
+        let (store, policy) = (store.clone(), policy.clone());
+        let run =
+            tokio::task::spawn_blocking(move || store.retain(&policy, chrono::Utc::now(), false))
+                .await;
+        match run {
+            Ok(Ok(report)) => {
+                for w in &report.warnings {
+                    log::warn!("retention: {w}");
+                }
+                if !report.removed.is_empty() || !report.compacted.is_empty() {
+                    log::info!(
+                        "retention: removed {} segments ({}), merged {} groups; {} segments ({}) \
+                         kept",
+                        report.removed.len(),
+                        human_bytes(report.removed_bytes()),
+                        report.compacted.len(),
+                        report.segments_after,
+                        human_bytes(report.bytes_after)
+                    );
+                }
+            }
+            Ok(Err(e)) => log::error!("retention failed (recording goes on): {e}"),
+            Err(e) => log::error!("retention task failed (recording goes on): {e}"),
+        }
+    }
 }
 
 /// Resolves on SIGINT, SIGTERM or when `duration` has passed.

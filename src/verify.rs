@@ -7,6 +7,15 @@ use crate::cli::{Format, VerifyArgs};
 use crate::exit;
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<u8> {
+    let store_path = match &args.path {
+        Some(p) if p.is_dir() => p.clone(),
+        Some(p) => return bundle(p, &args),
+        None => args.store.clone(),
+    };
+    let args = VerifyArgs {
+        store: store_path,
+        ..args
+    };
     let store = Store::at(&args.store);
     let report = verify_store(&store)
         .with_context(|| format!("verifying the store at {}", args.store.display()))?;
@@ -34,6 +43,12 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<u8> {
             } else {
                 "✗ FAILED"
             };
+            for r in &report.removals {
+                println!(
+                    "- removed {} segments ({} rows, {} bytes) between {} and {}: {}",
+                    r.segments, r.rows, r.bytes, r.first, r.last, r.reason
+                );
+            }
             println!(
                 "{verdict}: {} segments, {} rows, {} bytes; {} manifest entries ({} removals); \
                  {} problems\nmanifest head: {}",
@@ -45,6 +60,75 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<u8> {
                 report.problems.len(),
                 report.head_hash
             );
+        }
+    }
+    Ok(if report.is_ok() {
+        exit::OK
+    } else {
+        exit::VERIFY_FAILED
+    })
+}
+
+/// `quarry verify BUNDLE`: safe extraction, every hash, the file list, the signature.
+fn bundle(path: &std::path::Path, args: &VerifyArgs) -> anyhow::Result<u8> {
+    let options = quarry_evidence::VerifyOptions {
+        trusted_key: match &args.key {
+            Some(k) => Some(quarry_evidence::PublicKey::load(k)?),
+            None => None,
+        },
+        extract_to: args.extract_to.clone(),
+        max_bytes: args.max_size,
+    };
+    let report = quarry_evidence::verify_bundle(path, &options)
+        .with_context(|| format!("verifying the bundle {}", path.display()))?;
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Table => {
+            for p in &report.problems {
+                println!("✗ {p}");
+            }
+            if let Some(m) = &report.manifest {
+                println!(
+                    "bundle of container {}{} from {} by {} at {} ({})",
+                    m.container.name.as_deref().unwrap_or(&m.container.id),
+                    if m.container.name.is_some() {
+                        format!(" ({})", m.container.id)
+                    } else {
+                        String::new()
+                    },
+                    m.host,
+                    m.actor,
+                    m.created,
+                    m.tool
+                );
+            }
+            match (&report.signed_by, report.key_trusted) {
+                (Some(k), true) => println!("signature: valid, by the given key {k}"),
+                (Some(k), false) => println!(
+                    "signature: valid, by {k} (not checked against a trusted key: pass --key)"
+                ),
+                (None, _) if report.problems.is_empty() => {
+                    println!("signature: none (the bundle is not signed)")
+                }
+                (None, _) => {}
+            }
+            let verdict = if report.is_ok() {
+                "✓ verified"
+            } else {
+                "✗ FAILED"
+            };
+            println!(
+                "{verdict}: {} files, {} bytes extracted from {} bytes; {} problems\nbundle \
+                 sha256: {}",
+                report.files_verified,
+                report.extracted_bytes,
+                report.compressed_bytes,
+                report.problems.len(),
+                report.sha256
+            );
+            if let Some(dir) = &report.extracted_to {
+                println!("extracted to {}", dir.display());
+            }
         }
     }
     Ok(if report.is_ok() {

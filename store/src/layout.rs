@@ -121,6 +121,31 @@ impl Partition {
     }
 }
 
+impl Partition {
+    /// The partition and file name of a segment from its store-relative path (as the manifest
+    /// lists it), e.g. `process/dt=2026-11-28/hour=15/host=node1/x.parquet`. None when the path
+    /// is not a segment of the layout this module writes.
+    pub fn from_segment_path(rel: &str) -> Option<(Partition, String)> {
+        let mut parts = rel.split('/');
+        let table = Table::from_name(parts.next()?)?;
+        let day = parts.next()?.strip_prefix("dt=")?;
+        let hour: u32 = parts.next()?.strip_prefix("hour=")?.parse().ok()?;
+        let host = parts.next()?.strip_prefix("host=")?.to_string();
+        let name = parts.next()?.to_string();
+        if parts.next().is_some() || !name.ends_with(&format!(".{SEGMENT_EXTENSION}")) {
+            return None;
+        }
+        let date = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()?;
+        let hour = date.and_hms_opt(hour, 0, 0)?.and_utc();
+        Some((Partition { table, hour, host }, name))
+    }
+
+    /// End of the partition's hour (exclusive): every row in it is older than this.
+    pub fn hour_end(&self) -> DateTime<Utc> {
+        self.hour + chrono::Duration::hours(1)
+    }
+}
+
 /// Makes a host name safe as one path component: anything but `[A-Za-z0-9._-]` becomes `_`, and
 /// names made only of dots (`.`, `..`) are prefixed so they can never mean a parent directory.
 pub fn sanitize_host(host: &str) -> String {
@@ -298,6 +323,24 @@ mod tests {
             p.relative_dir(),
             PathBuf::from("process/dt=2026-11-28/hour=15/host=node-1")
         );
+    }
+
+    #[test]
+    fn segment_paths_parse_back_into_partitions() {
+        let t = Utc.with_ymd_and_hms(2026, 11, 28, 15, 47, 12).unwrap();
+        let p = Partition::for_time(Table::Net, t, "node-1");
+        let rel = format!("{}/x-1.parquet", p.relative_dir().display());
+        let (back, name) = Partition::from_segment_path(&rel).unwrap();
+        assert_eq!((back, name.as_str()), (p.clone(), "x-1.parquet"));
+        assert_eq!(
+            p.hour_end(),
+            Utc.with_ymd_and_hms(2026, 11, 28, 16, 0, 0).unwrap()
+        );
+        assert!(Partition::from_segment_path("net/dt=2026-11-28/hour=15/x.parquet").is_none());
+        assert!(
+            Partition::from_segment_path("nope/dt=2026-11-28/hour=15/host=a/x.parquet").is_none()
+        );
+        assert!(Partition::from_segment_path(&format!("{rel}/extra")).is_none());
     }
 
     #[test]

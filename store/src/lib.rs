@@ -15,9 +15,12 @@
 //!   and an edited manifest line, are detected by [`verify::verify_store`];
 //! - the schemas of every table live in [`schema`] and nowhere else.
 
+pub mod compact;
+pub mod holds;
 pub mod layout;
 pub mod manifest;
 pub mod read;
+pub mod retention;
 pub mod schema;
 pub mod segment;
 pub mod verify;
@@ -25,10 +28,13 @@ pub mod verify;
 use std::io;
 use std::path::PathBuf;
 
+pub use compact::{CompactPolicy, Compaction};
+pub use holds::{Hold, HoldError, HoldSpec};
 pub use layout::{Partition, Store, Table};
 pub use manifest::{Manifest, ManifestEntry, ManifestOp};
+pub use retention::{RetentionPolicy, RetentionReport};
 pub use segment::SealedSegment;
-pub use verify::{Problem, VerifyReport, verify_store};
+pub use verify::{Problem, RemovalSummary, VerifyReport, verify_store};
 
 /// Errors from reading or writing a store.
 #[derive(Debug, thiserror::Error)]

@@ -47,6 +47,10 @@ pub struct EntryBody {
     pub sha256: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// On the `add` of a compacted segment: the segments whose rows it holds, removed by the
+    /// entries that follow. Left out when empty, so entries written before it hash the same.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaces: Vec<String>,
     pub prev: String,
 }
 
@@ -76,6 +80,24 @@ pub struct NewEntry {
     pub bytes: u64,
     pub sha256: String,
     pub reason: Option<String>,
+    /// See [`EntryBody::replaces`].
+    pub replaces: Vec<String>,
+}
+
+impl NewEntry {
+    /// The `remove` of a segment the manifest listed with `added`, saying why.
+    pub fn remove(added: &EntryBody, reason: String) -> NewEntry {
+        NewEntry {
+            op: ManifestOp::Remove,
+            table: added.table.clone(),
+            path: added.path.clone(),
+            rows: added.rows,
+            bytes: added.bytes,
+            sha256: added.sha256.clone(),
+            reason: Some(reason),
+            replaces: Vec::new(),
+        }
+    }
 }
 
 /// A manifest file.
@@ -141,6 +163,7 @@ impl Manifest {
             bytes: new.bytes,
             sha256: new.sha256,
             reason: new.reason,
+            replaces: new.replaces,
             prev,
         };
         let entry = ManifestEntry {
@@ -228,6 +251,37 @@ impl Manifest {
     }
 }
 
+impl ManifestLog {
+    /// The segments the manifest lists as present: every `add` not followed by a `remove` of
+    /// the same path, in the order they were added.
+    pub fn live(&self) -> Vec<&ManifestEntry> {
+        let mut live: Vec<Option<&ManifestEntry>> = Vec::new();
+        let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for (_, e) in &self.entries {
+            match e.body.op {
+                ManifestOp::Add => {
+                    index.insert(&e.body.path, live.len());
+                    live.push(Some(e));
+                }
+                ManifestOp::Remove => {
+                    if let Some(i) = index.remove(e.body.path.as_str()) {
+                        live[i] = None;
+                    }
+                }
+            }
+        }
+        live.into_iter().flatten().collect()
+    }
+
+    /// Hash of the last entry (the chain's head), or the genesis hash of an empty manifest.
+    pub fn head(&self) -> String {
+        self.entries
+            .last()
+            .map(|(_, e)| e.hash.clone())
+            .unwrap_or_else(|| GENESIS_HASH.to_string())
+    }
+}
+
 /// The manifest's exclusive lock; see [`Manifest::lock`].
 pub struct ManifestLock {
     // Dropped first: unlock before the file closes.
@@ -274,6 +328,7 @@ mod tests {
             bytes: 2,
             sha256: "ab".into(),
             reason: None,
+            replaces: Vec::new(),
         }
     }
 

@@ -68,3 +68,37 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     }
     Ok(())
 }
+
+/// The distinct `container_id` values of one segment, reading only that column. Empty for a
+/// table without the column (`gap`).
+pub fn segment_container_ids(path: &Path) -> Result<std::collections::BTreeSet<String>> {
+    use arrow::array::{Array, AsArray};
+    use parquet::arrow::ProjectionMask;
+    let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
+    let parquet_err = |source| StoreError::Parquet {
+        path: path.to_path_buf(),
+        source,
+    };
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err)?;
+    let mut ids = std::collections::BTreeSet::new();
+    let Some(index) = builder
+        .schema()
+        .fields()
+        .iter()
+        .position(|f| f.name() == "container_id")
+    else {
+        return Ok(ids);
+    };
+    let mask = ProjectionMask::roots(builder.parquet_schema(), [index]);
+    let reader = builder.with_projection(mask).build().map_err(parquet_err)?;
+    for batch in reader {
+        let batch = batch?;
+        let col = batch.column(0).as_string::<i32>();
+        for i in 0..col.len() {
+            if !col.is_null(i) && !ids.contains(col.value(i)) {
+                ids.insert(col.value(i).to_string());
+            }
+        }
+    }
+    Ok(ids)
+}

@@ -27,7 +27,7 @@ pub struct SealedSegment {
 /// Parquet settings for every segment: zstd, dictionaries, page statistics for pruning, and a
 /// small bloom filter on `container_id` so a container's rows are found without reading the
 /// row groups of the others.
-fn writer_properties() -> WriterProperties {
+pub fn writer_properties() -> WriterProperties {
     let container = ColumnPath::from("container_id");
     WriterProperties::builder()
         .set_column_bloom_filter_enabled(container.clone(), true)
@@ -128,6 +128,7 @@ impl Store {
             bytes,
             sha256,
             reason: None,
+            replaces: Vec::new(),
         })?;
         // From here the segment is on the record: failing now must not make the caller write
         // the rows again (they would be sealed twice). A failed rename leaves a staged file the
@@ -200,6 +201,11 @@ impl Store {
                 _ => {}
             }
         }
+        // Merged segments whose sources were not all removed when a compaction was cut short.
+        let finished = self.finish_compactions(&_lock, &manifest)?;
+        if finished > 0 {
+            log::info!("finished an interrupted compaction: removed {finished} merged sources");
+        }
         Ok((completed, discarded))
     }
 }
@@ -238,6 +244,17 @@ fn older_than(path: &Path, age: std::time::Duration) -> bool {
 
 /// Writes `batch` to `path` as zstd Parquet, fsyncs it and returns (size, sha256).
 fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(u64, String)> {
+    write_parquet_batches(path, &batch.schema(), std::slice::from_ref(batch))
+}
+
+/// Writes `batches` (all of `schema`) to a new file at `path` as zstd Parquet with the store's
+/// settings, fsyncs it and returns (size, sha256). The file must not exist yet. Compaction and
+/// export write through this so every Parquet file Quarry makes is encoded the same way.
+pub fn write_parquet_batches(
+    path: &Path,
+    schema: &arrow::datatypes::SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<(u64, String)> {
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -252,9 +269,11 @@ fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(u64, String)> {
         hasher: Sha256::new(),
         bytes: 0,
     };
-    let mut writer = ArrowWriter::try_new(sink, batch.schema(), Some(writer_properties()))
+    let mut writer = ArrowWriter::try_new(sink, schema.clone(), Some(writer_properties()))
         .map_err(parquet_err)?;
-    writer.write(batch).map_err(parquet_err)?;
+    for batch in batches {
+        writer.write(batch).map_err(parquet_err)?;
+    }
     let mut sink = writer.into_inner().map_err(parquet_err)?;
     sink.flush().map_err(|e| StoreError::io(path, e))?;
     let file = sink

@@ -81,6 +81,20 @@ pub struct Pending {
     pub path: String,
 }
 
+/// Segments the manifest records as deleted, grouped by why (retention's age cap, its size cap,
+/// compaction), so a verified store also says what is no longer there and for what reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RemovalSummary {
+    /// The reason's kind, e.g. `age cap 7d`, `size cap 50.0 GiB`, `compacted`.
+    pub reason: String,
+    pub segments: u64,
+    pub rows: u64,
+    pub bytes: u64,
+    /// When the first and the last of these removals were logged (RFC 3339).
+    pub first: String,
+    pub last: String,
+}
+
 /// The outcome of [`verify_store`].
 #[derive(Debug, Default, Serialize)]
 pub struct VerifyReport {
@@ -89,6 +103,8 @@ pub struct VerifyReport {
     pub rows: u64,
     pub bytes: u64,
     pub removed_segments: u64,
+    /// What was removed and why (see [`RemovalSummary`]).
+    pub removals: Vec<RemovalSummary>,
     pub manifest_entries: u64,
     /// Hash of the last manifest entry: publish it elsewhere to pin the chain's length.
     pub head_hash: String,
@@ -157,6 +173,29 @@ pub fn verify_store(store: &Store) -> Result<VerifyReport> {
             ManifestOp::Remove => {
                 live.remove(&entry.body.path);
                 report.removed_segments += 1;
+                let reason = entry.body.reason.as_deref().unwrap_or("no reason given");
+                let kind = reason
+                    .split(';')
+                    .next()
+                    .unwrap_or(reason)
+                    .trim()
+                    .to_string();
+                match report.removals.iter_mut().find(|r| r.reason == kind) {
+                    Some(r) => {
+                        r.segments += 1;
+                        r.rows += entry.body.rows;
+                        r.bytes += entry.body.bytes;
+                        r.last = entry.body.at.clone();
+                    }
+                    None => report.removals.push(RemovalSummary {
+                        reason: kind,
+                        segments: 1,
+                        rows: entry.body.rows,
+                        bytes: entry.body.bytes,
+                        first: entry.body.at.clone(),
+                        last: entry.body.at.clone(),
+                    }),
+                }
             }
         }
     }

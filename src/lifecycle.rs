@@ -1,0 +1,327 @@
+//! `quarry retain`, `quarry hold` and `quarry keygen`: what happens to evidence over time.
+
+use anyhow::Context;
+use chrono::{SecondsFormat, Utc};
+use quarry_store::retention::{human_bytes, human_duration};
+use quarry_store::{CompactPolicy, HoldSpec, RetentionPolicy, RetentionReport, Store};
+
+use crate::action;
+use crate::cli::{Format, HoldArgs, KeygenArgs, RetainArgs, RetentionFlags};
+use crate::exit;
+use crate::output::print_table;
+
+/// The policy the flags ask for; None when they ask for nothing.
+pub fn policy(flags: &RetentionFlags) -> Option<RetentionPolicy> {
+    if flags.retain_age.is_none() && flags.retain_size.is_none() && !flags.compact {
+        return None;
+    }
+    Some(RetentionPolicy {
+        max_age: flags.retain_age,
+        max_bytes: flags.retain_size,
+        compact: flags.compact.then(CompactPolicy::default),
+        ..Default::default()
+    })
+}
+
+/// One line describing the policy, e.g. `age 7d, size 50.0 GiB, compaction`.
+pub fn describe(flags: &RetentionFlags) -> String {
+    let mut parts = Vec::new();
+    if let Some(a) = flags.retain_age {
+        parts.push(format!("age {}", human_duration(a)));
+    }
+    if let Some(s) = flags.retain_size {
+        parts.push(format!("size {}", human_bytes(s)));
+    }
+    if flags.compact {
+        parts.push("compaction".into());
+    }
+    parts.join(", ")
+}
+
+/// Resolves a container by id, id prefix or name: first among those the store recorded (so
+/// containers long gone are found), then among running ones.
+pub fn resolve_container(store: &Store, query: &str) -> anyhow::Result<(String, Option<String>)> {
+    match quarry_evidence::export::resolve_container(store, query) {
+        Ok(found) => Ok(found),
+        Err(quarry_evidence::EvidenceError::UnknownContainer(_)) => {
+            let inventory = quarry_containers::Inventory::discover();
+            match inventory.resolve(query) {
+                Ok(c) => Ok((c.id.clone(), c.name.clone())),
+                Err(_) => {
+                    Err(quarry_evidence::EvidenceError::UnknownContainer(query.into()).into())
+                }
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub fn retain(args: RetainArgs) -> anyhow::Result<u8> {
+    let policy = policy(&args.retention).context(
+        "say what to keep: --retain-age (e.g. 7d), --retain-size (e.g. 50G) and/or --compact",
+    )?;
+    let store = Store::at(&args.store);
+    anyhow::ensure!(
+        store.root().is_dir(),
+        "no store at {}; pass the directory `quarry record --store` writes to",
+        store.root().display()
+    );
+    let result = store.retain(&policy, Utc::now(), args.dry_run);
+    if !args.dry_run {
+        let (word, error, detail) = match &result {
+            Ok(r) => (
+                "ok",
+                None,
+                Some(serde_json::json!({
+                    "policy": describe(&args.retention),
+                    "removed_segments": r.removed.len(),
+                    "removed_bytes": r.removed_bytes(),
+                    "compacted": r.compacted.len(),
+                    "kept_held": r.kept_held.len(),
+                    "warnings": r.warnings,
+                })),
+            ),
+            Err(e) => ("error", Some(e.to_string()), None),
+        };
+        action::record_maybe_on(
+            &args.store,
+            "retain",
+            None,
+            None,
+            action::Outcome {
+                result: word,
+                error,
+                detail,
+            },
+        )?;
+    }
+    let report = result.context("applying retention")?;
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Table => print_report(&report),
+    }
+    Ok(exit::OK)
+}
+
+fn print_report(r: &RetentionReport) {
+    let verb = if r.dry_run { "would remove" } else { "removed" };
+    for c in &r.compacted {
+        println!(
+            "{} {} segments ({}, {} rows) into {}",
+            if r.dry_run { "would merge" } else { "merged" },
+            c.sources.len(),
+            human_bytes(c.bytes_before),
+            c.rows,
+            c.path
+        );
+    }
+    let mut by_reason: Vec<(&str, u64, u64)> = Vec::new();
+    for rem in &r.removed {
+        match by_reason
+            .iter_mut()
+            .find(|(reason, _, _)| *reason == rem.reason)
+        {
+            Some(e) => {
+                e.1 += 1;
+                e.2 += rem.bytes;
+            }
+            None => by_reason.push((&rem.reason, 1, rem.bytes)),
+        }
+    }
+    for (reason, n, bytes) in &by_reason {
+        println!("{verb} {n} segments ({}): {reason}", human_bytes(*bytes));
+    }
+    if !r.kept_held.is_empty() {
+        let bytes: u64 = r.kept_held.iter().map(|k| k.bytes).sum();
+        let mut holds: Vec<&str> = r
+            .kept_held
+            .iter()
+            .flat_map(|k| k.holds.iter().map(String::as_str))
+            .collect();
+        holds.sort();
+        holds.dedup();
+        println!(
+            "kept {} segments ({}) a cap would remove: under legal hold {}",
+            r.kept_held.len(),
+            human_bytes(bytes),
+            holds.join(", ")
+        );
+    }
+    for w in &r.warnings {
+        eprintln!("WARNING: {w}");
+    }
+    println!(
+        "{}: {} segments, {} before; {} segments, {} after{}",
+        if r.dry_run { "dry run" } else { "done" },
+        r.segments_before,
+        human_bytes(r.bytes_before),
+        r.segments_after,
+        human_bytes(r.bytes_after),
+        if r.dry_run {
+            " (nothing was changed)"
+        } else {
+            ""
+        }
+    );
+}
+
+pub fn hold(args: HoldArgs) -> anyhow::Result<u8> {
+    let store = Store::at(&args.store);
+    if args.list {
+        let holds = store.holds()?;
+        let shown: Vec<_> = holds
+            .all
+            .iter()
+            .filter(|h| args.all || h.is_active())
+            .collect();
+        match args.format {
+            Format::Json => println!("{}", serde_json::to_string_pretty(&shown)?),
+            Format::Table if shown.is_empty() => println!("no holds"),
+            Format::Table => {
+                let time = |t: &chrono::DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
+                let rows: Vec<Vec<String>> = shown
+                    .iter()
+                    .map(|h| {
+                        vec![
+                            h.id.clone(),
+                            match (&h.container_name, &h.container_id) {
+                                (Some(n), _) => n.clone(),
+                                (None, Some(id)) => quarry_containers::short_id(id).to_string(),
+                                _ => "(all)".into(),
+                            },
+                            h.since.as_ref().map(time).unwrap_or_else(|| "-".into()),
+                            h.until.as_ref().map(time).unwrap_or_else(|| "-".into()),
+                            time(&h.created),
+                            match &h.released {
+                                Some(r) => format!("released {}", time(&r.at)),
+                                None => "active".into(),
+                            },
+                            h.reason.clone(),
+                        ]
+                    })
+                    .collect();
+                print_table(
+                    &[
+                        "ID",
+                        "CONTAINER",
+                        "SINCE",
+                        "UNTIL",
+                        "PLACED",
+                        "STATE",
+                        "REASON",
+                    ],
+                    &rows,
+                );
+            }
+        }
+        return Ok(exit::OK);
+    }
+    Store::create(&args.store)
+        .with_context(|| format!("opening the store {}", args.store.display()))?;
+    if let Some(id) = &args.release {
+        let result = store.release_hold(id, quarry_isolate::actor(), args.reason.clone());
+        let (word, error, container) = match &result {
+            Ok(h) => (
+                "ok",
+                None,
+                h.container_id
+                    .clone()
+                    .map(|c| (c, h.container_name.clone())),
+            ),
+            Err(e) => ("error", Some(e.to_string()), None),
+        };
+        action::record_maybe_on(
+            &args.store,
+            "release-hold",
+            container
+                .as_ref()
+                .map(|(id, n)| (id.as_str(), n.as_deref())),
+            args.reason.as_deref(),
+            action::Outcome {
+                result: word,
+                error,
+                detail: Some(serde_json::json!({ "hold": id })),
+            },
+        )?;
+        let hold = result?;
+        match args.format {
+            Format::Json => println!("{}", serde_json::to_string_pretty(&hold)?),
+            Format::Table => println!(
+                "released hold {}: {}; retention may now delete it",
+                hold.id,
+                hold.describe()
+            ),
+        }
+        return Ok(exit::OK);
+    }
+    let container = match &args.container {
+        Some(q) => Some(resolve_container(&store, q)?),
+        None => None,
+    };
+    let reason = args
+        .reason
+        .clone()
+        .context("--reason is required to place a hold")?;
+    let result = store.add_hold(HoldSpec {
+        container_id: container.as_ref().map(|c| c.0.clone()),
+        container_name: container.as_ref().and_then(|c| c.1.clone()),
+        since: args.since,
+        until: args.until,
+        reason: reason.clone(),
+        created_by: quarry_isolate::actor(),
+    });
+    let (word, error, detail) = match &result {
+        Ok(h) => (
+            "ok",
+            None,
+            Some(serde_json::json!({ "hold": h.id, "since": h.since, "until": h.until })),
+        ),
+        Err(e) => ("error", Some(e.to_string()), None),
+    };
+    action::record_maybe_on(
+        &args.store,
+        "hold",
+        container
+            .as_ref()
+            .map(|(id, n)| (id.as_str(), n.as_deref())),
+        Some(&reason),
+        action::Outcome {
+            result: word,
+            error,
+            detail,
+        },
+    )?;
+    let hold = result?;
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&hold)?),
+        Format::Table => println!(
+            "placed hold {}: {}; retention will not delete it until `quarry hold --release {}`",
+            hold.id,
+            hold.describe(),
+            hold.id
+        ),
+    }
+    Ok(exit::OK)
+}
+
+pub fn keygen(args: KeygenArgs) -> anyhow::Result<u8> {
+    let (secret, public) = quarry_evidence::generate_keypair()?;
+    let pub_path = quarry_evidence::keys::public_path_for(&args.output);
+    anyhow::ensure!(
+        !pub_path.exists(),
+        "{} exists already; keys are never overwritten",
+        pub_path.display()
+    );
+    secret.save(&args.output)?;
+    public.save(&pub_path)?;
+    println!(
+        "secret key: {} (mode 0600: keep it safe; sign with `quarry export --sign {}`)\npublic \
+         key: {} ({}; give it to whoever verifies: `quarry verify BUNDLE --key {}`)",
+        args.output.display(),
+        args.output.display(),
+        pub_path.display(),
+        public.fingerprint(),
+        pub_path.display()
+    );
+    Ok(exit::OK)
+}

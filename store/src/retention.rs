@@ -1,0 +1,515 @@
+//! Retention: keeping a store within an age and a size cap, oldest segments first, never
+//! touching held evidence or the hour being recorded, and writing every deletion to the
+//! manifest with its reason so `verify` still passes and shows what went and why.
+//!
+//! Deleting one segment, under the manifest lock: move it into `.staging/` (under the name a
+//! seal would have used, so a crash here is undone by [`Store::recover`], which moves listed
+//! staged segments back), append its `remove` entry, unlink it. A crash after the entry leaves
+//! an unlisted staged file that recovery deletes. Readers never see a half-deleted segment:
+//! it is in its partition or it is not.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::compact::{CompactPolicy, Compaction};
+use crate::holds::{Hold, Holds};
+use crate::layout::{self, Partition, Store, Table};
+use crate::manifest::{EntryBody, Manifest, ManifestLock, NewEntry};
+use crate::read::segment_container_ids;
+use crate::{Result, StoreError};
+
+/// What to keep.
+#[derive(Debug, Clone)]
+pub struct RetentionPolicy {
+    /// Delete segments whose every row is older than this.
+    pub max_age: Option<Duration>,
+    /// Delete the oldest segments until the live segments take at most this many bytes.
+    pub max_bytes: Option<u64>,
+    /// Merge small segments of closed hours first (fewer files, same rows).
+    pub compact: Option<CompactPolicy>,
+    /// The size cap never deletes segments of an hour that ended less than this long ago (nor
+    /// of the hour being recorded): rows of a just-closed hour may still be arriving.
+    pub protect_recent: Duration,
+}
+
+/// Default of [`RetentionPolicy::protect_recent`].
+pub const PROTECT_RECENT: Duration = Duration::from_secs(300);
+
+impl Default for RetentionPolicy {
+    fn default() -> Self {
+        RetentionPolicy {
+            max_age: None,
+            max_bytes: None,
+            compact: None,
+            protect_recent: PROTECT_RECENT,
+        }
+    }
+}
+
+/// One segment retention deleted (or, in a dry run, would delete).
+#[derive(Debug, Clone, Serialize)]
+pub struct Removal {
+    pub path: String,
+    pub table: String,
+    pub hour: DateTime<Utc>,
+    pub rows: u64,
+    pub bytes: u64,
+    pub reason: String,
+}
+
+/// A segment a cap would have deleted but a legal hold keeps.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeldSegment {
+    pub path: String,
+    pub bytes: u64,
+    pub holds: Vec<String>,
+}
+
+/// What a retention run did (or would do).
+#[derive(Debug, Default, Serialize)]
+pub struct RetentionReport {
+    pub dry_run: bool,
+    pub now: DateTime<Utc>,
+    pub segments_before: u64,
+    pub bytes_before: u64,
+    pub segments_after: u64,
+    pub bytes_after: u64,
+    pub removed: Vec<Removal>,
+    pub compacted: Vec<Compaction>,
+    /// Segments a cap would have deleted, kept because a hold covers them.
+    pub kept_held: Vec<HeldSegment>,
+    /// Segments of the hour being recorded or of one that just closed (see
+    /// [`RetentionPolicy::protect_recent`]): never deleted by the size cap.
+    pub kept_recent: u64,
+    /// Listed segments whose file is gone: left for `verify` to report, never logged as removed.
+    pub missing: Vec<String>,
+    /// Things a person must act on (the size cap cannot be met because of holds, ...).
+    pub warnings: Vec<String>,
+}
+
+impl RetentionReport {
+    pub fn removed_bytes(&self) -> u64 {
+        self.removed.iter().map(|r| r.bytes).sum()
+    }
+}
+
+/// A live segment, as retention sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct Live {
+    pub(crate) body: EntryBody,
+    pub(crate) partition: Partition,
+}
+
+/// Deletions applied per manifest lock, so a recorder sealing meanwhile waits only briefly.
+const BATCH: usize = 128;
+
+/// Human size, e.g. `1.5 GiB`.
+pub fn human_bytes(b: u64) -> String {
+    match b {
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
+/// Human duration as retention caps are written, e.g. `7d`, `36h`, `90m`.
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s >= 86_400 && s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// Decides which segments holds cover, reading a segment's container ids only when a
+/// container hold needs them (and once).
+pub(crate) struct HoldCheck<'a> {
+    store: &'a Store,
+    holds: Vec<&'a Hold>,
+    ids: HashMap<String, BTreeSet<String>>,
+    /// Live container-bearing segments by (hour, host), for deciding on `gap` segments.
+    by_hour: BTreeMap<(DateTime<Utc>, String), Vec<String>>,
+}
+
+impl<'a> HoldCheck<'a> {
+    pub(crate) fn new(store: &'a Store, holds: &'a Holds, live: &[Live]) -> Self {
+        let mut by_hour: BTreeMap<_, Vec<String>> = BTreeMap::new();
+        for l in live {
+            if has_container_column(l.partition.table) {
+                by_hour
+                    .entry((l.partition.hour, l.partition.host.clone()))
+                    .or_default()
+                    .push(l.body.path.clone());
+            }
+        }
+        HoldCheck {
+            store,
+            holds: holds.active().collect(),
+            ids: HashMap::new(),
+            by_hour,
+        }
+    }
+
+    fn container_ids(&mut self, rel: &str) -> Result<&BTreeSet<String>> {
+        if !self.ids.contains_key(rel) {
+            let path = self.store.resolve(rel)?;
+            let ids = match segment_container_ids(&path) {
+                Ok(ids) => ids,
+                // Unreadable: it cannot be shown to hold nothing of a held container, so it is
+                // treated as holding every container (kept).
+                Err(e) => {
+                    log::warn!("{e}: kept, since holds cannot be checked against it");
+                    return Err(e);
+                }
+            };
+            self.ids.insert(rel.to_string(), ids);
+        }
+        Ok(&self.ids[rel])
+    }
+
+    /// The ids of the holds covering segment `l` (empty: not held).
+    pub(crate) fn covering(&mut self, l: &Live) -> Vec<String> {
+        let mut out = Vec::new();
+        for i in 0..self.holds.len() {
+            let hold = self.holds[i];
+            if !hold.overlaps_partition(&l.partition) {
+                continue;
+            }
+            let held = match &hold.container_id {
+                None => true,
+                Some(id) if has_container_column(l.partition.table) => self
+                    .container_ids(&l.body.path)
+                    .map(|ids| ids.contains(id))
+                    .unwrap_or(true),
+                // A gap segment of an hour in which the held container has rows: it says where
+                // that container's evidence is incomplete.
+                Some(id) => {
+                    let key = (l.partition.hour, l.partition.host.clone());
+                    let peers = self.by_hour.get(&key).cloned().unwrap_or_default();
+                    peers.iter().any(|p| {
+                        self.container_ids(p)
+                            .map(|ids| ids.contains(id))
+                            .unwrap_or(true)
+                    })
+                }
+            };
+            if held {
+                out.push(hold.id.clone());
+            }
+        }
+        out
+    }
+}
+
+fn has_container_column(table: Table) -> bool {
+    crate::schema::schema_of(table)
+        .field_with_name("container_id")
+        .is_ok()
+}
+
+impl Store {
+    /// The live segments of the manifest with their partitions; paths that are not segments of
+    /// this layout are skipped (retention only deletes what it understands).
+    pub(crate) fn live_segments(&self, log: &crate::manifest::ManifestLog) -> Vec<Live> {
+        let mut live: Vec<Live> = log
+            .live()
+            .into_iter()
+            .filter_map(|e| {
+                Partition::from_segment_path(&e.body.path).map(|(partition, _)| Live {
+                    body: e.body.clone(),
+                    partition,
+                })
+            })
+            .collect();
+        live.sort_by(|a, b| {
+            (a.partition.hour, &a.body.path).cmp(&(b.partition.hour, &b.body.path))
+        });
+        live
+    }
+
+    /// Applies `policy` as of `now`: compacts first (when asked), then deletes by age, then by
+    /// size, oldest first. With `dry_run` nothing changes and the report says what would.
+    pub fn retain(
+        &self,
+        policy: &RetentionPolicy,
+        now: DateTime<Utc>,
+        dry_run: bool,
+    ) -> Result<RetentionReport> {
+        let mut compacted = Vec::new();
+        if let Some(cp) = &policy.compact {
+            compacted = self.compact(cp, now, dry_run)?;
+        }
+        // A hold placed between planning and deleting changes the plan: re-plan (bounded).
+        for _ in 0..8 {
+            let (mut report, plan, fingerprint) = self.plan_retention(policy, now)?;
+            report.dry_run = dry_run;
+            report.compacted = std::mem::take(&mut compacted);
+            if dry_run || plan.is_empty() {
+                return Ok(report);
+            }
+            match self.apply_removals(&plan, &fingerprint)? {
+                Applied::Done { missing } => {
+                    let gone: BTreeSet<&str> = missing.iter().map(String::as_str).collect();
+                    let (dropped, kept): (Vec<Removal>, Vec<Removal>) = report
+                        .removed
+                        .into_iter()
+                        .partition(|r| gone.contains(r.path.as_str()));
+                    report.removed = kept;
+                    for d in dropped {
+                        report.segments_after += 1;
+                        report.bytes_after += d.bytes;
+                    }
+                    report.missing.extend(missing);
+                    if !report.missing.is_empty() {
+                        report.warnings.push(format!(
+                            "{} listed segments are missing from disk and were left for \
+                             `quarry verify` to report (never logged as removed)",
+                            report.missing.len()
+                        ));
+                    }
+                    return Ok(report);
+                }
+                Applied::HoldsChanged => {
+                    compacted = report.compacted;
+                    continue;
+                }
+            }
+        }
+        Err(StoreError::Io {
+            path: self.holds_path(),
+            source: std::io::Error::other("holds keep changing while retention runs; try again"),
+        })
+    }
+
+    /// Decides what to delete. Returns the report (as if applied), the removals and the holds
+    /// fingerprint the plan was made against.
+    fn plan_retention(
+        &self,
+        policy: &RetentionPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<(RetentionReport, Plan, String)> {
+        let log = Manifest::new(self.manifest_path()).read()?;
+        let holds = self.holds()?;
+        let live = self.live_segments(&log);
+        let mut check = HoldCheck::new(self, &holds, &live);
+        let mut report = RetentionReport {
+            now,
+            segments_before: live.len() as u64,
+            bytes_before: live.iter().map(|l| l.body.bytes).sum(),
+            ..Default::default()
+        };
+        let mut remove = vec![false; live.len()];
+        let mut plan = Vec::new();
+        let mut held_paths = BTreeSet::new();
+        let mut keep_held = |l: &Live, ids: Vec<String>, report: &mut RetentionReport| {
+            if held_paths.insert(l.body.path.clone()) {
+                report.kept_held.push(HeldSegment {
+                    path: l.body.path.clone(),
+                    bytes: l.body.bytes,
+                    holds: ids,
+                });
+            }
+        };
+
+        if let Some(age) = policy.max_age {
+            let cutoff = now - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
+            let reason = format!(
+                "age cap {}; every row older than {}",
+                human_duration(age),
+                cutoff.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+            for (i, l) in live.iter().enumerate() {
+                if l.partition.hour_end() > cutoff {
+                    continue;
+                }
+                let ids = check.covering(l);
+                if ids.is_empty() {
+                    remove[i] = true;
+                    plan.push((l.body.clone(), reason.clone()));
+                } else {
+                    keep_held(l, ids, &mut report);
+                }
+            }
+        }
+
+        let mut total: u64 = live
+            .iter()
+            .zip(&remove)
+            .filter(|(_, r)| !**r)
+            .map(|(l, _)| l.body.bytes)
+            .sum();
+        if let Some(cap) = policy.max_bytes
+            && total > cap
+        {
+            let reason = format!(
+                "size cap {}; the store held {} of segments",
+                human_bytes(cap),
+                human_bytes(total)
+            );
+            let recent = now
+                - chrono::Duration::from_std(policy.protect_recent)
+                    .unwrap_or(chrono::Duration::zero());
+            let (mut held_bytes, mut open_bytes) = (0u64, 0u64);
+            for (i, l) in live.iter().enumerate() {
+                if remove[i] {
+                    continue;
+                }
+                if total <= cap {
+                    break;
+                }
+                if l.partition.hour_end() > recent || l.partition.hour_end() > now {
+                    open_bytes += l.body.bytes;
+                    report.kept_recent += 1;
+                    continue;
+                }
+                let ids = check.covering(l);
+                if !ids.is_empty() {
+                    held_bytes += l.body.bytes;
+                    keep_held(l, ids, &mut report);
+                    continue;
+                }
+                remove[i] = true;
+                total -= l.body.bytes;
+                plan.push((l.body.clone(), reason.clone()));
+            }
+            if total > cap {
+                report.warnings.push(format!(
+                    "OVER THE SIZE CAP: the store keeps {} of segments, {} more than the cap of \
+                     {}, because {} are under legal hold ({}) and {} belong to the hour being \
+                     recorded or one that just closed; nothing held was deleted. Release holds that are no longer needed \
+                     (`quarry hold --list`), export and move evidence off this machine, or raise \
+                     the cap.",
+                    human_bytes(total),
+                    human_bytes(total - cap),
+                    human_bytes(cap),
+                    human_bytes(held_bytes),
+                    {
+                        let mut ids: Vec<&str> = report
+                            .kept_held
+                            .iter()
+                            .flat_map(|k| k.holds.iter().map(String::as_str))
+                            .collect();
+                        ids.sort();
+                        ids.dedup();
+                        if ids.is_empty() {
+                            "none".to_string()
+                        } else {
+                            ids.join(", ")
+                        }
+                    },
+                    human_bytes(open_bytes)
+                ));
+            }
+        }
+        report.removed = plan
+            .iter()
+            .map(|(b, reason)| {
+                let hour = Partition::from_segment_path(&b.path)
+                    .map(|(p, _)| p.hour)
+                    .unwrap_or_default();
+                Removal {
+                    path: b.path.clone(),
+                    table: b.table.clone(),
+                    hour,
+                    rows: b.rows,
+                    bytes: b.bytes,
+                    reason: reason.clone(),
+                }
+            })
+            .collect();
+        report.segments_after = report.segments_before - plan.len() as u64;
+        report.bytes_after = report.bytes_before - report.removed_bytes();
+        Ok((report, plan, holds.fingerprint))
+    }
+
+    /// Deletes the planned segments in batches under the manifest lock, checking first in each
+    /// batch that the holds are still those the plan was made against.
+    fn apply_removals(&self, plan: &[(EntryBody, String)], fingerprint: &str) -> Result<Applied> {
+        let manifest = Manifest::new(self.manifest_path());
+        let mut missing = Vec::new();
+        for chunk in plan.chunks(BATCH) {
+            let guard = manifest.lock()?;
+            if self.holds()?.fingerprint != fingerprint {
+                return Ok(Applied::HoldsChanged);
+            }
+            // Another retention (the recorder's, or a `quarry retain`) may have run meanwhile.
+            let log = manifest.read()?;
+            let live: BTreeSet<&str> = log
+                .live()
+                .into_iter()
+                .map(|e| e.body.path.as_str())
+                .collect();
+            for (body, reason) in chunk {
+                if !live.contains(body.path.as_str()) {
+                    continue;
+                }
+                if !self.remove_segment_locked(&guard, &manifest, body, reason.clone())? {
+                    missing.push(body.path.clone());
+                }
+            }
+        }
+        Ok(Applied::Done { missing })
+    }
+
+    /// Removes one live segment under the lock: into staging, `remove` entry, unlink. Returns
+    /// false (and changes nothing) when its file is not there.
+    pub(crate) fn remove_segment_locked(
+        &self,
+        guard: &ManifestLock,
+        manifest: &Manifest,
+        body: &EntryBody,
+        reason: String,
+    ) -> Result<bool> {
+        let path = self.resolve(&body.path)?;
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_file() => {}
+            _ => return Ok(false),
+        }
+        let staged = self.staging_path_for(&body.path);
+        layout::refuse_symlink(&self.staging_dir())?;
+        fs::create_dir_all(self.staging_dir())
+            .map_err(|e| StoreError::io(self.staging_dir(), e))?;
+        fs::rename(&path, &staged).map_err(|e| StoreError::io(&path, e))?;
+        let dir = path
+            .parent()
+            .expect("segments live in a partition directory");
+        manifest.append_locked(guard, NewEntry::remove(body, reason))?;
+        fs::remove_file(&staged).map_err(|e| StoreError::io(&staged, e))?;
+        layout::fsync_dir(dir)?;
+        self.prune_empty_dirs(dir);
+        Ok(true)
+    }
+
+    /// Removes `dir` and its parents up to the table directory while they are empty.
+    pub(crate) fn prune_empty_dirs(&self, dir: &std::path::Path) {
+        let mut dir = dir.to_path_buf();
+        // host=, hour=, dt= below the table directory.
+        for _ in 0..3 {
+            if !dir.starts_with(self.root()) || fs::remove_dir(&dir).is_err() {
+                return;
+            }
+            match dir.parent() {
+                Some(p) => {
+                    let _ = layout::fsync_dir(p);
+                    dir = p.to_path_buf();
+                }
+                None => return,
+            }
+        }
+    }
+}
+
+/// Segments to remove, each with the reason for its manifest entry.
+type Plan = Vec<(EntryBody, String)>;
+
+enum Applied {
+    Done { missing: Vec<String> },
+    HoldsChanged,
+}
