@@ -407,7 +407,10 @@ pub fn snapshot(
     for m in ext_mounts.iter_mut().filter(|m| !m.is_dir) {
         let inside = proc_root.join(m.mount_point.trim_start_matches('/'));
         if fs::metadata(&inside).is_ok_and(|md| md.is_file() && md.len() <= 1 << 20) {
-            let rel = format!("mounts/{}", m.mount_point.trim_start_matches('/').replace('/', "_"));
+            let rel = format!(
+                "mounts/{}",
+                m.mount_point.trim_start_matches('/').replace('/', "_")
+            );
             fs::create_dir_all(dir.join("mounts")).map_err(|e| SnapshotError::io(dir, e))?;
             if fs::copy(&inside, dir.join(&rel)).is_ok() {
                 m.copy = Some(rel);
