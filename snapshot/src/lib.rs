@@ -473,6 +473,7 @@ pub fn snapshot(
         criu::rpc::Criu_req_type::DUMP,
         o,
         &[],
+        None,
         &mut |_| {},
     );
     let dump_ms = ms(dump_start.elapsed());
