@@ -353,6 +353,10 @@ fn clear_errors_for_unknown_container_missing_criu_and_full_disk() {
         .output()
         .unwrap();
     assert!(sums.status.success(), "{sums:?}");
+    // The store holds this container's earlier (refused) snapshot actions: they are in the
+    // case's trace excerpt.
+    let excerpt = quarry_store::read::read_segment(&case.join("trace/action.parquet")).unwrap();
+    assert!(excerpt.iter().map(|b| b.num_rows()).sum::<usize>() >= 2);
     std::fs::write(case.join("facts/process-tree.txt"), "edited").unwrap();
     let (code, out, _) = run(&["snapshot", "--verify", case.to_str().unwrap()]);
     assert_eq!(code, 3, "{out}");

@@ -520,7 +520,12 @@ pub fn snapshot(
         progress(Progress::Step(
             "copying the container's trace excerpt from the store",
         ));
-        match trace::excerpt(store, &container.id, &dir.join("trace")) {
+        match trace::excerpt(
+            store,
+            &container.id,
+            container.created.as_deref(),
+            &dir.join("trace"),
+        ) {
             Ok(c) => trace_rows = c,
             Err(e) => warnings.push(format!("trace excerpt not taken: {e}")),
         }
