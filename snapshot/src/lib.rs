@@ -321,7 +321,7 @@ pub fn snapshot(
     let mut ext_mounts = mounts::externals(&cmounts, &hmounts, &proc_root);
     let container_mnt_ids: std::collections::HashSet<u32> = cmounts.iter().map(|m| m.id).collect();
     let mut ext_files = Vec::new();
-    for p in &processes {
+    for p in processes.iter().filter(|p| pids.contains(&p.pid)) {
         for f in &p.fds {
             let (Some(mnt), Some(ino)) = (f.mnt_id, f.inode) else {
                 continue;
