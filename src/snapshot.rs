@@ -194,6 +194,9 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<u8> {
                     r.placeholders.join(", ")
                 );
             }
+            for n in &r.notes {
+                println!("note: {n}");
+            }
             println!(
                 "CRIU log: {}; end it with: kill -KILL {}",
                 r.log.display(),

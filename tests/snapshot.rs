@@ -353,11 +353,80 @@ fn clear_errors_for_unknown_container_missing_criu_and_full_disk() {
         .output()
         .unwrap();
     assert!(sums.status.success(), "{sums:?}");
+    // The store holds this container's earlier (refused) snapshot actions: they are in the
+    // case's trace excerpt.
+    let excerpt = quarry_store::read::read_segment(&case.join("trace/action.parquet")).unwrap();
+    assert!(excerpt.iter().map(|b| b.num_rows()).sum::<usize>() >= 2);
     std::fs::write(case.join("facts/process-tree.txt"), "edited").unwrap();
     let (code, out, _) = run(&["snapshot", "--verify", case.to_str().unwrap()]);
     assert_eq!(code, 3, "{out}");
     assert!(
         out.contains("altered") && out.contains("facts/process-tree.txt"),
         "{out}"
+    );
+}
+
+#[test]
+fn podman_container_on_overlay_snapshots_and_restores() {
+    if !require_root() {
+        return;
+    }
+    let c =
+        common::containers::PodmanContainer::start(&format!("qt-snap-pm-{}", std::process::id()));
+    // A file written inside lands in the overlay's upper directory: a filesystem change.
+    assert_eq!(
+        c.exec(&["sh", "-c", "echo evidence > /dropped.txt"]),
+        0,
+        "exec in the podman container"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let case = dir.path().join("case");
+    let (code, out, err) = run(&[
+        "snapshot",
+        &c.name,
+        "--case",
+        case.to_str().unwrap(),
+        "--store",
+        dir.path().join("store").to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "snapshot failed: {out}{err}");
+    let changes: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(case.join("fs/changes.json")).unwrap()).unwrap();
+    assert!(
+        changes["method"]["overlay_upper"].is_string(),
+        "{}",
+        changes["method"]
+    );
+    assert_eq!(
+        std::fs::read_to_string(case.join("fs/changes/dropped.txt")).unwrap(),
+        "evidence\n"
+    );
+    assert!(case.join("runtime/podman-config.json").is_file());
+    let (code, out, _) = run(&["snapshot", "--verify", case.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    // Still running afterwards.
+    assert_eq!(c.exec(&["true"]), 0);
+
+    let (code, out, err) = run(&[
+        "restore",
+        case.to_str().unwrap(),
+        "--workdir",
+        dir.path().join("restored").to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "restore failed: {out}{err}");
+    let restored: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rpid = restored["pid"].as_i64().unwrap() as i32;
+    let _guard = Restored(rpid);
+    assert_ne!(rpid, c.pid());
+    let cmdline = std::fs::read(format!("/proc/{rpid}/cmdline")).unwrap();
+    assert!(String::from_utf8_lossy(&cmdline).contains("sleep"));
+    // The restored root carries the change as it was at checkpoint time.
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{rpid}/root/dropped.txt")).unwrap(),
+        "evidence\n"
     );
 }

@@ -90,12 +90,15 @@ pub struct Outcome {
 /// Sends one request to a fresh `criu swrk` and waits for its answer, acknowledging every
 /// notification on the way (after calling `on_notify`, which runs while CRIU waits).
 ///
-/// `inherit` are fds the CRIU process must have at the same numbers (restore's inherit_fd).
+/// `inherit` are fds the CRIU process must have at the same numbers (restore's inherit_fd);
+/// with `netns` (an fd of a network namespace) CRIU runs in that namespace, and so does what it
+/// restores there.
 pub fn request(
     criu: &Path,
     kind: rpc::Criu_req_type,
     opts: rpc::Criu_opts,
     inherit: &[RawFd],
+    netns: Option<RawFd>,
     on_notify: &mut dyn FnMut(&str),
 ) -> io::Result<Outcome> {
     let mut sv = [-1; 2];
@@ -122,9 +125,14 @@ pub fn request(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
-    // SAFETY: only async-signal-safe fcntl calls between fork and exec.
+    // SAFETY: only async-signal-safe system calls (fcntl, setns) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
+            if let Some(ns) = netns
+                && libc::setns(ns, libc::CLONE_NEWNET) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
             for &fd in &keep {
                 if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
                     return Err(io::Error::last_os_error());

@@ -178,8 +178,8 @@ pub struct Report {
 /// How long things took, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Timings {
-    /// Time the container's tasks were stopped: CRIU's own measure (freezing + frozen), or the
-    /// gap between its network-lock and network-unlock notifications when it wrote none.
+    /// Time the container's tasks were stopped: CRIU's own measure from its stats-dump image
+    /// (freezing + frozen), or the whole dump request when it wrote none.
     pub frozen_ms: f64,
     /// Part of that spent stopping the tasks.
     pub freezing_ms: f64,
@@ -276,7 +276,11 @@ pub fn snapshot(
             container: container.to_string(),
         })?;
     let criu_path = criu::find_criu(opts.criu.as_deref())?;
-    let criu_version = criu::check_version(&criu_path)?;
+    // Asking CRIU its version starts a CRIU process: let it run while /proc is read.
+    let version_check = {
+        let p = criu_path.clone();
+        std::thread::spawn(move || criu::check_version(&p))
+    };
 
     progress(Progress::Step(
         "reading the container's processes, files and sockets",
@@ -317,7 +321,7 @@ pub fn snapshot(
     let mut ext_mounts = mounts::externals(&cmounts, &hmounts, &proc_root);
     let container_mnt_ids: std::collections::HashSet<u32> = cmounts.iter().map(|m| m.id).collect();
     let mut ext_files = Vec::new();
-    for p in &processes {
+    for p in processes.iter().filter(|p| pids.contains(&p.pid)) {
         for f in &p.fds {
             let (Some(mnt), Some(ino)) = (f.mnt_id, f.inode) else {
                 continue;
@@ -357,6 +361,12 @@ pub fn snapshot(
             None
         }
     };
+
+    let criu_version = version_check.join().map_err(|_| SnapshotError::Criu {
+        what: "asking CRIU for its version".into(),
+        message: "the version check panicked".into(),
+        log: None,
+    })??;
 
     // Room for the images: resident memory of every process (an upper bound: shared pages are
     // counted once per process, CRIU writes them once), tmpfs contents, changed files, slack.
@@ -407,7 +417,10 @@ pub fn snapshot(
     for m in ext_mounts.iter_mut().filter(|m| !m.is_dir) {
         let inside = proc_root.join(m.mount_point.trim_start_matches('/'));
         if fs::metadata(&inside).is_ok_and(|md| md.is_file() && md.len() <= 1 << 20) {
-            let rel = format!("mounts/{}", m.mount_point.trim_start_matches('/').replace('/', "_"));
+            let rel = format!(
+                "mounts/{}",
+                m.mount_point.trim_start_matches('/').replace('/', "_")
+            );
             fs::create_dir_all(dir.join("mounts")).map_err(|e| SnapshotError::io(dir, e))?;
             if fs::copy(&inside, dir.join(&rel)).is_ok() {
                 m.copy = Some(rel);
@@ -432,7 +445,8 @@ pub fn snapshot(
     o.set_ext_unix_sk(true);
     o.set_file_locks(true);
     o.set_manage_cgroups(true);
-    o.set_notify_scripts(true);
+    // No notify scripts: each is a round trip while the tasks are stopped, and CRIU's own
+    // stats-dump measures the freeze.
     // nftables locks the network in-process; iptables runs two iptables-restore processes while
     // the tasks are frozen (~50 ms more here).
     o.set_network_lock(criu::rpc::Criu_network_lock_method::NFTABLES);
@@ -459,6 +473,7 @@ pub fn snapshot(
         criu::rpc::Criu_req_type::DUMP,
         o,
         &[],
+        None,
         &mut |_| {},
     );
     let dump_ms = ms(dump_start.elapsed());
@@ -481,22 +496,13 @@ pub fn snapshot(
         });
     }
     let stats = criu::read_dump_stats(&dir.join("images"));
-    let at = |s: &str| {
-        outcome
-            .notifications
-            .iter()
-            .find(|n| n.script == s)
-            .map(|n| n.at)
-    };
     let (frozen_ms, freezing_ms) = match stats {
         Some(s) if s.frozen_us > 0 => (
             (s.freezing_us + s.frozen_us) as f64 / 1000.0,
             s.freezing_us as f64 / 1000.0,
         ),
-        _ => match (at("network-lock"), at("network-unlock")) {
-            (Some(a), Some(b)) => (ms(b - a), 0.0),
-            _ => (dump_ms, 0.0),
-        },
+        // No stats image: the whole request is the upper bound.
+        _ => (dump_ms, 0.0),
     };
 
     // After the thaw: what changed on disk, and the recorded trace.
@@ -514,7 +520,12 @@ pub fn snapshot(
         progress(Progress::Step(
             "copying the container's trace excerpt from the store",
         ));
-        match trace::excerpt(store, &container.id, &dir.join("trace")) {
+        match trace::excerpt(
+            store,
+            &container.id,
+            container.created.as_deref(),
+            &dir.join("trace"),
+        ) {
             Ok(c) => trace_rows = c,
             Err(e) => warnings.push(format!("trace excerpt not taken: {e}")),
         }
@@ -683,5 +694,51 @@ fn copy_runtime_files(c: &Container, dest: &Path, warnings: &mut Vec<String>) {
     }
     if !any {
         warnings.push("no runtime config found for the container (bundle, runc state, Podman or Docker store)".into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn criu_errors_say_which_version_and_how_to_get_it() {
+        let old = SnapshotError::CriuTooOld {
+            path: "/usr/sbin/criu".into(),
+            found: "3.17.1".into(),
+        }
+        .to_string();
+        assert!(
+            old.contains("CRIU 3.17.1") && old.contains(">= 4.1"),
+            "{old}"
+        );
+        assert!(
+            old.contains("scripts/setup") && old.contains("--criu"),
+            "{old}"
+        );
+        let missing = criu::find_criu(Some(Path::new("/nonexistent/criu")))
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("install CRIU >= 4.1"), "{missing}");
+    }
+
+    #[test]
+    fn tcp_local_addresses_once_without_listeners() {
+        let s = |proto: &str, local: &str, state: &str| facts::Socket {
+            proto: proto.into(),
+            local: local.into(),
+            remote: "198.18.0.1:80".into(),
+            state: state.into(),
+            inode: 1,
+            holders: vec![],
+        };
+        let v = tcp_local_addrs(&[
+            s("tcp", "198.18.0.2:4000", "ESTABLISHED"),
+            s("tcp", "198.18.0.2:4001", "ESTABLISHED"),
+            s("tcp", "0.0.0.0:80", "LISTEN"),
+            s("tcp6", "[fd00::2]:4002", "ESTABLISHED"),
+            s("udp", "198.18.0.9:53", "0x7"),
+        ]);
+        assert_eq!(v, ["198.18.0.2", "fd00::2"]);
     }
 }

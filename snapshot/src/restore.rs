@@ -42,6 +42,8 @@ pub struct Restored {
     pub log: PathBuf,
     /// Mount points given an empty placeholder (no host source given, no copy in the case).
     pub placeholders: Vec<String>,
+    /// What the analyst should know about this restore.
+    pub notes: Vec<String>,
     pub restore_ms: f64,
 }
 
@@ -119,15 +121,25 @@ pub fn restore(case_dir: &Path, opts: &RestoreOptions) -> Result<Restored, Snaps
     // Host-side resources the images refer to.
     let mut inherit: Vec<OwnedFd> = Vec::new();
     let mut o = criu::rpc::Criu_opts::new();
-    if plan.net_external {
-        let ns = fresh_netns().map_err(io_err(Path::new("/proc/thread-self/ns/net")))?;
-        dead_end_network(&ns, &plan.tcp_local_addrs)?;
+    let ns = fresh_netns().map_err(io_err(Path::new("/proc/thread-self/ns/net")))?;
+    dead_end_network(&ns, &plan.tcp_local_addrs)?;
+    let mut notes: Vec<String> = Vec::new();
+    let run_in = if plan.net_external {
         let mut i = criu::rpc::Inherit_fd::new();
         i.set_key("extRootNetNS".into());
         i.set_fd(ns.as_raw_fd());
         o.inherit_fd.push(i);
-        inherit.push(ns);
-    }
+        None
+    } else {
+        // The container was on the host's network: CRIU itself runs in the new namespace, so
+        // the tree comes back there and not on the host's network.
+        notes.push(
+            "the container shared the host's network namespace; the tree was restored into a new \
+             one with no way out"
+                .into(),
+        );
+        Some(ns.as_raw_fd())
+    };
     let stdio = workdir.join("external-files");
     for f in &plan.external_files {
         fs::create_dir_all(&stdio).map_err(io_err(&stdio))?;
@@ -217,13 +229,17 @@ pub fn restore(case_dir: &Path, opts: &RestoreOptions) -> Result<Restored, Snaps
     } else {
         criu::rpc::Criu_network_lock_method::NFTABLES
     });
-    let fds: Vec<RawFd> = inherit.iter().map(|f| f.as_raw_fd()).collect();
+    let mut fds: Vec<RawFd> = inherit.iter().map(|f| f.as_raw_fd()).collect();
+    if plan.net_external {
+        fds.push(ns.as_raw_fd());
+    }
     let t = std::time::Instant::now();
     let outcome = criu::request(
         &criu_path,
         criu::rpc::Criu_req_type::RESTORE,
         o,
         &fds,
+        run_in,
         &mut |_| {},
     );
     let restore_ms = t.elapsed().as_secs_f64() * 1000.0;
@@ -246,6 +262,7 @@ pub fn restore(case_dir: &Path, opts: &RestoreOptions) -> Result<Restored, Snaps
         root,
         log,
         placeholders,
+        notes,
         restore_ms,
     })
 }

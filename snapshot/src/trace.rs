@@ -15,49 +15,86 @@ use crate::SnapshotError;
 /// Rows per table written into `dest/<table>.parquet`.
 pub type Counts = Vec<(String, usize)>;
 
-/// Copies the rows of `container_id` from the store at `store` into `dest`. Tables with no rows
-/// for the container are left out.
-pub fn excerpt(store: &Path, container_id: &str, dest: &Path) -> Result<Counts, SnapshotError> {
+/// The hour partition (`dt=YYYY-MM-DD/hour=HH`) a segment path lies in, as `YYYY-MM-DDTHH`.
+fn partition_hour(path: &Path) -> Option<String> {
+    let mut dt = None;
+    let mut hour = None;
+    for c in path.components() {
+        let c = c.as_os_str().to_str()?;
+        if let Some(v) = c.strip_prefix("dt=") {
+            dt = Some(v.to_string());
+        } else if let Some(v) = c.strip_prefix("hour=") {
+            hour = Some(v.to_string());
+        }
+    }
+    Some(format!("{}T{}", dt?, hour?))
+}
+
+/// Copies the rows of `container_id` from the store at `store` into `dest`, segment by segment
+/// (memory stays bounded by one segment). Partitions older than the hour `since` (RFC 3339,
+/// the container's creation) cannot hold its rows and are skipped; gap rows are kept from the
+/// same hours on. Tables with no rows for the container are left out.
+pub fn excerpt(
+    store: &Path,
+    container_id: &str,
+    since: Option<&str>,
+    dest: &Path,
+) -> Result<Counts, SnapshotError> {
     let store = Store::at(store);
+    let since_hour = since
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| {
+            t.with_timezone(&chrono::Utc)
+                .format("%Y-%m-%dT%H")
+                .to_string()
+        });
     let mut counts = Vec::new();
     for table in Table::ALL {
-        let batches = store.read_table(table)?;
-        let mut kept = Vec::new();
-        for b in batches {
-            let b = if table == Table::Gap {
-                b
-            } else {
-                let Some(col) = b.column_by_name("container_id") else {
-                    continue;
-                };
-                let ids = col.as_string::<i32>();
-                let mask: BooleanArray = (0..ids.len())
-                    .map(|i| Some(!ids.is_null(i) && ids.value(i) == container_id))
-                    .collect();
-                filter_record_batch(&b, &mask)?
-            };
-            if b.num_rows() > 0 {
-                kept.push(b);
-            }
-        }
-        if kept.is_empty() {
-            continue;
-        }
-        std::fs::create_dir_all(dest).map_err(|e| SnapshotError::io(dest, e))?;
         let path = dest.join(format!("{}.parquet", table.name()));
-        let file = File::create(&path).map_err(|e| SnapshotError::io(&path, e))?;
         let parquet_err = |e: parquet::errors::ParquetError| SnapshotError::Trace {
             path: path.clone(),
             reason: e.to_string(),
         };
-        let mut w = ArrowWriter::try_new(file, kept[0].schema(), None).map_err(parquet_err)?;
+        let mut writer: Option<ArrowWriter<File>> = None;
         let mut rows = 0;
-        for b in &kept {
-            rows += b.num_rows();
-            w.write(b).map_err(parquet_err)?;
+        for seg in store.segments(table)? {
+            if let (Some(since), Some(hour)) = (&since_hour, partition_hour(&seg))
+                && hour < *since
+            {
+                continue;
+            }
+            for b in quarry_store::read::read_segment(&seg)? {
+                let b = if table == Table::Gap {
+                    b
+                } else {
+                    let Some(col) = b.column_by_name("container_id") else {
+                        continue;
+                    };
+                    let ids = col.as_string::<i32>();
+                    let mask: BooleanArray = (0..ids.len())
+                        .map(|i| Some(!ids.is_null(i) && ids.value(i) == container_id))
+                        .collect();
+                    filter_record_batch(&b, &mask)?
+                };
+                if b.num_rows() == 0 {
+                    continue;
+                }
+                if writer.is_none() {
+                    std::fs::create_dir_all(dest).map_err(|e| SnapshotError::io(dest, e))?;
+                    let file = File::create(&path).map_err(|e| SnapshotError::io(&path, e))?;
+                    writer =
+                        Some(ArrowWriter::try_new(file, b.schema(), None).map_err(parquet_err)?);
+                }
+                rows += b.num_rows();
+                if let Some(w) = writer.as_mut() {
+                    w.write(&b).map_err(parquet_err)?;
+                }
+            }
         }
-        w.close().map_err(parquet_err)?;
-        counts.push((table.name().to_string(), rows));
+        if let Some(w) = writer {
+            w.close().map_err(parquet_err)?;
+            counts.push((table.name().to_string(), rows));
+        }
     }
     Ok(counts)
 }
@@ -91,14 +128,35 @@ mod tests {
         let rows = [row("aaa"), row("bbb"), row("aaa")];
         store.seal(&p, &action_batch("h", &rows), 1, 0).unwrap();
         let dest = dir.path().join("trace");
-        let counts = excerpt(&dir.path().join("store"), "aaa", &dest).unwrap();
+        let counts = excerpt(&dir.path().join("store"), "aaa", None, &dest).unwrap();
         assert_eq!(counts, vec![("action".to_string(), 2)]);
         let back = quarry_store::read::read_segment(&dest.join("action.parquet")).unwrap();
         assert_eq!(back.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
         assert!(
-            excerpt(&dir.path().join("store"), "zzz", &dir.path().join("t2"))
-                .unwrap()
-                .is_empty()
+            excerpt(
+                &dir.path().join("store"),
+                "zzz",
+                None,
+                &dir.path().join("t2")
+            )
+            .unwrap()
+            .is_empty()
+        );
+        // Partitions before the container was created are not read.
+        let later = (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339();
+        let none = excerpt(
+            &dir.path().join("store"),
+            "aaa",
+            Some(&later),
+            &dir.path().join("t3"),
+        )
+        .unwrap();
+        assert!(none.is_empty());
+        assert_eq!(
+            partition_hour(Path::new(
+                "/s/action/dt=2026-11-28/hour=07/host=h/x.parquet"
+            )),
+            Some("2026-11-28T07".into())
         );
     }
 }
