@@ -423,7 +423,7 @@ fn export_web(dir: &Path, store: &Path) -> (PathBuf, PathBuf) {
 }
 
 #[test]
-fn an_export_verifies_and_its_parquet_opens_in_pyarrow() {
+fn an_export_verifies_and_its_parquet_opens_in_pyarrow_and_duckdb() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let sealed = fixture(&store, 3);
@@ -473,7 +473,7 @@ fn an_export_verifies_and_its_parquet_opens_in_pyarrow() {
     let custody = fs::read_to_string(target.join("custody.log")).unwrap();
     assert!(custody.contains("\"collected\"") && custody.contains("\"sealed\""));
 
-    // An engine that is not Quarry reads the tables as they are: only web's rows.
+    // Engines that are not Quarry read the tables as they are: only web's rows.
     let script = tests_dir().join("py/read_bundle.py");
     let py = std::process::Command::new("python3")
         .arg(script)
@@ -487,6 +487,9 @@ fn an_export_verifies_and_its_parquet_opens_in_pyarrow() {
     );
     let counts: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
     assert_eq!(counts["process"]["rows"], sealed[&("process", "web")]);
+    for t in ["process", "file", "net", "gap", "action", "container", "syscall"] {
+        assert_eq!(counts[t]["duckdb_rows"], counts[t]["rows"], "DuckDB reads {t} too");
+    }
     assert_eq!(counts["process"]["containers"], serde_json::json!([WEB]));
     assert_eq!(counts["file"]["rows"], sealed[&("file", "web")]);
     assert_eq!(counts["net"]["containers"], serde_json::json!([WEB]));
