@@ -487,8 +487,19 @@ fn an_export_verifies_and_its_parquet_opens_in_pyarrow_and_duckdb() {
     );
     let counts: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
     assert_eq!(counts["process"]["rows"], sealed[&("process", "web")]);
-    for t in ["process", "file", "net", "gap", "action", "container", "syscall"] {
-        assert_eq!(counts[t]["duckdb_rows"], counts[t]["rows"], "DuckDB reads {t} too");
+    for t in [
+        "process",
+        "file",
+        "net",
+        "gap",
+        "action",
+        "container",
+        "syscall",
+    ] {
+        assert_eq!(
+            counts[t]["duckdb_rows"], counts[t]["rows"],
+            "DuckDB reads {t} too"
+        );
     }
     assert_eq!(counts["process"]["containers"], serde_json::json!([WEB]));
     assert_eq!(counts["file"]["rows"], sealed[&("file", "web")]);
