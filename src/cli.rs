@@ -45,7 +45,8 @@ pub struct Cli {
 pub enum Command {
     /// Record processes on this machine into a store (needs root)
     Record(RecordArgs),
-    /// Check a store: every segment re-hashed, the manifest chain intact, nothing unlisted
+    /// Check a store (every segment re-hashed, the manifest chain intact, nothing unlisted) or a
+    /// bundle from `export` (every hash, nothing added or removed, the signature)
     Verify(VerifyArgs),
     /// List running containers (with --all, also those seen in the store)
     Ps(PsArgs),

@@ -155,7 +155,8 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
 /// meanwhile: retention and seals share the store through the manifest lock, and the hour being
 /// recorded is never deleted.
 async fn retention_loop(store: Store, policy: quarry_store::RetentionPolicy, interval: Duration) {
-    let mut tick = tokio::time::interval(interval);
+    // A zero interval would make tokio panic; more often than every second is never needed.
+    let mut tick = tokio::time::interval(interval.max(Duration::from_secs(1)));
     loop {
         tick.tick().await;
         let (store, policy) = (store.clone(), policy.clone());

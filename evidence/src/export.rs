@@ -256,6 +256,21 @@ fn select_rows(
     Ok(filter_record_batch(batch, &mask)?)
 }
 
+/// The error for a segment that vanished during an export, when the manifest now records its
+/// removal (None: it vanished without a record, which `verify --store` reports).
+fn removed_meanwhile(store: &Store, rel: &str) -> Option<EvidenceError> {
+    let log = Manifest::new(store.manifest_path()).read().ok()?;
+    let (_, removal) = log
+        .entries
+        .iter()
+        .rev()
+        .find(|(_, e)| e.body.path == rel && e.body.op == quarry_store::ManifestOp::Remove)?;
+    Some(EvidenceError::RemovedDuringExport {
+        path: rel.to_string(),
+        reason: removal.body.reason.clone().unwrap_or_default(),
+    })
+}
+
 /// Exports one container's evidence into a bundle at `req.output`.
 pub fn export(req: &ExportRequest<'_>, progress: &mut dyn FnMut(Progress)) -> Result<ExportReport> {
     if fs::symlink_metadata(&req.output).is_ok() {
@@ -336,7 +351,14 @@ pub fn export(req: &ExportRequest<'_>, progress: &mut dyn FnMut(Progress)) -> Re
                 continue;
             }
             let seg = req.store.resolve(&body.path)?;
-            let data = fs::read(&seg).map_err(|e| EvidenceError::io(&seg, e))?;
+            let data = match fs::read(&seg) {
+                Ok(d) => d,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(removed_meanwhile(req.store, &body.path)
+                        .unwrap_or_else(|| EvidenceError::io(&seg, e)));
+                }
+                Err(e) => return Err(EvidenceError::io(&seg, e)),
+            };
             progress(Progress::Advance { bytes: body.bytes });
             if hex::encode(Sha256::digest(&data)) != body.sha256 {
                 return Err(EvidenceError::AlteredSource {

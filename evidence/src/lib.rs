@@ -76,6 +76,13 @@ pub enum EvidenceError {
     )]
     AlteredSource { path: String },
 
+    /// Retention (or compaction) removed a segment while the export was reading the store.
+    #[error(
+        "segment {path} was removed ({reason}) while the export ran; run the export again, or \
+         place a hold first (`quarry hold`) so retention keeps the container's data"
+    )]
+    RemovedDuringExport { path: String, reason: String },
+
     /// No container of the store matches.
     #[error(
         "no container '{0}' in the store's container table (by id, id prefix or name); `quarry \

@@ -214,9 +214,11 @@ impl Store {
         )?;
         fs::rename(&staged, &final_path).map_err(|e| StoreError::io(&final_path, e))?;
         layout::fsync_dir(&dir)?;
-        for body in group {
-            self.remove_segment_locked(&guard, manifest, body, compacted_reason(&rel, false))?;
-        }
+        let sources: Vec<(EntryBody, String)> = group
+            .iter()
+            .map(|b| ((*b).clone(), compacted_reason(&rel, false)))
+            .collect();
+        self.remove_segments_locked(&guard, manifest, &sources)?;
         Ok(Some(Compaction {
             path: rel,
             sources: group.iter().map(|b| b.path.clone()).collect(),
@@ -253,18 +255,12 @@ impl Store {
                 }
             }
         }
-        let mut done = 0;
-        for (body, merged) in todo {
-            if self.remove_segment_locked(
-                guard,
-                manifest,
-                &body,
-                compacted_reason(&merged, true),
-            )? {
-                done += 1;
-            }
-        }
-        Ok(done)
+        let todo: Vec<(EntryBody, String)> = todo
+            .into_iter()
+            .map(|(body, merged)| (body, compacted_reason(&merged, true)))
+            .collect();
+        let done = self.remove_segments_locked(guard, manifest, &todo)?;
+        Ok(done.into_iter().filter(|d| *d).count())
     }
 }
 

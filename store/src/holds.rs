@@ -327,8 +327,7 @@ mod tests {
     #[test]
     fn ranges_overlap_hours() {
         let t = |h| Utc.with_ymd_and_hms(2026, 11, 28, h, 0, 0).unwrap();
-        let mut hold = Store::at("/x").holds().unwrap_or_default().all;
-        hold.push(Hold {
+        let h = Hold {
             id: "h".into(),
             container_id: None,
             container_name: None,
@@ -338,8 +337,7 @@ mod tests {
             created: t(0),
             created_by: String::new(),
             released: None,
-        });
-        let h = &hold[0];
+        };
         assert!(!h.overlaps(t(9), t(10)));
         assert!(h.overlaps(t(10), t(11)));
         assert!(h.overlaps(t(11), t(12)));

@@ -147,40 +147,59 @@ impl Manifest {
 
     /// [`Manifest::append`] under a lock the caller already holds.
     pub fn append_locked(&self, guard: &ManifestLock, new: NewEntry) -> Result<ManifestEntry> {
+        let mut entries = self.append_all_locked(guard, vec![new])?;
+        Ok(entries.pop().expect("one entry in, one out"))
+    }
+
+    /// Appends several entries, chained in order, in one write and one fsync (retention and
+    /// compaction log many removals at once). A killed writer leaves a prefix of whole lines
+    /// and at most a torn tail, as with single appends.
+    pub fn append_all_locked(
+        &self,
+        guard: &ManifestLock,
+        news: Vec<NewEntry>,
+    ) -> Result<Vec<ManifestEntry>> {
         let mut file = &guard.file;
         let (last, torn) = self.read_last_entry(file)?;
-        let (seq, prev) = match last {
+        let (mut seq, mut prev) = match last {
             Some(e) => (e.body.seq + 1, e.hash),
             None => (0, GENESIS_HASH.to_string()),
         };
-        let body = EntryBody {
-            seq,
-            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            op: new.op,
-            table: new.table,
-            path: new.path,
-            rows: new.rows,
-            bytes: new.bytes,
-            sha256: new.sha256,
-            reason: new.reason,
-            replaces: new.replaces,
-            prev,
-        };
-        let entry = ManifestEntry {
-            hash: body.hash(),
-            body,
-        };
         // A previous writer died mid-line: start on a fresh line, in the same write, so a
         // failure here cannot leave a repaired-looking but unparseable tail.
-        let mut line = if torn { vec![b'\n'] } else { Vec::new() };
-        line.extend(serde_json::to_vec(&entry).expect("an entry always serializes"));
-        line.push(b'\n');
-        // One write(2) per line: a killed writer leaves a whole line or a torn tail, never a
-        // line spliced into another.
-        file.write_all(&line)
+        let mut lines = if torn { vec![b'\n'] } else { Vec::new() };
+        let mut out = Vec::with_capacity(news.len());
+        let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        for new in news {
+            let body = EntryBody {
+                seq,
+                at: at.clone(),
+                op: new.op,
+                table: new.table,
+                path: new.path,
+                rows: new.rows,
+                bytes: new.bytes,
+                sha256: new.sha256,
+                reason: new.reason,
+                replaces: new.replaces,
+                prev,
+            };
+            let entry = ManifestEntry {
+                hash: body.hash(),
+                body,
+            };
+            lines.extend(serde_json::to_vec(&entry).expect("an entry always serializes"));
+            lines.push(b'\n');
+            seq += 1;
+            prev = entry.hash.clone();
+            out.push(entry);
+        }
+        // One write(2): a killed writer leaves whole lines or a torn tail, never a line spliced
+        // into another.
+        file.write_all(&lines)
             .and_then(|_| file.sync_data())
             .map_err(|e| StoreError::io(&self.path, e))?;
-        Ok(entry)
+        Ok(out)
     }
 
     /// Finds the last complete entry by reading backwards from the end in growing windows.
@@ -345,6 +364,25 @@ mod tests {
         assert_eq!(log.entries.len(), 2);
         assert!(!log.torn_tail && log.malformed.is_empty());
         assert_eq!(log.entries[1].1.body.hash(), b.hash);
+    }
+
+    #[test]
+    fn several_entries_chain_in_one_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Manifest::new(dir.path().join("manifest.jsonl"));
+        let a = m.append(add("a")).unwrap();
+        let guard = m.lock().unwrap();
+        let more = m
+            .append_all_locked(&guard, vec![add("b"), add("c"), add("d")])
+            .unwrap();
+        drop(guard);
+        assert_eq!(more[0].body.prev, a.hash);
+        assert_eq!(more[2].body.prev, more[1].hash);
+        assert_eq!(more[2].body.seq, 3);
+        let log = m.read().unwrap();
+        assert_eq!(log.entries.len(), 4);
+        assert_eq!(log.head(), more[2].hash);
+        assert_eq!(log.live().len(), 4);
     }
 
     #[test]

@@ -446,11 +446,14 @@ impl Store {
                 .into_iter()
                 .map(|e| e.body.path.as_str())
                 .collect();
-            for (body, reason) in chunk {
-                if !live.contains(body.path.as_str()) {
-                    continue;
-                }
-                if !self.remove_segment_locked(&guard, &manifest, body, reason.clone())? {
+            let todo: Vec<(EntryBody, String)> = chunk
+                .iter()
+                .filter(|(body, _)| live.contains(body.path.as_str()))
+                .cloned()
+                .collect();
+            let done = self.remove_segments_locked(&guard, &manifest, &todo)?;
+            for ((body, _), removed) in todo.iter().zip(done) {
+                if !removed {
                     missing.push(body.path.clone());
                 }
             }
@@ -458,33 +461,58 @@ impl Store {
         Ok(Applied::Done { missing })
     }
 
-    /// Removes one live segment under the lock: into staging, `remove` entry, unlink. Returns
-    /// false (and changes nothing) when its file is not there.
-    pub(crate) fn remove_segment_locked(
+    /// Removes live segments under the lock: each into staging, then all their `remove`
+    /// entries in one append, then the staged files are unlinked. Returns, per segment, whether
+    /// it was removed (false: its file was not there, and nothing was logged for it).
+    pub(crate) fn remove_segments_locked(
         &self,
         guard: &ManifestLock,
         manifest: &Manifest,
-        body: &EntryBody,
-        reason: String,
-    ) -> Result<bool> {
-        let path = self.resolve(&body.path)?;
-        match fs::symlink_metadata(&path) {
-            Ok(m) if m.file_type().is_file() => {}
-            _ => return Ok(false),
-        }
-        let staged = self.staging_path_for(&body.path);
+        items: &[(EntryBody, String)],
+    ) -> Result<Vec<bool>> {
         layout::refuse_symlink(&self.staging_dir())?;
         fs::create_dir_all(self.staging_dir())
             .map_err(|e| StoreError::io(self.staging_dir(), e))?;
-        fs::rename(&path, &staged).map_err(|e| StoreError::io(&path, e))?;
-        let dir = path
-            .parent()
-            .expect("segments live in a partition directory");
-        manifest.append_locked(guard, NewEntry::remove(body, reason))?;
-        fs::remove_file(&staged).map_err(|e| StoreError::io(&staged, e))?;
-        layout::fsync_dir(dir)?;
-        self.prune_empty_dirs(dir);
-        Ok(true)
+        let mut moved = Vec::new();
+        let mut done = vec![false; items.len()];
+        let mut failure = None;
+        for (i, (body, _)) in items.iter().enumerate() {
+            let path = self.resolve(&body.path)?;
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.file_type().is_file() => {}
+                _ => continue,
+            }
+            let staged = self.staging_path_for(&body.path);
+            if let Err(e) = fs::rename(&path, &staged) {
+                failure = Some(StoreError::io(&path, e));
+                break;
+            }
+            moved.push((i, path, staged));
+        }
+        // Log what was moved (also when a later rename failed: those moved are out of place).
+        let entries: Vec<NewEntry> = moved
+            .iter()
+            .map(|(i, _, _)| NewEntry::remove(&items[*i].0, items[*i].1.clone()))
+            .collect();
+        if !entries.is_empty() {
+            manifest.append_all_locked(guard, entries)?;
+        }
+        let mut dirs = std::collections::BTreeSet::new();
+        for (i, path, staged) in &moved {
+            fs::remove_file(staged).map_err(|e| StoreError::io(staged, e))?;
+            done[*i] = true;
+            if let Some(d) = path.parent() {
+                dirs.insert(d.to_path_buf());
+            }
+        }
+        for dir in &dirs {
+            layout::fsync_dir(dir)?;
+            self.prune_empty_dirs(dir);
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(done),
+        }
     }
 
     /// Removes `dir` and its parents up to the table directory while they are empty.

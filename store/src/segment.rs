@@ -153,7 +153,9 @@ impl Store {
 
     /// Finishes seals a killed writer left behind: staged files the manifest already lists (with
     /// a matching hash) are moved into place; unlisted staged files older than ten minutes were
-    /// never sealed, held no acknowledged rows, and are deleted. Returns (completed, discarded).
+    /// never sealed, held no acknowledged rows, and are deleted; a compaction cut short is
+    /// finished (see [`crate::compact`]; compaction always creates `.staging/`, so a store
+    /// without one has none to finish). Returns (completed, discarded).
     pub fn recover(&self) -> Result<(usize, usize)> {
         let staging = self.staging_dir();
         let entries = match fs::read_dir(&staging) {
@@ -163,7 +165,7 @@ impl Store {
         };
         // Under the manifest lock, so no seal appends while this decides what is unlisted.
         let manifest = Manifest::new(self.manifest_path());
-        let _lock = manifest.lock()?;
+        let guard = manifest.lock()?;
         let log = manifest.read()?;
         let mut listed = std::collections::HashMap::new();
         for (_, e) in &log.entries {
@@ -202,7 +204,7 @@ impl Store {
             }
         }
         // Merged segments whose sources were not all removed when a compaction was cut short.
-        let finished = self.finish_compactions(&_lock, &manifest)?;
+        let finished = self.finish_compactions(&guard, &manifest)?;
         if finished > 0 {
             log::info!("finished an interrupted compaction: removed {finished} merged sources");
         }
