@@ -605,7 +605,10 @@ pub fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     if t.starts_with(|c: char| c.is_ascii_digit())
         && let Ok(ago) = parse_duration(t)
     {
-        return Ok(Utc::now() - chrono::Duration::from_std(ago).map_err(|e| e.to_string())?);
+        let ago = chrono::Duration::from_std(ago).map_err(|e| e.to_string())?;
+        return Utc::now()
+            .checked_sub_signed(ago)
+            .ok_or_else(|| format!("'{s}' reaches before the calendar's start"));
     }
     Err(format!(
         "'{s}' is not a time; use RFC 3339 (2026-11-28T10:00:00Z), '2026-11-28 10:00' (UTC), a \
@@ -640,12 +643,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("'{s}' is not a duration; use e.g. 30s, 15m, 2h or 1d"))?;
+    let too_long = || format!("'{s}' is too long");
     let secs = match unit {
         "ms" => return Ok(Duration::from_millis(n)),
         "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+        "m" => n.checked_mul(60).ok_or_else(too_long)?,
+        "h" => n.checked_mul(3600).ok_or_else(too_long)?,
+        "d" => n.checked_mul(86_400).ok_or_else(too_long)?,
         other => {
             return Err(format!(
                 "unknown unit '{other}' in '{s}'; use ms, s, m, h or d"

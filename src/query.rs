@@ -43,10 +43,24 @@ fn warn_skipped(catalog: &Catalog, already: usize) -> usize {
 
 /// Where results go: standard output, or a new file (never an existing one: evidence and
 /// earlier results are not overwritten).
-fn sink(path: Option<&PathBuf>) -> anyhow::Result<Box<dyn Write + Send>> {
+fn sink(path: Option<&PathBuf>, store: &Path) -> anyhow::Result<Box<dyn Write + Send>> {
     match path {
         None => Ok(Box::new(std::io::stdout())),
         Some(p) => {
+            // Results never land in the store: a Parquet file there would be read as evidence.
+            let parent = match p.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            if let (Ok(dir), Ok(store)) = (parent.canonicalize(), store.canonicalize())
+                && dir.starts_with(&store)
+            {
+                bail!(
+                    "{} is inside the store {}: write results elsewhere",
+                    p.display(),
+                    store.display()
+                );
+            }
             let file = OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -83,7 +97,7 @@ pub fn sql(args: SqlArgs) -> anyhow::Result<u8> {
                 let reported = catalog.skipped().len();
                 let batches = catalog.sql(q).await.map_err(explain)?;
                 warn_skipped(&catalog, reported);
-                let mut out = sink(args.output.as_ref())?;
+                let mut out = sink(args.output.as_ref(), &args.store)?;
                 output::write(&batches, out_format(args.format), &mut out)?;
                 out.flush()?;
                 Ok(exit::OK)
@@ -207,7 +221,7 @@ pub fn timeline(args: TimelineArgs) -> anyhow::Result<u8> {
         let timeline = Timeline::build(&mut catalog, &request)
             .await
             .with_context(|| format!("building the timeline of {}", args.container))?;
-        let mut out = sink(args.output.as_ref())?;
+        let mut out = sink(args.output.as_ref(), &args.store)?;
         match args.format {
             TimelineFormat::Table => out.write_all(timeline.to_text().as_bytes())?,
             TimelineFormat::Json => {
@@ -291,7 +305,7 @@ pub fn hunt(args: HuntArgs) -> anyhow::Result<u8> {
                                 .map(|c| c.chars().take(12).collect())
                                 .unwrap_or_default(),
                             f.pid.map(|p| p.to_string()).unwrap_or_default(),
-                            f.evidence.clone(),
+                            quarry_query::output::printable(&f.evidence),
                             format!(
                                 "{}@{}",
                                 f.source_table,

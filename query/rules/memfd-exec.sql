@@ -11,10 +11,15 @@ SELECT e.time, e.host, e.container_id, e.pid, e.comm, 'process' AS source_table,
 FROM execs e
 WHERE (e.filename ~ '^/(proc/[^/]+|dev)/fd/' OR e.filename = '' OR e.filename LIKE 'memfd:%')
   -- runc re-executes itself from a sealed memfd copy (its CVE-2019-5736 defence) as `runc init`.
-  AND NOT (e.argv[1] ~ '(^|/)runc$' AND e.argv[2] = 'init')
+  AND (e.argv[1] ~ '(^|/)runc$' AND e.argv[2] = 'init') IS NOT TRUE
 UNION ALL
 SELECT x.time, x.host, x.container_id, x.pid, x.comm, 'process', x.ktime_ns,
        concat(x.comm, ' ', x.event, ' after memfd_create(', coalesce(m.detail, ''), ')')
 FROM process x
-JOIN process m ON m.host = x.host AND m.pid = x.pid AND m.event = 'memfd_create'
-WHERE x.event IN ('mmap_exec', 'mprotect_exec') AND m.time <= x.time
+JOIN process m
+  ON m.host = x.host AND m.pid = x.pid AND m.container_id = x.container_id
+ AND m.event = 'memfd_create'
+WHERE x.container_id IS NOT NULL AND x.event IN ('mmap_exec', 'mprotect_exec')
+  AND m.time <= x.time AND m.time >= x.time - INTERVAL '60 seconds'
+  -- .NET's JIT double-maps code through a memfd of this name.
+  AND coalesce(m.detail, '') NOT LIKE 'doublemapper%'

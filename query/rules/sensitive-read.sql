@@ -9,4 +9,4 @@ SELECT f.time, f.host, f.container_id, f.pid, f.comm, 'file' AS source_table, f.
 FROM file f
 WHERE f.container_id IS NOT NULL AND f.event = 'open' AND f.ret >= 0
   AND coalesce(f.abs_path, f.path) ~
-      '^/etc/(shadow|gshadow|sudoers|master\.passwd)$|^/etc/sudoers\.d/|/\.ssh/id_[^/]*$|^/etc/ssh/ssh_host_[^/]*_key$|^/etc/ssl/private/|\.(pem|key)$|^/(var/)?run/secrets/kubernetes\.io/|/\.aws/credentials$|/\.kube/config$|/\.docker/config\.json$'
+      '^/etc/(shadow|gshadow|sudoers|master\.passwd)$|^/etc/sudoers\.d/|/\.ssh/id_[^/]*$|^/etc/ssh/ssh_host_[^/]*_key$|^/etc/ssl/private/|\.key$|(^|/)[^/]*(private|priv|_rsa|_ecdsa|_ed25519)[^/]*\.pem$|^/(var/)?run/secrets/kubernetes\.io/|/\.aws/credentials$|/\.kube/config$|/\.docker/config\.json$'

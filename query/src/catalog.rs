@@ -68,7 +68,11 @@ impl Catalog {
                 }
             }
         }
-        known_bad.extend(scan.skipped);
+        for s in scan.skipped {
+            if !known_bad.iter().any(|k| k.path == s.path) {
+                known_bad.push(s);
+            }
+        }
 
         let config = SessionConfig::new()
             .with_information_schema(true)
@@ -218,12 +222,10 @@ fn plan_error(e: DataFusionError) -> QueryError {
 
 /// Errors that come from reading data, as opposed to planning it.
 fn is_data_error(e: &DataFusionError) -> bool {
+    // Only errors of reading Parquet: a division by zero or a bad cast in the query must not
+    // send the session decoding every segment of the store.
     match e {
-        DataFusionError::ParquetError(_)
-        | DataFusionError::ArrowError(..)
-        | DataFusionError::ObjectStore(_)
-        | DataFusionError::IoError(_)
-        | DataFusionError::External(_) => true,
+        DataFusionError::ParquetError(_) | DataFusionError::ObjectStore(_) => true,
         DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
             is_data_error(inner)
         }

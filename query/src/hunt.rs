@@ -131,8 +131,14 @@ pub fn parse_rule(origin: &str, text: &str) -> Result<Rule> {
     let mut description = String::new();
     let mut last_key = "";
     let mut sql = String::new();
+    let mut in_header = true;
     for line in text.lines() {
-        let Some(comment) = line.trim_start().strip_prefix("--") else {
+        // The header is the leading comment block; comments inside the SQL are the SQL's.
+        let comment = line.trim_start().strip_prefix("--");
+        if comment.is_none() && !line.trim().is_empty() {
+            in_header = false;
+        }
+        let (true, Some(comment)) = (in_header, comment) else {
             sql.push_str(line);
             sql.push('\n');
             continue;
@@ -250,7 +256,7 @@ pub async fn run(catalog: &mut Catalog, rules: &[Rule], scope: &Scope) -> Result
     for rule in rules {
         let sql = format!(
             "SELECT time, host, container_id, pid, comm, source_table, ktime_ns, evidence \
-             FROM ({}) AS finding{filter}",
+             FROM (\n{}\n) AS finding{filter}",
             rule.sql
         );
         let batches = catalog

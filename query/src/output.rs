@@ -63,6 +63,21 @@ pub fn write(batches: &[RecordBatch], format: Format, out: &mut (dyn Write + Sen
     Ok(())
 }
 
+/// `text` safe to print on a terminal: recorded argv, paths and names are attacker-chosen, so
+/// control characters (escape sequences that could rewrite the screen or the clipboard) are
+/// shown as `\x..` instead of being sent.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn io(e: std::io::Error) -> crate::QueryError {
     crate::QueryError::io("output", e)
 }

@@ -176,6 +176,7 @@ impl Timeline {
                 (Some(c), None) => format!(" (exit {c})"),
                 _ => String::new(),
             };
+            let what = crate::output::printable(&what);
             let _ = writeln!(out, "{}{} {}{}", "  ".repeat(depth + 1), p.pid, what, end);
             p.children.iter().for_each(|c| tree(out, c, depth + 1));
         }
@@ -188,8 +189,8 @@ impl Timeline {
                 e.time.format("%Y-%m-%d %H:%M:%S%.3f"),
                 e.source,
                 e.pid.map(|p| p.to_string()).unwrap_or_default(),
-                e.comm.as_deref().unwrap_or(""),
-                e.summary
+                crate::output::printable(e.comm.as_deref().unwrap_or("")),
+                crate::output::printable(&e.summary)
             );
         }
         out
@@ -223,20 +224,42 @@ pub async fn find_container(catalog: &mut Catalog, given: &str) -> Result<Contai
             });
         }
     }
-    if let Some(exact) = found
-        .iter()
-        .find(|c| c.id == given || c.name.as_deref() == Some(given))
-    {
+    // An exact id wins; a name may belong to several containers over time (a re-created
+    // `web`, replicas): then the user must choose by id.
+    if let Some(exact) = found.iter().find(|c| c.id == given) {
         return Ok(exact.clone());
+    }
+    let named: Vec<&ContainerInfo> = found
+        .iter()
+        .filter(|c| c.name.as_deref() == Some(given))
+        .collect();
+    match named.as_slice() {
+        [one] => return Ok((*one).clone()),
+        [] => {}
+        several => {
+            return Err(QueryError::AmbiguousContainer {
+                given: given.into(),
+                candidates: several.iter().map(|c| describe(c)).collect(),
+            });
+        }
     }
     match found.len() {
         0 => Err(QueryError::UnknownContainer(given.into())),
         1 => Ok(found.remove(0)),
         _ => Err(QueryError::AmbiguousContainer {
             given: given.into(),
-            candidates: found.into_iter().map(|c| c.id).collect(),
+            candidates: found.iter().map(describe).collect(),
         }),
     }
+}
+
+/// An id with its recorded life, for choosing between candidates.
+fn describe(c: &ContainerInfo) -> String {
+    let when = |t: Option<DateTime<Utc>>| {
+        t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_else(|| "?".into())
+    };
+    format!("{} (seen {} .. {})", c.id, when(c.first_seen), when(c.last_seen))
 }
 
 /// Container names and ids are `[A-Za-z0-9_.-]` in every runtime; anything else is refused

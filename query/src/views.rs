@@ -105,8 +105,11 @@ const PROCESSES: &str = "
 WITH instance AS (
   SELECT host, pid, start_ns,
          max(container_id) AS container_id,
-         coalesce(min(CASE WHEN event = 'fork' THEN ppid END), min(ppid)) AS ppid,
-         min(parent_start_ns) AS parent_start_ns,
+         -- The fork row names the real parent; later rows may name a reaper after reparenting.
+         coalesce(min(CASE WHEN event = 'fork' THEN ppid END),
+                  first_value(ppid ORDER BY ktime_ns)) AS ppid,
+         coalesce(min(CASE WHEN event = 'fork' THEN parent_start_ns END),
+                  first_value(parent_start_ns ORDER BY ktime_ns)) AS parent_start_ns,
          min(CASE WHEN event = 'fork' THEN time END) AS forked,
          min(CASE WHEN event = 'exec' THEN time END) AS first_exec,
          max(CASE WHEN event = 'exit' THEN time END) AS exited,
