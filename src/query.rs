@@ -45,7 +45,11 @@ fn warn_skipped(catalog: &Catalog, already: usize) -> usize {
 /// earlier results are not overwritten).
 fn sink(path: Option<&PathBuf>, store: &Path) -> anyhow::Result<Box<dyn Write + Send>> {
     match path {
-        None => Ok(Box::new(std::io::stdout())),
+        // Buffered: a timeline is hundreds of thousands of lines, and stdout alone writes each.
+        None => Ok(Box::new(std::io::BufWriter::with_capacity(
+            1 << 16,
+            std::io::stdout(),
+        ))),
         Some(p) => {
             // Results never land in the store: a Parquet file there would be read as evidence.
             let parent = match p.parent() {

@@ -487,11 +487,11 @@ fn bench(args: &[&str]) -> anyhow::Result<()> {
     };
     measure(
         "timeline (container alive 9 of 24h)",
-        vec!["timeline", &short[..12], "--store", s, "--format", "json"],
+        vec!["timeline", &short, "--store", s, "--format", "json"],
     )?;
     measure(
         "timeline (container alive 17 of 24h)",
-        vec!["timeline", &long[..12], "--store", s, "--format", "json"],
+        vec!["timeline", &long, "--store", s, "--format", "json"],
     )?;
     measure(
         "hunt, all rules, whole store",
@@ -502,7 +502,7 @@ fn bench(args: &[&str]) -> anyhow::Result<()> {
         vec![
             "hunt",
             "--container",
-            &short[..12],
+            &short,
             "--store",
             s,
             "--format",
