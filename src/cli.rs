@@ -470,6 +470,9 @@ pub struct SnapshotArgs {
     pub format: Format,
 }
 
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
   quarry export web -o web.qbundle
   quarry export 3f2a --since 2026-11-28T10:00:00Z --until 2026-11-28T12:00:00Z -o ir42.qbundle
   quarry export web --case /var/lib/quarry/cases/web-1 --sign ir.key -o web.qbundle

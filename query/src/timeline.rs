@@ -259,7 +259,12 @@ fn describe(c: &ContainerInfo) -> String {
         t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
             .unwrap_or_else(|| "?".into())
     };
-    format!("{} (seen {} .. {})", c.id, when(c.first_seen), when(c.last_seen))
+    format!(
+        "{} (seen {} .. {})",
+        c.id,
+        when(c.first_seen),
+        when(c.last_seen)
+    )
 }
 
 /// Container names and ids are `[A-Za-z0-9_.-]` in every runtime; anything else is refused
@@ -351,7 +356,7 @@ fn read_events(batches: &[RecordBatch]) -> Result<Vec<Event>> {
 
 /// Builds the forest of process instances from fork/exec/exit rows ordered by `ktime_ns`.
 fn process_tree(batches: &[RecordBatch]) -> Result<Vec<ProcessNode>> {
-    type Key = (i64, u64);
+    type Key = ProcessKey;
     let mut nodes: BTreeMap<Key, (Option<Key>, ProcessNode)> = BTreeMap::new();
     for b in batches {
         let r = Rows::new(b)?;
@@ -423,7 +428,10 @@ fn process_tree(batches: &[RecordBatch]) -> Result<Vec<ProcessNode>> {
     Ok(roots)
 }
 
-fn depth<V>(nodes: &BTreeMap<(i64, u64), (Option<(i64, u64)>, V)>, mut key: (i64, u64)) -> usize {
+/// A process instance: (pid, start_ns).
+type ProcessKey = (i64, u64);
+
+fn depth<V>(nodes: &BTreeMap<ProcessKey, (Option<ProcessKey>, V)>, mut key: ProcessKey) -> usize {
     let mut d = 0;
     while let Some((Some(parent), _)) = nodes.get(&key) {
         if !nodes.contains_key(parent) || d > nodes.len() {

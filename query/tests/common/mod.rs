@@ -38,6 +38,7 @@ fn id(ms: i64, pid: i32, comm: &str, container: &str) -> RowIdentity {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // one row of the fixture per line reads best
 fn proc(
     ms: i64,
     pid: i32,
