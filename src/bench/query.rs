@@ -526,7 +526,7 @@ con = duckdb.connect()
 def t(sql):
     times = []
     for _ in range({runs}):
-        s = time.perf_counter(); con.execute(sql).fetchall(); times.append(time.perf_counter() - s)
+        s = time.perf_counter(); con.execute(sql).to_arrow_table(); times.append(time.perf_counter() - s)
     return times
 def src(table):
     return f"read_parquet('{{store}}/{{table}}/**/*.parquet', hive_partitioning=true)"
