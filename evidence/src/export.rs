@@ -20,6 +20,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use quarry_store::manifest::EntryBody;
 use quarry_store::schema::{container_rows, schema_of};
+use quarry_store::segment::HashingWriter;
 use quarry_store::{Manifest, Partition, Store, Table};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -137,25 +138,6 @@ impl<R: Read> Read for Hashing<'_, R> {
             p(Progress::Advance { bytes: n as u64 });
         }
         Ok(n)
-    }
-}
-
-/// A writer that hashes and counts what passes (the bundle file itself).
-struct HashingWriter<W> {
-    inner: W,
-    hasher: Sha256,
-    bytes: u64,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
     }
 }
 
@@ -461,11 +443,7 @@ fn write_bundle(
         .create_new(true)
         .open(partial)
         .map_err(|e| EvidenceError::io(partial, e))?;
-    let sink = HashingWriter {
-        inner: io::BufWriter::with_capacity(1 << 20, file),
-        hasher: Sha256::new(),
-        bytes: 0,
-    };
+    let sink = HashingWriter::new(io::BufWriter::with_capacity(1 << 20, file));
     let io_err = |e| EvidenceError::io(partial, e);
     let mut encoder = zstd::stream::write::Encoder::new(sink, 3).map_err(io_err)?;
     encoder.include_checksum(true).map_err(io_err)?;
@@ -621,12 +599,8 @@ fn write_bundle(
     let encoder = tar.into_inner().map_err(io_err)?;
     let mut sink = encoder.finish().map_err(io_err)?;
     sink.flush().map_err(io_err)?;
-    let sha256 = hex::encode(sink.hasher.finalize());
-    let bytes = sink.bytes;
-    let file = sink
-        .inner
-        .into_inner()
-        .map_err(|e| io_err(e.into_error()))?;
+    let (buffered, sha256, bytes) = sink.finish();
+    let file = buffered.into_inner().map_err(|e| io_err(e.into_error()))?;
     file.sync_all().map_err(io_err)?;
     Ok((files, sha256, bytes))
 }

@@ -37,7 +37,6 @@ pub struct Catalog {
     ctx: SessionContext,
     store: Store,
     skipped: Vec<Skipped>,
-    tables: Vec<(Table, usize)>,
 }
 
 impl Catalog {
@@ -59,13 +58,8 @@ impl Catalog {
             if let Ok(rel) = bad.path.strip_prefix(root)
                 && let Some(rel) = rel.to_str()
                 && let Ok(p) = object_store::path::Path::parse(rel)
-                && scan.healthy.remove(&p)
             {
-                for (table, count) in scan.per_table.iter_mut() {
-                    if rel.starts_with(&format!("{}/", table.name())) {
-                        *count -= 1;
-                    }
-                }
+                scan.healthy.remove(&p);
             }
         }
         for s in scan.skipped {
@@ -97,7 +91,6 @@ impl Catalog {
             ctx,
             store,
             skipped: known_bad,
-            tables: scan.per_table,
         })
     }
 
@@ -109,11 +102,6 @@ impl Catalog {
     /// The store this session reads.
     pub fn store(&self) -> &Store {
         &self.store
-    }
-
-    /// Healthy segments per table.
-    pub fn table_segments(&self) -> &[(Table, usize)] {
-        &self.tables
     }
 
     /// The engine session, for callers that build DataFrames themselves.

@@ -39,15 +39,12 @@ pub struct Scan {
     /// Paths relative to the store root, `/`-separated, as the object store names them.
     pub healthy: HashSet<Path>,
     pub skipped: Vec<Skipped>,
-    /// Healthy segments per table, for sizing decisions and `\d`.
-    pub per_table: Vec<(Table, usize)>,
 }
 
 /// Walks every table of `store` and checks each segment's Parquet framing.
 pub fn scan(store: &Store) -> Result<Scan> {
     let mut out = Scan::default();
     for table in Table::ALL {
-        let mut count = 0;
         for path in store.segments(table)? {
             match check_framing(&path) {
                 Ok(()) => {
@@ -55,12 +52,10 @@ pub fn scan(store: &Store) -> Result<Scan> {
                         .strip_prefix(store.root())
                         .expect("segments are listed below the store root");
                     out.healthy.insert(object_path(rel)?);
-                    count += 1;
                 }
                 Err(reason) => out.skipped.push(Skipped { path, reason }),
             }
         }
-        out.per_table.push((table, count));
     }
     Ok(out)
 }

@@ -705,22 +705,12 @@ impl<P: ProcView> Calls<P> {
 /// state wherever it runs (often in softirq context), so the current task says nothing about
 /// the socket's owner.
 pub fn tcp_state_row(ev: &TcpStateEvent, mut id: RowIdentity) -> NetRow {
-    const STATES: [&str; 13] = [
-        "UNKNOWN",
-        "ESTABLISHED",
-        "SYN_SENT",
-        "SYN_RECV",
-        "FIN_WAIT1",
-        "FIN_WAIT2",
-        "TIME_WAIT",
-        "CLOSE",
-        "CLOSE_WAIT",
-        "LAST_ACK",
-        "LISTEN",
-        "CLOSING",
-        "NEW_SYN_RECV",
-    ];
-    let state = |s: i32| STATES.get(s as usize).copied().unwrap_or("UNKNOWN");
+    let state = |s: i32| {
+        usize::try_from(s)
+            .ok()
+            .and_then(quarry_store::schema::tcp_state_name)
+            .unwrap_or("UNKNOWN")
+    };
     let (family, addr): (&str, fn(&[u8; 16]) -> String) = if ev.family == 10 {
         ("inet6", |a| std::net::Ipv6Addr::from(*a).to_string())
     } else {

@@ -199,22 +199,6 @@ pub struct Socket {
     pub holders: Vec<String>,
 }
 
-const TCP_STATES: [&str; 13] = [
-    "?",
-    "ESTABLISHED",
-    "SYN_SENT",
-    "SYN_RECV",
-    "FIN_WAIT1",
-    "FIN_WAIT2",
-    "TIME_WAIT",
-    "CLOSE",
-    "CLOSE_WAIT",
-    "LAST_ACK",
-    "LISTEN",
-    "CLOSING",
-    "NEW_SYN_RECV",
-];
-
 /// The inet sockets of the network namespace `pid` is in, from /proc/PID/net/{tcp,udp}{,6}.
 pub fn sockets(pid: i32, processes: &[Process]) -> Vec<Socket> {
     let mut holders: HashMap<u64, Vec<String>> = HashMap::new();
@@ -250,7 +234,9 @@ pub fn sockets(pid: i32, processes: &[Process]) -> Vec<Socket> {
                 local: hex_addr(f[1]),
                 remote: hex_addr(f[2]),
                 state: if proto.starts_with("tcp") {
-                    TCP_STATES.get(st).unwrap_or(&"?").to_string()
+                    quarry_store::schema::tcp_state_name(st)
+                        .unwrap_or("?")
+                        .to_string()
                 } else {
                     format!("{st:#x}")
                 },

@@ -420,6 +420,27 @@ pub static NET_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(fields))
 });
 
+/// The kernel's TCP state names (include/net/tcp_states.h), by number, as the `net` table's
+/// `old_state`/`new_state` columns spell them. None for a number the kernel does not use.
+pub fn tcp_state_name(state: usize) -> Option<&'static str> {
+    const STATES: [&str; 13] = [
+        "UNKNOWN",
+        "ESTABLISHED",
+        "SYN_SENT",
+        "SYN_RECV",
+        "FIN_WAIT1",
+        "FIN_WAIT2",
+        "TIME_WAIT",
+        "CLOSE",
+        "CLOSE_WAIT",
+        "LAST_ACK",
+        "LISTEN",
+        "CLOSING",
+        "NEW_SYN_RECV",
+    ];
+    STATES.get(state).copied().filter(|_| state != 0)
+}
+
 /// One row of the `net` table.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NetRow {

@@ -212,12 +212,27 @@ impl Store {
     }
 }
 
-/// A writer that hashes and counts what passes through it, so a segment is hashed as it is
-/// written instead of being read back.
-struct HashingWriter<W> {
+/// A writer that hashes (SHA-256) and counts what passes through it, so evidence is hashed as
+/// it is written instead of being read back: segments here, export bundles in quarry-evidence.
+pub struct HashingWriter<W> {
     inner: W,
     hasher: Sha256,
     bytes: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    /// The inner writer, the hex SHA-256 of everything written, and its length.
+    pub fn finish(self) -> (W, String, u64) {
+        (self.inner, hex::encode(self.hasher.finalize()), self.bytes)
+    }
 }
 
 impl<W: Write> Write for HashingWriter<W> {
@@ -266,11 +281,7 @@ pub fn write_parquet_batches(
         path: path.to_path_buf(),
         source,
     };
-    let sink = HashingWriter {
-        inner: BufWriter::with_capacity(1 << 20, file),
-        hasher: Sha256::new(),
-        bytes: 0,
-    };
+    let sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
     let mut writer = ArrowWriter::try_new(sink, schema.clone(), Some(writer_properties()))
         .map_err(parquet_err)?;
     for batch in batches {
@@ -278,10 +289,10 @@ pub fn write_parquet_batches(
     }
     let mut sink = writer.into_inner().map_err(parquet_err)?;
     sink.flush().map_err(|e| StoreError::io(path, e))?;
-    let file = sink
-        .inner
+    let (buffered, sha256, bytes) = sink.finish();
+    let file = buffered
         .into_inner()
         .map_err(|e| StoreError::io(path, e.into_error()))?;
     file.sync_all().map_err(|e| StoreError::io(path, e))?;
-    Ok((sink.bytes, hex::encode(sink.hasher.finalize())))
+    Ok((bytes, sha256))
 }
