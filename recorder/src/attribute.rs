@@ -132,37 +132,43 @@ impl Attributor {
             .downcast_ref::<TimestampMicrosecondArray>()
             .cloned();
         let mut ids = StringBuilder::with_capacity(batch.num_rows(), batch.num_rows() * 16);
-        let mut last: Option<(u64, Option<Arc<Container>>)> = None;
-        for i in 0..cgroups.len() {
-            let cg = cgroups.value(i);
-            let owner = match &last {
-                Some((id, owner)) if *id == cg => owner.clone(),
-                _ => {
-                    let o = self.owner(cg);
-                    last = Some((cg, o.clone()));
-                    o
-                }
-            };
-            match owner {
+        // Rows come in runs from the same cgroup: look the owner up and tally once per run.
+        let cgroups = cgroups.values();
+        let mut start = 0;
+        while start < cgroups.len() {
+            let cg = cgroups[start];
+            let end = start
+                + cgroups[start..]
+                    .iter()
+                    .position(|&c| c != cg)
+                    .unwrap_or(cgroups.len() - start);
+            match self.owner(cg) {
                 Some(c) => {
-                    ids.append_value(&c.id);
-                    let t = times.as_ref().map_or(0, |t| t.value(i));
+                    (start..end).for_each(|_| ids.append_value(&c.id));
+                    let (first, last) = times.as_ref().map_or((0, 0), |t| {
+                        let run = &t.values()[start..end];
+                        (
+                            run.iter().copied().min().unwrap_or(0),
+                            run.iter().copied().max().unwrap_or(0),
+                        )
+                    });
                     let entry = self.seen.entry(c.id.clone()).or_insert_with(|| {
                         (
                             c.clone(),
                             Seen {
-                                first: t,
-                                last: t,
+                                first,
+                                last,
                                 events: 0,
                             },
                         )
                     });
-                    entry.1.first = entry.1.first.min(t);
-                    entry.1.last = entry.1.last.max(t);
-                    entry.1.events += 1;
+                    entry.1.first = entry.1.first.min(first);
+                    entry.1.last = entry.1.last.max(last);
+                    entry.1.events += (end - start) as u64;
                 }
-                None => ids.append_null(),
+                None => ids.append_nulls(end - start),
             }
+            start = end;
         }
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
         columns[ct_idx] = Arc::new(ids.finish());

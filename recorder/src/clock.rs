@@ -43,7 +43,12 @@ impl WallClock {
     /// Microseconds since the Unix epoch: the form the store's `time` column holds.
     #[inline]
     pub fn to_micros(&self, ktime_ns: u64) -> i64 {
-        ((ktime_ns as i128 + self.offset_ns) / 1000) as i64
+        // In i64 when it fits (until the year 2262): this runs once per raw-stream row, and
+        // a 128-bit division is a library call.
+        match (i64::try_from(ktime_ns), i64::try_from(self.offset_ns)) {
+            (Ok(k), Ok(o)) if k.checked_add(o).is_some() => (k + o).div_euclid(1000),
+            _ => (ktime_ns as i128 + self.offset_ns).div_euclid(1000) as i64,
+        }
     }
 
     pub fn to_utc(&self, ktime_ns: u64) -> DateTime<Utc> {

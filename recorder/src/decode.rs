@@ -5,19 +5,20 @@
 
 use quarry_recorder_common::{
     CallEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent, KIND_CALL, KIND_EXEC, KIND_EXIT,
-    KIND_FORK, KIND_SYSCALL, KIND_TCP_STATE, SyscallEvent, TcpStateEvent, read_record,
+    KIND_FORK, KIND_RAW_BATCH, KIND_TCP_STATE, RAW_BATCH_HEADER_LEN, RAW_SLOT_THREAD,
+    RawBatchHeader, RawSlot, RawThread, TcpStateEvent, read_record,
 };
 use quarry_store::schema::{ProcessEvent, ProcessRow, RowIdentity};
 
 use crate::clock::WallClock;
 
 /// A decoded ring-buffer record. Process records become rows at once; syscall records are
-/// handed on as they are (the raw stream is appended without a row struct, entries and exits
-/// are decoded by [`crate::calls::Calls`]).
+/// handed on as they are (the raw stream's batches are appended without a row struct, entries
+/// and exits are decoded by [`crate::calls::Calls`]).
 #[derive(Debug, Clone)]
-pub enum Record {
+pub enum Record<'a> {
     Process(ProcessRow),
-    Syscall(SyscallEvent),
+    RawBatch(RawSlots<'a>),
     Call(Box<CallEvent>),
     TcpState(TcpStateEvent),
 }
@@ -73,9 +74,57 @@ pub fn identity(h: &EventHeader, clock: &WallClock) -> RowIdentity {
     }
 }
 
-/// Decodes one ring-buffer item.
-pub fn decode(bytes: &[u8], clock: &WallClock) -> Result<Record, DecodeError> {
+/// One slot of a raw-stream batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawItem {
+    /// The thread the following calls belong to.
+    Thread(RawThread),
+    Call(RawSlot),
+}
+
+/// The slots of a raw-stream batch, in the order they were written.
+#[derive(Debug, Clone)]
+pub struct RawSlots<'a> {
+    /// The CPU the batch was filled on.
+    pub cpu: u32,
+    slots: std::slice::ChunksExact<'a, u8>,
+}
+
+impl Iterator for RawSlots<'_> {
+    type Item = RawItem;
+
+    fn next(&mut self) -> Option<RawItem> {
+        let bytes = self.slots.next()?;
+        // SAFETY: both slot types are plain old data of exactly this chunk's size.
+        let slot: RawSlot = unsafe { read_record(bytes) }?;
+        Some(if slot.nr == RAW_SLOT_THREAD {
+            RawItem::Thread(unsafe { read_record(bytes) }?)
+        } else {
+            RawItem::Call(slot)
+        })
+    }
+}
+
+fn raw_batch(bytes: &[u8]) -> Result<RawSlots<'_>, DecodeError> {
     let short = DecodeError::Short { len: bytes.len() };
+    // SAFETY: plain old data; read_record checks the length.
+    let header: RawBatchHeader = unsafe { read_record(bytes) }.ok_or(short)?;
+    let slot_len = std::mem::size_of::<RawSlot>();
+    let end = RAW_BATCH_HEADER_LEN + header.len as usize * slot_len;
+    let body = bytes.get(RAW_BATCH_HEADER_LEN..end).ok_or(short)?;
+    Ok(RawSlots {
+        cpu: header.cpu,
+        slots: body.chunks_exact(slot_len),
+    })
+}
+
+/// Decodes one ring-buffer item.
+pub fn decode<'a>(bytes: &'a [u8], clock: &WallClock) -> Result<Record<'a>, DecodeError> {
+    let short = DecodeError::Short { len: bytes.len() };
+    // SAFETY: every record starts with its u32 kind; read_record checks the length.
+    if unsafe { read_record::<u32>(bytes) } == Some(KIND_RAW_BATCH) {
+        return raw_batch(bytes).map(Record::RawBatch);
+    }
     // SAFETY: every record type is plain old data; read_record checks the length.
     let header: EventHeader = unsafe { read_record(bytes) }.ok_or(short)?;
     match header.kind {
@@ -131,7 +180,6 @@ pub fn decode(bytes: &[u8], clock: &WallClock) -> Result<Record, DecodeError> {
             }))
         }
         // SAFETY (all below): as above.
-        KIND_SYSCALL => Ok(Record::Syscall(unsafe { read_record(bytes) }.ok_or(short)?)),
         KIND_CALL => Ok(Record::Call(Box::new(
             unsafe { read_record(bytes) }.ok_or(short)?,
         ))),
@@ -142,10 +190,108 @@ pub fn decode(bytes: &[u8], clock: &WallClock) -> Result<Record, DecodeError> {
     }
 }
 
+/// Raw-stream batches as the kernel side writes them, for tests.
+#[cfg(test)]
+pub(crate) mod raw_batch_bytes {
+    use quarry_recorder_common::{
+        COMM_LEN, KIND_RAW_BATCH, RAW_BATCH_HEADER_LEN, RAW_SLOT_THREAD, RawBatchHeader, RawSlot,
+        RawThread,
+    };
+
+    /// A thread slot.
+    pub fn thread(pid: u32, tid: u32, comm: &str) -> RawItemBytes {
+        let mut c = [0u8; COMM_LEN];
+        c[..comm.len()].copy_from_slice(comm.as_bytes());
+        RawItemBytes::Thread(RawThread {
+            marker: RAW_SLOT_THREAD,
+            tid,
+            pid,
+            _pad: 0,
+            comm: c,
+        })
+    }
+
+    /// A call slot.
+    pub fn call(tid: u32, nr: i32, ktime_ns: u64, cgroup_id: u64, ret: i64) -> RawItemBytes {
+        RawItemBytes::Call(RawSlot {
+            nr,
+            tid,
+            ktime_ns,
+            cgroup_id,
+            ret,
+        })
+    }
+
+    pub enum RawItemBytes {
+        Thread(RawThread),
+        Call(RawSlot),
+    }
+
+    /// The ring-buffer record of a batch of these slots: header and filled slots only.
+    pub fn encode(items: &[RawItemBytes]) -> Vec<u8> {
+        fn bytes_of<T>(v: &T) -> &[u8] {
+            // SAFETY: the records are plain old data.
+            unsafe { std::slice::from_raw_parts(v as *const T as *const u8, size_of::<T>()) }
+        }
+        let header = RawBatchHeader {
+            kind: KIND_RAW_BATCH,
+            len: items.len() as u32,
+            calls: items
+                .iter()
+                .filter(|i| matches!(i, RawItemBytes::Call(_)))
+                .count() as u32,
+            ..Default::default()
+        };
+        let mut out = bytes_of(&header).to_vec();
+        assert_eq!(out.len(), RAW_BATCH_HEADER_LEN);
+        for item in items {
+            match item {
+                RawItemBytes::Thread(t) => out.extend_from_slice(bytes_of(t)),
+                RawItemBytes::Call(c) => out.extend_from_slice(bytes_of(c)),
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use quarry_recorder_common::{ARGV_LEN, COMM_LEN, FILENAME_LEN};
+
+    #[test]
+    fn raw_batch_slots_in_order() {
+        use super::raw_batch_bytes::{call, encode, thread};
+        let bytes = encode(&[
+            thread(10, 11, "sh"),
+            call(11, 39, 1_000, 7, 10),
+            call(11, 0, 2_000, 7, -9),
+        ]);
+        let Ok(Record::RawBatch(slots)) = decode(&bytes, &WallClock::with_offset_ns(0)) else {
+            panic!("a raw batch");
+        };
+        let items: Vec<RawItem> = slots.collect();
+        assert_eq!(items.len(), 3);
+        let RawItem::Thread(t) = items[0] else {
+            panic!("thread slot first")
+        };
+        assert_eq!((t.pid, t.tid, &t.comm[..3]), (10, 11, &b"sh\0"[..]));
+        assert_eq!(
+            items[2],
+            RawItem::Call(RawSlot {
+                nr: 0,
+                tid: 11,
+                ktime_ns: 2_000,
+                cgroup_id: 7,
+                ret: -9
+            })
+        );
+        // A record shorter than the slots its header announces is refused whole.
+        assert!(matches!(
+            decode(&bytes[..bytes.len() - 1], &WallClock::with_offset_ns(0)),
+            Err(DecodeError::Short { .. })
+        ));
+    }
 
     fn header(kind: u32) -> EventHeader {
         let mut comm = [0u8; COMM_LEN];

@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::{RawTracePoint, TracePoint};
-use aya::{Ebpf, EbpfLoader};
+use aya::programs::{BtfTracePoint, RawTracePoint, TracePoint};
+use aya::{Ebpf, EbpfLoader, RawTracePointRunOptions, TestRun};
 use quarry_recorder_common::{DECODED_SYSCALLS, DROPS_SLOT, MAX_FILTER_CGROUPS};
 use quarry_store::schema::{GapRow, ProcessEvent, container_batch};
 use quarry_store::{Partition, Store, StoreError, Table};
@@ -57,6 +57,9 @@ const PROGRAMS: [(&str, &str); 3] = [
 
 /// How often the kernel's drop counters are turned into `gap` rows.
 const GAP_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+/// How often a quiet CPU's raw-stream batch is sent for it (a busy CPU sends its own within
+/// `RAW_BATCH_MAX_AGE_NS`).
+const RAW_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// A partition this large is sealed at once, whatever the seal interval: it bounds memory.
 const MAX_ROWS_PER_SEGMENT: usize = 2_000_000;
 
@@ -109,6 +112,13 @@ pub enum RecorderError {
     /// More cgroups were given to filter on than the kernel-side map holds.
     #[error("{given} containers given to record; at most {MAX_FILTER_CGROUPS} can be filtered on")]
     TooManyCgroups { given: usize },
+
+    /// The kernel's BTF could not be parsed to attach a BTF tracepoint.
+    #[error("cannot use the kernel's BTF to attach {program}: {source}")]
+    BtfTracePoint {
+        program: &'static str,
+        source: aya::BtfError,
+    },
 
     /// A map is missing from the object or could not be opened.
     #[error("eBPF map {map}: {source}")]
@@ -261,7 +271,7 @@ impl Recorder {
         }
         attach_decoded_syscalls(&mut ebpf)?;
         if config.syscalls == SyscallMode::All {
-            attach_raw(&mut ebpf, "sys_exit", "sys_exit")?;
+            attach_raw_stream(&mut ebpf)?;
         }
         attach_tcp_state(&mut ebpf, &tracefs)?;
 
@@ -307,6 +317,9 @@ impl Recorder {
         seal.tick().await;
         let mut gap_check = tokio::time::interval(GAP_CHECK_INTERVAL);
         gap_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut raw_flush = tokio::time::interval(RAW_FLUSH_INTERVAL);
+        raw_flush.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let raw_stream = self.config.syscalls == SyscallMode::All;
         tokio::pin!(shutdown);
 
         loop {
@@ -322,6 +335,9 @@ impl Recorder {
                 _ = gap_check.tick() => {
                     st.gaps.read(&self.drops, &mut st.batches, &self.stats);
                 }
+                _ = raw_flush.tick(), if raw_stream => {
+                    flush_raw_batches(&self.ebpf, false);
+                }
                 _ = seal.tick() => {
                     drain_ring(&mut self.ring, &mut st, &clock, &self.stats);
                     submit_all(&mut st, &sealer, &self.stats);
@@ -330,14 +346,21 @@ impl Recorder {
             }
         }
 
-        // Detach first so nothing new arrives, then take everything the buffer still holds.
+        // Detach first so nothing new arrives, send what the CPUs' raw-stream batches still
+        // hold, then take everything the buffer has.
         let Recorder {
             mut ring,
             drops,
             stats,
-            ebpf,
+            mut ebpf,
             ..
         } = self;
+        if raw_stream {
+            if let Ok(prog) = program_mut::<BtfTracePoint>(&mut ebpf, "sys_exit") {
+                let _ = prog.unload();
+            }
+            flush_raw_batches(&ebpf, true);
+        }
         drop(ebpf);
         drain_ring(&mut ring, &mut st, &clock, &stats);
         st.gaps.read(&drops, &mut st.batches, &stats);
@@ -374,6 +397,54 @@ fn attach_raw(
     prog.load().map_err(err)?;
     prog.attach(tracepoint).map_err(err)?;
     Ok(())
+}
+
+/// Attaches the raw stream (a BTF tracepoint on sys_exit) and loads the program that sends a
+/// quiet CPU's batch.
+fn attach_raw_stream(ebpf: &mut Ebpf) -> Result<(), RecorderError> {
+    let program = "sys_exit";
+    let btf = aya::Btf::from_sys_fs()
+        .map_err(|source| RecorderError::BtfTracePoint { program, source })?;
+    let err = |source| RecorderError::Program { program, source };
+    let prog: &mut BtfTracePoint = program_mut(ebpf, program)?;
+    prog.load("sys_exit", &btf).map_err(err)?;
+    prog.attach().map_err(err)?;
+    let program = "flush_raw_batch";
+    let prog: &mut RawTracePoint = program_mut(ebpf, program)?;
+    prog.load()
+        .map_err(|source| RecorderError::Program { program, source })?;
+    Ok(())
+}
+
+/// Runs the flush program on every online CPU, so each sends its raw-stream batch: one older
+/// than `RAW_BATCH_MAX_AGE_NS`, or with `all` any non-empty one (at shutdown, after the raw
+/// stream is detached). A batch being written at that instant is retried a few times.
+fn flush_raw_batches(ebpf: &Ebpf, all: bool) {
+    let Some(prog) = ebpf
+        .program("flush_raw_batch")
+        .and_then(|p| <&RawTracePoint>::try_from(p).ok())
+    else {
+        return;
+    };
+    let Ok(cpus) = aya::util::online_cpus() else {
+        return;
+    };
+    for cpu in cpus {
+        for _ in 0..if all { 100 } else { 1 } {
+            let mut opts = RawTracePointRunOptions::new();
+            opts.args[0] = u64::from(all);
+            opts.cpu = Some(cpu);
+            match prog.test_run(opts) {
+                // 1: a writer was mid-batch on that CPU.
+                Ok(r) if r.return_value == 1 => std::thread::sleep(Duration::from_micros(100)),
+                Ok(_) => break,
+                Err(e) => {
+                    log::debug!("flushing CPU {cpu}'s raw-stream batch: {e}");
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// Attaches the decoding programs to syscalls:sys_{enter,exit}_<name> of every decoded
@@ -496,11 +567,12 @@ fn drain_ring(ring: &mut RingBuf<MapData>, st: &mut DrainState, clock: &WallCloc
                 stats.count(Table::Process);
                 st.batches.push_process(row);
             }
-            Record::Syscall(ev) => {
-                st.attributor.observe(ev.header.cgroup_id);
-                stats.count(Table::Syscall);
-                st.batches
-                    .push_syscall(&ev, clock.to_micros(ev.header.ktime_ns));
+            Record::RawBatch(slots) => {
+                let attributor = &mut st.attributor;
+                let rows = st
+                    .batches
+                    .push_raw(slots, clock, |cgroup| attributor.observe(cgroup));
+                stats.count_many(Table::Syscall, rows);
             }
             Record::Call(ev) => {
                 st.attributor.observe(ev.header.cgroup_id);

@@ -8,21 +8,21 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
-use quarry_recorder_common::SyscallEvent;
 use quarry_store::schema::{
-    FileRow, GapRow, NetRow, ProcessRow, SyscallBuilder, file_batch, gap_batch, net_batch,
-    process_batch,
+    FileRow, GapRow, NetRow, ProcessRow, SyscallBuilder, SyscallRow, file_batch, gap_batch,
+    net_batch, process_batch,
 };
 use quarry_store::{Partition, Store, Table};
 
-use crate::decode::c_string;
+use crate::clock::WallClock;
+use crate::decode::{RawItem, RawSlots, c_string};
 use crate::stats::Stats;
 use crate::syscalls::syscall_name;
 
@@ -64,7 +64,7 @@ impl Pending {
             Pending::Process(v) => process_batch(host, v),
             Pending::File(v) => file_batch(host, v),
             Pending::Net(v) => net_batch(host, v),
-            Pending::Syscall(b) => b.finish(),
+            Pending::Syscall(b) => b.finish(host, |nr| syscall_name(nr.into())),
             Pending::Gap(v) => gap_batch(host, v),
         }
     }
@@ -127,39 +127,69 @@ impl Batches {
         }
     }
 
-    /// Appends one raw-stream record without building a row struct (or allocating).
-    pub fn push_syscall(&mut self, ev: &SyscallEvent, time_micros: i64) {
-        self.rows += 1;
-        let hour = time_micros.div_euclid(HOUR_MICROS);
-        let Pending::Syscall(b) = self
-            .parts
-            .entry((Table::Syscall, hour))
-            .or_insert_with(|| Pending::new(Table::Syscall))
-        else {
-            return;
-        };
-        let h = &ev.header;
-        let end = h.comm.iter().position(|&c| c == 0).unwrap_or(h.comm.len());
-        let lossy;
-        let comm = match std::str::from_utf8(&h.comm[..end]) {
-            Ok(c) => c,
-            Err(_) => {
-                lossy = c_string(&h.comm);
-                &lossy
+    /// Appends the calls of one raw-stream batch without building a row struct per call;
+    /// `observe` sees each call's cgroup id. Returns the rows appended.
+    pub fn push_raw(
+        &mut self,
+        slots: RawSlots<'_>,
+        clock: &WallClock,
+        mut observe: impl FnMut(u64),
+    ) -> u64 {
+        let source = slots.cpu;
+        let mut rows = 0u64;
+        let mut thread: Option<(i32, String)> = None;
+        // The partition being appended to and the thread's comm key in it: a batch spans
+        // milliseconds, so both almost never change within one.
+        let mut current: Option<(i64, &mut SyscallBuilder)> = None;
+        let mut comm_key: Option<i32> = None;
+        for item in slots {
+            let slot = match item {
+                RawItem::Thread(t) => {
+                    thread = Some((t.pid as i32, c_string(&t.comm)));
+                    comm_key = None;
+                    continue;
+                }
+                RawItem::Call(slot) => slot,
+            };
+            let time_micros = clock.to_micros(slot.ktime_ns);
+            let hour = time_micros.div_euclid(HOUR_MICROS);
+            if current.as_ref().is_none_or(|(h, _)| *h != hour) {
+                let pending = self
+                    .parts
+                    .entry((Table::Syscall, hour))
+                    .or_insert_with(|| Pending::new(Table::Syscall));
+                let Pending::Syscall(b) = pending else {
+                    unreachable!("syscall partitions hold syscall rows")
+                };
+                current = Some((hour, b.as_mut()));
+                comm_key = None;
             }
-        };
-        b.append(
-            &self.host,
-            time_micros,
-            h.ktime_ns,
-            h.pid as i32,
-            h.tid as i32,
-            comm,
-            h.cgroup_id,
-            ev.nr as i32,
-            syscall_name(ev.nr).unwrap_or("unknown"),
-            ev.ret,
-        );
+            let Some((_, builder)) = current.as_mut() else {
+                continue;
+            };
+            // A batch always names a thread before its first call; a call without one (a
+            // kernel/user mismatch) is still kept, attributed to its thread id.
+            let (pid, comm) = match &thread {
+                Some((pid, comm)) => (*pid, comm.as_str()),
+                None => (slot.tid as i32, ""),
+            };
+            let comm = *comm_key.get_or_insert_with(|| builder.intern_comm(comm));
+            observe(slot.cgroup_id);
+            builder.append(SyscallRow {
+                time_micros,
+                ktime_ns: slot.ktime_ns,
+                pid,
+                tid: slot.tid as i32,
+                comm,
+                cgroup_id: slot.cgroup_id,
+                nr: slot.nr,
+                ret: slot.ret,
+                source,
+            });
+            rows += 1;
+        }
+        self.rows += rows as usize;
+        rows
     }
 
     /// Rows held right now.
@@ -191,15 +221,26 @@ impl Batches {
 /// The sealing thread and the channel to it.
 pub struct Sealer {
     tx: mpsc::Sender<(Partition, RecordBatch)>,
+    /// Rows handed over and not sealed yet.
+    queued_rows: Arc<AtomicUsize>,
     thread: JoinHandle<()>,
 }
 
 /// How long the sealer waits before retrying a batch that failed to seal.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
 
+/// Rows that may wait for the sealer, the one being sealed included (three of the largest
+/// segments: a burst of a few seconds at millions of syscalls a second). When the sealer falls
+/// further behind (a flood faster than Parquet encoding, a full disk), `submit` waits, the
+/// drain stops, the ring buffer fills and the kernel counts what it cannot take: memory stays
+/// bounded and the loss is on record as `gap` rows.
+pub const MAX_QUEUED_ROWS: usize = 6_000_000;
+
 impl Sealer {
     pub fn spawn(store: Store, run_id: u32, stats: Arc<Stats>) -> Sealer {
         let (tx, rx) = mpsc::channel::<(Partition, RecordBatch)>();
+        let queued_rows = Arc::new(AtomicUsize::new(0));
+        let sealed_rows = queued_rows.clone();
         let thread = std::thread::Builder::new()
             .name("quarry-sealer".into())
             .spawn(move || {
@@ -207,15 +248,19 @@ impl Sealer {
                 let mut seq = 0u64;
                 let mut open = true;
                 while open || !queue.is_empty() {
-                    match rx.recv_timeout(RETRY_AFTER) {
-                        Ok(job) => queue.push_back(job),
-                        Err(RecvTimeoutError::Timeout) => {}
-                        Err(RecvTimeoutError::Disconnected) => open = false,
+                    // Take new work only when what is held is sealed: a batch that keeps
+                    // failing holds the queue (and so, through the channel, the drain).
+                    if queue.is_empty() {
+                        match rx.recv_timeout(RETRY_AFTER) {
+                            Ok(job) => queue.push_back(job),
+                            Err(RecvTimeoutError::Timeout) => {}
+                            Err(RecvTimeoutError::Disconnected) => open = false,
+                        }
                     }
-                    while let Ok(job) = rx.try_recv() {
-                        queue.push_back(job);
+                    seal_queue(&store, run_id, &mut seq, &mut queue, &stats, &sealed_rows);
+                    if open && !queue.is_empty() {
+                        std::thread::sleep(RETRY_AFTER);
                     }
-                    seal_queue(&store, run_id, &mut seq, &mut queue, &stats);
                     if !open && !queue.is_empty() {
                         // Shutting down with a failing disk: the rows stay in memory only while
                         // we keep retrying, so say loudly what is at stake.
@@ -234,10 +279,21 @@ impl Sealer {
                 }
             })
             .expect("spawning the sealer thread");
-        Sealer { tx, thread }
+        Sealer {
+            tx,
+            queued_rows,
+            thread,
+        }
     }
 
+    /// Hands a batch to the sealer, first waiting while more than [`MAX_QUEUED_ROWS`] rows
+    /// are waiting for it.
     pub fn submit(&self, partition: Partition, batch: RecordBatch) {
+        while self.queued_rows.load(Ordering::Acquire) > MAX_QUEUED_ROWS {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.queued_rows
+            .fetch_add(batch.num_rows(), Ordering::AcqRel);
         // The receiver lives until `finish`, which consumes self: send cannot fail before.
         let _ = self.tx.send((partition, batch));
     }
@@ -255,11 +311,13 @@ fn seal_queue(
     seq: &mut u64,
     queue: &mut VecDeque<(Partition, RecordBatch)>,
     stats: &Stats,
+    queued_rows: &AtomicUsize,
 ) {
     while let Some((partition, batch)) = queue.front() {
         match store.seal(partition, batch, run_id, *seq) {
             Ok(sealed) => {
                 *seq += 1;
+                queued_rows.fetch_sub(batch.num_rows(), Ordering::AcqRel);
                 let rows = batch.num_rows() as u64;
                 stats.rows_sealed.fetch_add(rows, Ordering::Relaxed);
                 stats.segments_sealed.fetch_add(1, Ordering::Relaxed);
@@ -279,5 +337,89 @@ fn seal_queue(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::raw_batch_bytes::{call, encode, thread};
+    use crate::decode::{Record, decode};
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Int32Type, Int64Type, UInt64Type};
+
+    /// Text of a dictionary-encoded column.
+    fn texts(batch: &RecordBatch, column: &str) -> Vec<String> {
+        let dict = batch
+            .column_by_name(column)
+            .unwrap()
+            .as_dictionary::<Int32Type>();
+        let values = dict.values().as_string::<i32>();
+        dict.keys()
+            .iter()
+            .map(|k| values.value(k.unwrap() as usize).to_string())
+            .collect()
+    }
+
+    #[test]
+    fn raw_batches_become_rows_with_their_threads() {
+        let clock = WallClock::with_offset_ns(1_700_000_000_000_000_000);
+        let mut batches = Batches::new("node-1".into());
+        let mut observed = Vec::new();
+        for bytes in [
+            encode(&[
+                thread(10, 11, "sh"),
+                call(11, 39, 1_000, 7, 10),
+                thread(20, 21, "nginx"),
+                call(21, 0, 2_000, 8, -11),
+                thread(10, 11, "sh"),
+                call(11, 1000, 3_000, 7, 0),
+            ]),
+            encode(&[thread(10, 12, "worker"), call(12, 39, 4_000, 7, 10)]),
+        ] {
+            let Ok(Record::RawBatch(slots)) = decode(&bytes, &clock) else {
+                panic!("a raw batch");
+            };
+            batches.push_raw(slots, &clock, |cg| observed.push(cg));
+        }
+        assert_eq!(batches.len(), 4);
+        assert_eq!(observed, [7, 8, 7, 7]);
+        let taken = batches.take();
+        assert_eq!(taken.len(), 1, "one hour, one partition");
+        let (partition, batch) = &taken[0];
+        assert_eq!(partition.table, Table::Syscall);
+        assert_eq!(batch.num_rows(), 4);
+        let pid = batch
+            .column_by_name("pid")
+            .unwrap()
+            .as_primitive::<Int32Type>();
+        let tid = batch
+            .column_by_name("tid")
+            .unwrap()
+            .as_primitive::<Int32Type>();
+        let ret = batch
+            .column_by_name("ret")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        let ktime = batch
+            .column_by_name("ktime_ns")
+            .unwrap()
+            .as_primitive::<UInt64Type>();
+        assert_eq!(pid.values(), &[10, 20, 10, 10]);
+        assert_eq!(tid.values(), &[11, 21, 11, 12]);
+        assert_eq!(ret.values(), &[10, -11, 0, 10]);
+        assert_eq!(ktime.values(), &[1_000, 2_000, 3_000, 4_000]);
+        assert_eq!(texts(batch, "comm"), ["sh", "nginx", "sh", "worker"]);
+        assert_eq!(
+            texts(batch, "name"),
+            ["getpid", "read", "unknown", "getpid"]
+        );
+        let host = batch.column_by_name("host").unwrap().as_string::<i32>();
+        assert!(host.iter().all(|h| h == Some("node-1")));
+        assert_eq!(
+            batch.column_by_name("container_id").unwrap().null_count(),
+            4,
+            "filled at seal time"
+        );
     }
 }

@@ -50,7 +50,11 @@ impl Stats {
     /// Counts one decoded row of `table`.
     #[inline]
     pub fn count(&self, table: Table) {
-        self.table_rows[table.index()].fetch_add(1, Ordering::Relaxed);
+        self.count_many(table, 1);
+    }
+
+    pub fn count_many(&self, table: Table, rows: u64) {
+        self.table_rows[table.index()].fetch_add(rows, Ordering::Relaxed);
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {

@@ -345,22 +345,27 @@ fn generate_hour(store: &Store, g: &GenerateArgs, hour: u32) -> anyhow::Result<(
                     let mut containers = StringBuilder::with_capacity(n, n * 64);
                     for k in 0..n {
                         let id = pick(&mut rng, k);
-                        let (nr, name) = *rng.pick(SYSCALLS);
-                        b.append(
-                            HOST,
-                            id.time.timestamp_micros(),
-                            id.ktime_ns,
-                            id.pid,
-                            id.tid,
-                            &id.comm,
-                            id.cgroup_id,
+                        let (nr, _) = *rng.pick(SYSCALLS);
+                        let comm = b.intern_comm(&id.comm);
+                        b.append(SyscallRow {
+                            time_micros: id.time.timestamp_micros(),
+                            ktime_ns: id.ktime_ns,
+                            pid: id.pid,
+                            tid: id.tid,
+                            comm,
+                            cgroup_id: id.cgroup_id,
                             nr,
-                            name,
-                            (k % 4096) as i64,
-                        );
+                            ret: (k % 4096) as i64,
+                            source: 0,
+                        });
                         containers.append_option(id.container_id.as_deref());
                     }
-                    let batch = b.finish();
+                    let batch = b.finish(HOST, |nr| {
+                        SYSCALLS
+                            .iter()
+                            .find(|(n, _)| *n == nr)
+                            .map(|(_, name)| *name)
+                    });
                     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
                     let at = batch.schema().index_of("container_id")?;
                     columns[at] = Arc::new(containers.finish());

@@ -9,11 +9,13 @@
 //! table's schema. The raw syscall stream, the one high-volume table, has an appending
 //! [`SyscallBuilder`] instead so no per-row struct is allocated.
 
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Int32Builder, Int64Builder, ListBuilder, StringBuilder,
-    StringDictionaryBuilder, TimestampMicrosecondBuilder, UInt32Builder, UInt64Builder,
+    ArrayRef, BooleanBuilder, DictionaryArray, Int32Array, Int32Builder, Int64Array, Int64Builder,
+    ListBuilder, StringArray, StringBuilder, TimestampMicrosecondArray,
+    TimestampMicrosecondBuilder, UInt32Builder, UInt64Array, UInt64Builder,
 };
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
@@ -517,74 +519,188 @@ pub static SYSCALL_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(fields))
 });
 
-/// Appends raw-stream rows without allocating per row.
+/// Raw-stream rows held as plain columns until sealed.
+///
+/// The raw stream is the largest table by far (every syscall of the machine), so appending a
+/// row is a handful of `Vec` pushes: the thread's `comm` is interned once per run of rows
+/// from that thread ([`SyscallBuilder::intern_comm`]), the host (the same for every row) and
+/// the syscall `name` (a function of `nr`) are only materialised by
+/// [`SyscallBuilder::finish`], and `container_id` is filled at seal time.
+///
+/// Rows are kept together by [`SyscallRow::source`]: each source's rows in the order they
+/// came, sources one after the other. The recorder's sources are CPUs, whose rows arrive in
+/// time order, so the batch comes out in long time-ordered runs without a sort.
 #[derive(Default)]
 pub struct SyscallBuilder {
-    len: usize,
-    time: TimestampMicrosecondBuilder,
-    ktime_ns: UInt64Builder,
-    host: StringBuilder,
-    pid: Int32Builder,
-    tid: Int32Builder,
-    comm: StringDictionaryBuilder<Int32Type>,
-    cgroup_id: UInt64Builder,
-    container_id: StringBuilder,
-    nr: Int32Builder,
-    name: StringDictionaryBuilder<Int32Type>,
-    ret: Int64Builder,
+    source: Vec<u32>,
+    time: Vec<i64>,
+    ktime_ns: Vec<u64>,
+    pid: Vec<i32>,
+    tid: Vec<i32>,
+    comm: Vec<i32>,
+    cgroup_id: Vec<u64>,
+    nr: Vec<i32>,
+    ret: Vec<i64>,
+    comms: Vec<String>,
+    comm_keys: HashMap<String, i32>,
+}
+
+/// One raw-stream row for [`SyscallBuilder::append`]; `comm` is a key from
+/// [`SyscallBuilder::intern_comm`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyscallRow {
+    pub time_micros: i64,
+    pub ktime_ns: u64,
+    pub pid: i32,
+    pub tid: i32,
+    pub comm: i32,
+    pub cgroup_id: u64,
+    pub nr: i32,
+    pub ret: i64,
+    /// Where the row came from (the recorder: the CPU); not stored, it orders the batch.
+    pub source: u32,
 }
 
 impl SyscallBuilder {
     pub fn len(&self) -> usize {
-        self.len
+        self.time.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.time.is_empty()
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub fn append(
+    /// The key of `comm` for [`SyscallRow::comm`].
+    pub fn intern_comm(&mut self, comm: &str) -> i32 {
+        if let Some(&key) = self.comm_keys.get(comm) {
+            return key;
+        }
+        let key = self.comms.len() as i32;
+        self.comms.push(comm.to_string());
+        self.comm_keys.insert(comm.to_string(), key);
+        key
+    }
+
+    #[inline]
+    pub fn append(&mut self, row: SyscallRow) {
+        self.source.push(row.source);
+        self.time.push(row.time_micros);
+        self.ktime_ns.push(row.ktime_ns);
+        self.pid.push(row.pid);
+        self.tid.push(row.tid);
+        self.comm.push(row.comm);
+        self.cgroup_id.push(row.cgroup_id);
+        self.nr.push(row.nr);
+        self.ret.push(row.ret);
+    }
+
+    /// Reorders the rows so each source's rows are together, in the order they came.
+    fn group_by_source(&mut self) {
+        let first = self.source.first().copied();
+        if self.source.iter().all(|s| Some(*s) == first) {
+            return;
+        }
+        // A stable counting sort: sources are few (CPUs).
+        let mut sources: Vec<u32> = self.source.clone();
+        sources.sort_unstable();
+        sources.dedup();
+        let mut start = vec![0usize; sources.len() + 1];
+        let index_of = |s: u32| sources.binary_search(&s).expect("every source is listed");
+        let mut last: Option<(u32, usize)> = None;
+        let slots: Vec<usize> = self
+            .source
+            .iter()
+            .map(|&s| match last {
+                Some((prev, at)) if prev == s => at,
+                _ => {
+                    let at = index_of(s);
+                    last = Some((s, at));
+                    at
+                }
+            })
+            .collect();
+        slots.iter().for_each(|&at| start[at + 1] += 1);
+        for i in 1..start.len() {
+            start[i] += start[i - 1];
+        }
+        let mut order = vec![0u32; slots.len()];
+        for (row, &at) in slots.iter().enumerate() {
+            order[start[at]] = row as u32;
+            start[at] += 1;
+        }
+        fn gather<T: Copy>(column: &mut Vec<T>, order: &[u32]) {
+            *column = order.iter().map(|&i| column[i as usize]).collect();
+        }
+        gather(&mut self.time, &order);
+        gather(&mut self.ktime_ns, &order);
+        gather(&mut self.pid, &order);
+        gather(&mut self.tid, &order);
+        gather(&mut self.comm, &order);
+        gather(&mut self.cgroup_id, &order);
+        gather(&mut self.nr, &order);
+        gather(&mut self.ret, &order);
+        gather(&mut self.source, &order);
+    }
+
+    /// Turns the rows into a batch of [`SYSCALL_SCHEMA`] and starts over. `name_of` names a
+    /// syscall number (`None`: "unknown").
+    pub fn finish(
         &mut self,
         host: &str,
-        time_micros: i64,
-        ktime_ns: u64,
-        pid: i32,
-        tid: i32,
-        comm: &str,
-        cgroup_id: u64,
-        nr: i32,
-        name: &str,
-        ret: i64,
-    ) {
-        self.len += 1;
-        self.time.append_value(time_micros);
-        self.ktime_ns.append_value(ktime_ns);
-        self.host.append_value(host);
-        self.pid.append_value(pid);
-        self.tid.append_value(tid);
-        self.comm.append_value(comm);
-        self.cgroup_id.append_value(cgroup_id);
-        self.container_id.append_null();
-        self.nr.append_value(nr);
-        self.name.append_value(name);
-        self.ret.append_value(ret);
-    }
-
-    pub fn finish(&mut self) -> RecordBatch {
-        self.len = 0;
+        name_of: impl Fn(i32) -> Option<&'static str>,
+    ) -> RecordBatch {
+        let rows = self.len();
+        let mut taken = std::mem::take(self);
+        taken.group_by_source();
+        // Names: one dictionary entry per distinct number in the batch, found through a table
+        // indexed by number (syscall numbers are small; others share the "unknown" entry).
+        const TABLE: usize = 1024;
+        let mut names: Vec<&str> = Vec::new();
+        let mut key_of_nr = [-1i32; TABLE];
+        let mut unknown = -1i32;
+        let mut key = |nr: i32| -> i32 {
+            let slot = match usize::try_from(nr) {
+                Ok(i) if i < TABLE => &mut key_of_nr[i],
+                _ => &mut unknown,
+            };
+            if *slot < 0 {
+                let name = usize::try_from(nr)
+                    .ok()
+                    .filter(|&i| i < TABLE)
+                    .and_then(|_| name_of(nr))
+                    .unwrap_or("unknown");
+                // "unknown" once, whichever number brought it in.
+                *slot = match names.iter().position(|n| *n == name) {
+                    Some(at) => at as i32,
+                    None => {
+                        names.push(name);
+                        names.len() as i32 - 1
+                    }
+                };
+            }
+            *slot
+        };
+        let name_keys: Int32Array = taken.nr.iter().map(|&nr| key(nr)).collect();
+        let dictionary = |keys: Int32Array, values: StringArray| -> ArrayRef {
+            Arc::new(
+                DictionaryArray::<Int32Type>::try_new(keys, Arc::new(values))
+                    .expect("every key indexes its dictionary"),
+            )
+        };
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.time.finish().with_timezone("UTC")),
-            Arc::new(self.ktime_ns.finish()),
-            Arc::new(self.host.finish()),
-            Arc::new(self.pid.finish()),
-            Arc::new(self.tid.finish()),
-            Arc::new(self.comm.finish()),
-            Arc::new(self.cgroup_id.finish()),
-            Arc::new(self.container_id.finish()),
-            Arc::new(self.nr.finish()),
-            Arc::new(self.name.finish()),
-            Arc::new(self.ret.finish()),
+            Arc::new(TimestampMicrosecondArray::from(taken.time).with_timezone("UTC")),
+            Arc::new(UInt64Array::from(taken.ktime_ns)),
+            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                host, rows,
+            ))),
+            Arc::new(Int32Array::from(taken.pid)),
+            Arc::new(Int32Array::from(taken.tid)),
+            dictionary(Int32Array::from(taken.comm), StringArray::from(taken.comms)),
+            Arc::new(UInt64Array::from(taken.cgroup_id)),
+            arrow::array::new_null_array(&DataType::Utf8, rows),
+            Arc::new(Int32Array::from(taken.nr)),
+            dictionary(name_keys, StringArray::from(names)),
+            Arc::new(Int64Array::from(taken.ret)),
         ];
         batch(&SYSCALL_SCHEMA, columns)
     }
@@ -940,8 +1056,22 @@ mod tests {
         );
         assert_eq!(n.schema(), schema_of(Table::Net));
         let mut s = SyscallBuilder::default();
-        s.append("h", 0, 1, 1, 1, "x", 1, 39, "getpid", 1);
-        assert_eq!(s.finish().schema(), schema_of(Table::Syscall));
+        let comm = s.intern_comm("x");
+        s.append(SyscallRow {
+            time_micros: 0,
+            ktime_ns: 1,
+            pid: 1,
+            tid: 1,
+            comm,
+            cgroup_id: 1,
+            nr: 39,
+            ret: 1,
+            source: 0,
+        });
+        assert_eq!(
+            s.finish("h", |_| Some("getpid")).schema(),
+            schema_of(Table::Syscall)
+        );
         let t = identity(1).time;
         let g = gap_batch(
             "h",

@@ -21,8 +21,6 @@ pub const KIND_FORK: u32 = 1;
 pub const KIND_EXEC: u32 = 2;
 /// `EventHeader::kind` of an [`ExitEvent`].
 pub const KIND_EXIT: u32 = 3;
-/// `EventHeader::kind` of a [`SyscallEvent`] (the raw stream).
-pub const KIND_SYSCALL: u32 = 4;
 /// `EventHeader::kind` of a [`CallEvent`].
 pub const KIND_CALL: u32 = 5;
 /// `EventHeader::kind` of a [`TcpStateEvent`].
@@ -99,14 +97,94 @@ pub struct ExitEvent {
     pub parent_start_ns: u64,
 }
 
-/// One syscall of the raw stream: its number and result, written at syscall exit.
+/// `kind` of a [`RawBatch`] (the raw stream), in the position of `EventHeader::kind`.
+pub const KIND_RAW_BATCH: u32 = 8;
+
+/// Slots in one [`RawBatch`]. A power of two, so the kernel side can bound an index with a
+/// mask.
+pub const RAW_BATCH_SLOTS: usize = 128;
+
+/// A batch whose first syscall is older than this is sent at the next syscall on its CPU,
+/// full or not, so a busy CPU's rows are never held back for long. (A quiet CPU's batch is
+/// sent by the recorder's periodic flush.)
+pub const RAW_BATCH_MAX_AGE_NS: u64 = 2_000_000;
+
+/// [`RawSlot::nr`] of a slot that names the thread of the syscall slots after it.
+pub const RAW_SLOT_THREAD: i32 = -1;
+
+/// One 32-byte slot of a [`RawBatch`]: a syscall (`nr >= 0`) or, when `nr` is
+/// [`RAW_SLOT_THREAD`], the thread the syscall slots after it belong to (read it as a
+/// [`RawThread`]).
+///
+/// The raw stream is the one part of the recording that runs on every syscall of the machine,
+/// so a slot carries only what changes per call. Who made the call (pid and comm) is written
+/// once per run of calls from the same thread, and again after a call that may rename it
+/// (exec, prctl), which saves the comm helper and 24 bytes per call.
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct SyscallEvent {
-    pub header: EventHeader,
-    pub nr: i64,
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RawSlot {
+    pub nr: i32,
+    pub tid: u32,
+    pub ktime_ns: u64,
+    /// Inode number of the task's cgroup v2 directory.
+    pub cgroup_id: u64,
     pub ret: i64,
 }
+
+/// A [`RawSlot`] read as a thread slot (same size, `nr` and `tid` in the same place).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawThread {
+    /// Always [`RAW_SLOT_THREAD`].
+    pub marker: i32,
+    pub tid: u32,
+    /// Process id (the kernel's tgid) of the thread.
+    pub pid: u32,
+    pub _pad: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// The fixed part of a [`RawBatch`]; the ring-buffer record is this followed by `len` slots.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RawBatchHeader {
+    /// Always [`KIND_RAW_BATCH`].
+    pub kind: u32,
+    /// Slots filled.
+    pub len: u32,
+    /// Syscall slots among them: what is counted as lost if the batch cannot be sent.
+    pub calls: u32,
+    /// Non-zero while a program is writing the batch (the flush program then leaves it).
+    pub busy: u32,
+    /// Thread of the last thread slot, 0 at the start of a batch.
+    pub last_tid: u32,
+    /// CPU the batch was filled on: one CPU's batches, and the slots in each, are in time
+    /// order.
+    pub cpu: u32,
+    /// `ktime_ns` of the first syscall slot.
+    pub first_ktime_ns: u64,
+}
+
+/// Bytes of [`RawBatchHeader`] at the front of a raw-batch record.
+pub const RAW_BATCH_HEADER_LEN: usize = core::mem::size_of::<RawBatchHeader>();
+
+/// Syscalls of the raw stream on one CPU, collected in a per-CPU map and sent to user space as
+/// one ring-buffer record (header and filled slots only) when nearly full, when older than
+/// [`RAW_BATCH_MAX_AGE_NS`], or when the recorder asks (quiet CPUs, shutdown). One record per
+/// batch instead of one per syscall is what makes recording every syscall affordable.
+///
+/// A batch is self-contained: its first syscall slot is always preceded by a thread slot, so a
+/// batch lost to a full ring buffer takes no other batch's meaning with it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RawBatch {
+    pub header: RawBatchHeader,
+    pub slots: [RawSlot; RAW_BATCH_SLOTS],
+}
+
+const _: () = assert!(core::mem::size_of::<RawSlot>() == 32);
+const _: () = assert!(core::mem::size_of::<RawThread>() == 32);
+const _: () = assert!(RAW_BATCH_SLOTS.is_power_of_two());
 
 /// A syscall Quarry decodes (files, network, privilege and escape signals), sent at its exit:
 /// the arguments saved at entry, the result, and the user memory the arguments point to. That
@@ -266,6 +344,10 @@ pub mod nr {
     pub const BPF: i64 = 321;
     pub const OPENAT2: i64 = 437;
     pub const FCHMODAT2: i64 = 452;
+    // Not decoded, but they may rename the calling thread (the raw stream re-reads its comm).
+    pub const EXECVE: i64 = 59;
+    pub const PRCTL: i64 = 157;
+    pub const EXECVEAT: i64 = 322;
 }
 
 /// Every decoded syscall with its name (its tracepoints are syscalls:sys_{enter,exit}_<name>).

@@ -20,21 +20,22 @@ use aya_ebpf::Global;
 use aya_ebpf::bindings::BPF_RB_NO_WAKEUP;
 use aya_ebpf::helpers::generated::{
     bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_task,
-    bpf_ktime_get_ns, bpf_probe_read_kernel_str, bpf_probe_read_user as probe_read_user_raw,
-    bpf_probe_read_user_str,
+    bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel_str,
+    bpf_probe_read_user as probe_read_user_raw, bpf_probe_read_user_str,
 };
 use aya_ebpf::helpers::{
     bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user,
 };
-use aya_ebpf::macros::{map, raw_tracepoint, tracepoint};
+use aya_ebpf::macros::{btf_tracepoint, map, raw_tracepoint, tracepoint};
 use aya_ebpf::maps::{HashMap, PerCpuArray, RingBuf};
-use aya_ebpf::programs::{RawTracePointContext, TracePointContext};
+use aya_ebpf::programs::{BtfTracePointContext, RawTracePointContext, TracePointContext};
 use quarry_recorder_common::{
     ARGV_LEN, ArgCopy, COPY_RAW, COPY_SOCKADDR, COPY_STR, CallArgs, CallEvent, DROPS_SLOT,
     EventHeader, ExecEvent, ExitEvent, FILENAME_LEN, ForkEvent, KIND_CALL, KIND_EXEC, KIND_EXIT,
-    KIND_FORK, KIND_SYSCALL, KIND_TCP_STATE, KernelOffsets, MAX_CGROUP_DEPTH, MAX_FILTER_CGROUPS,
-    SHORT_STR_LEN, SOCKADDR_LEN, STR_LEN, SyscallEvent, TcpStateEvent, UNREADABLE, entry_plan,
-    is_exec_memory, nr,
+    KIND_FORK, KIND_RAW_BATCH, KIND_TCP_STATE, KernelOffsets, MAX_CGROUP_DEPTH, MAX_FILTER_CGROUPS,
+    RAW_BATCH_HEADER_LEN, RAW_BATCH_MAX_AGE_NS, RAW_BATCH_SLOTS, RAW_SLOT_THREAD, RawBatch,
+    RawSlot, RawThread, SHORT_STR_LEN, SOCKADDR_LEN, STR_LEN, TcpStateEvent, UNREADABLE,
+    entry_plan, is_exec_memory, nr,
 };
 
 /// Process id of the recorder itself: its own activity is never recorded.
@@ -85,11 +86,21 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 #[map]
 static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// The raw stream's batch being filled on each CPU (see [`RawBatch`]).
+#[map]
+static RAW_BATCH: PerCpuArray<RawBatch> = PerCpuArray::with_max_entries(1, 0);
+
 /// True when the current task should be recorded: it is not the recorder, and, when filtering,
 /// its cgroup or one of its ancestors is in `CGROUP_FILTER`.
 #[inline(always)]
 fn should_record() -> bool {
-    if (bpf_get_current_pid_tgid() >> 32) as u32 == RECORDER_TGID.load() {
+    should_record_task(bpf_get_current_pid_tgid())
+}
+
+/// [`should_record`] for a caller that already has `bpf_get_current_pid_tgid()`.
+#[inline(always)]
+fn should_record_task(pid_tgid: u64) -> bool {
+    if (pid_tgid >> 32) as u32 == RECORDER_TGID.load() {
         return false;
     }
     if FILTER_CGROUPS.load() == 0 {
@@ -116,9 +127,14 @@ fn should_record() -> bool {
 
 #[inline(always)]
 fn count_drop() {
+    count_drops(1);
+}
+
+#[inline(always)]
+fn count_drops(n: u64) {
     if let Some(slot) = DROPS.get_ptr_mut(DROPS_SLOT) {
         // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
-        unsafe { *slot += 1 };
+        unsafe { *slot += n };
     }
 }
 
@@ -292,9 +308,6 @@ pub fn sched_process_exit(_ctx: RawTracePointContext) -> u32 {
     0
 }
 
-/// x86_64 `struct pt_regs` offset of `orig_ax`, which holds the syscall number.
-const ORIG_AX_OFFSET: u64 = 120;
-
 /// Copies what `plan` asks for from user memory into `dst` (capacity `cap`); returns the
 /// bytes filled (strings without their NUL), or `UNREADABLE`.
 #[inline(always)]
@@ -416,26 +429,125 @@ pub fn sys_exit_decoded(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Exit of every syscall, attached only with `--syscalls all`: the raw stream.
-#[raw_tracepoint(tracepoint = "sys_exit")]
-pub fn sys_exit(ctx: RawTracePointContext) -> u32 {
-    if !should_record() {
+/// x86_64 `struct pt_regs` offset of `orig_ax`, which holds the syscall number.
+const ORIG_AX_OFFSET: usize = 120;
+
+/// Sends the filled part of `batch` to user space (counting its syscalls as lost when the ring
+/// buffer is full) and starts a new one.
+#[inline(always)]
+fn send_raw_batch(batch: &mut RawBatch) {
+    let len = batch.header.len as usize;
+    // Restates len <= RAW_BATCH_SLOTS in a form the verifier tracks.
+    let len = if len > RAW_BATCH_SLOTS {
+        RAW_BATCH_SLOTS
+    } else {
+        len
+    };
+    let bytes = RAW_BATCH_HEADER_LEN + len * size_of::<RawSlot>();
+    // SAFETY: `bytes` is at most the size of `RawBatch`, which `batch` points at.
+    let data = unsafe { core::slice::from_raw_parts(batch as *const RawBatch as *const u8, bytes) };
+    if EVENTS
+        .output::<[u8]>(data, BPF_RB_NO_WAKEUP as u64)
+        .is_err()
+    {
+        count_drops(batch.header.calls as u64);
+    }
+    batch.header.len = 0;
+    batch.header.calls = 0;
+    batch.header.last_tid = 0;
+}
+
+/// Exit of every syscall, attached only with `--syscalls all`: the raw stream. A BTF
+/// tracepoint rather than a raw one, so `orig_ax` is a plain load instead of a helper call;
+/// rows go into the CPU's [`RawBatch`] instead of one ring-buffer record each.
+#[btf_tracepoint(function = "sys_exit")]
+pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !should_record_task(pid_tgid) {
         return 0;
     }
-    let regs: u64 = ctx.arg(0);
+    let regs: *const u8 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
-    let Some(mut slot) = EVENTS.reserve::<SyscallEvent>(0) else {
-        count_drop();
+    let Some(batch) = RAW_BATCH.get_ptr_mut(0) else {
         return 0;
     };
-    let ev = slot.as_mut_ptr();
-    // SAFETY: `ev` points at a reserved slot; the register is read through a probe helper.
+    // SAFETY: the per-CPU slot is this CPU's alone; a flush run on this CPU while we write
+    // sees `busy` and leaves it alone. `regs` is a BTF pointer: the verifier checks the load.
     unsafe {
-        fill_header(addr_of_mut!((*ev).header), KIND_SYSCALL);
-        (*ev).nr = kread(regs, ORIG_AX_OFFSET as u32);
-        (*ev).ret = ret;
+        let batch = &mut *batch;
+        let nr = core::ptr::read_volatile(regs.add(ORIG_AX_OFFSET) as *const i64) as i32;
+        let now = bpf_ktime_get_ns();
+        core::ptr::write_volatile(&mut batch.header.busy, 1);
+        if batch.header.len as usize > RAW_BATCH_SLOTS - 2 {
+            send_raw_batch(batch);
+        }
+        if batch.header.len == 0 {
+            batch.header.kind = KIND_RAW_BATCH;
+            batch.header.cpu = bpf_get_smp_processor_id();
+            batch.header.first_ktime_ns = now;
+        }
+        let tid = pid_tgid as u32;
+        // A new thread, or a call that may have renamed this one: say who it is first.
+        if tid != batch.header.last_tid
+            || nr == nr::EXECVE as i32
+            || nr == nr::EXECVEAT as i32
+            || nr == nr::PRCTL as i32
+        {
+            let i = batch.header.len as usize & (RAW_BATCH_SLOTS - 1);
+            let thread = &mut batch.slots[i] as *mut RawSlot as *mut RawThread;
+            (*thread).marker = RAW_SLOT_THREAD;
+            (*thread).tid = tid;
+            (*thread).pid = (pid_tgid >> 32) as u32;
+            (*thread)._pad = 0;
+            (*thread).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+            batch.header.len += 1;
+            batch.header.last_tid = tid;
+        }
+        let i = batch.header.len as usize & (RAW_BATCH_SLOTS - 1);
+        batch.slots[i] = RawSlot {
+            nr,
+            tid,
+            ktime_ns: now,
+            cgroup_id: bpf_get_current_cgroup_id(),
+            ret,
+        };
+        batch.header.len += 1;
+        batch.header.calls += 1;
+        if batch.header.len as usize > RAW_BATCH_SLOTS - 2
+            || now.wrapping_sub(batch.header.first_ktime_ns) >= RAW_BATCH_MAX_AGE_NS
+        {
+            send_raw_batch(batch);
+        }
+        core::ptr::write_volatile(&mut batch.header.busy, 0);
     }
-    slot.submit(BPF_RB_NO_WAKEUP as u64);
+    0
+}
+
+/// Never attached: the recorder runs it on each CPU (`BPF_PROG_TEST_RUN` with
+/// `BPF_F_TEST_RUN_ON_CPU`) so a CPU that went quiet still sends its batch. Argument 0 non-zero
+/// sends any non-empty batch (shutdown), zero only one older than [`RAW_BATCH_MAX_AGE_NS`].
+/// Returns 1 when the batch was being written (try again), 0 otherwise.
+#[raw_tracepoint]
+pub fn flush_raw_batch(ctx: RawTracePointContext) -> u32 {
+    let force: u64 = ctx.arg(0);
+    let Some(batch) = RAW_BATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: runs on the batch's own CPU, in an interrupt or with preemption off, so no
+    // writer runs meanwhile; one that was interrupted mid-write has `busy` set.
+    unsafe {
+        let batch = &mut *batch;
+        if core::ptr::read_volatile(&batch.header.busy) != 0 {
+            return 1;
+        }
+        if batch.header.len == 0 {
+            return 0;
+        }
+        let age = bpf_ktime_get_ns().wrapping_sub(batch.header.first_ktime_ns);
+        if force != 0 || age >= RAW_BATCH_MAX_AGE_NS {
+            send_raw_batch(batch);
+        }
+    }
     0
 }
 
