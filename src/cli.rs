@@ -114,9 +114,10 @@ pub struct RecordArgs {
     #[arg(long, value_enum, default_value_t = SyscallsArg::Off)]
     pub syscalls: SyscallsArg,
     /// Size of the kernel ring buffer (a power of two of at least 4K, e.g. 16M): larger absorbs
-    /// longer bursts before events are dropped (and counted in the `gap` table)
-    #[arg(long, value_parser = parse_size, default_value = "16M")]
-    pub ring_size: u32,
+    /// longer bursts before events are dropped (and counted in the `gap` table). Default 16M,
+    /// 64M with `--syscalls all`
+    #[arg(long, value_parser = parse_size)]
+    pub ring_size: Option<u32>,
     /// No live status line
     #[arg(long, short)]
     pub quiet: bool,

@@ -18,11 +18,16 @@ use crate::status::StatusFile;
 pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
     let mut config = RecorderConfig::new(&args.store);
     config.seal_interval = args.seal_interval;
-    config.ring_bytes = args.ring_size;
     config.syscalls = match args.syscalls {
         SyscallsArg::Off => SyscallMode::Off,
         SyscallsArg::All => SyscallMode::All,
     };
+    // The raw stream runs at millions of events a second: the larger buffer carries it over
+    // the drain loop's pauses (handing a sealed batch over) without drops.
+    config.ring_bytes = args.ring_size.unwrap_or(match config.syscalls {
+        SyscallMode::Off => 16 << 20,
+        SyscallMode::All => 64 << 20,
+    });
     let mut scope = "all processes".to_string();
     if !args.containers.is_empty() {
         let inventory = Inventory::discover();

@@ -2,7 +2,7 @@
 //! the flood test drive.
 //!
 //! ```text
-//! sudo quarry-bench recorder [--calls N] [--format json]   bare vs filtered vs fully recorded
+//! sudo quarry-bench recorder [--calls N] [--rounds N] [--format json]   bare vs filtered vs fully recorded
 //! quarry-bench loop getpid N                               N getpid syscalls; prints ns/call
 //! quarry-bench query generate --store DIR [--rows N]       a synthetic 100M-row store
 //! quarry-bench query run --store DIR                       timeline/hunt timings, vs DuckDB
@@ -40,7 +40,7 @@ fn main() -> anyhow::Result<()> {
         ["isolate", container, rest @ ..] => isolate_bench(container, rest),
         ["query", rest @ ..] => query_bench::run(rest),
         _ => bail!(
-            "usage: quarry-bench recorder [--calls N] [--format json] | \
+            "usage: quarry-bench recorder [--calls N] [--rounds N] [--format json] | \
              quarry-bench isolate CONTAINER [--runs N] | quarry-bench loop getpid|mixed N | \
              quarry-bench query generate|run ..."
         ),
@@ -168,6 +168,26 @@ impl Drop for Recorder {
     }
 }
 
+/// One round of the recorder benchmark.
+struct RecorderRound {
+    bare: f64,
+    filtered: Option<f64>,
+    full: f64,
+    events_per_s: f64,
+    drops: u64,
+    rss_kib: Option<u64>,
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 /// An empty cgroup to point the recorder's filter at, removed when dropped.
 struct EmptyCgroup(PathBuf);
 
@@ -252,58 +272,90 @@ fn table_sizes(store: &Path) -> anyhow::Result<Vec<(Table, u64, u64)>> {
 
 fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
     let mut calls: u64 = 5_000_000;
+    let mut rounds: usize = 3;
     let mut json = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match *a {
             "--calls" => calls = it.next().context("--calls N")?.parse()?,
+            "--rounds" => rounds = it.next().context("--rounds N")?.parse::<usize>()?.max(1),
             "--format" => json = it.next() == Some(&"json"),
             other => bail!("unknown argument {other}"),
         }
     }
     let dir = tempfile::tempdir()?;
-
-    // Warm up, then the bare loop.
-    run_loop(calls / 10)?;
-    let bare = run_loop(calls)?;
-
-    // Attached, but every event filtered out in the kernel (the loop is not in the cgroup the
-    // recorder is restricted to): the floor of having the programs attached.
     let cgroup2 = quarry_containers::CgroupFs::detect().context("no cgroup2 mount")?;
     let empty = EmptyCgroup(cgroup2.dir(&format!("/quarry-bench-empty-{}", std::process::id())));
     std::fs::create_dir(&empty.0).context("creating an empty cgroup")?;
-    let filtered_store = dir.path().join("filtered");
-    let rec = Recorder::start(
-        &filtered_store,
-        &[
-            "--syscalls",
-            "all",
-            "--cgroup-path",
-            &empty.0.display().to_string(),
-        ],
-    );
-    let filtered = match rec {
-        Ok(rec) => {
-            let t = run_loop(calls)?;
-            rec.stop()?;
-            Some(t)
-        }
-        Err(e) => {
-            eprintln!("filtered run skipped: {e}");
-            None
-        }
-    };
 
-    // Everything recorded: every getpid becomes a syscall row.
-    let full_store = dir.path().join("full");
-    let rec = Recorder::start(&full_store, &["--syscalls", "all", "--seal-interval", "2s"])?;
-    let started = Instant::now();
-    let full = run_loop(calls)?;
-    let loop_secs = started.elapsed().as_secs_f64();
-    std::thread::sleep(Duration::from_millis(200));
-    let rss = rec.peak_rss_kib();
-    let summary = rec.stop()?;
-    let sizes_full = table_sizes(&full_store)?;
+    // Rounds of bare, filtered and fully recorded loops, each ratio taken against the bare
+    // loop of its own round: a VM's speed drifts between minutes more than between seconds.
+    run_loop(calls / 10)?;
+    let mut results: Vec<RecorderRound> = Vec::new();
+    let mut sizes_full = Vec::new();
+    for round in 0..rounds {
+        let bare = run_loop(calls)?;
+
+        // Attached, but every event filtered out in the kernel (the loop is not in the cgroup
+        // the recorder is restricted to): the floor of having the programs attached.
+        let rec = Recorder::start(
+            &dir.path().join(format!("filtered-{round}")),
+            &[
+                "--syscalls",
+                "all",
+                "--cgroup-path",
+                &empty.0.display().to_string(),
+            ],
+        );
+        let filtered = match rec {
+            Ok(rec) => {
+                let t = run_loop(calls)?;
+                rec.stop()?;
+                Some(t)
+            }
+            Err(e) => {
+                eprintln!("filtered run skipped: {e}");
+                None
+            }
+        };
+
+        // Everything recorded: every getpid becomes a syscall row.
+        let full_store = dir.path().join(format!("full-{round}"));
+        let rec = Recorder::start(&full_store, &["--syscalls", "all", "--seal-interval", "2s"])?;
+        let started = Instant::now();
+        let full = run_loop(calls)?;
+        let loop_secs = started.elapsed().as_secs_f64();
+        std::thread::sleep(Duration::from_millis(200));
+        let rss = rec.peak_rss_kib();
+        let summary = rec.stop()?;
+        sizes_full = table_sizes(&full_store)?;
+        let syscall_rows = sizes_full
+            .iter()
+            .find(|(t, _, _)| *t == Table::Syscall)
+            .map_or(0, |s| s.1);
+        results.push(RecorderRound {
+            bare,
+            filtered,
+            full,
+            events_per_s: syscall_rows as f64 / loop_secs,
+            drops: summary["kernel_drops"].as_u64().unwrap_or(0),
+            rss_kib: rss,
+        });
+    }
+    let bare = median(results.iter().map(|r| r.bare));
+    let full = median(results.iter().map(|r| r.full));
+    let filtered = results
+        .iter()
+        .all(|r| r.filtered.is_some())
+        .then(|| median(results.iter().filter_map(|r| r.filtered)));
+    let full_ratios: Vec<f64> = results.iter().map(|r| r.full / r.bare).collect();
+    let filtered_ratios: Vec<f64> = results
+        .iter()
+        .filter_map(|r| r.filtered.map(|f| f / r.bare))
+        .collect();
+    let drops: u64 = results.iter().map(|r| r.drops).sum();
+    let events_per_s = median(results.iter().map(|r| r.events_per_s));
+    let rss = results.iter().filter_map(|r| r.rss_kib).max();
 
     // A mixed workload, sealed in large segments, for bytes per row of every table.
     let mixed_store = dir.path().join("mixed");
@@ -323,21 +375,18 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
             .filter(|(t, _, _)| *t == Table::Syscall)
             .cloned(),
     );
-    let syscall_rows = sizes_full
-        .iter()
-        .find(|(t, _, _)| *t == Table::Syscall)
-        .map_or(0, |s| s.1);
-
     let report = serde_json::json!({
         "calls": calls,
+        "rounds": rounds,
         "bare_ns_per_call": bare,
         "filtered_ns_per_call": filtered,
-        "filtered_ratio": filtered.map(|f| f / bare),
+        "filtered_ratio": (!filtered_ratios.is_empty()).then(|| median(filtered_ratios.iter().copied())),
+        "filtered_ratios": filtered_ratios,
         "recorded_ns_per_call": full,
-        "recorded_ratio": full / bare,
-        "recorded_events_per_s": syscall_rows as f64 / loop_secs,
-        "kernel_drops": summary["kernel_drops"],
-        "rows_sealed": summary["rows_sealed"],
+        "recorded_ratio": median(full_ratios.iter().copied()),
+        "recorded_ratios": full_ratios,
+        "recorded_events_per_s": events_per_s,
+        "kernel_drops": drops,
         "recorder_peak_rss_mib": rss.map(|k| k as f64 / 1024.0),
         "bytes_per_row": sizes.iter().map(|(t, rows, bytes)| {
             (t.name().to_string(), serde_json::json!(*bytes as f64 / *rows as f64))
@@ -346,22 +395,30 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!("getpid loop, {calls} calls");
+        let spread = |ratios: &[f64]| {
+            let (lo, hi) = ratios
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
+            format!(
+                "{:.2}x bare, median of {rounds}; {lo:.2}-{hi:.2}x",
+                median(ratios.iter().copied())
+            )
+        };
+        println!("getpid loop, {calls} calls, {rounds} rounds (medians)");
         println!("  bare                 {bare:>7.1} ns/call");
         if let Some(f) = filtered {
             println!(
-                "  attached, filtered   {f:>7.1} ns/call  ({:.2}x bare)",
-                f / bare
+                "  attached, filtered   {f:>7.1} ns/call  ({})",
+                spread(&filtered_ratios)
             );
         }
         println!(
-            "  fully recorded       {full:>7.1} ns/call  ({:.2}x bare)",
-            full / bare
+            "  fully recorded       {full:>7.1} ns/call  ({})",
+            spread(&full_ratios)
         );
         println!(
-            "  sustained into Parquet: {:.2} M events/s, {} dropped, recorder peak RSS {}",
-            syscall_rows as f64 / loop_secs / 1e6,
-            summary["kernel_drops"],
+            "  sustained into Parquet: {:.2} M events/s, {drops} dropped in all rounds, recorder peak RSS {}",
+            events_per_s / 1e6,
             rss.map_or("?".into(), |k| format!("{:.0} MiB", k as f64 / 1024.0))
         );
         println!("bytes per row on disk:");
