@@ -2,8 +2,9 @@
 //! rows and seals them into the store.
 //!
 //! ```text
-//! raw tracepoints ──► ring buffer ──(drain tick)──► decode ──► Batches ──(seal tick)──► Sealer ──► store
-//!                  └► DROPS (per CPU)
+//! tracepoints ──► ring buffer ──(drain tick)──► decode ──► Batches ──(seal tick)──► Sealer ──► store
+//!  │  └► DROPS (per CPU)      ▲
+//!  └► sys_exit ──► RawBatch (per CPU) ──(full, 2 ms old, or flushed every 100 ms)
 //! ```
 //!
 //! [`Recorder::start`] does every check and the whole load before returning, so a caller knows

@@ -1,8 +1,10 @@
-//! Quarry's kernel side: raw tracepoint programs that fill fixed-size records into a ring
-//! buffer for the recorder to drain.
+//! Quarry's kernel side: tracepoint programs that fill fixed-size records into a ring buffer
+//! for the recorder to drain.
 //!
 //! Design choices, each for a measured reason (see ../shared/PLATFORM.md):
-//! - raw tracepoints: cheapest attachment that works here (fentry/kprobes do not);
+//! - raw and BTF tracepoints: the cheapest attachments that work here (fentry/kprobes do not);
+//! - the raw stream (every syscall) is collected per CPU in a [`RawBatch`] and sent as one
+//!   record per batch: a ring-buffer reservation per syscall cost more than the syscall;
 //! - records are submitted with `BPF_RB_NO_WAKEUP` and the recorder drains on a short timer,
 //!   because a wakeup per event costs ~1.7x more;
 //! - kernel structures are read at offsets the recorder found in BTF ([`KernelOffsets`]), so one
