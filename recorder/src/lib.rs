@@ -321,6 +321,9 @@ impl Recorder {
         let mut raw_flush = tokio::time::interval(RAW_FLUSH_INTERVAL);
         raw_flush.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let raw_stream = self.config.syscalls == SyscallMode::All;
+        // Read once: every CPU that may ever run (one brought online later is included; an
+        // offline one just refuses the flush).
+        let cpus: Vec<u32> = (0..aya::util::nr_cpus().unwrap_or(0) as u32).collect();
         tokio::pin!(shutdown);
 
         loop {
@@ -337,7 +340,7 @@ impl Recorder {
                     st.gaps.read(&self.drops, &mut st.batches, &self.stats);
                 }
                 _ = raw_flush.tick(), if raw_stream => {
-                    flush_raw_batches(&self.ebpf, false);
+                    flush_raw_batches(&self.ebpf, &cpus, false);
                 }
                 _ = seal.tick() => {
                     drain_ring(&mut self.ring, &mut st, &clock, &self.stats);
@@ -360,7 +363,7 @@ impl Recorder {
             if let Ok(prog) = program_mut::<BtfTracePoint>(&mut ebpf, "sys_exit") {
                 let _ = prog.unload();
             }
-            flush_raw_batches(&ebpf, true);
+            flush_raw_batches(&ebpf, &cpus, true);
         }
         drop(ebpf);
         drain_ring(&mut ring, &mut st, &clock, &stats);
@@ -417,20 +420,17 @@ fn attach_raw_stream(ebpf: &mut Ebpf) -> Result<(), RecorderError> {
     Ok(())
 }
 
-/// Runs the flush program on every online CPU, so each sends its raw-stream batch: one older
+/// Runs the flush program on each of `cpus`, so each sends its raw-stream batch: one older
 /// than `RAW_BATCH_MAX_AGE_NS`, or with `all` any non-empty one (at shutdown, after the raw
 /// stream is detached). A batch being written at that instant is retried a few times.
-fn flush_raw_batches(ebpf: &Ebpf, all: bool) {
+fn flush_raw_batches(ebpf: &Ebpf, cpus: &[u32], all: bool) {
     let Some(prog) = ebpf
         .program("flush_raw_batch")
         .and_then(|p| <&RawTracePoint>::try_from(p).ok())
     else {
         return;
     };
-    let Ok(cpus) = aya::util::online_cpus() else {
-        return;
-    };
-    for cpu in cpus {
+    for &cpu in cpus {
         for _ in 0..if all { 100 } else { 1 } {
             let mut opts = RawTracePointRunOptions::new();
             opts.args[0] = u64::from(all);

@@ -94,12 +94,17 @@ impl Batches {
         &self.host
     }
 
-    fn part(&mut self, table: Table, time: DateTime<Utc>) -> &mut Pending {
-        self.rows += 1;
-        let hour = time.timestamp_micros().div_euclid(HOUR_MICROS);
+    /// The pending rows of `table` in the hour `hour` (counted from the epoch).
+    fn partition(&mut self, table: Table, hour: i64) -> &mut Pending {
         self.parts
             .entry((table, hour))
             .or_insert_with(|| Pending::new(table))
+    }
+
+    /// Where one more row of `table` at `time` goes.
+    fn part(&mut self, table: Table, time: DateTime<Utc>) -> &mut Pending {
+        self.rows += 1;
+        self.partition(table, time.timestamp_micros().div_euclid(HOUR_MICROS))
     }
 
     pub fn push_process(&mut self, row: ProcessRow) {
@@ -154,11 +159,7 @@ impl Batches {
             let time_micros = clock.to_micros(slot.ktime_ns);
             let hour = time_micros.div_euclid(HOUR_MICROS);
             if current.as_ref().is_none_or(|(h, _)| *h != hour) {
-                let pending = self
-                    .parts
-                    .entry((Table::Syscall, hour))
-                    .or_insert_with(|| Pending::new(Table::Syscall));
-                let Pending::Syscall(b) = pending else {
+                let Pending::Syscall(b) = self.partition(Table::Syscall, hour) else {
                     unreachable!("syscall partitions hold syscall rows")
                 };
                 current = Some((hour, b.as_mut()));

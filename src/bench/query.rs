@@ -450,7 +450,8 @@ fn time_quarry(args: &[&str]) -> anyhow::Result<(f64, usize)> {
     Ok((secs, out.stdout.len()))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The median of `v` (the upper one of an even count).
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }

@@ -20,7 +20,9 @@ use anyhow::{Context, bail};
 
 #[path = "../bench/query.rs"]
 mod query_bench;
+
 use quarry_store::{Manifest, ManifestOp, Table};
+use query_bench::median;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -178,16 +180,6 @@ struct RecorderRound {
     rss_kib: Option<u64>,
 }
 
-fn median(values: impl Iterator<Item = f64>) -> f64 {
-    let mut v: Vec<f64> = values.collect();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
 /// An empty cgroup to point the recorder's filter at, removed when dropped.
 struct EmptyCgroup(PathBuf);
 
@@ -342,19 +334,19 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
             rss_kib: rss,
         });
     }
-    let bare = median(results.iter().map(|r| r.bare));
-    let full = median(results.iter().map(|r| r.full));
+    let bare = median(results.iter().map(|r| r.bare).collect());
+    let full = median(results.iter().map(|r| r.full).collect());
     let filtered = results
         .iter()
         .all(|r| r.filtered.is_some())
-        .then(|| median(results.iter().filter_map(|r| r.filtered)));
+        .then(|| median(results.iter().filter_map(|r| r.filtered).collect()));
     let full_ratios: Vec<f64> = results.iter().map(|r| r.full / r.bare).collect();
     let filtered_ratios: Vec<f64> = results
         .iter()
         .filter_map(|r| r.filtered.map(|f| f / r.bare))
         .collect();
     let drops: u64 = results.iter().map(|r| r.drops).sum();
-    let events_per_s = median(results.iter().map(|r| r.events_per_s));
+    let events_per_s = median(results.iter().map(|r| r.events_per_s).collect());
     let rss = results.iter().filter_map(|r| r.rss_kib).max();
 
     // A mixed workload, sealed in large segments, for bytes per row of every table.
@@ -380,10 +372,10 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
         "rounds": rounds,
         "bare_ns_per_call": bare,
         "filtered_ns_per_call": filtered,
-        "filtered_ratio": (!filtered_ratios.is_empty()).then(|| median(filtered_ratios.iter().copied())),
+        "filtered_ratio": (!filtered_ratios.is_empty()).then(|| median(filtered_ratios.clone())),
         "filtered_ratios": filtered_ratios,
         "recorded_ns_per_call": full,
-        "recorded_ratio": median(full_ratios.iter().copied()),
+        "recorded_ratio": median(full_ratios.clone()),
         "recorded_ratios": full_ratios,
         "recorded_events_per_s": events_per_s,
         "kernel_drops": drops,
@@ -401,7 +393,7 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
                 .fold((f64::MAX, f64::MIN), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
             format!(
                 "{:.2}x bare, median of {rounds}; {lo:.2}-{hi:.2}x",
-                median(ratios.iter().copied())
+                median(ratios.to_vec())
             )
         };
         println!("getpid loop, {calls} calls, {rounds} rounds (medians)");

@@ -596,38 +596,9 @@ impl SyscallBuilder {
 
     /// Reorders the rows so each source's rows are together, in the order they came.
     fn group_by_source(&mut self) {
-        let first = self.source.first().copied();
-        if self.source.iter().all(|s| Some(*s) == first) {
+        let Some(order) = crate::segment::grouped_order(&self.source) else {
             return;
-        }
-        // A stable counting sort: sources are few (CPUs).
-        let mut sources: Vec<u32> = self.source.clone();
-        sources.sort_unstable();
-        sources.dedup();
-        let mut start = vec![0usize; sources.len() + 1];
-        let index_of = |s: u32| sources.binary_search(&s).expect("every source is listed");
-        let mut last: Option<(u32, usize)> = None;
-        let slots: Vec<usize> = self
-            .source
-            .iter()
-            .map(|&s| match last {
-                Some((prev, at)) if prev == s => at,
-                _ => {
-                    let at = index_of(s);
-                    last = Some((s, at));
-                    at
-                }
-            })
-            .collect();
-        slots.iter().for_each(|&at| start[at + 1] += 1);
-        for i in 1..start.len() {
-            start[i] += start[i - 1];
-        }
-        let mut order = vec![0u32; slots.len()];
-        for (row, &at) in slots.iter().enumerate() {
-            order[start[at]] = row as u32;
-            start[at] += 1;
-        }
+        };
         fn gather<T: Copy>(column: &mut Vec<T>, order: &[u32]) {
             *column = order.iter().map(|&i| column[i as usize]).collect();
         }

@@ -1,11 +1,11 @@
 //! Sealing: turning a batch of rows into an immutable, hashed segment in its partition.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use arrow::array::{Array, AsArray, UInt32Array};
+use arrow::array::{AsArray, UInt32Array};
 use arrow::compute::take_record_batch;
 use arrow::record_batch::RecordBatch;
 use chrono::Utc;
@@ -60,9 +60,8 @@ pub fn writer_properties() -> WriterProperties {
 /// rows keep the order they came in, which is time order per source (the recorder's rows
 /// arrive in time order per CPU). Batches without that column are unchanged.
 ///
-/// This runs on every sealed segment of the raw syscall stream (millions of rows), so it is a
-/// stable counting sort on a small integer rank per container, with no comparison of rows
-/// and no reordering at all when the batch holds a single container (or only the host).
+/// This runs on every sealed segment of the raw syscall stream (millions of rows): see
+/// [`grouped_order`]; a batch of a single container (or only the host) is not reordered.
 fn cluster_by_container(batch: &RecordBatch) -> Result<RecordBatch> {
     let Some(container) = batch
         .column_by_name("container_id")
@@ -70,42 +69,58 @@ fn cluster_by_container(batch: &RecordBatch) -> Result<RecordBatch> {
     else {
         return Ok(batch.clone());
     };
-    let mut ids: Vec<&str> = container
-        .iter()
-        .flatten()
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    ids.sort_unstable();
-    let groups = ids.len() + usize::from(container.null_count() > 0);
-    if groups <= 1 {
+    // None sorts first: the host's rows, then containers in id order.
+    let keys: Vec<Option<&str>> = container.iter().collect();
+    let Some(order) = grouped_order(&keys) else {
         return Ok(batch.clone());
+    };
+    take_record_batch(batch, &UInt32Array::from(order)).map_err(StoreError::Arrow)
+}
+
+/// The row order that brings equal keys together: groups in ascending key order, rows within
+/// a group in the order they came. `None` when every row has the same key (nothing to move).
+///
+/// A stable counting sort for keys that are few (containers, CPUs) over millions of rows:
+/// each row is looked up once (runs of one key once per run) and moved once, rows are never
+/// compared with each other.
+pub(crate) fn grouped_order<K: Ord + Copy>(keys: &[K]) -> Option<Vec<u32>> {
+    let mut distinct = BTreeSet::new();
+    let mut previous = None;
+    for &key in keys {
+        if previous != Some(key) {
+            distinct.insert(key);
+            previous = Some(key);
+        }
     }
-    let rank_of: HashMap<&str, usize> =
-        ids.iter().enumerate().map(|(i, id)| (*id, i + 1)).collect();
-    let mut last: Option<(Option<&str>, usize)> = None;
-    let ranks: Vec<usize> = container
+    if distinct.len() <= 1 {
+        return None;
+    }
+    let distinct: Vec<K> = distinct.into_iter().collect();
+    let mut last: Option<(K, usize)> = None;
+    let groups: Vec<usize> = keys
         .iter()
-        .map(|id| match last {
-            Some((prev, rank)) if prev == id => rank,
+        .map(|&key| match last {
+            Some((prev, group)) if prev == key => group,
             _ => {
-                let rank = id.map_or(0, |id| rank_of[id]);
-                last = Some((id, rank));
-                rank
+                let group = distinct
+                    .binary_search(&key)
+                    .expect("every key is among the distinct keys");
+                last = Some((key, group));
+                group
             }
         })
         .collect();
-    let mut start = vec![0usize; ids.len() + 2];
-    ranks.iter().for_each(|&r| start[r + 1] += 1);
+    let mut start = vec![0usize; distinct.len() + 1];
+    groups.iter().for_each(|&g| start[g + 1] += 1);
     for i in 1..start.len() {
         start[i] += start[i - 1];
     }
-    let mut order = vec![0u32; ranks.len()];
-    for (row, &r) in ranks.iter().enumerate() {
-        order[start[r]] = row as u32;
-        start[r] += 1;
+    let mut order = vec![0u32; groups.len()];
+    for (row, &g) in groups.iter().enumerate() {
+        order[start[g]] = row as u32;
+        start[g] += 1;
     }
-    take_record_batch(batch, &UInt32Array::from(order)).map_err(StoreError::Arrow)
+    Some(order)
 }
 
 /// SHA-256 of a file, hex.
@@ -390,6 +405,13 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn grouped_order_is_stable_and_none_for_one_key() {
+        assert_eq!(grouped_order(&[2, 0, 2, 1, 0]), Some(vec![1, 4, 3, 0, 2]));
+        assert_eq!(grouped_order(&[7, 7, 7]), None);
+        assert_eq!(grouped_order::<u32>(&[]), None);
     }
 
     #[test]
