@@ -321,7 +321,7 @@ pub fn export(req: &ExportRequest<'_>, progress: &mut dyn FnMut(Progress)) -> Re
         let mut writer = ArrowWriter::try_new(
             file,
             schema_of(table),
-            Some(quarry_store::segment::writer_properties()),
+            Some(quarry_store::segment::writer_properties(table)),
         )
         .map_err(parquet_err)?;
         let mut n = 0u64;

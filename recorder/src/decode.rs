@@ -87,21 +87,25 @@ pub enum RawItem {
 pub struct RawSlots<'a> {
     /// The CPU the batch was filled on.
     pub cpu: u32,
-    slots: std::slice::ChunksExact<'a, u8>,
+    /// The slots not read yet.
+    rest: &'a [u8],
 }
 
 impl Iterator for RawSlots<'_> {
     type Item = RawItem;
 
     fn next(&mut self) -> Option<RawItem> {
-        let bytes = self.slots.next()?;
-        // SAFETY: both slot types are plain old data of exactly this chunk's size.
-        let slot: RawSlot = unsafe { read_record(bytes) }?;
-        Some(if slot.nr == RAW_SLOT_THREAD {
-            RawItem::Thread(unsafe { read_record(bytes) }?)
+        // SAFETY: both slot types are plain old data; read_record checks the length (a thread
+        // record cut short by the end of the batch ends the iteration).
+        let slot: RawSlot = unsafe { read_record(self.rest) }?;
+        let (item, len) = if slot.nr == RAW_SLOT_THREAD {
+            let thread: RawThread = unsafe { read_record(self.rest) }?;
+            (RawItem::Thread(thread), size_of::<RawThread>())
         } else {
-            RawItem::Call(slot)
-        })
+            (RawItem::Call(slot), size_of::<RawSlot>())
+        };
+        self.rest = &self.rest[len..];
+        Some(item)
     }
 }
 
@@ -109,12 +113,11 @@ fn raw_batch(bytes: &[u8]) -> Result<RawSlots<'_>, DecodeError> {
     let short = DecodeError::Short { len: bytes.len() };
     // SAFETY: plain old data; read_record checks the length.
     let header: RawBatchHeader = unsafe { read_record(bytes) }.ok_or(short)?;
-    let slot_len = std::mem::size_of::<RawSlot>();
-    let end = RAW_BATCH_HEADER_LEN + header.len as usize * slot_len;
-    let body = bytes.get(RAW_BATCH_HEADER_LEN..end).ok_or(short)?;
+    let end = RAW_BATCH_HEADER_LEN + header.len as usize * size_of::<RawSlot>();
+    let rest = bytes.get(RAW_BATCH_HEADER_LEN..end).ok_or(short)?;
     Ok(RawSlots {
         cpu: header.cpu,
-        slots: body.chunks_exact(slot_len),
+        rest,
     })
 }
 
@@ -194,12 +197,12 @@ pub fn decode<'a>(bytes: &'a [u8], clock: &WallClock) -> Result<Record<'a>, Deco
 #[cfg(test)]
 pub(crate) mod raw_batch_bytes {
     use quarry_recorder_common::{
-        COMM_LEN, KIND_RAW_BATCH, RAW_BATCH_HEADER_LEN, RAW_SLOT_THREAD, RawBatchHeader, RawSlot,
-        RawThread,
+        COMM_LEN, KIND_RAW_BATCH, RAW_BATCH_HEADER_LEN, RAW_SLOT_THREAD, RAW_THREAD_SLOTS,
+        RawBatchHeader, RawSlot, RawThread,
     };
 
-    /// A thread slot.
-    pub fn thread(pid: u32, tid: u32, comm: &str) -> RawItemBytes {
+    /// A thread record.
+    pub fn thread(pid: u32, tid: u32, cgroup_id: u64, comm: &str) -> RawItemBytes {
         let mut c = [0u8; COMM_LEN];
         c[..comm.len()].copy_from_slice(comm.as_bytes());
         RawItemBytes::Thread(RawThread {
@@ -207,17 +210,18 @@ pub(crate) mod raw_batch_bytes {
             tid,
             pid,
             _pad: 0,
+            cgroup_id,
             comm: c,
+            _reserved: 0,
         })
     }
 
     /// A call slot.
-    pub fn call(tid: u32, nr: i32, ktime_ns: u64, cgroup_id: u64, ret: i64) -> RawItemBytes {
+    pub fn call(tid: u32, nr: i32, ktime_ns: u64, ret: i64) -> RawItemBytes {
         RawItemBytes::Call(RawSlot {
             nr,
             tid,
             ktime_ns,
-            cgroup_id,
             ret,
         })
     }
@@ -235,7 +239,13 @@ pub(crate) mod raw_batch_bytes {
         }
         let header = RawBatchHeader {
             kind: KIND_RAW_BATCH,
-            len: items.len() as u32,
+            len: items
+                .iter()
+                .map(|i| match i {
+                    RawItemBytes::Thread(_) => RAW_THREAD_SLOTS as u32,
+                    RawItemBytes::Call(_) => 1,
+                })
+                .sum(),
             calls: items
                 .iter()
                 .filter(|i| matches!(i, RawItemBytes::Call(_)))
@@ -263,9 +273,9 @@ mod tests {
     fn raw_batch_slots_in_order() {
         use super::raw_batch_bytes::{call, encode, thread};
         let bytes = encode(&[
-            thread(10, 11, "sh"),
-            call(11, 39, 1_000, 7, 10),
-            call(11, 0, 2_000, 7, -9),
+            thread(10, 11, 7, "sh"),
+            call(11, 39, 1_000, 10),
+            call(11, 0, 2_000, -9),
         ]);
         let Ok(Record::RawBatch(slots)) = decode(&bytes, &WallClock::with_offset_ns(0)) else {
             panic!("a raw batch");
@@ -275,14 +285,16 @@ mod tests {
         let RawItem::Thread(t) = items[0] else {
             panic!("thread slot first")
         };
-        assert_eq!((t.pid, t.tid, &t.comm[..3]), (10, 11, &b"sh\0"[..]));
+        assert_eq!(
+            (t.pid, t.tid, t.cgroup_id, &t.comm[..3]),
+            (10, 11, 7, &b"sh\0"[..])
+        );
         assert_eq!(
             items[2],
             RawItem::Call(RawSlot {
                 nr: 0,
                 tid: 11,
                 ktime_ns: 2_000,
-                cgroup_id: 7,
                 ret: -9
             })
         );

@@ -79,6 +79,9 @@ pub struct Batches {
     host: String,
     parts: BTreeMap<(Table, i64), Pending>,
     rows: usize,
+    /// The raw stream's builder of the last sealed batch, emptied, for the next partition:
+    /// its columns keep their memory (see [`SyscallBuilder`]).
+    spare_syscall: Option<Box<SyscallBuilder>>,
 }
 
 impl Batches {
@@ -87,6 +90,7 @@ impl Batches {
             host,
             parts: BTreeMap::new(),
             rows: 0,
+            spare_syscall: None,
         }
     }
 
@@ -96,9 +100,12 @@ impl Batches {
 
     /// The pending rows of `table` in the hour `hour` (counted from the epoch).
     fn partition(&mut self, table: Table, hour: i64) -> &mut Pending {
-        self.parts
-            .entry((table, hour))
-            .or_insert_with(|| Pending::new(table))
+        self.parts.entry((table, hour)).or_insert_with(|| {
+            match (table, self.spare_syscall.take()) {
+                (Table::Syscall, Some(builder)) => Pending::Syscall(builder),
+                _ => Pending::new(table),
+            }
+        })
     }
 
     /// Where one more row of `table` at `time` goes.
@@ -133,7 +140,7 @@ impl Batches {
     }
 
     /// Appends the calls of one raw-stream batch without building a row struct per call;
-    /// `observe` sees each call's cgroup id. Returns the rows appended.
+    /// `observe` sees the cgroup id of each thread record. Returns the rows appended.
     pub fn push_raw(
         &mut self,
         slots: RawSlots<'_>,
@@ -142,7 +149,7 @@ impl Batches {
     ) -> u64 {
         let source = slots.cpu;
         let mut rows = 0u64;
-        let mut thread: Option<(i32, String)> = None;
+        let mut thread: Option<(i32, String, u64)> = None;
         // The partition being appended to and the thread's comm key in it: a batch spans
         // milliseconds, so both almost never change within one.
         let mut current: Option<(i64, &mut SyscallBuilder)> = None;
@@ -150,7 +157,8 @@ impl Batches {
         for item in slots {
             let slot = match item {
                 RawItem::Thread(t) => {
-                    thread = Some((t.pid as i32, c_string(&t.comm)));
+                    observe(t.cgroup_id);
+                    thread = Some((t.pid as i32, c_string(&t.comm), t.cgroup_id));
                     comm_key = None;
                     continue;
                 }
@@ -170,19 +178,18 @@ impl Batches {
             };
             // A batch always names a thread before its first call; a call without one (a
             // kernel/user mismatch) is still kept, attributed to its thread id.
-            let (pid, comm) = match &thread {
-                Some((pid, comm)) => (*pid, comm.as_str()),
-                None => (slot.tid as i32, ""),
+            let (pid, comm, cgroup_id) = match &thread {
+                Some((pid, comm, cgroup_id)) => (*pid, comm.as_str(), *cgroup_id),
+                None => (slot.tid as i32, "", 0),
             };
             let comm = *comm_key.get_or_insert_with(|| builder.intern_comm(comm));
-            observe(slot.cgroup_id);
             builder.append(SyscallRow {
                 time_micros,
                 ktime_ns: slot.ktime_ns,
                 pid,
                 tid: slot.tid as i32,
                 comm,
-                cgroup_id: slot.cgroup_id,
+                cgroup_id,
                 nr: slot.nr,
                 ret: slot.ret,
                 source,
@@ -207,15 +214,18 @@ impl Batches {
     pub fn take(&mut self) -> Vec<(Partition, RecordBatch)> {
         self.rows = 0;
         let host = self.host.clone();
-        std::mem::take(&mut self.parts)
-            .into_iter()
-            .filter(|(_, p)| p.len() > 0)
-            .map(|((table, hour), mut p)| {
+        let mut batches = Vec::new();
+        for ((table, hour), mut pending) in std::mem::take(&mut self.parts) {
+            if pending.len() > 0 {
                 let start = DateTime::from_timestamp_micros(hour * HOUR_MICROS).unwrap_or_default();
                 let partition = Partition::for_time(table, start, &host);
-                (partition, p.finish(&host))
-            })
-            .collect()
+                batches.push((partition, pending.finish(&host)));
+            }
+            if let Pending::Syscall(builder) = pending {
+                self.spare_syscall = Some(builder);
+            }
+        }
+        batches
     }
 }
 
@@ -369,14 +379,14 @@ mod tests {
         let mut observed = Vec::new();
         for bytes in [
             encode(&[
-                thread(10, 11, "sh"),
-                call(11, 39, 1_000, 7, 10),
-                thread(20, 21, "nginx"),
-                call(21, 0, 2_000, 8, -11),
-                thread(10, 11, "sh"),
-                call(11, 1000, 3_000, 7, 0),
+                thread(10, 11, 7, "sh"),
+                call(11, 39, 1_000, 10),
+                thread(20, 21, 8, "nginx"),
+                call(21, 0, 2_000, -11),
+                thread(10, 11, 7, "sh"),
+                call(11, 1000, 3_000, 0),
             ]),
-            encode(&[thread(10, 12, "worker"), call(12, 39, 4_000, 7, 10)]),
+            encode(&[thread(10, 12, 7, "worker"), call(12, 39, 4_000, 10)]),
         ] {
             let Ok(Record::RawBatch(slots)) = decode(&bytes, &clock) else {
                 panic!("a raw batch");

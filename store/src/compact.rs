@@ -172,7 +172,6 @@ impl Store {
             );
             return Ok(None);
         }
-        let schema = crate::schema::schema_of(partition.table);
         let dir_rel = partition.relative_dir();
         let name = segment_file_name(now, COMPACTION_RUN_ID, seq);
         let rel = format!("{}/{name}", dir_rel.to_string_lossy());
@@ -180,8 +179,8 @@ impl Store {
         layout::refuse_symlink(&self.staging_dir())?;
         fs::create_dir_all(self.staging_dir())
             .map_err(|e| StoreError::io(self.staging_dir(), e))?;
-        let (bytes, sha256) =
-            write_parquet_batches(&staged, &schema, &batches).inspect_err(|_| {
+        let (bytes, sha256) = write_parquet_batches(&staged, partition.table, &batches)
+            .inspect_err(|_| {
                 let _ = fs::remove_file(&staged);
             })?;
         drop(batches);

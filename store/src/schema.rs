@@ -527,12 +527,23 @@ pub static SYSCALL_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
 /// the syscall `name` (a function of `nr`) are only materialised by
 /// [`SyscallBuilder::finish`], and `container_id` is filled at seal time.
 ///
-/// Rows are kept together by [`SyscallRow::source`]: each source's rows in the order they
-/// came, sources one after the other. The recorder's sources are CPUs, whose rows arrive in
-/// time order, so the batch comes out in long time-ordered runs without a sort.
+/// Rows are kept apart by [`SyscallRow::source`] and come out source by source, each
+/// source's rows in the order they came. The recorder's sources are CPUs, whose rows arrive in
+/// time order, so the batch comes out in long time-ordered runs without a sort. The per-source
+/// columns keep their memory across [`SyscallBuilder::finish`] (down to what the last batch
+/// needed), so a recorder that reuses its builder does not grow and fault in fresh vectors
+/// for every segment.
 #[derive(Default)]
 pub struct SyscallBuilder {
-    source: Vec<u32>,
+    sources: Vec<SourceRows>,
+    rows: usize,
+    comms: Vec<String>,
+    comm_keys: HashMap<String, i32>,
+}
+
+/// The rows of one source, column by column.
+#[derive(Default)]
+struct SourceRows {
     time: Vec<i64>,
     ktime_ns: Vec<u64>,
     pid: Vec<i32>,
@@ -541,9 +552,32 @@ pub struct SyscallBuilder {
     cgroup_id: Vec<u64>,
     nr: Vec<i32>,
     ret: Vec<i64>,
-    comms: Vec<String>,
-    comm_keys: HashMap<String, i32>,
 }
+
+impl SourceRows {
+    /// Empties the columns, keeping at most about twice the memory `len` rows needed so one
+    /// burst does not pin its memory for good.
+    fn clear(&mut self, len: usize) {
+        fn clear_column<T>(column: &mut Vec<T>, len: usize) {
+            column.clear();
+            if column.capacity() > 2 * len {
+                column.shrink_to(len);
+            }
+        }
+        clear_column(&mut self.time, len);
+        clear_column(&mut self.ktime_ns, len);
+        clear_column(&mut self.pid, len);
+        clear_column(&mut self.tid, len);
+        clear_column(&mut self.comm, len);
+        clear_column(&mut self.cgroup_id, len);
+        clear_column(&mut self.nr, len);
+        clear_column(&mut self.ret, len);
+    }
+}
+
+/// Sources from this one on share one list (the recorder's sources, CPU numbers, are far
+/// below it): a bogus source must not allocate a list per number.
+const MAX_SOURCES: usize = 4096;
 
 /// One raw-stream row for [`SyscallBuilder::append`]; `comm` is a key from
 /// [`SyscallBuilder::intern_comm`].
@@ -563,11 +597,11 @@ pub struct SyscallRow {
 
 impl SyscallBuilder {
     pub fn len(&self) -> usize {
-        self.time.len()
+        self.rows
     }
 
     pub fn is_empty(&self) -> bool {
-        self.time.is_empty()
+        self.rows == 0
     }
 
     /// The key of `comm` for [`SyscallRow::comm`].
@@ -583,46 +617,60 @@ impl SyscallBuilder {
 
     #[inline]
     pub fn append(&mut self, row: SyscallRow) {
-        self.source.push(row.source);
-        self.time.push(row.time_micros);
-        self.ktime_ns.push(row.ktime_ns);
-        self.pid.push(row.pid);
-        self.tid.push(row.tid);
-        self.comm.push(row.comm);
-        self.cgroup_id.push(row.cgroup_id);
-        self.nr.push(row.nr);
-        self.ret.push(row.ret);
-    }
-
-    /// Reorders the rows so each source's rows are together, in the order they came.
-    fn group_by_source(&mut self) {
-        let Some(order) = crate::segment::grouped_order(&self.source) else {
-            return;
-        };
-        fn gather<T: Copy>(column: &mut Vec<T>, order: &[u32]) {
-            *column = order.iter().map(|&i| column[i as usize]).collect();
+        let at = (row.source as usize).min(MAX_SOURCES - 1);
+        if at >= self.sources.len() {
+            self.sources.resize_with(at + 1, SourceRows::default);
         }
-        gather(&mut self.time, &order);
-        gather(&mut self.ktime_ns, &order);
-        gather(&mut self.pid, &order);
-        gather(&mut self.tid, &order);
-        gather(&mut self.comm, &order);
-        gather(&mut self.cgroup_id, &order);
-        gather(&mut self.nr, &order);
-        gather(&mut self.ret, &order);
-        gather(&mut self.source, &order);
+        let rows = &mut self.sources[at];
+        rows.time.push(row.time_micros);
+        rows.ktime_ns.push(row.ktime_ns);
+        rows.pid.push(row.pid);
+        rows.tid.push(row.tid);
+        rows.comm.push(row.comm);
+        rows.cgroup_id.push(row.cgroup_id);
+        rows.nr.push(row.nr);
+        rows.ret.push(row.ret);
+        self.rows += 1;
     }
 
-    /// Turns the rows into a batch of [`SYSCALL_SCHEMA`] and starts over. `name_of` names a
-    /// syscall number (`None`: "unknown").
+    /// Turns the rows into a batch of [`SYSCALL_SCHEMA`] and starts over, keeping the
+    /// builder's memory for the next batch. `name_of` names a syscall number (`None`:
+    /// "unknown").
     pub fn finish(
         &mut self,
         host: &str,
         name_of: impl Fn(i32) -> Option<&'static str>,
     ) -> RecordBatch {
-        let rows = self.len();
-        let mut taken = std::mem::take(self);
-        taken.group_by_source();
+        let rows = self.rows;
+        // Source after source, into vectors of the exact size (handed to Arrow as they are).
+        fn concat<T: Copy>(
+            sources: &[SourceRows],
+            rows: usize,
+            column: impl Fn(&SourceRows) -> &Vec<T>,
+        ) -> Vec<T> {
+            let mut out = Vec::with_capacity(rows);
+            for source in sources {
+                out.extend_from_slice(column(source));
+            }
+            out
+        }
+        let sources = &self.sources;
+        let time = concat(sources, rows, |s| &s.time);
+        let ktime_ns = concat(sources, rows, |s| &s.ktime_ns);
+        let pid = concat(sources, rows, |s| &s.pid);
+        let tid = concat(sources, rows, |s| &s.tid);
+        let comm = concat(sources, rows, |s| &s.comm);
+        let cgroup_id = concat(sources, rows, |s| &s.cgroup_id);
+        let nr = concat(sources, rows, |s| &s.nr);
+        let ret = concat(sources, rows, |s| &s.ret);
+        for source in &mut self.sources {
+            let len = source.time.len();
+            source.clear(len);
+        }
+        self.rows = 0;
+        let comms = std::mem::take(&mut self.comms);
+        self.comm_keys.clear();
+
         // Names: one dictionary entry per distinct number in the batch, found through a table
         // indexed by number (syscall numbers are small; others share the "unknown" entry).
         const TABLE: usize = 1024;
@@ -651,7 +699,7 @@ impl SyscallBuilder {
             }
             *slot
         };
-        let name_keys: Int32Array = taken.nr.iter().map(|&nr| key(nr)).collect();
+        let name_keys: Int32Array = nr.iter().map(|&nr| key(nr)).collect();
         let dictionary = |keys: Int32Array, values: StringArray| -> ArrayRef {
             Arc::new(
                 DictionaryArray::<Int32Type>::try_new(keys, Arc::new(values))
@@ -659,19 +707,19 @@ impl SyscallBuilder {
             )
         };
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(TimestampMicrosecondArray::from(taken.time).with_timezone("UTC")),
-            Arc::new(UInt64Array::from(taken.ktime_ns)),
+            Arc::new(TimestampMicrosecondArray::from(time).with_timezone("UTC")),
+            Arc::new(UInt64Array::from(ktime_ns)),
             Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
                 host, rows,
             ))),
-            Arc::new(Int32Array::from(taken.pid)),
-            Arc::new(Int32Array::from(taken.tid)),
-            dictionary(Int32Array::from(taken.comm), StringArray::from(taken.comms)),
-            Arc::new(UInt64Array::from(taken.cgroup_id)),
+            Arc::new(Int32Array::from(pid)),
+            Arc::new(Int32Array::from(tid)),
+            dictionary(Int32Array::from(comm), StringArray::from(comms)),
+            Arc::new(UInt64Array::from(cgroup_id)),
             arrow::array::new_null_array(&DataType::Utf8, rows),
-            Arc::new(Int32Array::from(taken.nr)),
+            Arc::new(Int32Array::from(nr)),
             dictionary(name_keys, StringArray::from(names)),
-            Arc::new(Int64Array::from(taken.ret)),
+            Arc::new(Int64Array::from(ret)),
         ];
         batch(&SYSCALL_SCHEMA, columns)
     }
@@ -993,6 +1041,77 @@ mod tests {
         assert_eq!(argv.value(1).len(), 2);
         let uid = batch.column_by_name("uid").unwrap();
         assert!(uid.is_null(0) && !uid.is_null(1) && uid.is_null(2) && !uid.is_null(3));
+    }
+
+    #[test]
+    fn syscall_rows_come_out_source_by_source_and_the_builder_starts_over() {
+        use arrow::array::AsArray;
+        use arrow::datatypes::{Int64Type, UInt64Type};
+        fn row(source: u32, ktime_ns: u64, comm: i32) -> SyscallRow {
+            SyscallRow {
+                time_micros: ktime_ns as i64,
+                ktime_ns,
+                pid: 1,
+                tid: 1,
+                comm,
+                cgroup_id: 1,
+                nr: 39,
+                ret: ktime_ns as i64,
+                source,
+            }
+        }
+        fn comms(batch: &RecordBatch) -> Vec<String> {
+            let dict = batch
+                .column_by_name("comm")
+                .unwrap()
+                .as_dictionary::<Int32Type>();
+            let values = dict.values().as_string::<i32>();
+            dict.keys()
+                .iter()
+                .map(|k| values.value(k.unwrap() as usize).to_string())
+                .collect()
+        }
+        let mut b = SyscallBuilder::default();
+        let sh = b.intern_comm("sh");
+        for (source, ktime) in [(1, 10), (0, 20), (1, 30), (0, 40), (7, 5)] {
+            b.append(row(source, ktime, sh));
+        }
+        let first = b.finish("h", |_| Some("getpid"));
+        let ktimes = |batch: &RecordBatch| -> Vec<u64> {
+            let column = batch.column_by_name("ktime_ns").unwrap();
+            column.as_primitive::<UInt64Type>().values().to_vec()
+        };
+        assert_eq!(
+            ktimes(&first),
+            [20, 40, 10, 30, 5],
+            "by source, arrival order within"
+        );
+        let rets = first
+            .column_by_name("ret")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        assert_eq!(
+            rets.values().to_vec(),
+            [20, 40, 10, 30, 5],
+            "columns stay aligned"
+        );
+        assert!(b.is_empty());
+
+        // The next batch holds only its own rows, with a dictionary of its own comms.
+        let nginx = b.intern_comm("nginx");
+        b.append(row(1, 50, nginx));
+        let second = b.finish("h", |_| Some("getpid"));
+        assert_eq!(ktimes(&second), [50]);
+        assert_eq!(comms(&second), ["nginx"]);
+        let dict = second
+            .column_by_name("comm")
+            .unwrap()
+            .as_dictionary::<Int32Type>();
+        assert_eq!(
+            dict.values().len(),
+            1,
+            "comms of the previous batch are gone"
+        );
     }
 
     #[test]

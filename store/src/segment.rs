@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::layout::{self, Partition, Store, segment_file_name};
 use crate::manifest::{Manifest, ManifestEntry, ManifestOp, NewEntry};
-use crate::{Result, StoreError};
+use crate::{Result, StoreError, Table};
 
 /// A segment that is sealed: renamed into its partition and listed in the manifest.
 #[derive(Debug, Clone)]
@@ -26,12 +26,12 @@ pub struct SealedSegment {
     pub entry: ManifestEntry,
 }
 
-/// Parquet settings for every segment: zstd, dictionaries, page statistics for pruning, and a
-/// small bloom filter on `container_id` so a container's rows are found without reading the
-/// row groups of the others.
-pub fn writer_properties() -> WriterProperties {
+/// Parquet settings for the segments of `table`: zstd, dictionaries, page statistics for
+/// pruning, and a small bloom filter on `container_id` so a container's rows are found without
+/// reading the row groups of the others.
+pub fn writer_properties(table: Table) -> WriterProperties {
     let container = ColumnPath::from("container_id");
-    WriterProperties::builder()
+    let mut properties = WriterProperties::builder()
         .set_column_bloom_filter_enabled(container.clone(), true)
         // Containers per node are hundreds, not millions: a filter sized for that is ~1 KiB.
         .set_column_bloom_filter_max_ndv(container.clone(), 512)
@@ -50,9 +50,23 @@ pub fn writer_properties() -> WriterProperties {
         .set_dictionary_enabled(true)
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(1 << 20))
-        .set_created_by(format!("quarry {}", env!("CARGO_PKG_VERSION")))
-        .build()
+        .set_created_by(format!("quarry {}", env!("CARGO_PKG_VERSION")));
+    if table == Table::Syscall {
+        // The raw stream is sealed at millions of rows a second, and min/max per value is a
+        // good part of that work. Keep statistics where they prune (time, container, process)
+        // and drop them where a page's range says nothing: one host, syscalls, results, and
+        // names and cgroups that follow the container and process columns.
+        for column in RAW_STREAM_COLUMNS_WITHOUT_STATISTICS {
+            properties = properties
+                .set_column_statistics_enabled(ColumnPath::from(column), EnabledStatistics::None);
+        }
+    }
+    properties.build()
 }
+
+/// Columns of the `syscall` table written without statistics (see [`writer_properties`]).
+const RAW_STREAM_COLUMNS_WITHOUT_STATISTICS: [&str; 6] =
+    ["host", "comm", "cgroup_id", "nr", "name", "ret"];
 
 /// Groups an event batch by `container_id` (rows without one, the host's, first; then
 /// containers in id order), so each container's rows sit together in a segment and the page
@@ -166,7 +180,7 @@ impl Store {
         layout::refuse_symlink(&self.staging_dir())?;
 
         let batch = &cluster_by_container(batch)?;
-        let (bytes, sha256) = write_parquet(&staged, batch).inspect_err(|_| {
+        let (bytes, sha256) = write_parquet(&staged, table, batch).inspect_err(|_| {
             // Nothing was logged yet; a partial file must not linger (e.g. on a full disk).
             let _ = fs::remove_file(&staged);
         })?;
@@ -313,18 +327,19 @@ fn older_than(path: &Path, age: std::time::Duration) -> bool {
 }
 
 /// Writes `batch` to `path` as zstd Parquet, fsyncs it and returns (size, sha256).
-fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(u64, String)> {
-    write_parquet_batches(path, &batch.schema(), std::slice::from_ref(batch))
+fn write_parquet(path: &Path, table: Table, batch: &RecordBatch) -> Result<(u64, String)> {
+    write_parquet_batches(path, table, std::slice::from_ref(batch))
 }
 
-/// Writes `batches` (all of `schema`) to a new file at `path` as zstd Parquet with the store's
-/// settings, fsyncs it and returns (size, sha256). The file must not exist yet. Compaction and
-/// export write through this so every Parquet file Quarry makes is encoded the same way.
+/// Writes `batches` (all of `table`'s schema) to a new file at `path` as zstd Parquet with the
+/// store's settings, fsyncs it and returns (size, sha256). The file must not exist yet.
+/// Compaction writes through this so every segment Quarry makes is encoded the same way.
 pub fn write_parquet_batches(
     path: &Path,
-    schema: &arrow::datatypes::SchemaRef,
+    table: Table,
     batches: &[RecordBatch],
 ) -> Result<(u64, String)> {
+    let schema = crate::schema::schema_of(table);
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -335,8 +350,8 @@ pub fn write_parquet_batches(
         source,
     };
     let sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
-    let mut writer = ArrowWriter::try_new(sink, schema.clone(), Some(writer_properties()))
-        .map_err(parquet_err)?;
+    let mut writer =
+        ArrowWriter::try_new(sink, schema, Some(writer_properties(table))).map_err(parquet_err)?;
     for batch in batches {
         writer.write(batch).map_err(parquet_err)?;
     }
@@ -405,6 +420,27 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn raw_stream_segments_keep_statistics_only_where_they_prune() {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.parquet");
+        let b = batch(&[(Some("aaa"), 5, 0), (None, 9, 1)]);
+        write_parquet_batches(&path, Table::Syscall, &[b]).unwrap();
+        let reader = SerializedFileReader::new(fs::File::open(&path).unwrap()).unwrap();
+        let row_group = reader.metadata().row_group(0);
+        let with_statistics: Vec<String> = row_group
+            .columns()
+            .iter()
+            .filter(|c| c.statistics().is_some())
+            .map(|c| c.column_path().string())
+            .collect();
+        assert_eq!(
+            with_statistics,
+            ["time", "ktime_ns", "pid", "tid", "container_id"]
+        );
     }
 
     #[test]

@@ -340,12 +340,8 @@ fn an_interrupted_compaction_is_finished_by_recovery() {
     }
     let rel = sources[0].path.replace(".parquet", "-merged.parquet");
     let path = store.resolve(&rel).unwrap();
-    let (bytes, sha256) = quarry_store::segment::write_parquet_batches(
-        &path,
-        &quarry_store::schema::schema_of(Table::Process),
-        &batches,
-    )
-    .unwrap();
+    let (bytes, sha256) =
+        quarry_store::segment::write_parquet_batches(&path, Table::Process, &batches).unwrap();
     quarry_store::Manifest::new(store.manifest_path())
         .append(quarry_store::manifest::NewEntry {
             op: quarry_store::ManifestOp::Add,

@@ -109,29 +109,33 @@ pub const RAW_BATCH_SLOTS: usize = 128;
 /// sent by the recorder's periodic flush.)
 pub const RAW_BATCH_MAX_AGE_NS: u64 = 2_000_000;
 
-/// [`RawSlot::nr`] of a slot that names the thread of the syscall slots after it.
+/// [`RawSlot::nr`] of the first slot of a thread record (a [`RawThread`], two slots long),
+/// which names the thread of the syscall slots after it.
 pub const RAW_SLOT_THREAD: i32 = -1;
 
-/// One 32-byte slot of a [`RawBatch`]: a syscall (`nr >= 0`) or, when `nr` is
-/// [`RAW_SLOT_THREAD`], the thread the syscall slots after it belong to (read it as a
+/// One 24-byte slot of a [`RawBatch`]: a syscall (`nr >= 0`) or, when `nr` is
+/// [`RAW_SLOT_THREAD`], the first half of a thread record (read the two slots as a
 /// [`RawThread`]).
 ///
 /// The raw stream is the one part of the recording that runs on every syscall of the machine,
-/// so a slot carries only what changes per call. Who made the call (pid and comm) is written
-/// once per run of calls from the same thread, and again after a call that may rename it
-/// (exec, prctl), which saves the comm helper and 24 bytes per call.
+/// so a slot carries only what changes per call. Who made the call (pid, comm and cgroup) is
+/// written once per run of calls from the same thread, and again after a call that may rename
+/// it (exec, prctl), which saves two helper calls and 24 bytes per call.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RawSlot {
     pub nr: i32,
     pub tid: u32,
     pub ktime_ns: u64,
-    /// Inode number of the task's cgroup v2 directory.
-    pub cgroup_id: u64,
     pub ret: i64,
 }
 
-/// A [`RawSlot`] read as a thread slot (same size, `nr` and `tid` in the same place).
+/// Two [`RawSlot`]s read as a thread record (`nr` and `tid` in the same place as a slot's).
+///
+/// The cgroup is read here, not per call: a batch always starts with a thread record and the
+/// CPU's thread changes are each recorded, so a task moved to another cgroup while it keeps
+/// running on its CPU is attributed to the new cgroup from the next batch on (at most
+/// [`RAW_BATCH_SLOTS`] calls or [`RAW_BATCH_MAX_AGE_NS`] later).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RawThread {
@@ -141,8 +145,14 @@ pub struct RawThread {
     /// Process id (the kernel's tgid) of the thread.
     pub pid: u32,
     pub _pad: u32,
+    /// Inode number of the thread's cgroup v2 directory.
+    pub cgroup_id: u64,
     pub comm: [u8; COMM_LEN],
+    pub _reserved: u64,
 }
+
+/// Slots a [`RawThread`] takes.
+pub const RAW_THREAD_SLOTS: usize = 2;
 
 /// The fixed part of a [`RawBatch`]; the ring-buffer record is this followed by `len` slots.
 #[repr(C)]
@@ -150,13 +160,13 @@ pub struct RawThread {
 pub struct RawBatchHeader {
     /// Always [`KIND_RAW_BATCH`].
     pub kind: u32,
-    /// Slots filled.
+    /// Slots filled (a thread record counts as [`RAW_THREAD_SLOTS`]).
     pub len: u32,
     /// Syscall slots among them: what is counted as lost if the batch cannot be sent.
     pub calls: u32,
     /// Non-zero while a program is writing the batch (the flush program then leaves it).
     pub busy: u32,
-    /// Thread of the last thread slot, 0 at the start of a batch.
+    /// Thread of the last thread record, 0 at the start of a batch.
     pub last_tid: u32,
     /// CPU the batch was filled on: one CPU's batches, and the slots in each, are in time
     /// order.
@@ -173,17 +183,19 @@ pub const RAW_BATCH_HEADER_LEN: usize = core::mem::size_of::<RawBatchHeader>();
 /// [`RAW_BATCH_MAX_AGE_NS`], or when the recorder asks (quiet CPUs, shutdown). One record per
 /// batch instead of one per syscall is what makes recording every syscall affordable.
 ///
-/// A batch is self-contained: its first syscall slot is always preceded by a thread slot, so a
+/// A batch is self-contained: its first syscall slot is always preceded by a thread record, so a
 /// batch lost to a full ring buffer takes no other batch's meaning with it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct RawBatch {
     pub header: RawBatchHeader,
-    pub slots: [RawSlot; RAW_BATCH_SLOTS],
+    /// One slot more than a batch fills, so a thread record starting at any slot index the
+    /// kernel side can compute stays inside the value (what the verifier checks).
+    pub slots: [RawSlot; RAW_BATCH_SLOTS + 1],
 }
 
-const _: () = assert!(core::mem::size_of::<RawSlot>() == 32);
-const _: () = assert!(core::mem::size_of::<RawThread>() == 32);
+const _: () = assert!(core::mem::size_of::<RawSlot>() == 24);
+const _: () = assert!(core::mem::size_of::<RawThread>() == RAW_THREAD_SLOTS * 24);
 const _: () = assert!(RAW_BATCH_SLOTS.is_power_of_two());
 
 /// A syscall Quarry decodes (files, network, privilege and escape signals), sent at its exit:

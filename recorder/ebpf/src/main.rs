@@ -35,8 +35,8 @@ use quarry_recorder_common::{
     ARGV_LEN, ArgCopy, COPY_RAW, COPY_SOCKADDR, COPY_STR, CallArgs, CallEvent, DROPS_SLOT,
     EventHeader, ExecEvent, ExitEvent, FILENAME_LEN, ForkEvent, KIND_CALL, KIND_EXEC, KIND_EXIT,
     KIND_FORK, KIND_RAW_BATCH, KIND_TCP_STATE, KernelOffsets, MAX_CGROUP_DEPTH, MAX_FILTER_CGROUPS,
-    RAW_BATCH_HEADER_LEN, RAW_BATCH_MAX_AGE_NS, RAW_BATCH_SLOTS, RAW_SLOT_THREAD, RawBatch,
-    RawSlot, RawThread, SHORT_STR_LEN, SOCKADDR_LEN, STR_LEN, TcpStateEvent, UNREADABLE,
+    RAW_BATCH_HEADER_LEN, RAW_BATCH_MAX_AGE_NS, RAW_BATCH_SLOTS, RAW_SLOT_THREAD, RAW_THREAD_SLOTS,
+    RawBatch, RawSlot, RawThread, SHORT_STR_LEN, SOCKADDR_LEN, STR_LEN, TcpStateEvent, UNREADABLE,
     entry_plan, is_exec_memory, nr,
 };
 
@@ -459,9 +459,13 @@ fn send_raw_batch(batch: &mut RawBatch) {
     batch.header.last_tid = 0;
 }
 
+/// Slots that must be free before a syscall is added: a thread record and the call.
+const RAW_ROOM: usize = RAW_THREAD_SLOTS + 1;
+
 /// Exit of every syscall, attached only with `--syscalls all`: the raw stream. A BTF
 /// tracepoint rather than a raw one, so `orig_ax` is a plain load instead of a helper call;
-/// rows go into the CPU's [`RawBatch`] instead of one ring-buffer record each.
+/// rows go into the CPU's [`RawBatch`] instead of one ring-buffer record each. Per call it
+/// reads only the clock; pid, comm and cgroup go in a thread record when the thread changes.
 #[btf_tracepoint(function = "sys_exit")]
 pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -480,7 +484,7 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
         let nr = core::ptr::read_volatile(regs.add(ORIG_AX_OFFSET) as *const i64) as i32;
         let now = bpf_ktime_get_ns();
         core::ptr::write_volatile(&mut batch.header.busy, 1);
-        if batch.header.len as usize > RAW_BATCH_SLOTS - 2 {
+        if batch.header.len as usize > RAW_BATCH_SLOTS - RAW_ROOM {
             send_raw_batch(batch);
         }
         if batch.header.len == 0 {
@@ -495,14 +499,17 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
             || nr == nr::EXECVEAT as i32
             || nr == nr::PRCTL as i32
         {
+            // At most RAW_BATCH_SLOTS - 1: the record's second slot is still inside `slots`.
             let i = batch.header.len as usize & (RAW_BATCH_SLOTS - 1);
             let thread = &mut batch.slots[i] as *mut RawSlot as *mut RawThread;
             (*thread).marker = RAW_SLOT_THREAD;
             (*thread).tid = tid;
             (*thread).pid = (pid_tgid >> 32) as u32;
             (*thread)._pad = 0;
+            (*thread).cgroup_id = bpf_get_current_cgroup_id();
             (*thread).comm = bpf_get_current_comm().unwrap_or([0; 16]);
-            batch.header.len += 1;
+            (*thread)._reserved = 0;
+            batch.header.len += RAW_THREAD_SLOTS as u32;
             batch.header.last_tid = tid;
         }
         let i = batch.header.len as usize & (RAW_BATCH_SLOTS - 1);
@@ -510,12 +517,11 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
             nr,
             tid,
             ktime_ns: now,
-            cgroup_id: bpf_get_current_cgroup_id(),
             ret,
         };
         batch.header.len += 1;
         batch.header.calls += 1;
-        if batch.header.len as usize > RAW_BATCH_SLOTS - 2
+        if batch.header.len as usize > RAW_BATCH_SLOTS - RAW_ROOM
             || now.wrapping_sub(batch.header.first_ktime_ns) >= RAW_BATCH_MAX_AGE_NS
         {
             send_raw_batch(batch);
