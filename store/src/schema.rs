@@ -579,6 +579,54 @@ impl SourceRows {
 /// below it): a bogus source must not allocate a list per number.
 const MAX_SOURCES: usize = 4096;
 
+/// An empty vector for `len` values of a column of the raw stream. Such a vector is written
+/// once and handed to Arrow, so its memory is always fresh: large ones are backed by huge pages
+/// where the kernel offers them, one page fault per 2 MiB instead of per 4 KiB.
+fn column_vec<T>(len: usize) -> Vec<T> {
+    const HUGE_PAGE: usize = 2 << 20;
+    let v = Vec::with_capacity(len);
+    let bytes = len * size_of::<T>();
+    if bytes >= 2 * HUGE_PAGE {
+        let start = (v.as_ptr() as usize).next_multiple_of(HUGE_PAGE);
+        let end = (v.as_ptr() as usize + bytes) / HUGE_PAGE * HUGE_PAGE;
+        if end > start {
+            // SAFETY: advice on memory this vector owns and has not touched; it changes how
+            // the pages are backed, not their contents. Failure (no THP) changes nothing.
+            unsafe {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    v
+}
+
+/// A string column holding `value` `rows` times, built in bulk.
+fn repeated_string(value: &str, rows: usize) -> ArrayRef {
+    let fits = |n: usize| i32::try_from(n).is_ok();
+    if !value.len().checked_mul(rows).is_some_and(fits) || !fits(rows) {
+        // Beyond 32-bit offsets: the checked way says so.
+        return Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+            value, rows,
+        )));
+    }
+    let len = value.len() as i32;
+    let mut offsets = column_vec::<i32>(rows + 1);
+    offsets.extend((0..=rows as i32).map(|i| i * len));
+    let mut values = column_vec::<u8>(value.len() * rows);
+    for _ in 0..rows {
+        values.extend_from_slice(value.as_bytes());
+    }
+    // SAFETY: offsets start at 0, grow by the length of a valid UTF-8 string and end at the
+    // length of `values`, which is that string repeated.
+    Arc::new(unsafe {
+        StringArray::new_unchecked(
+            arrow::buffer::OffsetBuffer::new_unchecked(offsets.into()),
+            values.into(),
+            None,
+        )
+    })
+}
+
 /// One raw-stream row for [`SyscallBuilder::append`]; `comm` is a key from
 /// [`SyscallBuilder::intern_comm`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -648,7 +696,7 @@ impl SyscallBuilder {
             rows: usize,
             column: impl Fn(&SourceRows) -> &Vec<T>,
         ) -> Vec<T> {
-            let mut out = Vec::with_capacity(rows);
+            let mut out = column_vec(rows);
             for source in sources {
                 out.extend_from_slice(column(source));
             }
@@ -699,22 +747,26 @@ impl SyscallBuilder {
             }
             *slot
         };
-        let name_keys: Int32Array = nr.iter().map(|&nr| key(nr)).collect();
-        let dictionary = |keys: Int32Array, values: StringArray| -> ArrayRef {
-            Arc::new(
-                DictionaryArray::<Int32Type>::try_new(keys, Arc::new(values))
-                    .expect("every key indexes its dictionary"),
-            )
+        let mut name_keys = column_vec(rows);
+        name_keys.extend(nr.iter().map(|&nr| key(nr)));
+        let dictionary = |keys: Vec<i32>, values: StringArray| -> ArrayRef {
+            // SAFETY: every key was handed out by the dictionary's own interning (comms by
+            // `intern_comm`, names by `key` above), so each indexes a value; checking millions
+            // of keys again is what this skips.
+            Arc::new(unsafe {
+                DictionaryArray::<Int32Type>::new_unchecked(
+                    Int32Array::from(keys),
+                    Arc::new(values),
+                )
+            })
         };
         let columns: Vec<ArrayRef> = vec![
             Arc::new(TimestampMicrosecondArray::from(time).with_timezone("UTC")),
             Arc::new(UInt64Array::from(ktime_ns)),
-            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
-                host, rows,
-            ))),
+            repeated_string(host, rows),
             Arc::new(Int32Array::from(pid)),
             Arc::new(Int32Array::from(tid)),
-            dictionary(Int32Array::from(comm), StringArray::from(comms)),
+            dictionary(comm, StringArray::from(comms)),
             Arc::new(UInt64Array::from(cgroup_id)),
             arrow::array::new_null_array(&DataType::Utf8, rows),
             Arc::new(Int32Array::from(nr)),
@@ -1112,6 +1164,22 @@ mod tests {
             1,
             "comms of the previous batch are gone"
         );
+    }
+
+    #[test]
+    fn repeated_strings_are_whole_strings() {
+        use arrow::array::AsArray;
+        let texts = |value: &str, rows: usize| -> Vec<String> {
+            let column = repeated_string(value, rows);
+            let column = column.as_string::<i32>();
+            column.iter().map(|v| v.unwrap().to_string()).collect()
+        };
+        assert_eq!(texts("node-1", 3), ["node-1", "node-1", "node-1"]);
+        assert_eq!(texts("", 2), ["", ""]);
+        assert!(texts("node-1", 0).is_empty());
+        // Large enough for the huge-page advice: still the same string everywhere.
+        let many = texts("h", 5 << 20);
+        assert!(many.len() == 5 << 20 && many.iter().all(|v| v == "h"));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use arrow::array::{AsArray, UInt32Array};
+use arrow::array::{Array, AsArray, UInt32Array};
 use arrow::compute::take_record_batch;
 use arrow::record_batch::RecordBatch;
 use chrono::Utc;
@@ -83,6 +83,9 @@ fn cluster_by_container(batch: &RecordBatch) -> Result<RecordBatch> {
     else {
         return Ok(batch.clone());
     };
+    if container.null_count() == container.len() {
+        return Ok(batch.clone());
+    }
     // None sorts first: the host's rows, then containers in id order.
     let keys: Vec<Option<&str>> = container.iter().collect();
     let Some(order) = grouped_order(&keys) else {
