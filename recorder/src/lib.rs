@@ -22,6 +22,7 @@ pub mod stats;
 pub mod syscalls;
 
 use std::future::Future;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -193,6 +194,7 @@ pub struct Recorder {
     ebpf: Ebpf,
     ring: RingBuf<MapData>,
     drops: PerCpuArray<MapData, u64>,
+    misses: RecursionMisses,
     stats: Arc<Stats>,
     recovered_segments: usize,
 }
@@ -275,6 +277,7 @@ impl Recorder {
             attach_raw_stream(&mut ebpf)?;
         }
         attach_tcp_state(&mut ebpf, &tracefs)?;
+        let misses = RecursionMisses::of(&ebpf);
 
         Ok(Recorder {
             config,
@@ -282,6 +285,7 @@ impl Recorder {
             ebpf,
             ring,
             drops,
+            misses,
             stats: Arc::new(Stats::default()),
             recovered_segments,
         })
@@ -337,7 +341,7 @@ impl Recorder {
                     }
                 }
                 _ = gap_check.tick() => {
-                    st.gaps.read(&self.drops, &mut st.batches, &self.stats);
+                    st.gaps.read(&self.drops, &self.misses, &mut st.batches, &self.stats);
                 }
                 _ = raw_flush.tick(), if raw_stream => {
                     flush_raw_batches(&self.ebpf, &cpus, false);
@@ -355,6 +359,7 @@ impl Recorder {
         let Recorder {
             mut ring,
             drops,
+            misses,
             stats,
             mut ebpf,
             ..
@@ -367,7 +372,7 @@ impl Recorder {
         }
         drop(ebpf);
         drain_ring(&mut ring, &mut st, &clock, &stats);
-        st.gaps.read(&drops, &mut st.batches, &stats);
+        st.gaps.read(&drops, &misses, &mut st.batches, &stats);
         submit_all(&mut st, &sealer, &stats);
         sealer.finish();
         Ok(Summary {
@@ -595,10 +600,57 @@ fn drain_ring(ring: &mut RingBuf<MapData>, st: &mut DrainState, clock: &WallCloc
         .store(st.batches.len() as u64, Ordering::Relaxed);
 }
 
+/// Runs the kernel skipped: a tracing program does not run on a CPU where it is already
+/// running (an instance preempted mid-run, a tracepoint hit from inside a program), and the
+/// kernel only counts those skips, per program, in the program's fdinfo (`recursion_misses`).
+/// Each skip is a syscall or event not recorded; the count is read like the ring buffer's drops.
+struct RecursionMisses {
+    /// A duplicate of each program's fd, so the count stays readable after a program is
+    /// detached at shutdown (the kernel keeps a program while an fd refers to it).
+    programs: Vec<OwnedFd>,
+}
+
+impl RecursionMisses {
+    fn of(ebpf: &Ebpf) -> RecursionMisses {
+        let programs = ebpf
+            .programs()
+            .filter_map(|(_, program)| program.fd().ok())
+            .filter_map(|fd| fd.as_fd().try_clone_to_owned().ok())
+            .collect();
+        RecursionMisses { programs }
+    }
+
+    /// Runs skipped so far, all programs together.
+    fn total(&self) -> u64 {
+        self.programs
+            .iter()
+            .filter_map(|fd| {
+                let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
+                    .ok()?;
+                fdinfo_recursion_misses(&info)
+            })
+            .sum()
+    }
+}
+
+/// The `recursion_misses` line of a BPF program's fdinfo.
+fn fdinfo_recursion_misses(fdinfo: &str) -> Option<u64> {
+    fdinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("recursion_misses:"))
+        .and_then(|count| count.trim().parse().ok())
+}
+
+/// `gap` rows of runs skipped by recursion protection carry this CPU: the kernel does not say
+/// on which CPU a program was skipped.
+pub const GAP_CPU_UNKNOWN: i32 = -1;
+
 /// Turns the kernel's per-CPU drop counters into `gap` rows: each increase of a CPU's counter
-/// between two reads is a gap on that CPU in that interval.
+/// between two reads is a gap on that CPU in that interval. Runs skipped by recursion
+/// protection become gap rows too, on [`GAP_CPU_UNKNOWN`].
 struct GapTracker {
     last: Vec<u64>,
+    last_misses: u64,
     since: chrono::DateTime<chrono::Utc>,
 }
 
@@ -606,34 +658,49 @@ impl GapTracker {
     fn new() -> GapTracker {
         GapTracker {
             last: Vec::new(),
+            last_misses: 0,
             since: chrono::Utc::now(),
         }
     }
 
-    fn read(&mut self, drops: &PerCpuArray<MapData, u64>, batches: &mut Batches, stats: &Stats) {
+    fn read(
+        &mut self,
+        drops: &PerCpuArray<MapData, u64>,
+        misses: &RecursionMisses,
+        batches: &mut Batches,
+        stats: &Stats,
+    ) {
         let Ok(per_cpu) = drops.get(&DROPS_SLOT, 0) else {
             return;
         };
+        let missed = misses.total();
         let now = chrono::Utc::now();
         let now_ktime = WallClock::monotonic_now_ns();
+        let mut gap = |cpu: i32, lost: u64| {
+            stats.count(Table::Gap);
+            batches.push_gap(GapRow {
+                time: now,
+                ktime_ns: now_ktime,
+                since: self.since,
+                cpu,
+                lost,
+            });
+        };
         self.last.resize(per_cpu.len(), 0);
         for (cpu, (&count, last)) in per_cpu.iter().zip(self.last.iter_mut()).enumerate() {
             if count > *last {
-                stats.count(Table::Gap);
-                batches.push_gap(GapRow {
-                    time: now,
-                    ktime_ns: now_ktime,
-                    since: self.since,
-                    cpu: cpu as i32,
-                    lost: count - *last,
-                });
+                gap(cpu as i32, count - *last);
                 *last = count;
             }
+        }
+        if missed > self.last_misses {
+            gap(GAP_CPU_UNKNOWN, missed - self.last_misses);
+            self.last_misses = missed;
         }
         self.since = now;
         stats
             .kernel_drops
-            .store(per_cpu.iter().sum(), Ordering::Relaxed);
+            .store(per_cpu.iter().sum::<u64>() + missed, Ordering::Relaxed);
     }
 }
 
@@ -657,4 +724,19 @@ fn submit_all(st: &mut DrainState, sealer: &Sealer, stats: &Stats) {
         submit(partition, container_batch(host, &containers));
     }
     stats.rows_buffered.store(0, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recursion_misses_are_read_from_fdinfo() {
+        let fdinfo = "pos:\t0\nflags:\t02000002\nmnt_id:\t16\nino:\t2061\nprog_type:\t26\n\
+                      prog_jited:\t1\nprog_tag:\tb2a645855b0ad254\nmemlock:\t4096\nprog_id:\t91\n\
+                      run_time_ns:\t0\nrun_cnt:\t0\nrecursion_misses:\t17\nverified_insns:\t212\n";
+        assert_eq!(fdinfo_recursion_misses(fdinfo), Some(17));
+        // Kernels before the counter existed: nothing to add.
+        assert_eq!(fdinfo_recursion_misses("prog_type:\t26\n"), None);
+    }
 }

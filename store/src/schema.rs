@@ -780,7 +780,9 @@ impl SyscallBuilder {
 // ---- gap -----------------------------------------------------------------------------------
 
 /// Schema of the `gap` table: where evidence is missing. Each row says that between `since`
-/// and `time`, `lost` records did not fit in the ring buffer on CPU `cpu`.
+/// and `time`, `lost` records did not fit in the ring buffer on CPU `cpu`, or, with `cpu` -1,
+/// that the kernel skipped `lost` program runs (recursion protection: events not recorded, on
+/// a CPU it does not name).
 pub static GAP_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
         Field::new("time", time_type(), false),
