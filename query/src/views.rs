@@ -97,7 +97,11 @@ FROM action
 UNION ALL
 SELECT time, ktime_ns, host, CAST(NULL AS VARCHAR), CAST(NULL AS INT), CAST(NULL AS INT),
        CAST(NULL AS VARCHAR), CAST(NULL AS BIGINT UNSIGNED), 'gap', 'lost',
-       concat(lost, ' records lost on CPU ', cpu, ' since ', CAST(since AS VARCHAR)),
+       CASE WHEN cpu >= 0
+            THEN concat(lost, ' records lost on CPU ', cpu, ' since ', CAST(since AS VARCHAR))
+            ELSE concat(lost, ' events skipped by the kernel (program recursion) since ',
+                        CAST(since AS VARCHAR))
+       END,
        CAST(NULL AS BIGINT), dt, hour
 FROM gap";
 

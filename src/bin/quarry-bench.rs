@@ -42,7 +42,7 @@ fn main() -> anyhow::Result<()> {
         ["isolate", container, rest @ ..] => isolate_bench(container, rest),
         ["query", rest @ ..] => query_bench::run(rest),
         _ => bail!(
-            "usage: quarry-bench recorder [--calls N] [--rounds N] [--format json] | \
+            "usage: quarry-bench recorder [--calls N] [--rounds N] [--pin] [--format json] | \
              quarry-bench isolate CONTAINER [--runs N] | quarry-bench loop getpid|mixed N | \
              quarry-bench query generate|run ..."
         ),
@@ -91,9 +91,43 @@ fn mixed_workload(n: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where the recorder bench runs its processes: anywhere (the scheduler decides, the loop and
+/// the recorder compete for CPUs), or, with `--pin`, the loop alone on one CPU and the recorder
+/// on another, which measures what recording costs the traced thread itself.
+#[derive(Clone, Copy, PartialEq)]
+enum Placement {
+    Shared,
+    Pinned,
+}
+
+/// CPUs of [`Placement::Pinned`].
+const LOOP_CPU: usize = 1;
+const RECORDER_CPU: usize = 0;
+
+/// Runs `command` on `cpu` only (when given).
+fn on_cpu(command: &mut Command, cpu: Option<usize>) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    if let Some(cpu) = cpu {
+        // SAFETY: the closure runs in the child between fork and exec and only makes one
+        // async-signal-safe system call on stack data.
+        unsafe {
+            command.pre_exec(move || {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(cpu, &mut set);
+                if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    command
+}
+
 /// The loop, run in a child process so its threads and cgroup are its own.
-fn run_loop(calls: u64) -> anyhow::Result<f64> {
-    let out = Command::new(std::env::current_exe()?)
+fn run_loop(calls: u64, placement: Placement) -> anyhow::Result<f64> {
+    let cpu = (placement == Placement::Pinned).then_some(LOOP_CPU);
+    let out = on_cpu(&mut Command::new(std::env::current_exe()?), cpu)
         .args(["loop", "getpid", &calls.to_string()])
         .output()?;
     if !out.status.success() {
@@ -117,8 +151,9 @@ struct Recorder {
 }
 
 impl Recorder {
-    fn start(store: &Path, extra: &[&str]) -> anyhow::Result<Recorder> {
-        let mut child = Command::new(quarry_binary()?)
+    fn start(store: &Path, extra: &[&str], placement: Placement) -> anyhow::Result<Recorder> {
+        let cpu = (placement == Placement::Pinned).then_some(RECORDER_CPU);
+        let mut child = on_cpu(&mut Command::new(quarry_binary()?), cpu)
             .args(["record", "--quiet", "--format", "json", "--store"])
             .arg(store)
             .args(extra)
@@ -266,14 +301,23 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
     let mut calls: u64 = 5_000_000;
     let mut rounds: usize = 3;
     let mut json = false;
+    let mut placement = Placement::Shared;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match *a {
             "--calls" => calls = it.next().context("--calls N")?.parse()?,
             "--rounds" => rounds = it.next().context("--rounds N")?.parse::<usize>()?.max(1),
             "--format" => json = it.next() == Some(&"json"),
+            "--pin" => placement = Placement::Pinned,
             other => bail!("unknown argument {other}"),
         }
+    }
+    if placement == Placement::Pinned
+        && std::thread::available_parallelism().map_or(1, |n| n.get()) < 2
+    {
+        bail!(
+            "--pin needs two online CPUs (the loop on CPU {LOOP_CPU}, the recorder on CPU {RECORDER_CPU})"
+        );
     }
     let dir = tempfile::tempdir()?;
     let cgroup2 = quarry_containers::CgroupFs::detect().context("no cgroup2 mount")?;
@@ -282,11 +326,11 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
 
     // Rounds of bare, filtered and fully recorded loops, each ratio taken against the bare
     // loop of its own round: a VM's speed drifts between minutes more than between seconds.
-    run_loop(calls / 10)?;
+    run_loop(calls / 10, placement)?;
     let mut results: Vec<RecorderRound> = Vec::new();
     let mut sizes_full = Vec::new();
     for round in 0..rounds {
-        let bare = run_loop(calls)?;
+        let bare = run_loop(calls, placement)?;
 
         // Attached, but every event filtered out in the kernel (the loop is not in the cgroup
         // the recorder is restricted to): the floor of having the programs attached.
@@ -298,10 +342,11 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
                 "--cgroup-path",
                 &empty.0.display().to_string(),
             ],
+            placement,
         );
         let filtered = match rec {
             Ok(rec) => {
-                let t = run_loop(calls)?;
+                let t = run_loop(calls, placement)?;
                 rec.stop()?;
                 Some(t)
             }
@@ -313,9 +358,13 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
 
         // Everything recorded: every getpid becomes a syscall row.
         let full_store = dir.path().join(format!("full-{round}"));
-        let rec = Recorder::start(&full_store, &["--syscalls", "all", "--seal-interval", "2s"])?;
+        let rec = Recorder::start(
+            &full_store,
+            &["--syscalls", "all", "--seal-interval", "2s"],
+            placement,
+        )?;
         let started = Instant::now();
-        let full = run_loop(calls)?;
+        let full = run_loop(calls, placement)?;
         let loop_secs = started.elapsed().as_secs_f64();
         std::thread::sleep(Duration::from_millis(200));
         let rss = rec.peak_rss_kib();
@@ -351,7 +400,7 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
 
     // A mixed workload, sealed in large segments, for bytes per row of every table.
     let mixed_store = dir.path().join("mixed");
-    let rec = Recorder::start(&mixed_store, &["--seal-interval", "1h"])?;
+    let rec = Recorder::start(&mixed_store, &["--seal-interval", "1h"], Placement::Shared)?;
     let status = Command::new(std::env::current_exe()?)
         .args(["loop", "mixed", "2000"])
         .status()?;
@@ -370,6 +419,7 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
     let report = serde_json::json!({
         "calls": calls,
         "rounds": rounds,
+        "pinned": placement == Placement::Pinned,
         "bare_ns_per_call": bare,
         "filtered_ns_per_call": filtered,
         "filtered_ratio": (!filtered_ratios.is_empty()).then(|| median(filtered_ratios.clone())),
@@ -396,7 +446,13 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
                 median(ratios.to_vec())
             )
         };
-        println!("getpid loop, {calls} calls, {rounds} rounds (medians)");
+        println!(
+            "getpid loop, {calls} calls, {rounds} rounds (medians){}",
+            match placement {
+                Placement::Shared => "; loop and recorder placed by the scheduler",
+                Placement::Pinned => "; loop pinned to CPU 1, recorder to CPU 0",
+            }
+        );
         println!("  bare                 {bare:>7.1} ns/call");
         if let Some(f) = filtered {
             println!(
