@@ -74,7 +74,7 @@ pub fn identity(h: &EventHeader, clock: &WallClock) -> RowIdentity {
     }
 }
 
-/// One slot of a raw-stream batch.
+/// One item of a raw-stream batch: a thread record (two slots) or a call (one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RawItem {
     /// The thread the following calls belong to.
@@ -283,7 +283,7 @@ mod tests {
         let items: Vec<RawItem> = slots.collect();
         assert_eq!(items.len(), 3);
         let RawItem::Thread(t) = items[0] else {
-            panic!("thread slot first")
+            panic!("thread record first")
         };
         assert_eq!(
             (t.pid, t.tid, t.cgroup_id, &t.comm[..3]),

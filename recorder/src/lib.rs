@@ -3,8 +3,9 @@
 //!
 //! ```text
 //! tracepoints ──► ring buffer ──(drain tick)──► decode ──► Batches ──(seal tick)──► Sealer ──► store
-//!  │  └► DROPS (per CPU)      ▲
-//!  └► sys_exit ──► RawBatch (per CPU) ──(full, 2 ms old, or flushed every 100 ms)
+//!  │  │                        ▲                              ▲
+//!  │  └► sys_exit ──► RawBatch (per CPU), sent when full, 2 ms old or flushed (every 100 ms)
+//!  └► DROPS (per CPU) and the programs' recursion_misses ──(gap tick)──► gap rows
 //! ```
 //!
 //! [`Recorder::start`] does every check and the whole load before returning, so a caller knows

@@ -10,7 +10,8 @@
 //! - kernel structures are read at offsets the recorder found in BTF ([`KernelOffsets`]), so one
 //!   object runs on any kernel with BTF;
 //! - a record that does not fit in the ring buffer is counted per CPU in `DROPS`: evidence may
-//!   be lost under a flood, but never silently.
+//!   be lost under a flood, but never silently (a run the kernel skips because the program is
+//!   already running on that CPU is counted by the kernel; the recorder reads that count too).
 
 #![no_std]
 #![no_main]
