@@ -579,27 +579,6 @@ impl SourceRows {
 /// below it): a bogus source must not allocate a list per number.
 const MAX_SOURCES: usize = 4096;
 
-/// An empty vector for `len` values of a column of the raw stream. Such a vector is written
-/// once and handed to Arrow, so its memory is always fresh: large ones are backed by huge pages
-/// where the kernel offers them, one page fault per 2 MiB instead of per 4 KiB.
-fn column_vec<T>(len: usize) -> Vec<T> {
-    const HUGE_PAGE: usize = 2 << 20;
-    let v = Vec::with_capacity(len);
-    let bytes = len * size_of::<T>();
-    if bytes >= 2 * HUGE_PAGE {
-        let start = (v.as_ptr() as usize).next_multiple_of(HUGE_PAGE);
-        let end = (v.as_ptr() as usize + bytes) / HUGE_PAGE * HUGE_PAGE;
-        if end > start {
-            // SAFETY: advice on memory this vector owns and has not touched; it changes how
-            // the pages are backed, not their contents. Failure (no THP) changes nothing.
-            unsafe {
-                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
-            }
-        }
-    }
-    v
-}
-
 /// A string column holding `value` `rows` times, built in bulk.
 fn repeated_string(value: &str, rows: usize) -> ArrayRef {
     let fits = |n: usize| i32::try_from(n).is_ok();
@@ -610,9 +589,9 @@ fn repeated_string(value: &str, rows: usize) -> ArrayRef {
         )));
     }
     let len = value.len() as i32;
-    let mut offsets = column_vec::<i32>(rows + 1);
+    let mut offsets = Vec::with_capacity(rows + 1);
     offsets.extend((0..=rows as i32).map(|i| i * len));
-    let mut values = column_vec::<u8>(value.len() * rows);
+    let mut values = Vec::with_capacity(value.len() * rows);
     for _ in 0..rows {
         values.extend_from_slice(value.as_bytes());
     }
@@ -696,7 +675,7 @@ impl SyscallBuilder {
             rows: usize,
             column: impl Fn(&SourceRows) -> &Vec<T>,
         ) -> Vec<T> {
-            let mut out = column_vec(rows);
+            let mut out = Vec::with_capacity(rows);
             for source in sources {
                 out.extend_from_slice(column(source));
             }
@@ -747,7 +726,7 @@ impl SyscallBuilder {
             }
             *slot
         };
-        let mut name_keys = column_vec(rows);
+        let mut name_keys = Vec::with_capacity(rows);
         name_keys.extend(nr.iter().map(|&nr| key(nr)));
         let dictionary = |keys: Vec<i32>, values: StringArray| -> ArrayRef {
             // SAFETY: every key was handed out by the dictionary's own interning (comms by
@@ -1179,7 +1158,7 @@ mod tests {
         assert_eq!(texts("node-1", 3), ["node-1", "node-1", "node-1"]);
         assert_eq!(texts("", 2), ["", ""]);
         assert!(texts("node-1", 0).is_empty());
-        // Large enough for the huge-page advice: still the same string everywhere.
+        // Many rows: still the same string everywhere.
         let many = texts("h", 5 << 20);
         assert!(many.len() == 5 << 20 && many.iter().all(|v| v == "h"));
     }
