@@ -34,7 +34,7 @@ use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{BtfTracePoint, RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader, RawTracePointRunOptions, TestRun};
 use quarry_recorder_common::{DECODED_SYSCALLS, DROPS_SLOT, MAX_FILTER_CGROUPS};
-use quarry_store::schema::{GapRow, ProcessEvent, container_batch};
+use quarry_store::schema::{GAP_CPU_UNKNOWN, GapRow, ProcessEvent, container_batch};
 use quarry_store::{Partition, Store, StoreError, Table};
 use tokio::time::MissedTickBehavior;
 
@@ -641,10 +641,6 @@ fn fdinfo_recursion_misses(fdinfo: &str) -> Option<u64> {
         .find_map(|line| line.strip_prefix("recursion_misses:"))
         .and_then(|count| count.trim().parse().ok())
 }
-
-/// `gap` rows of runs skipped by recursion protection carry this CPU: the kernel does not say
-/// on which CPU a program was skipped.
-pub const GAP_CPU_UNKNOWN: i32 = -1;
 
 /// Turns the kernel's per-CPU drop counters into `gap` rows: each increase of a CPU's counter
 /// between two reads is a gap on that CPU in that interval. Runs skipped by recursion

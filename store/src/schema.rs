@@ -536,7 +536,6 @@ pub static SYSCALL_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
 #[derive(Default)]
 pub struct SyscallBuilder {
     sources: Vec<SourceRows>,
-    rows: usize,
     comms: Vec<String>,
     comm_keys: HashMap<String, i32>,
 }
@@ -555,9 +554,10 @@ struct SourceRows {
 }
 
 impl SourceRows {
-    /// Empties the columns, keeping at most about twice the memory `len` rows needed so one
-    /// burst does not pin its memory for good.
-    fn clear(&mut self, len: usize) {
+    /// Empties the columns, keeping at most about twice the memory the rows they held needed,
+    /// so one burst does not pin its memory for good.
+    fn clear(&mut self) {
+        let len = self.time.len();
         fn clear_column<T>(column: &mut Vec<T>, len: usize) {
             column.clear();
             if column.capacity() > 2 * len {
@@ -624,11 +624,11 @@ pub struct SyscallRow {
 
 impl SyscallBuilder {
     pub fn len(&self) -> usize {
-        self.rows
+        self.sources.iter().map(|s| s.time.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rows == 0
+        self.sources.iter().all(|s| s.time.is_empty())
     }
 
     /// The key of `comm` for [`SyscallRow::comm`].
@@ -657,7 +657,6 @@ impl SyscallBuilder {
         rows.cgroup_id.push(row.cgroup_id);
         rows.nr.push(row.nr);
         rows.ret.push(row.ret);
-        self.rows += 1;
     }
 
     /// Turns the rows into a batch of [`SYSCALL_SCHEMA`] and starts over, keeping the
@@ -668,7 +667,7 @@ impl SyscallBuilder {
         host: &str,
         name_of: impl Fn(i32) -> Option<&'static str>,
     ) -> RecordBatch {
-        let rows = self.rows;
+        let rows = self.len();
         // Source after source, into vectors of the exact size (handed to Arrow as they are).
         fn concat<T: Copy>(
             sources: &[SourceRows],
@@ -691,10 +690,8 @@ impl SyscallBuilder {
         let nr = concat(sources, rows, |s| &s.nr);
         let ret = concat(sources, rows, |s| &s.ret);
         for source in &mut self.sources {
-            let len = source.time.len();
-            source.clear(len);
+            source.clear();
         }
-        self.rows = 0;
         let comms = std::mem::take(&mut self.comms);
         self.comm_keys.clear();
 
@@ -726,8 +723,7 @@ impl SyscallBuilder {
             }
             *slot
         };
-        let mut name_keys = Vec::with_capacity(rows);
-        name_keys.extend(nr.iter().map(|&nr| key(nr)));
+        let name_keys: Vec<i32> = nr.iter().map(|&nr| key(nr)).collect();
         let dictionary = |keys: Vec<i32>, values: StringArray| -> ArrayRef {
             // SAFETY: every key was handed out by the dictionary's own interning (comms by
             // `intern_comm`, names by `key` above), so each indexes a value; checking millions
@@ -759,9 +755,9 @@ impl SyscallBuilder {
 // ---- gap -----------------------------------------------------------------------------------
 
 /// Schema of the `gap` table: where evidence is missing. Each row says that between `since`
-/// and `time`, `lost` records did not fit in the ring buffer on CPU `cpu`, or, with `cpu` -1,
-/// that the kernel skipped `lost` program runs (recursion protection: events not recorded, on
-/// a CPU it does not name).
+/// and `time`, `lost` records did not fit in the ring buffer on CPU `cpu`, or, with `cpu`
+/// [`GAP_CPU_UNKNOWN`] (-1), that the kernel skipped `lost` program runs (recursion protection:
+/// events not recorded, on a CPU it does not name).
 pub static GAP_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
         Field::new("time", time_type(), false),
@@ -772,6 +768,10 @@ pub static GAP_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("lost", DataType::UInt64, false),
     ]))
 });
+
+/// [`GapRow::cpu`] of runs the kernel skipped by recursion protection: it does not say on
+/// which CPU a program was skipped.
+pub const GAP_CPU_UNKNOWN: i32 = -1;
 
 /// One row of the `gap` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
