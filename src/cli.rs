@@ -90,7 +90,8 @@ Examples:
   sudo quarry record
   sudo quarry record --store /srv/quarry --duration 10m --seal-interval 10s
   sudo quarry record --containers web,db
-  sudo quarry record --syscalls all           also keep every syscall (the raw stream)")]
+  sudo quarry record --syscalls all           also keep every syscall (the raw stream)
+  sudo quarry record --syscalls all --exact-syscall-times   ... each with its own clock reading")]
 pub struct RecordArgs {
     /// Store directory (created if missing)
     #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
@@ -113,6 +114,11 @@ pub struct RecordArgs {
     /// table; files, network and privilege signals are decoded either way
     #[arg(long, value_enum, default_value_t = SyscallsArg::Off)]
     pub syscalls: SyscallsArg,
+    /// With `--syscalls all`: read the clock on every syscall. By default a thread's calls read
+    /// it on its first call on a CPU and every 16th after, and the others are stored with the
+    /// window they fall in (`ktime_slack_ns`): the clock is most of a recorded call's cost
+    #[arg(long, requires = "syscalls")]
+    pub exact_syscall_times: bool,
     /// Size of the kernel ring buffer (a power of two of at least 4K, e.g. 16M): larger absorbs
     /// longer bursts before events are dropped (and counted in the `gap` table). Default 16M,
     /// 64M with `--syscalls all`

@@ -22,6 +22,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
         SyscallsArg::Off => SyscallMode::Off,
         SyscallsArg::All => SyscallMode::All,
     };
+    config.exact_syscall_times = args.exact_syscall_times;
     // The raw stream runs at millions of events a second: the larger buffer carries it over
     // the drain loop's pauses (handing a sealed batch over) without drops.
     config.ring_bytes = args.ring_size.unwrap_or(match config.syscalls {

@@ -5,8 +5,8 @@
 
 use quarry_recorder_common::{
     CallEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent, KIND_CALL, KIND_EXEC, KIND_EXIT,
-    KIND_FORK, KIND_RAW_BATCH, KIND_TCP_STATE, RAW_BATCH_HEADER_LEN, RAW_SLOT_THREAD,
-    RawBatchHeader, RawSlot, RawThread, TcpStateEvent, read_record,
+    KIND_FORK, KIND_RAW_BATCH, KIND_TCP_STATE, RAW_BATCH_HEADER_LEN, RAW_KTIME_UNREAD,
+    RAW_SLOT_THREAD, RawBatchHeader, RawSlot, RawThread, TcpStateEvent, read_record,
 };
 use quarry_store::schema::{ProcessEvent, ProcessRow, RowIdentity};
 
@@ -79,7 +79,22 @@ pub fn identity(h: &EventHeader, clock: &WallClock) -> RowIdentity {
 pub enum RawItem {
     /// The thread the following calls belong to.
     Thread(RawThread),
-    Call(RawSlot),
+    Call(RawCall),
+}
+
+/// A call of the raw stream, with its time settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawCall {
+    pub nr: i32,
+    pub tid: u32,
+    pub ret: i64,
+    /// When the call returned; for a call that did not read the clock, a lower bound: the
+    /// CPU's previous reading plus one nanosecond per call since, so a CPU's (and a thread's)
+    /// calls stay in order.
+    pub ktime_ns: u64,
+    /// `None` when the call read the clock. Otherwise the call returned after `ktime_ns` and
+    /// at most this much later (the span between the readings around it).
+    pub ktime_slack_ns: Option<u64>,
 }
 
 /// The slots of a raw-stream batch, in the order they were written.
@@ -89,6 +104,59 @@ pub struct RawSlots<'a> {
     pub cpu: u32,
     /// The slots not read yet.
     rest: &'a [u8],
+    /// The clock when the batch was sent.
+    sent_ktime_ns: u64,
+    /// The last reading of a call, and the calls without one since.
+    last_reading: u64,
+    unread_since: u64,
+    /// The reading after the current run of calls without one, once looked up.
+    next_reading: Option<u64>,
+}
+
+impl<'a> RawSlots<'a> {
+    /// The clock reading of the first call in `slots` that has one; the batch's send time
+    /// when none has.
+    fn next_reading(&self, mut slots: &'a [u8]) -> u64 {
+        // SAFETY: as in `next`.
+        while let Some(slot) = unsafe { read_record::<RawSlot>(slots) } {
+            let len = if slot.nr == RAW_SLOT_THREAD {
+                size_of::<RawThread>()
+            } else if slot.ktime_ns != RAW_KTIME_UNREAD {
+                return slot.ktime_ns;
+            } else {
+                size_of::<RawSlot>()
+            };
+            slots = slots.get(len..).unwrap_or_default();
+        }
+        self.sent_ktime_ns
+    }
+
+    /// Settles the time of a call slot.
+    fn call(&mut self, slot: RawSlot, after: &'a [u8]) -> RawCall {
+        let (ktime_ns, ktime_slack_ns) = if slot.ktime_ns != RAW_KTIME_UNREAD {
+            self.last_reading = slot.ktime_ns;
+            self.unread_since = 0;
+            self.next_reading = None;
+            (slot.ktime_ns, None)
+        } else {
+            self.unread_since += 1;
+            let next = match self.next_reading {
+                Some(next) => next,
+                None => *self.next_reading.insert(self.next_reading(after)),
+            };
+            // The whole span, the same for the run (it compresses to almost nothing); at
+            // least 1 so that "no slack" stays reserved for calls that read the clock.
+            let slack = next.saturating_sub(self.last_reading).max(1);
+            (self.last_reading + self.unread_since, Some(slack))
+        };
+        RawCall {
+            nr: slot.nr,
+            tid: slot.tid,
+            ret: slot.ret,
+            ktime_ns,
+            ktime_slack_ns,
+        }
+    }
 }
 
 impl Iterator for RawSlots<'_> {
@@ -98,14 +166,13 @@ impl Iterator for RawSlots<'_> {
         // SAFETY: both slot types are plain old data; read_record checks the length (a thread
         // record cut short by the end of the batch ends the iteration).
         let slot: RawSlot = unsafe { read_record(self.rest) }?;
-        let (item, len) = if slot.nr == RAW_SLOT_THREAD {
+        if slot.nr == RAW_SLOT_THREAD {
             let thread: RawThread = unsafe { read_record(self.rest) }?;
-            (RawItem::Thread(thread), size_of::<RawThread>())
-        } else {
-            (RawItem::Call(slot), size_of::<RawSlot>())
-        };
-        self.rest = &self.rest[len..];
-        Some(item)
+            self.rest = &self.rest[size_of::<RawThread>()..];
+            return Some(RawItem::Thread(thread));
+        }
+        self.rest = &self.rest[size_of::<RawSlot>()..];
+        Some(RawItem::Call(self.call(slot, self.rest)))
     }
 }
 
@@ -118,6 +185,10 @@ fn raw_batch(bytes: &[u8]) -> Result<RawSlots<'_>, DecodeError> {
     Ok(RawSlots {
         cpu: header.cpu,
         rest,
+        sent_ktime_ns: header.sent_ktime_ns,
+        last_reading: header.first_ktime_ns,
+        unread_since: 0,
+        next_reading: None,
     })
 }
 
@@ -197,8 +268,8 @@ pub fn decode<'a>(bytes: &'a [u8], clock: &WallClock) -> Result<Record<'a>, Deco
 #[cfg(test)]
 pub(crate) mod raw_batch_bytes {
     use quarry_recorder_common::{
-        COMM_LEN, KIND_RAW_BATCH, RAW_BATCH_HEADER_LEN, RAW_SLOT_THREAD, RAW_THREAD_SLOTS,
-        RawBatchHeader, RawSlot, RawThread,
+        COMM_LEN, KIND_RAW_BATCH, RAW_BATCH_HEADER_LEN, RAW_KTIME_UNREAD, RAW_SLOT_THREAD,
+        RAW_THREAD_SLOTS, RawBatchHeader, RawSlot, RawThread,
     };
 
     /// A thread record.
@@ -231,8 +302,18 @@ pub(crate) mod raw_batch_bytes {
         Call(RawSlot),
     }
 
-    /// The ring-buffer record of a batch of these slots: header and filled slots only.
+    /// The ring-buffer record of a batch of these slots: header and filled slots only, sent
+    /// right after its last clock reading.
     pub fn encode(items: &[RawItemBytes]) -> Vec<u8> {
+        let readings = items.iter().filter_map(|i| match i {
+            RawItemBytes::Call(c) if c.ktime_ns != RAW_KTIME_UNREAD => Some(c.ktime_ns),
+            _ => None,
+        });
+        encode_sent_at(items, readings.max().unwrap_or(0))
+    }
+
+    /// [`encode`], for a batch sent at `sent_ktime_ns`.
+    pub fn encode_sent_at(items: &[RawItemBytes], sent_ktime_ns: u64) -> Vec<u8> {
         fn bytes_of<T>(v: &T) -> &[u8] {
             // SAFETY: the records are plain old data.
             unsafe { std::slice::from_raw_parts(v as *const T as *const u8, size_of::<T>()) }
@@ -250,6 +331,14 @@ pub(crate) mod raw_batch_bytes {
                 .iter()
                 .filter(|i| matches!(i, RawItemBytes::Call(_)))
                 .count() as u32,
+            first_ktime_ns: items
+                .iter()
+                .find_map(|i| match i {
+                    RawItemBytes::Call(c) => Some(c.ktime_ns),
+                    _ => None,
+                })
+                .unwrap_or(0),
+            sent_ktime_ns,
             ..Default::default()
         };
         let mut out = bytes_of(&header).to_vec();
@@ -291,11 +380,12 @@ mod tests {
         );
         assert_eq!(
             items[2],
-            RawItem::Call(RawSlot {
+            RawItem::Call(RawCall {
                 nr: 0,
                 tid: 11,
+                ret: -9,
                 ktime_ns: 2_000,
-                ret: -9
+                ktime_slack_ns: None,
             })
         );
         // A record shorter than the slots its header announces is refused whole.
@@ -303,6 +393,47 @@ mod tests {
             decode(&bytes[..bytes.len() - 1], &WallClock::with_offset_ns(0)),
             Err(DecodeError::Short { .. })
         ));
+    }
+
+    /// Calls that did not read the clock sit just after the reading before them, in order,
+    /// with the span to the reading after them (or to the batch's send time) as slack.
+    #[test]
+    fn raw_calls_without_a_reading_are_bounded_by_the_readings_around_them() {
+        use super::raw_batch_bytes::{call, encode_sent_at, thread};
+        let unread = RAW_KTIME_UNREAD;
+        let bytes = encode_sent_at(
+            &[
+                thread(10, 11, 7, "sh"),
+                call(11, 39, 1_000, 0),
+                call(11, 39, unread, 0),
+                call(11, 39, unread, 0),
+                // A thread change reads the clock; the thread record is skipped when
+                // looking for the next reading.
+                thread(20, 21, 8, "nginx"),
+                call(21, 0, 5_000, 0),
+                call(21, 0, unread, 0),
+            ],
+            9_000,
+        );
+        let Ok(Record::RawBatch(slots)) = decode(&bytes, &WallClock::with_offset_ns(0)) else {
+            panic!("a raw batch");
+        };
+        let times: Vec<(u64, Option<u64>)> = slots
+            .filter_map(|item| match item {
+                RawItem::Call(c) => Some((c.ktime_ns, c.ktime_slack_ns)),
+                RawItem::Thread(_) => None,
+            })
+            .collect();
+        assert_eq!(
+            times,
+            [
+                (1_000, None),
+                (1_001, Some(4_000)),
+                (1_002, Some(4_000)),
+                (5_000, None),
+                (5_001, Some(4_000)),
+            ]
+        );
     }
 
     fn header(kind: u32) -> EventHeader {

@@ -4,7 +4,8 @@
 //! ```text
 //! tracepoints ──► ring buffer ──(drain tick)──► decode ──► Batches ──(seal tick)──► Sealer ──► store
 //!  │  │                        ▲                              ▲
-//!  │  └► sys_exit ──► RawBatch (per CPU), sent when full, 2 ms old or flushed (every 100 ms)
+//!  │  └► sys_exit ──► RawBatch (per CPU), sent when full, 2 ms old, at a context switch
+//!  │                  after calls that skipped the clock, or flushed (every 100 ms)
 //!  └► DROPS (per CPU) and the programs' recursion_misses ──(gap tick)──► gap rows
 //! ```
 //!
@@ -33,7 +34,7 @@ use arrow::record_batch::RecordBatch;
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{BtfTracePoint, RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader, RawTracePointRunOptions, TestRun};
-use quarry_recorder_common::{DECODED_SYSCALLS, DROPS_SLOT, MAX_FILTER_CGROUPS};
+use quarry_recorder_common::{DECODED_SYSCALLS, DROPS_SLOT, MAX_FILTER_CGROUPS, RAW_CLOCK_EVERY};
 use quarry_store::schema::{GAP_CPU_UNKNOWN, GapRow, ProcessEvent, container_batch};
 use quarry_store::{Partition, Store, StoreError, Table};
 use tokio::time::MissedTickBehavior;
@@ -147,6 +148,9 @@ pub struct RecorderConfig {
     pub cgroup_filter: Vec<u64>,
     /// Record the raw syscall stream (`syscall` table).
     pub syscalls: SyscallMode,
+    /// Read the clock for every call of the raw stream, instead of for a thread's first call
+    /// and every [`RAW_CLOCK_EVERY`]th after it (the others then have a `ktime_slack_ns`).
+    pub exact_syscall_times: bool,
 }
 
 /// Whether the raw syscall stream is recorded.
@@ -168,6 +172,7 @@ impl RecorderConfig {
             ring_bytes: 16 << 20,
             cgroup_filter: Vec::new(),
             syscalls: SyscallMode::Off,
+            exact_syscall_times: false,
         }
     }
 }
@@ -223,10 +228,16 @@ impl Recorder {
                 given: config.cgroup_filter.len(),
             });
         }
+        let clock_every: u32 = if config.exact_syscall_times {
+            1
+        } else {
+            RAW_CLOCK_EVERY
+        };
         let mut ebpf = EbpfLoader::new()
             .override_global("RECORDER_TGID", &recorder_tgid, true)
             .override_global("OFFSETS", &offsets, true)
             .override_global("FILTER_CGROUPS", &filtering, true)
+            .override_global("RAW_CLOCK_EVERY_CALLS", &clock_every, true)
             .map_max_entries("EVENTS", config.ring_bytes)
             .load(EBPF_OBJECT)?;
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(RecorderError::Map {
@@ -366,8 +377,10 @@ impl Recorder {
             ..
         } = self;
         if raw_stream {
-            if let Ok(prog) = program_mut::<BtfTracePoint>(&mut ebpf, "sys_exit") {
-                let _ = prog.unload();
+            for program in RAW_STREAM_PROGRAMS {
+                if let Ok(prog) = program_mut::<BtfTracePoint>(&mut ebpf, program) {
+                    let _ = prog.unload();
+                }
             }
             flush_raw_batches(&ebpf, &cpus, true);
         }
@@ -409,16 +422,22 @@ fn attach_raw(
     Ok(())
 }
 
-/// Attaches the raw stream (a BTF tracepoint on sys_exit) and loads the program that sends a
-/// quiet CPU's batch.
+/// BTF tracepoints of the raw stream: every syscall's exit, and the context switches that
+/// end a thread's run of calls on a CPU (see the kernel side).
+const RAW_STREAM_PROGRAMS: [&str; 2] = ["sys_exit", "sched_switch"];
+
+/// Attaches the raw stream's programs and loads the one that sends a quiet CPU's batch.
 fn attach_raw_stream(ebpf: &mut Ebpf) -> Result<(), RecorderError> {
-    let program = "sys_exit";
-    let btf = aya::Btf::from_sys_fs()
-        .map_err(|source| RecorderError::BtfTracePoint { program, source })?;
-    let err = |source| RecorderError::Program { program, source };
-    let prog: &mut BtfTracePoint = program_mut(ebpf, program)?;
-    prog.load("sys_exit", &btf).map_err(err)?;
-    prog.attach().map_err(err)?;
+    let btf = aya::Btf::from_sys_fs().map_err(|source| RecorderError::BtfTracePoint {
+        program: RAW_STREAM_PROGRAMS[0],
+        source,
+    })?;
+    for program in RAW_STREAM_PROGRAMS {
+        let err = |source| RecorderError::Program { program, source };
+        let prog: &mut BtfTracePoint = program_mut(ebpf, program)?;
+        prog.load(program, &btf).map_err(err)?;
+        prog.attach().map_err(err)?;
+    }
     let program = "flush_raw_batch";
     let prog: &mut RawTracePoint = program_mut(ebpf, program)?;
     prog.load()

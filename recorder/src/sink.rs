@@ -155,16 +155,16 @@ impl Batches {
         let mut current: Option<(i64, &mut SyscallBuilder)> = None;
         let mut comm_key: Option<i32> = None;
         for item in slots {
-            let slot = match item {
+            let call = match item {
                 RawItem::Thread(t) => {
                     observe(t.cgroup_id);
                     thread = Some((t.pid as i32, c_string(&t.comm), t.cgroup_id));
                     comm_key = None;
                     continue;
                 }
-                RawItem::Call(slot) => slot,
+                RawItem::Call(call) => call,
             };
-            let time_micros = clock.to_micros(slot.ktime_ns);
+            let time_micros = clock.to_micros(call.ktime_ns);
             let hour = time_micros.div_euclid(HOUR_MICROS);
             if current.as_ref().is_none_or(|(h, _)| *h != hour) {
                 let Pending::Syscall(b) = self.partition(Table::Syscall, hour) else {
@@ -180,18 +180,19 @@ impl Batches {
             // kernel/user mismatch) is still kept, attributed to its thread id.
             let (pid, comm, cgroup_id) = match &thread {
                 Some((pid, comm, cgroup_id)) => (*pid, comm.as_str(), *cgroup_id),
-                None => (slot.tid as i32, "", 0),
+                None => (call.tid as i32, "", 0),
             };
             let comm = *comm_key.get_or_insert_with(|| builder.intern_comm(comm));
             builder.append(SyscallRow {
                 time_micros,
-                ktime_ns: slot.ktime_ns,
+                ktime_ns: call.ktime_ns,
                 pid,
-                tid: slot.tid as i32,
+                tid: call.tid as i32,
                 comm,
                 cgroup_id,
-                nr: slot.nr,
-                ret: slot.ret,
+                nr: call.nr,
+                ret: call.ret,
+                ktime_slack_ns: call.ktime_slack_ns,
                 source,
             });
             rows += 1;

@@ -356,6 +356,7 @@ fn generate_hour(store: &Store, g: &GenerateArgs, hour: u32) -> anyhow::Result<(
                             cgroup_id: id.cgroup_id,
                             nr,
                             ret: (k % 4096) as i64,
+                            ktime_slack_ns: None,
                             source: 0,
                         });
                         containers.append_option(id.container_id.as_deref());

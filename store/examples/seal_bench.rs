@@ -134,6 +134,7 @@ fn stream_batch(rows: usize, rng: &mut Rng, ktime: &mut u64) -> RecordBatch {
                     cgroup_id,
                     nr,
                     ret,
+                    ktime_slack_ns: None,
                     source: 0,
                 });
                 container_of_row.push(container);
@@ -163,9 +164,19 @@ fn getpid_batch(rows: usize, rng: &mut Rng, ktime: &mut u64) -> RecordBatch {
             cpu ^= 1;
             cpu_clock[cpu] = cpu_clock[cpu].max(cpu_clock[cpu ^ 1] - 1_000_000);
         }
-        for _ in 0..128.min(rows - n) {
+        // As the kernel side writes them: the clock read every RAW_CLOCK_EVERY (16) calls,
+        // the calls between at the last reading plus one ns each, with the span as slack.
+        let (mut reading, mut slack) = (0, None);
+        for i in 0..128.min(rows - n) {
             cpu_clock[cpu] += 230 + rng.below(20);
-            let k = cpu_clock[cpu];
+            let k = if i % 16 == 0 {
+                reading = cpu_clock[cpu];
+                slack = None;
+                reading
+            } else {
+                slack = slack.or(Some(16 * 240 + rng.below(320)));
+                reading + (i % 16) as u64
+            };
             b.append(SyscallRow {
                 time_micros: 1_764_000_000_000_000 + (k / 1000) as i64,
                 ktime_ns: k,
@@ -175,6 +186,7 @@ fn getpid_batch(rows: usize, rng: &mut Rng, ktime: &mut u64) -> RecordBatch {
                 cgroup_id: 1,
                 nr: 39,
                 ret: 4242,
+                ktime_slack_ns: slack,
                 source: cpu as u32,
             });
             n += 1;

@@ -17,6 +17,7 @@ use arrow::array::{
     ListBuilder, StringArray, StringBuilder, TimestampMicrosecondArray,
     TimestampMicrosecondBuilder, UInt32Builder, UInt64Array, UInt64Builder,
 };
+use arrow::buffer::{BooleanBuffer, NullBuffer};
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
@@ -499,6 +500,12 @@ pub fn net_batch(host: &str, rows: &[NetRow]) -> RecordBatch {
 /// Schema of the `syscall` table: the raw stream. `comm` and `name` are dictionary-encoded in
 /// memory too, because this table has millions of rows per interval. (`host` stays plain text:
 /// engines merge it with the `host=` partition column, which is text.)
+///
+/// `ktime_slack_ns` says how exact a row's time is. Null: the recorder read the clock for this
+/// call, and `ktime_ns` is when it returned. Otherwise (by default most calls of a busy thread
+/// do not read the clock, which is what makes recording every call affordable) the call
+/// returned after `ktime_ns` and at most `ktime_slack_ns` later; `ktime_ns` still orders the
+/// rows of a thread and of a CPU exactly.
 pub static SYSCALL_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     let dict = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
     let fields: Vec<Field> = common_fields()
@@ -514,6 +521,7 @@ pub static SYSCALL_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
             Field::new("nr", DataType::Int32, false),
             Field::new("name", dict.clone(), false),
             Field::new("ret", DataType::Int64, false),
+            Field::new("ktime_slack_ns", DataType::UInt64, true),
         ])
         .collect();
     Arc::new(Schema::new(fields))
@@ -551,6 +559,8 @@ struct SourceRows {
     cgroup_id: Vec<u64>,
     nr: Vec<i32>,
     ret: Vec<i64>,
+    /// [`SyscallRow::ktime_slack_ns`], 0 for `None`.
+    ktime_slack_ns: Vec<u64>,
 }
 
 impl SourceRows {
@@ -572,6 +582,7 @@ impl SourceRows {
         clear_column(&mut self.cgroup_id, len);
         clear_column(&mut self.nr, len);
         clear_column(&mut self.ret, len);
+        clear_column(&mut self.ktime_slack_ns, len);
     }
 }
 
@@ -606,6 +617,13 @@ fn repeated_string(value: &str, rows: usize) -> ArrayRef {
     })
 }
 
+/// `values` as a column with nulls where they are 0.
+fn nonzero_or_null(values: Vec<u64>) -> UInt64Array {
+    let valid = BooleanBuffer::collect_bool(values.len(), |i| values[i] != 0);
+    let nulls = Some(NullBuffer::new(valid)).filter(|n| n.null_count() > 0);
+    UInt64Array::new(values.into(), nulls)
+}
+
 /// One raw-stream row for [`SyscallBuilder::append`]; `comm` is a key from
 /// [`SyscallBuilder::intern_comm`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -618,6 +636,9 @@ pub struct SyscallRow {
     pub cgroup_id: u64,
     pub nr: i32,
     pub ret: i64,
+    /// `None` when `ktime_ns` is when the call returned; otherwise it returned after
+    /// `ktime_ns` and at most this much later (the recorder did not read the clock for it).
+    pub ktime_slack_ns: Option<u64>,
     /// Where the row came from (the recorder: the CPU); not stored, it orders the batch.
     pub source: u32,
 }
@@ -657,6 +678,8 @@ impl SyscallBuilder {
         rows.cgroup_id.push(row.cgroup_id);
         rows.nr.push(row.nr);
         rows.ret.push(row.ret);
+        rows.ktime_slack_ns
+            .push(row.ktime_slack_ns.map_or(0, |s| s.max(1)));
     }
 
     /// Turns the rows into a batch of [`SYSCALL_SCHEMA`] and starts over, keeping the
@@ -689,6 +712,7 @@ impl SyscallBuilder {
         let cgroup_id = concat(sources, rows, |s| &s.cgroup_id);
         let nr = concat(sources, rows, |s| &s.nr);
         let ret = concat(sources, rows, |s| &s.ret);
+        let slack = concat(sources, rows, |s| &s.ktime_slack_ns);
         for source in &mut self.sources {
             source.clear();
         }
@@ -747,6 +771,7 @@ impl SyscallBuilder {
             Arc::new(Int32Array::from(nr)),
             dictionary(name_keys, StringArray::from(names)),
             Arc::new(Int64Array::from(ret)),
+            Arc::new(nonzero_or_null(slack)),
         ];
         batch(&SYSCALL_SCHEMA, columns)
     }
@@ -1090,6 +1115,7 @@ mod tests {
                 cgroup_id: 1,
                 nr: 39,
                 ret: ktime_ns as i64,
+                ktime_slack_ns: None,
                 source,
             }
         }
@@ -1205,6 +1231,7 @@ mod tests {
             cgroup_id: 1,
             nr: 39,
             ret: 1,
+            ktime_slack_ns: None,
             source: 0,
         });
         assert_eq!(

@@ -60,13 +60,25 @@ pub fn writer_properties(table: Table) -> WriterProperties {
             properties = properties
                 .set_column_statistics_enabled(ColumnPath::from(column), EnabledStatistics::None);
         }
+        // The slack repeats for a run of calls and changes from run to run: zstd squeezes the
+        // repeats out of plain values, where a dictionary would intern every value first.
+        properties = properties
+            .set_column_dictionary_enabled(ColumnPath::from("ktime_slack_ns"), false)
+            .set_column_encoding(ColumnPath::from("ktime_slack_ns"), Encoding::PLAIN);
     }
     properties.build()
 }
 
 /// Columns of the `syscall` table written without statistics (see [`writer_properties`]).
-const RAW_STREAM_COLUMNS_WITHOUT_STATISTICS: [&str; 6] =
-    ["host", "comm", "cgroup_id", "nr", "name", "ret"];
+const RAW_STREAM_COLUMNS_WITHOUT_STATISTICS: [&str; 7] = [
+    "host",
+    "comm",
+    "cgroup_id",
+    "nr",
+    "name",
+    "ret",
+    "ktime_slack_ns",
+];
 
 /// Groups an event batch by `container_id` (rows without one, the host's, first; then
 /// containers in id order), so each container's rows sit together in a segment and the page
@@ -389,6 +401,7 @@ mod tests {
                 cgroup_id: 1,
                 nr: 39,
                 ret,
+                ktime_slack_ns: None,
                 source: 0,
             });
         }

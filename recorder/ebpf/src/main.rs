@@ -36,9 +36,9 @@ use quarry_recorder_common::{
     ARGV_LEN, ArgCopy, COPY_RAW, COPY_SOCKADDR, COPY_STR, CallArgs, CallEvent, DROPS_SLOT,
     EventHeader, ExecEvent, ExitEvent, FILENAME_LEN, ForkEvent, KIND_CALL, KIND_EXEC, KIND_EXIT,
     KIND_FORK, KIND_RAW_BATCH, KIND_TCP_STATE, KernelOffsets, MAX_CGROUP_DEPTH, MAX_FILTER_CGROUPS,
-    RAW_BATCH_HEADER_LEN, RAW_BATCH_MAX_AGE_NS, RAW_BATCH_SLOTS, RAW_SLOT_THREAD, RAW_THREAD_SLOTS,
-    RawBatch, RawSlot, RawThread, SHORT_STR_LEN, SOCKADDR_LEN, STR_LEN, TcpStateEvent, UNREADABLE,
-    entry_plan, is_exec_memory, nr,
+    RAW_BATCH_HEADER_LEN, RAW_BATCH_MAX_AGE_NS, RAW_BATCH_SLOTS, RAW_CLOCK_EVERY, RAW_KTIME_UNREAD,
+    RAW_SLOT_THREAD, RAW_THREAD_SLOTS, RawBatch, RawSlot, RawThread, SHORT_STR_LEN, SOCKADDR_LEN,
+    STR_LEN, TcpStateEvent, UNREADABLE, entry_plan, is_exec_memory, nr,
 };
 
 /// Process id of the recorder itself: its own activity is never recorded.
@@ -66,6 +66,11 @@ static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     cred_egid: 0,
     bprm_filename: 0,
 });
+
+/// The raw stream reads the clock every this many calls of one thread (1: on every call); see
+/// [`RAW_CLOCK_EVERY`].
+#[unsafe(no_mangle)]
+static RAW_CLOCK_EVERY_CALLS: Global<u32> = Global::new(RAW_CLOCK_EVERY);
 
 /// When non-zero, only tasks in the cgroups of `CGROUP_FILTER` (or below them) are recorded.
 #[unsafe(no_mangle)]
@@ -446,6 +451,13 @@ fn send_raw_batch(batch: &mut RawBatch) {
     } else {
         len
     };
+    // The bound for the calls at the end that did not read the clock.
+    batch.header.sent_ktime_ns = if batch.header.unclocked > 0 {
+        // SAFETY: helper without memory arguments.
+        unsafe { bpf_ktime_get_ns() }
+    } else {
+        batch.header.last_ktime_ns
+    };
     let bytes = RAW_BATCH_HEADER_LEN + len * size_of::<RawSlot>();
     // SAFETY: `bytes` is at most the size of `RawBatch`, which `batch` points at.
     let data = unsafe { core::slice::from_raw_parts(batch as *const RawBatch as *const u8, bytes) };
@@ -458,6 +470,7 @@ fn send_raw_batch(batch: &mut RawBatch) {
     batch.header.len = 0;
     batch.header.calls = 0;
     batch.header.last_tid = 0;
+    batch.header.unclocked = 0;
 }
 
 /// Slots that must be free before a syscall is added: a thread record and the call.
@@ -466,7 +479,9 @@ const RAW_ROOM: usize = RAW_THREAD_SLOTS + 1;
 /// Exit of every syscall, attached only with `--syscalls all`: the raw stream. A BTF
 /// tracepoint rather than a raw one, so `orig_ax` is a plain load instead of a helper call;
 /// rows go into the CPU's [`RawBatch`] instead of one ring-buffer record each. Per call it
-/// reads only the clock; pid, comm and cgroup go in a thread record when the thread changes.
+/// reads nothing but the syscall: pid, comm and cgroup go in a thread record when the thread
+/// changes, and the clock is read for a thread's first call and then every
+/// `RAW_CLOCK_EVERY_CALLS` calls.
 #[btf_tracepoint(function = "sys_exit")]
 pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -483,23 +498,32 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     unsafe {
         let batch = &mut *batch;
         let nr = core::ptr::read_volatile(regs.add(ORIG_AX_OFFSET) as *const i64) as i32;
-        let now = bpf_ktime_get_ns();
         core::ptr::write_volatile(&mut batch.header.busy, 1);
         if batch.header.len as usize > RAW_BATCH_SLOTS - RAW_ROOM {
             send_raw_batch(batch);
         }
+        let tid = pid_tgid as u32;
+        // A new batch or thread, or a call that may have renamed this one: say who it is first.
+        let new_thread = batch.header.len == 0
+            || tid != batch.header.last_tid
+            || nr == nr::EXECVE as i32
+            || nr == nr::EXECVEAT as i32
+            || nr == nr::PRCTL as i32;
+        let ktime_ns = if new_thread || batch.header.unclocked + 1 >= RAW_CLOCK_EVERY_CALLS.load() {
+            let now = bpf_ktime_get_ns();
+            batch.header.last_ktime_ns = now;
+            batch.header.unclocked = 0;
+            now
+        } else {
+            batch.header.unclocked += 1;
+            RAW_KTIME_UNREAD
+        };
         if batch.header.len == 0 {
             batch.header.kind = KIND_RAW_BATCH;
             batch.header.cpu = bpf_get_smp_processor_id();
-            batch.header.first_ktime_ns = now;
+            batch.header.first_ktime_ns = ktime_ns;
         }
-        let tid = pid_tgid as u32;
-        // A new thread, or a call that may have renamed this one: say who it is first.
-        if tid != batch.header.last_tid
-            || nr == nr::EXECVE as i32
-            || nr == nr::EXECVEAT as i32
-            || nr == nr::PRCTL as i32
-        {
+        if new_thread {
             // At most RAW_BATCH_SLOTS - 1: the record's second slot is still inside `slots`.
             let i = batch.header.len as usize & (RAW_BATCH_SLOTS - 1);
             let thread = &mut batch.slots[i] as *mut RawSlot as *mut RawThread;
@@ -517,17 +541,50 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
         batch.slots[i] = RawSlot {
             nr,
             tid,
-            ktime_ns: now,
+            ktime_ns,
             ret,
         };
         batch.header.len += 1;
         batch.header.calls += 1;
+        // The age is that of the last reading: at most RAW_CLOCK_EVERY_CALLS calls late.
         if batch.header.len as usize > RAW_BATCH_SLOTS - RAW_ROOM
-            || now.wrapping_sub(batch.header.first_ktime_ns) >= RAW_BATCH_MAX_AGE_NS
+            || batch
+                .header
+                .last_ktime_ns
+                .wrapping_sub(batch.header.first_ktime_ns)
+                >= RAW_BATCH_MAX_AGE_NS
         {
             send_raw_batch(batch);
         }
         core::ptr::write_volatile(&mut batch.header.busy, 0);
+    }
+    0
+}
+
+/// sched_switch, attached with the raw stream: the CPU leaves a thread. The next raw-stream
+/// call on this CPU starts over with a thread record and a clock reading, so a thread's calls
+/// that skip the clock always follow a reading of its own on the same CPU with no switch in
+/// between: their `ktime_ns` orders them exactly, also when the thread moved between CPUs.
+/// Calls at the end of the batch that skipped the clock are bounded now, by sending the batch
+/// (its send time is read), rather than by whatever runs on this CPU next.
+#[btf_tracepoint(function = "sched_switch")]
+pub fn sched_switch(_ctx: BtfTracePointContext) -> i32 {
+    let Some(batch) = RAW_BATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: the per-CPU slot is this CPU's alone and the scheduler runs with preemption off.
+    // A sys_exit run preempted mid-write (`busy`) is left alone: its thread did not run
+    // anywhere else meanwhile, and its calls are bounded by the next reading on this CPU.
+    unsafe {
+        let batch = &mut *batch;
+        if core::ptr::read_volatile(&batch.header.busy) != 0 || batch.header.len == 0 {
+            return 0;
+        }
+        if batch.header.unclocked > 0 {
+            send_raw_batch(batch);
+        } else {
+            batch.header.last_tid = 0;
+        }
     }
     0
 }
