@@ -1,6 +1,7 @@
 //! What the recorder sees, end to end, as root: a real workload's files, connections and
 //! privilege/escape signals land in the right tables with the right paths, addresses, ports and
-//! results; and a flood that overflows the ring buffer is accounted for in `gap` rows.
+//! results; the raw stream's times bound every call, measured against the test's own clock; and
+//! a flood that overflows the ring buffer is accounted for in `gap` rows.
 
 mod common;
 
@@ -266,4 +267,102 @@ fn a_flood_is_accounted_for_in_gap_rows() {
         recorded + lost >= calls,
         "recorded {recorded} + lost {lost} account for the {calls} calls"
     );
+}
+
+/// CLOCK_MONOTONIC, the kernel side's clock, read through the vDSO (no syscall).
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write.
+    assert_eq!(
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) },
+        0
+    );
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Records `calls` getppid syscalls of this thread, each between two readings of the monotonic
+/// clock taken here, and returns (call windows, this thread's getppid rows ordered by ktime_ns
+/// as (ktime_ns, ktime_slack_ns)). (The first rows' `ktime_ns` may well be before the loop: a
+/// call that skips the clock is bounded from below by its thread's last reading on the CPU.)
+fn timed_getppid_calls(extra: &[&str], calls: usize) -> (Vec<(u64, u64)>, Vec<(u64, Option<u64>)>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let mut args = vec!["--syscalls", "all", "--seal-interval", "1s"];
+    args.extend_from_slice(extra);
+    let rec = RecorderProcess::start(&store, &args);
+    // SAFETY: gettid has no arguments and cannot fail.
+    let tid = unsafe { libc::gettid() } as i64;
+    let windows: Vec<(u64, u64)> = (0..calls)
+        .map(|_| {
+            let before = monotonic_ns();
+            // getppid: a syscall nothing else in this thread makes. SAFETY: no arguments.
+            unsafe { libc::syscall(libc::SYS_getppid) };
+            (before, monotonic_ns())
+        })
+        .collect();
+    let out = rec.stop_with(Signal::SIGINT);
+    assert!(out.status.success(), "{out:?}");
+    let mut rows: Vec<(u64, Option<u64>)> = rows(&store, Table::Syscall)
+        .iter()
+        .filter(|r| r["tid"] == tid && r["name"] == "getppid")
+        .map(|r| {
+            (
+                r["ktime_ns"].as_u64().unwrap(),
+                r["ktime_slack_ns"].as_u64(),
+            )
+        })
+        .collect();
+    rows.sort();
+    (windows, rows)
+}
+
+/// Checks that row i is call i: its time window (`ktime_ns` to `ktime_ns + ktime_slack_ns`)
+/// overlaps the window the call was made in, and times strictly increase.
+fn assert_rows_bracket_calls(windows: &[(u64, u64)], rows: &[(u64, Option<u64>)]) {
+    assert_eq!(rows.len(), windows.len(), "one row per call");
+    for (i, (&(before, after), &(ktime, slack))) in windows.iter().zip(rows).enumerate() {
+        // ktime_ns is exact or a lower bound, so never after the call ended; the window's end
+        // is never before the call began.
+        assert!(
+            ktime <= after,
+            "call {i}: ktime {ktime} after the call ended ({after})"
+        );
+        let end = ktime + slack.unwrap_or(0);
+        assert!(
+            end >= before,
+            "call {i}: window ends at {end}, before the call began ({before})"
+        );
+    }
+    assert!(
+        rows.windows(2).all(|w| w[0].0 < w[1].0),
+        "a thread's rows are strictly ordered by ktime_ns"
+    );
+}
+
+#[test]
+fn raw_stream_times_bound_every_call() {
+    if !require_root() {
+        return;
+    }
+    let (windows, rows) = timed_getppid_calls(&[], 4000);
+    assert_rows_bracket_calls(&windows, &rows);
+    let unread = rows.iter().filter(|r| r.1.is_some()).count();
+    assert!(
+        unread > 0 && unread < rows.len(),
+        "some calls read the clock and most did not: {unread} of {} have a slack",
+        rows.len()
+    );
+}
+
+#[test]
+fn exact_syscall_times_read_the_clock_for_every_call() {
+    if !require_root() {
+        return;
+    }
+    let (windows, rows) = timed_getppid_calls(&["--exact-syscall-times"], 2000);
+    assert_rows_bracket_calls(&windows, &rows);
+    assert!(rows.iter().all(|r| r.1.is_none()), "no row has a slack");
 }
