@@ -2,7 +2,8 @@
 //! the flood test drive.
 //!
 //! ```text
-//! sudo quarry-bench recorder [--calls N] [--rounds N] [--format json]   bare vs filtered vs fully recorded
+//! sudo quarry-bench recorder [--calls N] [--rounds N] [--pin] [--format json]
+//!                                 bare vs filtered vs fully recorded (default and exact times)
 //! quarry-bench loop getpid N                               N getpid syscalls; prints ns/call
 //! quarry-bench query generate --store DIR [--rows N]       a synthetic 100M-row store
 //! quarry-bench query run --store DIR                       timeline/hunt timings, vs DuckDB
@@ -41,13 +42,19 @@ fn main() -> anyhow::Result<()> {
         ["recorder", rest @ ..] => recorder_bench(rest),
         ["isolate", container, rest @ ..] => isolate_bench(container, rest),
         ["query", rest @ ..] => query_bench::run(rest),
-        _ => bail!(
-            "usage: quarry-bench recorder [--calls N] [--rounds N] [--pin] [--format json] | \
-             quarry-bench isolate CONTAINER [--runs N] | quarry-bench loop getpid|mixed N | \
-             quarry-bench query generate|run ..."
-        ),
+        ["--help" | "-h" | "help"] => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => bail!("{USAGE}"),
     }
 }
+
+const USAGE: &str = "\
+usage: quarry-bench recorder [--calls N] [--rounds N] [--pin] [--format json]
+       quarry-bench isolate CONTAINER [--runs N]
+       quarry-bench loop getpid|mixed N
+       quarry-bench query generate --store DIR [--rows N] | query run --store DIR";
 
 /// Runs `n` getpid syscalls and returns ns per call.
 fn getpid_loop(n: u64) -> f64 {
@@ -210,6 +217,8 @@ struct RecorderRound {
     bare: f64,
     filtered: Option<f64>,
     full: f64,
+    /// Fully recorded with `--exact-syscall-times`.
+    full_exact: f64,
     events_per_s: f64,
     drops: u64,
     rss_kib: Option<u64>,
@@ -309,7 +318,7 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
             "--rounds" => rounds = it.next().context("--rounds N")?.parse::<usize>()?.max(1),
             "--format" => json = it.next() == Some(&"json"),
             "--pin" => placement = Placement::Pinned,
-            other => bail!("unknown argument {other}"),
+            other => bail!("unknown argument {other}\n{USAGE}"),
         }
     }
     if placement == Placement::Pinned
@@ -368,18 +377,35 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
         let loop_secs = started.elapsed().as_secs_f64();
         std::thread::sleep(Duration::from_millis(200));
         let rss = rec.peak_rss_kib();
-        let summary = rec.stop()?;
+        let mut drops = rec.stop()?["kernel_drops"].as_u64().unwrap_or(0);
         sizes_full = table_sizes(&full_store)?;
         let syscall_rows = sizes_full
             .iter()
             .find(|(t, _, _)| *t == Table::Syscall)
             .map_or(0, |s| s.1);
+
+        // The same with a clock reading for every call (the default reads it for a thread's
+        // first call on a CPU and every 16th after).
+        let rec = Recorder::start(
+            &dir.path().join(format!("exact-{round}")),
+            &[
+                "--syscalls",
+                "all",
+                "--exact-syscall-times",
+                "--seal-interval",
+                "2s",
+            ],
+            placement,
+        )?;
+        let full_exact = run_loop(calls, placement)?;
+        drops += rec.stop()?["kernel_drops"].as_u64().unwrap_or(0);
         results.push(RecorderRound {
             bare,
             filtered,
             full,
+            full_exact,
             events_per_s: syscall_rows as f64 / loop_secs,
-            drops: summary["kernel_drops"].as_u64().unwrap_or(0),
+            drops,
             rss_kib: rss,
         });
     }
@@ -390,6 +416,8 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
         .all(|r| r.filtered.is_some())
         .then(|| median(results.iter().filter_map(|r| r.filtered).collect()));
     let full_ratios: Vec<f64> = results.iter().map(|r| r.full / r.bare).collect();
+    let full_exact = median(results.iter().map(|r| r.full_exact).collect());
+    let exact_ratios: Vec<f64> = results.iter().map(|r| r.full_exact / r.bare).collect();
     let filtered_ratios: Vec<f64> = results
         .iter()
         .filter_map(|r| r.filtered.map(|f| f / r.bare))
@@ -427,6 +455,9 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
         "recorded_ns_per_call": full,
         "recorded_ratio": median(full_ratios.clone()),
         "recorded_ratios": full_ratios,
+        "recorded_exact_times_ns_per_call": full_exact,
+        "recorded_exact_times_ratio": median(exact_ratios.clone()),
+        "recorded_exact_times_ratios": exact_ratios,
         "recorded_events_per_s": events_per_s,
         "kernel_drops": drops,
         "recorder_peak_rss_mib": rss.map(|k| k as f64 / 1024.0),
@@ -463,6 +494,10 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
         println!(
             "  fully recorded       {full:>7.1} ns/call  ({})",
             spread(&full_ratios)
+        );
+        println!(
+            "  ... exact times      {full_exact:>7.1} ns/call  ({})",
+            spread(&exact_ratios)
         );
         println!(
             "  sustained into Parquet: {:.2} M events/s, {drops} dropped in all rounds, recorder peak RSS {}",
