@@ -269,6 +269,12 @@ fn a_flood_is_accounted_for_in_gap_rows() {
     );
 }
 
+/// When a call was made, as (before, after) readings of the monotonic clock.
+type CallWindow = (u64, u64);
+
+/// A raw-stream row's (ktime_ns, ktime_slack_ns).
+type RowTime = (u64, Option<u64>);
+
 /// CLOCK_MONOTONIC, the kernel side's clock, read through the vDSO (no syscall).
 fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -287,7 +293,7 @@ fn monotonic_ns() -> u64 {
 /// clock taken here, and returns (call windows, this thread's getppid rows ordered by ktime_ns
 /// as (ktime_ns, ktime_slack_ns)). (The first rows' `ktime_ns` may well be before the loop: a
 /// call that skips the clock is bounded from below by its thread's last reading on the CPU.)
-fn timed_getppid_calls(extra: &[&str], calls: usize) -> (Vec<(u64, u64)>, Vec<(u64, Option<u64>)>) {
+fn timed_getppid_calls(extra: &[&str], calls: usize) -> (Vec<CallWindow>, Vec<RowTime>) {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let mut args = vec!["--syscalls", "all", "--seal-interval", "1s"];
@@ -295,7 +301,7 @@ fn timed_getppid_calls(extra: &[&str], calls: usize) -> (Vec<(u64, u64)>, Vec<(u
     let rec = RecorderProcess::start(&store, &args);
     // SAFETY: gettid has no arguments and cannot fail.
     let tid = unsafe { libc::gettid() } as i64;
-    let windows: Vec<(u64, u64)> = (0..calls)
+    let windows: Vec<CallWindow> = (0..calls)
         .map(|_| {
             let before = monotonic_ns();
             // getppid: a syscall nothing else in this thread makes. SAFETY: no arguments.
@@ -305,7 +311,7 @@ fn timed_getppid_calls(extra: &[&str], calls: usize) -> (Vec<(u64, u64)>, Vec<(u
         .collect();
     let out = rec.stop_with(Signal::SIGINT);
     assert!(out.status.success(), "{out:?}");
-    let mut rows: Vec<(u64, Option<u64>)> = rows(&store, Table::Syscall)
+    let mut rows: Vec<RowTime> = rows(&store, Table::Syscall)
         .iter()
         .filter(|r| r["tid"] == tid && r["name"] == "getppid")
         .map(|r| {
@@ -321,7 +327,7 @@ fn timed_getppid_calls(extra: &[&str], calls: usize) -> (Vec<(u64, u64)>, Vec<(u
 
 /// Checks that row i is call i: its time window (`ktime_ns` to `ktime_ns + ktime_slack_ns`)
 /// overlaps the window the call was made in, and times strictly increase.
-fn assert_rows_bracket_calls(windows: &[(u64, u64)], rows: &[(u64, Option<u64>)]) {
+fn assert_rows_bracket_calls(windows: &[CallWindow], rows: &[RowTime]) {
     assert_eq!(rows.len(), windows.len(), "one row per call");
     for (i, (&(before, after), &(ktime, slack))) in windows.iter().zip(rows).enumerate() {
         // ktime_ns is exact or a lower bound, so never after the call ended; the window's end

@@ -214,7 +214,8 @@ impl Drop for Recorder {
 
 /// One round of the recorder benchmark.
 struct RecorderRound {
-    bare: f64,
+    /// Bare loops before the filtered run, between the recorded runs, and after the last.
+    bare: [f64; 4],
     filtered: Option<f64>,
     full: f64,
     /// Fully recorded with `--exact-syscall-times`.
@@ -222,6 +223,14 @@ struct RecorderRound {
     events_per_s: f64,
     drops: u64,
     rss_kib: Option<u64>,
+}
+
+impl RecorderRound {
+    /// The bare loops' ns/call on either side of recorded run `run` (0 filtered, 1 fully
+    /// recorded, 2 exact times).
+    fn bare_around(&self, run: usize) -> f64 {
+        (self.bare[run] + self.bare[run + 1]) / 2.0
+    }
 }
 
 /// An empty cgroup to point the recorder's filter at, removed when dropped.
@@ -333,13 +342,15 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
     let empty = EmptyCgroup(cgroup2.dir(&format!("/quarry-bench-empty-{}", std::process::id())));
     std::fs::create_dir(&empty.0).context("creating an empty cgroup")?;
 
-    // Rounds of bare, filtered and fully recorded loops, each ratio taken against the bare
-    // loop of its own round: a VM's speed drifts between minutes more than between seconds.
+    // Rounds of filtered, fully recorded and exactly timed loops, with a bare loop before,
+    // between and after them; each ratio is taken against the bare loops on either side of
+    // its run: a VM's speed drifts between minutes more than between seconds.
     run_loop(calls / 10, placement)?;
     let mut results: Vec<RecorderRound> = Vec::new();
     let mut sizes_full = Vec::new();
     for round in 0..rounds {
-        let bare = run_loop(calls, placement)?;
+        let mut bare = [0.0; 4];
+        bare[0] = run_loop(calls, placement)?;
 
         // Attached, but every event filtered out in the kernel (the loop is not in the cgroup
         // the recorder is restricted to): the floor of having the programs attached.
@@ -365,6 +376,8 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
             }
         };
 
+        bare[1] = run_loop(calls, placement)?;
+
         // Everything recorded: every getpid becomes a syscall row.
         let full_store = dir.path().join(format!("full-{round}"));
         let rec = Recorder::start(
@@ -384,6 +397,8 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
             .find(|(t, _, _)| *t == Table::Syscall)
             .map_or(0, |s| s.1);
 
+        bare[2] = run_loop(calls, placement)?;
+
         // The same with a clock reading for every call (the default reads it for a thread's
         // first call on a CPU and every 16th after).
         let rec = Recorder::start(
@@ -399,6 +414,7 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
         )?;
         let full_exact = run_loop(calls, placement)?;
         drops += rec.stop()?["kernel_drops"].as_u64().unwrap_or(0);
+        bare[3] = run_loop(calls, placement)?;
         results.push(RecorderRound {
             bare,
             filtered,
@@ -409,18 +425,21 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
             rss_kib: rss,
         });
     }
-    let bare = median(results.iter().map(|r| r.bare).collect());
+    let bare = median(results.iter().flat_map(|r| r.bare).collect());
     let full = median(results.iter().map(|r| r.full).collect());
     let filtered = results
         .iter()
         .all(|r| r.filtered.is_some())
         .then(|| median(results.iter().filter_map(|r| r.filtered).collect()));
-    let full_ratios: Vec<f64> = results.iter().map(|r| r.full / r.bare).collect();
+    let full_ratios: Vec<f64> = results.iter().map(|r| r.full / r.bare_around(1)).collect();
     let full_exact = median(results.iter().map(|r| r.full_exact).collect());
-    let exact_ratios: Vec<f64> = results.iter().map(|r| r.full_exact / r.bare).collect();
+    let exact_ratios: Vec<f64> = results
+        .iter()
+        .map(|r| r.full_exact / r.bare_around(2))
+        .collect();
     let filtered_ratios: Vec<f64> = results
         .iter()
-        .filter_map(|r| r.filtered.map(|f| f / r.bare))
+        .filter_map(|r| r.filtered.map(|f| f / r.bare_around(0)))
         .collect();
     let drops: u64 = results.iter().map(|r| r.drops).sum();
     let events_per_s = median(results.iter().map(|r| r.events_per_s).collect());
