@@ -110,9 +110,10 @@ pub const RAW_BATCH_SLOTS: usize = 128;
 pub const RAW_BATCH_MAX_AGE_NS: u64 = 2_000_000;
 
 /// By default a raw-stream call reads the clock only when it starts a batch or a run of calls
-/// from one thread, and otherwise every this many calls: the clock is two thirds of the cost
-/// of recording a call (measured: ~30 ns of ~45 ns per call on a 6.18 VM). The other calls
-/// carry [`RAW_KTIME_UNREAD`] and are placed between the readings around them.
+/// from one thread (a thread change or a context switch ends a run), and otherwise every this
+/// many calls: the clock is two thirds of the cost of recording a call (measured: ~30 ns of
+/// ~45 ns per call on a 6.18 VM). The other calls carry [`RAW_KTIME_UNREAD`]; user space
+/// places them after the reading before them, bounded by the reading after them.
 pub const RAW_CLOCK_EVERY: u32 = 16;
 
 /// [`RawSlot::ktime_ns`] of a call that did not read the clock (see [`RAW_CLOCK_EVERY`]).
@@ -143,10 +144,11 @@ pub struct RawSlot {
 
 /// Two [`RawSlot`]s read as a thread record (`nr` and `tid` in the same place as a slot's).
 ///
-/// The cgroup is read here, not per call: a batch always starts with a thread record and the
-/// CPU's thread changes are each recorded, so a task moved to another cgroup while it keeps
-/// running on its CPU is attributed to the new cgroup from the next batch on (at most
-/// [`RAW_BATCH_SLOTS`] calls or [`RAW_BATCH_MAX_AGE_NS`] later).
+/// The cgroup is read here, not per call: a batch always starts with a thread record, and a
+/// CPU writes another after every context switch and thread change, so a task moved to another
+/// cgroup while it keeps running on its CPU is attributed to the new cgroup from its next
+/// switch or the next batch on (at most [`RAW_BATCH_SLOTS`] calls or [`RAW_BATCH_MAX_AGE_NS`]
+/// later).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RawThread {
