@@ -159,8 +159,10 @@ impl Store {
                 .map_err(parquet_err)?
                 .build()
                 .map_err(parquet_err)?;
+            // Segments sealed before a column was added get it as nulls.
+            let schema = crate::schema::schema_of(partition.table);
             for b in reader {
-                batches.push(b?);
+                batches.push(crate::schema::upgrade_batch(b?, &schema)?);
             }
         }
         let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();

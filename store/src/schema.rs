@@ -19,6 +19,7 @@ use arrow::array::{
 };
 use arrow::buffer::{BooleanBuffer, NullBuffer};
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
+use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
 
@@ -35,6 +36,42 @@ pub fn schema_of(table: Table) -> SchemaRef {
         Table::Action => ACTION_SCHEMA.clone(),
         Table::Container => CONTAINER_SCHEMA.clone(),
     }
+}
+
+/// `batch` in `schema`, for rows written before a column was added: a nullable column the batch
+/// lacks is filled with nulls ("not recorded"). Anything else that differs (a column of
+/// another type, one the schema does not have) is an error: converting it could lose evidence.
+pub fn upgrade_batch(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ArrowError> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch);
+    }
+    if let Some(extra) = batch
+        .schema()
+        .fields()
+        .iter()
+        .find(|f| schema.field_with_name(f.name()).is_err())
+    {
+        return Err(ArrowError::SchemaError(format!(
+            "column {} is not in the table's schema",
+            extra.name()
+        )));
+    }
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| match batch.column_by_name(field.name()) {
+            Some(column) => Ok(column.clone()),
+            None if field.is_nullable() => Ok(arrow::array::new_null_array(
+                field.data_type(),
+                batch.num_rows(),
+            )),
+            None => Err(ArrowError::SchemaError(format!(
+                "column {} is missing and may not be null",
+                field.name()
+            ))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(schema.clone(), columns)
 }
 
 fn time_type() -> DataType {
@@ -1009,6 +1046,46 @@ mod tests {
     use super::*;
     use arrow::array::Array;
     use chrono::TimeZone;
+
+    /// A raw-stream batch as sealed before `ktime_slack_ns` existed reads as today's schema with
+    /// the column null; a column the schema does not know is refused, not dropped.
+    #[test]
+    fn batches_of_an_older_schema_are_upgraded_with_null_columns() {
+        let mut b = SyscallBuilder::default();
+        let comm = b.intern_comm("sh");
+        b.append(SyscallRow {
+            time_micros: 1,
+            ktime_ns: 1_000,
+            pid: 1,
+            tid: 1,
+            comm,
+            cgroup_id: 1,
+            nr: 39,
+            ret: 1,
+            ktime_slack_ns: Some(500),
+            source: 0,
+        });
+        let now = b.finish("h", |_| Some("getpid"));
+        let at = now.schema().index_of("ktime_slack_ns").unwrap();
+        let mut old = now.clone();
+        old.remove_column(at);
+
+        let upgraded = upgrade_batch(old.clone(), &SYSCALL_SCHEMA).unwrap();
+        assert_eq!(upgraded.schema(), *SYSCALL_SCHEMA);
+        assert_eq!(upgraded.column(at).null_count(), 1);
+        assert_eq!(upgraded.column(0), now.column(0));
+        assert_eq!(upgrade_batch(now.clone(), &SYSCALL_SCHEMA).unwrap(), now);
+
+        let mut narrower = (**SYSCALL_SCHEMA).clone();
+        narrower.fields = narrower
+            .fields
+            .iter()
+            .filter(|f| f.name() != "ktime_slack_ns")
+            .cloned()
+            .collect();
+        let err = upgrade_batch(now, &Arc::new(narrower)).unwrap_err();
+        assert!(err.to_string().contains("ktime_slack_ns"), "{err}");
+    }
 
     fn identity(pid: i32) -> RowIdentity {
         RowIdentity {
