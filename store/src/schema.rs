@@ -1047,13 +1047,9 @@ mod tests {
     use arrow::array::Array;
     use chrono::TimeZone;
 
-    /// A raw-stream batch as sealed before `ktime_slack_ns` existed reads as today's schema with
-    /// the column null; a column the schema does not know is refused, not dropped.
-    #[test]
-    fn batches_of_an_older_schema_are_upgraded_with_null_columns() {
-        let mut b = SyscallBuilder::default();
-        let comm = b.intern_comm("sh");
-        b.append(SyscallRow {
+    /// A getpid call of pid 1.
+    fn getpid_row(comm: i32, ktime_slack_ns: Option<u64>) -> SyscallRow {
+        SyscallRow {
             time_micros: 1,
             ktime_ns: 1_000,
             pid: 1,
@@ -1062,9 +1058,18 @@ mod tests {
             cgroup_id: 1,
             nr: 39,
             ret: 1,
-            ktime_slack_ns: Some(500),
+            ktime_slack_ns,
             source: 0,
-        });
+        }
+    }
+
+    /// A raw-stream batch as sealed before `ktime_slack_ns` existed reads as today's schema with
+    /// the column null; a column the schema does not know is refused, not dropped.
+    #[test]
+    fn batches_of_an_older_schema_are_upgraded_with_null_columns() {
+        let mut b = SyscallBuilder::default();
+        let comm = b.intern_comm("sh");
+        b.append(getpid_row(comm, Some(500)));
         let now = b.finish("h", |_| Some("getpid"));
         let at = now.schema().index_of("ktime_slack_ns").unwrap();
         let mut old = now.clone();
@@ -1299,18 +1304,7 @@ mod tests {
         assert_eq!(n.schema(), schema_of(Table::Net));
         let mut s = SyscallBuilder::default();
         let comm = s.intern_comm("x");
-        s.append(SyscallRow {
-            time_micros: 0,
-            ktime_ns: 1,
-            pid: 1,
-            tid: 1,
-            comm,
-            cgroup_id: 1,
-            nr: 39,
-            ret: 1,
-            ktime_slack_ns: None,
-            source: 0,
-        });
+        s.append(getpid_row(comm, None));
         assert_eq!(
             s.finish("h", |_| Some("getpid")).schema(),
             schema_of(Table::Syscall)
