@@ -328,3 +328,77 @@ fn hunt_finds_the_fixture_attack_and_points_at_rows() {
         );
     });
 }
+
+/// A syscall segment sealed before `ktime_slack_ns` existed still answers: its rows read with
+/// the column NULL (their times were each read from the clock), next to today's segments.
+#[test]
+fn syscall_segments_from_before_the_slack_column_read_as_exact() {
+    use quarry_store::manifest::NewEntry;
+    use quarry_store::schema::{SyscallBuilder, SyscallRow};
+    use quarry_store::{Manifest, ManifestOp, Partition, Store, Table};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path()).unwrap();
+    let partition = Partition::for_time(Table::Syscall, common::t0(), "node-1");
+    let batch_of = |slack: [Option<u64>; 3]| {
+        let mut b = SyscallBuilder::default();
+        let comm = b.intern_comm("sh");
+        for (i, ktime_slack_ns) in slack.into_iter().enumerate() {
+            b.append(SyscallRow {
+                time_micros: common::t0().timestamp_micros() + i as i64,
+                ktime_ns: 1_000 + i as u64,
+                pid: 7,
+                tid: 7,
+                comm,
+                cgroup_id: 1,
+                nr: 39,
+                ret: 7,
+                ktime_slack_ns,
+                source: 0,
+            });
+        }
+        b.finish("node-1", |_| Some("getpid"))
+    };
+    store
+        .seal(&partition, &batch_of([None, Some(300), Some(300)]), 1, 0)
+        .unwrap();
+
+    // The older segment: the same kind of rows without the column, logged like any other.
+    let mut old = batch_of([None; 3]);
+    old.remove_column(old.schema().index_of("ktime_slack_ns").unwrap());
+    let rel = format!(
+        "{}/old-segment.parquet",
+        partition.relative_dir().to_string_lossy()
+    );
+    let path = dir.path().join(&rel);
+    let mut writer = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&path).unwrap(),
+        old.schema(),
+        None,
+    )
+    .unwrap();
+    writer.write(&old).unwrap();
+    writer.close().unwrap();
+    Manifest::new(store.manifest_path())
+        .append(NewEntry {
+            op: ManifestOp::Add,
+            table: "syscall".into(),
+            path: rel,
+            rows: 3,
+            bytes: std::fs::metadata(&path).unwrap().len(),
+            sha256: quarry_store::segment::sha256_file(&path).unwrap(),
+            reason: None,
+            replaces: Vec::new(),
+        })
+        .unwrap();
+
+    rt().block_on(async {
+        let mut catalog = Catalog::open(dir.path()).await.unwrap();
+        assert!(catalog.skipped().is_empty(), "{:?}", catalog.skipped());
+        let got = catalog
+            .sql("SELECT count(*), count(ktime_slack_ns), max(ktime_slack_ns) FROM syscall")
+            .await
+            .unwrap();
+        assert_eq!(render(&got), vec!["6 | 2 | 300"]);
+    });
+}
