@@ -113,10 +113,11 @@ pub struct RawSlots<'a> {
     next_reading: Option<u64>,
 }
 
-impl<'a> RawSlots<'a> {
-    /// The clock reading of the first call in `slots` that has one; the batch's send time
+impl RawSlots<'_> {
+    /// The clock reading of the first call not read yet that has one; the batch's send time
     /// when none has.
-    fn next_reading(&self, mut slots: &'a [u8]) -> u64 {
+    fn reading_after(&self) -> u64 {
+        let mut slots = self.rest;
         // SAFETY: as in `next`.
         while let Some(slot) = unsafe { read_record::<RawSlot>(slots) } {
             let len = if slot.nr == RAW_SLOT_THREAD {
@@ -131,8 +132,8 @@ impl<'a> RawSlots<'a> {
         self.sent_ktime_ns
     }
 
-    /// Settles the time of a call slot.
-    fn call(&mut self, slot: RawSlot, after: &'a [u8]) -> RawCall {
+    /// Settles the time of the call slot just read.
+    fn call(&mut self, slot: RawSlot) -> RawCall {
         let (ktime_ns, ktime_slack_ns) = if slot.ktime_ns != RAW_KTIME_UNREAD {
             self.last_reading = slot.ktime_ns;
             self.unread_since = 0;
@@ -142,11 +143,10 @@ impl<'a> RawSlots<'a> {
             self.unread_since += 1;
             let next = match self.next_reading {
                 Some(next) => next,
-                None => *self.next_reading.insert(self.next_reading(after)),
+                None => *self.next_reading.insert(self.reading_after()),
             };
-            // The whole span, the same for the run (it compresses to almost nothing); at
-            // least 1 so that "no slack" stays reserved for calls that read the clock.
-            let slack = next.saturating_sub(self.last_reading).max(1);
+            // The whole span, the same for the run: it compresses to almost nothing.
+            let slack = next.saturating_sub(self.last_reading);
             (self.last_reading + self.unread_since, Some(slack))
         };
         RawCall {
@@ -172,7 +172,7 @@ impl Iterator for RawSlots<'_> {
             return Some(RawItem::Thread(thread));
         }
         self.rest = &self.rest[size_of::<RawSlot>()..];
-        Some(RawItem::Call(self.call(slot, self.rest)))
+        Some(RawItem::Call(self.call(slot)))
     }
 }
 

@@ -137,6 +137,8 @@ impl Store {
         seq: u64,
     ) -> Result<Option<Compaction>> {
         let mut batches: Vec<RecordBatch> = Vec::new();
+        // Segments sealed before a column was added get it as nulls.
+        let schema = crate::schema::schema_of(partition.table);
         for body in group {
             let path = self.resolve(&body.path)?;
             let data = match fs::read(&path) {
@@ -159,8 +161,6 @@ impl Store {
                 .map_err(parquet_err)?
                 .build()
                 .map_err(parquet_err)?;
-            // Segments sealed before a column was added get it as nulls.
-            let schema = crate::schema::schema_of(partition.table);
             for b in reader {
                 batches.push(crate::schema::upgrade_batch(b?, &schema)?);
             }

@@ -715,6 +715,7 @@ impl SyscallBuilder {
         rows.cgroup_id.push(row.cgroup_id);
         rows.nr.push(row.nr);
         rows.ret.push(row.ret);
+        // 0 stands for "read the clock": a slack of 0 is kept as 1 (a bound may only grow).
         rows.ktime_slack_ns
             .push(row.ktime_slack_ns.map_or(0, |s| s.max(1)));
     }
