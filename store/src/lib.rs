@@ -21,6 +21,7 @@ pub mod layout;
 pub mod manifest;
 pub mod read;
 pub mod retention;
+mod runs;
 pub mod schema;
 pub mod segment;
 pub mod verify;

@@ -5,11 +5,13 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use arrow::array::{Array, AsArray, UInt32Array};
+use arrow::array::{Array, ArrayRef, AsArray, UInt32Array};
 use arrow::compute::take_record_batch;
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use chrono::Utc;
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::compute_leaves;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
@@ -56,9 +58,9 @@ pub fn writer_properties(table: Table) -> WriterProperties {
         // good part of that work. Keep statistics where they prune (time, container, process)
         // and drop them where a page's range says nothing: one host, syscalls, results, and
         // names and cgroups that follow the container and process columns.
-        for column in RAW_STREAM_COLUMNS_WITHOUT_STATISTICS {
+        for column in RAW_STREAM_RUN_COLUMNS.iter().chain(&["ktime_slack_ns"]) {
             properties = properties
-                .set_column_statistics_enabled(ColumnPath::from(column), EnabledStatistics::None);
+                .set_column_statistics_enabled(ColumnPath::from(*column), EnabledStatistics::None);
         }
         // The slack repeats for a run of calls and changes from run to run: zstd squeezes the
         // repeats out of plain values, where a dictionary would intern every value first.
@@ -69,16 +71,19 @@ pub fn writer_properties(table: Table) -> WriterProperties {
     properties.build()
 }
 
-/// Columns of the `syscall` table written without statistics (see [`writer_properties`]).
-const RAW_STREAM_COLUMNS_WITHOUT_STATISTICS: [&str; 7] = [
-    "host",
-    "comm",
-    "cgroup_id",
-    "nr",
-    "name",
-    "ret",
-    "ktime_slack_ns",
-];
+/// Columns of the `syscall` table whose chunks are built from the runs their values come in
+/// ([`crate::runs`]): values that repeat row after row and need no statistics (see
+/// [`writer_properties`]; `ktime_slack_ns`, plain and without statistics too, changes every
+/// few rows and is left to Parquet's writer).
+const RAW_STREAM_RUN_COLUMNS: [&str; 6] = ["host", "comm", "cgroup_id", "nr", "name", "ret"];
+
+/// The columns of `table` written through [`crate::runs`] where it applies.
+fn run_columns(table: Table) -> &'static [&'static str] {
+    match table {
+        Table::Syscall => &RAW_STREAM_RUN_COLUMNS,
+        _ => &[],
+    }
+}
 
 /// Groups an event batch by `container_id` (rows without one, the host's, first; then
 /// containers in id order), so each container's rows sit together in a segment and the page
@@ -365,12 +370,14 @@ pub fn write_parquet_batches(
         source,
     };
     let sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
-    let mut writer =
-        ArrowWriter::try_new(sink, schema, Some(writer_properties(table))).map_err(parquet_err)?;
-    for batch in batches {
-        writer.write(batch).map_err(parquet_err)?;
-    }
-    let mut sink = writer.into_inner().map_err(parquet_err)?;
+    let mut sink = write_row_groups(
+        sink,
+        &schema,
+        writer_properties(table),
+        batches,
+        run_columns(table),
+    )
+    .map_err(parquet_err)?;
     sink.flush().map_err(|e| StoreError::io(path, e))?;
     let (buffered, sha256, bytes) = sink.finish();
     let file = buffered
@@ -378,6 +385,80 @@ pub fn write_parquet_batches(
         .map_err(|e| StoreError::io(path, e.into_error()))?;
     file.sync_all().map_err(|e| StoreError::io(path, e))?;
     Ok((bytes, sha256))
+}
+
+/// Writes `batches` to `sink` as Parquet: row groups of at most the properties' row count,
+/// the columns named in `run_columns` encoded by [`crate::runs`] where it applies and every
+/// other column (and any chunk it declines) by Parquet's Arrow writer. Returns the sink after
+/// the footer is written.
+fn write_row_groups<W: Write + Send>(
+    sink: W,
+    schema: &SchemaRef,
+    props: WriterProperties,
+    batches: &[RecordBatch],
+    run_columns: &[&str],
+) -> parquet::errors::Result<W> {
+    let max_rows = props.max_row_group_row_count().unwrap_or(usize::MAX).max(1);
+    let (mut file, column_writers) =
+        ArrowWriter::try_new(sink, schema.clone(), Some(props.clone()))?
+            .into_serialized_writer()?;
+    let leaves = file.schema_descr().columns().to_vec();
+    for (index, group) in row_groups(batches, max_rows).iter().enumerate() {
+        let mut writers = column_writers.create_column_writers(index)?.into_iter();
+        let mut row_group = file.next_row_group()?;
+        let mut leaf = 0;
+        for (at, field) in schema.fields().iter().enumerate() {
+            let pieces: Vec<&ArrayRef> = group.iter().map(|batch| batch.column(at)).collect();
+            if run_columns.contains(&field.name().as_str())
+                && let Some(chunk) =
+                    crate::runs::encode_chunk(&pieces, leaves[leaf].clone(), &props)?
+            {
+                // A run column is a single leaf; its Arrow writer goes unused.
+                writers.next();
+                row_group.append_column(&chunk.bytes, chunk.close)?;
+                leaf += 1;
+                continue;
+            }
+            let mut field_writers = Vec::new();
+            for piece in &pieces {
+                let piece_leaves = compute_leaves(field, piece)?;
+                if field_writers.is_empty() {
+                    field_writers = writers.by_ref().take(piece_leaves.len()).collect();
+                }
+                for (writer, piece_leaf) in field_writers.iter_mut().zip(&piece_leaves) {
+                    writer.write(piece_leaf)?;
+                }
+            }
+            leaf += field_writers.len();
+            for writer in field_writers {
+                writer.close()?.append_to_row_group(&mut row_group)?;
+            }
+        }
+        row_group.close()?;
+    }
+    file.into_inner()
+}
+
+/// `batches` cut into row groups of at most `max_rows` rows (zero-copy slices, in order).
+fn row_groups(batches: &[RecordBatch], max_rows: usize) -> Vec<Vec<RecordBatch>> {
+    let (mut groups, mut current, mut rows) = (Vec::new(), Vec::new(), 0);
+    for batch in batches {
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let take = (max_rows - rows).min(batch.num_rows() - offset);
+            current.push(batch.slice(offset, take));
+            offset += take;
+            rows += take;
+            if rows == max_rows {
+                groups.push(std::mem::take(&mut current));
+                rows = 0;
+            }
+        }
+    }
+    if !current.is_empty() {
+        groups.push(current);
+    }
+    groups
 }
 
 #[cfg(test)]
@@ -457,6 +538,94 @@ mod tests {
             with_statistics,
             ["time", "ktime_ns", "pid", "tid", "container_id"]
         );
+    }
+
+    /// A raw-stream batch of `rows` rows: threads in runs, comms interned in an order that
+    /// depends on `first_comm` (so two batches have different Arrow dictionaries), syscalls
+    /// and results changing within runs; `ret_of` gives each row's result.
+    fn stream(rows: usize, first_comm: usize, ret_of: impl Fn(usize) -> i64) -> RecordBatch {
+        let comms = ["sh", "curl", "python3", "nginx"];
+        let mut b = SyscallBuilder::default();
+        for i in 0..rows {
+            let thread = (i / 37) % 5;
+            let comm = b.intern_comm(comms[(first_comm + thread) % comms.len()]);
+            b.append(SyscallRow {
+                time_micros: i as i64,
+                ktime_ns: 1000 + i as u64,
+                pid: 100 + thread as i32,
+                tid: 100 + thread as i32,
+                comm,
+                cgroup_id: 7 + (thread as u64 % 2),
+                nr: [0, 1, 39][(i / 5) % 3],
+                ret: ret_of(i),
+                ktime_slack_ns: (i % 4 != 0).then_some(16),
+                source: (thread % 2) as u32,
+            });
+        }
+        b.finish("node-1", |nr| ["read", "write"].get(nr as usize).copied())
+    }
+
+    fn read_back(path: &Path) -> RecordBatch {
+        let file = fs::File::open(path).unwrap();
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 4096).unwrap();
+        let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+        arrow::compute::concat_batches(&crate::schema::schema_of(Table::Syscall), &batches).unwrap()
+    }
+
+    #[test]
+    fn raw_stream_reads_back_as_written_from_run_encoded_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = crate::schema::schema_of(Table::Syscall);
+        // Two batches with dictionaries of their own, as compaction writes them into one file.
+        let batches = [
+            stream(20_000, 0, |i| (i % 3) as i64 - 1),
+            stream(15_000, 2, |i| (i / 100) as i64),
+        ];
+        let path = dir.path().join("runs.parquet");
+        write_parquet_batches(&path, Table::Syscall, &batches).unwrap();
+        let expected = arrow::compute::concat_batches(&schema, &batches).unwrap();
+        assert_eq!(read_back(&path), expected);
+        for batch in &batches {
+            for column in RAW_STREAM_RUN_COLUMNS {
+                let pieces = [batch.column_by_name(column).unwrap()];
+                let leaf = parquet::arrow::ArrowSchemaConverter::new()
+                    .convert(&schema)
+                    .unwrap()
+                    .columns()[schema.index_of(column).unwrap()]
+                .clone();
+                let props = writer_properties(Table::Syscall);
+                assert!(
+                    crate::runs::encode_chunk(&pieces, leaf, &props)
+                        .unwrap()
+                        .is_some(),
+                    "{column} is encoded from its runs"
+                );
+            }
+        }
+
+        // More distinct results than a dictionary page holds: that chunk falls back to
+        // Parquet's writer, and the file still reads back the same.
+        let distinct = writer_properties(Table::Syscall).dictionary_page_size_limit() / 8 + 1000;
+        let many = stream(distinct, 1, |i| i as i64 * 4096);
+        let path = dir.path().join("fallback.parquet");
+        write_parquet_batches(&path, Table::Syscall, std::slice::from_ref(&many)).unwrap();
+        assert_eq!(read_back(&path), many);
+    }
+
+    #[test]
+    fn row_groups_are_cut_at_the_row_limit_across_batches() {
+        let batches = [
+            stream(5, 0, |_| 0),
+            stream(9, 0, |_| 0),
+            stream(2, 0, |_| 0),
+        ];
+        let sizes: Vec<Vec<usize>> = row_groups(&batches, 6)
+            .iter()
+            .map(|group| group.iter().map(|b| b.num_rows()).collect())
+            .collect();
+        assert_eq!(sizes, [vec![5, 1], vec![6], vec![2, 2]]);
+        assert!(row_groups(&[], 6).is_empty());
     }
 
     #[test]

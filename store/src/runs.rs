@@ -1,0 +1,491 @@
+//! Dictionary-encoded column chunks for columns whose values come in runs.
+//!
+//! The raw syscall stream repeats itself: a thread's calls arrive one run after another, so
+//! its pid, comm and cgroup, and often its syscall and result, repeat row after row, and the
+//! host never changes. Parquet's own writer looks every value up in a hash table to find its
+//! dictionary entry; at millions of rows a second that lookup (hashing and comparing numbers
+//! and strings, column by column) was most of the cost of sealing the stream. Here a row
+//! whose value equals the row before takes the same entry without a lookup, and an Arrow
+//! dictionary column (`comm`, `name`) brings its entries along, so each distinct value is
+//! looked up once per run or once per chunk.
+//!
+//! What comes out is ordinary Parquet that any reader reads: a PLAIN dictionary page and
+//! RLE_DICTIONARY data pages (version 1), compressed with the file's zstd level, with an offset
+//! index and no statistics. So only columns written without statistics go this way (see
+//! [`crate::segment::writer_properties`]); for anything else, or when a chunk has more
+//! distinct values than a dictionary page may hold, [`encode_chunk`] says no and the caller
+//! writes the column with Parquet's Arrow writer.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::datatypes::{ArrowPrimitiveType, DataType, Int32Type, Int64Type, UInt64Type};
+use bytes::Bytes;
+use parquet::basic::{Compression, Encoding, EncodingMask, PageType};
+use parquet::column::page::{CompressedPage, Page, PageWriter};
+use parquet::column::writer::ColumnCloseResult;
+use parquet::errors::{ParquetError, Result};
+use parquet::file::metadata::{ColumnChunkMetaData, OffsetIndexBuilder, PageEncodingStats};
+use parquet::file::properties::WriterProperties;
+use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
+use parquet::schema::types::ColumnDescPtr;
+
+/// A column chunk ready for `SerializedRowGroupWriter::append_column`: its bytes (offsets in
+/// the metadata are relative to them) and what the row group needs to know about it.
+pub(crate) struct EncodedChunk {
+    pub bytes: Bytes,
+    pub close: ColumnCloseResult,
+}
+
+/// Encodes `pieces` (one column's arrays, in row order) as one dictionary-encoded column
+/// chunk described by `descr`, or `None` when this encoding does not apply: a type it does
+/// not handle, nulls, no rows, a codec other than zstd or none, or more distinct values than
+/// `props` lets a dictionary page hold.
+pub(crate) fn encode_chunk(
+    pieces: &[&ArrayRef],
+    descr: ColumnDescPtr,
+    props: &WriterProperties,
+) -> Result<Option<EncodedChunk>> {
+    let rows: usize = pieces.iter().map(|p| p.len()).sum();
+    if rows == 0 || pieces.iter().any(|p| p.null_count() > 0) {
+        return Ok(None);
+    }
+    let codec = props.compression(descr.path());
+    let level = match codec {
+        Compression::ZSTD(level) => Some(level.compression_level()),
+        Compression::UNCOMPRESSED => None,
+        _ => return Ok(None),
+    };
+    let limit = props.dictionary_page_size_limit();
+    let Some(first) = pieces.first() else {
+        return Ok(None);
+    };
+    let dictionary = match first.data_type() {
+        DataType::Int32 => primitive_keys::<Int32Type>(pieces, rows, limit),
+        DataType::Int64 => primitive_keys::<Int64Type>(pieces, rows, limit),
+        DataType::UInt64 => primitive_keys::<UInt64Type>(pieces, rows, limit),
+        DataType::Utf8 => string_keys(pieces, rows, limit),
+        DataType::Dictionary(key, value)
+            if **key == DataType::Int32 && **value == DataType::Utf8 =>
+        {
+            dictionary_keys(pieces, rows, limit)
+        }
+        _ => None,
+    };
+    let Some(dictionary) = dictionary else {
+        return Ok(None);
+    };
+    let page_rows = props.data_page_row_count_limit().max(1);
+    write_chunk(&dictionary, descr, codec, level, page_rows).map(Some)
+}
+
+/// A chunk's dictionary (its entries PLAIN-encoded, in key order) and each row's key.
+struct Keyed {
+    plain: Vec<u8>,
+    entries: u32,
+    keys: Vec<u32>,
+}
+
+/// Hands out dictionary keys: one per distinct value, in order of first appearance.
+struct Entries<V> {
+    index: HashMap<V, u32>,
+    plain: Vec<u8>,
+    limit: usize,
+}
+
+impl<V: Hash + Eq + Copy> Entries<V> {
+    fn new(limit: usize) -> Self {
+        Entries {
+            index: HashMap::new(),
+            plain: Vec::new(),
+            limit,
+        }
+    }
+
+    /// The key of `value`, adding it (encoded by `plain`) if it is new; `None` once the
+    /// dictionary outgrows its limit.
+    fn key_of(&mut self, value: V, plain: impl FnOnce(V, &mut Vec<u8>)) -> Option<u32> {
+        if let Some(&key) = self.index.get(&value) {
+            return Some(key);
+        }
+        plain(value, &mut self.plain);
+        if self.plain.len() > self.limit {
+            return None;
+        }
+        let key = self.index.len() as u32;
+        self.index.insert(value, key);
+        Some(key)
+    }
+
+    fn into_keyed(self, keys: Vec<u32>) -> Keyed {
+        Keyed {
+            entries: self.index.len() as u32,
+            plain: self.plain,
+            keys,
+        }
+    }
+}
+
+/// The PLAIN encoding of a fixed-width value: little-endian bytes.
+trait PlainValue: Copy {
+    fn write_plain(self, out: &mut Vec<u8>);
+}
+
+macro_rules! plain_value {
+    ($($t:ty),*) => {$(
+        impl PlainValue for $t {
+            fn write_plain(self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+        }
+    )*};
+}
+plain_value!(i32, i64, u64);
+
+/// PLAIN for a byte array: its length (u32, little-endian), then its bytes.
+fn write_plain_bytes(value: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    out.extend_from_slice(value);
+}
+
+fn primitive_keys<T>(pieces: &[&ArrayRef], rows: usize, limit: usize) -> Option<Keyed>
+where
+    T: ArrowPrimitiveType,
+    T::Native: PlainValue + Hash + Eq,
+{
+    let mut entries = Entries::new(limit);
+    let mut keys = Vec::with_capacity(rows);
+    let mut previous = None;
+    for piece in pieces {
+        for &value in piece.as_primitive_opt::<T>()?.values().iter() {
+            let key = match previous {
+                Some((seen, key)) if seen == value => key,
+                _ => {
+                    let key = entries.key_of(value, PlainValue::write_plain)?;
+                    previous = Some((value, key));
+                    key
+                }
+            };
+            keys.push(key);
+        }
+    }
+    Some(entries.into_keyed(keys))
+}
+
+fn string_keys(pieces: &[&ArrayRef], rows: usize, limit: usize) -> Option<Keyed> {
+    let mut entries = Entries::new(limit);
+    let mut keys = Vec::with_capacity(rows);
+    let mut previous: Option<(&[u8], u32)> = None;
+    for piece in pieces {
+        let strings = piece.as_string_opt::<i32>()?;
+        for i in 0..strings.len() {
+            let value = strings.value(i).as_bytes();
+            let key = match previous {
+                Some((seen, key)) if seen == value => key,
+                _ => {
+                    let key = entries.key_of(value, write_plain_bytes)?;
+                    previous = Some((value, key));
+                    key
+                }
+            };
+            keys.push(key);
+        }
+    }
+    Some(entries.into_keyed(keys))
+}
+
+/// Arrow dictionary arrays: each piece's keys are mapped to the chunk's keys through that
+/// piece's values (pieces from different batches have dictionaries of their own), each
+/// Arrow key looked up once per piece.
+fn dictionary_keys(pieces: &[&ArrayRef], rows: usize, limit: usize) -> Option<Keyed> {
+    let mut entries = Entries::new(limit);
+    let mut keys = Vec::with_capacity(rows);
+    for piece in pieces {
+        let dictionary = piece.as_dictionary_opt::<Int32Type>()?;
+        let values = dictionary.values().as_string_opt::<i32>()?;
+        let mut chunk_key_of = vec![u32::MAX; values.len()];
+        let mut previous = None;
+        for &arrow_key in dictionary.keys().values().iter() {
+            let key = match previous {
+                Some((seen, key)) if seen == arrow_key => key,
+                _ => {
+                    let slot = chunk_key_of.get_mut(usize::try_from(arrow_key).ok()?)?;
+                    if *slot == u32::MAX {
+                        let value = values.value(arrow_key as usize).as_bytes();
+                        *slot = entries.key_of(value, write_plain_bytes)?;
+                    }
+                    previous = Some((arrow_key, *slot));
+                    *slot
+                }
+            };
+            keys.push(key);
+        }
+    }
+    Some(entries.into_keyed(keys))
+}
+
+/// Writes the dictionary page and the data pages (`page_rows` rows each) of a chunk.
+fn write_chunk(
+    dictionary: &Keyed,
+    descr: ColumnDescPtr,
+    codec: Compression,
+    zstd_level: Option<i32>,
+    page_rows: usize,
+) -> Result<EncodedChunk> {
+    let mut compressor = match zstd_level {
+        Some(level) => Some(zstd::bulk::Compressor::new(level).map_err(external)?),
+        None => None,
+    };
+    let mut compress = |data: &[u8]| -> Result<Bytes> {
+        Ok(match compressor.as_mut() {
+            Some(c) => Bytes::from(c.compress(data).map_err(external)?),
+            None => Bytes::copy_from_slice(data),
+        })
+    };
+
+    let mut sink = TrackedWrite::new(Vec::new());
+    let mut pages = SerializedPageWriter::new(&mut sink);
+    let (mut compressed, mut uncompressed) = (0u64, 0u64);
+
+    let dictionary_page = pages.write_page(CompressedPage::new(
+        Page::DictionaryPage {
+            buf: compress(&dictionary.plain)?,
+            num_values: dictionary.entries,
+            encoding: Encoding::PLAIN,
+            is_sorted: false,
+        },
+        dictionary.plain.len(),
+    ))?;
+    compressed += dictionary_page.compressed_size as u64;
+    uncompressed += dictionary_page.uncompressed_size as u64;
+
+    let bit_width = bits_for(dictionary.entries.saturating_sub(1));
+    let mut offset_index = OffsetIndexBuilder::new();
+    let mut first_data_page = None;
+    let mut data_pages = 0;
+    let mut buf = Vec::new();
+    for page_keys in dictionary.keys.chunks(page_rows) {
+        buf.clear();
+        buf.push(bit_width);
+        rle_hybrid(page_keys, bit_width, &mut buf);
+        let spec = pages.write_page(CompressedPage::new(
+            Page::DataPage {
+                buf: compress(&buf)?,
+                num_values: page_keys.len() as u32,
+                encoding: Encoding::RLE_DICTIONARY,
+                def_level_encoding: Encoding::RLE,
+                rep_level_encoding: Encoding::RLE,
+                statistics: None,
+            },
+            buf.len(),
+        ))?;
+        first_data_page.get_or_insert(spec.offset);
+        offset_index.append_offset_and_size(spec.offset as i64, spec.compressed_size as i32);
+        offset_index.append_row_count(page_keys.len() as i64);
+        compressed += spec.compressed_size as u64;
+        uncompressed += spec.uncompressed_size as u64;
+        data_pages += 1;
+    }
+    let bytes = Bytes::from(sink.into_inner()?);
+
+    let rows = dictionary.keys.len();
+    let metadata = ColumnChunkMetaData::builder(descr)
+        .set_compression(codec)
+        .set_encodings_mask(EncodingMask::new_from_encodings(
+            [Encoding::PLAIN, Encoding::RLE, Encoding::RLE_DICTIONARY].iter(),
+        ))
+        .set_page_encoding_stats(vec![
+            PageEncodingStats {
+                page_type: PageType::DICTIONARY_PAGE,
+                encoding: Encoding::PLAIN,
+                count: 1,
+            },
+            PageEncodingStats {
+                page_type: PageType::DATA_PAGE,
+                encoding: Encoding::RLE_DICTIONARY,
+                count: data_pages,
+            },
+        ])
+        .set_total_compressed_size(compressed as i64)
+        .set_total_uncompressed_size(uncompressed as i64)
+        .set_num_values(rows as i64)
+        .set_dictionary_page_offset(Some(dictionary_page.offset as i64))
+        .set_data_page_offset(first_data_page.unwrap_or(dictionary_page.offset) as i64)
+        .build()?;
+    Ok(EncodedChunk {
+        close: ColumnCloseResult {
+            bytes_written: bytes.len() as u64,
+            rows_written: rows as u64,
+            metadata,
+            bloom_filter: None,
+            column_index: None,
+            offset_index: Some(offset_index.build()),
+        },
+        bytes,
+    })
+}
+
+fn external(e: std::io::Error) -> ParquetError {
+    ParquetError::External(Box::new(e))
+}
+
+/// Bits needed to write `max` (0 for 0: a one-entry dictionary needs no bits per row).
+fn bits_for(max: u32) -> u8 {
+    (u32::BITS - max.leading_zeros()) as u8
+}
+
+/// Parquet's RLE / bit-packing hybrid of `keys` at `bit_width` bits each: runs of 8 or more
+/// equal keys as one repeated value, the rest bit-packed in groups of 8. A repeated run may
+/// only start where the bit-packed keys before it fill whole groups, so a run first tops the
+/// pending group up; only the last group is padded (readers stop at the page's value count).
+fn rle_hybrid(keys: &[u32], bit_width: u8, out: &mut Vec<u8>) {
+    let mut pending_from = 0;
+    let mut at = 0;
+    while at < keys.len() {
+        let value = keys[at];
+        let mut end = at + 1;
+        while end < keys.len() && keys[end] == value {
+            end += 1;
+        }
+        let top_up = (8 - (at - pending_from) % 8) % 8;
+        if end - at >= top_up + 8 {
+            let run_from = at + top_up;
+            bit_packed(&keys[pending_from..run_from], bit_width, out);
+            repeated(value, end - run_from, bit_width, out);
+            pending_from = end;
+        }
+        at = end;
+    }
+    bit_packed(&keys[pending_from..], bit_width, out);
+}
+
+fn repeated(value: u32, count: usize, bit_width: u8, out: &mut Vec<u8>) {
+    write_uleb128((count as u64) << 1, out);
+    let bytes = (bit_width as usize).div_ceil(8);
+    out.extend_from_slice(&value.to_le_bytes()[..bytes]);
+}
+
+fn bit_packed(keys: &[u32], bit_width: u8, out: &mut Vec<u8>) {
+    if keys.is_empty() {
+        return;
+    }
+    let groups = keys.len().div_ceil(8);
+    write_uleb128(((groups as u64) << 1) | 1, out);
+    let (mut bits, mut filled) = (0u64, 0u32);
+    for i in 0..groups * 8 {
+        let key = keys.get(i).copied().unwrap_or(0);
+        bits |= u64::from(key) << filled;
+        filled += u32::from(bit_width);
+        while filled >= 8 {
+            out.push(bits as u8);
+            bits >>= 8;
+            filled -= 8;
+        }
+    }
+}
+
+fn write_uleb128(mut value: u64, out: &mut Vec<u8>) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Decodes what [`rle_hybrid`] wrote, following the format's definition.
+    fn decode(mut data: &[u8], bit_width: u8, count: usize) -> Vec<u32> {
+        fn uleb128(data: &mut &[u8]) -> u64 {
+            let (mut value, mut shift) = (0u64, 0);
+            loop {
+                let byte = data[0];
+                *data = &data[1..];
+                value |= u64::from(byte & 0x7f) << shift;
+                if byte < 0x80 {
+                    return value;
+                }
+                shift += 7;
+            }
+        }
+        let mut keys = Vec::new();
+        while keys.len() < count {
+            let header = uleb128(&mut data);
+            if header & 1 == 0 {
+                let bytes = (bit_width as usize).div_ceil(8);
+                let mut value = [0u8; 4];
+                value[..bytes].copy_from_slice(&data[..bytes]);
+                data = &data[bytes..];
+                keys.extend(std::iter::repeat_n(
+                    u32::from_le_bytes(value),
+                    (header >> 1) as usize,
+                ));
+            } else {
+                let values = (header >> 1) as usize * 8;
+                let (mut bits, mut filled) = (0u64, 0u32);
+                for _ in 0..values {
+                    while filled < u32::from(bit_width) {
+                        bits |= u64::from(data[0]) << filled;
+                        data = &data[1..];
+                        filled += 8;
+                    }
+                    keys.push((bits & ((1u64 << bit_width) - 1)) as u32);
+                    bits >>= bit_width;
+                    filled -= u32::from(bit_width);
+                }
+            }
+        }
+        assert!(data.is_empty(), "{} bytes left over", data.len());
+        keys.truncate(count);
+        keys
+    }
+
+    #[test]
+    fn rle_hybrid_round_trips_runs_and_mixtures() {
+        let mut cases: Vec<Vec<u32>> = vec![
+            vec![0; 1],
+            vec![0; 7],
+            vec![0; 8],
+            vec![5; 8192],
+            (0..20).collect(),
+        ];
+        // Runs just below, at and above the group size, after pending keys of every length.
+        for pending in 0..9u32 {
+            for run in [7usize, 8, 9, 15, 16, 17] {
+                let mut keys: Vec<u32> = (0..pending).map(|i| i % 3).collect();
+                keys.extend(std::iter::repeat_n(3, run));
+                keys.extend([1, 2, 1]);
+                cases.push(keys);
+            }
+        }
+        // Wide keys (more than a byte) in runs and alone.
+        cases.push((0..3000).map(|i| (i / 10) * 7 % 1000).collect());
+        for keys in cases {
+            let max = keys.iter().copied().max().unwrap();
+            let bit_width = bits_for(max);
+            let mut out = Vec::new();
+            rle_hybrid(&keys, bit_width, &mut out);
+            assert_eq!(decode(&out, bit_width, keys.len()), keys, "{keys:?}");
+        }
+    }
+
+    #[test]
+    fn long_runs_take_a_few_bytes() {
+        let mut out = Vec::new();
+        let keys: Vec<u32> = [vec![1; 5000], vec![2; 3000]].concat();
+        rle_hybrid(&keys, 2, &mut out);
+        // Two repeated runs: a two-byte header and a one-byte value each.
+        assert_eq!(out.len(), 6, "{out:?}");
+    }
+
+    #[test]
+    fn bits_for_counts_what_the_largest_key_needs() {
+        assert_eq!(bits_for(0), 0);
+        assert_eq!(bits_for(1), 1);
+        assert_eq!(bits_for(255), 8);
+        assert_eq!(bits_for(256), 9);
+    }
+}
