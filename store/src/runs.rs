@@ -11,23 +11,29 @@
 //!
 //! What comes out is ordinary Parquet that any reader reads: a PLAIN dictionary page and
 //! RLE_DICTIONARY data pages (version 1), compressed with the file's zstd level, with an offset
-//! index and no statistics. So only columns written without statistics go this way (see
-//! [`crate::segment::writer_properties`]); for anything else, or when a chunk has more
-//! distinct values than a dictionary page may hold, [`encode_chunk`] says no and the caller
-//! writes the column with Parquet's Arrow writer.
+//! index, and the min/max statistics (per chunk, and per page in the column index) the
+//! properties ask for, for signed integer columns (`pid`, `tid`). For anything else (a bloom
+//! filter, statistics on other types, a chunk with more distinct values than a dictionary page
+//! may hold) [`encode_chunk`] says no and the caller writes the column with Parquet's Arrow
+//! writer.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 
 use arrow::array::{Array, ArrayRef, AsArray};
-use arrow::datatypes::{ArrowPrimitiveType, DataType, Int32Type, Int64Type, UInt64Type};
+use arrow::datatypes::{
+    ArrowNativeType, ArrowPrimitiveType, DataType, Int32Type, Int64Type, UInt64Type,
+};
 use bytes::Bytes;
-use parquet::basic::{Compression, Encoding, EncodingMask, PageType};
+use parquet::basic::{Compression, Encoding, EncodingMask, PageType, Type as PhysicalType};
 use parquet::column::page::{CompressedPage, Page, PageWriter};
 use parquet::column::writer::ColumnCloseResult;
 use parquet::errors::{ParquetError, Result};
-use parquet::file::metadata::{ColumnChunkMetaData, OffsetIndexBuilder, PageEncodingStats};
-use parquet::file::properties::WriterProperties;
+use parquet::file::metadata::{
+    ColumnChunkMetaData, ColumnIndexBuilder, OffsetIndexBuilder, PageEncodingStats,
+};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::statistics::{Statistics, ValueStatistics};
 use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
 use parquet::schema::types::ColumnDescPtr;
 
@@ -40,17 +46,23 @@ pub(crate) struct EncodedChunk {
 
 /// Encodes `pieces` (one column's arrays, in row order) as one dictionary-encoded column
 /// chunk described by `descr`, or `None` when this encoding does not apply: a type it does
-/// not handle, nulls, no rows, a codec other than zstd or none, or more distinct values than
-/// `props` lets a dictionary page hold.
+/// not handle, nulls, no rows, a codec other than zstd or none, a bloom filter, statistics on
+/// anything but a signed integer, or more distinct values than `props` lets a dictionary page
+/// hold.
 pub(crate) fn encode_chunk(
     pieces: &[&ArrayRef],
     descr: ColumnDescPtr,
     props: &WriterProperties,
 ) -> Result<Option<EncodedChunk>> {
     let rows: usize = pieces.iter().map(|p| p.len()).sum();
-    if rows == 0 || pieces.iter().any(|p| p.null_count() > 0) {
+    if rows == 0
+        || pieces.iter().any(|p| p.null_count() > 0)
+        || props.bloom_filter_properties(descr.path()).is_some()
+        || props.write_page_header_statistics(descr.path())
+    {
         return Ok(None);
     }
+    let statistics = props.statistics_enabled(descr.path());
     let codec = props.compression(descr.path());
     let level = match codec {
         Compression::ZSTD(level) => Some(level.compression_level()),
@@ -61,13 +73,16 @@ pub(crate) fn encode_chunk(
     let Some(first) = pieces.first() else {
         return Ok(None);
     };
+    let with_statistics = statistics != EnabledStatistics::None;
     let dictionary = match first.data_type() {
-        DataType::Int32 => primitive_keys::<Int32Type>(pieces, rows, limit),
-        DataType::Int64 => primitive_keys::<Int64Type>(pieces, rows, limit),
-        DataType::UInt64 => primitive_keys::<UInt64Type>(pieces, rows, limit),
-        DataType::Utf8 => string_keys(pieces, rows, limit),
+        DataType::Int32 => primitive_keys::<Int32Type>(pieces, rows, limit, with_statistics),
+        DataType::Int64 => primitive_keys::<Int64Type>(pieces, rows, limit, with_statistics),
+        DataType::UInt64 if !with_statistics => {
+            primitive_keys::<UInt64Type>(pieces, rows, limit, false)
+        }
+        DataType::Utf8 if !with_statistics => string_keys(pieces, rows, limit),
         DataType::Dictionary(key, value)
-            if **key == DataType::Int32 && **value == DataType::Utf8 =>
+            if !with_statistics && **key == DataType::Int32 && **value == DataType::Utf8 =>
         {
             dictionary_keys(pieces, rows, limit)
         }
@@ -77,7 +92,7 @@ pub(crate) fn encode_chunk(
         return Ok(None);
     };
     let page_rows = props.data_page_row_count_limit().max(1);
-    write_chunk(&dictionary, descr, codec, level, page_rows).map(Some)
+    write_chunk(&dictionary, descr, codec, level, statistics, page_rows).map(Some)
 }
 
 /// A chunk's dictionary (its entries PLAIN-encoded, in key order) and each row's key.
@@ -85,6 +100,8 @@ struct Keyed {
     plain: Vec<u8>,
     entries: u32,
     keys: Vec<u32>,
+    /// Each entry's value, when statistics are kept (signed integers only).
+    signed: Option<Vec<i64>>,
 }
 
 /// Hands out dictionary keys: one per distinct value, in order of first appearance.
@@ -92,6 +109,7 @@ struct Entries<V> {
     index: HashMap<V, u32>,
     plain: Vec<u8>,
     limit: usize,
+    signed: Option<Vec<i64>>,
 }
 
 impl<V: Hash + Eq + Copy> Entries<V> {
@@ -100,6 +118,7 @@ impl<V: Hash + Eq + Copy> Entries<V> {
             index: HashMap::new(),
             plain: Vec::new(),
             limit,
+            signed: None,
         }
     }
 
@@ -123,6 +142,7 @@ impl<V: Hash + Eq + Copy> Entries<V> {
             entries: self.index.len() as u32,
             plain: self.plain,
             keys,
+            signed: self.signed,
         }
     }
 }
@@ -149,12 +169,16 @@ fn write_plain_bytes(value: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(value);
 }
 
-fn primitive_keys<T>(pieces: &[&ArrayRef], rows: usize, limit: usize) -> Option<Keyed>
+/// `signed`: also keep each entry's value as an `i64`, for statistics.
+fn primitive_keys<T>(pieces: &[&ArrayRef], rows: usize, limit: usize, signed: bool) -> Option<Keyed>
 where
     T: ArrowPrimitiveType,
     T::Native: PlainValue + Hash + Eq,
 {
     let mut entries = Entries::new(limit);
+    if signed {
+        entries.signed = Some(Vec::new());
+    }
     let mut keys = Vec::with_capacity(rows);
     let mut previous = None;
     for piece in pieces {
@@ -163,6 +187,11 @@ where
                 Some((seen, key)) if seen == value => key,
                 _ => {
                     let key = entries.key_of(value, PlainValue::write_plain)?;
+                    if let Some(values) = entries.signed.as_mut()
+                        && key as usize == values.len()
+                    {
+                        values.push(value.to_i64()?);
+                    }
                     previous = Some((value, key));
                     key
                 }
@@ -225,14 +254,33 @@ fn dictionary_keys(pieces: &[&ArrayRef], rows: usize, limit: usize) -> Option<Ke
     Some(entries.into_keyed(keys))
 }
 
-/// Writes the dictionary page and the data pages (`page_rows` rows each) of a chunk.
+/// Writes the dictionary page and the data pages (`page_rows` rows each) of a chunk, with
+/// `statistics` (from [`Keyed::signed`]).
 fn write_chunk(
     dictionary: &Keyed,
     descr: ColumnDescPtr,
     codec: Compression,
     zstd_level: Option<i32>,
+    statistics: EnabledStatistics,
     page_rows: usize,
 ) -> Result<EncodedChunk> {
+    let physical_type = descr.physical_type();
+    let signed = match (&dictionary.signed, statistics) {
+        (_, EnabledStatistics::None) => None,
+        (Some(values), _) => Some(values),
+        (None, _) => {
+            return Err(general(
+                "statistics asked of a column without signed values",
+            ));
+        }
+    };
+    let mut column_index =
+        (statistics == EnabledStatistics::Page).then(|| ColumnIndexBuilder::new(physical_type));
+    let min_max_bytes = |value: i64| match physical_type {
+        PhysicalType::INT32 => (value as i32).to_le_bytes().to_vec(),
+        _ => value.to_le_bytes().to_vec(),
+    };
+
     let mut compressor = match zstd_level {
         Some(level) => Some(zstd::bulk::Compressor::new(level).map_err(external)?),
         None => None,
@@ -283,6 +331,10 @@ fn write_chunk(
         first_data_page.get_or_insert(spec.offset);
         offset_index.append_offset_and_size(spec.offset as i64, spec.compressed_size as i32);
         offset_index.append_row_count(page_keys.len() as i64);
+        if let (Some(index), Some(values)) = (column_index.as_mut(), signed) {
+            let (min, max) = min_max(page_keys, values);
+            index.append(false, min_max_bytes(min), min_max_bytes(max), 0);
+        }
         compressed += spec.compressed_size as u64;
         uncompressed += spec.uncompressed_size as u64;
         data_pages += 1;
@@ -290,7 +342,25 @@ fn write_chunk(
     let bytes = Bytes::from(sink.into_inner()?);
 
     let rows = dictionary.keys.len();
-    let metadata = ColumnChunkMetaData::builder(descr)
+    let mut metadata = ColumnChunkMetaData::builder(descr);
+    if let Some(values) = signed {
+        // Every entry is some row's value, so the entries' range is the chunk's.
+        let min = values.iter().copied().min().unwrap_or_default();
+        let max = values.iter().copied().max().unwrap_or_default();
+        let chunk_statistics: Statistics = match physical_type {
+            PhysicalType::INT32 => {
+                ValueStatistics::new(Some(min as i32), Some(max as i32), None, Some(0), false)
+                    .with_backwards_compatible_min_max(true)
+                    .into()
+            }
+            PhysicalType::INT64 => ValueStatistics::new(Some(min), Some(max), None, Some(0), false)
+                .with_backwards_compatible_min_max(true)
+                .into(),
+            other => return Err(general(&format!("no statistics for {other} columns"))),
+        };
+        metadata = metadata.set_statistics(chunk_statistics);
+    }
+    let metadata = metadata
         .set_compression(codec)
         .set_encodings_mask(EncodingMask::new_from_encodings(
             [Encoding::PLAIN, Encoding::RLE, Encoding::RLE_DICTIONARY].iter(),
@@ -319,7 +389,7 @@ fn write_chunk(
             rows_written: rows as u64,
             metadata,
             bloom_filter: None,
-            column_index: None,
+            column_index: column_index.map(|index| index.build()).transpose()?,
             offset_index: Some(offset_index.build()),
         },
         bytes,
@@ -328,6 +398,25 @@ fn write_chunk(
 
 fn external(e: std::io::Error) -> ParquetError {
     ParquetError::External(Box::new(e))
+}
+
+fn general(message: &str) -> ParquetError {
+    ParquetError::General(message.to_string())
+}
+
+/// The smallest and largest of the values `keys` stand for (each run looked at once).
+fn min_max(keys: &[u32], values: &[i64]) -> (i64, i64) {
+    let (mut min, mut max) = (i64::MAX, i64::MIN);
+    let mut previous = None;
+    for &key in keys {
+        if previous != Some(key) {
+            let value = values[key as usize];
+            min = min.min(value);
+            max = max.max(value);
+            previous = Some(key);
+        }
+    }
+    (min, max)
 }
 
 /// Bits needed to write `max` (0 for 0: a one-entry dictionary needs no bits per row).

@@ -58,9 +58,9 @@ pub fn writer_properties(table: Table) -> WriterProperties {
         // good part of that work. Keep statistics where they prune (time, container, process)
         // and drop them where a page's range says nothing: one host, syscalls, results, and
         // names and cgroups that follow the container and process columns.
-        for column in RAW_STREAM_RUN_COLUMNS.iter().chain(&["ktime_slack_ns"]) {
+        for column in RAW_STREAM_COLUMNS_WITHOUT_STATISTICS {
             properties = properties
-                .set_column_statistics_enabled(ColumnPath::from(*column), EnabledStatistics::None);
+                .set_column_statistics_enabled(ColumnPath::from(column), EnabledStatistics::None);
         }
         // The slack repeats for a run of calls and changes from run to run: zstd squeezes the
         // repeats out of plain values, where a dictionary would intern every value first.
@@ -71,11 +71,31 @@ pub fn writer_properties(table: Table) -> WriterProperties {
     properties.build()
 }
 
+/// Columns of the `syscall` table written without statistics (see [`writer_properties`]).
+const RAW_STREAM_COLUMNS_WITHOUT_STATISTICS: [&str; 7] = [
+    "host",
+    "comm",
+    "cgroup_id",
+    "nr",
+    "name",
+    "ret",
+    "ktime_slack_ns",
+];
+
 /// Columns of the `syscall` table whose chunks are built from the runs their values come in
-/// ([`crate::runs`]): values that repeat row after row and need no statistics (see
-/// [`writer_properties`]; `ktime_slack_ns`, plain and without statistics too, changes every
-/// few rows and is left to Parquet's writer).
-const RAW_STREAM_RUN_COLUMNS: [&str; 6] = ["host", "comm", "cgroup_id", "nr", "name", "ret"];
+/// ([`crate::runs`]): a thread's identity and, often, its calls repeat row after row.
+/// `container_id` (nullable, with a bloom filter) and the times and slack (which change from
+/// row to row) are left to Parquet's writer.
+const RAW_STREAM_RUN_COLUMNS: [&str; 8] = [
+    "host",
+    "pid",
+    "tid",
+    "comm",
+    "cgroup_id",
+    "nr",
+    "name",
+    "ret",
+];
 
 /// The columns of `table` written through [`crate::runs`] where it applies.
 fn run_columns(table: Table) -> &'static [&'static str] {
@@ -552,8 +572,8 @@ mod tests {
             b.append(SyscallRow {
                 time_micros: i as i64,
                 ktime_ns: 1000 + i as u64,
-                pid: 100 + thread as i32,
-                tid: 100 + thread as i32,
+                pid: 100 + thread as i32 + (i / 9000) as i32 * 10,
+                tid: 100 + thread as i32 + (i / 9000 % 2) as i32 * 10,
                 comm,
                 cgroup_id: 7 + (thread as u64 % 2),
                 nr: [0, 1, 39][(i / 5) % 3],
@@ -611,6 +631,49 @@ mod tests {
         let path = dir.path().join("fallback.parquet");
         write_parquet_batches(&path, Table::Syscall, std::slice::from_ref(&many)).unwrap();
         assert_eq!(read_back(&path), many);
+    }
+
+    #[test]
+    fn run_encoded_chunks_carry_the_statistics_and_page_index_parquet_writes() {
+        use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
+        let schema = crate::schema::schema_of(Table::Syscall);
+        // Several pages (8192 rows each) whose pids and tids rise, fall and repeat.
+        let batches = [stream(30_000, 0, |i| i as i64 % 7)];
+        let metadata = |run_columns: &[&str]| {
+            let file = write_row_groups(
+                Vec::new(),
+                &schema,
+                writer_properties(Table::Syscall),
+                &batches,
+                run_columns,
+            )
+            .unwrap();
+            ParquetMetaDataReader::new()
+                .with_page_index_policy(PageIndexPolicy::Required)
+                .parse_and_finish(&bytes::Bytes::from(file))
+                .unwrap()
+        };
+        let ours = metadata(&RAW_STREAM_RUN_COLUMNS);
+        let parquets = metadata(&[]);
+        for column in RAW_STREAM_RUN_COLUMNS {
+            let at = schema.index_of(column).unwrap();
+            let (a, b) = (
+                ours.row_group(0).column(at),
+                parquets.row_group(0).column(at),
+            );
+            assert_eq!(a.statistics(), b.statistics(), "{column}");
+            assert_eq!(a.num_values(), b.num_values(), "{column}");
+            let page_index = |m: &parquet::file::metadata::ParquetMetaData| {
+                let offsets = &m.offset_index().unwrap()[0][at];
+                let rows: Vec<i64> = offsets
+                    .page_locations()
+                    .iter()
+                    .map(|p| p.first_row_index)
+                    .collect();
+                (m.column_index().unwrap()[0][at].clone(), rows)
+            };
+            assert_eq!(page_index(&ours), page_index(&parquets), "{column}");
+        }
     }
 
     #[test]
