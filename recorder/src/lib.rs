@@ -729,6 +729,9 @@ fn submit_all(st: &mut DrainState, sealer: &Sealer, stats: &Stats) {
             .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         sealer.submit(partition, batch);
     };
+    for spent in sealer.spent() {
+        st.batches.recycle(spent);
+    }
     for (partition, batch) in st.batches.take() {
         submit(partition, st.attributor.fill_container_ids(batch));
     }

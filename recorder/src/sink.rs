@@ -4,7 +4,8 @@
 //! the builders are finished and handed to the sealer thread ([`Sealer`]), which writes them
 //! with [`Store::seal`]. Encoding and fsync happen off the drain loop so a slow disk never
 //! holds up draining the ring buffer. A batch whose seal fails (a full disk, say) is kept and
-//! retried, never dropped.
+//! retried, never dropped. Sealed raw-stream batches come back ([`Sealer::spent`]) so the
+//! next ones are built in their memory ([`Batches::recycle`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -211,6 +212,21 @@ impl Batches {
         self.parts.values().map(Pending::len).max().unwrap_or(0)
     }
 
+    /// Gives a sealed raw-stream batch's memory to the builder of the next one.
+    pub fn recycle(&mut self, batch: RecordBatch) {
+        let active = self.parts.values_mut().find_map(|pending| match pending {
+            Pending::Syscall(builder) => Some(builder),
+            _ => None,
+        });
+        match active {
+            Some(builder) => builder.recycle(batch),
+            None => self
+                .spare_syscall
+                .get_or_insert_with(Default::default)
+                .recycle(batch),
+        }
+    }
+
     /// Finishes every partition into a batch.
     pub fn take(&mut self) -> Vec<(Partition, RecordBatch)> {
         self.rows = 0;
@@ -230,9 +246,11 @@ impl Batches {
     }
 }
 
-/// The sealing thread and the channel to it.
+/// The sealing thread and the channels to and from it.
 pub struct Sealer {
     tx: mpsc::Sender<(Partition, RecordBatch)>,
+    /// Raw-stream batches that are sealed, for [`Batches::recycle`].
+    spent: mpsc::Receiver<RecordBatch>,
     /// Rows handed over and not sealed yet.
     queued_rows: Arc<AtomicUsize>,
     thread: JoinHandle<()>,
@@ -251,6 +269,7 @@ pub const MAX_QUEUED_ROWS: usize = 6_000_000;
 impl Sealer {
     pub fn spawn(store: Store, run_id: u32, stats: Arc<Stats>) -> Sealer {
         let (tx, rx) = mpsc::channel::<(Partition, RecordBatch)>();
+        let (spent_tx, spent) = mpsc::channel();
         let queued_rows = Arc::new(AtomicUsize::new(0));
         let sealed_rows = queued_rows.clone();
         let thread = std::thread::Builder::new()
@@ -269,7 +288,12 @@ impl Sealer {
                             Err(RecvTimeoutError::Disconnected) => open = false,
                         }
                     }
-                    seal_queue(&store, run_id, &mut seq, &mut queue, &stats, &sealed_rows);
+                    let spent =
+                        seal_queue(&store, run_id, &mut seq, &mut queue, &stats, &sealed_rows);
+                    for batch in spent {
+                        // Nobody takes them once the drain stopped: no error then.
+                        let _ = spent_tx.send(batch);
+                    }
                     if open && !queue.is_empty() {
                         std::thread::sleep(RETRY_AFTER);
                     }
@@ -293,9 +317,15 @@ impl Sealer {
             .expect("spawning the sealer thread");
         Sealer {
             tx,
+            spent,
             queued_rows,
             thread,
         }
+    }
+
+    /// Raw-stream batches sealed since the last call.
+    pub fn spent(&self) -> impl Iterator<Item = RecordBatch> + '_ {
+        self.spent.try_iter()
     }
 
     /// Hands a batch to the sealer, first waiting while more than [`MAX_QUEUED_ROWS`] rows
@@ -317,6 +347,8 @@ impl Sealer {
     }
 }
 
+/// Seals the queue from the front until done or a seal fails; returns the sealed raw-stream
+/// batches.
 fn seal_queue(
     store: &Store,
     run_id: u32,
@@ -324,7 +356,8 @@ fn seal_queue(
     queue: &mut VecDeque<(Partition, RecordBatch)>,
     stats: &Stats,
     queued_rows: &AtomicUsize,
-) {
+) -> Vec<RecordBatch> {
+    let mut spent = Vec::new();
     while let Some((partition, batch)) = queue.front() {
         match store.seal(partition, batch, run_id, *seq) {
             Ok(sealed) => {
@@ -338,7 +371,11 @@ fn seal_queue(
                     .fetch_add(sealed.entry.body.bytes, Ordering::Relaxed);
                 *stats.last_segment.lock().unwrap() = Some(sealed.path);
                 *stats.last_error.lock().unwrap() = None;
-                queue.pop_front();
+                if let Some((partition, batch)) = queue.pop_front()
+                    && partition.table == Table::Syscall
+                {
+                    spent.push(batch);
+                }
             }
             Err(e) => {
                 // The sequence number is still bumped: a failed attempt may have left a staging
@@ -346,10 +383,11 @@ fn seal_queue(
                 *seq += 1;
                 log::warn!("sealing a {} segment failed: {e}", partition.table);
                 *stats.last_error.lock().unwrap() = Some(e.to_string());
-                return;
+                break;
             }
         }
     }
+    spent
 }
 
 #[cfg(test)]

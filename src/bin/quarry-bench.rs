@@ -327,6 +327,10 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
             "--rounds" => rounds = it.next().context("--rounds N")?.parse::<usize>()?.max(1),
             "--format" => json = it.next() == Some(&"json"),
             "--pin" => placement = Placement::Pinned,
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
             other => bail!("unknown argument {other}\n{USAGE}"),
         }
     }
