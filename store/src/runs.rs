@@ -147,6 +147,24 @@ impl<V: Hash + Eq + Copy> Entries<V> {
     }
 }
 
+/// The value of the row before and its key: a run of equal values costs one comparison a row.
+struct LastKey<V>(Option<(V, u32)>);
+
+impl<V: PartialEq + Copy> LastKey<V> {
+    /// The key of `value`: the last one if it is the same value, else `lookup`'s.
+    #[inline]
+    fn key(&mut self, value: V, lookup: impl FnOnce(V) -> Option<u32>) -> Option<u32> {
+        if let Some((seen, key)) = self.0
+            && seen == value
+        {
+            return Some(key);
+        }
+        let key = lookup(value)?;
+        self.0 = Some((value, key));
+        Some(key)
+    }
+}
+
 /// The PLAIN encoding of a fixed-width value: little-endian bytes.
 trait PlainValue: Copy {
     fn write_plain(self, out: &mut Vec<u8>);
@@ -180,23 +198,18 @@ where
         entries.signed = Some(Vec::new());
     }
     let mut keys = Vec::with_capacity(rows);
-    let mut previous = None;
+    let mut last = LastKey(None);
     for piece in pieces {
         for &value in piece.as_primitive_opt::<T>()?.values().iter() {
-            let key = match previous {
-                Some((seen, key)) if seen == value => key,
-                _ => {
-                    let key = entries.key_of(value, PlainValue::write_plain)?;
-                    if let Some(values) = entries.signed.as_mut()
-                        && key as usize == values.len()
-                    {
-                        values.push(value.to_i64()?);
-                    }
-                    previous = Some((value, key));
-                    key
+            keys.push(last.key(value, |value| {
+                let key = entries.key_of(value, PlainValue::write_plain)?;
+                if let Some(values) = entries.signed.as_mut()
+                    && key as usize == values.len()
+                {
+                    values.push(value.to_i64()?);
                 }
-            };
-            keys.push(key);
+                Some(key)
+            })?);
         }
     }
     Some(entries.into_keyed(keys))
@@ -205,20 +218,12 @@ where
 fn string_keys(pieces: &[&ArrayRef], rows: usize, limit: usize) -> Option<Keyed> {
     let mut entries = Entries::new(limit);
     let mut keys = Vec::with_capacity(rows);
-    let mut previous: Option<(&[u8], u32)> = None;
+    let mut last = LastKey(None);
     for piece in pieces {
         let strings = piece.as_string_opt::<i32>()?;
         for i in 0..strings.len() {
             let value = strings.value(i).as_bytes();
-            let key = match previous {
-                Some((seen, key)) if seen == value => key,
-                _ => {
-                    let key = entries.key_of(value, write_plain_bytes)?;
-                    previous = Some((value, key));
-                    key
-                }
-            };
-            keys.push(key);
+            keys.push(last.key(value, |value| entries.key_of(value, write_plain_bytes))?);
         }
     }
     Some(entries.into_keyed(keys))
@@ -234,21 +239,16 @@ fn dictionary_keys(pieces: &[&ArrayRef], rows: usize, limit: usize) -> Option<Ke
         let dictionary = piece.as_dictionary_opt::<Int32Type>()?;
         let values = dictionary.values().as_string_opt::<i32>()?;
         let mut chunk_key_of = vec![u32::MAX; values.len()];
-        let mut previous = None;
+        let mut last = LastKey(None);
         for &arrow_key in dictionary.keys().values().iter() {
-            let key = match previous {
-                Some((seen, key)) if seen == arrow_key => key,
-                _ => {
-                    let slot = chunk_key_of.get_mut(usize::try_from(arrow_key).ok()?)?;
-                    if *slot == u32::MAX {
-                        let value = values.value(arrow_key as usize).as_bytes();
-                        *slot = entries.key_of(value, write_plain_bytes)?;
-                    }
-                    previous = Some((arrow_key, *slot));
-                    *slot
+            keys.push(last.key(arrow_key, |arrow_key| {
+                let slot = chunk_key_of.get_mut(usize::try_from(arrow_key).ok()?)?;
+                if *slot == u32::MAX {
+                    let value = values.value(arrow_key as usize).as_bytes();
+                    *slot = entries.key_of(value, write_plain_bytes)?;
                 }
-            };
-            keys.push(key);
+                Some(*slot)
+            })?);
         }
     }
     Some(entries.into_keyed(keys))
