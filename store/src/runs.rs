@@ -100,7 +100,8 @@ struct Keyed {
     plain: Vec<u8>,
     entries: u32,
     keys: Vec<u32>,
-    /// Each entry's value, when statistics are kept (signed integers only).
+    /// Each entry's value, kept exactly when the column has statistics (signed integers
+    /// only).
     signed: Option<Vec<i64>>,
 }
 
@@ -255,7 +256,8 @@ fn dictionary_keys(pieces: &[&ArrayRef], rows: usize, limit: usize) -> Option<Ke
 }
 
 /// Writes the dictionary page and the data pages (`page_rows` rows each) of a chunk, with
-/// `statistics` (from [`Keyed::signed`]).
+/// chunk statistics when [`Keyed::signed`] is kept and a column index when `statistics` is
+/// [`EnabledStatistics::Page`].
 fn write_chunk(
     dictionary: &Keyed,
     descr: ColumnDescPtr,
@@ -265,15 +267,7 @@ fn write_chunk(
     page_rows: usize,
 ) -> Result<EncodedChunk> {
     let physical_type = descr.physical_type();
-    let signed = match (&dictionary.signed, statistics) {
-        (_, EnabledStatistics::None) => None,
-        (Some(values), _) => Some(values),
-        (None, _) => {
-            return Err(general(
-                "statistics asked of a column without signed values",
-            ));
-        }
-    };
+    let signed = dictionary.signed.as_ref();
     let mut column_index =
         (statistics == EnabledStatistics::Page).then(|| ColumnIndexBuilder::new(physical_type));
     let min_max_bytes = |value: i64| match physical_type {
@@ -356,7 +350,11 @@ fn write_chunk(
             PhysicalType::INT64 => ValueStatistics::new(Some(min), Some(max), None, Some(0), false)
                 .with_backwards_compatible_min_max(true)
                 .into(),
-            other => return Err(general(&format!("no statistics for {other} columns"))),
+            other => {
+                return Err(ParquetError::General(format!(
+                    "no statistics for {other} columns"
+                )));
+            }
         };
         metadata = metadata.set_statistics(chunk_statistics);
     }
@@ -398,10 +396,6 @@ fn write_chunk(
 
 fn external(e: std::io::Error) -> ParquetError {
     ParquetError::External(Box::new(e))
-}
-
-fn general(message: &str) -> ParquetError {
-    ParquetError::General(message.to_string())
 }
 
 /// The smallest and largest of the values `keys` stand for (each run looked at once).

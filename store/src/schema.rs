@@ -575,7 +575,7 @@ pub static SYSCALL_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
 /// Rows are kept apart by [`SyscallRow::source`] and come out source by source, each
 /// source's rows in the order they came. The recorder's sources are CPUs, whose rows arrive in
 /// time order, so the batch comes out in long time-ordered runs without a sort. The per-source
-/// columns keep their memory across [`SyscallBuilder::finish`] (down to what the last batch
+/// columns keep their memory across [`SyscallBuilder::finish`] (down to what recent batches
 /// needed), so a recorder that reuses its builder does not grow and fault in fresh vectors
 /// for every segment. The batch's own columns can come back too, once sealed
 /// ([`SyscallBuilder::recycle`]), and the next batch is built in their memory.
