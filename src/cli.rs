@@ -121,7 +121,7 @@ pub struct RecordArgs {
     pub exact_syscall_times: bool,
     /// Size of the kernel ring buffer (a power of two of at least 4K, e.g. 16M): larger absorbs
     /// longer bursts before events are dropped (and counted in the `gap` table). Default 16M,
-    /// 64M with `--syscalls all`
+    /// 32M with `--syscalls all`
     #[arg(long, value_parser = parse_size)]
     pub ring_size: Option<u32>,
     /// No live status line

@@ -24,10 +24,11 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
     };
     config.exact_syscall_times = args.exact_syscall_times;
     // The raw stream runs at millions of events a second: the larger buffer carries it over
-    // the drain loop's pauses (handing a sealed batch over) without drops.
+    // the drain loop's pauses (finishing a batch, a sealer catching up) without drops. Its
+    // pages are resident once read, so it counts fully against the recorder's memory.
     config.ring_bytes = args.ring_size.unwrap_or(match config.syscalls {
         SyscallMode::Off => 16 << 20,
-        SyscallMode::All => 64 << 20,
+        SyscallMode::All => 32 << 20,
     });
     let mut scope = "all processes".to_string();
     if !args.containers.is_empty() {
@@ -122,6 +123,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
     }
 
     let s = &summary.stats;
+    let unsealed: u64 = summary.unsealed.iter().map(|l| l.rows).sum();
     match args.format {
         Format::Json => println!(
             "{}",
@@ -134,24 +136,48 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
                 "kernel_drops": s.kernel_drops,
                 "undecodable": s.undecodable,
                 "rows_pending": s.rows_pending,
+                "rows_lost": s.rows_lost,
+                "rows_unsealed_at_exit": summary.unsealed.iter().map(|l| serde_json::json!({
+                    "table": l.table.name(), "rows": l.rows, "reason": l.reason.as_str(),
+                })).collect::<Vec<_>>(),
                 "recovered_segments": summary.recovered_segments,
             })
         ),
         Format::Table => println!(
             "quarry: stopped; sealed {} rows in {} segments ({}) into {}; {} events dropped by \
-             the kernel",
+             the kernel; {} rows not kept",
             s.rows_sealed,
             s.segments_sealed,
             human_bytes(s.bytes_sealed),
             store.display(),
-            s.kernel_drops
+            s.kernel_drops,
+            s.rows_lost,
         ),
     }
-    if s.rows_pending > 0 {
+    if unsealed > 0 {
+        let what: Vec<String> = summary
+            .unsealed
+            .iter()
+            .map(|l| format!("{} {} rows ({})", l.rows, l.table.name(), l.reason))
+            .collect();
         anyhow::bail!(
-            "{} rows could not be sealed: {}",
-            s.rows_pending,
-            s.last_error.as_deref().unwrap_or("unknown error")
+            "{} could not be sealed before stopping, and no gap row for them could be written \
+             ({}); free space in {} (or fix the write error) and restart the recorder; what was \
+             sealed before is intact (`quarry verify --store {}`)",
+            what.join(", "),
+            s.last_error.as_deref().unwrap_or("unknown error"),
+            store.display(),
+            store.display()
+        );
+    }
+    if s.rows_lost > 0 {
+        // Like the kernel's drops: on record as gap rows, so the recording itself succeeded.
+        eprintln!(
+            "quarry: warning: {} rows could not be kept while sealing was failing or behind \
+             ({}); they are counted in the store's gap table; check the space and health of {}",
+            s.rows_lost,
+            s.last_error.as_deref().unwrap_or("the sealer fell behind"),
+            store.display()
         );
     }
     Ok(exit::OK)
@@ -215,6 +241,8 @@ async fn status_line(stats: Arc<Stats>, store: Store, scope: String, quiet: bool
     let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let mut last = StatsSnapshot::default();
     let mut last_at = Instant::now();
+    let (mut last_rows, mut last_line_at) = (0u64, Instant::now());
+    let mut status_failing = false;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     for n in 1u64.. {
@@ -228,22 +256,36 @@ async fn status_line(stats: Arc<Stats>, store: Store, scope: String, quiet: bool
             &started_at,
         );
         last_at = Instant::now();
-        if let Err(e) = file.write(&store) {
-            log::warn!("cannot write {}: {e}", store.status_path().display());
+        match file.write(&store) {
+            Ok(()) => status_failing = false,
+            // Once per episode: on a full disk this fails every second.
+            Err(e) if !status_failing => {
+                status_failing = true;
+                log::warn!("cannot write {}: {e}", store.status_path().display());
+            }
+            Err(_) => {}
         }
         if quiet {
             last = s;
             continue;
         }
+        let rows: u64 = s.table_rows.iter().map(|(_, n)| n).sum();
+        let rate = (rows - last_rows) as f64 / last_line_at.elapsed().as_secs_f64().max(1e-3);
         let line = format!(
-            "[{:>4}s] {} events ({}/s) | {} segments, {} | {} dropped | {} pending{}",
+            "[{:>4}s] {} rows ({:.0}/s) | {} segments, {} | {} dropped | {} pending{}{}",
             started.elapsed().as_secs(),
-            s.events,
-            s.events - last.events,
+            rows,
+            rate,
             s.segments_sealed,
             human_bytes(s.bytes_sealed),
             s.kernel_drops,
             s.rows_pending,
+            match (s.degraded, s.rows_lost) {
+                (Some(reason), lost) =>
+                    format!(" | DEGRADED ({reason}): {lost} rows not kept, still draining"),
+                (None, 0) => String::new(),
+                (None, lost) => format!(" | {lost} rows not kept (gap rows)"),
+            },
             s.last_error
                 .as_deref()
                 .map(|e| format!(" | seal failing: {e}"))
@@ -254,7 +296,14 @@ async fn status_line(stats: Arc<Stats>, store: Store, scope: String, quiet: bool
             let _ = std::io::stderr().flush();
         } else if n % 10 == 0 {
             eprintln!("{line}");
+        } else {
+            last = s;
+            continue;
         }
+        // The rate is over the time since the line before, so every printed line's figure
+        // covers what happened since the reader last saw one.
+        last_rows = rows;
+        last_line_at = Instant::now();
         last = s;
     }
 }

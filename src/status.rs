@@ -29,6 +29,13 @@ pub struct StatusFile {
     pub rows_per_s: BTreeMap<String, f64>,
     pub kernel_drops: u64,
     pub rows_pending: u64,
+    /// Rows decoded and not kept (disk full, write errors, sealer over budget); they become
+    /// `gap` rows once the disk allows.
+    #[serde(default)]
+    pub rows_lost: u64,
+    /// Why sealing is failing right now ("disk full", "write error"), when it is.
+    #[serde(default)]
+    pub degraded: Option<String>,
     pub segments_sealed: u64,
     pub bytes_sealed: u64,
     pub last_segment: Option<String>,
@@ -70,6 +77,8 @@ impl StatusFile {
                 .collect(),
             kernel_drops: now.kernel_drops,
             rows_pending: now.rows_pending,
+            rows_lost: now.rows_lost,
+            degraded: now.degraded.map(str::to_string),
             segments_sealed: now.segments_sealed,
             bytes_sealed: now.bytes_sealed,
             last_segment: now.last_segment.as_ref().map(|p| p.display().to_string()),
@@ -90,9 +99,15 @@ impl StatusFile {
             .create_new(true)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)?;
-        f.write_all(&serde_json::to_vec_pretty(self)?)?;
-        // rename replaces a symlink at `path` rather than writing through it.
-        std::fs::rename(&tmp, &path)
+        let written = f
+            .write_all(&serde_json::to_vec_pretty(self)?)
+            // rename replaces a symlink at `path` rather than writing through it.
+            .and_then(|_| std::fs::rename(&tmp, &path));
+        if written.is_err() {
+            // A full disk: leave no half-written temporary file taking space.
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
     }
 }
 
@@ -160,6 +175,18 @@ pub fn run(args: StatusArgs) -> anyhow::Result<u8> {
             );
             if let Some(m) = status.memory_rss_mib {
                 println!("memory: {m:.0} MiB resident");
+            }
+            if let Some(reason) = &status.degraded {
+                println!(
+                    "DEGRADED ({reason}): still draining the kernel; {} rows not kept so far \
+                     (written as gap rows once sealing works again)",
+                    status.rows_lost
+                );
+            } else if status.rows_lost > 0 {
+                println!(
+                    "{} rows were not kept this run (see the gap table)",
+                    status.rows_lost
+                );
             }
             if let Some(e) = &status.last_error {
                 println!("sealing is failing: {e}");

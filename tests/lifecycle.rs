@@ -15,7 +15,7 @@ use arrow::array::AsArray;
 use chrono::{DateTime, Duration, Utc};
 use common::*;
 use quarry_store::schema::{
-    ActionRow, ContainerRow, FileRow, GapRow, NetRow, ProcessEvent, ProcessRow, RowIdentity,
+    ActionRow, ContainerRow, FileRow, GapReason, GapRow, NetRow, ProcessEvent, ProcessRow, RowIdentity,
     action_batch, container_batch, file_batch, gap_batch, net_batch, process_batch,
 };
 use quarry_store::{Partition, Store, Table};
@@ -149,6 +149,8 @@ fn fixture_at(root: &Path, hours: i64, now: DateTime<Utc>) -> Sealed {
             since: at(29),
             cpu: 1,
             lost: 2,
+            reason: GapReason::RingBufferFull,
+            lost_table: None,
         };
         seal(Table::Gap, at(30), gap_batch(HOST, &[gap]));
         *sealed.entry(("gap", "-")).or_default() += 1;

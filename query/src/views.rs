@@ -97,8 +97,12 @@ FROM action
 UNION ALL
 SELECT time, ktime_ns, host, CAST(NULL AS VARCHAR), CAST(NULL AS INT), CAST(NULL AS INT),
        CAST(NULL AS VARCHAR), CAST(NULL AS BIGINT UNSIGNED), 'gap', 'lost',
-       CASE WHEN cpu >= 0
-            THEN concat(lost, ' records lost on CPU ', cpu, ' since ', CAST(since AS VARCHAR))
+       CASE WHEN lost_table IS NOT NULL
+            THEN concat(lost, ' ', lost_table, ' rows not sealed (', reason, ') since ',
+                        CAST(since AS VARCHAR))
+            WHEN cpu >= 0
+            THEN concat(lost, ' records lost on CPU ', cpu, ' (', coalesce(reason, 'ring buffer full'),
+                        ') since ', CAST(since AS VARCHAR))
             ELSE concat(lost, ' events skipped by the kernel (program recursion) since ',
                         CAST(since AS VARCHAR))
        END,

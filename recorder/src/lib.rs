@@ -35,7 +35,7 @@ use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{BtfTracePoint, RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader, RawTracePointRunOptions, TestRun};
 use quarry_recorder_common::{DECODED_SYSCALLS, DROPS_SLOT, MAX_FILTER_CGROUPS, RAW_CLOCK_EVERY};
-use quarry_store::schema::{GAP_CPU_UNKNOWN, GapRow, ProcessEvent, container_batch};
+use quarry_store::schema::{GAP_CPU_UNKNOWN, GapReason, GapRow, ProcessEvent, container_batch};
 use quarry_store::{Partition, Store, StoreError, Table};
 use tokio::time::MissedTickBehavior;
 
@@ -45,7 +45,8 @@ use crate::calls::{CallRow, Calls, tcp_state_row};
 use crate::clock::WallClock;
 use crate::decode::identity;
 use crate::decode::{Record, decode};
-use crate::sink::{Batches, Sealer};
+use crate::sink::{Batches, Losses, Refused, SealHealth, Sealer};
+pub use crate::sink::LostRows;
 use crate::stats::{Stats, StatsSnapshot};
 
 /// The eBPF object built by build.rs from recorder/ebpf.
@@ -64,8 +65,10 @@ const GAP_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 /// How often a quiet CPU's raw-stream batch is sent for it (a busy CPU sends its own within
 /// `RAW_BATCH_MAX_AGE_NS`).
 const RAW_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
-/// A partition this large is sealed at once, whatever the seal interval: it bounds memory.
-const MAX_ROWS_PER_SEGMENT: usize = 2_000_000;
+/// A partition this large is sealed at once, whatever the seal interval: with the sealer's
+/// queue ([`sink::MAX_QUEUED_ROWS`]) and the ring buffer it bounds the recorder's memory
+/// (~64 bytes a raw-stream row in memory: 32 MiB here). Compaction merges small segments later.
+pub const MAX_ROWS_PER_SEGMENT: usize = 512 * 1024;
 
 /// Errors starting or running the recorder.
 #[derive(Debug, thiserror::Error)]
@@ -191,6 +194,9 @@ pub fn local_hostname() -> String {
 pub struct Summary {
     pub stats: StatsSnapshot,
     pub recovered_segments: usize,
+    /// Rows decoded and never sealed, by table and reason (the disk still failing at exit):
+    /// not even their `gap` rows could be written.
+    pub unsealed: Vec<LostRows>,
 }
 
 /// A loaded, attached recorder.
@@ -324,6 +330,8 @@ impl Recorder {
             attributor: Attributor::new(),
             calls: Calls::new(),
             gaps: GapTracker::new(),
+            losses: Losses::default(),
+            last_submit: chrono::Utc::now(),
         };
         let mut clock = WallClock::measure();
 
@@ -346,6 +354,12 @@ impl Recorder {
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = drain.tick() => {
+                    // A sealer that works but is behind (a flood faster than encoding): leave
+                    // the records in the ring buffer, where the kernel counts what it cannot
+                    // keep. A failing sealer is not waited for: rows are drained and counted.
+                    if sealer.backlogged() && sealer.health() == SealHealth::Ok {
+                        continue;
+                    }
                     drain_ring(&mut self.ring, &mut st, &clock, &self.stats);
                     // Bound memory: a flood seals early instead of growing without limit.
                     if st.batches.largest() >= MAX_ROWS_PER_SEGMENT {
@@ -354,13 +368,16 @@ impl Recorder {
                 }
                 _ = gap_check.tick() => {
                     st.gaps.read(&self.drops, &self.misses, &mut st.batches, &self.stats);
+                    st.account_losses(&sealer, &self.stats, false);
                 }
                 _ = raw_flush.tick(), if raw_stream => {
                     flush_raw_batches(&self.ebpf, &cpus, false);
                 }
                 _ = seal.tick() => {
-                    drain_ring(&mut self.ring, &mut st, &clock, &self.stats);
-                    submit_all(&mut st, &sealer, &self.stats);
+                    if !(sealer.backlogged() && sealer.health() == SealHealth::Ok) {
+                        drain_ring(&mut self.ring, &mut st, &clock, &self.stats);
+                        submit_all(&mut st, &sealer, &self.stats);
+                    }
                     clock = WallClock::measure();
                 }
             }
@@ -388,10 +405,14 @@ impl Recorder {
         drain_ring(&mut ring, &mut st, &clock, &stats);
         st.gaps.read(&drops, &misses, &mut st.batches, &stats);
         submit_all(&mut st, &sealer, &stats);
-        sealer.finish();
+        // What this last submit could not hand over is on record too, if the disk lets it be.
+        st.account_losses(&sealer, &stats, true);
+        submit_all(&mut st, &sealer, &stats);
+        let unsealed = sealer.finish();
         Ok(Summary {
             stats: stats.snapshot(),
             recovered_segments: self.recovered_segments,
+            unsealed,
         })
     }
 }
@@ -545,9 +566,55 @@ struct DrainState {
     attributor: Attributor,
     calls: Calls,
     gaps: GapTracker,
+    /// Rows the sealer refused, not yet written as gap rows.
+    losses: Losses,
+    /// When batches were last handed to the sealer: the rows of the next ones are newer.
+    last_submit: chrono::DateTime<chrono::Utc>,
 }
 
 impl DrainState {
+    /// Publishes the sealer's health, and turns what was lost into `gap` rows once the sealer
+    /// works again (or, with `now`, at once: recording is stopping).
+    fn account_losses(&mut self, sealer: &Sealer, stats: &Stats, now: bool) {
+        let health = sealer.health();
+        *stats.degraded.lock().unwrap() =
+            (health != SealHealth::Ok).then(|| health.gap_reason().as_str());
+        if self.losses.is_empty() || !(now || health == SealHealth::Ok) {
+            return;
+        }
+        for row in self.losses.take_rows(WallClock::monotonic_now_ns()) {
+            stats.count(Table::Gap);
+            self.batches.push_gap(row);
+        }
+    }
+
+    /// Hands one batch to the sealer; a refused one is counted as lost.
+    fn submit(&mut self, sealer: &Sealer, stats: &Stats, partition: Partition, batch: RecordBatch) {
+        let rows = batch.num_rows() as u64;
+        match sealer.submit(partition, batch) {
+            Ok(()) => {
+                stats.rows_submitted.fetch_add(rows, Ordering::Relaxed);
+            }
+            Err(Refused {
+                partition,
+                batch,
+                reason,
+            }) => {
+                stats.rows_lost.fetch_add(rows, Ordering::Relaxed);
+                self.losses.add(
+                    reason,
+                    partition.table,
+                    rows,
+                    self.last_submit,
+                    chrono::Utc::now(),
+                );
+                if partition.table == Table::Syscall {
+                    self.batches.recycle(batch);
+                }
+            }
+        }
+    }
+
     fn push_call(&mut self, row: CallRow, stats: &Stats) {
         match row {
             CallRow::Process(r) => {
@@ -692,7 +759,7 @@ impl GapTracker {
         let missed = misses.total();
         let now = chrono::Utc::now();
         let now_ktime = WallClock::monotonic_now_ns();
-        let mut gap = |cpu: i32, lost: u64| {
+        let mut gap = |cpu: i32, lost: u64, reason: GapReason| {
             stats.count(Table::Gap);
             batches.push_gap(GapRow {
                 time: now,
@@ -700,17 +767,19 @@ impl GapTracker {
                 since: self.since,
                 cpu,
                 lost,
+                reason,
+                lost_table: None,
             });
         };
         self.last.resize(per_cpu.len(), 0);
         for (cpu, (&count, last)) in per_cpu.iter().zip(self.last.iter_mut()).enumerate() {
             if count > *last {
-                gap(cpu as i32, count - *last);
+                gap(cpu as i32, count - *last, GapReason::RingBufferFull);
                 *last = count;
             }
         }
         if missed > self.last_misses {
-            gap(GAP_CPU_UNKNOWN, missed - self.last_misses);
+            gap(GAP_CPU_UNKNOWN, missed - self.last_misses, GapReason::ProgramRecursion);
             self.last_misses = missed;
         }
         self.since = now;
@@ -723,25 +792,22 @@ impl GapTracker {
 /// Attributes every finished batch to containers and hands it to the sealer, followed by the
 /// `container` rows for what was attributed.
 fn submit_all(st: &mut DrainState, sealer: &Sealer, stats: &Stats) {
-    let submit = |partition, batch: RecordBatch| {
-        stats
-            .rows_submitted
-            .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-        sealer.submit(partition, batch);
-    };
     for spent in sealer.spent() {
         st.batches.recycle(spent);
     }
     for (partition, batch) in st.batches.take() {
-        submit(partition, st.attributor.fill_container_ids(batch));
+        let batch = st.attributor.fill_container_ids(batch);
+        st.submit(sealer, stats, partition, batch);
     }
     let now = chrono::Utc::now();
     let containers = st.attributor.take_container_rows(now);
     if !containers.is_empty() {
         let host = st.batches.host();
         let partition = Partition::for_time(Table::Container, now, host);
-        submit(partition, container_batch(host, &containers));
+        let batch = container_batch(host, &containers);
+        st.submit(sealer, stats, partition, batch);
     }
+    st.last_submit = now;
     stats.rows_buffered.store(0, Ordering::Relaxed);
 }
 

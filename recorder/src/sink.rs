@@ -4,23 +4,24 @@
 //! the builders are finished and handed to the sealer thread ([`Sealer`]), which writes them
 //! with [`Store::seal`]. Encoding and fsync happen off the drain loop so a slow disk never
 //! holds up draining the ring buffer. A batch whose seal fails (a full disk, say) is kept and
-//! retried, never dropped. Sealed raw-stream batches come back ([`Sealer::spent`]) so the
+//! retried; while it is, the sealer refuses work beyond its budget instead of making the drain
+//! wait, and the recorder counts those rows as `gap` rows ([`Refused`]). Sealed raw-stream batches come back ([`Sealer::spent`]) so the
 //! next ones are built in their memory ([`Batches::recycle`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
 use quarry_store::schema::{
-    FileRow, GapRow, NetRow, ProcessRow, SyscallBuilder, SyscallRow, file_batch, gap_batch,
+    FileRow, GapReason, GapRow, NetRow, ProcessRow, SyscallBuilder, SyscallRow, file_batch, gap_batch,
     net_batch, process_batch,
 };
-use quarry_store::{Partition, Store, Table};
+use quarry_store::{Partition, Store, StoreError, Table};
 
 use crate::clock::WallClock;
 use crate::decode::{RawItem, RawSlots, c_string};
@@ -253,65 +254,160 @@ pub struct Sealer {
     spent: mpsc::Receiver<RecordBatch>,
     /// Rows handed over and not sealed yet.
     queued_rows: Arc<AtomicUsize>,
-    thread: JoinHandle<()>,
+    /// How the last seal went ([`SealHealth`]), for refusing work and for the status line.
+    health: Arc<AtomicU8>,
+    thread: JoinHandle<Vec<LostRows>>,
 }
 
-/// How long the sealer waits before retrying a batch that failed to seal.
+/// How long the sealer waits before retrying a batch that failed to seal, while recording.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
+/// How often it retries once recording has stopped, and for how long at most: a stop must not
+/// wait on a disk that stays full.
+const RETRY_AT_EXIT: Duration = Duration::from_millis(500);
+pub const EXIT_GRACE: Duration = Duration::from_secs(5);
 
-/// Rows that may wait for the sealer, the one being sealed included (three of the largest
-/// segments: a burst of a few seconds at millions of syscalls a second). When the sealer falls
-/// further behind (a flood faster than Parquet encoding, a full disk), `submit` waits, the
-/// drain stops, the ring buffer fills and the kernel counts what it cannot take: memory stays
-/// bounded and the loss is on record as `gap` rows.
-pub const MAX_QUEUED_ROWS: usize = 6_000_000;
+/// Rows that may wait for the sealer, the one being sealed included: two of the largest
+/// partitions ([`crate::MAX_ROWS_PER_SEGMENT`]). A batch that would go beyond it is refused
+/// ([`Sealer::submit`]), never waited for: the drain loop (and with it signals, `--duration`
+/// and the status line) must not stop because the disk did. The refused rows are counted and
+/// written as `gap` rows (the reason the last seal failed, or [`GapReason::SealerBehind`]).
+pub const MAX_QUEUED_ROWS: usize = 2 * crate::MAX_ROWS_PER_SEGMENT;
+
+/// The outcome of the last seal attempt, in an `AtomicU8`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealHealth {
+    Ok = 0,
+    DiskFull = 1,
+    WriteError = 2,
+}
+
+impl SealHealth {
+    fn from_u8(v: u8) -> SealHealth {
+        match v {
+            1 => SealHealth::DiskFull,
+            2 => SealHealth::WriteError,
+            _ => SealHealth::Ok,
+        }
+    }
+
+    /// Why rows are lost while the sealer is in this state.
+    pub fn gap_reason(self) -> GapReason {
+        match self {
+            SealHealth::Ok => GapReason::SealerBehind,
+            SealHealth::DiskFull => GapReason::DiskFull,
+            SealHealth::WriteError => GapReason::WriteError,
+        }
+    }
+
+    /// What a failed seal says about the disk: no space (ENOSPC, EDQUOT) or anything else.
+    fn of_error(error: &StoreError) -> SealHealth {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        while let Some(e) = source {
+            if let Some(io) = e.downcast_ref::<std::io::Error>()
+                && matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+            {
+                return SealHealth::DiskFull;
+            }
+            source = e.source();
+        }
+        // Parquet's writer wraps I/O errors as text.
+        let text = format!("{error:#}") + &error_chain(error);
+        if text.contains("No space left on device") || text.contains("Disk quota exceeded") {
+            SealHealth::DiskFull
+        } else {
+            SealHealth::WriteError
+        }
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = String::new();
+    let mut source = error.source();
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
+}
+
+/// A batch the sealer did not take, and why its rows are lost.
+pub struct Refused {
+    pub partition: Partition,
+    pub batch: RecordBatch,
+    pub reason: GapReason,
+}
+
+/// Rows of one table that were handed to the sealer and never sealed (the disk still failing
+/// when recording stopped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostRows {
+    pub table: Table,
+    pub rows: u64,
+    pub reason: GapReason,
+}
 
 impl Sealer {
     pub fn spawn(store: Store, run_id: u32, stats: Arc<Stats>) -> Sealer {
         let (tx, rx) = mpsc::channel::<(Partition, RecordBatch)>();
         let (spent_tx, spent) = mpsc::channel();
         let queued_rows = Arc::new(AtomicUsize::new(0));
-        let sealed_rows = queued_rows.clone();
+        let health = Arc::new(AtomicU8::new(SealHealth::Ok as u8));
+        let (sealed_rows, sealer_health) = (queued_rows.clone(), health.clone());
         let thread = std::thread::Builder::new()
             .name("quarry-sealer".into())
             .spawn(move || {
                 let mut queue = VecDeque::new();
                 let mut seq = 0u64;
                 let mut open = true;
-                while open || !queue.is_empty() {
-                    // Take new work only when what is held is sealed: a batch that keeps
-                    // failing holds the queue (and so, through the channel, the drain).
-                    if queue.is_empty() {
-                        match rx.recv_timeout(RETRY_AFTER) {
-                            Ok(job) => queue.push_back(job),
-                            Err(RecvTimeoutError::Timeout) => {}
-                            Err(RecvTimeoutError::Disconnected) => open = false,
+                let mut failing = false;
+                let mut give_up_at: Option<Instant> = None;
+                loop {
+                    if open {
+                        // Wait for work when there is none, or out the retry delay after a
+                        // failure, taking new work meanwhile (`submit` bounds how much).
+                        if queue.is_empty() || failing {
+                            match rx.recv_timeout(RETRY_AFTER) {
+                                Ok(job) => queue.push_back(job),
+                                Err(RecvTimeoutError::Timeout) => {}
+                                Err(RecvTimeoutError::Disconnected) => open = false,
+                            }
+                        }
+                        loop {
+                            match rx.try_recv() {
+                                Ok(job) => queue.push_back(job),
+                                Err(mpsc::TryRecvError::Empty) => break,
+                                Err(mpsc::TryRecvError::Disconnected) => {
+                                    open = false;
+                                    break;
+                                }
+                            }
                         }
                     }
-                    let spent =
+                    if queue.is_empty() {
+                        if open {
+                            continue;
+                        }
+                        return Vec::new();
+                    }
+                    let (spent, outcome) =
                         seal_queue(&store, run_id, &mut seq, &mut queue, &stats, &sealed_rows);
+                    failing = outcome != SealHealth::Ok;
+                    sealer_health.store(outcome as u8, Ordering::Release);
                     for batch in spent {
                         // Nobody takes them once the drain stopped: no error then.
                         let _ = spent_tx.send(batch);
                     }
-                    if open && !queue.is_empty() {
-                        std::thread::sleep(RETRY_AFTER);
+                    if open || !failing {
+                        continue;
                     }
-                    if !open && !queue.is_empty() {
-                        // Shutting down with a failing disk: the rows stay in memory only while
-                        // we keep retrying, so say loudly what is at stake.
-                        let rows: usize = queue.iter().map(|(_, b)| b.num_rows()).sum();
-                        log::error!(
-                            "{rows} rows are not sealed yet: {}; retrying",
-                            stats
-                                .last_error
-                                .lock()
-                                .unwrap()
-                                .as_deref()
-                                .unwrap_or("unknown error")
-                        );
-                        std::thread::sleep(RETRY_AFTER);
+                    // Stopping with a failing disk: retry for a short while, then give up on
+                    // what is left and say exactly what was lost.
+                    let deadline = *give_up_at.get_or_insert_with(|| Instant::now() + EXIT_GRACE);
+                    if Instant::now() >= deadline {
+                        return abandon(&mut queue, outcome.gap_reason(), &stats);
                     }
+                    std::thread::sleep(RETRY_AT_EXIT);
                 }
             })
             .expect("spawning the sealer thread");
@@ -319,6 +415,7 @@ impl Sealer {
             tx,
             spent,
             queued_rows,
+            health,
             thread,
         }
     }
@@ -328,27 +425,132 @@ impl Sealer {
         self.spent.try_iter()
     }
 
-    /// Hands a batch to the sealer, first waiting while more than [`MAX_QUEUED_ROWS`] rows
-    /// are waiting for it.
-    pub fn submit(&self, partition: Partition, batch: RecordBatch) {
-        while self.queued_rows.load(Ordering::Acquire) > MAX_QUEUED_ROWS {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        self.queued_rows
-            .fetch_add(batch.num_rows(), Ordering::AcqRel);
-        // The receiver lives until `finish`, which consumes self: send cannot fail before.
-        let _ = self.tx.send((partition, batch));
+    /// Whether another full partition would not fit in the queue: the drain loop then leaves
+    /// records in the ring buffer while the sealer works (and drains on when it fails).
+    pub fn backlogged(&self) -> bool {
+        self.queued_rows.load(Ordering::Acquire) + crate::MAX_ROWS_PER_SEGMENT > MAX_QUEUED_ROWS
     }
 
-    /// Waits until everything submitted is sealed.
-    pub fn finish(self) {
+    /// How the last seal went.
+    pub fn health(&self) -> SealHealth {
+        SealHealth::from_u8(self.health.load(Ordering::Acquire))
+    }
+
+    /// Hands a batch to the sealer, or gives it back when taking it would put more than
+    /// [`MAX_QUEUED_ROWS`] rows in its queue. Never waits. `gap` batches are always taken:
+    /// they are a few rows, and they are what says how much else was lost.
+    pub fn submit(&self, partition: Partition, batch: RecordBatch) -> Result<(), Refused> {
+        let rows = batch.num_rows();
+        let queued = self.queued_rows.load(Ordering::Acquire);
+        if partition.table != Table::Gap && queued > 0 && queued + rows > MAX_QUEUED_ROWS {
+            return Err(Refused {
+                partition,
+                batch,
+                reason: self.health().gap_reason(),
+            });
+        }
+        self.queued_rows.fetch_add(rows, Ordering::AcqRel);
+        // The receiver lives until `finish`, which consumes self: send cannot fail before.
+        let _ = self.tx.send((partition, batch));
+        Ok(())
+    }
+
+    /// Waits until everything submitted is sealed, or, when sealing keeps failing, at most
+    /// [`EXIT_GRACE`] more; returns what had to be given up.
+    pub fn finish(self) -> Vec<LostRows> {
         drop(self.tx);
-        let _ = self.thread.join();
+        self.thread.join().unwrap_or_default()
     }
 }
 
+/// Rows not kept, by why and table, until they are written as `gap` rows: as soon as the
+/// sealer works again, so the gap rows themselves reach the disk (see [`Sealer::submit`]).
+#[derive(Debug, Default)]
+pub struct Losses {
+    open: BTreeMap<(GapReason, Table), Lost>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Lost {
+    rows: u64,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+}
+
+impl Losses {
+    /// Counts `rows` of `table` lost for `reason`, decoded between `since` and `until`.
+    pub fn add(
+        &mut self,
+        reason: GapReason,
+        table: Table,
+        rows: u64,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) {
+        let lost = self.open.entry((reason, table)).or_insert(Lost {
+            rows: 0,
+            since,
+            until,
+        });
+        lost.rows += rows;
+        lost.since = lost.since.min(since);
+        lost.until = lost.until.max(until);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+
+    /// The losses so far as `gap` rows (one per reason and table), forgetting them.
+    pub fn take_rows(&mut self, ktime_ns: u64) -> Vec<GapRow> {
+        std::mem::take(&mut self.open)
+            .into_iter()
+            .map(|((reason, table), lost)| GapRow {
+                time: lost.until,
+                ktime_ns,
+                since: lost.since,
+                cpu: quarry_store::schema::GAP_CPU_UNKNOWN,
+                lost: lost.rows,
+                reason,
+                lost_table: Some(table),
+            })
+            .collect()
+    }
+}
+
+/// Empties the queue of a sealer that gives up, counting its rows by table.
+fn abandon(
+    queue: &mut VecDeque<(Partition, RecordBatch)>,
+    reason: GapReason,
+    stats: &Stats,
+) -> Vec<LostRows> {
+    let mut lost: BTreeMap<Table, u64> = BTreeMap::new();
+    for (partition, batch) in queue.drain(..) {
+        *lost.entry(partition.table).or_default() += batch.num_rows() as u64;
+    }
+    let total: u64 = lost.values().sum();
+    stats.rows_abandoned.fetch_add(total, Ordering::Relaxed);
+    stats.rows_lost.fetch_add(total, Ordering::Relaxed);
+    log::error!(
+        "giving up on {total} rows that could not be sealed ({reason}): {}",
+        stats
+            .last_error
+            .lock()
+            .unwrap()
+            .as_deref()
+            .unwrap_or("unknown error")
+    );
+    lost.into_iter()
+        .map(|(table, rows)| LostRows {
+            table,
+            rows,
+            reason,
+        })
+        .collect()
+}
+
 /// Seals the queue from the front until done or a seal fails; returns the sealed raw-stream
-/// batches.
+/// batches and how the last attempt went.
 fn seal_queue(
     store: &Store,
     run_id: u32,
@@ -356,7 +558,7 @@ fn seal_queue(
     queue: &mut VecDeque<(Partition, RecordBatch)>,
     stats: &Stats,
     queued_rows: &AtomicUsize,
-) -> Vec<RecordBatch> {
+) -> (Vec<RecordBatch>, SealHealth) {
     let mut spent = Vec::new();
     while let Some((partition, batch)) = queue.front() {
         match store.seal(partition, batch, run_id, *seq) {
@@ -381,13 +583,25 @@ fn seal_queue(
                 // The sequence number is still bumped: a failed attempt may have left a staging
                 // file of that name behind, and names are never reused.
                 *seq += 1;
-                log::warn!("sealing a {} segment failed: {e}", partition.table);
-                *stats.last_error.lock().unwrap() = Some(e.to_string());
-                break;
+                let health = SealHealth::of_error(&e);
+                let message = format!("{e}{}", error_chain(&e));
+                let mut last = stats.last_error.lock().unwrap();
+                // Once per episode, not every retry: a full disk can last for hours.
+                if last.as_deref() != Some(message.as_str()) {
+                    log::warn!(
+                        "sealing a {} segment failed ({}): {message}; retrying every {:?}, \
+                         counting what cannot be kept as gap rows",
+                        partition.table,
+                        health.gap_reason(),
+                        RETRY_AFTER
+                    );
+                }
+                *last = Some(message);
+                return (spent, health);
             }
         }
     }
-    spent
+    (spent, SealHealth::Ok)
 }
 
 #[cfg(test)]

@@ -24,6 +24,13 @@ pub struct Stats {
     pub rows_buffered: AtomicU64,
     /// Rows handed to the sealer (sealed or waiting for a retry).
     pub rows_submitted: AtomicU64,
+    /// Rows decoded and not kept: refused by a sealer over its budget, or given up at exit
+    /// with the disk still failing. Written as `gap` rows when the disk allows.
+    pub rows_lost: AtomicU64,
+    /// Of `rows_lost`, those handed to the sealer and given up at exit.
+    pub rows_abandoned: AtomicU64,
+    /// Why sealing is failing right now (a `GapReason` string), `None` when it works.
+    pub degraded: Mutex<Option<&'static str>>,
     pub last_segment: Mutex<Option<PathBuf>>,
     /// The last sealing error, cleared by the next successful seal.
     pub last_error: Mutex<Option<String>>,
@@ -40,8 +47,12 @@ pub struct StatsSnapshot {
     pub rows_sealed: u64,
     pub segments_sealed: u64,
     pub bytes_sealed: u64,
-    /// Rows decoded but not sealed yet.
+    /// Rows decoded but not sealed yet (nor given up).
     pub rows_pending: u64,
+    /// Rows decoded and not kept (see [`Stats::rows_lost`]).
+    pub rows_lost: u64,
+    /// Why sealing is failing right now, `None` when it works.
+    pub degraded: Option<&'static str>,
     pub last_segment: Option<PathBuf>,
     pub last_error: Option<String>,
 }
@@ -72,7 +83,9 @@ impl Stats {
             segments_sealed: get(&self.segments_sealed),
             bytes_sealed: get(&self.bytes_sealed),
             rows_pending: (get(&self.rows_buffered) + get(&self.rows_submitted))
-                .saturating_sub(get(&self.rows_sealed)),
+                .saturating_sub(get(&self.rows_sealed) + get(&self.rows_abandoned)),
+            rows_lost: get(&self.rows_lost),
+            degraded: *self.degraded.lock().unwrap(),
             last_segment: self.last_segment.lock().unwrap().clone(),
             last_error: self.last_error.lock().unwrap().clone(),
         }

@@ -458,6 +458,8 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
     if !status.success() {
         bail!("mixed workload failed");
     }
+    std::thread::sleep(Duration::from_millis(200));
+    let default_rss = rec.peak_rss_kib();
     rec.stop()?;
     let mut sizes = table_sizes(&mixed_store)?;
     sizes.retain(|(t, _, _)| *t != Table::Syscall);
@@ -484,6 +486,7 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
         "recorded_events_per_s": events_per_s,
         "kernel_drops": drops,
         "recorder_peak_rss_mib": rss.map(|k| k as f64 / 1024.0),
+        "recorder_peak_rss_default_mode_mib": default_rss.map(|k| k as f64 / 1024.0),
         "bytes_per_row": sizes.iter().map(|(t, rows, bytes)| {
             (t.name().to_string(), serde_json::json!(*bytes as f64 / *rows as f64))
         }).collect::<serde_json::Map<_, _>>(),
@@ -526,6 +529,10 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
             "  sustained into Parquet: {:.2} M events/s, {drops} dropped in all rounds, recorder peak RSS {}",
             events_per_s / 1e6,
             rss.map_or("?".into(), |k| format!("{:.0} MiB", k as f64 / 1024.0))
+        );
+        println!(
+            "  default mode (no raw stream), mixed workload: recorder peak RSS {}",
+            default_rss.map_or("?".into(), |k| format!("{:.0} MiB", k as f64 / 1024.0))
         );
         println!("bytes per row on disk:");
         for (t, rows, bytes) in &sizes {

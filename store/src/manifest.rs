@@ -196,9 +196,22 @@ impl Manifest {
         }
         // One write(2): a killed writer leaves whole lines or a torn tail, never a line spliced
         // into another.
-        file.write_all(&lines)
-            .and_then(|_| file.sync_data())
-            .map_err(|e| StoreError::io(&self.path, e))?;
+        let before = file
+            .metadata()
+            .map_err(|e| StoreError::io(&self.path, e))?
+            .len();
+        if let Err(e) = file.write_all(&lines).and_then(|_| file.sync_data()) {
+            // A full disk takes part of the write: cut it off again (truncating needs no free
+            // space), so the entries on record stay exactly those that were appended whole.
+            if let Err(cut) = file.set_len(before) {
+                log::error!(
+                    "{}: cannot remove a partly written entry ({cut}); the next append starts \
+                     a fresh line after it",
+                    self.path.display()
+                );
+            }
+            return Err(StoreError::io(&self.path, e));
+        }
         Ok(out)
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use arrow::array::{Array, AsArray};
 use chrono::{DateTime, TimeZone, Utc};
 use quarry_store::schema::{
-    GapRow, ProcessEvent, ProcessRow, RowIdentity, gap_batch, process_batch,
+    GapReason, GapRow, ProcessEvent, ProcessRow, RowIdentity, gap_batch, process_batch,
 };
 use quarry_store::{
     CompactPolicy, HoldSpec, Partition, RetentionPolicy, Store, Table, verify_store,
@@ -65,6 +65,8 @@ fn fixture(store: &Store, hours: i64, per_hour: u64) -> BTreeMap<(String, i64), 
             since: hour(h),
             cpu: 0,
             lost: 3,
+            reason: GapReason::RingBufferFull,
+            lost_table: None,
         };
         store
             .seal(

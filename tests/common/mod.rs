@@ -97,6 +97,11 @@ impl RecorderProcess {
         self.child.as_ref().unwrap().id() as i32
     }
 
+    /// The child process, to stop and wait for by hand (no longer killed on drop).
+    pub fn into_child(mut self) -> Child {
+        self.child.take().unwrap()
+    }
+
     /// Sends `signal` and waits for the recorder to exit.
     pub fn stop_with(mut self, signal: nix::sys::signal::Signal) -> Output {
         let child = self.child.take().unwrap();

@@ -245,6 +245,8 @@ pub fn build(root: &Path) -> Store {
                 since: at(440),
                 cpu: 1,
                 lost: 7,
+                reason: GapReason::RingBufferFull,
+                lost_table: None,
             }],
         ),
         5,
