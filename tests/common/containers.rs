@@ -171,7 +171,7 @@ impl Drop for RuncContainer {
     }
 }
 
-/// The containers.conf podman needs on this kind of machine (../shared/PLATFORM.md), kept in
+/// The containers.conf podman needs on a Debian 12 host with hybrid cgroups (cgroupfs manager, file events), kept in
 /// a file of the test's own and passed by CONTAINERS_CONF, so the host's config is untouched.
 pub struct Podman {
     conf: tempfile::TempDir,
