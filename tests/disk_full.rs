@@ -169,7 +169,7 @@ fn a_full_disk_never_stops_signals_or_duration() {
         "the recorder never reported the full disk"
     );
     std::thread::sleep(Duration::from_secs(2));
-    let child = rec.into_child();
+    let (child, lines) = rec.into_child();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         Signal::SIGINT,
@@ -177,7 +177,7 @@ fn a_full_disk_never_stops_signals_or_duration() {
     .unwrap();
     let out = wait_bounded(child, Duration::from_secs(60))
         .expect("the recorder did not stop on SIGINT with the disk full");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = lines.try_iter().collect::<Vec<_>>().join("\n");
     assert!(
         !out.status.success(),
         "rows it could not seal must fail the run: {out:?}"
@@ -199,7 +199,7 @@ fn a_full_disk_never_stops_signals_or_duration() {
             "5s",
         ],
     );
-    let child = rec.into_child();
+    let (child, _lines) = rec.into_child();
     let out = wait_bounded(child, Duration::from_secs(60))
         .expect("the recorder did not stop at --duration with the disk full");
     assert!(out.status.code().is_some(), "exited, not killed: {out:?}");

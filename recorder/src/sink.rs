@@ -264,7 +264,7 @@ const RETRY_AFTER: Duration = Duration::from_secs(2);
 /// How often it retries once recording has stopped, and for how long at most: a stop must not
 /// wait on a disk that stays full.
 const RETRY_AT_EXIT: Duration = Duration::from_millis(500);
-pub const EXIT_GRACE: Duration = Duration::from_secs(5);
+pub const EXIT_GRACE: Duration = Duration::from_secs(3);
 
 /// Rows that may wait for the sealer, the one being sealed included: two of the largest
 /// partitions ([`crate::MAX_ROWS_PER_SEGMENT`]). A batch that would go beyond it is refused
@@ -301,6 +301,9 @@ impl SealHealth {
 
     /// What a failed seal says about the disk: no space (ENOSPC, EDQUOT) or anything else.
     fn of_error(error: &StoreError) -> SealHealth {
+        if matches!(error, StoreError::DiskFull { .. }) {
+            return SealHealth::DiskFull;
+        }
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
         while let Some(e) = source {
             if let Some(io) = e.downcast_ref::<std::io::Error>()
@@ -390,8 +393,16 @@ impl Sealer {
                         }
                         return Vec::new();
                     }
-                    let (spent, outcome) =
-                        seal_queue(&store, run_id, &mut seq, &mut queue, &stats, &sealed_rows);
+                    let previous = SealHealth::from_u8(sealer_health.load(Ordering::Acquire));
+                    let (spent, outcome) = seal_queue(
+                        &store,
+                        run_id,
+                        &mut seq,
+                        &mut queue,
+                        &stats,
+                        &sealed_rows,
+                        previous,
+                    );
                     failing = outcome != SealHealth::Ok;
                     sealer_health.store(outcome as u8, Ordering::Release);
                     for batch in spent {
@@ -518,6 +529,19 @@ impl Losses {
     }
 }
 
+/// Free bytes for an unprivileged writer on the file system holding `path`.
+fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    let stat = nix::sys::statvfs::statvfs(path).ok()?;
+    Some(stat.blocks_available() as u64 * stat.fragment_size() as u64)
+}
+
+/// A generous guess of a segment's size on disk (raw-stream rows take ~0.5 bytes, others up to
+/// ~12), with room for Parquet's footer and the manifest line.
+fn bytes_needed(partition: &Partition, batch: &RecordBatch) -> u64 {
+    let per_row = if partition.table == Table::Syscall { 1 } else { 32 };
+    batch.num_rows() as u64 * per_row + 64 * 1024
+}
+
 /// Empties the queue of a sealer that gives up, counting its rows by table.
 fn abandon(
     queue: &mut VecDeque<(Partition, RecordBatch)>,
@@ -558,9 +582,18 @@ fn seal_queue(
     queue: &mut VecDeque<(Partition, RecordBatch)>,
     stats: &Stats,
     queued_rows: &AtomicUsize,
+    previous: SealHealth,
 ) -> (Vec<RecordBatch>, SealHealth) {
     let mut spent = Vec::new();
     while let Some((partition, batch)) = queue.front() {
+        // A disk that was full and still has less free space than this segment needs: do not
+        // encode it only to fail at the write (seconds for a large batch in a debug build, and
+        // the CPU the drain needs in any build).
+        if previous == SealHealth::DiskFull
+            && free_bytes(store.root()).is_some_and(|free| free < bytes_needed(partition, batch))
+        {
+            return (spent, SealHealth::DiskFull);
+        }
         match store.seal(partition, batch, run_id, *seq) {
             Ok(sealed) => {
                 *seq += 1;
@@ -587,7 +620,7 @@ fn seal_queue(
                 let message = format!("{e}{}", error_chain(&e));
                 let mut last = stats.last_error.lock().unwrap();
                 // Once per episode, not every retry: a full disk can last for hours.
-                if last.as_deref() != Some(message.as_str()) {
+                if last.is_none() {
                     log::warn!(
                         "sealing a {} segment failed ({}): {message}; retrying every {:?}, \
                          counting what cannot be kept as gap rows",

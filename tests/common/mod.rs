@@ -97,9 +97,12 @@ impl RecorderProcess {
         self.child.as_ref().unwrap().id() as i32
     }
 
-    /// The child process, to stop and wait for by hand (no longer killed on drop).
-    pub fn into_child(mut self) -> Child {
-        self.child.take().unwrap()
+    /// The child process, to stop and wait for by hand (no longer killed on drop), and its
+    /// stderr lines (the child's own stderr pipe is read by this struct's thread).
+    pub fn into_child(mut self) -> (Child, mpsc::Receiver<String>) {
+        let child = self.child.take().unwrap();
+        let (_, idle) = mpsc::channel();
+        (child, std::mem::replace(&mut self.stderr_lines, idle))
     }
 
     /// Sends `signal` and waits for the recorder to exit.
