@@ -15,8 +15,8 @@ use arrow::array::AsArray;
 use chrono::{DateTime, Duration, Utc};
 use common::*;
 use quarry_store::schema::{
-    ActionRow, ContainerRow, FileRow, GapReason, GapRow, NetRow, ProcessEvent, ProcessRow, RowIdentity,
-    action_batch, container_batch, file_batch, gap_batch, net_batch, process_batch,
+    ActionRow, ContainerRow, FileRow, GapReason, GapRow, NetRow, ProcessEvent, ProcessRow,
+    RowIdentity, action_batch, container_batch, file_batch, gap_batch, net_batch, process_batch,
 };
 use quarry_store::{Partition, Store, Table};
 

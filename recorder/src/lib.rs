@@ -45,8 +45,8 @@ use crate::calls::{CallRow, Calls, tcp_state_row};
 use crate::clock::WallClock;
 use crate::decode::identity;
 use crate::decode::{Record, decode};
-use crate::sink::{Batches, Losses, Refused, SealHealth, Sealer};
 pub use crate::sink::LostRows;
+use crate::sink::{Batches, Losses, Refused, SealHealth, Sealer};
 use crate::stats::{Stats, StatsSnapshot};
 
 /// The eBPF object built by build.rs from recorder/ebpf.
@@ -640,7 +640,13 @@ impl DrainState {
 const MAX_DRAIN_TIME: Duration = Duration::from_millis(20);
 
 fn drain_ring(ring: &mut RingBuf<MapData>, st: &mut DrainState, clock: &WallClock, stats: &Stats) {
-    drain_ring_until(ring, st, clock, stats, Some(Instant::now() + MAX_DRAIN_TIME))
+    drain_ring_until(
+        ring,
+        st,
+        clock,
+        stats,
+        Some(Instant::now() + MAX_DRAIN_TIME),
+    )
 }
 
 fn drain_ring_until(
@@ -656,7 +662,7 @@ fn drain_ring_until(
         decode_one(&item, st, clock, stats);
         drop(item);
         // The clock is read every 64 records: a raw-stream record is up to 128 rows.
-        if n % 64 == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+        if n.is_multiple_of(64) && deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
     }
@@ -805,7 +811,11 @@ impl GapTracker {
             }
         }
         if missed > self.last_misses {
-            gap(GAP_CPU_UNKNOWN, missed - self.last_misses, GapReason::ProgramRecursion);
+            gap(
+                GAP_CPU_UNKNOWN,
+                missed - self.last_misses,
+                GapReason::ProgramRecursion,
+            );
             self.last_misses = missed;
         }
         self.since = now;

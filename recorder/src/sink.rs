@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
 use quarry_store::schema::{
-    FileRow, GapReason, GapRow, NetRow, ProcessRow, SyscallBuilder, SyscallRow, file_batch, gap_batch,
-    net_batch, process_batch,
+    FileRow, GapReason, GapRow, NetRow, ProcessRow, SyscallBuilder, SyscallRow, file_batch,
+    gap_batch, net_batch, process_batch,
 };
 use quarry_store::{Partition, Store, StoreError, Table};
 
@@ -538,7 +538,11 @@ fn free_bytes(path: &std::path::Path) -> Option<u64> {
 /// A generous guess of a segment's size on disk (raw-stream rows take ~0.5 bytes, others up to
 /// ~12), with room for Parquet's footer and the manifest line.
 fn bytes_needed(partition: &Partition, batch: &RecordBatch) -> u64 {
-    let per_row = if partition.table == Table::Syscall { 1 } else { 32 };
+    let per_row = if partition.table == Table::Syscall {
+        1
+    } else {
+        32
+    };
     batch.num_rows() as u64 * per_row + 64 * 1024
 }
 
