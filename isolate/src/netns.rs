@@ -1,0 +1,598 @@
+//! The network-namespace-level layers of a quarantine, and the one safe way into a namespace.
+//!
+//! Two nftables layers act on frames, whatever socket made them:
+//!
+//! * inside the container's namespace, table `inet quarry_quarantine` (IP of every process in
+//!   the namespace, raw IP sockets included) and table `netdev quarry_quarantine`, an `egress`
+//!   chain on each of its interfaces: every frame the namespace sends, from packet sockets too
+//!   (`AF_PACKET`, with or without `PACKET_QDISC_BYPASS`, whose frames the kernel passes through
+//!   the netfilter egress hook), ARP and ND included, is stopped before it crosses the veth, so
+//!   even a capture on the host side of the pair sees nothing;
+//! * in the host's namespace, table `netdev quarry_q_<netns inode>` with an `ingress` and an
+//!   `egress` chain on the host side of the container's veth pairs (a bridge port, often): what
+//!   the container sends never reaches the host's stack, the bridge or other containers, even if
+//!   a container with CAP_NET_ADMIN flushed its own tables; and nothing reaches it, so a packet
+//!   socket inside cannot even sniff frames sent its way (taps see frames before any hook of
+//!   the receiving side, so only the sending side can keep them from a sniffer).
+//!
+//! Neighbour resolution for the allow-list still works: ARP and ND pass only for allow-listed
+//! addresses and the namespace's gateways. Both layers cut every process of the namespace, so
+//! they are shared by the quarantined containers in it and reference-counted by the
+//! namespace's inode (`/run/quarry/isolate/netns/<inode>.json`): they follow the union of their
+//! allow-lists, and go with the last one released.
+//!
+//! A namespace is only ever entered through a descriptor opened from `/proc/<pid>/ns/net` whose
+//! inode is the one recorded at isolate time: a pid that has been reused by a process of
+//! another namespace is never entered.
+
+use std::fs;
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{AllowRule, IsolateError, STATE_ROOT, io};
+
+/// Table of the layer inside the container's namespace (both families share the name).
+pub const NETNS_TABLE: &str = "quarry_quarantine";
+
+/// The host-side table for the namespace with inode `ino`.
+pub fn host_table(ino: u64) -> String {
+    format!("quarry_q_{ino}")
+}
+
+/// A descriptor of a network namespace, checked to be the expected one.
+pub struct Netns {
+    fd: OwnedFd,
+    pub inode: u64,
+}
+
+/// Opens the network namespace of `pid`; `None` when the process is gone or its namespace is
+/// not `expected` (its pid was reused, or it moved).
+pub fn open(pid: i32, expected: Option<u64>) -> Option<Netns> {
+    let path = format!("/proc/{pid}/ns/net");
+    let file = fs::File::open(&path).ok()?;
+    let inode = file.metadata().ok()?.ino();
+    if expected.is_some_and(|e| e != inode) {
+        return None;
+    }
+    Some(Netns {
+        fd: file.into(),
+        inode,
+    })
+}
+
+impl Netns {
+    /// `program` run inside this namespace (joined before exec, from the descriptor checked
+    /// at open).
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        let fd = self.fd.as_raw_fd();
+        // SAFETY: setns is async-signal-safe; the descriptor stays open in the parent until
+        // the child has exec'd (spawn waits for that).
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd
+    }
+}
+
+/// One network interface, as `ip -j link` shows it.
+#[derive(Debug, Clone, Deserialize)]
+struct IpLink {
+    ifindex: u32,
+    ifname: String,
+    #[serde(default)]
+    link_index: Option<u32>,
+    #[serde(default)]
+    link_netnsid: Option<i32>,
+}
+
+fn ip_links(cmd: &mut Command) -> Result<Vec<IpLink>, String> {
+    let out = cmd
+        .args(["-j", "link", "show"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("ip -j link: {e}"))
+}
+
+/// An interface on the host side of one of the container's veth pairs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostDevice {
+    pub ifname: String,
+    pub ifindex: u32,
+}
+
+/// The interfaces of a namespace: its own (but loopback) and their host-side peers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Devices {
+    /// Interfaces inside the namespace (the `egress` chain's devices).
+    pub inside: Vec<String>,
+    /// Host-side peers of its veth pairs (the host table's devices).
+    pub host: Vec<HostDevice>,
+}
+
+/// Finds the namespace's interfaces and the host-side peers of its veths: a host interface is
+/// a peer when its own peer lives in this namespace (by the id the host gives the namespace,
+/// not by a name or index the container could choose) and is one of these interfaces.
+pub fn devices(ns: &Netns) -> Result<Devices, String> {
+    let inside = ip_links(&mut ns.command("ip"))?;
+    // The host's dump first: listing a veth gives its peer's namespace an id.
+    let host = ip_links(&mut Command::new("ip"))?;
+    let nsid = nsid_of(ns).map_err(|e| format!("RTM_GETNSID: {e}"))?;
+    let mut d = Devices::default();
+    for l in &inside {
+        if l.ifname != "lo" {
+            // Names inside the namespace are the container's to choose (with CAP_NET_ADMIN):
+            // only names that cannot change the meaning of a ruleset go into one.
+            if !safe_ifname(&l.ifname) {
+                return Err(format!(
+                    "interface name {:?} in the container's namespace is not one nft can be given safely",
+                    l.ifname
+                ));
+            }
+            d.inside.push(l.ifname.clone());
+        }
+    }
+    if let Some(nsid) = nsid {
+        for h in &host {
+            if h.link_netnsid == Some(nsid)
+                && let Some(peer) = h.link_index
+                && inside
+                    .iter()
+                    .any(|c| c.ifindex == peer && c.link_index == Some(h.ifindex))
+                && safe_ifname(&h.ifname)
+            {
+                d.host.push(HostDevice {
+                    ifname: h.ifname.clone(),
+                    ifindex: h.ifindex,
+                });
+            }
+        }
+    }
+    Ok(d)
+}
+
+fn safe_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b))
+}
+
+/// The id this (the host's) namespace gives `ns`, if it gave one (it does once a veth between
+/// them has been listed).
+fn nsid_of(ns: &Netns) -> std::io::Result<Option<i32>> {
+    const RTM_NEWNSID: u16 = 88;
+    const RTM_GETNSID: u16 = 90;
+    const NETNSA_NSID: u16 = 1;
+    const NETNSA_FD: u16 = 3;
+    // SAFETY: plain socket creation; the descriptor is owned below.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor nobody else owns.
+    let sock: OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(raw) };
+    // nlmsghdr (16) + rtgenmsg padded (4) + nlattr (4) + u32 fd (4).
+    let mut req = [0u8; 28];
+    req[0..4].copy_from_slice(&28u32.to_ne_bytes());
+    req[4..6].copy_from_slice(&RTM_GETNSID.to_ne_bytes());
+    req[6..8].copy_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+    req[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    req[16] = libc::AF_UNSPEC as u8;
+    req[20..22].copy_from_slice(&8u16.to_ne_bytes());
+    req[22..24].copy_from_slice(&NETNSA_FD.to_ne_bytes());
+    req[24..28].copy_from_slice(&(ns.fd.as_raw_fd() as u32).to_ne_bytes());
+    // SAFETY: sending a buffer we own on our socket (to the kernel: no address needed).
+    if unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut buf = [0u8; 256];
+    // SAFETY: receiving into a buffer we own.
+    let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 20 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let n = n as usize;
+    let kind = u16::from_ne_bytes([buf[4], buf[5]]);
+    if kind == libc::NLMSG_ERROR as u16 {
+        let err = i32::from_ne_bytes([buf[16], buf[17], buf[18], buf[19]]);
+        return Err(std::io::Error::from_raw_os_error(-err));
+    }
+    if kind != RTM_NEWNSID {
+        return Ok(None);
+    }
+    let mut off = 20;
+    while off + 4 <= n {
+        let len = u16::from_ne_bytes([buf[off], buf[off + 1]]) as usize;
+        let ty = u16::from_ne_bytes([buf[off + 2], buf[off + 3]]);
+        if len < 4 || off + len > n {
+            break;
+        }
+        if ty == NETNSA_NSID && len >= 8 {
+            let id = i32::from_ne_bytes([buf[off + 4], buf[off + 5], buf[off + 6], buf[off + 7]]);
+            return Ok((id >= 0).then_some(id));
+        }
+        off += (len + 3) & !3;
+    }
+    Ok(None)
+}
+
+/// Gateways of the namespace's routes (both families): the neighbours the allow-listed
+/// collectors beyond them are reached through.
+pub fn gateways(ns: &Netns) -> Vec<IpAddr> {
+    #[derive(Deserialize)]
+    struct Route {
+        #[serde(default)]
+        gateway: Option<String>,
+    }
+    let mut out = Vec::new();
+    for fam in ["-4", "-6"] {
+        let Ok(o) = ns
+            .command("ip")
+            .args(["-j", fam, "route", "show", "table", "all"])
+            .stdin(Stdio::null())
+            .output()
+        else {
+            continue;
+        };
+        let routes: Vec<Route> = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        for r in routes {
+            if let Some(g) = r.gateway.and_then(|g| g.parse::<IpAddr>().ok())
+                && !out.contains(&g)
+            {
+                out.push(g);
+            }
+        }
+    }
+    out
+}
+
+/// Which way a chain's packets go, seen from the container.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Way {
+    /// Leaving it: the remote end is the destination.
+    Out,
+    /// Entering it: the remote end is the source.
+    In,
+}
+
+/// Accept rules for the allow-list (and, with `neighbours`, ARP/ND for them and the
+/// gateways); `arp`: whether the family sees ARP (netdev does, inet does not).
+fn accept_rules(way: Way, allow: &[AllowRule], neighbours: &[AllowRule], arp: bool) -> String {
+    let (a, p) = match way {
+        Way::Out => ("daddr", "dport"),
+        Way::In => ("saddr", "sport"),
+    };
+    let mut s = String::new();
+    for r in allow {
+        let fam = if r.addr.is_ipv4() { "ip" } else { "ip6" };
+        let net = format!("{}/{}", r.addr, r.prefix);
+        if r.port == 0 {
+            s.push_str(&format!("    {fam} {a} {net} accept\n"));
+        } else {
+            for proto in ["tcp", "udp"] {
+                s.push_str(&format!(
+                    "    {fam} {a} {net} {proto} {p} {} accept\n",
+                    r.port
+                ));
+            }
+        }
+    }
+    for n in neighbours {
+        let net = format!("{}/{}", n.addr, n.prefix);
+        match (n.addr, way) {
+            (IpAddr::V4(_), _) if arp => {
+                // ARP's target address on the way out, its sender's on the way in.
+                s.push_str(&format!(
+                    "    arp operation {{ request, reply }} arp {a} ip {net} accept\n"
+                ));
+            }
+            (IpAddr::V4(_), _) => {}
+            (IpAddr::V6(v6), Way::Out) => {
+                // A solicitation goes to a multicast group: its target (at bit 64 of the
+                // ICMPv6 header) names the neighbour; an advertisement goes to the asker.
+                let target = if n.prefix == 0 {
+                    String::new()
+                } else {
+                    let bits = u128::from(v6) >> (128 - u32::from(n.prefix));
+                    format!(" @th,64,{} 0x{bits:x}", n.prefix)
+                };
+                s.push_str(&format!(
+                    "    icmpv6 type nd-neighbor-solicit{target} accept\n    icmpv6 type nd-neighbor-advert ip6 daddr {net} accept\n"
+                ));
+            }
+            (IpAddr::V6(_), Way::In) => {
+                s.push_str(&format!(
+                    "    icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert }} ip6 saddr {net} accept\n"
+                ));
+            }
+        }
+    }
+    s
+}
+
+fn devices_set(names: &[String]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
+    format!("{{ {} }}", quoted.join(", "))
+}
+
+/// The neighbours ARP/ND is let through for: the allow-listed networks and the gateways.
+pub fn neighbours(allow: &[AllowRule], gateways: &[IpAddr]) -> Vec<AllowRule> {
+    let mut out: Vec<AllowRule> = allow.iter().map(|r| AllowRule { port: 0, ..*r }).collect();
+    for g in gateways {
+        let prefix = if g.is_ipv4() { 32 } else { 128 };
+        let rule = AllowRule {
+            addr: *g,
+            prefix,
+            port: 0,
+        };
+        if !out.contains(&rule) {
+            out.push(rule);
+        }
+    }
+    out
+}
+
+/// The script that (re)creates the layer inside the namespace, atomically (one nft
+/// transaction: the old tables go and the new ones come in the same step).
+pub fn netns_script(allow: &[AllowRule], neighbours: &[AllowRule], inside: &[String]) -> String {
+    let t = NETNS_TABLE;
+    let mut s = format!(
+        "table inet {t} {{}}\ndelete table inet {t}\ntable netdev {t} {{}}\ndelete table netdev {t}\n"
+    );
+    // The final `counter drop` counts what each chain stops. On the way out this layer sees
+    // packets before the cgroup_skb layer does, on the way in before the socket does: the
+    // layers' counts add up, none counts a packet another already dropped.
+    s.push_str(&format!(
+        "table inet {t} {{\n  chain input {{\n    type filter hook input priority -300; policy drop;\n    iif lo accept\n{}    counter drop\n  }}\n  chain output {{\n    type filter hook output priority -300; policy drop;\n    oif lo accept\n{}    counter drop\n  }}\n}}\n",
+        accept_rules(Way::In, allow, neighbours, false),
+        accept_rules(Way::Out, allow, neighbours, false),
+    ));
+    if !inside.is_empty() {
+        s.push_str(&format!(
+            "table netdev {t} {{\n  chain egress {{\n    type filter hook egress devices = {} priority -300; policy drop;\n{}    counter drop\n  }}\n}}\n",
+            devices_set(inside),
+            accept_rules(Way::Out, allow, neighbours, true),
+        ));
+    }
+    s
+}
+
+/// The script that deletes the layer inside the namespace.
+pub fn netns_delete_script() -> String {
+    let t = NETNS_TABLE;
+    format!(
+        "table inet {t} {{}}\ndelete table inet {t}\ntable netdev {t} {{}}\ndelete table netdev {t}\n"
+    )
+}
+
+/// The script that (re)creates the host-side table of namespace `ino`.
+pub fn host_script(
+    ino: u64,
+    allow: &[AllowRule],
+    neighbours: &[AllowRule],
+    host: &[HostDevice],
+) -> String {
+    let t = host_table(ino);
+    let mut s = format!("table netdev {t} {{}}\ndelete table netdev {t}\n");
+    if !host.is_empty() {
+        let names: Vec<String> = host.iter().map(|h| h.ifname.clone()).collect();
+        s.push_str(&format!(
+            "table netdev {t} {{\n  chain from_container {{\n    type filter hook ingress devices = {d} priority -300; policy drop;\n{}    counter drop\n  }}\n  chain to_container {{\n    type filter hook egress devices = {d} priority -300; policy drop;\n{}    counter drop\n  }}\n}}\n",
+            accept_rules(Way::Out, allow, neighbours, true),
+            accept_rules(Way::In, allow, neighbours, true),
+            d = devices_set(&names),
+        ));
+    }
+    s
+}
+
+/// Feeds `script` to `nft -f -` run by `cmd` (in whatever namespace `cmd` enters).
+pub fn nft(mut cmd: Command, script: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = cmd
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("nft not available: {e}"))?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(script.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// (out, in) packets counted by the final drop rules of `family table` as `cmd` sees it:
+/// chains `output`, `egress` and `from_container` count what leaves, the others what enters.
+pub fn counters(mut cmd: Command, family: &str, table: &str) -> (u64, u64) {
+    let out: Option<Output> = cmd
+        .args(["-j", "list", "table", family, table])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok();
+    let Some(v) = out.and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+    else {
+        return (0, 0);
+    };
+    let (mut egress, mut ingress) = (0, 0);
+    for item in v["nftables"].as_array().into_iter().flatten() {
+        let rule = &item["rule"];
+        let packets = rule["expr"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find_map(|e| e["counter"]["packets"].as_u64());
+        match (rule["chain"].as_str(), packets) {
+            (Some("output" | "egress" | "from_container"), Some(p)) => egress += p,
+            (Some(_), Some(p)) => ingress += p,
+            _ => {}
+        }
+    }
+    (egress, ingress)
+}
+
+/// One quarantined container of a shared namespace.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Member {
+    pub container_id: String,
+    pub init_pid: Option<i32>,
+    pub allow: Vec<AllowRule>,
+}
+
+/// The namespace-level layers of one network namespace and who needs them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NetnsRecord {
+    pub netns_inode: u64,
+    pub members: Vec<Member>,
+    pub devices: Devices,
+    /// ARP/ND let through for these (allow-list networks and gateways).
+    pub neighbours: Vec<AllowRule>,
+    /// Whether the tables inside the namespace are in place.
+    pub inside_layer: bool,
+    /// Whether the host-side table is in place.
+    pub host_layer: bool,
+}
+
+fn netns_dir() -> PathBuf {
+    Path::new(STATE_ROOT).join("netns")
+}
+
+fn record_path(ino: u64) -> PathBuf {
+    netns_dir().join(format!("{ino}.json"))
+}
+
+impl NetnsRecord {
+    pub fn load(ino: u64) -> Option<NetnsRecord> {
+        serde_json::from_slice(&fs::read(record_path(ino)).ok()?).ok()
+    }
+
+    pub fn save(&self) -> Result<(), IsolateError> {
+        let dir = netns_dir();
+        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let path = record_path(self.netns_inode);
+        fs::write(&path, serde_json::to_vec_pretty(self).expect("serializes")).map_err(io(&path))
+    }
+
+    pub fn remove(ino: u64) -> Result<(), IsolateError> {
+        let path = record_path(ino);
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                let _ = fs::remove_dir(netns_dir());
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(IsolateError::Io { path, source: e }),
+        }
+    }
+
+    /// The union of the members' allow-lists: what the shared layers let through.
+    pub fn allow_union(&self) -> Vec<AllowRule> {
+        let mut out: Vec<AllowRule> = Vec::new();
+        for m in &self.members {
+            for r in &m.allow {
+                if !out.contains(r) {
+                    out.push(*r);
+                }
+            }
+        }
+        out
+    }
+
+    /// The namespace, entered through any member's pid whose namespace is still this one.
+    pub fn enter(&self) -> Option<Netns> {
+        self.members
+            .iter()
+            .filter_map(|m| m.init_pid)
+            .find_map(|pid| open(pid, Some(self.netns_inode)))
+    }
+
+    /// Drops counted by the layer inside the namespace and by the host-side table.
+    pub fn drops(&self) -> ((u64, u64), (u64, u64)) {
+        let inside = match (self.inside_layer, self.enter()) {
+            (true, Some(ns)) => {
+                let (o1, i1) = counters(ns.command("nft"), "inet", NETNS_TABLE);
+                let (o2, i2) = counters(ns.command("nft"), "netdev", NETNS_TABLE);
+                (o1 + o2, i1 + i2)
+            }
+            _ => (0, 0),
+        };
+        let host = if self.host_layer {
+            counters(Command::new("nft"), "netdev", &host_table(self.netns_inode))
+        } else {
+            (0, 0)
+        };
+        (inside, host)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_allow_only_the_list_and_its_neighbours() {
+        let allow: Vec<AllowRule> = ["198.18.1.5:514", "[2001:2::5]:514"]
+            .iter()
+            .map(|r| r.parse().unwrap())
+            .collect();
+        let n = neighbours(&allow, &["198.18.1.1".parse().unwrap()]);
+        let s = netns_script(&allow, &n, &["eth0".into()]);
+        assert!(s.contains("hook egress devices = { \"eth0\" } priority -300; policy drop;"));
+        assert!(s.contains("ip daddr 198.18.1.5/32 udp dport 514 accept"));
+        assert!(s.contains("arp operation { request, reply } arp daddr ip 198.18.1.1/32 accept"));
+        assert!(s.contains(
+            "icmpv6 type nd-neighbor-solicit @th,64,128 0x20010002000000000000000000000005 accept"
+        ));
+        // ARP is not something the inet family sees.
+        let inet = s
+            .split("table netdev quarry_quarantine {\n")
+            .next()
+            .unwrap();
+        assert!(!inet.contains("arp operation"));
+        let h = host_script(
+            7,
+            &allow,
+            &n,
+            &[HostDevice {
+                ifname: "veth1".into(),
+                ifindex: 9,
+            }],
+        );
+        assert!(h.contains("table netdev quarry_q_7 {\n"));
+        assert!(h.contains("hook ingress devices = { \"veth1\" }"));
+        assert!(h.contains("ip saddr 198.18.1.5/32 tcp sport 514 accept"));
+        assert!(h.contains("arp operation { request, reply } arp saddr ip 198.18.1.1/32 accept"));
+        assert!(h.ends_with("    counter drop\n  }\n}\n"));
+    }
+}
