@@ -495,7 +495,29 @@ fn raw_sender_helper() {
         return;
     };
     let parts: Vec<&str> = spec.split(' ').collect();
-    let (ifname, dst, port) = (parts[0], parts[1], parts[2]);
+    match parts[0] {
+        // Three datagrams to ADDR PORT (busybox nc has no UDP).
+        "udp" => {
+            let ip: std::net::IpAddr = parts[1].parse().unwrap();
+            let dst = SocketAddr::new(ip, parts[2].parse().unwrap());
+            let any = if dst.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+            let sock = std::net::UdpSocket::bind(any).unwrap();
+            for _ in 0..3 {
+                let _ = sock.send_to(b"quarry-b19-udp", dst);
+            }
+            return;
+        }
+        // Waits for one datagram on PORT (IPv4 and IPv6); fails when none comes.
+        "udp-listen" => {
+            let sock = std::net::UdpSocket::bind(format!("[::]:{}", parts[1])).unwrap();
+            sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let mut buf = [0u8; 64];
+            sock.recv_from(&mut buf).expect("a datagram");
+            return;
+        }
+        _ => {}
+    }
+    let (ifname, dst, port) = (parts[1], parts[2], parts[3]);
     let dst: std::net::Ipv4Addr = dst.parse().unwrap();
     let port: u16 = port.parse().unwrap();
     let name = std::ffi::CString::new(ifname).unwrap();
@@ -650,11 +672,7 @@ fn attempts(
     }
     for (name, (addr, count), host) in [("udp out", udp, &net.host), ("udp6 out", udp6, &v6.0)] {
         let before = count.load(Ordering::Relaxed);
-        raw_exec(
-            c,
-            &[],
-            &format!("echo ping | nc -u -w 1 {host} {}", addr.port()),
-        );
+        udp_from(c, host, addr.port());
         std::thread::sleep(Duration::from_millis(200));
         if count.load(Ordering::Relaxed) > before {
             through.push(name);
@@ -677,11 +695,11 @@ fn attempts(
     raw_exec(
         c,
         &[&format!(
-            "QUARRY_TEST_SEND={inside_if} {} {}",
+            "QUARRY_TEST_SEND=frames {inside_if} {} {}",
             net.host,
             udp.0.port()
         )],
-        "/helper --ignored --exact raw_sender_helper --test-threads 1 --nocapture",
+        HELPER,
     );
     std::thread::sleep(Duration::from_millis(200));
     if udp.1.load(Ordering::Relaxed) > before {
@@ -699,7 +717,44 @@ fn attempts(
     }
     let _ = l.kill();
     let _ = l.wait();
+    for (name, addr) in [("udp in", net.inside.clone()), ("udp6 in", format!("[{}]", v6.1))] {
+        if udp_into(c, &addr, 9102) {
+            through.push(name);
+        }
+    }
     through
+}
+
+/// How a container runs the test binary's `raw_sender_helper`.
+const HELPER: &str = "/helper --ignored --exact raw_sender_helper --test-threads 1 --nocapture";
+
+/// From inside the container: three UDP datagrams to addr:port.
+fn udp_from(c: &RuncContainer, addr: &str, port: u16) {
+    raw_exec(c, &[&format!("QUARRY_TEST_SEND=udp {addr} {port}")], HELPER);
+}
+
+/// From the host: UDP datagrams to a listener in the container (`addr` as in a socket
+/// address: IPv6 in brackets); true when it got one.
+fn udp_into(c: &RuncContainer, addr: &str, port: u16) -> bool {
+    let mut cmd = Command::new("runc");
+    let mut listener = cmd
+        .args(["exec", "--env"])
+        .arg(format!("QUARRY_TEST_SEND=udp-listen {port}"))
+        .args([&c.id, "sh", "-c", HELPER])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let dst: SocketAddr = format!("{addr}:{port}").parse().unwrap();
+    let any = if dst.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    let sock = std::net::UdpSocket::bind(any).unwrap();
+    for _ in 0..3 {
+        let _ = sock.send_to(b"quarry-b19-udp-in", dst);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    listener.wait().unwrap().success()
 }
 
 #[test]
@@ -724,7 +779,9 @@ fn quarantine_has_no_holes() {
     let (udp, udp_n) = udp_echo(&format!("{}:0", net.host));
     let (udp6, udp6_n) = udp_echo(&format!("[{}]:0", v6.0));
     let (collector, _) = echo_server(&format!("{}:0", net.collector));
-    let (ucollector, ucollector_n) = udp_echo(&format!("{}:0", net.collector));
+    // One allow rule (one port per network) for the collector over TCP and UDP.
+    let (ucollector, ucollector_n) =
+        udp_echo(&format!("{}:{}", net.collector, collector.port()));
     let (srv_b, _) = echo_server(&format!("{}:0", net_b.host));
     let all = [
         "tcp out",
@@ -737,6 +794,8 @@ fn quarantine_has_no_holes() {
         "raw ip",
         "tcp in",
         "tcp6 in",
+        "udp in",
+        "udp6 in",
     ];
     let run = || {
         attempts(
@@ -763,16 +822,11 @@ fn quarantine_has_no_holes() {
     }
 
     // Dry run: shows all three layers, attaches nothing.
-    let allow = [
-        format!("{}:{}", net.collector, collector.port()),
-        format!("{}:{}", net.collector, ucollector.port()),
-    ];
+    let allow = format!("{}:{}", net.collector, collector.port());
     let (code, out) = isolate(&[
         &c.id,
         "--allow",
-        &allow[0],
-        "--allow",
-        &allow[1],
+        &allow,
         "--dry-run",
         "--format",
         "json",
@@ -798,7 +852,7 @@ fn quarantine_has_no_holes() {
     assert_eq!(run(), all, "a dry run changes nothing");
 
     let (code, out) = isolate(&[
-        &c.id, "--allow", &allow[0], "--allow", &allow[1], "--store", &store,
+        &c.id, "--allow", &allow, "--store", &store,
     ]);
     assert_eq!(code, 0, "{out}");
     capture.take_from(mac);
@@ -823,15 +877,7 @@ fn quarantine_has_no_holes() {
         "collector over TCP"
     );
     let before = ucollector_n.load(Ordering::Relaxed);
-    raw_exec(
-        &c,
-        &[],
-        &format!(
-            "echo ping | nc -u -w 1 {} {}",
-            net.collector,
-            ucollector.port()
-        ),
-    );
+    udp_from(&c, &net.collector, ucollector.port());
     std::thread::sleep(Duration::from_millis(200));
     assert!(
         ucollector_n.load(Ordering::Relaxed) > before,
@@ -876,9 +922,13 @@ fn quarantine_has_no_holes() {
         .args(["list", "tables"])
         .output()
         .unwrap();
+    // Only this namespace's table: other tests' quarantines may be in force meanwhile.
+    let table = format!("quarry_q_{}", plan["netns"]["netns_inode"].as_u64().unwrap());
     assert!(
-        !String::from_utf8_lossy(&nft.stdout).contains("quarry_q_"),
-        "no host-side table left"
+        !String::from_utf8_lossy(&nft.stdout)
+            .split_whitespace()
+            .any(|w| w == table),
+        "no host-side table {table} left"
     );
 }
 
@@ -954,35 +1004,53 @@ fn release_never_enters_the_namespace_of_a_reused_pid() {
     let (code, out) = isolate(&[&name, "--store", &store]);
     assert_eq!(code, 0, "{out}");
     let old_pid = c.pid();
-    drop(c); // exits while isolated
-
-    // Another process, in a namespace of its own with a table of the quarantine's name,
-    // takes the recorded pid (the record is where a reused pid would be read from).
-    let other = TestNet::new("o");
-    let mut decoy = Command::new("ip")
-        .args(["netns", "exec", &other.netns, "sleep", "100"])
-        .spawn()
-        .unwrap();
-    let decoy_pid = decoy.id() as i32;
-    std::thread::sleep(Duration::from_millis(200));
-    let out = Command::new("ip").args(["netns", "exec", &other.netns, "nft", "-f", "-"]).stdin(Stdio::piped()).spawn().and_then(|mut ch| {
-        ch.stdin.take().unwrap().write_all(b"table inet quarry_quarantine { chain output { type filter hook output priority 0; } }
-")?;
-        ch.wait()
-    }).unwrap();
-    assert!(out.success());
     let record_path = format!("/run/quarry/isolate/{name}.json");
-    let mut record: serde_json::Value =
+    let record: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&record_path).unwrap()).unwrap();
-    let ino = record["netns_inode"].as_u64().unwrap();
     assert_eq!(record["init_pid"].as_i64().unwrap() as i32, old_pid);
-    record["init_pid"] = decoy_pid.into();
-    std::fs::write(&record_path, record.to_string()).unwrap();
-    let ns_path = format!("/run/quarry/isolate/netns/{ino}.json");
-    let mut ns: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&ns_path).unwrap()).unwrap();
-    ns["members"][0]["init_pid"] = decoy_pid.into();
-    std::fs::write(&ns_path, ns.to_string()).unwrap();
+    drop(c); // exits while isolated
+    for _ in 0..200 {
+        if !std::path::Path::new(&format!("/proc/{old_pid}")).exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Another process, in a namespace of its own with a table of the quarantine's name, really
+    // takes the recorded pid.
+    let other = TestNet::new("o");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &other.netns, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .and_then(|mut ch| {
+            ch.stdin.take().unwrap().write_all(
+                b"table inet quarry_quarantine {\n chain output {\n type filter hook output priority 0;\n }\n}\n",
+            )?;
+            ch.wait()
+        })
+        .unwrap();
+    assert!(out.success());
+    let decoy = Decoy(spawn_with_pid(old_pid, || {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &other.netns, "sleep", "100"]);
+        cmd
+    }));
+    let ino = |p: &str| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+    let other_ino = ino(&format!("/var/run/netns/{}", other.netns)).unwrap();
+    // Until `ip netns exec` has joined the namespace and exec'd sleep.
+    for _ in 0..200 {
+        if ino(&format!("/proc/{old_pid}/ns/net")).ok() == Some(other_ino) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(ino(&format!("/proc/{old_pid}/ns/net")).unwrap(), other_ino);
+    assert_ne!(
+        other_ino,
+        record["netns_inode"].as_u64().unwrap(),
+        "the decoy lives in another namespace"
+    );
 
     let out = quarry()
         .args(["release", &name, "--store", &store])
@@ -1006,6 +1074,35 @@ fn release_never_enters_the_namespace_of_a_reused_pid() {
         String::from_utf8_lossy(&tables.stdout).contains("quarry_quarantine"),
         "the new process's namespace is untouched"
     );
-    let _ = decoy.kill();
-    let _ = decoy.wait();
+    drop(decoy);
+}
+
+/// Kills and reaps its process when dropped, also on failure.
+struct Decoy(std::process::Child);
+impl Drop for Decoy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Spawns `cmd()` as process `pid` (which must be free): the kernel hands out the pid after
+/// `ns_last_pid`, so set it just below and retry when another process of the machine took it
+/// first.
+fn spawn_with_pid(pid: i32, cmd: impl Fn() -> Command) -> std::process::Child {
+    for _ in 0..500 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).unwrap();
+        let mut child = cmd()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        if child.id() as i32 == pid {
+            return child;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("could not get pid {pid} for the decoy");
 }

@@ -22,8 +22,8 @@
 //!    could flush its own tables (CAP_NET_ADMIN), and nothing is sent its way, so its packet
 //!    sockets cannot sniff either.
 //!
-//! ARP and ND pass only for allow-listed addresses and the namespace's gateways, so the
-//! allow-list still resolves its neighbours. Layers 2 and 3 act on the whole namespace: they
+//! ARP and ND pass only for allow-listed addresses and the gateways of the routes to them, so
+//! the allow-list still resolves its neighbours and nothing else does. Layers 2 and 3 act on the whole namespace: they
 //! are shared by the quarantined containers in it and reference-counted by its inode, and a
 //! namespace is only ever entered by a descriptor whose inode is the one recorded at isolate
 //! time. Sockets open before the quarantine are cut like new ones: every layer looks at each
@@ -438,7 +438,7 @@ fn netns_plan(
     }
     let (devices, gateways, devices_error) = match ns {
         Some(ns) => match netns::devices(ns) {
-            Ok(d) => (d, netns::gateways(ns), None),
+            Ok(d) => (d, netns::gateways(ns, &allow), None),
             Err(e) => (netns::Devices::default(), Vec::new(), Some(e)),
         },
         None => (
@@ -514,6 +514,13 @@ fn apply_netns_plan(
             false
         }
     };
+    if !plan.devices.unsafe_inside.is_empty() {
+        notes.push(format!(
+            "interfaces {:?} inside the namespace have names nft cannot be given safely: the \
+             inside layer filters their IP only; the host-side layer still covers their peers",
+            plan.devices.unsafe_inside
+        ));
+    }
     if let Some(e) = &plan.devices_error {
         notes.push(format!(
             "the namespace's interfaces could not be listed ({e}): only its IP is filtered inside it"

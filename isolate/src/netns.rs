@@ -16,7 +16,8 @@
 //!   the receiving side, so only the sending side can keep them from a sniffer).
 //!
 //! Neighbour resolution for the allow-list still works: ARP and ND pass only for allow-listed
-//! addresses and the namespace's gateways. Both layers cut every process of the namespace, so
+//! addresses and the gateways of the namespace's routes to them (not its default gateway,
+//! unless a collector lies beyond it). Both layers cut every process of the namespace, so
 //! they are shared by the quarantined containers in it and reference-counted by the
 //! namespace's inode (`/run/quarry/isolate/netns/<inode>.json`): they follow the union of their
 //! allow-lists, and go with the last one released.
@@ -123,6 +124,9 @@ pub struct Devices {
     pub inside: Vec<String>,
     /// Host-side peers of its veth pairs (the host table's devices).
     pub host: Vec<HostDevice>,
+    /// Interfaces inside whose names nft cannot be given safely: not in the inside layer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unsafe_inside: Vec<String>,
 }
 
 /// Finds the namespace's interfaces and the host-side peers of its veths: a host interface is
@@ -137,14 +141,14 @@ pub fn devices(ns: &Netns) -> Result<Devices, String> {
     for l in &inside {
         if l.ifname != "lo" {
             // Names inside the namespace are the container's to choose (with CAP_NET_ADMIN):
-            // only names that cannot change the meaning of a ruleset go into one.
-            if !safe_ifname(&l.ifname) {
-                return Err(format!(
-                    "interface name {:?} in the container's namespace is not one nft can be given safely",
-                    l.ifname
-                ));
+            // only names that cannot change the meaning of a ruleset go into one. A name that
+            // cannot is left out of the inside layer (and said so), never a reason to skip
+            // the host-side layer, which finds its devices by index.
+            if safe_ifname(&l.ifname) {
+                d.inside.push(l.ifname.clone());
+            } else {
+                d.unsafe_inside.push(l.ifname.clone());
             }
-            d.inside.push(l.ifname.clone());
         }
     }
     if let Some(nsid) = nsid {
@@ -238,27 +242,31 @@ fn nsid_of(ns: &Netns) -> std::io::Result<Option<i32>> {
     Ok(None)
 }
 
-/// Gateways of the namespace's routes (both families): the neighbours the allow-listed
-/// collectors beyond them are reached through.
-pub fn gateways(ns: &Netns) -> Vec<IpAddr> {
+/// The gateways the namespace reaches the allow-listed networks through (its routes to them):
+/// the only neighbours beyond the allow-list itself that ARP/ND is let through for. Not every
+/// gateway: the default one is, typically, the host-side address, and ARP to it must stay cut
+/// when no allow-listed collector lies beyond it. A network spread over several routes is
+/// looked up by its first address.
+pub fn gateways(ns: &Netns, allow: &[AllowRule]) -> Vec<IpAddr> {
     #[derive(Deserialize)]
     struct Route {
         #[serde(default)]
         gateway: Option<String>,
     }
     let mut out = Vec::new();
-    for fam in ["-4", "-6"] {
+    for r in allow {
         let Ok(o) = ns
             .command("ip")
-            .args(["-j", fam, "route", "show", "table", "all"])
+            .args(["-j", "route", "get", &r.addr.to_string()])
             .stdin(Stdio::null())
+            .stderr(Stdio::null())
             .output()
         else {
             continue;
         };
         let routes: Vec<Route> = serde_json::from_slice(&o.stdout).unwrap_or_default();
-        for r in routes {
-            if let Some(g) = r.gateway.and_then(|g| g.parse::<IpAddr>().ok())
+        for route in routes {
+            if let Some(g) = route.gateway.and_then(|g| g.parse::<IpAddr>().ok())
                 && !out.contains(&g)
             {
                 out.push(g);
