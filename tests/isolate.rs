@@ -375,10 +375,13 @@ fn mac_of(netns: Option<&str>, ifname: &str) -> [u8; 6] {
     mac
 }
 
+/// Source MAC and EtherType of each frame captured.
+type Frames = Arc<std::sync::Mutex<Vec<([u8; 6], u16)>>>;
+
 /// A packet socket on a host interface recording the source MAC and EtherType of every frame
 /// it receives (not the host's own), until dropped.
 struct Capture {
-    frames: Arc<std::sync::Mutex<Vec<([u8; 6], u16)>>>,
+    frames: Frames,
     stop: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -717,7 +720,10 @@ fn attempts(
     }
     let _ = l.kill();
     let _ = l.wait();
-    for (name, addr) in [("udp in", net.inside.clone()), ("udp6 in", format!("[{}]", v6.1))] {
+    for (name, addr) in [
+        ("udp in", net.inside.clone()),
+        ("udp6 in", format!("[{}]", v6.1)),
+    ] {
         if udp_into(c, &addr, 9102) {
             through.push(name);
         }
@@ -780,8 +786,7 @@ fn quarantine_has_no_holes() {
     let (udp6, udp6_n) = udp_echo(&format!("[{}]:0", v6.0));
     let (collector, _) = echo_server(&format!("{}:0", net.collector));
     // One allow rule (one port per network) for the collector over TCP and UDP.
-    let (ucollector, ucollector_n) =
-        udp_echo(&format!("{}:{}", net.collector, collector.port()));
+    let (ucollector, ucollector_n) = udp_echo(&format!("{}:{}", net.collector, collector.port()));
     let (srv_b, _) = echo_server(&format!("{}:0", net_b.host));
     let all = [
         "tcp out",
@@ -851,9 +856,7 @@ fn quarantine_has_no_holes() {
     );
     assert_eq!(run(), all, "a dry run changes nothing");
 
-    let (code, out) = isolate(&[
-        &c.id, "--allow", &allow, "--store", &store,
-    ]);
+    let (code, out) = isolate(&[&c.id, "--allow", &allow, "--store", &store]);
     assert_eq!(code, 0, "{out}");
     capture.take_from(mac);
     assert_eq!(
@@ -923,7 +926,10 @@ fn quarantine_has_no_holes() {
         .output()
         .unwrap();
     // Only this namespace's table: other tests' quarantines may be in force meanwhile.
-    let table = format!("quarry_q_{}", plan["netns"]["netns_inode"].as_u64().unwrap());
+    let table = format!(
+        "quarry_q_{}",
+        plan["netns"]["netns_inode"].as_u64().unwrap()
+    );
     assert!(
         !String::from_utf8_lossy(&nft.stdout)
             .split_whitespace()

@@ -580,12 +580,15 @@ fn cgroup_rules(container: &Container, allow: &[AllowRule]) -> Vec<AllowRule> {
     rules
 }
 
+/// A container's namespace, the members its layers would serve, and its record so far.
+type Namespace = (netns::Netns, Vec<netns::Member>, Option<netns::NetnsRecord>);
+
 /// The namespace of `container` (checked against the inode its inventory saw) and the
-/// members its layers would serve with `allow` added for it; notes say why there is none.
+/// members its layers would serve with `allow` added for it; None when it has none to enter.
 fn container_netns(
     container: &Container,
     allow: &[AllowRule],
-) -> Result<Option<(netns::Netns, Vec<netns::Member>, Option<netns::NetnsRecord>)>, IsolateError> {
+) -> Result<Option<Namespace>, IsolateError> {
     if container.host_network {
         return Ok(None);
     }
