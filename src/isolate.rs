@@ -69,6 +69,7 @@ pub fn run(args: IsolateArgs) -> anyhow::Result<u8> {
                 "nftables": o.isolation.nftables,
                 "host_layer": o.isolation.host_layer,
                 "netns_inode": o.isolation.netns_inode,
+                "netns_cookie": o.isolation.netns_cookie,
                 "note": o.nftables_note,
                 "notes": o.notes,
             })),
@@ -268,7 +269,13 @@ fn layer_drops(d: &Dropped) -> String {
             } else {
                 format!(" shared with {}", l.shared_with.join(","))
             };
-            format!("{} {}/{}{shared}", l.layer, l.egress, l.ingress)
+            let state = match l.in_place {
+                Some(true) => "",
+                // Deleted from inside by the container (CAP_NET_ADMIN), or by someone else.
+                Some(false) => " (its tables are GONE)",
+                None => " (not checked: the namespace cannot be entered)",
+            };
+            format!("{} {}/{}{shared}{state}", l.layer, l.egress, l.ingress)
         })
         .collect::<Vec<_>>()
         .join(", ")

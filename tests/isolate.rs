@@ -908,6 +908,49 @@ fn quarantine_has_no_holes() {
     assert_eq!(names, ["cgroup_skb", "netns", "host"], "{entry}");
     let netns_layer = &layers[1];
     assert!(netns_layer["egress"].as_u64().unwrap() > 0, "{entry}");
+    assert!(
+        layers.iter().all(|l| l["in_place"] == true),
+        "every layer in place: {entry}"
+    );
+
+    // A container with CAP_NET_ADMIN deletes the tables in its own namespace (the host's nft,
+    // through the /usr it sees): the host-side layer still holds. A capture on the host side
+    // now sees its frames (taps come before the ingress hook) but nothing reaches the host.
+    let tamper = Command::new("runc")
+        .args([
+            "exec",
+            "--cap",
+            "CAP_NET_ADMIN",
+            &c.id,
+            "sh",
+            "-c",
+            "/usr/sbin/nft delete table inet quarry_quarantine && \
+             /usr/sbin/nft delete table netdev quarry_quarantine",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        tamper.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tamper.stderr)
+    );
+    assert_eq!(
+        run(),
+        Vec::<&str>::new(),
+        "nothing gets through with the tables inside deleted"
+    );
+    let (_, status) = isolate(&["--status", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let entry = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["isolation"]["container_id"] == c.id.as_str())
+        .unwrap();
+    let layers = entry["dropped"]["layers"].as_array().unwrap();
+    assert_eq!(layers[1]["in_place"], false, "status tells: {entry}");
+    assert_eq!(layers[2]["in_place"], true, "{entry}");
+    assert!(layers[2]["egress"].as_u64().unwrap() > 0, "{entry}");
 
     // Release restores everything.
     let out = quarry()
@@ -928,7 +971,7 @@ fn quarantine_has_no_holes() {
     // Only this namespace's table: other tests' quarantines may be in force meanwhile.
     let table = format!(
         "quarry_q_{}",
-        plan["netns"]["netns_inode"].as_u64().unwrap()
+        plan["netns"]["netns_cookie"].as_u64().unwrap()
     );
     assert!(
         !String::from_utf8_lossy(&nft.stdout)

@@ -245,6 +245,10 @@ pub struct Isolation {
     /// namespace release and status ever enter for this quarantine.
     #[serde(default)]
     pub netns_inode: Option<u64>,
+    /// That namespace's cookie, which no other namespace gets while the system runs (its
+    /// inode may be reused once it is gone).
+    #[serde(default)]
+    pub netns_cookie: Option<u64>,
     /// The cgroup the programs are attached to (its inode), the key of its map entries.
     pub cgroup_id: u64,
 }
@@ -256,6 +260,11 @@ pub struct LayerDrops {
     pub layer: String,
     pub egress: u64,
     pub ingress: u64,
+    /// Whether the layer was found in force: false when its tables are gone (a container with
+    /// CAP_NET_ADMIN can delete those inside its own namespace; the host-side layer, which it
+    /// cannot reach, still holds); None when it could not be checked (the namespace cannot be
+    /// entered any more).
+    pub in_place: Option<bool>,
     /// Other quarantined containers whose counts these include (namespace-level layers).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub shared_with: Vec<String>,
@@ -372,9 +381,10 @@ pub fn dropped(id: &str) -> Option<Dropped> {
         layer: "cgroup_skb".into(),
         egress: cg.0,
         ingress: cg.1,
+        in_place: Some(pin_dir(id).join("egress").exists() && pin_dir(id).join("ingress").exists()),
         shared_with: Vec::new(),
     }];
-    if let Some(rec) = isolation.netns_inode.and_then(netns::NetnsRecord::load) {
+    if let Some(rec) = isolation.netns_cookie.and_then(netns::NetnsRecord::load) {
         let shared_with: Vec<String> = rec
             .members
             .iter()
@@ -382,15 +392,16 @@ pub fn dropped(id: &str) -> Option<Dropped> {
             .filter(|c| *c != isolation.container_id)
             .collect();
         let (inside, host) = rec.drops();
-        for (on, layer, (egress, ingress)) in [
+        for (on, layer, counted) in [
             (rec.inside_layer, "netns", inside),
             (rec.host_layer, "host", host),
         ] {
             if on {
                 layers.push(LayerDrops {
                     layer: layer.into(),
-                    egress,
-                    ingress,
+                    egress: counted.egress,
+                    ingress: counted.ingress,
+                    in_place: counted.in_place,
                     shared_with: shared_with.clone(),
                 });
             }
@@ -407,6 +418,8 @@ pub fn dropped(id: &str) -> Option<Dropped> {
 #[derive(Debug, Clone, Serialize)]
 pub struct NetnsPlan {
     pub netns_inode: u64,
+    /// Its cookie: the name of the host-side table is made from it.
+    pub netns_cookie: u64,
     /// The quarantined containers of the namespace these layers serve.
     pub members: Vec<String>,
     /// The union of their allow-lists: what these layers let through.
@@ -426,6 +439,7 @@ pub struct NetnsPlan {
 /// `ns` when given (else keeps `known` ones: the namespace could not be entered).
 fn netns_plan(
     ino: u64,
+    cookie: u64,
     ns: Option<&netns::Netns>,
     members: &[netns::Member],
     known: Option<&netns::NetnsRecord>,
@@ -455,9 +469,10 @@ fn netns_plan(
     // netdev table needs their names.
     let netns_script = netns::netns_script(&allow, &neighbours, &devices.inside);
     let host_script = (!devices.host.is_empty())
-        .then(|| netns::host_script(ino, &allow, &neighbours, &devices.host));
+        .then(|| netns::host_script(cookie, &allow, &neighbours, &devices.host));
     NetnsPlan {
         netns_inode: ino,
+        netns_cookie: cookie,
         members: members.iter().map(|m| m.container_id.clone()).collect(),
         allow,
         devices,
@@ -479,7 +494,7 @@ fn apply_netns_plan(
 ) -> (netns::NetnsRecord, Vec<String>) {
     let mut notes = Vec::new();
     let host_script = plan.host_script.clone().unwrap_or_else(|| {
-        let t = netns::host_table(plan.netns_inode);
+        let t = netns::host_table(plan.netns_cookie);
         format!("table netdev {t} {{}}\ndelete table netdev {t}\n")
     });
     let (inside, host) = std::thread::scope(|s| {
@@ -528,6 +543,7 @@ fn apply_netns_plan(
     }
     let rec = netns::NetnsRecord {
         netns_inode: plan.netns_inode,
+        netns_cookie: plan.netns_cookie,
         members,
         devices: plan.devices.clone(),
         neighbours: plan.neighbours.clone(),
@@ -595,10 +611,10 @@ fn container_netns(
     let Some(pid) = container.init_pid else {
         return Ok(None);
     };
-    let Some(ns) = netns::open(pid, container.netns_inode) else {
+    let Some(ns) = netns::open(pid, container.netns_inode, None) else {
         return Ok(None);
     };
-    let was = netns::NetnsRecord::load(ns.inode);
+    let was = netns::NetnsRecord::load(ns.cookie);
     let mut members: Vec<netns::Member> =
         was.as_ref().map(|r| r.members.clone()).unwrap_or_default();
     members.retain(|m| m.container_id != container.id);
@@ -691,7 +707,13 @@ pub fn plan(
                 &container.id,
                 others_in_netns,
             ));
-            Some(netns_plan(ns.inode, Some(&ns), &members, was.as_ref()))
+            Some(netns_plan(
+                ns.inode,
+                ns.cookie,
+                Some(&ns),
+                &members,
+                was.as_ref(),
+            ))
         }
         None => {
             if !container.host_network {
@@ -822,7 +844,7 @@ pub fn isolate(
     let effective_after_ms = (attached_at - started).as_secs_f64() * 1000.0;
 
     let mut notes = Vec::new();
-    let (nftables, host_layer, netns_inode, nftables_note) = match namespace {
+    let (nftables, host_layer, netns_id, nftables_note) = match namespace {
         None if container.host_network => (
             false,
             false,
@@ -846,11 +868,16 @@ pub fn isolate(
                 &container.id,
                 others_in_netns,
             ));
-            let plan = netns_plan(ns.inode, Some(&ns), &members, was.as_ref());
+            let plan = netns_plan(ns.inode, ns.cookie, Some(&ns), &members, was.as_ref());
             let (rec, failed) = apply_netns_plan(&plan, Some(&ns), members, was.as_ref());
             rec.save()?;
             let note = (!failed.is_empty()).then(|| failed.join("; "));
-            (rec.inside_layer, rec.host_layer, Some(ns.inode), note)
+            (
+                rec.inside_layer,
+                rec.host_layer,
+                Some((ns.inode, ns.cookie)),
+                note,
+            )
         }
     };
     let all_layers_after_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -866,7 +893,8 @@ pub fn isolate(
         nftables,
         host_layer,
         init_pid: container.init_pid,
-        netns_inode,
+        netns_inode: netns_id.map(|n| n.0),
+        netns_cookie: netns_id.map(|n| n.1),
         cgroup_id,
     };
     let state = state_path(&container.id);
@@ -1049,6 +1077,8 @@ pub fn prepare() -> Result<(), IsolateError> {
 /// Unpins the shared programs and maps when no container is isolated (the next isolate loads
 /// them again). Returns whether it did.
 pub fn unload_if_idle() -> Result<bool, IsolateError> {
+    // Not while an isolate is between loading the programs and pinning its links.
+    let _lock = StateLock::acquire()?;
     let containers = Path::new(PIN_ROOT).join("containers");
     let busy = fs::read_dir(&containers)
         .map(|mut d| d.next().is_some())
@@ -1148,8 +1178,8 @@ pub fn release(id: &str) -> Result<ReleaseOutcome, IsolateError> {
     }
     fs::remove_dir_all(&pins).map_err(io(&pins))?;
     let mut notes = Vec::new();
-    match isolation.netns_inode {
-        Some(ino) => release_netns_share(ino, id, &mut notes)?,
+    match isolation.netns_cookie {
+        Some(cookie) => release_netns_share(cookie, id, &mut notes)?,
         None if isolation.nftables => notes.push(format!(
             "this quarantine was recorded without its network namespace's inode: its nftables \
              table is left as it is (no pid is trusted to find the namespace; pid {} may be \
@@ -1170,11 +1200,12 @@ pub fn release(id: &str) -> Result<ReleaseOutcome, IsolateError> {
     })
 }
 
-/// Takes container `id` out of the namespace-level layers of namespace `ino`.
-fn release_netns_share(ino: u64, id: &str, notes: &mut Vec<String>) -> Result<(), IsolateError> {
-    let Some(rec) = netns::NetnsRecord::load(ino) else {
+/// Takes container `id` out of the namespace-level layers of the namespace with `cookie`.
+fn release_netns_share(cookie: u64, id: &str, notes: &mut Vec<String>) -> Result<(), IsolateError> {
+    let Some(rec) = netns::NetnsRecord::load(cookie) else {
         return Ok(());
     };
+    let ino = rec.netns_inode;
     // The way in, found before this member goes: its own pid may be the only one left.
     let ns = rec.enter();
     let mut remaining = rec.members.clone();
@@ -1200,14 +1231,14 @@ fn release_netns_share(ino: u64, id: &str, notes: &mut Vec<String>) -> Result<()
                     .join(", ")
             )),
         }
-        let t = netns::host_table(ino);
+        let t = netns::host_table(cookie);
         if let Err(e) = netns::nft(
             Command::new("nft"),
             &format!("table netdev {t} {{}}\ndelete table netdev {t}\n"),
         ) {
             notes.push(format!("the host-side table {t} was not removed ({e})"));
         }
-        return netns::NetnsRecord::remove(ino);
+        return netns::NetnsRecord::remove(cookie);
     }
     // Others in the namespace are still isolated: their layers stay, narrowed to their
     // allow-lists (entered through one of theirs when this one's pid is gone).
@@ -1216,9 +1247,9 @@ fn release_netns_share(ino: u64, id: &str, notes: &mut Vec<String>) -> Result<()
         .iter()
         .filter(|m| m.container_id != id)
         .filter_map(|m| m.init_pid)
-        .find_map(|pid| netns::open(pid, Some(ino)))
+        .find_map(|pid| netns::open(pid, Some(ino), Some(cookie)))
         .or(ns);
-    let plan = netns_plan(ino, ns.as_ref(), &remaining, Some(&rec));
+    let plan = netns_plan(ino, cookie, ns.as_ref(), &remaining, Some(&rec));
     let others: Vec<String> = remaining.iter().map(|m| m.container_id.clone()).collect();
     let (new, failed) = apply_netns_plan(&plan, ns.as_ref(), remaining, Some(&rec));
     new.save()?;

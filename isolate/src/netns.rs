@@ -8,7 +8,7 @@
 //!   (`AF_PACKET`, with or without `PACKET_QDISC_BYPASS`, whose frames the kernel passes through
 //!   the netfilter egress hook), ARP and ND included, is stopped before it crosses the veth, so
 //!   even a capture on the host side of the pair sees nothing;
-//! * in the host's namespace, table `netdev quarry_q_<netns inode>` with an `ingress` and an
+//! * in the host's namespace, table `netdev quarry_q_<netns cookie>` with an `ingress` and an
 //!   `egress` chain on the host side of the container's veth pairs (a bridge port, often): what
 //!   the container sends never reaches the host's stack, the bridge or other containers, even if
 //!   a container with CAP_NET_ADMIN flushed its own tables; and nothing reaches it, so a packet
@@ -19,12 +19,14 @@
 //! addresses and the gateways of the namespace's routes to them (not its default gateway,
 //! unless a collector lies beyond it). Both layers cut every process of the namespace, so
 //! they are shared by the quarantined containers in it and reference-counted by the
-//! namespace's inode (`/run/quarry/isolate/netns/<inode>.json`): they follow the union of their
+//! namespace's cookie (`/run/quarry/isolate/netns/<cookie>.json`): they follow the union of their
 //! allow-lists, and go with the last one released.
 //!
 //! A namespace is only ever entered through a descriptor opened from `/proc/<pid>/ns/net` whose
-//! inode is the one recorded at isolate time: a pid that has been reused by a process of
-//! another namespace is never entered.
+//! inode and cookie are the ones recorded at isolate time: a pid that has been reused by a
+//! process of another namespace is never entered, even one whose namespace got the recorded
+//! inode (inodes of gone namespaces are handed out again; cookies never are until reboot,
+//! when the records in /run and the tables go too).
 
 use std::fs;
 use std::net::IpAddr;
@@ -41,29 +43,81 @@ use crate::{AllowRule, IsolateError, STATE_ROOT, io};
 /// Table of the layer inside the container's namespace (both families share the name).
 pub const NETNS_TABLE: &str = "quarry_quarantine";
 
-/// The host-side table for the namespace with inode `ino`.
-pub fn host_table(ino: u64) -> String {
-    format!("quarry_q_{ino}")
+/// The host-side table for the namespace with cookie `cookie` (not its inode: a namespace
+/// made after this one is gone may get the same inode, and its quarantine the same table).
+pub fn host_table(cookie: u64) -> String {
+    format!("quarry_q_{cookie}")
 }
 
 /// A descriptor of a network namespace, checked to be the expected one.
 pub struct Netns {
     fd: OwnedFd,
     pub inode: u64,
+    /// The kernel's cookie of the namespace: unlike its inode, never given to another
+    /// namespace while the system runs.
+    pub cookie: u64,
 }
 
 /// Opens the network namespace of `pid`; `None` when the process is gone or its namespace is
-/// not `expected` (its pid was reused, or it moved).
-pub fn open(pid: i32, expected: Option<u64>) -> Option<Netns> {
+/// not the expected one: another inode, or (when recorded) another cookie. A pid can be
+/// reused, and so can an inode once its namespace is gone (the kernel hands out the lowest
+/// free number): only the cookie tells a new namespace from the recorded one.
+pub fn open(pid: i32, inode: Option<u64>, cookie: Option<u64>) -> Option<Netns> {
     let path = format!("/proc/{pid}/ns/net");
     let file = fs::File::open(&path).ok()?;
-    let inode = file.metadata().ok()?.ino();
-    if expected.is_some_and(|e| e != inode) {
+    let ino = file.metadata().ok()?.ino();
+    if inode.is_some_and(|e| e != ino) {
+        return None;
+    }
+    let fd: OwnedFd = file.into();
+    let found = netns_cookie(&fd).ok()?;
+    if cookie.is_some_and(|c| c != found) {
         return None;
     }
     Some(Netns {
-        fd: file.into(),
-        inode,
+        fd,
+        inode: ino,
+        cookie: found,
+    })
+}
+
+/// The cookie of the namespace `fd` refers to: read from a socket made in it, by a thread
+/// that joins it for that and ends (the rest of the process stays where it is).
+fn netns_cookie(fd: &OwnedFd) -> std::io::Result<u64> {
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    let raw = fd.as_raw_fd();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            // SAFETY: setns on a descriptor the caller keeps open, in this thread only; a
+            // socket we close; getsockopt into a u64 we own.
+            unsafe {
+                if libc::setns(raw, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // A unix socket: belongs to the namespace, never touches the network.
+                let sock = libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+                if sock < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let mut cookie = 0u64;
+                let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+                let rc = libc::getsockopt(
+                    sock,
+                    libc::SOL_SOCKET,
+                    SO_NETNS_COOKIE,
+                    (&mut cookie as *mut u64).cast(),
+                    &mut len,
+                );
+                let err = std::io::Error::last_os_error();
+                libc::close(sock);
+                if rc != 0 {
+                    return Err(err);
+                }
+                Ok(cookie)
+            }
+        })
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("cookie thread panicked")))
     })
 }
 
@@ -96,6 +150,8 @@ struct IpLink {
     link_index: Option<u32>,
     #[serde(default)]
     link_netnsid: Option<i32>,
+    #[serde(default)]
+    link_type: String,
 }
 
 fn ip_links(cmd: &mut Command) -> Result<Vec<IpLink>, String> {
@@ -139,7 +195,9 @@ pub fn devices(ns: &Netns) -> Result<Devices, String> {
     let nsid = nsid_of(ns).map_err(|e| format!("RTM_GETNSID: {e}"))?;
     let mut d = Devices::default();
     for l in &inside {
-        if l.ifname != "lo" {
+        // Loopback by its type, not its name: with CAP_NET_ADMIN a container can rename its
+        // veth `lo` (and its loopback something else).
+        if l.link_type != "loopback" {
             // Names inside the namespace are the container's to choose (with CAP_NET_ADMIN):
             // only names that cannot change the meaning of a ruleset go into one. A name that
             // cannot is left out of the inside layer (and said so), never a reason to skip
@@ -373,7 +431,7 @@ pub fn netns_script(allow: &[AllowRule], neighbours: &[AllowRule], inside: &[Str
     // packets before the cgroup_skb layer does, on the way in before the socket does: the
     // layers' counts add up, none counts a packet another already dropped.
     s.push_str(&format!(
-        "table inet {t} {{\n  chain input {{\n    type filter hook input priority -300; policy drop;\n    iif lo accept\n{}    counter drop\n  }}\n  chain output {{\n    type filter hook output priority -300; policy drop;\n    oif lo accept\n{}    counter drop\n  }}\n}}\n",
+        "table inet {t} {{\n  chain input {{\n    type filter hook input priority -300; policy drop;\n    meta iiftype loopback accept\n{}    counter drop\n  }}\n  chain output {{\n    type filter hook output priority -300; policy drop;\n    meta oiftype loopback accept\n{}    counter drop\n  }}\n}}\n",
         accept_rules(Way::In, allow, neighbours, false),
         accept_rules(Way::Out, allow, neighbours, false),
     ));
@@ -395,14 +453,14 @@ pub fn netns_delete_script() -> String {
     )
 }
 
-/// The script that (re)creates the host-side table of namespace `ino`.
+/// The script that (re)creates the host-side table of the namespace with cookie `cookie`.
 pub fn host_script(
-    ino: u64,
+    cookie: u64,
     allow: &[AllowRule],
     neighbours: &[AllowRule],
     host: &[HostDevice],
 ) -> String {
-    let t = host_table(ino);
+    let t = host_table(cookie);
     let mut s = format!("table netdev {t} {{}}\ndelete table netdev {t}\n");
     if !host.is_empty() {
         let names: Vec<String> = host.iter().map(|h| h.ifname.clone()).collect();
@@ -442,17 +500,19 @@ pub fn nft(mut cmd: Command, script: &str) -> Result<(), String> {
 
 /// (out, in) packets counted by the final drop rules of `family table` as `cmd` sees it:
 /// chains `output`, `egress` and `from_container` count what leaves, the others what enters.
-pub fn counters(mut cmd: Command, family: &str, table: &str) -> (u64, u64) {
-    let out: Option<Output> = cmd
+/// None when the table is not there (a container with CAP_NET_ADMIN can delete the tables in
+/// its own namespace).
+pub fn counters(mut cmd: Command, family: &str, table: &str) -> Option<(u64, u64)> {
+    let out: Output = cmd
         .args(["-j", "list", "table", family, table])
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()
-        .ok();
-    let Some(v) = out.and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
-    else {
-        return (0, 0);
-    };
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let v = serde_json::from_slice::<serde_json::Value>(&out.stdout).ok()?;
     let (mut egress, mut ingress) = (0, 0);
     for item in v["nftables"].as_array().into_iter().flatten() {
         let rule = &item["rule"];
@@ -467,7 +527,7 @@ pub fn counters(mut cmd: Command, family: &str, table: &str) -> (u64, u64) {
             _ => {}
         }
     }
-    (egress, ingress)
+    Some((egress, ingress))
 }
 
 /// One quarantined container of a shared namespace.
@@ -482,6 +542,8 @@ pub struct Member {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NetnsRecord {
     pub netns_inode: u64,
+    /// The namespace's cookie (see [`Netns::cookie`]): the record's key.
+    pub netns_cookie: u64,
     pub members: Vec<Member>,
     pub devices: Devices,
     /// ARP/ND let through for these (allow-list networks and gateways).
@@ -496,24 +558,24 @@ fn netns_dir() -> PathBuf {
     Path::new(STATE_ROOT).join("netns")
 }
 
-fn record_path(ino: u64) -> PathBuf {
-    netns_dir().join(format!("{ino}.json"))
+fn record_path(cookie: u64) -> PathBuf {
+    netns_dir().join(format!("{cookie}.json"))
 }
 
 impl NetnsRecord {
-    pub fn load(ino: u64) -> Option<NetnsRecord> {
-        serde_json::from_slice(&fs::read(record_path(ino)).ok()?).ok()
+    pub fn load(cookie: u64) -> Option<NetnsRecord> {
+        serde_json::from_slice(&fs::read(record_path(cookie)).ok()?).ok()
     }
 
     pub fn save(&self) -> Result<(), IsolateError> {
         let dir = netns_dir();
         fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let path = record_path(self.netns_inode);
+        let path = record_path(self.netns_cookie);
         fs::write(&path, serde_json::to_vec_pretty(self).expect("serializes")).map_err(io(&path))
     }
 
-    pub fn remove(ino: u64) -> Result<(), IsolateError> {
-        let path = record_path(ino);
+    pub fn remove(cookie: u64) -> Result<(), IsolateError> {
+        let path = record_path(cookie);
         match fs::remove_file(&path) {
             Ok(()) => {
                 let _ = fs::remove_dir(netns_dir());
@@ -542,25 +604,52 @@ impl NetnsRecord {
         self.members
             .iter()
             .filter_map(|m| m.init_pid)
-            .find_map(|pid| open(pid, Some(self.netns_inode)))
+            .find_map(|pid| open(pid, Some(self.netns_inode), Some(self.netns_cookie)))
     }
 
     /// Drops counted by the layer inside the namespace and by the host-side table.
-    pub fn drops(&self) -> ((u64, u64), (u64, u64)) {
-        let inside = match (self.inside_layer, self.enter()) {
-            (true, Some(ns)) => {
-                let (o1, i1) = counters(ns.command("nft"), "inet", NETNS_TABLE);
-                let (o2, i2) = counters(ns.command("nft"), "netdev", NETNS_TABLE);
-                (o1 + o2, i1 + i2)
+    pub fn drops(&self) -> (Counted, Counted) {
+        let inside = match self.enter() {
+            Some(ns) => {
+                let inet = counters(ns.command("nft"), "inet", NETNS_TABLE);
+                let netdev = if self.devices.inside.is_empty() {
+                    Some((0, 0))
+                } else {
+                    counters(ns.command("nft"), "netdev", NETNS_TABLE)
+                };
+                Counted::from(
+                    inet.zip(netdev)
+                        .map(|((o1, i1), (o2, i2))| (o1 + o2, i1 + i2)),
+                )
             }
-            _ => (0, 0),
+            None => Counted::default(),
         };
-        let host = if self.host_layer {
-            counters(Command::new("nft"), "netdev", &host_table(self.netns_inode))
-        } else {
-            (0, 0)
-        };
+        let host = Counted::from(counters(
+            Command::new("nft"),
+            "netdev",
+            &host_table(self.netns_cookie),
+        ));
         (inside, host)
+    }
+}
+
+/// What one namespace-level layer counted, and whether its tables were found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counted {
+    /// None: not checked (the namespace cannot be entered any more).
+    pub in_place: Option<bool>,
+    pub egress: u64,
+    pub ingress: u64,
+}
+
+impl From<Option<(u64, u64)>> for Counted {
+    fn from(c: Option<(u64, u64)>) -> Counted {
+        let (egress, ingress) = c.unwrap_or_default();
+        Counted {
+            in_place: Some(c.is_some()),
+            egress,
+            ingress,
+        }
     }
 }
 
