@@ -23,10 +23,12 @@
 //!    sockets cannot sniff either.
 //!
 //! ARP and ND pass only for allow-listed addresses and the gateways of the routes to them, so
-//! the allow-list still resolves its neighbours and nothing else does. Layers 2 and 3 act on the whole namespace: they
-//! are shared by the quarantined containers in it and reference-counted by its inode, and a
-//! namespace is only ever entered by a descriptor whose inode is the one recorded at isolate
-//! time. Sockets open before the quarantine are cut like new ones: every layer looks at each
+//! the allow-list still resolves its neighbours and nothing else does. Layers 2 and 3 act on
+//! the whole namespace: they are shared by the quarantined containers in it and
+//! reference-counted by its cookie (unlike its inode, never reused while the system runs),
+//! and a namespace is only ever entered by a descriptor whose inode and cookie are the ones
+//! recorded at isolate time. A container with CAP_NET_ADMIN can delete layer 2 (status then
+//! says so); layer 3 is out of its reach. Sockets open before the quarantine are cut like new ones: every layer looks at each
 //! packet, none at connection state.
 //!
 //! A record of who isolated what, when and why sits in `/run/quarry/isolate/<id>.json`.
