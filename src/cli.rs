@@ -220,6 +220,7 @@ pub struct StatusArgs {
 Examples:
   sudo quarry isolate web
   sudo quarry isolate 3f2a --allow 198.18.0.5 --allow 198.18.1.0/24:514 --reason \"IR-42\"
+  sudo quarry isolate web --dry-run --format json   what would be attached, and where
   sudo quarry isolate --status
   sudo quarry isolate --prepare                load the programs now, at node start")]
 pub struct IsolateArgs {
@@ -242,6 +243,10 @@ pub struct IsolateArgs {
     /// fast as the rest
     #[arg(long, conflicts_with_all = ["allow", "reason", "force"])]
     pub prepare: bool,
+    /// Show what would be attached and where (cgroup, namespace, interfaces, nft rules),
+    /// without doing any of it
+    #[arg(long, conflicts_with_all = ["status", "prepare"])]
+    pub dry_run: bool,
     /// Store whose `action` table records this
     #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
     pub store: PathBuf,

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use quarry_containers::{CgroupFs, Inventory};
-use quarry_isolate::{AllowRule, Isolation};
+use quarry_isolate::{AllowRule, Dropped, Isolation, Plan};
 
 use crate::action;
 use crate::cli::{Format, IsolateArgs, ReleaseArgs};
@@ -33,12 +33,29 @@ pub fn run(args: IsolateArgs) -> anyhow::Result<u8> {
         "cgroup v2 is not mounted (see /proc/self/mountinfo); isolate attaches to cgroup2 directories",
     )?;
     let cgroup_dir = fs.dir(&container.cgroup_path);
+    // Containers the inventory sees in the same network namespace: the namespace-level
+    // layers cut them too, and the outcome says so.
+    let others_in_netns: Vec<String> = match container.netns_inode {
+        Some(ino) if !container.host_network => inventory
+            .containers
+            .iter()
+            .filter(|c| c.id != container.id && c.netns_inode == Some(ino))
+            .map(|c| c.display_name().to_string())
+            .collect(),
+        _ => Vec::new(),
+    };
+    if args.dry_run {
+        let plan = quarry_isolate::plan(container, &cgroup_dir, &allow, &others_in_netns)?;
+        print_plan(&plan, args.format)?;
+        return Ok(exit::OK);
+    }
     let result = quarry_isolate::isolate(
         container,
         &cgroup_dir,
         &allow,
         args.reason.as_deref(),
         args.force,
+        &others_in_netns,
     );
 
     let (result_word, error, detail) = match &result {
@@ -48,8 +65,13 @@ pub fn run(args: IsolateArgs) -> anyhow::Result<u8> {
             Some(serde_json::json!({
                 "allow": o.isolation.allow.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
                 "effective_after_ms": o.effective_after_ms,
+                "all_layers_after_ms": o.all_layers_after_ms,
                 "nftables": o.isolation.nftables,
+                "host_layer": o.isolation.host_layer,
+                "netns_inode": o.isolation.netns_inode,
+                "netns_cookie": o.isolation.netns_cookie,
                 "note": o.nftables_note,
+                "notes": o.notes,
             })),
         ),
         Err(e) => ("error", Some(e.to_string()), None),
@@ -72,8 +94,9 @@ pub fn run(args: IsolateArgs) -> anyhow::Result<u8> {
         Format::Table => {
             if outcome.changed {
                 println!(
-                    "isolated {container} in {:.1} ms: no packets in or out{}",
+                    "isolated {container} in {:.1} ms (every layer in {:.1} ms): no packets or frames in or out{}",
                     outcome.effective_after_ms,
+                    outcome.all_layers_after_ms,
                     if outcome.isolation.allow.is_empty() {
                         String::new()
                     } else {
@@ -99,13 +122,16 @@ pub fn run(args: IsolateArgs) -> anyhow::Result<u8> {
             if let (true, Some(note)) = (outcome.changed, &outcome.nftables_note) {
                 println!("note: {note}");
             }
+            for note in &outcome.notes {
+                println!("note: {note}");
+            }
         }
     }
     Ok(exit::OK)
 }
 
 fn status(format: Format) -> anyhow::Result<u8> {
-    let active: Vec<(Isolation, Option<quarry_isolate::Dropped>)> = quarry_isolate::list()
+    let active: Vec<(Isolation, Option<Dropped>)> = quarry_isolate::list()
         .into_iter()
         .map(|i| {
             let d = quarry_isolate::dropped(&i.container_id);
@@ -136,8 +162,7 @@ fn status(format: Format) -> anyhow::Result<u8> {
                                 .map(|r| r.to_string())
                                 .collect::<Vec<_>>()
                                 .join(","),
-                            d.map(|d| format!("{} out / {} in", d.egress, d.ingress))
-                                .unwrap_or_default(),
+                            d.as_ref().map(layer_drops).unwrap_or_default(),
                             i.reason.clone().unwrap_or_default(),
                         ]
                     })
@@ -191,7 +216,7 @@ pub fn release(args: ReleaseArgs) -> anyhow::Result<u8> {
         Ok(o) if o.released.is_some() => (
             "ok",
             None,
-            Some(serde_json::json!({ "dropped": o.dropped })),
+            Some(serde_json::json!({ "dropped": o.dropped, "notes": o.notes })),
         ),
         Ok(_) => ("unchanged", None, None),
         Err(e) => ("error", Some(e.to_string()), None),
@@ -212,13 +237,19 @@ pub fn release(args: ReleaseArgs) -> anyhow::Result<u8> {
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&outcome)?),
         Format::Table => match &outcome.released {
-            Some(i) => println!(
-                "released {} (isolated since {}); the quarantine dropped {} packets out and {} in",
-                name.as_deref().unwrap_or(&id),
-                i.since,
-                outcome.dropped.egress,
-                outcome.dropped.ingress
-            ),
+            Some(i) => {
+                println!(
+                    "released {} (isolated since {}); the quarantine dropped {} packets out and {} in ({})",
+                    name.as_deref().unwrap_or(&id),
+                    i.since,
+                    outcome.dropped.egress,
+                    outcome.dropped.ingress,
+                    layer_drops(&outcome.dropped)
+                );
+                for note in &outcome.notes {
+                    println!("note: {note}");
+                }
+            }
             None => println!(
                 "{} is not isolated; nothing to release",
                 name.as_deref().unwrap_or(&id)
@@ -226,4 +257,89 @@ pub fn release(args: ReleaseArgs) -> anyhow::Result<u8> {
         },
     }
     Ok(exit::OK)
+}
+
+/// Drops per layer, for people: `cgroup_skb 3/0, netns 5/1, host 0/0` (out/in).
+fn layer_drops(d: &Dropped) -> String {
+    d.layers
+        .iter()
+        .map(|l| {
+            let shared = if l.shared_with.is_empty() {
+                String::new()
+            } else {
+                format!(" shared with {}", l.shared_with.join(","))
+            };
+            let state = match l.in_place {
+                Some(true) => "",
+                // Deleted from inside by the container (CAP_NET_ADMIN), or by someone else.
+                Some(false) => " (its tables are GONE)",
+                None => " (not checked: the namespace cannot be entered)",
+            };
+            format!("{} {}/{}{shared}{state}", l.layer, l.egress, l.ingress)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+        + " out/in"
+}
+
+fn print_plan(plan: &Plan, format: Format) -> anyhow::Result<()> {
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(plan)?);
+        return Ok(());
+    }
+    let who = plan.container_name.as_deref().unwrap_or(&plan.container_id);
+    println!("dry run: nothing is attached or changed");
+    if plan.already_isolated {
+        println!("{who} is already isolated: isolating it again would change nothing");
+    }
+    let rules = |r: &[AllowRule]| {
+        if r.is_empty() {
+            "nothing".to_string()
+        } else {
+            r.iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    println!(
+        "1. cgroup_skb ingress+egress on {} (cgroup id {}), links pinned in {}; allows {}",
+        plan.cgroup_dir,
+        plan.cgroup_id,
+        plan.pins,
+        rules(&plan.cgroup_allow)
+    );
+    match &plan.netns {
+        Some(n) => {
+            println!(
+                "2. nftables in network namespace {} (inet input/output; netdev egress on {}); allows {}; ARP/ND only for {}",
+                n.netns_inode,
+                if n.devices.inside.is_empty() {
+                    "no interface".to_string()
+                } else {
+                    n.devices.inside.join(", ")
+                },
+                rules(&n.allow),
+                rules(&n.neighbours)
+            );
+            match &n.host_script {
+                Some(_) => println!(
+                    "3. nftables netdev ingress+egress on the host side: {}",
+                    n.devices
+                        .host
+                        .iter()
+                        .map(|h| format!("{} (ifindex {})", h.ifname, h.ifindex))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                None => println!("3. no host-side layer: no host peer of its interfaces"),
+            }
+            println!("   shared by: {}", n.members.join(", "));
+        }
+        None => println!("2./3. no namespace-level layer"),
+    }
+    for note in &plan.notes {
+        println!("note: {note}");
+    }
+    Ok(())
 }

@@ -1,21 +1,47 @@
 //! Network quarantine of a running container.
 //!
-//! [`isolate`] attaches cgroup_skb ingress and egress programs to the container's cgroup v2
-//! directory: from then on its processes can neither send nor receive packets (TCP, UDP, ICMP;
-//! IPv4 and IPv6, established connections included) except to and from the allow-listed
-//! collectors, while they keep running so responders can watch. One instance of the programs
-//! and their maps is loaded once and pinned (`/sys/fs/bpf/quarry/isolate/shared/`), keyed by
-//! cgroup inside, so a quarantine is a few map updates and two attachments: milliseconds. Each
-//! container's links are pinned in `/sys/fs/bpf/quarry/isolate/containers/<id>/`, so the quarantine
-//! outlives the command and any recorder restart; a record of who isolated what, when and why
-//! sits in `/run/quarry/isolate/<id>.json`. Where the container has its own network namespace, nftables
-//! rules inside it are a second layer. [`release`] undoes all of it; both are idempotent.
+//! [`isolate`] cuts a container off the network except to and from the allow-listed
+//! collectors, while its processes keep running so responders can watch. Three layers, each
+//! covering what the one before cannot (the two namespace-level ones are in [`netns`]):
+//!
+//! 1. **cgroup_skb** ingress and egress programs on the container's cgroup v2 directory: every
+//!    IP packet of the container's own processes' inet sockets (TCP, UDP, ICMP, raw IP; IPv4
+//!    and IPv6; established connections included), in any namespace, the host's too. Packet
+//!    sockets (`AF_PACKET`) never pass these hooks, and a cgroup `sock_create` program could
+//!    not refuse them either: the kernel runs it for inet sockets only (`inet_create`,
+//!    `inet6_create`). One instance of the programs and maps is loaded once and pinned
+//!    (`/sys/fs/bpf/quarry/isolate/shared/`), keyed by cgroup inside, so this layer is a few
+//!    map updates and two attachments: milliseconds. Each container's links are pinned in
+//!    `/sys/fs/bpf/quarry/isolate/containers/<id>/`, so the quarantine outlives the command.
+//! 2. **nftables inside the container's network namespace**: IP of every process in the
+//!    namespace (`inet`), and an `egress` chain (`netdev`) on each of its interfaces that stops
+//!    every frame it sends (packet sockets with or without `PACKET_QDISC_BYPASS`, ARP, ND)
+//!    before it crosses the veth: a capture on the host side sees nothing.
+//! 3. **nftables on the host side** of the container's veth pairs (`netdev` ingress and egress
+//!    of each host peer): nothing it sends reaches the host's stack or a bridge even if it
+//!    could flush its own tables (CAP_NET_ADMIN), and nothing is sent its way, so its packet
+//!    sockets cannot sniff either.
+//!
+//! ARP and ND pass only for allow-listed addresses and the gateways of the routes to them, so
+//! the allow-list still resolves its neighbours and nothing else does. Layers 2 and 3 act on
+//! the whole namespace: they are shared by the quarantined containers in it and
+//! reference-counted by its cookie (unlike its inode, never reused while the system runs),
+//! and a namespace is only ever entered by a descriptor whose inode and cookie are the ones
+//! recorded at isolate time. A container with CAP_NET_ADMIN can delete layer 2 (status then
+//! says so); layer 3 is out of its reach. Sockets open before the quarantine are cut like new ones: every layer looks at each
+//! packet, none at connection state.
+//!
+//! A record of who isolated what, when and why sits in `/run/quarry/isolate/<id>.json`.
+//! [`release`] undoes all of it; both are idempotent. This module must not enter a namespace
+//! by pid alone, nor remove a shared layer another quarantine still needs.
+
+pub mod netns;
 
 use std::fs;
 use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::str::FromStr;
 use std::time::Instant;
 
@@ -39,8 +65,6 @@ pub const PIN_ROOT: &str = "/sys/fs/bpf/quarry/isolate";
 const SHARED: &str = "shared";
 /// Where the records of active quarantines are kept (tmpfs, like the pins: both end at reboot).
 pub const STATE_ROOT: &str = "/run/quarry/isolate";
-
-const NFT_TABLE: &str = "quarry_quarantine";
 
 /// Errors isolating or releasing a container.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +91,19 @@ pub enum IsolateError {
          included); pass --force to do it anyway"
     )]
     HostNetwork(String),
+
+    /// The allow-list conflicts with those of isolated containers sharing the network
+    /// namespace, whose shared layers follow the union of the lists.
+    #[error(
+        "the allow-list conflicts with those of {others}, isolated in the same network \
+         namespace ({netns}), whose shared layers let the union of the lists through: {detail}; \
+         give this container rules compatible with theirs"
+    )]
+    SharedAllowConflict {
+        netns: u64,
+        others: String,
+        detail: String,
+    },
 
     /// The container has no cgroup v2 directory to attach to.
     #[error(
@@ -200,18 +237,48 @@ pub struct Isolation {
     pub allow: Vec<AllowRule>,
     /// Who asked (the invoking user, through sudo when used).
     pub actor: String,
-    /// True when the nftables layer was applied inside the container's netns.
+    /// True when the layer inside the container's network namespace was applied.
     pub nftables: bool,
+    /// True when the host-side layer (on the host peers of its veths) was applied.
+    #[serde(default)]
+    pub host_layer: bool,
     pub init_pid: Option<i32>,
+    /// Inode of the network namespace the namespace-level layers were applied to: the only
+    /// namespace release and status ever enter for this quarantine.
+    #[serde(default)]
+    pub netns_inode: Option<u64>,
+    /// That namespace's cookie, which no other namespace gets while the system runs (its
+    /// inode may be reused once it is gone).
+    #[serde(default)]
+    pub netns_cookie: Option<u64>,
     /// The cgroup the programs are attached to (its inode), the key of its map entries.
     pub cgroup_id: u64,
 }
 
-/// Packets dropped by a quarantine so far.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+/// Packets one layer dropped.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LayerDrops {
+    /// `cgroup_skb`, `netns` (nftables inside the namespace) or `host` (host-side nftables).
+    pub layer: String,
+    pub egress: u64,
+    pub ingress: u64,
+    /// Whether the layer was found in force: false when its tables are gone (a container with
+    /// CAP_NET_ADMIN can delete those inside its own namespace; the host-side layer, which it
+    /// cannot reach, still holds); None when it could not be checked (the namespace cannot be
+    /// entered any more).
+    pub in_place: Option<bool>,
+    /// Other quarantined containers whose counts these include (namespace-level layers).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shared_with: Vec<String>,
+}
+
+/// Packets dropped by a quarantine so far: in total (no packet is counted by two layers) and
+/// per layer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Dropped {
     pub egress: u64,
     pub ingress: u64,
+    pub layers: Vec<LayerDrops>,
 }
 
 /// What [`isolate`] did.
@@ -220,13 +287,17 @@ pub struct IsolateOutcome {
     pub isolation: Isolation,
     /// False when the container was already isolated (nothing was changed).
     pub changed: bool,
-    /// Milliseconds from the start of the call until both programs were attached.
+    /// Milliseconds from the start of the call until the cgroup_skb layer was in force.
     pub effective_after_ms: f64,
-    /// When both programs were attached (for callers measuring from their own start).
+    /// Milliseconds from the start of the call until every layer was in force.
+    pub all_layers_after_ms: f64,
+    /// When the cgroup_skb layer was in force (for callers measuring from their own start).
     #[serde(skip)]
     pub attached_at: Option<Instant>,
-    /// Why the nftables layer was not applied, when it was not.
+    /// Why a layer was not applied, when one was not (first line: the nftables layers).
     pub nftables_note: Option<String>,
+    /// What else the responder should know: containers sharing the namespace, say.
+    pub notes: Vec<String>,
 }
 
 /// A file name for container `id`, one-to-one: ids made of `[A-Za-z0-9.-]` (not starting with
@@ -294,63 +365,380 @@ pub fn find(id: &str) -> Option<Isolation> {
     list().into_iter().find(|i| i.container_id == id)
 }
 
-/// Packets dropped so far by the quarantine of `id`, both layers together.
+/// Packets dropped so far by the quarantine of `id`, per layer. The namespace-level layers
+/// count for every quarantined container of the namespace: their entries say which others.
 pub fn dropped(id: &str) -> Option<Dropped> {
     let isolation = find(id)?;
-    let shared = Shared::open().ok()?;
-    let drops: PerCpuHashMap<_, u64, DropCounts> =
-        PerCpuHashMap::try_from(Map::PerCpuHashMap(shared.map("drops").ok()?)).ok()?;
-    let mut d = match drops.get(&isolation.cgroup_id, 0) {
-        Ok(per_cpu) => Dropped {
-            egress: per_cpu.iter().map(|c| c.egress).sum(),
-            ingress: per_cpu.iter().map(|c| c.ingress).sum(),
-        },
-        Err(_) => Dropped::default(),
-    };
-    if let (true, Some(pid)) = (isolation.nftables, isolation.init_pid) {
-        let (out, inp) = nft_counters(pid);
-        d.egress += out;
-        d.ingress += inp;
-    }
-    Some(d)
-}
-
-/// (output, input) packets counted by the nftables layer's final drop rules.
-fn nft_counters(pid: i32) -> (u64, u64) {
-    let Ok(out) = Command::new("nsenter")
-        .args([
-            "-n",
-            "-t",
-            &pid.to_string(),
-            "nft",
-            "-j",
-            "list",
-            "table",
-            "inet",
-            NFT_TABLE,
-        ])
-        .output()
-    else {
-        return (0, 0);
-    };
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
-        return (0, 0);
-    };
-    let (mut egress, mut ingress) = (0, 0);
-    for item in v["nftables"].as_array().into_iter().flatten() {
-        let rule = &item["rule"];
-        let packets = rule["expr"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find_map(|e| e["counter"]["packets"].as_u64());
-        match (rule["chain"].as_str(), packets) {
-            (Some("output"), Some(p)) => egress += p,
-            (Some("input"), Some(p)) => ingress += p,
-            _ => {}
+    let cg = Shared::open()
+        .ok()
+        .and_then(|shared| {
+            let per_cpu = shared.drops().ok()?.get(&isolation.cgroup_id, 0).ok()?;
+            Some((
+                per_cpu.iter().map(|c| c.egress).sum(),
+                per_cpu.iter().map(|c| c.ingress).sum(),
+            ))
+        })
+        .unwrap_or((0, 0));
+    let mut layers = vec![LayerDrops {
+        layer: "cgroup_skb".into(),
+        egress: cg.0,
+        ingress: cg.1,
+        in_place: Some(pin_dir(id).join("egress").exists() && pin_dir(id).join("ingress").exists()),
+        shared_with: Vec::new(),
+    }];
+    if let Some(rec) = isolation.netns_cookie.and_then(netns::NetnsRecord::load) {
+        let shared_with: Vec<String> = rec
+            .members
+            .iter()
+            .map(|m| m.container_id.clone())
+            .filter(|c| *c != isolation.container_id)
+            .collect();
+        let (inside, host) = rec.drops();
+        for (on, layer, counted) in [
+            (rec.inside_layer, "netns", inside),
+            (rec.host_layer, "host", host),
+        ] {
+            if on {
+                layers.push(LayerDrops {
+                    layer: layer.into(),
+                    egress: counted.egress,
+                    ingress: counted.ingress,
+                    in_place: counted.in_place,
+                    shared_with: shared_with.clone(),
+                });
+            }
         }
     }
-    (egress, ingress)
+    Some(Dropped {
+        egress: layers.iter().map(|l| l.egress).sum(),
+        ingress: layers.iter().map(|l| l.ingress).sum(),
+        layers,
+    })
+}
+
+/// What the namespace-level layers of one namespace are to be.
+#[derive(Debug, Clone, Serialize)]
+pub struct NetnsPlan {
+    pub netns_inode: u64,
+    /// Its cookie: the name of the host-side table is made from it.
+    pub netns_cookie: u64,
+    /// The quarantined containers of the namespace these layers serve.
+    pub members: Vec<String>,
+    /// The union of their allow-lists: what these layers let through.
+    pub allow: Vec<AllowRule>,
+    pub devices: netns::Devices,
+    /// ARP/ND is let through for these only.
+    pub neighbours: Vec<AllowRule>,
+    /// The nft script run inside the namespace.
+    pub netns_script: String,
+    /// The nft script run in the host's namespace (None: no host-side peer was found).
+    pub host_script: Option<String>,
+    /// Why the interfaces could not be listed, when they could not.
+    pub devices_error: Option<String>,
+}
+
+/// Plans the namespace-level layers for `members`: reads the interfaces and gateways inside
+/// `ns` when given (else keeps `known` ones: the namespace could not be entered).
+fn netns_plan(
+    ino: u64,
+    cookie: u64,
+    ns: Option<&netns::Netns>,
+    members: &[netns::Member],
+    known: Option<&netns::NetnsRecord>,
+) -> NetnsPlan {
+    let mut allow: Vec<AllowRule> = Vec::new();
+    for r in members.iter().flat_map(|m| &m.allow) {
+        if !allow.contains(r) {
+            allow.push(*r);
+        }
+    }
+    let (devices, gateways, devices_error) = match ns {
+        Some(ns) => match netns::devices(ns) {
+            Ok(d) => (d, netns::gateways(ns, &allow), None),
+            Err(e) => (netns::Devices::default(), Vec::new(), Some(e)),
+        },
+        None => (
+            known.map(|k| k.devices.clone()).unwrap_or_default(),
+            Vec::new(),
+            None,
+        ),
+    };
+    let neighbours = match (ns, known) {
+        (None, Some(k)) => k.neighbours.clone(),
+        _ => netns::neighbours(&allow, &gateways),
+    };
+    // When the interfaces could not be listed, the inside script filters IP only: its
+    // netdev table needs their names.
+    let netns_script = netns::netns_script(&allow, &neighbours, &devices.inside);
+    let host_script = (!devices.host.is_empty())
+        .then(|| netns::host_script(cookie, &allow, &neighbours, &devices.host));
+    NetnsPlan {
+        netns_inode: ino,
+        netns_cookie: cookie,
+        members: members.iter().map(|m| m.container_id.clone()).collect(),
+        allow,
+        devices,
+        neighbours,
+        netns_script,
+        host_script,
+        devices_error,
+    }
+}
+
+/// Applies `plan`: inside through `ns` when given, on the host side in any case (the old
+/// host table goes when there is no peer any more). Both at once: they are independent.
+/// Returns the updated record and notes on what failed.
+fn apply_netns_plan(
+    plan: &NetnsPlan,
+    ns: Option<&netns::Netns>,
+    members: Vec<netns::Member>,
+    was: Option<&netns::NetnsRecord>,
+) -> (netns::NetnsRecord, Vec<String>) {
+    let mut notes = Vec::new();
+    let host_script = plan.host_script.clone().unwrap_or_else(|| {
+        let t = netns::host_table(plan.netns_cookie);
+        format!("table netdev {t} {{}}\ndelete table netdev {t}\n")
+    });
+    let (inside, host) = std::thread::scope(|s| {
+        let inside = s.spawn(|| ns.map(|ns| netns::nft(ns.command("nft"), &plan.netns_script)));
+        let host = netns::nft(Command::new("nft"), &host_script);
+        (inside.join().unwrap_or(None), host)
+    });
+    let inside_layer = match inside {
+        Some(Ok(())) => true,
+        Some(Err(e)) => {
+            notes.push(format!(
+                "the nftables layer inside the network namespace was not applied ({e})"
+            ));
+            false
+        }
+        None => was.is_some_and(|w| w.inside_layer),
+    };
+    let host_layer = match (&plan.host_script, host) {
+        (Some(_), Ok(())) => true,
+        (Some(_), Err(e)) => {
+            notes.push(format!(
+                "the host-side nftables layer was not applied ({e})"
+            ));
+            false
+        }
+        (None, _) => {
+            notes.push(
+                "no host-side peer of the container's interfaces in the host's namespace \
+                 (not a veth, or its peer is elsewhere): no host-side layer"
+                    .into(),
+            );
+            false
+        }
+    };
+    if !plan.devices.unsafe_inside.is_empty() {
+        notes.push(format!(
+            "interfaces {:?} inside the namespace have names nft cannot be given safely: the \
+             inside layer filters their IP only; the host-side layer still covers their peers",
+            plan.devices.unsafe_inside
+        ));
+    }
+    if let Some(e) = &plan.devices_error {
+        notes.push(format!(
+            "the namespace's interfaces could not be listed ({e}): only its IP is filtered inside it"
+        ));
+    }
+    let rec = netns::NetnsRecord {
+        netns_inode: plan.netns_inode,
+        netns_cookie: plan.netns_cookie,
+        members,
+        devices: plan.devices.clone(),
+        neighbours: plan.neighbours.clone(),
+        inside_layer,
+        host_layer,
+    };
+    (rec, notes)
+}
+
+/// What `isolate --dry-run` shows: what would be attached, and where.
+#[derive(Debug, Serialize)]
+pub struct Plan {
+    pub container_id: String,
+    pub container_name: Option<String>,
+    pub already_isolated: bool,
+    /// The cgroup_skb layer: programs attached to this directory (inode `cgroup_id`).
+    pub cgroup_dir: String,
+    pub cgroup_id: u64,
+    /// Where its links would be pinned.
+    pub pins: String,
+    /// The cgroup_skb allow-list (the container's own loopback added when it has its own
+    /// namespace).
+    pub cgroup_allow: Vec<AllowRule>,
+    /// The namespace-level layers (None: host network, or no process to find it by).
+    pub netns: Option<NetnsPlan>,
+    pub notes: Vec<String>,
+}
+
+/// The allow-list of the cgroup_skb layer.
+fn cgroup_rules(container: &Container, allow: &[AllowRule]) -> Vec<AllowRule> {
+    let mut rules: Vec<AllowRule> = allow.to_vec();
+    // The container's own loopback stays up when it has its own network namespace: it never
+    // leaves the container. In the host's namespace loopback reaches host services: cut it.
+    if !container.host_network {
+        for lo in [
+            AllowRule {
+                addr: IpAddr::from([127, 0, 0, 0]),
+                prefix: 8,
+                port: 0,
+            },
+            AllowRule {
+                addr: IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+                prefix: 128,
+                port: 0,
+            },
+        ] {
+            rules.push(lo);
+        }
+    }
+    rules
+}
+
+/// A container's namespace, the members its layers would serve, and its record so far.
+type Namespace = (netns::Netns, Vec<netns::Member>, Option<netns::NetnsRecord>);
+
+/// The namespace of `container` (checked against the inode its inventory saw) and the
+/// members its layers would serve with `allow` added for it; None when it has none to enter.
+fn container_netns(
+    container: &Container,
+    allow: &[AllowRule],
+) -> Result<Option<Namespace>, IsolateError> {
+    if container.host_network {
+        return Ok(None);
+    }
+    let Some(pid) = container.init_pid else {
+        return Ok(None);
+    };
+    let Some(ns) = netns::open(pid, container.netns_inode, None) else {
+        return Ok(None);
+    };
+    let was = netns::NetnsRecord::load(ns.cookie);
+    let mut members: Vec<netns::Member> =
+        was.as_ref().map(|r| r.members.clone()).unwrap_or_default();
+    members.retain(|m| m.container_id != container.id);
+    members.push(netns::Member {
+        container_id: container.id.clone(),
+        init_pid: Some(pid),
+        allow: allow.to_vec(),
+    });
+    let mut union: Vec<AllowRule> = Vec::new();
+    for r in members.iter().flat_map(|m| &m.allow) {
+        if !union.contains(r) {
+            union.push(*r);
+        }
+    }
+    if members.len() > 1
+        && let Err(IsolateError::OverlappingAllow(detail)) = check_allow_list(&union)
+    {
+        return Err(IsolateError::SharedAllowConflict {
+            netns: ns.inode,
+            others: members[..members.len() - 1]
+                .iter()
+                .map(|m| m.container_id.clone())
+                .collect::<Vec<_>>()
+                .join(", "),
+            detail,
+        });
+    }
+    Ok(Some((ns, members, was)))
+}
+
+fn sharing_notes(
+    ino: u64,
+    members: &[netns::Member],
+    me: &str,
+    others_in_netns: &[String],
+) -> Vec<String> {
+    let isolated: Vec<&str> = members
+        .iter()
+        .map(|m| m.container_id.as_str())
+        .filter(|c| *c != me)
+        .collect();
+    let not_isolated: Vec<&str> = others_in_netns
+        .iter()
+        .map(String::as_str)
+        .filter(|c| *c != me && !isolated.contains(c))
+        .collect();
+    let mut notes = Vec::new();
+    if !not_isolated.is_empty() {
+        notes.push(format!(
+            "network namespace {ino} is shared with {}: the namespace-level layers cut them \
+             too (every process and frame of the namespace, except to the allow-list); only \
+             this container's own processes get the cgroup_skb layer",
+            not_isolated.join(", ")
+        ));
+    }
+    if !isolated.is_empty() {
+        notes.push(format!(
+            "network namespace {ino} is shared with the isolated {}: its namespace-level \
+             layers now let the union of their allow-lists through, and stay until the last \
+             of them is released",
+            isolated.join(", ")
+        ));
+    }
+    notes
+}
+
+/// What [`isolate`] would do, without doing any of it.
+pub fn plan(
+    container: &Container,
+    cgroup_dir: &Path,
+    allow: &[AllowRule],
+    others_in_netns: &[String],
+) -> Result<Plan, IsolateError> {
+    check_allow_list(allow)?;
+    let cgroup_id =
+        std::os::unix::fs::MetadataExt::ino(&fs::metadata(cgroup_dir).map_err(io(cgroup_dir))?);
+    let mut notes = Vec::new();
+    if container.host_network {
+        notes.push(
+            "host network namespace: only the cgroup_skb layer (needs --force); no \
+             namespace-level layer"
+                .into(),
+        );
+    }
+    let netns = match container_netns(container, allow)? {
+        Some((ns, members, was)) => {
+            notes.extend(sharing_notes(
+                ns.inode,
+                &members,
+                &container.id,
+                others_in_netns,
+            ));
+            Some(netns_plan(
+                ns.inode,
+                ns.cookie,
+                Some(&ns),
+                &members,
+                was.as_ref(),
+            ))
+        }
+        None => {
+            if !container.host_network {
+                notes.push(
+                    "the container's network namespace cannot be entered (no init pid, or it \
+                     changed): only the cgroup_skb layer"
+                        .into(),
+                );
+            }
+            None
+        }
+    };
+    Ok(Plan {
+        container_id: container.id.clone(),
+        container_name: container.name.clone(),
+        already_isolated: find(&container.id).is_some(),
+        cgroup_dir: cgroup_dir.display().to_string(),
+        cgroup_id,
+        pins: pin_dir(&container.id).display().to_string(),
+        cgroup_allow: cgroup_rules(container, allow),
+        netns,
+        notes,
+    })
 }
 
 fn bpffs_mounted() -> bool {
@@ -365,12 +753,15 @@ fn bpffs_mounted() -> bool {
 }
 
 /// Quarantines `container`. Isolating an isolated container changes nothing and says so.
+/// `others_in_netns`: ids of the other containers known to share its network namespace (the
+/// outcome says what the quarantine means for them).
 pub fn isolate(
     container: &Container,
     cgroup_dir: &Path,
     allow: &[AllowRule],
     reason: Option<&str>,
     force: bool,
+    others_in_netns: &[String],
 ) -> Result<IsolateOutcome, IsolateError> {
     let started = Instant::now();
     check_allow_list(allow)?;
@@ -380,8 +771,10 @@ pub fn isolate(
             isolation: existing,
             changed: false,
             effective_after_ms: 0.0,
+            all_layers_after_ms: 0.0,
             attached_at: None,
             nftables_note: Some("already isolated; nothing changed".into()),
+            notes: Vec::new(),
         });
     }
     if container.host_network && !force {
@@ -408,15 +801,11 @@ pub fn isolate(
             container.id
         )));
     }
+    // Before anything is attached: a conflict with the allow-lists of containers sharing the
+    // namespace is refused, not half applied.
+    let namespace = container_netns(container, allow)?;
     fs::create_dir_all(&pins).map_err(io(&pins))?;
-
-    // The container's own loopback stays up when it has its own network namespace: it never
-    // leaves the container. In the host's namespace loopback reaches host services: cut it.
-    let mut rules: Vec<AllowRule> = allow.to_vec();
-    if !container.host_network {
-        rules.push("127.0.0.0/8".parse()?);
-        rules.push("::1/128".parse()?);
-    }
+    let rules = cgroup_rules(container, allow);
 
     let cgroup_id =
         std::os::unix::fs::MetadataExt::ino(&fs::metadata(cgroup_dir).map_err(io(cgroup_dir))?);
@@ -456,25 +845,44 @@ pub fn isolate(
     let attached_at = Instant::now();
     let effective_after_ms = (attached_at - started).as_secs_f64() * 1000.0;
 
-    let (nftables, nftables_note) = match (container.host_network, container.init_pid) {
-        (true, _) => (
+    let mut notes = Vec::new();
+    let (nftables, host_layer, netns_id, nftables_note) = match namespace {
+        None if container.host_network => (
             false,
-            Some("host network namespace: no nftables layer".to_string()),
-        ),
-        (false, None) => (
             false,
-            Some("no init pid to enter the network namespace".to_string()),
+            None,
+            Some("host network namespace: no namespace-level layer".to_string()),
         ),
-        (false, Some(pid)) => match apply_nftables(pid, &rules) {
-            Ok(()) => (true, None),
-            Err(e) => (
-                false,
-                Some(format!(
-                    "nftables layer not applied ({e}); the eBPF layer holds"
-                )),
+        None => (
+            false,
+            false,
+            None,
+            Some(
+                "the network namespace cannot be entered (no init pid, or its namespace is \
+                 not the one the inventory saw): only the cgroup_skb layer"
+                    .to_string(),
             ),
-        },
+        ),
+        Some((ns, members, was)) => {
+            notes.extend(sharing_notes(
+                ns.inode,
+                &members,
+                &container.id,
+                others_in_netns,
+            ));
+            let plan = netns_plan(ns.inode, ns.cookie, Some(&ns), &members, was.as_ref());
+            let (rec, failed) = apply_netns_plan(&plan, Some(&ns), members, was.as_ref());
+            rec.save()?;
+            let note = (!failed.is_empty()).then(|| failed.join("; "));
+            (
+                rec.inside_layer,
+                rec.host_layer,
+                Some((ns.inode, ns.cookie)),
+                note,
+            )
+        }
     };
+    let all_layers_after_ms = started.elapsed().as_secs_f64() * 1000.0;
 
     let isolation = Isolation {
         container_id: container.id.clone(),
@@ -485,7 +893,10 @@ pub fn isolate(
         allow: allow.to_vec(),
         actor: actor(),
         nftables,
+        host_layer,
         init_pid: container.init_pid,
+        netns_inode: netns_id.map(|n| n.0),
+        netns_cookie: netns_id.map(|n| n.1),
         cgroup_id,
     };
     let state = state_path(&container.id);
@@ -499,8 +910,10 @@ pub fn isolate(
         isolation,
         changed: true,
         effective_after_ms,
+        all_layers_after_ms,
         attached_at: Some(attached_at),
         nftables_note,
+        notes,
     })
 }
 
@@ -666,6 +1079,8 @@ pub fn prepare() -> Result<(), IsolateError> {
 /// Unpins the shared programs and maps when no container is isolated (the next isolate loads
 /// them again). Returns whether it did.
 pub fn unload_if_idle() -> Result<bool, IsolateError> {
+    // Not while an isolate is between loading the programs and pinning its links.
+    let _lock = StateLock::acquire()?;
     let containers = Path::new(PIN_ROOT).join("containers");
     let busy = fs::read_dir(&containers)
         .map(|mut d| d.next().is_some())
@@ -721,74 +1136,21 @@ impl StateLock {
     }
 }
 
-/// The nftables ruleset of the second layer: drop everything but loopback and the allow-list.
-pub fn nft_ruleset(rules: &[AllowRule]) -> String {
-    let mut input = String::new();
-    let mut output = String::new();
-    for r in rules {
-        let fam = if r.addr.is_ipv4() { "ip" } else { "ip6" };
-        let net = format!("{}/{}", r.addr, r.prefix);
-        if r.port == 0 {
-            input.push_str(&format!("    {fam} saddr {net} accept\n"));
-            output.push_str(&format!("    {fam} daddr {net} accept\n"));
-        } else {
-            for proto in ["tcp", "udp"] {
-                input.push_str(&format!(
-                    "    {fam} saddr {net} {proto} sport {} accept\n",
-                    r.port
-                ));
-                output.push_str(&format!(
-                    "    {fam} daddr {net} {proto} dport {} accept\n",
-                    r.port
-                ));
-            }
-        }
-    }
-    // The final `counter drop` counts what this layer stops: it sees packets before the eBPF
-    // layer does on the way out, so both layers' counts add up to what the container tried.
-    format!(
-        "table inet {NFT_TABLE} {{\n  chain input {{\n    type filter hook input priority -300; policy drop;\n    iif lo accept\n{input}    counter drop\n  }}\n  chain output {{\n    type filter hook output priority -300; policy drop;\n    oif lo accept\n{output}    counter drop\n  }}\n}}\n"
-    )
-}
-
-fn nft_in_netns(pid: i32, script: &str) -> Result<(), String> {
-    use std::io::Write;
-    let mut child = Command::new("nsenter")
-        .args(["-n", "-t", &pid.to_string(), "nft", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("nsenter/nft not available: {e}"))?;
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(script.as_bytes())
-        .map_err(|e| e.to_string())?;
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
-}
-
-fn apply_nftables(pid: i32, rules: &[AllowRule]) -> Result<(), String> {
-    nft_in_netns(pid, &nft_ruleset(rules))
-}
-
 /// What [`release`] did.
 #[derive(Debug, Serialize)]
 pub struct ReleaseOutcome {
     /// The quarantine that was lifted; None when the container was not isolated.
     pub released: Option<Isolation>,
     pub dropped: Dropped,
+    /// What was left as it was, and why (a shared namespace, a namespace that is gone).
+    pub notes: Vec<String>,
 }
 
 /// Lifts the quarantine of container `id` exactly: unpins the links (which detaches the
-/// programs), removes the maps, the nftables table and the record. Works after the container
-/// has exited too.
+/// programs), removes its map entries and the record, and its share of the namespace-level
+/// layers: those go with the last quarantined container of the namespace, and until then
+/// follow the others' allow-lists. Works after the container has exited too; a namespace is
+/// entered only when a recorded pid still lives in the recorded one.
 pub fn release(id: &str) -> Result<ReleaseOutcome, IsolateError> {
     let _lock = StateLock::acquire()?;
     let Some(isolation) = find(id) else {
@@ -798,6 +1160,7 @@ pub fn release(id: &str) -> Result<ReleaseOutcome, IsolateError> {
         return Ok(ReleaseOutcome {
             released: None,
             dropped: Dropped::default(),
+            notes: Vec::new(),
         });
     };
     let dropped = dropped(id).unwrap_or_default();
@@ -816,17 +1179,89 @@ pub fn release(id: &str) -> Result<ReleaseOutcome, IsolateError> {
         let _ = fs::remove_file(&path);
     }
     fs::remove_dir_all(&pins).map_err(io(&pins))?;
-    if let (true, Some(pid)) = (isolation.nftables, isolation.init_pid)
-        && let Err(e) = nft_in_netns(pid, &format!("delete table inet {NFT_TABLE}\n"))
-    {
-        log::info!("nftables table not removed ({e}); the container's netns is likely gone");
+    let mut notes = Vec::new();
+    match isolation.netns_cookie {
+        Some(cookie) => release_netns_share(cookie, id, &mut notes)?,
+        None if isolation.nftables => notes.push(format!(
+            "this quarantine was recorded without its network namespace's inode: its nftables \
+             table is left as it is (no pid is trusted to find the namespace; pid {} may be \
+             another process's now)",
+            isolation
+                .init_pid
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "-".into())
+        )),
+        None => {}
     }
     let state = state_path(id);
     fs::remove_file(&state).map_err(io(&state))?;
     Ok(ReleaseOutcome {
         released: Some(isolation),
         dropped,
+        notes,
     })
+}
+
+/// Takes container `id` out of the namespace-level layers of the namespace with `cookie`.
+fn release_netns_share(cookie: u64, id: &str, notes: &mut Vec<String>) -> Result<(), IsolateError> {
+    let Some(rec) = netns::NetnsRecord::load(cookie) else {
+        return Ok(());
+    };
+    let ino = rec.netns_inode;
+    // The way in, found before this member goes: its own pid may be the only one left.
+    let ns = rec.enter();
+    let mut remaining = rec.members.clone();
+    remaining.retain(|m| m.container_id != id);
+    if remaining.is_empty() {
+        match &ns {
+            Some(ns) if rec.inside_layer => {
+                if let Err(e) = netns::nft(ns.command("nft"), &netns::netns_delete_script()) {
+                    notes.push(format!(
+                        "the nftables tables inside network namespace {ino} were not removed ({e})"
+                    ));
+                }
+            }
+            Some(_) => {}
+            None => notes.push(format!(
+                "network namespace {ino} is gone, or none of the recorded pids ({}) is in it any \
+                 more (a pid may have been reused): nothing inside any namespace was touched",
+                rec.members
+                    .iter()
+                    .filter_map(|m| m.init_pid)
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+        let t = netns::host_table(cookie);
+        if let Err(e) = netns::nft(
+            Command::new("nft"),
+            &format!("table netdev {t} {{}}\ndelete table netdev {t}\n"),
+        ) {
+            notes.push(format!("the host-side table {t} was not removed ({e})"));
+        }
+        return netns::NetnsRecord::remove(cookie);
+    }
+    // Others in the namespace are still isolated: their layers stay, narrowed to their
+    // allow-lists (entered through one of theirs when this one's pid is gone).
+    let ns = rec
+        .members
+        .iter()
+        .filter(|m| m.container_id != id)
+        .filter_map(|m| m.init_pid)
+        .find_map(|pid| netns::open(pid, Some(ino), Some(cookie)))
+        .or(ns);
+    let plan = netns_plan(ino, cookie, ns.as_ref(), &remaining, Some(&rec));
+    let others: Vec<String> = remaining.iter().map(|m| m.container_id.clone()).collect();
+    let (new, failed) = apply_netns_plan(&plan, ns.as_ref(), remaining, Some(&rec));
+    new.save()?;
+    notes.push(format!(
+        "network namespace {ino} is shared with the still-isolated {}: its namespace-level \
+         layers stay",
+        others.join(", ")
+    ));
+    notes.extend(failed);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -855,16 +1290,6 @@ mod tests {
         ] {
             assert!(bad.parse::<AllowRule>().is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn nft_ruleset_drops_all_but_loopback_and_allowed() {
-        let rules = ["198.18.0.5", "198.18.1.0/24:514"].map(|r| r.parse().unwrap());
-        let nft = nft_ruleset(&rules);
-        assert!(nft.contains("policy drop") && nft.contains("iif lo accept"));
-        assert!(nft.contains("ip daddr 198.18.0.5/32 accept"));
-        assert!(nft.contains("ip daddr 198.18.1.0/24 tcp dport 514 accept"));
-        assert!(nft.contains("ip saddr 198.18.1.0/24 udp sport 514 accept"));
     }
 
     #[test]

@@ -257,7 +257,7 @@ fn isolate_bench(container: &str, args: &[&str]) -> anyhow::Result<()> {
         }
     }
     let store = tempfile::tempdir()?;
-    let (mut effective, mut wall) = (Vec::new(), Vec::new());
+    let (mut effective, mut all_layers, mut wall) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
         let started = Instant::now();
         let out = Command::new(quarry_binary()?)
@@ -271,6 +271,7 @@ fn isolate_bench(container: &str, args: &[&str]) -> anyhow::Result<()> {
         }
         let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
         effective.push(v["effective_after_ms"].as_f64().unwrap_or(f64::NAN));
+        all_layers.push(v["all_layers_after_ms"].as_f64().unwrap_or(f64::NAN));
         let status = Command::new(quarry_binary()?)
             .args(["release", container, "--store"])
             .arg(store.path())
@@ -285,10 +286,14 @@ fn isolate_bench(container: &str, args: &[&str]) -> anyhow::Result<()> {
         (v[0], v[v.len() / 2], v[v.len() - 1])
     };
     let (emin, emed, emax) = stats(&mut effective);
+    let (amin, amed, amax) = stats(&mut all_layers);
     let (wmin, wmed, wmax) = stats(&mut wall);
     println!("isolate {container}, {runs} runs (the first loads and pins the shared programs)");
     println!(
-        "  in force after (from command start)  min {emin:.2} ms  median {emed:.2} ms  max {emax:.2} ms"
+        "  cgroup_skb in force after (from command start)  min {emin:.2} ms  median {emed:.2} ms  max {emax:.2} ms"
+    );
+    println!(
+        "  every layer in force after (nftables inside and on the host side)  min {amin:.2} ms  median {amed:.2} ms  max {amax:.2} ms"
     );
     println!(
         "  whole command (incl. nftables, record) min {wmin:.2} ms  median {wmed:.2} ms  max {wmax:.2} ms"

@@ -290,8 +290,24 @@ pub struct TestNet {
 impl TestNet {
     pub fn new(tag: &str) -> TestNet {
         let pid = std::process::id();
-        // Spread subnets by pid and tag so parallel tests never share one.
-        let n = (pid as usize * 7 + tag.bytes().map(usize::from).sum::<usize>()) % 250;
+        // Tests run in processes of their own, concurrently with other test binaries: a
+        // subnet is free when no host interface has an address in it, checked and taken under
+        // a machine-wide lock (held until the host end has its address).
+        let lock = std::fs::File::create("/run/lock/quarry-testnet.lock").unwrap();
+        // SAFETY: flock on a descriptor we own; closing it (end of this function) unlocks.
+        assert_eq!(
+            unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) },
+            0
+        );
+        let used = String::from_utf8_lossy(
+            &run_ok(Command::new("ip").args(["-o", "-4", "addr", "show"])).stdout,
+        )
+        .into_owned();
+        let start = (pid as usize * 7 + tag.bytes().map(usize::from).sum::<usize>()) % 250;
+        let n = (0..250)
+            .map(|i| (start + i) % 250)
+            .find(|n| !used.contains(&format!("inet 198.18.{n}.")))
+            .expect("a free 198.18.N.0/29 test subnet");
         let net = TestNet {
             netns: format!("qt{tag}{pid}"),
             host_if: format!("qh{tag}{pid}"),
