@@ -498,6 +498,18 @@ fn podman_container_on_overlay_snapshots_and_restores() {
     );
 }
 
+/// Whether `needle` occurs in `hay`.
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(p) = hay[from..].iter().position(|&b| b == needle[0]) {
+        if hay[from + p..].starts_with(needle) {
+            return true;
+        }
+        from += p + 1;
+    }
+    false
+}
+
 /// Removes a file when dropped.
 struct RemoveFile(std::path::PathBuf);
 impl Drop for RemoveFile {
@@ -556,10 +568,13 @@ fn symlinks_swapped_in_after_the_checkpoint_reach_neither_case_nor_host() {
     std::fs::write(&etc_file, &etc_text).unwrap();
     let _etc = RemoveFile(etc_file.clone());
 
-    // Writable root; the init loop ticks so a watcher can tell when it runs again.
+    // Writable root; the changed files sit among many others (copying them takes a while, so a
+    // copy made after the thaw races the swaps); init keeps writing and waits in wait4.
     let script = format!(
         "mkdir -p /evidence /p; echo original-note > /evidence/note; \
          echo original-etc > /p/{etc_name}; echo suid > /evidence/suid; chmod 4755 /evidence/suid; \
+         i=0; while [ $i -lt 300 ]; do echo $i > /evidence/bulk-$i; echo $i > /p/bulk-$i; \
+         i=$((i+1)); done; \
          i=0; while true; do i=$((i+1)); echo $i > /tick; sleep 0.05; done"
     );
     let c = RuncContainer::start_tweaked(&format!("qt-e17-swap-{pid}"), None, |config, _| {
@@ -568,15 +583,23 @@ fn symlinks_swapped_in_after_the_checkpoint_reach_neither_case_nor_host() {
     });
     let init = c.pid();
     let root = std::path::PathBuf::from(format!("/proc/{init}/root"));
-    wait_for("the container's files", || {
-        root.join("tick").is_file() && root.join("evidence/suid").is_file()
-    });
+    wait_for("the container's files", || root.join("tick").is_file());
     // Entered from outside (so CRIU does not stop it): waits until the dump stops init (state
-    // t), then until init ticks again (resumed), then swaps at once.
+    // t), then until init is back in its own wait4 (syscall 61) and not stopped: resumed (while
+    // CRIU's parasite runs in it, it sits in another call); from then on it swaps the changed
+    // file for a symlink to a host file and its directory for a symlink to /etc, and back,
+    // until told to stop.
     let watcher = format!(
         "s=; until [ \"$s\" = t ]; do read -r _ _ s _ < /proc/1/stat; done; \
-         read -r t0 < /tick; t=$t0; until [ \"$t\" != \"$t0\" ]; do read -r t < /tick; done; \
-         rm /evidence/note; ln -s {} /evidence/note; mv /p /p.old; ln -s /etc /p; \
+         until read -r a _ < /proc/1/syscall && [ \"$a\" = 61 ] \
+           && read -r _ _ s _ < /proc/1/stat && [ \"$s\" != t ] \
+           && read -r a _ < /proc/1/syscall && [ \"$a\" = 61 ]; do :; done; \
+         until [ -e /stop ]; do \
+           mv /evidence/note /evidence/note.old; ln -s {0} /evidence/note; \
+           mv /p /p.old; ln -s /etc /p; \
+           rm /evidence/note /p; mv /evidence/note.old /evidence/note; mv /p.old /p; \
+         done; \
+         rm /evidence/note; ln -s {0} /evidence/note; mv /p /p.old; ln -s /etc /p; \
          touch /swapped",
         secret.display()
     );
@@ -609,6 +632,8 @@ fn symlinks_swapped_in_after_the_checkpoint_reach_neither_case_nor_host() {
         "json",
     ]);
     assert_eq!(code, 0, "snapshot failed: {out}{err}");
+    // It flipped the names back and forth from the thaw on; now it leaves the symlinks in.
+    std::fs::write(root.join("stop"), "").unwrap();
     wait_for("the container to swap in its symlinks", || {
         root.join("swapped").exists()
     });
@@ -625,7 +650,7 @@ fn symlinks_swapped_in_after_the_checkpoint_reach_neither_case_nor_host() {
             let data = std::fs::read(&p).unwrap();
             for text in [&secret_text, &etc_text] {
                 assert!(
-                    !data.windows(text.len()).any(|w| w == text.as_bytes()),
+                    !contains(&data, text.as_bytes()),
                     "{p:?} holds a host file's contents"
                 );
             }

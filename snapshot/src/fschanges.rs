@@ -169,6 +169,7 @@ fn walk_base(src: &Source, dest: Option<&Path>) -> io::Result<ChangeSet> {
         since: src.since,
         dev,
         set: &mut set,
+        buf: vec![0; 1 << 16],
     };
     w.dir(&base, Path::new(""), dest, 0)?;
     Ok(set)
@@ -179,6 +180,8 @@ struct Walk<'a> {
     since: i64,
     dev: u64,
     set: &'a mut ChangeSet,
+    /// One copy buffer for every file.
+    buf: Vec<u8>,
 }
 
 impl Walk<'_> {
@@ -278,7 +281,7 @@ impl Walk<'_> {
         if kind == "added_or_modified" {
             self.set.bytes += c.size;
             if let Some(dest) = dest {
-                match copy_file(dir, name, st, dest) {
+                match copy_file(dir, name, st, dest, &mut self.buf) {
                     Ok((size, sha)) => {
                         c.size = size;
                         c.sha256 = Some(sha);
@@ -298,7 +301,13 @@ fn same_inode(fd: &OwnedFd, st: &FileStat) -> bool {
 /// Copies the regular file `name` of `dir` into the directory `dest`; returns its size and
 /// SHA-256. Opened without following a symlink and without blocking (a fifo swapped in would
 /// block a plain open), then checked to be the inode the walk saw.
-fn copy_file(dir: &OwnedFd, name: &OsStr, st: &FileStat, dest: &Path) -> io::Result<(u64, String)> {
+fn copy_file(
+    dir: &OwnedFd,
+    name: &OsStr,
+    st: &FileStat,
+    dest: &Path,
+    buf: &mut [u8],
+) -> io::Result<(u64, String)> {
     let fd = beneath::open(
         dir,
         Path::new(name),
@@ -312,18 +321,19 @@ fn copy_file(dir: &OwnedFd, name: &OsStr, st: &FileStat, dest: &Path) -> io::Res
     {
         return Err(io::Error::other("replaced since it was listed"));
     }
-    make_dir(dest)?;
     let mut from = fs::File::from(fd);
-    let mut to = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(dest.join(name))?;
+    // The directory is made with its first file: the walk does not know in advance.
+    let mut to = match new_file(&dest.join(name)) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            make_dir(dest)?;
+            new_file(&dest.join(name))?
+        }
+        r => r?,
+    };
     let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
     let mut size = 0u64;
     loop {
-        let n = match from.read(&mut buf) {
+        let n = match from.read(buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -334,6 +344,15 @@ fn copy_file(dir: &OwnedFd, name: &OsStr, st: &FileStat, dest: &Path) -> io::Res
         size += n as u64;
     }
     Ok((size, hex::encode(h.finalize())))
+}
+
+/// A new file of the case copy, 0600.
+fn new_file(p: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(p)
 }
 
 /// Creates a directory of the case copy (0700), and its parents, if missing.
