@@ -523,20 +523,23 @@ pub struct ExportArgs {
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Examples:
-  sudo quarry restore /srv/ir-42/web
-  sudo quarry restore /srv/ir-42/web --workdir /srv/lab/web --bind /data=/srv/lab/data-copy
+  sudo quarry restore /srv/ir-42/web --rootfs /srv/images/web-rootfs
+  sudo quarry restore /srv/ir-42/web --rootfs /srv/images/web-rootfs --workdir /srv/lab/web \
+      --bind /data=/srv/lab/data-copy
 
-The tree comes back on a copy of the container's root filesystem (with the files changed at
-checkpoint time), in a new network namespace with no way out (connections keep their local
-address on a dead-end veth), with host bind mounts replaced by the case's copies of small files
-or empty placeholders unless given with --bind. Kill the restored pid to end it.")]
+The tree comes back on a copy of the image directory given with --rootfs (the root filesystem
+the container started from, never the live container's) with the case's changed files laid over
+it inside the copy (setuid/setgid bits stripped), in a new network namespace with no way out
+(connections keep their local address on a dead-end veth), in a cgroup of its own, with host
+bind mounts replaced by the case's copies of small files or empty placeholders unless given with
+--bind. End it through its cgroup (printed).")]
 pub struct RestoreArgs {
     /// Case directory written by `quarry snapshot`
     pub case: PathBuf,
     /// Directory for the restored root and the logs (default: <case>.restore-<time>)
     #[arg(long)]
     pub workdir: Option<PathBuf>,
-    /// Root filesystem to copy when the one recorded in the case is gone
+    /// Image directory to restore onto (copied): the root filesystem the container started from
     #[arg(long)]
     pub rootfs: Option<PathBuf>,
     /// Bind a host path at a mount point the container had from the host: MOUNTPOINT=HOSTPATH

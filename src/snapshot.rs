@@ -114,8 +114,10 @@ pub fn run(args: SnapshotArgs) -> anyhow::Result<u8> {
                 r.files
             );
             println!(
-                "frozen {:.0} ms (CRIU dump {:.0} ms, total {:.0} ms); the container {}",
+                "frozen {:.0} ms ({:.0} ms of it copying the filesystem changes; CRIU dump {:.0} \
+                 ms, total {:.0} ms); the container {}",
                 r.timings.frozen_ms,
+                r.timings.fs_copy_ms,
                 r.timings.dump_ms,
                 r.timings.total_ms,
                 if r.left_running {
@@ -158,6 +160,13 @@ fn verify(case: &Path, format: Format) -> anyhow::Result<u8> {
                     .map(|m| vec![m.problem.to_string(), m.path.clone()])
                     .collect();
                 print_table(&["PROBLEM", "FILE"], &rows);
+                if problems.iter().any(|m| m.problem == "world_accessible") {
+                    println!(
+                        "other users can read parts of this case (memory images and environments \
+                         hold secrets): chmod -R go-rwx {}",
+                        case.display()
+                    );
+                }
             }
         }
     }
@@ -198,9 +207,12 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<u8> {
                 println!("note: {n}");
             }
             println!(
-                "CRIU log: {}; end it with: kill -KILL {}",
+                "CRIU log: {}; the tree runs in the cgroup {}; end it with: echo 1 > {}/cgroup.kill; \
+                 rmdir {}",
                 r.log.display(),
-                r.pid
+                r.cgroup.display(),
+                r.cgroup.display(),
+                r.cgroup.display()
             );
         }
     }

@@ -1,4 +1,6 @@
-//! The case directory: evidence that is never overwritten, hashed file by file, left read-only.
+//! The case directory: evidence that is never overwritten, hashed file by file, left read-only
+//! and private to root (directories 0700, files 0400: memory images and environments hold
+//! secrets). [`exposed`] finds what other users can read.
 //!
 //! `manifest.json` lists every other file with its size and hash (BLAKE3 by default: it hashes
 //! hundreds of MiB of memory images several times faster than SHA-256 here; SHA-256 on
@@ -8,7 +10,7 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -69,16 +71,22 @@ pub fn create(dir: &Path) -> Result<(), SnapshotError> {
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent).map_err(|e| SnapshotError::io(parent, e))?;
     }
-    match fs::create_dir(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            return Err(SnapshotError::CaseExists {
-                path: dir.to_path_buf(),
-            });
-        }
-        Err(e) => return Err(SnapshotError::io(dir, e)),
+    // 0700 from its creation: the umask can only take bits away.
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(SnapshotError::CaseExists {
+            path: dir.to_path_buf(),
+        }),
+        Err(e) => Err(SnapshotError::io(dir, e)),
     }
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+}
+
+/// A new directory inside the case (and its missing parents), 0700.
+pub fn make_dir(dir: &Path) -> Result<(), SnapshotError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
         .map_err(|e| SnapshotError::io(dir, e))
 }
 
@@ -153,25 +161,52 @@ pub fn write_sums(dir: &Path, alg: HashAlg, files: &[FileEntry]) -> io::Result<(
     fs::write(dir.join(alg.sums_file()), text)
 }
 
-/// Makes every file 0444 and every directory 0555, deepest first.
-pub fn seal_read_only(dir: &Path) -> io::Result<()> {
+/// Makes every file 0400 (read-only, root's) and every directory 0700 (root's alone).
+pub fn seal(dir: &Path) -> io::Result<()> {
     for e in fs::read_dir(dir)? {
         let e = e?;
         let p = e.path();
         if e.file_type()?.is_dir() {
-            seal_read_only(&p)?;
+            seal(&p)?;
         } else if e.file_type()?.is_file() {
-            fs::set_permissions(&p, fs::Permissions::from_mode(0o444))?;
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o400))?;
         }
     }
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o555))
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+}
+
+/// The case itself and every file or directory in it that users other than its owner and
+/// group can read, write or enter (relative paths, `.` for the case directory), symlinks not
+/// followed.
+pub fn exposed(dir: &Path) -> io::Result<Vec<String>> {
+    fn walk(base: &Path, d: &Path, out: &mut Vec<String>) -> io::Result<()> {
+        for e in fs::read_dir(d)? {
+            let e = e?;
+            let p = e.path();
+            let m = fs::symlink_metadata(&p)?;
+            if !m.file_type().is_symlink() && m.permissions().mode() & 0o007 != 0 {
+                out.push(p.strip_prefix(base).unwrap_or(&p).display().to_string());
+            }
+            if m.is_dir() {
+                walk(base, &p, out)?;
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    if fs::symlink_metadata(dir)?.permissions().mode() & 0o007 != 0 {
+        out.push(".".into());
+    }
+    walk(dir, dir, &mut out)?;
+    out.sort();
+    Ok(out)
 }
 
 /// A file of the case that does not match its manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Mismatch {
     pub path: String,
-    /// missing | altered | unlisted
+    /// missing | altered | unlisted | world_accessible (readable or enterable by other users)
     pub problem: &'static str,
 }
 
@@ -276,5 +311,15 @@ mod tests {
             ]
         );
         assert!(free_bytes(dir.path()).unwrap() > 0);
+        seal(&case).unwrap();
+        assert!(exposed(&case).unwrap().is_empty());
+        let mode = |p: &str| fs::metadata(case.join(p)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(
+            (mode("."), mode("images"), mode("images/a.img")),
+            (0o700, 0o700, 0o400)
+        );
+        fs::set_permissions(case.join("b.json"), fs::Permissions::from_mode(0o444)).unwrap();
+        fs::set_permissions(&case, fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(exposed(&case).unwrap(), [".", "b.json"]);
     }
 }

@@ -3,7 +3,8 @@
 //! `rust_criu::Criu` answers the version query; dumps and restores are sent here with the same
 //! generated `rpc` messages because a container checkpoint needs options its builder does not
 //! carry (the network-lock method, cgroup roots, inherited fds for restore) and because the
-//! notifications CRIU sends while the tasks are frozen are where the freeze is timed.
+//! notifications CRIU sends while the tasks are stopped (`post-dump`) are where the snapshot
+//! copies the container's filesystem changes.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -87,18 +88,26 @@ pub struct Outcome {
     pub notifications: Vec<Notification>,
 }
 
+/// How the `criu swrk` process is started.
+#[derive(Debug, Default)]
+pub struct Spawn {
+    /// fds the CRIU process must have at the same numbers (restore's inherit_fd).
+    pub inherit: Vec<RawFd>,
+    /// A network namespace fd: CRIU runs in it, and so does what it restores there.
+    pub netns: Option<RawFd>,
+    /// A `cgroup.procs` file CRIU moves itself into before it starts: what it restores with
+    /// `manage_cgroups_mode IGNORE` stays in that cgroup.
+    pub cgroup_procs: Option<std::ffi::CString>,
+}
+
 /// Sends one request to a fresh `criu swrk` and waits for its answer, acknowledging every
-/// notification on the way (after calling `on_notify`, which runs while CRIU waits).
-///
-/// `inherit` are fds the CRIU process must have at the same numbers (restore's inherit_fd);
-/// with `netns` (an fd of a network namespace) CRIU runs in that namespace, and so does what it
-/// restores there.
+/// notification on the way (after calling `on_notify`, which runs while CRIU waits: during a
+/// dump, while the tasks are stopped).
 pub fn request(
     criu: &Path,
     kind: rpc::Criu_req_type,
     opts: rpc::Criu_opts,
-    inherit: &[RawFd],
-    netns: Option<RawFd>,
+    spawn: &Spawn,
     on_notify: &mut dyn FnMut(&str),
 ) -> io::Result<Outcome> {
     let mut sv = [-1; 2];
@@ -117,17 +126,31 @@ pub fn request(
     // SAFETY: both fds were just created and are owned by nothing else.
     let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1])) };
     let their_fd = theirs.as_raw_fd();
-    let mut keep: Vec<RawFd> = inherit.to_vec();
+    let mut keep: Vec<RawFd> = spawn.inherit.clone();
     keep.push(their_fd);
+    let netns = spawn.netns;
+    let cgroup_procs = spawn.cgroup_procs.clone();
     let mut cmd = Command::new(criu);
     cmd.arg("swrk")
         .arg(their_fd.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
-    // SAFETY: only async-signal-safe system calls (fcntl, setns) between fork and exec.
+    // SAFETY: only async-signal-safe system calls (open, write, close, fcntl, setns) between
+    // fork and exec, on memory prepared before the fork.
     unsafe {
         cmd.pre_exec(move || {
+            if let Some(procs) = &cgroup_procs {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+                if written != 1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             if let Some(ns) = netns
                 && libc::setns(ns, libc::CLONE_NEWNET) != 0
             {
