@@ -54,7 +54,7 @@ pub fn run(args: IsolateArgs) -> anyhow::Result<u8> {
         ),
         Err(e) => ("error", Some(e.to_string()), None),
     };
-    action::record_on(
+    let recorded = action::record_on(
         &args.store,
         "isolate",
         &container.id,
@@ -65,14 +65,15 @@ pub fn run(args: IsolateArgs) -> anyhow::Result<u8> {
             error,
             detail,
         },
-    )?;
+    );
     let outcome = result?;
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&outcome)?),
         Format::Table => {
             if outcome.changed {
                 println!(
-                    "isolated {container} in {:.1} ms: no packets in or out{}",
+                    "isolated {} in {:.1} ms: no packets in or out{}",
+                    crate::output::shown(&container.to_string()),
                     outcome.effective_after_ms,
                     if outcome.isolation.allow.is_empty() {
                         String::new()
@@ -92,7 +93,8 @@ pub fn run(args: IsolateArgs) -> anyhow::Result<u8> {
                 println!("its processes keep running; lift it with `quarry release {query}`");
             } else {
                 println!(
-                    "{container} is already isolated (since {}); nothing changed",
+                    "{} is already isolated (since {}); nothing changed",
+                    crate::output::shown(&container.to_string()),
                     outcome.isolation.since
                 );
             }
@@ -101,7 +103,7 @@ pub fn run(args: IsolateArgs) -> anyhow::Result<u8> {
             }
         }
     }
-    Ok(exit::OK)
+    Ok(recorded.exit_code())
 }
 
 fn status(format: Format) -> anyhow::Result<u8> {
@@ -196,7 +198,7 @@ pub fn release(args: ReleaseArgs) -> anyhow::Result<u8> {
         Ok(_) => ("unchanged", None, None),
         Err(e) => ("error", Some(e.to_string()), None),
     };
-    action::record_on(
+    let recorded = action::record_on(
         &args.store,
         "release",
         &id,
@@ -207,23 +209,23 @@ pub fn release(args: ReleaseArgs) -> anyhow::Result<u8> {
             error,
             detail,
         },
-    )?;
+    );
     let outcome = result?;
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&outcome)?),
         Format::Table => match &outcome.released {
             Some(i) => println!(
                 "released {} (isolated since {}); the quarantine dropped {} packets out and {} in",
-                name.as_deref().unwrap_or(&id),
+                crate::output::shown(name.as_deref().unwrap_or(&id)),
                 i.since,
                 outcome.dropped.egress,
                 outcome.dropped.ingress
             ),
             None => println!(
                 "{} is not isolated; nothing to release",
-                name.as_deref().unwrap_or(&id)
+                crate::output::shown(name.as_deref().unwrap_or(&id))
             ),
         },
     }
-    Ok(exit::OK)
+    Ok(recorded.exit_code())
 }
