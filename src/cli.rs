@@ -34,7 +34,8 @@ Examples:
   quarry verify web.qbundle --key ir.key.pub  check a bundle: hashes, file list, signature
 
 Exit codes: 0 success, 1 error (the message says what and how to fix it), 2 usage error,
-3 verification found missing, altered or unlisted evidence, 4 hunt raised findings."
+3 verification found missing, altered or unlisted evidence, 4 hunt raised findings, 5 the
+action was carried out but could not be recorded in the store (the row is printed on stderr)."
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -9,7 +9,6 @@ use quarry_store::retention::human_bytes;
 
 use crate::action;
 use crate::cli::{ExportArgs, Format};
-use crate::exit;
 use crate::lifecycle::resolve_container;
 
 pub fn run(args: ExportArgs) -> anyhow::Result<u8> {
@@ -36,7 +35,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<u8> {
         case_dir: args.case.clone(),
         output: args.output.clone(),
         signing_key: key.as_ref(),
-        actor: quarry_isolate::actor(),
+        actor: action::actor(),
         host: quarry_recorder::local_hostname(),
         command: action::command_line(),
     };
@@ -71,7 +70,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<u8> {
         ),
         Err(e) => ("error", Some(e.to_string()), None),
     };
-    action::record_maybe_on(
+    let recorded = action::record_maybe_on(
         &args.store,
         "export",
         Some((&id, name.as_deref())),
@@ -81,8 +80,11 @@ pub fn run(args: ExportArgs) -> anyhow::Result<u8> {
             error,
             detail,
         },
-    )?;
+    );
     let report = result.with_context(|| format!("exporting {}", args.container))?;
+    for s in &report.skipped {
+        eprintln!("warning: {}", crate::output::shown(s));
+    }
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Format::Table => {
@@ -97,7 +99,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<u8> {
                 "exported {} of {} ({}) in {:.1}s: {rows} rows ({}), {} case files, from {} \
                  segments",
                 report.output.display(),
-                name.as_deref().unwrap_or(&id),
+                crate::output::shown(name.as_deref().unwrap_or(&id)),
                 human_bytes(report.bytes),
                 started.elapsed().as_secs_f64(),
                 if tables.is_empty() {
@@ -126,5 +128,5 @@ pub fn run(args: ExportArgs) -> anyhow::Result<u8> {
             );
         }
     }
-    Ok(exit::OK)
+    Ok(recorded.exit_code())
 }

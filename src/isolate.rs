@@ -56,6 +56,7 @@ pub fn run(args: IsolateArgs) -> anyhow::Result<u8> {
         args.reason.as_deref(),
         args.force,
         &others_in_netns,
+        &crate::action::actor(),
     );
 
     let (result_word, error, detail) = match &result {
@@ -76,7 +77,7 @@ pub fn run(args: IsolateArgs) -> anyhow::Result<u8> {
         ),
         Err(e) => ("error", Some(e.to_string()), None),
     };
-    action::record_on(
+    let recorded = action::record_on(
         &args.store,
         "isolate",
         &container.id,
@@ -87,14 +88,15 @@ pub fn run(args: IsolateArgs) -> anyhow::Result<u8> {
             error,
             detail,
         },
-    )?;
+    );
     let outcome = result?;
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&outcome)?),
         Format::Table => {
             if outcome.changed {
                 println!(
-                    "isolated {container} in {:.1} ms (every layer in {:.1} ms): no packets or frames in or out{}",
+                    "isolated {} in {:.1} ms (every layer in {:.1} ms): no packets or frames in or out{}",
+                    crate::output::shown(&container.to_string()),
                     outcome.effective_after_ms,
                     outcome.all_layers_after_ms,
                     if outcome.isolation.allow.is_empty() {
@@ -115,7 +117,8 @@ pub fn run(args: IsolateArgs) -> anyhow::Result<u8> {
                 println!("its processes keep running; lift it with `quarry release {query}`");
             } else {
                 println!(
-                    "{container} is already isolated (since {}); nothing changed",
+                    "{} is already isolated (since {}); nothing changed",
+                    crate::output::shown(&container.to_string()),
                     outcome.isolation.since
                 );
             }
@@ -127,7 +130,7 @@ pub fn run(args: IsolateArgs) -> anyhow::Result<u8> {
             }
         }
     }
-    Ok(exit::OK)
+    Ok(recorded.exit_code())
 }
 
 fn status(format: Format) -> anyhow::Result<u8> {
@@ -221,7 +224,7 @@ pub fn release(args: ReleaseArgs) -> anyhow::Result<u8> {
         Ok(_) => ("unchanged", None, None),
         Err(e) => ("error", Some(e.to_string()), None),
     };
-    action::record_on(
+    let recorded = action::record_on(
         &args.store,
         "release",
         &id,
@@ -232,7 +235,7 @@ pub fn release(args: ReleaseArgs) -> anyhow::Result<u8> {
             error,
             detail,
         },
-    )?;
+    );
     let outcome = result?;
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&outcome)?),
@@ -240,7 +243,7 @@ pub fn release(args: ReleaseArgs) -> anyhow::Result<u8> {
             Some(i) => {
                 println!(
                     "released {} (isolated since {}); the quarantine dropped {} packets out and {} in ({})",
-                    name.as_deref().unwrap_or(&id),
+                    crate::output::shown(name.as_deref().unwrap_or(&id)),
                     i.since,
                     outcome.dropped.egress,
                     outcome.dropped.ingress,
@@ -252,11 +255,11 @@ pub fn release(args: ReleaseArgs) -> anyhow::Result<u8> {
             }
             None => println!(
                 "{} is not isolated; nothing to release",
-                name.as_deref().unwrap_or(&id)
+                crate::output::shown(name.as_deref().unwrap_or(&id))
             ),
         },
     }
-    Ok(exit::OK)
+    Ok(recorded.exit_code())
 }
 
 /// Drops per layer, for people: `cgroup_skb 3/0, netns 5/1, host 0/0` (out/in).

@@ -67,6 +67,7 @@ pub fn retain(args: RetainArgs) -> anyhow::Result<u8> {
         store.root().display()
     );
     let result = store.retain(&policy, Utc::now(), args.dry_run);
+    let mut recorded = action::Recorded::Yes;
     if !args.dry_run {
         let (word, error, detail) = match &result {
             Ok(r) => (
@@ -83,7 +84,7 @@ pub fn retain(args: RetainArgs) -> anyhow::Result<u8> {
             ),
             Err(e) => ("error", Some(e.to_string()), None),
         };
-        action::record_maybe_on(
+        recorded = action::record_maybe_on(
             &args.store,
             "retain",
             None,
@@ -93,14 +94,14 @@ pub fn retain(args: RetainArgs) -> anyhow::Result<u8> {
                 error,
                 detail,
             },
-        )?;
+        );
     }
     let report = result.context("applying retention")?;
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Format::Table => print_report(&report),
     }
-    Ok(exit::OK)
+    Ok(recorded.exit_code())
 }
 
 fn print_report(r: &RetentionReport) {
@@ -219,7 +220,7 @@ pub fn hold(args: HoldArgs) -> anyhow::Result<u8> {
     Store::create(&args.store)
         .with_context(|| format!("opening the store {}", args.store.display()))?;
     if let Some(id) = &args.release {
-        let result = store.release_hold(id, quarry_isolate::actor(), args.reason.clone());
+        let result = store.release_hold(id, action::actor(), args.reason.clone());
         let (word, error, container) = match &result {
             Ok(h) => (
                 "ok",
@@ -230,7 +231,7 @@ pub fn hold(args: HoldArgs) -> anyhow::Result<u8> {
             ),
             Err(e) => ("error", Some(e.to_string()), None),
         };
-        action::record_maybe_on(
+        let recorded = action::record_maybe_on(
             &args.store,
             "release-hold",
             container
@@ -242,7 +243,7 @@ pub fn hold(args: HoldArgs) -> anyhow::Result<u8> {
                 error,
                 detail: Some(serde_json::json!({ "hold": id })),
             },
-        )?;
+        );
         let hold = result?;
         match args.format {
             Format::Json => println!("{}", serde_json::to_string_pretty(&hold)?),
@@ -252,7 +253,7 @@ pub fn hold(args: HoldArgs) -> anyhow::Result<u8> {
                 hold.describe()
             ),
         }
-        return Ok(exit::OK);
+        return Ok(recorded.exit_code());
     }
     let container = match &args.container {
         Some(q) => Some(resolve_container(&store, q)?),
@@ -268,7 +269,7 @@ pub fn hold(args: HoldArgs) -> anyhow::Result<u8> {
         since: args.since,
         until: args.until,
         reason: reason.clone(),
-        created_by: quarry_isolate::actor(),
+        created_by: action::actor(),
     });
     let (word, error, detail) = match &result {
         Ok(h) => (
@@ -278,7 +279,7 @@ pub fn hold(args: HoldArgs) -> anyhow::Result<u8> {
         ),
         Err(e) => ("error", Some(e.to_string()), None),
     };
-    action::record_maybe_on(
+    let recorded = action::record_maybe_on(
         &args.store,
         "hold",
         container
@@ -290,7 +291,7 @@ pub fn hold(args: HoldArgs) -> anyhow::Result<u8> {
             error,
             detail,
         },
-    )?;
+    );
     let hold = result?;
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&hold)?),
@@ -301,7 +302,7 @@ pub fn hold(args: HoldArgs) -> anyhow::Result<u8> {
             hold.id
         ),
     }
-    Ok(exit::OK)
+    Ok(recorded.exit_code())
 }
 
 pub fn keygen(args: KeygenArgs) -> anyhow::Result<u8> {

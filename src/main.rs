@@ -30,6 +30,9 @@ pub mod exit {
     pub const VERIFY_FAILED: u8 = 3;
     /// A hunt ran and raised findings.
     pub const FINDINGS: u8 = 4;
+    /// The action was carried out but its row could not be written to the store's action
+    /// table; the row was printed on stderr to be recorded by hand.
+    pub const UNRECORDED: u8 = 5;
 }
 
 /// When this process started, for measuring how fast a command takes effect.
@@ -37,6 +40,11 @@ pub static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLoc
 
 fn main() -> ExitCode {
     STARTED.get_or_init(std::time::Instant::now);
+    // Evidence is private by default: whatever a command creates without an explicit mode is
+    // closed to other users, and the store's group only reads (the store itself creates
+    // 0750/0640, bundles are 0600, keys 0600).
+    // SAFETY: umask(2) only sets the process's file mode creation mask.
+    unsafe { libc::umask(0o027) };
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_target(false)

@@ -34,8 +34,8 @@ fn warn_skipped(catalog: &Catalog, already: usize) -> usize {
     for s in catalog.skipped().iter().skip(already) {
         eprintln!(
             "warning: skipped segment {}: {} (run `quarry verify` to check the store)",
-            s.path.display(),
-            s.reason
+            crate::output::shown(&s.path.display().to_string()),
+            crate::output::shown(&s.reason)
         );
     }
     catalog.skipped().len()
@@ -309,7 +309,7 @@ pub fn hunt(args: HuntArgs) -> anyhow::Result<u8> {
                                 .map(|c| c.chars().take(12).collect())
                                 .unwrap_or_default(),
                             f.pid.map(|p| p.to_string()).unwrap_or_default(),
-                            quarry_query::output::printable(&f.evidence),
+                            f.evidence.clone(),
                             format!(
                                 "{}@{}",
                                 f.source_table,

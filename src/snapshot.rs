@@ -33,7 +33,7 @@ pub fn run(args: SnapshotArgs) -> anyhow::Result<u8> {
         store: Some(args.store.clone()),
         criu: args.criu.clone(),
         command: action::command_line(),
-        operator: quarry_isolate::actor(),
+        operator: action::actor(),
         host: quarry_recorder::local_hostname(),
         reason: args.reason.clone(),
         hash: match args.hash {
@@ -90,7 +90,7 @@ pub fn run(args: SnapshotArgs) -> anyhow::Result<u8> {
             Some(serde_json::json!({ "case_dir": opts.case_dir })),
         ),
     };
-    action::record_on(
+    let recorded = action::record_on(
         &args.store,
         "snapshot",
         &container.id,
@@ -101,13 +101,14 @@ pub fn run(args: SnapshotArgs) -> anyhow::Result<u8> {
             error,
             detail,
         },
-    )?;
+    );
     let r = result?;
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
         Format::Table => {
             println!(
-                "snapshot of {container} in {}: {} processes, {:.1} MiB of images, {} files",
+                "snapshot of {} in {}: {} processes, {:.1} MiB of images, {} files",
+                crate::output::shown(&container.to_string()),
                 r.case_dir.display(),
                 r.processes,
                 r.images_bytes as f64 / (1 << 20) as f64,
@@ -139,7 +140,7 @@ pub fn run(args: SnapshotArgs) -> anyhow::Result<u8> {
             );
         }
     }
-    Ok(exit::OK)
+    Ok(recorded.exit_code())
 }
 
 fn verify(case: &Path, format: Format) -> anyhow::Result<u8> {

@@ -5,6 +5,7 @@ use quarry_store::{Store, verify_store};
 
 use crate::cli::{Format, VerifyArgs};
 use crate::exit;
+use crate::output::shown;
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<u8> {
     let store_path = match &args.path {
@@ -23,14 +24,38 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<u8> {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Format::Table => {
             for p in &report.problems {
-                println!("✗ {p}");
+                println!("✗ {}", shown(&p.to_string()));
             }
             for p in &report.pending {
                 println!(
                     "… pending: {} is logged but was not moved into place (the recorder \
                      stopped mid-seal); the next `quarry record` on this store completes it",
-                    p.path
+                    shown(&p.path)
                 );
+            }
+            if !report.exposed.is_empty() {
+                let writable = report.exposed.iter().filter(|e| e.world_writable).count();
+                println!(
+                    "! {} store entries are open to every local user{}: evidence holds argv, \
+                     paths and addresses of the whole node; `chmod -R o-rwx {}` (the recorder \
+                     creates 0750/0640)",
+                    report.exposed.len(),
+                    if writable > 0 {
+                        format!(" ({writable} writable by anyone)")
+                    } else {
+                        String::new()
+                    },
+                    args.store.display()
+                );
+                for e in report.exposed.iter().take(5) {
+                    println!("  {} {}", e.mode, shown(&e.path));
+                }
+                if report.exposed.len() > 5 {
+                    println!(
+                        "  … and {} more (--format json lists all)",
+                        report.exposed.len() - 5
+                    );
+                }
             }
             if report.torn_tail {
                 println!(
@@ -85,21 +110,21 @@ fn bundle(path: &std::path::Path, args: &VerifyArgs) -> anyhow::Result<u8> {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Format::Table => {
             for p in &report.problems {
-                println!("✗ {p}");
+                println!("✗ {}", shown(&p.to_string()));
             }
             if let Some(m) = &report.manifest {
                 println!(
                     "bundle of container {}{} from {} by {} at {} ({})",
-                    m.container.name.as_deref().unwrap_or(&m.container.id),
+                    shown(m.container.name.as_deref().unwrap_or(&m.container.id)),
                     if m.container.name.is_some() {
-                        format!(" ({})", m.container.id)
+                        format!(" ({})", shown(&m.container.id))
                     } else {
                         String::new()
                     },
-                    m.host,
-                    m.actor,
-                    m.created,
-                    m.tool
+                    shown(&m.host),
+                    shown(&m.actor),
+                    shown(&m.created),
+                    shown(&m.tool)
                 );
             }
             match (&report.signed_by, report.key_trusted) {

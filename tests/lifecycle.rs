@@ -1072,3 +1072,143 @@ fn an_export_of_a_recorded_container_verifies() {
         "nothing of the host is"
     );
 }
+
+// ---- only verified segments are evidence ------------------------------------------------------
+
+/// `quarry sql` with CSV output: (the one value the query returns, stderr).
+fn sql_value(store: &Path, query: &str) -> (String, String) {
+    let out = run(&["sql", "--store", s(store), "--format", "csv", query]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let value = stdout.lines().nth(1).unwrap_or_default().to_string();
+    (value, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// JSON stdout of a command, and its stderr.
+fn json_of(args: &[&str]) -> (serde_json::Value, String) {
+    let out = run(args);
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    (v, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn planted_altered_and_deleted_segments_are_never_read_as_evidence() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let sealed = fixture(&store, 1);
+    let total = sealed[&("process", "web")] + sealed[&("process", "db")];
+    let count = "SELECT count(*) FROM process";
+    assert_eq!(sql_value(&store, count).0, total.to_string());
+    let timeline =
+        |store: &Path| json_of(&["timeline", "web", "--store", s(store), "--format", "json"]);
+    let hunt = |store: &Path| json_of(&["hunt", "--store", s(store), "--format", "json"]);
+    let (before_timeline, _) = timeline(&store);
+    let (before_hunt, _) = hunt(&store);
+    let events = |t: &serde_json::Value| t["events"].as_array().unwrap().len();
+
+    // A sealed segment of web copied in under a name that looks like any other.
+    let segments = Store::at(&store).segments(Table::Process).unwrap();
+    let web_segment = segments
+        .iter()
+        .find(|p| rows_by_container_of(p).contains_key("web"))
+        .unwrap()
+        .clone();
+    let planted = web_segment.with_file_name("20000101T000000.000000Z-00000007-999999.parquet");
+    fs::copy(&web_segment, &planted).unwrap();
+    let warned = |stderr: &str, path: &Path, why: &str| {
+        assert!(
+            stderr.contains(&format!("skipped segment {}", path.display()))
+                && stderr.contains(why)
+                && stderr.contains("quarry verify"),
+            "no warning about {} ({why}): {stderr}",
+            path.display()
+        );
+    };
+    let (n, stderr) = sql_value(&store, count);
+    assert_eq!(n, total.to_string(), "the planted copy is not counted");
+    warned(&stderr, &planted, "not listed in the store manifest");
+    let (t, stderr) = timeline(&store);
+    assert_eq!(events(&t), events(&before_timeline));
+    warned(&stderr, &planted, "not listed");
+    let (h, stderr) = hunt(&store);
+    assert_eq!(h, before_hunt);
+    warned(&stderr, &planted, "not listed");
+    let bundle = dir.path().join("web.qbundle");
+    let (report, stderr) = json_of(&[
+        "export",
+        "web",
+        "--store",
+        s(&store),
+        "-o",
+        s(&bundle),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(report["rows"]["process"], sealed[&("process", "web")]);
+    warned(&stderr, &planted, "not listed");
+    assert!(report["skipped"][0].as_str().unwrap().contains(s(&planted)));
+    assert_eq!(run(&["verify", s(&bundle)]).status.code(), Some(0));
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(&bundle).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o600, "a bundle is the exporter's alone");
+    }
+
+    // Altered in place (same size, one byte): only the hash tells, and its rows are left out.
+    let mut data = fs::read(&segments[0]).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0x01;
+    fs::write(&segments[0], &data).unwrap();
+    let (n, stderr) = sql_value(&store, count);
+    assert_eq!(n, (total - 10).to_string());
+    warned(&stderr, &segments[0], "altered");
+
+    // Deleted behind the manifest's back: the rest of the store still answers.
+    fs::remove_file(&segments[1]).unwrap();
+    let (n, stderr) = sql_value(&store, count);
+    assert_eq!(n, (total - 20).to_string());
+    warned(&stderr, &segments[1], "listed in the manifest but gone");
+    assert_eq!(verify(&store).0, 3, "verify still fails the store");
+}
+
+/// Rows per container name in one segment file.
+fn rows_by_container_of(segment: &Path) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for b in quarry_store::read::read_segment(segment).unwrap() {
+        let c = b.column_by_name("container_id").unwrap().as_string::<i32>();
+        for i in 0..b.num_rows() {
+            let name = if c.value(i) == WEB { "web" } else { "other" };
+            *out.entry(name.to_string()).or_default() += 1;
+        }
+    }
+    out
+}
+
+/// An action that succeeded but whose row cannot be written is not reported as a failure, nor
+/// as a plain success: the row is printed, and the exit code (5) says it is not on the record.
+#[test]
+fn an_export_that_cannot_be_recorded_says_so_and_keeps_the_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    fixture(&store, 1);
+    // The store refuses to write through a symlinked staging directory.
+    let elsewhere = dir.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    fs::remove_dir_all(store.join(".staging")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, store.join(".staging")).unwrap();
+    let bundle = dir.path().join("web.qbundle");
+    let out = run(&["export", "web", "--store", s(&store), "-o", s(&bundle)]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the export (result: ok) is NOT on the record")
+            && stderr.contains("record it by hand; the row: {"),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("exported"));
+    assert_eq!(run(&["verify", s(&bundle)]).status.code(), Some(0));
+    assert!(
+        fs::read_dir(&elsewhere).unwrap().next().is_none(),
+        "nothing written through the link"
+    );
+}

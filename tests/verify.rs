@@ -169,3 +169,66 @@ fn json_report_for_machines() {
     assert_eq!(v["problems"][0]["kind"], "missing");
     assert_eq!(v["problems"][0]["path"], rel(dir.path(), &segs[2]));
 }
+
+#[test]
+fn a_fresh_store_is_private_and_a_world_readable_one_is_reported() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    // A store the recorder creates (not a directory that was there before it).
+    let root = tmp.path().join("store");
+    let segs = store_with_segments(&root);
+    let out = quarry()
+        .args(["verify", "--format", "json", "--store"])
+        .arg(root.as_path())
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["exposed"], serde_json::json!([]), "{v:#}");
+
+    // Opened up by hand: reported, with the fix; the evidence itself still verifies.
+    fs::set_permissions(&segs[0], fs::Permissions::from_mode(0o644)).unwrap();
+    fs::set_permissions(root.as_path(), fs::Permissions::from_mode(0o757)).unwrap();
+    let (code, out) = verify(root.as_path());
+    assert_eq!(
+        code, 0,
+        "exposure is a finding, not altered evidence: {out}"
+    );
+    assert!(
+        out.contains("2 store entries are open to every local user (1 writable by anyone)"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("0644 {}", rel(root.as_path(), &segs[0]))),
+        "{out}"
+    );
+    assert!(out.contains("chmod -R o-rwx"), "{out}");
+}
+
+#[test]
+fn planted_file_names_are_escaped_on_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let segs = store_with_segments(dir.path());
+    let planted = segs[0].with_file_name("x\u{1b}]0;owned\u{7}\u{202e}.parquet");
+    fs::copy(&segs[0], &planted).unwrap();
+    let (code, out) = verify(dir.path());
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("x\\u{1b}]0;owned\\u{7}\\u{202e}.parquet"),
+        "{out}"
+    );
+    assert!(
+        !out.contains('\u{1b}') && !out.contains('\u{202e}'),
+        "{out:?}"
+    );
+    let sql = quarry()
+        .args(["sql", "--store"])
+        .arg(dir.path())
+        .arg("SELECT count(*) AS n FROM process")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&sql.stdout);
+    let stderr = String::from_utf8_lossy(&sql.stderr);
+    assert!(stdout.contains("150"), "{stdout}{stderr}");
+    assert!(stderr.contains("x\\u{1b}]0;owned"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+}

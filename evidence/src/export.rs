@@ -1,14 +1,17 @@
 //! `quarry export`: one container's evidence, from every table and the case directory, into
 //! one hashed (and optionally signed) bundle.
 //!
-//! Every source segment is re-hashed against the store manifest as it is read, so a bundle
-//! never carries rows from an altered segment. The bundle is written as `<output>.partial-<pid>`
+//! Segments are read through the store's verified reader ([`quarry_store::verified`]): only
+//! those the manifest lists, each hash-checked before its rows are used, so a bundle never
+//! carries rows from a planted or altered file. Files left out are named in the report and in
+//! the custody log. The bundle is written as `<output>.partial-<pid>`
 //! and linked into place only when complete (never over an existing file): a bundle is never
 //! visible half-written.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, AsArray, BooleanArray};
@@ -18,9 +21,9 @@ use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, SecondsFormat, Utc};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use quarry_store::manifest::EntryBody;
 use quarry_store::schema::{container_rows, schema_of};
 use quarry_store::segment::HashingWriter;
+use quarry_store::verified::{self, Listed, Refusal};
 use quarry_store::{Manifest, Partition, Store, Table};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -71,6 +74,9 @@ pub struct ExportReport {
     pub rows: BTreeMap<String, u64>,
     pub case_files: u64,
     pub segments_read: u64,
+    /// Store files in the export's window that were not read: unlisted, gone or altered
+    /// (each says which and why; `quarry verify --store` checks the store).
+    pub skipped: Vec<String>,
     pub signed_by: Option<String>,
     pub files: Vec<BundleFile>,
 }
@@ -268,32 +274,35 @@ pub fn export(req: &ExportRequest<'_>, progress: &mut dyn FnMut(Progress)) -> Re
         .tempdir_in(&out_dir)
         .map_err(|e| EvidenceError::io(&out_dir, e))?;
 
-    // What to read: live segments whose hour overlaps the window.
-    let log = Manifest::new(req.store.manifest_path()).read()?;
-    let head = log.head();
-    let mut by_table: BTreeMap<Table, Vec<(EntryBody, Partition)>> = BTreeMap::new();
-    for e in log.live() {
-        let Some((partition, _)) = Partition::from_segment_path(&e.body.path) else {
-            continue;
-        };
-        let overlaps = req.since.is_none_or(|s| partition.hour_end() > s)
-            && req.until.is_none_or(|u| partition.hour < u);
-        if overlaps {
-            by_table
-                .entry(partition.table)
-                .or_default()
-                .push((e.body.clone(), partition));
+    // What to read: segments the manifest vouches for whose hour overlaps the window.
+    let listing = req.store.verified_listing()?;
+    let head = listing.head.clone();
+    let overlaps = |partition: &Partition| {
+        req.since.is_none_or(|s| partition.hour_end() > s)
+            && req.until.is_none_or(|u| partition.hour < u)
+    };
+    let mut skipped: Vec<String> = listing
+        .skipped
+        .iter()
+        .filter(|s| {
+            let rel = s.path.strip_prefix(req.store.root()).unwrap_or(&s.path);
+            rel.to_str()
+                .and_then(Partition::from_segment_path)
+                .is_none_or(|(p, _)| overlaps(&p))
+        })
+        .map(ToString::to_string)
+        .collect();
+    let mut by_table: BTreeMap<Table, Vec<Listed>> = BTreeMap::new();
+    for seg in listing.segments {
+        if overlaps(&seg.partition) {
+            by_table.entry(seg.table()).or_default().push(seg);
         }
     }
     let case_files = match &req.case_dir {
         Some(dir) => walk_case(dir)?,
         None => Vec::new(),
     };
-    let total: u64 = by_table
-        .values()
-        .flatten()
-        .map(|(b, _)| b.bytes)
-        .sum::<u64>()
+    let total: u64 = by_table.values().flatten().map(|s| s.bytes).sum::<u64>()
         + case_files.iter().map(|c| c.bytes).sum::<u64>();
     progress(Progress::Start { total_bytes: total });
 
@@ -325,34 +334,38 @@ pub fn export(req: &ExportRequest<'_>, progress: &mut dyn FnMut(Progress)) -> Re
         )
         .map_err(parquet_err)?;
         let mut n = 0u64;
-        for (body, partition) in by_table.get(&table).map(Vec::as_slice).unwrap_or(&[]) {
+        for seg in by_table.get(&table).map(Vec::as_slice).unwrap_or(&[]) {
+            let partition = &seg.partition;
             if table == Table::Gap
                 && !hours_with_rows.contains(&(partition.hour, partition.host.clone()))
             {
-                progress(Progress::Advance { bytes: body.bytes });
+                progress(Progress::Advance { bytes: seg.bytes });
                 continue;
             }
-            let seg = req.store.resolve(&body.path)?;
-            let data = match fs::read(&seg) {
-                Ok(d) => d,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Err(removed_meanwhile(req.store, &body.path)
-                        .unwrap_or_else(|| EvidenceError::io(&seg, e)));
+            let file = match verified::open(seg)? {
+                Ok(f) => f,
+                Err(refusal) => {
+                    if refusal == Refusal::Missing
+                        && let Some(e) = removed_meanwhile(req.store, &seg.rel)
+                    {
+                        return Err(e);
+                    }
+                    let s = verified::Skipped {
+                        path: seg.path.clone(),
+                        refusal,
+                    };
+                    skipped.push(s.to_string());
+                    progress(Progress::Advance { bytes: seg.bytes });
+                    continue;
                 }
-                Err(e) => return Err(EvidenceError::io(&seg, e)),
             };
-            progress(Progress::Advance { bytes: body.bytes });
-            if hex::encode(Sha256::digest(&data)) != body.sha256 {
-                return Err(EvidenceError::AlteredSource {
-                    path: body.path.clone(),
-                });
-            }
+            progress(Progress::Advance { bytes: seg.bytes });
             segments_read += 1;
             let seg_err = |source| EvidenceError::Parquet {
-                path: seg.clone(),
+                path: seg.path.clone(),
                 source,
             };
-            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(data))
+            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
                 .map_err(seg_err)?
                 .build()
                 .map_err(seg_err)?;
@@ -389,6 +402,7 @@ pub fn export(req: &ExportRequest<'_>, progress: &mut dyn FnMut(Progress)) -> Re
         segments_read,
         &table_files,
         &case_files,
+        &skipped,
         progress,
     );
     let (files, sha256, bytes) = match result {
@@ -420,6 +434,7 @@ pub fn export(req: &ExportRequest<'_>, progress: &mut dyn FnMut(Progress)) -> Re
         rows,
         case_files: case_files.len() as u64,
         segments_read,
+        skipped,
         signed_by: req.signing_key.map(|k| k.public().fingerprint()),
         files,
     })
@@ -436,11 +451,15 @@ fn write_bundle(
     segments_read: u64,
     table_files: &[(Table, PathBuf, u64)],
     case_files: &[CaseFile],
+    skipped: &[String],
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Written> {
+    // Only the exporter reads a bundle until it is handed on: it holds the container's argv,
+    // files and, with a case, its memory.
     let file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(partial)
         .map_err(|e| EvidenceError::io(partial, e))?;
     let sink = HashingWriter::new(io::BufWriter::with_capacity(1 << 20, file));
@@ -517,8 +536,13 @@ fn write_bundle(
         "command": req.command,
         "detail": format!(
             "{total_rows} rows of container {} from the store at {} (manifest head {head}; {segments_read} \
-             segments, each re-hashed against the store manifest before use)",
-            req.container_id, req.store.root().display()),
+             segments, each re-hashed against the store manifest before use{})",
+            req.container_id, req.store.root().display(),
+            if skipped.is_empty() {
+                String::new()
+            } else {
+                format!("; {} files not read: {}", skipped.len(), skipped.join("; "))
+            }),
     })];
     if let Some(dir) = &req.case_dir {
         custody.push(serde_json::json!({

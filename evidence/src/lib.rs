@@ -69,13 +69,6 @@ pub enum EvidenceError {
     #[error("{0} exists already; evidence bundles are never overwritten: choose another -o")]
     OutputExists(PathBuf),
 
-    /// A segment read for export does not match its manifest hash.
-    #[error(
-        "segment {path} of the store does not match the hash it was sealed with; run `quarry \
-         verify --store` and investigate before exporting"
-    )]
-    AlteredSource { path: String },
-
     /// Retention (or compaction) removed a segment while the export was reading the store.
     #[error(
         "segment {path} was removed ({reason}) while the export ran; run the export again, or \

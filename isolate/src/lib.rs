@@ -325,27 +325,6 @@ fn state_path(id: &str) -> PathBuf {
     Path::new(STATE_ROOT).join(format!("{}.json", safe_name(id)))
 }
 
-/// The user behind this command: `SUDO_USER` when run through sudo, else the uid.
-pub fn actor() -> String {
-    let uid = unsafe_free_uid();
-    match std::env::var("SUDO_USER") {
-        Ok(u) if !u.is_empty() => format!("{u} (via sudo, uid {uid})"),
-        _ => format!("uid {uid}"),
-    }
-}
-
-fn unsafe_free_uid() -> u32 {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|v| v.split_whitespace().next().map(str::to_string))
-        })
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(u32::MAX)
-}
-
 /// Every active quarantine, from the records beside the pins.
 pub fn list() -> Vec<Isolation> {
     let mut out: Vec<Isolation> = fs::read_dir(STATE_ROOT)
@@ -754,7 +733,7 @@ fn bpffs_mounted() -> bool {
 
 /// Quarantines `container`. Isolating an isolated container changes nothing and says so.
 /// `others_in_netns`: ids of the other containers known to share its network namespace (the
-/// outcome says what the quarantine means for them).
+/// outcome says what the quarantine means for them). `actor`: who asked, for the record.
 pub fn isolate(
     container: &Container,
     cgroup_dir: &Path,
@@ -762,6 +741,7 @@ pub fn isolate(
     reason: Option<&str>,
     force: bool,
     others_in_netns: &[String],
+    actor: &str,
 ) -> Result<IsolateOutcome, IsolateError> {
     let started = Instant::now();
     check_allow_list(allow)?;
@@ -891,7 +871,7 @@ pub fn isolate(
         since: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         reason: reason.map(str::to_string),
         allow: allow.to_vec(),
-        actor: actor(),
+        actor: actor.to_string(),
         nftables,
         host_layer,
         init_pid: container.init_pid,

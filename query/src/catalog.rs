@@ -6,7 +6,7 @@
 //! timeline adds them from its time window so a container's story reads only its hours.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
@@ -37,6 +37,8 @@ pub struct Catalog {
     ctx: SessionContext,
     store: Store,
     skipped: Vec<Skipped>,
+    /// Segments the object store refused when it opened them (see [`SealedSegments`]).
+    refused: Arc<Mutex<Vec<Skipped>>>,
 }
 
 impl Catalog {
@@ -54,14 +56,8 @@ impl Catalog {
             return Err(QueryError::NotAStore(root.to_path_buf()));
         }
         let mut scan = segments::scan(&store)?;
-        for bad in &known_bad {
-            if let Ok(rel) = bad.path.strip_prefix(root)
-                && let Some(rel) = rel.to_str()
-                && let Ok(p) = object_store::path::Path::parse(rel)
-            {
-                scan.healthy.remove(&p);
-            }
-        }
+        scan.healthy
+            .retain(|_, seg| !known_bad.iter().any(|k| k.path == seg.path));
         for s in scan.skipped {
             if !known_bad.iter().any(|k| k.path == s.path) {
                 known_bad.push(s);
@@ -80,7 +76,11 @@ impl Catalog {
             .build_arc()
             .map_err(QueryError::Engine)?;
         let url = url_of(STORE_URL);
-        runtime.register_object_store(&url, Arc::new(SealedSegments::new(root, scan.healthy)?));
+        let refused = Arc::new(Mutex::new(Vec::new()));
+        runtime.register_object_store(
+            &url,
+            Arc::new(SealedSegments::new(root, scan.healthy, refused.clone())?),
+        );
         let ctx = SessionContext::new_with_config_rt(config, runtime);
 
         for table in Table::ALL {
@@ -91,6 +91,7 @@ impl Catalog {
             ctx,
             store,
             skipped: known_bad,
+            refused,
         })
     }
 
@@ -118,21 +119,27 @@ impl Catalog {
     }
 
     /// Runs SQL built inside this crate (no statement check; the plan-level read-only
-    /// options still apply), leaving out segments found damaged while reading.
+    /// options still apply), leaving out segments refused (altered since they were sealed)
+    /// or found damaged while reading: the session is reopened without them and the statement
+    /// run again, until it answers from the segments that pass.
     pub(crate) async fn run_resilient(&mut self, sql: &str) -> Result<Vec<RecordBatch>> {
-        match self.run(sql).await {
-            Ok(batches) => Ok(batches),
-            Err(QueryError::Engine(e)) if is_data_error(&e) => {
-                let newly_bad = self.deep_check()?;
-                if newly_bad.is_empty() {
-                    return Err(QueryError::Engine(e));
-                }
-                let mut bad = self.skipped.clone();
-                bad.extend(newly_bad);
-                *self = Catalog::open_excluding(self.store.root(), bad).await?;
-                self.run(sql).await
+        loop {
+            let err = match self.run(sql).await {
+                Ok(batches) => return Ok(batches),
+                Err(e) => e,
+            };
+            let mut newly_bad: Vec<Skipped> =
+                std::mem::take(&mut *self.refused.lock().unwrap_or_else(|p| p.into_inner()));
+            if newly_bad.is_empty() && matches!(&err, QueryError::Engine(e) if is_data_error(e)) {
+                newly_bad = self.deep_check()?;
             }
-            Err(e) => Err(e),
+            newly_bad.retain(|b| !self.skipped.iter().any(|s| s.path == b.path));
+            if newly_bad.is_empty() {
+                return Err(err);
+            }
+            let mut bad = self.skipped.clone();
+            bad.extend(newly_bad);
+            *self = Catalog::open_excluding(self.store.root(), bad).await?;
         }
     }
 
@@ -153,20 +160,24 @@ impl Catalog {
         Ok(batches)
     }
 
-    /// Reads every healthy segment in full and returns those that fail to decode.
+    /// Reads every listed segment in full (through the verified reader) and returns those
+    /// that are refused or fail to decode.
     fn deep_check(&self) -> Result<Vec<Skipped>> {
         let mut bad = Vec::new();
-        for table in Table::ALL {
-            for path in self.store.segments(table)? {
-                if self.skipped.iter().any(|s| s.path == path) {
-                    continue;
-                }
-                if let Err(e) = quarry_store::read::read_segment(&path) {
-                    bad.push(Skipped {
-                        path,
-                        reason: format!("damaged inside: {e}"),
-                    });
-                }
+        for seg in self.store.verified_listing()?.segments {
+            if self.skipped.iter().any(|s| s.path == seg.path) {
+                continue;
+            }
+            match quarry_store::verified::read(&seg) {
+                Ok(Ok(_)) => {}
+                Ok(Err(refusal)) => bad.push(Skipped {
+                    path: seg.path,
+                    reason: refusal.to_string(),
+                }),
+                Err(e) => bad.push(Skipped {
+                    path: seg.path,
+                    reason: format!("damaged inside: {e}"),
+                }),
             }
         }
         Ok(bad)

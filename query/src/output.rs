@@ -1,4 +1,5 @@
-//! Result formats: a table for people, CSV and JSON for tools, Parquet for other engines.
+//! Result formats: a table for people (every value escaped for the terminal), CSV and JSON for
+//! tools and Parquet for other engines (raw values: they are data, not display).
 
 use std::io::Write;
 
@@ -26,7 +27,7 @@ pub fn write(batches: &[RecordBatch], format: Format, out: &mut (dyn Write + Sen
                 writeln!(
                     out,
                     "{}",
-                    arrow::util::pretty::pretty_format_batches(batches)?
+                    arrow::util::pretty::pretty_format_batches(&printable_batches(batches)?)?
                 )
                 .map_err(io)?;
             }
@@ -63,19 +64,38 @@ pub fn write(batches: &[RecordBatch], format: Format, out: &mut (dyn Write + Sen
     Ok(())
 }
 
-/// `text` safe to print on a terminal: recorded argv, paths and names are attacker-chosen, so
-/// control characters (escape sequences that could rewrite the screen or the clipboard) are
-/// shown as `\x..` instead of being sent.
-pub fn printable(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
+pub use quarry_store::text::printable;
+
+/// `batches` with every value rendered as text and escaped with [`printable`], for the table
+/// a person reads: recorded argv, paths and names are attacker-chosen, also inside lists.
+/// Nulls stay null (the table shows them empty).
+fn printable_batches(batches: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
+    use arrow::array::{Array, ArrayRef, StringArray};
+    use arrow::datatypes::{Field, Schema};
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    let options = FormatOptions::default();
+    let mut out = Vec::with_capacity(batches.len());
+    for b in batches {
+        let fields: Vec<Field> = b
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| Field::new(printable(f.name()), arrow::datatypes::DataType::Utf8, true))
+            .collect();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(b.num_columns());
+        for column in b.columns() {
+            let formatter = ArrayFormatter::try_new(column.as_ref(), &options)?;
+            let cells: StringArray = (0..column.len())
+                .map(|i| (!column.is_null(i)).then(|| printable(&formatter.value(i).to_string())))
+                .collect();
+            columns.push(std::sync::Arc::new(cells));
         }
+        out.push(RecordBatch::try_new(
+            std::sync::Arc::new(Schema::new(fields)),
+            columns,
+        )?);
     }
-    out
+    Ok(out)
 }
 
 fn io(e: std::io::Error) -> crate::QueryError {

@@ -1,28 +1,30 @@
-//! What the engine is allowed to see of a store: sealed, healthy segments, read-only.
+//! What the engine is allowed to see of a store: the segments the manifest vouches for,
+//! hash-checked, read-only.
 //!
-//! [`scan`] walks the store once per session with the store's own layout knowledge and sorts
-//! segments into healthy ones and ones to skip (truncated, not Parquet, a half-written tail),
-//! so a damaged file costs a warning naming it instead of a failed query. [`SealedSegments`] is
-//! the object store DataFusion reads through: it lists only the healthy segments, serves only
-//! them, and refuses every write, copy and delete, so no statement can change evidence even if
-//! it got past the SQL guard.
+//! [`scan`] takes the segment list from the store's verified reader
+//! ([`quarry_store::verified`]), once per session: segments come from the manifest, never from
+//! the directory, and files the manifest does not list, or that are gone, are skipped with a
+//! warning naming them. [`SealedSegments`] is the object store DataFusion reads through: it
+//! lists only those segments, checks each one's hash the first time the process opens it
+//! (cached by the store crate, so a session re-reading a file does not hash it again), serves
+//! bytes only from the file it checked, and refuses every write, copy and delete, so no
+//! statement can read planted rows or change evidence even if it got past the SQL guard.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt;
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path as FsPath, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+use futures::stream::{BoxStream, StreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
+    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
-use quarry_store::{Store, Table};
+use quarry_store::Store;
+use quarry_store::verified::{self, Listed};
 
 use crate::{QueryError, Result};
 
@@ -33,105 +35,116 @@ pub struct Skipped {
     pub reason: String,
 }
 
-/// The result of walking a store: the segments the engine may read and the ones it may not.
+impl From<verified::Skipped> for Skipped {
+    fn from(s: verified::Skipped) -> Skipped {
+        Skipped {
+            path: s.path,
+            reason: s.refusal.to_string(),
+        }
+    }
+}
+
+/// The result of listing a store: the segments the engine may read and the ones it may not.
 #[derive(Debug, Default)]
 pub struct Scan {
-    /// Paths relative to the store root, `/`-separated, as the object store names them.
-    pub healthy: HashSet<Path>,
+    /// Keyed by path relative to the store root, `/`-separated, as the object store names
+    /// them.
+    pub healthy: HashMap<Path, Listed>,
     pub skipped: Vec<Skipped>,
 }
 
-/// Walks every table of `store` and checks each segment's Parquet framing.
+/// Lists the segments of `store` the manifest vouches for (see the module docs).
 pub fn scan(store: &Store) -> Result<Scan> {
-    let mut out = Scan::default();
-    for table in Table::ALL {
-        for path in store.segments(table)? {
-            match check_framing(&path) {
-                Ok(()) => {
-                    let rel = path
-                        .strip_prefix(store.root())
-                        .expect("segments are listed below the store root");
-                    out.healthy.insert(object_path(rel)?);
-                }
-                Err(reason) => out.skipped.push(Skipped { path, reason }),
-            }
-        }
+    let listing = store.verified_listing()?;
+    let mut out = Scan {
+        skipped: listing.skipped.into_iter().map(Skipped::from).collect(),
+        ..Scan::default()
+    };
+    for seg in listing.segments {
+        out.healthy.insert(object_path(&seg.rel)?, seg);
     }
     Ok(out)
 }
 
-fn object_path(rel: &FsPath) -> Result<Path> {
-    let text = rel.to_str().ok_or_else(|| {
-        QueryError::Refused(format!("segment path {} is not UTF-8", rel.display()))
-    })?;
-    Path::parse(text).map_err(|e| QueryError::Refused(format!("segment path {text}: {e}")))
-}
-
-/// Checks that `path` is framed as a complete Parquet file: magic at both ends and a footer
-/// length that fits. A segment cut short by a full disk or a copy fails here, before the
-/// engine would fail the whole query on it. Damage inside pages is caught later, by
-/// [`crate::Catalog`]'s retry.
-pub fn check_framing(path: &FsPath) -> std::result::Result<(), String> {
-    const MAGIC: &[u8; 4] = b"PAR1";
-    let mut file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
-    let len = file.metadata().map_err(|e| e.to_string())?.len();
-    if len < 12 {
-        return Err(format!("truncated: {len} bytes, too short for Parquet"));
-    }
-    let mut head = [0u8; 4];
-    file.read_exact(&mut head).map_err(|e| e.to_string())?;
-    let mut tail = [0u8; 8];
-    file.seek(SeekFrom::End(-8)).map_err(|e| e.to_string())?;
-    file.read_exact(&mut tail).map_err(|e| e.to_string())?;
-    if &head != MAGIC {
-        return Err("not a Parquet file (no PAR1 magic at the start)".into());
-    }
-    if &tail[4..] != MAGIC {
-        return Err("truncated or damaged: no PAR1 magic at the end".into());
-    }
-    let footer = u32::from_le_bytes(tail[..4].try_into().expect("4 bytes")) as u64;
-    if footer + 12 > len {
-        return Err(format!(
-            "damaged footer: claims {footer} bytes in a {len}-byte file"
-        ));
-    }
-    Ok(())
+fn object_path(rel: &str) -> Result<Path> {
+    Path::parse(rel).map_err(|e| QueryError::Refused(format!("segment path {rel}: {e}")))
 }
 
 /// The read-only view of a store's healthy segments that DataFusion reads through.
 #[derive(Debug)]
 pub struct SealedSegments {
     inner: LocalFileSystem,
-    healthy: Arc<HashSet<Path>>,
+    healthy: Arc<HashMap<Path, Listed>>,
+    /// Segments refused when opened (their content no longer matches the manifest), for the
+    /// session to leave out and warn about.
+    refused: Arc<Mutex<Vec<Skipped>>>,
     root: PathBuf,
 }
 
 impl SealedSegments {
-    pub fn new(root: &FsPath, healthy: HashSet<Path>) -> Result<Self> {
+    /// Serves `healthy` from the store at `root`; refusals found while reading are pushed to
+    /// `refused`.
+    pub fn new(
+        root: &FsPath,
+        healthy: HashMap<Path, Listed>,
+        refused: Arc<Mutex<Vec<Skipped>>>,
+    ) -> Result<Self> {
         let inner = LocalFileSystem::new_with_prefix(root)
             .map_err(|e| QueryError::io(root, std::io::Error::other(e.to_string())))?;
         Ok(SealedSegments {
             inner,
             healthy: Arc::new(healthy),
+            refused,
             root: root.to_path_buf(),
         })
     }
 
-    fn allowed(&self, location: &Path) -> object_store::Result<()> {
-        if self.healthy.contains(location) {
-            Ok(())
-        } else {
-            Err(object_store::Error::NotFound {
+    fn allowed(&self, location: &Path) -> object_store::Result<&Listed> {
+        self.healthy
+            .get(location)
+            .ok_or_else(|| object_store::Error::NotFound {
                 path: location.to_string(),
-                source: "not a sealed, healthy segment of this store".into(),
+                source: "not a segment the store manifest vouches for".into(),
             })
-        }
+    }
+
+    /// Objects below `prefix` (a directory: whole path components), from the manifest.
+    fn below<'a>(
+        &'a self,
+        prefix: Option<&'a Path>,
+    ) -> impl Iterator<Item = (&'a Path, &'a Listed)> {
+        self.healthy
+            .iter()
+            .filter(move |(location, _)| match prefix {
+                None => true,
+                Some(p) => location.prefix_matches(p),
+            })
+    }
+}
+
+fn meta_of(location: &Path, seg: &Listed) -> ObjectMeta {
+    ObjectMeta {
+        location: location.clone(),
+        last_modified: seg.modified,
+        size: seg.bytes,
+        e_tag: None,
+        version: None,
     }
 }
 
 impl fmt::Display for SealedSegments {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SealedSegments({})", self.root.display())
+    }
+}
+
+fn generic(
+    location: &Path,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "quarry store",
+        source: format!("{location}: {e}").into(),
     }
 }
 
@@ -165,8 +178,38 @@ impl ObjectStore for SealedSegments {
         location: &Path,
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
-        self.allowed(location)?;
-        self.inner.get_opts(location, options).await
+        let seg = self.allowed(location)?.clone();
+        let result = self.inner.get_opts(location, options).await?;
+        // The bytes served come from this open file: check that it is the sealed segment
+        // (hashed the first time in this process, then by fstat against the cache).
+        let GetResultPayload::File(file, _) = &result.payload else {
+            return Err(object_store::Error::NotSupported {
+                source: "segments are served only from local files".into(),
+            });
+        };
+        let file = file.try_clone().map_err(|e| generic(location, e))?;
+        let checked = seg.clone();
+        let verdict = tokio::task::spawn_blocking(move || verified::check(&checked, &file))
+            .await
+            .map_err(|e| generic(location, e))?
+            .map_err(|e| generic(location, e))?;
+        match verdict {
+            Ok(()) => Ok(result),
+            Err(refusal) => {
+                let skipped = Skipped {
+                    path: seg.path.clone(),
+                    reason: refusal.to_string(),
+                };
+                let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+                if !refused.contains(&skipped) {
+                    refused.push(skipped);
+                }
+                Err(object_store::Error::NotFound {
+                    path: location.to_string(),
+                    source: format!("refused: {refusal}").into(),
+                })
+            }
+        }
     }
 
     fn delete_stream(
@@ -177,19 +220,28 @@ impl ObjectStore for SealedSegments {
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        let healthy = self.healthy.clone();
-        self.inner
-            .list(prefix)
-            .try_filter(move |meta| futures::future::ready(healthy.contains(&meta.location)))
-            .boxed()
+        let mut metas: Vec<ObjectMeta> = self.below(prefix).map(|(l, s)| meta_of(l, s)).collect();
+        metas.sort_by(|a, b| a.location.cmp(&b.location));
+        futures::stream::iter(metas.into_iter().map(Ok)).boxed()
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        let mut listed = self.inner.list_with_delimiter(prefix).await?;
-        listed
-            .objects
-            .retain(|meta| self.healthy.contains(&meta.location));
-        Ok(listed)
+        let depth = prefix.map(|p| p.parts().count()).unwrap_or(0);
+        let mut common_prefixes = std::collections::BTreeSet::new();
+        let mut objects = Vec::new();
+        for (location, seg) in self.below(prefix) {
+            let parts: Vec<_> = location.parts().collect();
+            if parts.len() == depth + 1 {
+                objects.push(meta_of(location, seg));
+            } else if parts.len() > depth + 1 {
+                common_prefixes.insert(Path::from_iter(parts.into_iter().take(depth + 1)));
+            }
+        }
+        objects.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok(ListResult {
+            common_prefixes: common_prefixes.into_iter().collect(),
+            objects,
+        })
     }
 
     async fn copy_opts(
@@ -199,42 +251,5 @@ impl ObjectStore for SealedSegments {
         _options: CopyOptions,
     ) -> object_store::Result<()> {
         Err(read_only())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn framing_names_what_is_wrong() {
-        let dir = tempfile::tempdir().unwrap();
-        let short = dir.path().join("short.parquet");
-        std::fs::write(&short, b"PAR1").unwrap();
-        assert!(check_framing(&short).unwrap_err().contains("truncated"));
-        let text = dir.path().join("text.parquet");
-        std::fs::write(&text, b"hello, this is not parquet at all").unwrap();
-        assert!(
-            check_framing(&text)
-                .unwrap_err()
-                .contains("not a Parquet file")
-        );
-        let cut = dir.path().join("cut.parquet");
-        std::fs::write(&cut, b"PAR1 some pages but the footer is gone").unwrap();
-        assert!(
-            check_framing(&cut)
-                .unwrap_err()
-                .contains("no PAR1 magic at the end")
-        );
-        let lying = dir.path().join("lying.parquet");
-        let mut bytes = b"PAR1xxxx".to_vec();
-        bytes.extend(1000u32.to_le_bytes());
-        bytes.extend(b"PAR1");
-        std::fs::write(&lying, bytes).unwrap();
-        assert!(
-            check_framing(&lying)
-                .unwrap_err()
-                .contains("damaged footer")
-        );
     }
 }

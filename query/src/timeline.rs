@@ -145,14 +145,15 @@ impl Timeline {
         use std::fmt::Write;
         let c = &self.container;
         let mut out = String::new();
+        let shown = |v: Option<&str>| crate::output::printable(v.unwrap_or("-"));
         let _ = writeln!(
             out,
             "container {} ({}) runtime {} image {} host {}",
-            c.name.as_deref().unwrap_or("-"),
-            c.id,
-            c.runtime.as_deref().unwrap_or("-"),
-            c.image.as_deref().unwrap_or("-"),
-            c.host.as_deref().unwrap_or("-"),
+            shown(c.name.as_deref()),
+            shown(Some(&c.id)),
+            shown(c.runtime.as_deref()),
+            shown(c.image.as_deref()),
+            shown(c.host.as_deref()),
         );
         let fmt = |t: Option<DateTime<Utc>>| {
             t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
@@ -187,7 +188,7 @@ impl Timeline {
                 out,
                 "  {}  {:<7} {:>7} {:<15} {}",
                 e.time.format("%Y-%m-%d %H:%M:%S%.3f"),
-                e.source,
+                crate::output::printable(&e.source),
                 e.pid.map(|p| p.to_string()).unwrap_or_default(),
                 crate::output::printable(e.comm.as_deref().unwrap_or("")),
                 crate::output::printable(&e.summary)

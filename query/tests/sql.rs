@@ -402,3 +402,100 @@ fn syscall_segments_from_before_the_slack_column_read_as_exact() {
         assert_eq!(render(&got), vec!["6 | 2 | 300"]);
     });
 }
+
+/// The table a person reads shows control, zero-width and bidi characters as escapes, also
+/// inside lists; CSV and JSON keep the raw value.
+#[test]
+fn table_output_escapes_what_would_rewrite_the_terminal() {
+    use quarry_query::output::{Format, write};
+    let dir = tempfile::tempdir().unwrap();
+    common::build(dir.path());
+    rt().block_on(async {
+        let mut catalog = Catalog::open(dir.path()).await.unwrap();
+        let batches = catalog
+            .sql(
+                "SELECT concat('a', chr(27), ']0;owned', chr(7), chr(8238), 'gpj.sh') AS v, \
+                 make_array(concat('x', chr(10), 'y')) AS argv",
+            )
+            .await
+            .unwrap();
+        let render_as = |format| {
+            let mut out: Vec<u8> = Vec::new();
+            // CSV has no lists: the scalar column only.
+            let batches: Vec<RecordBatch> = match format {
+                Format::Csv => batches.iter().map(|b| b.project(&[0]).unwrap()).collect(),
+                _ => batches.clone(),
+            };
+            write(&batches, format, &mut out).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let table = render_as(Format::Table);
+        assert!(
+            table.contains("a\\u{1b}]0;owned\\u{7}\\u{202e}gpj.sh"),
+            "{table}"
+        );
+        assert!(table.contains("x\\ny"), "{table}");
+        assert!(
+            !table.contains('\u{1b}') && !table.contains('\u{202e}') && !table.contains('\u{7}'),
+            "{table:?}"
+        );
+        let csv = render_as(Format::Csv);
+        assert!(
+            csv.contains("a\u{1b}]0;owned\u{7}\u{202e}gpj.sh"),
+            "{csv:?}"
+        );
+        let json = render_as(Format::Json);
+        assert!(json.contains("\\u001b]0;owned"), "{json}");
+    });
+}
+
+/// A copy of a sealed segment under a new name is not read, by SQL, timelines or hunts, and is
+/// named in the session's skipped list.
+#[test]
+fn planted_copy_of_a_segment_is_not_evidence() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = common::build(dir.path());
+    let original = store.segments(quarry_store::Table::Process).unwrap()[1].clone();
+    let planted = original.with_file_name("20260101T000000.000000Z-00000007-000099.parquet");
+    std::fs::copy(&original, &planted).unwrap();
+    rt().block_on(async {
+        let mut catalog = Catalog::open(dir.path()).await.unwrap();
+        assert_eq!(catalog.skipped().len(), 1, "{:?}", catalog.skipped());
+        assert_eq!(catalog.skipped()[0].path, planted);
+        assert!(catalog.skipped()[0].reason.contains("not listed"));
+        let got = catalog.sql("SELECT count(*) FROM process").await.unwrap();
+        assert_eq!(render(&got), vec!["13"]);
+        let request = Request {
+            container: "web".into(),
+            since: None,
+            until: None,
+        };
+        let t = Timeline::build(&mut catalog, &request).await.unwrap();
+        assert_eq!(t.processes[0].children.len(), 4);
+        let findings = hunt::run(&mut catalog, &hunt::builtin_rules(), &Scope::default())
+            .await
+            .unwrap();
+        assert_eq!(findings.len(), 4, "{findings:#?}");
+    });
+}
+
+/// A segment altered after the session listed it is refused when first read, and the statement
+/// answers from the others.
+#[test]
+fn segment_altered_after_listing_is_refused_when_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = common::build(dir.path());
+    let victim = store.segments(quarry_store::Table::Process).unwrap()[0].clone();
+    rt().block_on(async {
+        let mut catalog = Catalog::open(dir.path()).await.unwrap();
+        assert!(catalog.skipped().is_empty());
+        let mut bytes = std::fs::read(&victim).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x01;
+        std::fs::write(&victim, &bytes).unwrap();
+        let got = catalog.sql("SELECT count(*) FROM process").await.unwrap();
+        assert_eq!(render(&got), vec!["8"]);
+        assert_eq!(catalog.skipped().len(), 1, "{:?}", catalog.skipped());
+        assert!(catalog.skipped()[0].reason.contains("altered"));
+    });
+}

@@ -1,6 +1,10 @@
 //! The container's excerpt of the recorded trace: every row of the store attributed to it,
 //! copied into the case as Parquet (the store's own format and schemas), plus the store's gap
 //! rows, which say where the recording itself is incomplete.
+//!
+//! Rows come only through the store's verified reader ([`quarry_store::verified`]): segments the
+//! manifest lists, hash-checked; a planted, altered or missing file is left out with a warning
+//! naming it.
 
 use std::fs::File;
 use std::path::Path;
@@ -8,27 +12,13 @@ use std::path::Path;
 use arrow::array::{Array, AsArray, BooleanArray};
 use arrow::compute::filter_record_batch;
 use parquet::arrow::ArrowWriter;
+use quarry_store::verified::{self, Skipped};
 use quarry_store::{Store, Table};
 
 use crate::SnapshotError;
 
 /// Rows per table written into `dest/<table>.parquet`.
 pub type Counts = Vec<(String, usize)>;
-
-/// The hour partition (`dt=YYYY-MM-DD/hour=HH`) a segment path lies in, as `YYYY-MM-DDTHH`.
-fn partition_hour(path: &Path) -> Option<String> {
-    let mut dt = None;
-    let mut hour = None;
-    for c in path.components() {
-        let c = c.as_os_str().to_str()?;
-        if let Some(v) = c.strip_prefix("dt=") {
-            dt = Some(v.to_string());
-        } else if let Some(v) = c.strip_prefix("hour=") {
-            hour = Some(v.to_string());
-        }
-    }
-    Some(format!("{}T{}", dt?, hour?))
-}
 
 /// Copies the rows of `container_id` from the store at `store` into `dest`, segment by segment
 /// (memory stays bounded by one segment). Partitions older than the hour `since` (RFC 3339,
@@ -41,13 +31,13 @@ pub fn excerpt(
     dest: &Path,
 ) -> Result<Counts, SnapshotError> {
     let store = Store::at(store);
-    let since_hour = since
+    let since = since
         .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| {
-            t.with_timezone(&chrono::Utc)
-                .format("%Y-%m-%dT%H")
-                .to_string()
-        });
+        .map(|t| t.with_timezone(&chrono::Utc));
+    let listing = store.verified_listing()?;
+    for s in &listing.skipped {
+        log::warn!("trace excerpt: {s}");
+    }
     let mut counts = Vec::new();
     for table in Table::ALL {
         let path = dest.join(format!("{}.parquet", table.name()));
@@ -57,13 +47,22 @@ pub fn excerpt(
         };
         let mut writer: Option<ArrowWriter<File>> = None;
         let mut rows = 0;
-        for seg in store.segments(table)? {
-            if let (Some(since), Some(hour)) = (&since_hour, partition_hour(&seg))
-                && hour < *since
-            {
+        for seg in listing.of(table) {
+            if since.is_some_and(|s| seg.partition.hour_end() <= s) {
                 continue;
             }
-            for b in quarry_store::read::read_segment(&seg)? {
+            let batches = match verified::read(seg)? {
+                Ok(b) => b,
+                Err(refusal) => {
+                    let s = Skipped {
+                        path: seg.path.clone(),
+                        refusal,
+                    };
+                    log::warn!("trace excerpt: {s}");
+                    continue;
+                }
+            };
+            for b in batches {
                 let b = if table == Table::Gap {
                     b
                 } else {
@@ -152,11 +151,29 @@ mod tests {
         )
         .unwrap();
         assert!(none.is_empty());
-        assert_eq!(
-            partition_hour(Path::new(
-                "/s/action/dt=2026-11-28/hour=07/host=h/x.parquet"
-            )),
-            Some("2026-11-28T07".into())
-        );
+    }
+
+    #[test]
+    fn planted_and_altered_segments_are_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path().join("store")).unwrap();
+        let p = Partition::for_time(Table::Action, chrono::Utc::now(), "h");
+        let a = store
+            .seal(&p, &action_batch("h", &[row("aaa")]), 1, 0)
+            .unwrap();
+        let b = store
+            .seal(&p, &action_batch("h", &[row("aaa"), row("aaa")]), 1, 1)
+            .unwrap();
+        // A copy under a new name is not in the manifest: not read.
+        std::fs::copy(&b.path, b.path.with_file_name("planted.parquet")).unwrap();
+        let counts = excerpt(store.root(), "aaa", None, &dir.path().join("t1")).unwrap();
+        assert_eq!(counts, vec![("action".to_string(), 3)]);
+        // An altered segment (same size, one byte flipped) is not read either.
+        let mut data = std::fs::read(&a.path).unwrap();
+        let mid = data.len() / 2;
+        data[mid] ^= 1;
+        std::fs::write(&a.path, &data).unwrap();
+        let counts = excerpt(store.root(), "aaa", None, &dir.path().join("t2")).unwrap();
+        assert_eq!(counts, vec![("action".to_string(), 2)]);
     }
 }

@@ -179,7 +179,7 @@ impl Store {
         let rel = format!("{}/{name}", dir_rel.to_string_lossy());
         let staged = self.staging_path_for(&rel);
         layout::refuse_symlink(&self.staging_dir())?;
-        fs::create_dir_all(self.staging_dir())
+        layout::create_private_dirs(&self.staging_dir())
             .map_err(|e| StoreError::io(self.staging_dir(), e))?;
         let (bytes, sha256) = write_parquet_batches(&staged, partition.table, &batches)
             .inspect_err(|_| {

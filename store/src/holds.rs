@@ -7,6 +7,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -255,6 +256,7 @@ impl Store {
                 .write(true)
                 .create(true)
                 .truncate(true)
+                .mode(layout::FILE_MODE)
                 .open(&tmp)?;
             f.write_all(&data)?;
             f.write_all(b"\n")?;

@@ -19,6 +19,22 @@ pub const STATUS_FILE: &str = ".status.json";
 /// Extension of sealed segments; readers list only these.
 pub const SEGMENT_EXTENSION: &str = "parquet";
 
+/// Mode of every directory the store creates: the owner (root) writes, the store's group reads
+/// (read-only analysts, see [`Store::share_with_group`]), nobody else gets in. Segments hold
+/// argv, paths and addresses of everything on the node.
+pub const DIR_MODE: u32 = 0o750;
+/// Mode of every file the store creates (segments, manifest, holds): see [`DIR_MODE`].
+pub const FILE_MODE: u32 = 0o640;
+
+/// Creates `dir` and any missing parents with [`DIR_MODE`] (narrowed by the umask).
+pub fn create_private_dirs(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+}
+
 /// The tables of a store. Each is a top-level directory holding Hive partitions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Table {
@@ -185,9 +201,9 @@ impl Store {
             path: store.root.clone(),
             source,
         };
-        fs::create_dir_all(&store.root).map_err(unwritable)?;
+        create_private_dirs(&store.root).map_err(unwritable)?;
         refuse_symlink(&store.root.join(STAGING_DIR))?;
-        fs::create_dir_all(store.staging_dir()).map_err(unwritable)?;
+        create_private_dirs(&store.staging_dir()).map_err(unwritable)?;
         let probe = store
             .staging_dir()
             .join(format!(".probe-{}", std::process::id()));
@@ -238,6 +254,51 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Lets the members of group `gid` read the store (read-only analysts): every directory,
+    /// segment and the manifest get that group, without following a symlink, and directories
+    /// get the setgid bit so what the recorder creates later inherits the group. Modes stay
+    /// [`DIR_MODE`] and [`FILE_MODE`]: the group reads, only the owner writes. Returns how many
+    /// entries were changed.
+    pub fn share_with_group(&self, gid: u32) -> Result<u64> {
+        fn walk(path: &Path, gid: u32, changed: &mut u64) -> Result<()> {
+            let meta = fs::symlink_metadata(path).map_err(|e| StoreError::io(path, e))?;
+            let ft = meta.file_type();
+            if ft.is_symlink() {
+                return Err(StoreError::UnsafePath {
+                    path: path.to_path_buf(),
+                    reason: "it is a symlink; the store never follows symlinks".into(),
+                });
+            }
+            let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+                .map_err(|e| StoreError::io(path, std::io::Error::other(e)))?;
+            // SAFETY: a valid C string; lchown never follows a symlink.
+            if unsafe { libc::lchown(c.as_ptr(), u32::MAX, gid) } != 0 {
+                return Err(StoreError::io(path, std::io::Error::last_os_error()));
+            }
+            use std::os::unix::fs::PermissionsExt;
+            let mode = if ft.is_dir() {
+                DIR_MODE | 0o2000
+            } else {
+                FILE_MODE
+            };
+            fs::set_permissions(path, fs::Permissions::from_mode(mode))
+                .map_err(|e| StoreError::io(path, e))?;
+            *changed += 1;
+            if ft.is_dir() {
+                for item in fs::read_dir(path).map_err(|e| StoreError::io(path, e))? {
+                    let item = item.map_err(|e| StoreError::io(path, e))?;
+                    walk(&item.path(), gid, changed)?;
+                }
+            }
+            Ok(())
+        }
+        let mut changed = 0;
+        walk(&self.root, gid, &mut changed)?;
+        Ok(changed)
+    }
+}
+
 /// Builds a segment's file name. It sorts by seal time and is unique per recorder run.
 pub fn segment_file_name(sealed_at: DateTime<Utc>, run_id: u32, seq: u64) -> String {
     format!(
@@ -280,7 +341,7 @@ pub fn create_dir_durable(root: &Path, rel: &Path) -> Result<PathBuf> {
                 });
             }
             Err(_) => {
-                match fs::create_dir(&dir) {
+                match create_private_dirs(&dir) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                     Err(e) => return Err(StoreError::io(&dir, e)),
@@ -369,5 +430,82 @@ mod tests {
         let b = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 2).unwrap();
         assert!(segment_file_name(a, 7, 9) < segment_file_name(b, 1, 0));
         assert!(segment_file_name(a, 7, 9).ends_with(".parquet"));
+    }
+
+    fn mode(p: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    fn sealed_store(root: &Path) -> (Store, PathBuf) {
+        use crate::schema::{ActionRow, action_batch};
+        let store = Store::create(root.join("store")).unwrap();
+        let row = ActionRow {
+            time: Utc::now(),
+            action: "isolate".into(),
+            actor: "uid 0".into(),
+            container_id: None,
+            container_name: None,
+            reason: None,
+            detail: None,
+            result: "ok".into(),
+            error: None,
+            command: "quarry isolate".into(),
+        };
+        let p = Partition::for_time(Table::Action, row.time, "h");
+        let seg = store.seal(&p, &action_batch("h", &[row]), 1, 0).unwrap();
+        (store, seg.path)
+    }
+
+    #[test]
+    fn a_fresh_store_is_closed_to_other_users() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, segment) = sealed_store(dir.path());
+        assert_eq!(mode(store.root()), DIR_MODE);
+        assert_eq!(mode(&store.staging_dir()), DIR_MODE);
+        let mut d = segment.parent().unwrap();
+        while d != store.root() {
+            assert_eq!(mode(d), DIR_MODE, "{}", d.display());
+            d = d.parent().unwrap();
+        }
+        assert_eq!(mode(&segment), FILE_MODE);
+        assert_eq!(mode(&store.manifest_path()), FILE_MODE);
+    }
+
+    #[test]
+    fn a_store_shared_with_a_group_keeps_new_segments_in_it() {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipping: changing a file's group to one we are not in needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (store, segment) = sealed_store(dir.path());
+        let gid = 4217;
+        assert!(store.share_with_group(gid).unwrap() >= 6);
+        assert_eq!(fs::metadata(&segment).unwrap().gid(), gid);
+        assert_eq!(mode(&segment), FILE_MODE);
+        assert_eq!(mode(store.root()), DIR_MODE | 0o2000);
+        // A segment sealed later, into a new partition, inherits the group.
+        let later = Utc::now() + chrono::Duration::hours(3);
+        let p = Partition::for_time(Table::Gap, later, "h");
+        let batch = crate::schema::gap_batch(
+            "h",
+            &[crate::schema::GapRow {
+                time: later,
+                ktime_ns: 1,
+                since: later,
+                cpu: 0,
+                lost: 1,
+            }],
+        );
+        let new = store.seal(&p, &batch, 1, 1).unwrap().path;
+        assert_eq!(fs::metadata(&new).unwrap().gid(), gid);
+        assert_eq!(fs::metadata(new.parent().unwrap()).unwrap().gid(), gid);
+        assert_eq!(mode(&new), FILE_MODE);
+        // Symlinks are refused, not followed.
+        std::os::unix::fs::symlink("/etc/passwd", segment.with_file_name("x.parquet")).unwrap();
+        assert!(store.share_with_group(gid).is_err());
     }
 }

@@ -24,6 +24,8 @@ pub mod retention;
 mod runs;
 pub mod schema;
 pub mod segment;
+pub mod text;
+pub mod verified;
 pub mod verify;
 
 use std::io;

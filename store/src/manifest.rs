@@ -11,6 +11,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -133,6 +134,7 @@ impl Manifest {
             .read(true)
             .append(true)
             .create(true)
+            .mode(crate::layout::FILE_MODE)
             .open(&self.path)
             .map_err(|e| StoreError::io(&self.path, e))?;
         let lock = Flock::exclusive(&file, &self.path)?;

@@ -1,5 +1,7 @@
-//! Reading sealed segments back: the project's own Parquet reader, used by tests, export and
-//! the query tool's fallbacks.
+//! Reading segment files back. Evidence is read through [`crate::verified`], which takes the
+//! segments from the manifest and checks their hashes; [`Store::segments`] and
+//! [`read_segment`] see files, whatever put them there, and are for tests and tools that look
+//! at the directory itself.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -11,8 +13,8 @@ use crate::layout::{SEGMENT_EXTENSION, Store, Table};
 use crate::{Result, StoreError};
 
 impl Store {
-    /// Sealed segment files of `table`, sorted by path (and so by partition, then seal time).
-    /// Symlinks are skipped: the store never follows them.
+    /// Segment-like files of `table` on disk, sorted by path (and so by partition, then seal
+    /// time), listed or not: not evidence (see [`crate::verified`]). Symlinks are skipped.
     pub fn segments(&self, table: Table) -> Result<Vec<PathBuf>> {
         let mut out = Vec::new();
         collect(&self.table_dir(table), &mut out)?;
@@ -20,11 +22,13 @@ impl Store {
         Ok(out)
     }
 
-    /// Every row of `table`, one batch per segment row group.
+    /// Every row of `table` from the segments the manifest vouches for (hash-checked), one
+    /// batch per segment row group. Files left out are logged as warnings; callers that report
+    /// them themselves use [`Store::read_table_verified`].
     pub fn read_table(&self, table: Table) -> Result<Vec<RecordBatch>> {
-        let mut batches = Vec::new();
-        for seg in self.segments(table)? {
-            batches.extend(read_segment(&seg)?);
+        let (batches, skipped) = self.read_table_verified(table)?;
+        for s in skipped {
+            log::warn!("{s}");
         }
         Ok(batches)
     }

@@ -471,7 +471,7 @@ impl Store {
         items: &[(EntryBody, String)],
     ) -> Result<Vec<bool>> {
         layout::refuse_symlink(&self.staging_dir())?;
-        fs::create_dir_all(self.staging_dir())
+        layout::create_private_dirs(&self.staging_dir())
             .map_err(|e| StoreError::io(self.staging_dir(), e))?;
         let mut moved = Vec::new();
         let mut done = vec![false; items.len()];

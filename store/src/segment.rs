@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, ArrayRef, AsArray, UInt32Array};
@@ -383,6 +384,7 @@ pub fn write_parquet_batches(
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(layout::FILE_MODE)
         .open(path)
         .map_err(|e| StoreError::io(path, e))?;
     let parquet_err = |source| StoreError::Parquet {

@@ -95,6 +95,22 @@ pub struct RemovalSummary {
     pub last: String,
 }
 
+/// A store entry that users other than its owner and group can get at. Evidence holds argv,
+/// paths and addresses of everything on the node, so a fresh store is 0750/0640
+/// ([`crate::layout::DIR_MODE`], [`crate::layout::FILE_MODE`]). This is a finding, not a
+/// problem: the evidence is intact (its hashes say so), but it was open to every local user, and
+/// a world-writable entry could have been changed by any of them (the hashes catch a change,
+/// not who made it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Exposed {
+    /// Relative to the store root (`.` for the root itself).
+    pub path: String,
+    /// Permission bits, octal, e.g. `0644`.
+    pub mode: String,
+    /// Others may write (not only read or search).
+    pub world_writable: bool,
+}
+
 /// The outcome of [`verify_store`].
 #[derive(Debug, Default, Serialize)]
 pub struct VerifyReport {
@@ -111,6 +127,9 @@ pub struct VerifyReport {
     pub torn_tail: bool,
     pub pending: Vec<Pending>,
     pub problems: Vec<Problem>,
+    /// Entries readable or writable by every local user (see [`Exposed`]); they do not fail
+    /// verification.
+    pub exposed: Vec<Exposed>,
 }
 
 impl VerifyReport {
@@ -134,6 +153,15 @@ pub fn verify_store(store: &Store) -> Result<VerifyReport> {
                 "no store here; pass the directory `quarry record --store` wrote to",
             ),
         });
+    }
+    for (rel, path) in [
+        (".", store.root().to_path_buf()),
+        (crate::layout::MANIFEST_FILE, store.manifest_path()),
+        (crate::layout::STAGING_DIR, store.staging_dir()),
+    ] {
+        if let Ok(meta) = fs::symlink_metadata(&path) {
+            note_exposed(rel.to_string(), &meta, &mut report.exposed);
+        }
     }
     let log = Manifest::new(store.manifest_path()).read()?;
     report.torn_tail = log.torn_tail;
@@ -245,24 +273,29 @@ pub fn verify_store(store: &Store) -> Result<VerifyReport> {
     // Every file on disk: listed.
     let listed: BTreeSet<&str> = live.keys().map(String::as_str).collect();
     for table in Table::ALL {
-        walk(
-            store.root(),
-            &store.table_dir(table),
-            &listed,
-            &mut report.problems,
-        )?;
+        if let Ok(meta) = fs::symlink_metadata(store.table_dir(table)) {
+            note_exposed(table.name().to_string(), &meta, &mut report.exposed);
+        }
+        walk(store.root(), &store.table_dir(table), &listed, &mut report)?;
     }
     Ok(report)
 }
 
+fn note_exposed(path: String, meta: &fs::Metadata, exposed: &mut Vec<Exposed>) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o007 != 0 && !meta.file_type().is_symlink() {
+        exposed.push(Exposed {
+            path,
+            mode: format!("{mode:04o}"),
+            world_writable: mode & 0o002 != 0,
+        });
+    }
+}
+
 /// Walks a table directory without following symlinks, reporting files the manifest does not
 /// account for.
-fn walk(
-    root: &Path,
-    dir: &Path,
-    listed: &BTreeSet<&str>,
-    problems: &mut Vec<Problem>,
-) -> Result<()> {
+fn walk(root: &Path, dir: &Path, listed: &BTreeSet<&str>, report: &mut VerifyReport) -> Result<()> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -277,19 +310,24 @@ fn walk(
             .to_string_lossy()
             .into_owned();
         let ft = item.file_type().map_err(|e| StoreError::io(&path, e))?;
+        if !ft.is_symlink()
+            && let Ok(meta) = item.metadata()
+        {
+            note_exposed(rel.clone(), &meta, &mut report.exposed);
+        }
         if ft.is_dir() {
-            walk(root, &path, listed, problems)?;
+            walk(root, &path, listed, report)?;
         } else if ft.is_symlink() {
-            problems.push(Problem::Unexpected {
+            report.problems.push(Problem::Unexpected {
                 path: rel,
                 what: "a symlink".into(),
             });
         } else if !listed.contains(rel.as_str()) {
             let is_segment = path.extension().is_some_and(|e| e == SEGMENT_EXTENSION);
             if is_segment {
-                problems.push(Problem::Unlisted { path: rel });
+                report.problems.push(Problem::Unlisted { path: rel });
             } else {
-                problems.push(Problem::Unexpected {
+                report.problems.push(Problem::Unexpected {
                     path: rel,
                     what: "a file that is not a segment".into(),
                 });
