@@ -498,6 +498,8 @@ mod tests {
                 since: later,
                 cpu: 0,
                 lost: 1,
+                reason: crate::schema::GapReason::RingBufferFull,
+                lost_table: None,
             }],
         );
         let new = store.seal(&p, &batch, 1, 1).unwrap().path;
