@@ -1,22 +1,79 @@
 //! Plain-text tables for people; `--format json` is the machine form of every command.
 
+use std::io::Write;
+
 /// Prints rows under a header, columns padded to their widest cell.
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    let mut out = std::io::stdout().lock();
+    let mut table = Columns::new(header, usize::MAX);
     for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+        // A closed stdout (a pipe into `head`) ends the listing; nothing else is lost.
+        if table.push(row.clone(), &mut out).is_err() {
+            return;
         }
     }
-    let line = |cells: &mut dyn Iterator<Item = &str>| {
-        let text: Vec<String> = cells
-            .zip(&widths)
+    let _ = table.finish(&mut out);
+}
+
+/// A table printed as its rows come: the first `chunk` rows are held to size the columns,
+/// later rows are printed at once in those columns (a wider cell widens only its row).
+pub struct Columns {
+    header: Vec<String>,
+    widths: Vec<usize>,
+    held: Vec<Vec<String>>,
+    chunk: usize,
+    started: bool,
+}
+
+impl Columns {
+    pub fn new(header: &[&str], chunk: usize) -> Columns {
+        Columns {
+            header: header.iter().map(|h| h.to_string()).collect(),
+            widths: header.iter().map(|h| h.chars().count()).collect(),
+            held: Vec::new(),
+            chunk: chunk.max(1),
+            started: false,
+        }
+    }
+
+    pub fn push(&mut self, row: Vec<String>, out: &mut dyn Write) -> std::io::Result<()> {
+        if self.started {
+            return self.line(&row, out);
+        }
+        for (w, cell) in self.widths.iter_mut().zip(&row) {
+            *w = (*w).max(cell.chars().count());
+        }
+        self.held.push(row);
+        if self.held.len() >= self.chunk {
+            self.start(out)?;
+        }
+        Ok(())
+    }
+
+    /// Prints the header and what is held (the header alone for a table without rows).
+    pub fn finish(mut self, out: &mut dyn Write) -> std::io::Result<()> {
+        if !self.started {
+            self.start(out)?;
+        }
+        out.flush()
+    }
+
+    fn start(&mut self, out: &mut dyn Write) -> std::io::Result<()> {
+        self.started = true;
+        let header = std::mem::take(&mut self.header);
+        self.line(&header, out)?;
+        for row in std::mem::take(&mut self.held) {
+            self.line(&row, out)?;
+        }
+        Ok(())
+    }
+
+    fn line(&self, row: &[String], out: &mut dyn Write) -> std::io::Result<()> {
+        let text: Vec<String> = row
+            .iter()
+            .zip(&self.widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", text.join("  ").trim_end());
-    };
-    line(&mut header.iter().copied());
-    for row in rows {
-        line(&mut row.iter().map(String::as_str));
+        writeln!(out, "{}", text.join("  ").trim_end())
     }
 }
