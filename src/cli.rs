@@ -299,7 +299,9 @@ Examples:
   quarry sql \"SELECT * FROM file_writes WHERE dt = '2026-11-28' AND hour = '14'\"
 
 Read-only: DDL, DML, COPY and SET are refused; only the store's tables can be read.
-A damaged segment is skipped with a warning naming it.")]
+A damaged segment is skipped with a warning naming it. Results are written as they are read;
+a query gets at most --memory-limit of memory and spills sorts, groups and joins to a private
+temporary directory ($TMPDIR) beyond it.")]
 pub struct SqlArgs {
     /// The query; without one, an interactive shell starts
     pub query: Option<String>,
@@ -310,6 +312,28 @@ pub struct SqlArgs {
     /// Write results to this file instead of standard output (never overwrites)
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub budget: QueryBudget,
+}
+
+/// The memory a query may use (flattened into sql, timeline and hunt).
+#[derive(Debug, Clone, Args)]
+pub struct QueryBudget {
+    /// Memory a query may use before it spills to disk or fails (e.g. 512M, 4G); default:
+    /// the smaller of 2G and a quarter of the machine's memory
+    #[arg(long, env = "QUARRY_MEMORY_LIMIT", value_name = "SIZE",
+          value_parser = quarry_query::budget::parse_size)]
+    pub memory_limit: Option<u64>,
+}
+
+impl QueryBudget {
+    /// The query session's options.
+    pub fn session(&self) -> quarry_query::SessionOptions {
+        quarry_query::SessionOptions {
+            memory_limit: self.memory_limit,
+            ..Default::default()
+        }
+    }
 }
 
 /// Output formats of a timeline.
@@ -348,6 +372,8 @@ pub struct TimelineArgs {
     /// Write to this file instead of standard output (never overwrites)
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub budget: QueryBudget,
 }
 
 #[derive(Debug, Args)]
@@ -382,6 +408,8 @@ pub struct HuntArgs {
     pub store: PathBuf,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    #[command(flatten)]
+    pub budget: QueryBudget,
 }
 
 #[derive(Debug, Args)]

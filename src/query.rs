@@ -11,7 +11,9 @@ use quarry_query::output::{self, Format as OutFormat};
 use quarry_query::timeline::{self, Timeline};
 use quarry_query::{Catalog, QueryError};
 
-use crate::cli::{Format, HuntArgs, QueryFormat, SqlArgs, TimelineArgs, TimelineFormat};
+use crate::cli::{
+    Format, HuntArgs, QueryBudget, QueryFormat, SqlArgs, TimelineArgs, TimelineFormat,
+};
 use crate::exit;
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -21,8 +23,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the query runtime")
 }
 
-async fn open(store: &Path) -> anyhow::Result<Catalog> {
-    let catalog = Catalog::open(store)
+async fn open(store: &Path, budget: &QueryBudget) -> anyhow::Result<Catalog> {
+    let catalog = Catalog::open_with(store, budget.session())
         .await
         .with_context(|| format!("opening the store {}", store.display()))?;
     warn_skipped(&catalog, 0);
@@ -95,20 +97,48 @@ pub fn sql(args: SqlArgs) -> anyhow::Result<u8> {
     }
     let rt = runtime()?;
     rt.block_on(async {
-        let mut catalog = open(&args.store).await?;
+        let mut catalog = open(&args.store, &args.budget).await?;
         match &args.query {
             Some(q) => {
                 let reported = catalog.skipped().len();
-                let batches = catalog.sql(q).await.map_err(explain)?;
+                let stream = catalog.sql_stream(q).await.map_err(explain)?;
                 warn_skipped(&catalog, reported);
                 let mut out = sink(args.output.as_ref(), &args.store)?;
-                output::write(&batches, out_format(args.format), &mut out)?;
-                out.flush()?;
+                let written = write_stream(stream, out_format(args.format), &mut *out).await;
+                let written = written.and_then(|()| Ok(out.flush()?));
+                if let (Err(_), Some(path)) = (&written, &args.output) {
+                    // A partial result must not pass for a whole one.
+                    drop(out);
+                    let _ = std::fs::remove_file(path);
+                }
+                written?;
                 Ok(exit::OK)
             }
             None => repl(&mut catalog, args.format).await,
         }
     })
+}
+
+/// Writes a result as its batches arrive.
+async fn write_stream(
+    mut stream: quarry_query::ResultStream,
+    format: OutFormat,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
+    let mut writer = output::Writer::new(format, stream.schema(), out)?;
+    while let Some(batch) = stream.next().await {
+        writer.write(&batch.map_err(explain)?)?;
+    }
+    writer.finish()?;
+    Ok(())
+}
+
+/// A failed write of results, as the hunt runner's callback reports it.
+fn output_error(source: std::io::Error) -> QueryError {
+    QueryError::Io {
+        path: "standard output".into(),
+        source,
+    }
 }
 
 /// Adds what to do next to errors users can fix.
@@ -158,18 +188,20 @@ async fn repl(catalog: &mut Catalog, format: QueryFormat) -> anyhow::Result<u8> 
                 let _ = editor.add_history_entry(query.trim());
                 let reported = catalog.skipped().len();
                 let started = std::time::Instant::now();
-                match catalog.sql(query.trim().trim_end_matches(';')).await {
-                    Ok(batches) => {
+                match catalog.sql_stream(query.trim().trim_end_matches(';')).await {
+                    Ok(stream) => {
                         warn_skipped(catalog, reported);
                         let mut out = std::io::stdout();
                         let fmt = match format {
                             QueryFormat::Parquet => OutFormat::Table,
                             f => out_format(f),
                         };
-                        output::write(&batches, fmt, &mut out)?;
-                        println!("{:.3}s", started.elapsed().as_secs_f64());
+                        match write_stream(stream, fmt, &mut out).await {
+                            Ok(()) => println!("{:.3}s", started.elapsed().as_secs_f64()),
+                            Err(e) => eprintln!("error: {e:#}"),
+                        }
                     }
-                    Err(e) => eprintln!("error: {e}"),
+                    Err(e) => eprintln!("error: {e:#}"),
                 }
             }
             Err(ReadlineError::Interrupted) => buffer.clear(),
@@ -216,7 +248,7 @@ async fn meta_command(catalog: &mut Catalog, command: &str) -> anyhow::Result<bo
 pub fn timeline(args: TimelineArgs) -> anyhow::Result<u8> {
     let rt = runtime()?;
     rt.block_on(async {
-        let mut catalog = open(&args.store).await?;
+        let mut catalog = open(&args.store, &args.budget).await?;
         let request = timeline::Request {
             container: args.container.clone(),
             since: args.since,
@@ -282,43 +314,36 @@ pub fn hunt(args: HuntArgs) -> anyhow::Result<u8> {
     }
     let rt = runtime()?;
     rt.block_on(async {
-        let mut catalog = open(&args.store).await?;
-        let containers = match &args.container {
-            Some(c) => Some(vec![timeline::find_container(&mut catalog, c).await?.id]),
-            None => None,
-        };
-        let scope = Scope {
+        let mut catalog = open(&args.store, &args.budget).await?;
+        let mut scope = Scope {
             since: args.since,
             until: args.until,
-            containers,
+            containers: None,
         };
-        let findings = hunt::run(&mut catalog, &rules, &scope).await?;
-        match args.format {
-            Format::Json => println!("{}", serde_json::to_string_pretty(&findings)?),
+        if let Some(c) = &args.container {
+            let container = timeline::find_container(&mut catalog, c).await?;
+            scope.containers = Some(vec![container.id.clone()]);
+            scope = scope.within_lifetime(&container);
+        }
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+        let count = match args.format {
+            Format::Json => {
+                // One pretty JSON array, written a finding at a time.
+                let mut first = true;
+                let count = hunt::run_each(&mut catalog, &rules, &scope, |f| {
+                    let text = serde_json::to_string_pretty(&f)
+                        .map_err(|e| output_error(e.into()))?;
+                    let sep = if first { "[\n  " } else { ",\n  " };
+                    first = false;
+                    write!(out, "{sep}{}", text.replace('\n', "\n  "))
+                        .map_err(output_error)
+                })
+                .await?;
+                writeln!(out, "{}", if first { "[]" } else { "\n]" })?;
+                count
+            }
             Format::Table => {
-                let rows: Vec<Vec<String>> = findings
-                    .iter()
-                    .map(|f| {
-                        vec![
-                            f.time.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
-                            f.severity.as_str().into(),
-                            f.rule.clone(),
-                            f.mitre.join(","),
-                            f.container_id
-                                .as_deref()
-                                .map(|c| c.chars().take(12).collect())
-                                .unwrap_or_default(),
-                            f.pid.map(|p| p.to_string()).unwrap_or_default(),
-                            f.evidence.clone(),
-                            format!(
-                                "{}@{}",
-                                f.source_table,
-                                f.ktime_ns.map(|k| k.to_string()).unwrap_or_default()
-                            ),
-                        ]
-                    })
-                    .collect();
-                crate::output::print_table(
+                let mut table = crate::output::Columns::new(
                     &[
                         "TIME",
                         "SEVERITY",
@@ -329,16 +354,41 @@ pub fn hunt(args: HuntArgs) -> anyhow::Result<u8> {
                         "EVIDENCE",
                         "ROW",
                     ],
-                    &rows,
+                    quarry_query::output::TABLE_CHUNK_ROWS,
                 );
+                let count = hunt::run_each(&mut catalog, &rules, &scope, |f| {
+                    let row = vec![
+                        f.time.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+                        f.severity.as_str().into(),
+                        f.rule.clone(),
+                        f.mitre.join(","),
+                        f.container_id
+                            .as_deref()
+                            .map(|c| c.chars().take(12).collect())
+                            .unwrap_or_default(),
+                        f.pid.map(|p| p.to_string()).unwrap_or_default(),
+                        quarry_query::output::printable(&f.evidence),
+                        format!(
+                            "{}@{}",
+                            f.source_table,
+                            f.ktime_ns.map(|k| k.to_string()).unwrap_or_default()
+                        ),
+                    ];
+                    table
+                        .push(row, &mut out)
+                        .map_err(output_error)
+                })
+                .await?;
+                table.finish(&mut out)?;
                 eprintln!(
-                    "{} finding(s) from {} rule(s); ROW is table@ktime_ns of the row behind it",
-                    findings.len(),
+                    "{count} finding(s) from {} rule(s); ROW is table@ktime_ns of the row behind it",
                     rules.len()
                 );
+                count
             }
-        }
-        Ok(if findings.is_empty() {
+        };
+        out.flush()?;
+        Ok(if count == 0 {
             exit::OK
         } else {
             exit::FINDINGS

@@ -8,19 +8,21 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::error::DataFusionError;
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::StreamExt;
 use quarry_store::layout::MANIFEST_FILE;
 use quarry_store::schema::schema_of;
 use quarry_store::{Store, Table};
 
+use crate::budget::{self, SessionOptions, SpillDir};
 use crate::segments::{self, SealedSegments};
 use crate::{QueryError, Result, guard, views};
 
@@ -39,16 +41,28 @@ pub struct Catalog {
     skipped: Vec<Skipped>,
     /// Segments the object store refused when it opened them (see [`SealedSegments`]).
     refused: Arc<Mutex<Vec<Skipped>>>,
+    options: SessionOptions,
+    /// Dropped after `ctx`: the engine's spill files live inside it.
+    spill: SpillDir,
 }
 
 impl Catalog {
     /// Opens a session over the store at `root`: every table and view registered, damaged
     /// segments left out (see [`Catalog::skipped`]).
     pub async fn open(root: &Path) -> Result<Catalog> {
-        Self::open_excluding(root, Vec::new()).await
+        Self::open_with(root, SessionOptions::default()).await
     }
 
-    async fn open_excluding(root: &Path, mut known_bad: Vec<Skipped>) -> Result<Catalog> {
+    /// [`Catalog::open`] with a memory budget and spill directory other than the defaults.
+    pub async fn open_with(root: &Path, options: SessionOptions) -> Result<Catalog> {
+        Self::open_excluding(root, Vec::new(), options).await
+    }
+
+    async fn open_excluding(
+        root: &Path,
+        mut known_bad: Vec<Skipped>,
+        options: SessionOptions,
+    ) -> Result<Catalog> {
         let store = Store::at(root);
         let looks_like_store = root.join(MANIFEST_FILE).exists()
             || Table::ALL.iter().any(|t| store.table_dir(*t).is_dir());
@@ -71,10 +85,13 @@ impl Catalog {
             .set_bool("datafusion.execution.parquet.reorder_filters", true)
             // Statistics of every file would be read at planning; pruning reads the footers
             // of the files that survive the partition filters anyway.
-            .set_bool("datafusion.execution.collect_statistics", false);
-        let runtime = RuntimeEnvBuilder::new()
-            .build_arc()
-            .map_err(QueryError::Engine)?;
+            .set_bool("datafusion.execution.collect_statistics", false)
+            .set_usize(
+                "datafusion.execution.sort_spill_reservation_bytes",
+                budget::sort_spill_reservation(options.limit()),
+            );
+        let (runtime, spill) = budget::runtime(&options)?;
+        let runtime = runtime.build_arc().map_err(QueryError::Engine)?;
         let url = url_of(STORE_URL);
         let refused = Arc::new(Mutex::new(Vec::new()));
         runtime.register_object_store(
@@ -92,6 +109,8 @@ impl Catalog {
             store,
             skipped: known_bad,
             refused,
+            options,
+            spill,
         })
     }
 
@@ -103,6 +122,16 @@ impl Catalog {
     /// The store this session reads.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The memory budget of this session's queries, in bytes.
+    pub fn memory_limit(&self) -> u64 {
+        self.options.limit()
+    }
+
+    /// This session's private temporary directory (spill files, a hunt's findings).
+    pub(crate) fn spill_path(&self) -> &Path {
+        self.spill.path()
     }
 
     /// The engine session, for callers that build DataFrames themselves.
@@ -124,23 +153,81 @@ impl Catalog {
     /// run again, until it answers from the segments that pass.
     pub(crate) async fn run_resilient(&mut self, sql: &str) -> Result<Vec<RecordBatch>> {
         loop {
-            let err = match self.run(sql).await {
+            match self.run(sql).await {
                 Ok(batches) => return Ok(batches),
-                Err(e) => e,
-            };
-            let mut newly_bad: Vec<Skipped> =
-                std::mem::take(&mut *self.refused.lock().unwrap_or_else(|p| p.into_inner()));
-            if newly_bad.is_empty() && matches!(&err, QueryError::Engine(e) if is_data_error(e)) {
-                newly_bad = self.deep_check()?;
+                Err(e) => self.leave_out_bad(e).await?,
             }
-            newly_bad.retain(|b| !self.skipped.iter().any(|s| s.path == b.path));
-            if newly_bad.is_empty() {
-                return Err(err);
-            }
-            let mut bad = self.skipped.clone();
-            bad.extend(newly_bad);
-            *self = Catalog::open_excluding(self.store.root(), bad).await?;
         }
+    }
+
+    /// Runs one read-only statement and returns its result as a stream: batches are read
+    /// from the store as the caller pulls them, so memory stays within the session's budget
+    /// however large the result. A segment found damaged before the first batch is left out
+    /// and the statement run again, as [`Catalog::sql`] does; one found later ends the stream
+    /// with the error.
+    pub async fn sql_stream(&mut self, sql: &str) -> Result<ResultStream> {
+        guard::check(sql)?;
+        self.stream_resilient(sql).await
+    }
+
+    /// [`Catalog::sql_stream`] for SQL built inside this crate.
+    pub(crate) async fn stream_resilient(&mut self, sql: &str) -> Result<ResultStream> {
+        loop {
+            match self.stream(sql).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) => self.leave_out_bad(e).await?,
+            }
+        }
+    }
+
+    /// After the data error `e`: leaves out the segments that fail to decode or were refused.
+    pub(crate) async fn leave_out_damaged(&mut self, e: DataFusionError) -> Result<()> {
+        self.leave_out_bad(QueryError::Engine(e)).await
+    }
+
+    /// After the error `err`: takes the segments the object store refused meanwhile, or (a
+    /// data error) finds those that fail to decode, and reopens the session without them;
+    /// `err` itself when there are none new.
+    async fn leave_out_bad(&mut self, err: QueryError) -> Result<()> {
+        let mut newly_bad: Vec<Skipped> =
+            std::mem::take(&mut *self.refused.lock().unwrap_or_else(|p| p.into_inner()));
+        if newly_bad.is_empty() && matches!(&err, QueryError::Engine(e) if is_data_error(e)) {
+            newly_bad = self.deep_check()?;
+        }
+        newly_bad.retain(|b| !self.skipped.iter().any(|s| s.path == b.path));
+        if newly_bad.is_empty() {
+            return Err(err);
+        }
+        let mut bad = self.skipped.clone();
+        bad.extend(newly_bad);
+        *self = Catalog::open_excluding(self.store.root(), bad, self.options.clone()).await?;
+        Ok(())
+    }
+
+    /// Plans and starts `sql` with the read-only options (no statement check) and reads its
+    /// first batch, so errors of opening the data surface here.
+    pub(crate) async fn stream(&self, sql: &str) -> Result<ResultStream> {
+        let frame = self
+            .ctx
+            .sql_with_options(sql, guard::read_only_options())
+            .await
+            .map_err(plan_error)?;
+        let limit = self.memory_limit();
+        let mut rest = frame
+            .execute_stream()
+            .await
+            .map_err(|e| budget::engine_error(e, limit))?;
+        let first = match rest.next().await {
+            Some(Ok(b)) => Some(b),
+            Some(Err(e)) => return Err(budget::engine_error(e, limit)),
+            None => None,
+        };
+        Ok(ResultStream {
+            schema: rest.schema(),
+            first,
+            rest,
+            limit,
+        })
     }
 
     /// Plans and runs `sql` with the read-only options, without the statement check (callers
@@ -152,7 +239,11 @@ impl Catalog {
             .await
             .map_err(plan_error)?;
         let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
-        let mut batches = frame.collect().await?;
+        let limit = self.memory_limit();
+        let mut batches = frame
+            .collect()
+            .await
+            .map_err(|e| budget::engine_error(e, limit))?;
         if batches.is_empty() {
             // Keep the columns of an empty answer: CSV headers and Parquet schemas need them.
             batches.push(RecordBatch::new_empty(schema));
@@ -181,6 +272,33 @@ impl Catalog {
             }
         }
         Ok(bad)
+    }
+}
+
+/// The batches of a running statement, in order (see [`Catalog::sql_stream`]).
+pub struct ResultStream {
+    schema: SchemaRef,
+    first: Option<RecordBatch>,
+    rest: SendableRecordBatchStream,
+    limit: u64,
+}
+
+impl ResultStream {
+    /// The columns of the result, also when it has no rows.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// The next batch; None at the end.
+    pub async fn next(&mut self) -> Option<Result<RecordBatch>> {
+        if let Some(first) = self.first.take() {
+            return Some(Ok(first));
+        }
+        let limit = self.limit;
+        self.rest
+            .next()
+            .await
+            .map(|r| r.map_err(|e| budget::engine_error(e, limit)))
     }
 }
 
@@ -220,7 +338,7 @@ fn plan_error(e: DataFusionError) -> QueryError {
 }
 
 /// Errors that come from reading data, as opposed to planning it.
-fn is_data_error(e: &DataFusionError) -> bool {
+pub(crate) fn is_data_error(e: &DataFusionError) -> bool {
     // Only errors of reading Parquet: a division by zero or a bad cast in the query must not
     // send the session decoding every segment of the store.
     match e {

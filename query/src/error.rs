@@ -48,6 +48,21 @@ pub enum QueryError {
         #[source]
         source: std::io::Error,
     },
+    /// The query needed more memory than its budget, even spilling what could be spilled to
+    /// disk. Names the budget and the flag that raises it; the engine's account of which
+    /// operator asked for what is the source.
+    #[error(
+        "the query needs more memory than its budget of {}: raise it with --memory-limit \
+         (e.g. --memory-limit {}), or narrow the query (--since/--until, a container, fewer \
+         columns or groups)",
+        crate::budget::human_size(*limit),
+        crate::budget::suggest_double(*limit)
+    )]
+    MemoryBudget {
+        limit: u64,
+        #[source]
+        source: Box<datafusion::error::DataFusionError>,
+    },
     /// The engine failed while running a query.
     #[error(transparent)]
     Engine(#[from] datafusion::error::DataFusionError),

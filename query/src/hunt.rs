@@ -14,15 +14,20 @@
 //!
 //! The query must return those eight columns: `source_table` and `ktime_ns` (with `host` and
 //! `pid`) point at the row behind the finding, so an investigator can go from a finding to
-//! the evidence with one `SELECT`. The runner wraps each rule as a subquery and adds the
-//! window and container filters, which DataFusion pushes down into the rule's scans.
+//! the evidence with one `SELECT`. The runner wraps each rule as a subquery, limits the tables
+//! it reads to the hunt's window (partition filters, see [`Scope`]), adds the container
+//! filter, which DataFusion pushes down into the rule's scans, and streams the findings
+//! ([`run_each`]): a few rules at a time, each sorted by the engine, merged in time order.
 
+use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use futures::StreamExt;
+use quarry_store::Table;
+use serde::{Deserialize, Serialize};
 
-use crate::timeline::{Rows, sql_literal, timestamp_literal};
+use crate::timeline::{ContainerInfo, Rows, sql_literal, timestamp_literal, window_predicate};
 use crate::{Catalog, QueryError, Result};
 
 /// How bad a finding is.
@@ -207,12 +212,35 @@ pub fn parse_rule(origin: &str, text: &str) -> Result<Rule> {
 }
 
 /// Which rows a hunt looks at.
+///
+/// The window (`since`/`until`, and with `containers` the containers' recorded lifetimes)
+/// limits the rows every rule reads, on both sides of its joins: it becomes `dt`/`hour`
+/// partition filters and time bounds on the event tables, so a hunt over the last hour reads
+/// the last hour's segments only. A rule that correlates rows (a file written, then executed)
+/// sees both inside the window. The container filter applies to the findings.
 #[derive(Debug, Clone, Default)]
 pub struct Scope {
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
     /// Container ids (exact) to limit findings to.
     pub containers: Option<Vec<String>>,
+}
+
+impl Scope {
+    /// This scope limited to `container`'s recorded lifetime (when the store knows it):
+    /// nothing of a container is recorded outside it, so its hunt reads only those hours.
+    pub fn within_lifetime(mut self, container: &ContainerInfo) -> Scope {
+        if let Some(first) = container.first_seen {
+            self.since = Some(self.since.map_or(first, |s| s.max(first)));
+        }
+        if let Some(last) = container.last_seen {
+            // last_seen is when its last interval was sealed: a second of slack, as the
+            // timeline keeps.
+            let last = last + chrono::Duration::seconds(1);
+            self.until = Some(self.until.map_or(last, |u| u.min(last)));
+        }
+        self
+    }
 }
 
 /// One finding: a rule matched a row.
@@ -234,8 +262,110 @@ pub struct Finding {
     pub ktime_ns: Option<u64>,
 }
 
-/// Runs `rules` over `catalog` in `scope`; findings ordered by time.
+/// How many rules run at once: enough to overlap one rule's reading with another's joins,
+/// few enough that their operators share the memory budget in useful pieces.
+pub const PARALLEL_RULES: usize = 2;
+
+/// The event tables a hunt's window limits (they have `time`, `dt` and `hour`). The
+/// `container` table is left whole: it describes containers, not events in time.
+const WINDOWED_TABLES: [Table; 6] = [
+    Table::Process,
+    Table::File,
+    Table::Net,
+    Table::Syscall,
+    Table::Gap,
+    Table::Action,
+];
+
+/// Runs `rules` over `catalog` in `scope`; findings ordered by time, collected.
 pub async fn run(catalog: &mut Catalog, rules: &[Rule], scope: &Scope) -> Result<Vec<Finding>> {
+    let mut findings = Vec::new();
+    run_each(catalog, rules, scope, |f| {
+        findings.push(f);
+        Ok(())
+    })
+    .await?;
+    Ok(findings)
+}
+
+/// Runs `rules` over `catalog` in `scope` and hands each finding to `each`, in time order;
+/// returns how many there were.
+///
+/// Memory stays bounded whatever the number of findings: each rule's query sorts its own
+/// findings (inside the session's budget, spilling as needed) and they are written to an
+/// unnamed temporary file as they come; the files are then merged in time order, one
+/// finding of each in memory. At most [`PARALLEL_RULES`] rules run at once.
+pub async fn run_each(
+    catalog: &mut Catalog,
+    rules: &[Rule],
+    scope: &Scope,
+    mut each: impl FnMut(Finding) -> Result<()>,
+) -> Result<u64> {
+    let spill = catalog.spill_path().to_path_buf();
+    let mut done: Vec<Option<RuleFindings>> = (0..rules.len()).map(|_| None).collect();
+    // A segment found damaged inside is left out (the session reopened without it) and the
+    // rules it stopped run again; the second time, errors are final.
+    for attempt in 0..2 {
+        let todo: Vec<usize> = (0..rules.len()).filter(|i| done[*i].is_none()).collect();
+        let outcomes: Vec<(usize, Result<RuleFindings>)> = {
+            let session = &*catalog;
+            let spill = &spill;
+            futures::stream::iter(todo)
+                .map(|i| async move {
+                    let sql = rule_sql(&rules[i], scope);
+                    (i, run_rule(session, &sql, spill).await)
+                })
+                .buffer_unordered(PARALLEL_RULES)
+                .collect()
+                .await
+        };
+        let mut damaged = None;
+        for (i, outcome) in outcomes {
+            match outcome {
+                Ok(found) => done[i] = Some(found),
+                Err(QueryError::Engine(e)) if attempt == 0 && crate::catalog::is_data_error(&e) => {
+                    damaged = Some(e)
+                }
+                Err(e) => return Err(rule_error(&rules[i], e)),
+            }
+        }
+        match damaged {
+            Some(e) => catalog.leave_out_damaged(e).await?,
+            None => break,
+        }
+    }
+    let files: Vec<RuleFindings> = done
+        .into_iter()
+        .map(|d| d.expect("every rule ran or its error was returned"))
+        .collect();
+    merge(rules, files, &mut each)
+}
+
+fn rule_error(rule: &Rule, e: QueryError) -> QueryError {
+    QueryError::Rule {
+        path: rule.origin.clone(),
+        problem: e.to_string(),
+    }
+}
+
+/// The statement that runs `rule` in `scope`: the windowed tables (and the views over them)
+/// as CTEs shadowing the store's, the rule as a subquery, the findings filtered and sorted.
+fn rule_sql(rule: &Rule, scope: &Scope) -> String {
+    let mut ctes = Vec::new();
+    if scope.since.is_some() || scope.until.is_some() {
+        let window = window_predicate(scope.since, scope.until);
+        for table in WINDOWED_TABLES {
+            let name = table.name();
+            ctes.push(format!(
+                "{name} AS (SELECT * FROM quarry.store.{name} WHERE {window})"
+            ));
+        }
+        // The views are rebuilt over the windowed tables; the registered ones read the
+        // store's tables whole.
+        for (name, sql) in crate::views::definitions() {
+            ctes.push(format!("{name} AS ({sql})"));
+        }
+    }
     let mut filters = Vec::new();
     if let Some(s) = scope.since {
         filters.push(format!("time >= {}", timestamp_literal(s)));
@@ -252,54 +382,158 @@ pub async fn run(catalog: &mut Catalog, rules: &[Rule], scope: &Scope) -> Result
     } else {
         format!(" WHERE {}", filters.join(" AND "))
     };
-    let mut findings = Vec::new();
-    for rule in rules {
-        let sql = format!(
-            "SELECT time, host, container_id, pid, comm, source_table, ktime_ns, evidence \
-             FROM (\n{}\n) AS finding{filter}",
-            rule.sql
-        );
-        let batches = catalog
-            .run_resilient(&sql)
-            .await
-            .map_err(|e| QueryError::Rule {
-                path: rule.origin.clone(),
-                problem: e.to_string(),
-            })?;
-        for b in &batches {
-            let r = Rows::new(b)?;
-            for i in 0..b.num_rows() {
-                findings.push(Finding {
-                    rule: rule.id.clone(),
-                    title: rule.title.clone(),
-                    severity: rule.severity,
-                    mitre: rule.mitre.clone(),
-                    time: r.time("time", i).unwrap_or_default(),
-                    host: r.string("host", i),
-                    container_id: r.string("container_id", i),
-                    pid: r.int("pid", i),
-                    comm: r.string("comm", i),
-                    evidence: r.string("evidence", i).unwrap_or_default(),
-                    source_table: r.string("source_table", i).unwrap_or_default(),
-                    ktime_ns: r.int("ktime_ns", i).map(|v| v as u64),
-                });
+    let with = if ctes.is_empty() {
+        String::new()
+    } else {
+        format!("WITH {}\n", ctes.join(",\n"))
+    };
+    format!(
+        "{with}SELECT time, host, container_id, pid, comm, source_table, ktime_ns, evidence \
+         FROM (\n{}\n) AS finding{filter} \
+         ORDER BY time, ktime_ns, pid, host, evidence",
+        rule.sql
+    )
+}
+
+/// One rule's findings, sorted, deduplicated, in an unnamed temporary file.
+struct RuleFindings {
+    file: std::fs::File,
+}
+
+/// A finding of one rule as it waits in its file (the rule's own fields are the rule's).
+#[derive(Debug, Serialize, Deserialize)]
+struct Row {
+    time: i64,
+    host: Option<String>,
+    container_id: Option<String>,
+    pid: Option<i64>,
+    comm: Option<String>,
+    evidence: String,
+    source_table: String,
+    ktime_ns: Option<u64>,
+}
+
+impl Row {
+    /// A rule joining several rows can match one row more than once: one finding per row.
+    fn same_row(&self, other: &Row) -> bool {
+        self.ktime_ns == other.ktime_ns && self.pid == other.pid && self.host == other.host
+    }
+}
+
+/// Runs one rule's statement and writes its findings to a temporary file in `spill`.
+async fn run_rule(session: &Catalog, sql: &str, spill: &Path) -> Result<RuleFindings> {
+    let file = tempfile::tempfile_in(spill).map_err(|e| QueryError::io(spill, e))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, file);
+    let mut stream = session.stream(sql).await?;
+    let mut last: Option<Row> = None;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let r = Rows::new(&batch)?;
+        for i in 0..batch.num_rows() {
+            let row = Row {
+                time: r
+                    .time("time", i)
+                    .map(|t| t.timestamp_micros())
+                    .unwrap_or_default(),
+                host: r.string("host", i),
+                container_id: r.string("container_id", i),
+                pid: r.int("pid", i),
+                comm: r.string("comm", i),
+                evidence: r.string("evidence", i).unwrap_or_default(),
+                source_table: r.string("source_table", i).unwrap_or_default(),
+                ktime_ns: r.int("ktime_ns", i).map(|v| v as u64),
+            };
+            // Sorted by time, ktime_ns, pid and host: copies of one row are neighbours.
+            if last.as_ref().is_some_and(|l| l.same_row(&row)) {
+                continue;
             }
+            serde_json::to_writer(&mut out, &row).map_err(|e| QueryError::io(spill, e.into()))?;
+            out.write_all(b"\n").map_err(|e| QueryError::io(spill, e))?;
+            last = Some(row);
         }
     }
-    // A rule joining several rows can match one row more than once; one finding per row.
-    findings.sort_by(|a, b| {
-        (a.time, &a.rule, a.ktime_ns, a.pid, &a.evidence).cmp(&(
-            b.time,
-            &b.rule,
-            b.ktime_ns,
-            b.pid,
-            &b.evidence,
-        ))
-    });
-    findings.dedup_by(|a, b| {
-        a.rule == b.rule && a.ktime_ns == b.ktime_ns && a.pid == b.pid && a.host == b.host
-    });
-    Ok(findings)
+    let mut file = out
+        .into_inner()
+        .map_err(|e| QueryError::io(spill, e.into_error()))?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| QueryError::io(spill, e))?;
+    Ok(RuleFindings { file })
+}
+
+/// Merges the rules' sorted files into one time-ordered sequence of findings.
+fn merge(
+    rules: &[Rule],
+    files: Vec<RuleFindings>,
+    each: &mut impl FnMut(Finding) -> Result<()>,
+) -> Result<u64> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    use std::io::BufRead;
+
+    let mut readers: Vec<_> = files
+        .into_iter()
+        .map(|f| std::io::BufReader::with_capacity(1 << 16, f.file).lines())
+        .collect();
+    let read = |readers: &mut Vec<std::io::Lines<std::io::BufReader<std::fs::File>>>,
+                i: usize|
+     -> Result<Option<Row>> {
+        match readers[i].next() {
+            None => Ok(None),
+            Some(line) => {
+                let line = line.map_err(|e| QueryError::io("hunt findings", e))?;
+                let row: Row = serde_json::from_str(&line)
+                    .map_err(|e| QueryError::io("hunt findings", e.into()))?;
+                Ok(Some(row))
+            }
+        }
+    };
+    // Ordered by time, then rule id, then the row: the order findings have always had.
+    type Key = (i64, String, Option<u64>, Option<i64>, String, usize);
+    let key = |row: &Row, i: usize| -> Key {
+        (
+            row.time,
+            rules[i].id.clone(),
+            row.ktime_ns,
+            row.pid,
+            row.evidence.clone(),
+            i,
+        )
+    };
+    let mut heads: Vec<Option<Row>> = Vec::with_capacity(readers.len());
+    let mut heap = BinaryHeap::new();
+    for i in 0..readers.len() {
+        let head = read(&mut readers, i)?;
+        if let Some(row) = &head {
+            heap.push(Reverse(key(row, i)));
+        }
+        heads.push(head);
+    }
+    let mut count = 0u64;
+    while let Some(Reverse((.., i))) = heap.pop() {
+        let row = heads[i].take().expect("a rule in the heap has a head");
+        let next = read(&mut readers, i)?;
+        if let Some(n) = &next {
+            heap.push(Reverse(key(n, i)));
+        }
+        heads[i] = next;
+        let rule = &rules[i];
+        count += 1;
+        each(Finding {
+            rule: rule.id.clone(),
+            title: rule.title.clone(),
+            severity: rule.severity,
+            mitre: rule.mitre.clone(),
+            time: DateTime::from_timestamp_micros(row.time).unwrap_or_default(),
+            host: row.host,
+            container_id: row.container_id,
+            pid: row.pid,
+            comm: row.comm,
+            evidence: row.evidence,
+            source_table: row.source_table,
+            ktime_ns: row.ktime_ns,
+        })?;
+    }
+    Ok(count)
 }
 
 #[cfg(test)]

@@ -10,7 +10,12 @@
 //! The engine only ever sees the store through [`segments::SealedSegments`], an object store
 //! that lists sealed, healthy segments and refuses every write; statements are checked before
 //! planning ([`guard`]). Together they keep `quarry sql` read-only and inside the store.
+//!
+//! Every session has a memory budget and spills to a private temporary directory when an
+//! operator needs more ([`budget`]); results can be read as a stream of batches
+//! ([`Catalog::sql_stream`]) and written as they arrive ([`output::Writer`]).
 
+pub mod budget;
 pub mod catalog;
 pub mod guard;
 pub mod hunt;
@@ -22,5 +27,6 @@ pub mod views;
 mod error;
 mod html;
 
-pub use catalog::{Catalog, Skipped};
+pub use budget::SessionOptions;
+pub use catalog::{Catalog, ResultStream, Skipped};
 pub use error::{QueryError, Result};

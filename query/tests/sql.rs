@@ -315,6 +315,36 @@ fn hunt_finds_the_fixture_attack_and_points_at_rows() {
             let rows = catalog.sql(&sql).await.unwrap();
             assert_eq!(render(&rows), vec!["1"], "{sql}");
         }
+        // Scoped to the container's lifetime (partition filters on every table the rules
+        // read, both sides of their joins), the same findings; a window after its life,
+        // none.
+        let web = quarry_query::timeline::find_container(&mut catalog, "web")
+            .await
+            .unwrap();
+        let scope = Scope {
+            containers: Some(vec![web.id.clone()]),
+            ..Scope::default()
+        }
+        .within_lifetime(&web);
+        assert!(scope.since.is_some() && scope.until.is_some());
+        let scoped = hunt::run(&mut catalog, &rules, &scope).await.unwrap();
+        let key = |f: &hunt::Finding| (f.rule.clone(), f.pid, f.ktime_ns, f.time);
+        assert_eq!(
+            scoped.iter().map(key).collect::<Vec<_>>(),
+            findings.iter().map(key).collect::<Vec<_>>()
+        );
+        let later = Scope {
+            since: web.last_seen.map(|t| t + chrono::Duration::hours(2)),
+            ..Scope::default()
+        };
+        assert!(
+            hunt::run(&mut catalog, &rules, &later)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // Findings come in time order.
+        assert!(findings.windows(2).all(|w| w[0].time <= w[1].time));
         // Scoped to the other container: nothing.
         let scope = Scope {
             containers: Some(vec![common::DB.into()]),

@@ -1,11 +1,16 @@
-//! `quarry-bench query`: a synthetic store of realistic shape and size, and the timings of
-//! `quarry timeline` and `quarry hunt` over it, next to DuckDB on the same files.
+//! `quarry-bench query`: a synthetic store of realistic shape and size, and the timings and
+//! peak memory of `quarry timeline`, `quarry hunt` and `quarry sql` over it, next to DuckDB on
+//! the same files.
 //!
 //! ```text
 //! quarry-bench query generate --store DIR [--rows 100000000] [--containers 200] [--hours 24]
 //!                             [--segment-rows 1000000]
-//! quarry-bench query run --store DIR [--runs 5] [--format json]
+//! quarry-bench query run --store DIR [--runs 5] [--format json] [--only hunt]
 //! ```
+//!
+//! Each command runs as its own `quarry` process; its peak RSS is that process's own
+//! (`wait4`), so the figures are what a responder's shell would see. The hunt over the whole
+//! store (every built-in rule) has a target: at most 15 s and 1 GiB on the 100 M-row store.
 //!
 //! The generator seals through quarry-store exactly as the recorder does (same schemas,
 //! clustering, bloom filters, manifest), so what is measured is what a responder would meet.
@@ -433,22 +438,58 @@ fn dir_size(dir: &Path) -> u64 {
     total
 }
 
-/// Runs the `quarry` binary next to this one and returns (seconds, stdout bytes).
-fn time_quarry(args: &[&str]) -> anyhow::Result<(f64, usize)> {
+/// One run of a `quarry` command.
+struct Run {
+    secs: f64,
+    /// Bytes it wrote to standard output.
+    bytes: u64,
+    /// Its peak resident memory.
+    peak_rss: u64,
+}
+
+/// Runs the `quarry` binary next to this one, counting (not keeping) what it prints.
+fn time_quarry(args: &[&str]) -> anyhow::Result<Run> {
+    use std::io::Read;
     let exe = std::env::current_exe()?.with_file_name("quarry");
     let started = Instant::now();
-    let out = Command::new(&exe)
+    let mut child = Command::new(&exe)
         .args(args)
-        .output()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .with_context(|| format!("running {}", exe.display()))?;
-    let secs = started.elapsed().as_secs_f64();
-    if !out.status.success() && out.status.code() != Some(4) {
-        bail!(
-            "quarry {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let mut stderr = child.stderr.take().context("stderr is piped")?;
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let bytes = std::io::copy(
+        &mut child.stdout.take().context("stdout is piped")?,
+        &mut std::io::sink(),
+    )?;
+    // wait4 gives this child's own peak RSS (getrusage of the children is the largest of all).
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to overwrite.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the pid is our unwaited child; status and usage are valid for writes.
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error()).context("waiting for quarry");
     }
-    Ok((secs, out.stdout.len()))
+    let secs = started.elapsed().as_secs_f64();
+    let errors = errors.join().unwrap_or_default();
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    if code != Some(0) && code != Some(4) {
+        bail!("quarry {args:?} failed ({code:?}): {errors}");
+    }
+    Ok(Run {
+        secs,
+        bytes,
+        // ru_maxrss is in KiB on Linux.
+        peak_rss: usage.ru_maxrss as u64 * 1024,
+    })
 }
 
 /// The median of `v` (the upper one of an even count).
@@ -461,12 +502,14 @@ fn bench(args: &[&str]) -> anyhow::Result<()> {
     let mut store = None;
     let mut runs = 5;
     let mut json = false;
+    let mut only: Option<String> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match *a {
             "--store" => store = it.next().map(PathBuf::from),
             "--runs" => runs = it.next().context("--runs N")?.parse()?,
             "--format" => json = it.next() == Some(&"json"),
+            "--only" => only = Some(it.next().context("--only WORD")?.to_string()),
             other => bail!("unknown argument {other}"),
         }
     }
@@ -477,19 +520,32 @@ fn bench(args: &[&str]) -> anyhow::Result<()> {
     let long = container_id(11);
     let results = std::cell::RefCell::new(serde_json::Map::new());
     let measure = |name: &str, args: Vec<&str>| -> anyhow::Result<()> {
+        if only.as_deref().is_some_and(|o| !name.contains(o)) {
+            return Ok(());
+        }
         let mut times = Vec::new();
         let mut bytes = 0;
+        let mut peak = 0;
         for _ in 0..runs {
-            let (t, b) = time_quarry(&args)?;
-            times.push(t);
-            bytes = b;
+            let run = time_quarry(&args)?;
+            times.push(run.secs);
+            bytes = run.bytes;
+            peak = peak.max(run.peak_rss);
         }
         let first = times[0];
         let med = median(times.clone());
+        let mib = peak as f64 / (1 << 20) as f64;
         if !json {
-            println!("{name:<44} first {first:>7.3}s  median {med:>7.3}s  ({bytes} bytes out)");
+            println!(
+                "{name:<44} first {first:>7.3}s  median {med:>7.3}s  peak RSS {mib:>7.1} MiB  \
+                 ({bytes} bytes out)"
+            );
         }
-        results.borrow_mut().insert(name.into(), serde_json::json!({"first_s": first, "median_s": med, "runs": runs, "output_bytes": bytes}));
+        results.borrow_mut().insert(
+            name.into(),
+            serde_json::json!({"first_s": first, "median_s": med, "runs": runs,
+                               "output_bytes": bytes, "peak_rss_bytes": peak}),
+        );
         Ok(())
     };
     measure(
@@ -503,6 +559,25 @@ fn bench(args: &[&str]) -> anyhow::Result<()> {
     measure(
         "hunt, all rules, whole store",
         vec!["hunt", "--store", s, "--format", "json"],
+    )?;
+    if !json
+        && only
+            .as_deref()
+            .is_none_or(|o| "hunt, all rules, whole store".contains(o))
+    {
+        println!("{:<44} (target on 100 M rows: <= 15 s, <= 1024 MiB)", "");
+    }
+    measure(
+        "hunt, all rules, last 6 hours of the store",
+        vec![
+            "hunt",
+            "--since",
+            "2026-10-01T18:00:00Z",
+            "--store",
+            s,
+            "--format",
+            "json",
+        ],
     )?;
     measure(
         "hunt, all rules, one container",
@@ -544,8 +619,12 @@ out = {{"duckdb: timeline scans (9 of 24h)": t(timeline), "duckdb count(*) sysca
 print(json.dumps(out))
 "#
     );
-    let out = Command::new("python3").arg("-c").arg(&script).output()?;
-    if out.status.success() {
+    // With --only, DuckDB is left out too.
+    let out = match &only {
+        None => Some(Command::new("python3").arg("-c").arg(&script).output()?),
+        Some(_) => None,
+    };
+    if let Some(out) = out.as_ref().filter(|o| o.status.success()) {
         let duck: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&out.stdout)?;
         for (name, times) in duck {
             let times: Vec<f64> = serde_json::from_value(times)?;
@@ -558,7 +637,7 @@ print(json.dumps(out))
                 serde_json::json!({"first_s": first, "median_s": med, "runs": runs}),
             );
         }
-    } else {
+    } else if let Some(out) = out {
         eprintln!(
             "duckdb comparison skipped: {}",
             String::from_utf8_lossy(&out.stderr)

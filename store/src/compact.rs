@@ -8,21 +8,31 @@
 //! and the last removal leaves sources the new segment `replaces` still listed;
 //! [`Store::recover`] finishes removing them, so rows are never lost and duplicates do not
 //! outlive the next start.
+//!
+//! Memory: a merge is bounded by the rows it decodes ([`CompactPolicy::max_rows`], from the
+//! manifest's row counts: raw-stream segments hold millions of rows in a few MiB, so bytes
+//! alone say little) and streams: sources are read a batch at a time and the merged segment
+//! is written a row group at a time, so a merge holds one row group plus one batch per
+//! source. The merged segment keeps the store's clustering: rows grouped by container (the
+//! host's first, then containers in id order), each container's rows in sealing order.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::path::PathBuf;
 use std::time::Duration;
 
+use arrow::array::{Array, AsArray, StringArray};
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::layout::{self, Partition, Store, segment_file_name};
 use crate::manifest::{EntryBody, Manifest, ManifestLock, ManifestOp, NewEntry};
 use crate::retention::HoldCheck;
-use crate::segment::write_parquet_batches;
+use crate::segment::{max_row_group_rows, write_parquet_groups};
 use crate::{Result, StoreError};
 
 /// Which segments to merge.
@@ -32,6 +42,8 @@ pub struct CompactPolicy {
     pub small_bytes: u64,
     /// A merged segment is built from at most this many bytes of sources.
     pub target_bytes: u64,
+    /// ... and holds at most this many rows (what a merge decodes).
+    pub max_rows: u64,
     /// An hour is compacted only once it ended at least this long ago (late rows of a just
     /// closed hour may still be sealed into it).
     pub settle: Duration,
@@ -42,6 +54,7 @@ impl Default for CompactPolicy {
         CompactPolicy {
             small_bytes: 4 << 20,
             target_bytes: 64 << 20,
+            max_rows: 2_000_000,
             settle: Duration::from_secs(300),
         }
     }
@@ -95,13 +108,15 @@ impl Store {
         let mut seq = 0u64;
         for (partition, segs) in by_partition {
             let mut groups: Vec<Vec<&EntryBody>> = vec![Vec::new()];
-            let mut size = 0u64;
+            let (mut size, mut rows) = (0u64, 0u64);
             for s in segs {
-                if size + s.bytes > policy.target_bytes && !groups.last().unwrap().is_empty() {
+                let over = size + s.bytes > policy.target_bytes || rows + s.rows > policy.max_rows;
+                if over && !groups.last().unwrap().is_empty() {
                     groups.push(Vec::new());
-                    size = 0;
+                    (size, rows) = (0, 0);
                 }
                 size += s.bytes;
+                rows += s.rows;
                 groups.last_mut().unwrap().push(s);
             }
             for group in groups.into_iter().filter(|g| g.len() >= 2) {
@@ -136,9 +151,12 @@ impl Store {
         now: DateTime<Utc>,
         seq: u64,
     ) -> Result<Option<Compaction>> {
-        let mut batches: Vec<RecordBatch> = Vec::new();
-        // Segments sealed before a column was added get it as nulls.
-        let schema = crate::schema::schema_of(partition.table);
+        // The sources' bytes are read and hashed first and decoded from those same bytes:
+        // nothing the manifest does not vouch for is merged. Compressed, they are at most the
+        // policy's target bytes.
+        let mut sources = Vec::with_capacity(group.len());
+        let expected: u64 = group.iter().map(|b| b.rows).sum();
+        let batch_rows = (MERGE_ROWS_IN_FLIGHT / group.len().max(1)).clamp(1024, 8192);
         for body in group {
             let path = self.resolve(&body.path)?;
             let data = match fs::read(&path) {
@@ -157,22 +175,23 @@ impl Store {
                 path: path.clone(),
                 source,
             };
-            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(data))
-                .map_err(parquet_err)?
+            let builder = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(data))
+                .map_err(parquet_err)?;
+            let rows = builder.metadata().file_metadata().num_rows();
+            if u64::try_from(rows).ok() != Some(body.rows) {
+                log::warn!(
+                    "not compacting {}: {} holds {rows} rows, the manifest says {}",
+                    partition.relative_dir().display(),
+                    body.path,
+                    body.rows
+                );
+                return Ok(None);
+            }
+            let reader = builder
+                .with_batch_size(batch_rows)
                 .build()
                 .map_err(parquet_err)?;
-            for b in reader {
-                batches.push(crate::schema::upgrade_batch(b?, &schema)?);
-            }
-        }
-        let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-        let expected: u64 = group.iter().map(|b| b.rows).sum();
-        if rows != expected {
-            log::warn!(
-                "not compacting {}: its segments hold {rows} rows, the manifest says {expected}",
-                partition.relative_dir().display()
-            );
-            return Ok(None);
+            sources.push(Source::new(path, reader));
         }
         let dir_rel = partition.relative_dir();
         let name = segment_file_name(now, COMPACTION_RUN_ID, seq);
@@ -181,11 +200,30 @@ impl Store {
         layout::refuse_symlink(&self.staging_dir())?;
         layout::create_private_dirs(&self.staging_dir())
             .map_err(|e| StoreError::io(self.staging_dir(), e))?;
-        let (bytes, sha256) = write_parquet_batches(&staged, partition.table, &batches)
-            .inspect_err(|_| {
+        let mut merged = Merge::new(
+            sources,
+            crate::schema::schema_of(partition.table),
+            max_row_group_rows(partition.table),
+        );
+        let written = write_parquet_groups(&staged, partition.table, &mut merged);
+        let (bytes, sha256) = match (written, merged.error.take()) {
+            (Ok(done), None) => done,
+            (Err(e), _) | (_, Some(e)) => {
                 let _ = fs::remove_file(&staged);
-            })?;
-        drop(batches);
+                return Err(e);
+            }
+        };
+        let rows = merged.rows;
+        if rows != expected {
+            // The footers agreed with the manifest; the rows did not decode to them.
+            let _ = fs::remove_file(&staged);
+            log::warn!(
+                "not compacting {}: its segments hold {rows} rows, the manifest says {expected}",
+                partition.relative_dir().display()
+            );
+            return Ok(None);
+        }
+        drop(merged);
 
         let guard = manifest.lock()?;
         let log = manifest.read()?;
@@ -274,4 +312,154 @@ fn compacted_reason(merged: &str, after_crash: bool) -> String {
             ""
         }
     )
+}
+
+/// Rows a merge decodes ahead across all its sources (a batch of each), on top of the row
+/// group being built.
+const MERGE_ROWS_IN_FLIGHT: usize = 256 * 1024;
+
+/// One source segment being read: its current batch and how far into it the merge is.
+struct Source {
+    path: PathBuf,
+    reader: ParquetRecordBatchReader,
+    batch: Option<RecordBatch>,
+    offset: usize,
+}
+
+impl Source {
+    fn new(path: PathBuf, reader: ParquetRecordBatchReader) -> Source {
+        Source {
+            path,
+            reader,
+            batch: None,
+            offset: 0,
+        }
+    }
+
+    /// Makes sure a row is ready; false at the end of the segment.
+    fn ready(&mut self, schema: &SchemaRef) -> Result<bool> {
+        while self
+            .batch
+            .as_ref()
+            .is_none_or(|b| self.offset >= b.num_rows())
+        {
+            match self.reader.next() {
+                None => {
+                    self.batch = None;
+                    return Ok(false);
+                }
+                Some(b) => {
+                    let b = b.map_err(|e| StoreError::Parquet {
+                        path: self.path.clone(),
+                        source: e.into(),
+                    })?;
+                    // Segments sealed before a column was added get it as nulls.
+                    self.batch = Some(crate::schema::upgrade_batch(b, schema)?);
+                    self.offset = 0;
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    fn containers(&self) -> Option<&StringArray> {
+        self.batch
+            .as_ref()?
+            .column_by_name("container_id")?
+            .as_string_opt::<i32>()
+    }
+
+    /// The container of the next row (None: the host's, or a table without containers).
+    fn key(&self) -> Option<&str> {
+        let c = self.containers()?;
+        (!c.is_null(self.offset)).then(|| c.value(self.offset))
+    }
+
+    /// Takes the rows from the current one on that share its container, up to `limit`,
+    /// without leaving the current batch.
+    fn take_run(&mut self, limit: usize) -> RecordBatch {
+        let batch = self.batch.as_ref().expect("ready was called");
+        let end = (self.offset + limit).min(batch.num_rows());
+        let len = match self.containers() {
+            None => end - self.offset,
+            Some(c) => {
+                let key = (!c.is_null(self.offset)).then(|| c.value(self.offset));
+                (self.offset..end)
+                    .take_while(|&i| (!c.is_null(i)).then(|| c.value(i)) == key)
+                    .count()
+            }
+        };
+        let run = batch.slice(self.offset, len);
+        self.offset += len;
+        run
+    }
+}
+
+/// The merged rows as row groups: container by container in key order (the host's rows
+/// first), each container's rows source by source (sealing order). Sources are sorted that
+/// way already, so this streams; a source that is not (an older merge) still gives every
+/// row once, only less tightly grouped. A read error ends the groups and is kept in `error`.
+struct Merge {
+    sources: Vec<Source>,
+    schema: SchemaRef,
+    group_rows: usize,
+    rows: u64,
+    error: Option<StoreError>,
+}
+
+impl Merge {
+    fn new(sources: Vec<Source>, schema: SchemaRef, group_rows: usize) -> Merge {
+        Merge {
+            sources,
+            schema,
+            group_rows: group_rows.max(1),
+            rows: 0,
+            error: None,
+        }
+    }
+
+    fn next_group(&mut self) -> Result<Option<Vec<RecordBatch>>> {
+        let mut group = Vec::new();
+        let mut rows = 0;
+        while rows < self.group_rows {
+            // The smallest next container among the sources (the host's, None, first).
+            let mut key: Option<Option<String>> = None;
+            for s in &mut self.sources {
+                if s.ready(&self.schema)? {
+                    let k = s.key();
+                    if key.as_ref().is_none_or(|best| k < best.as_deref()) {
+                        key = Some(k.map(str::to_string));
+                    }
+                }
+            }
+            let Some(key) = key else { break };
+            for s in &mut self.sources {
+                while rows < self.group_rows && s.ready(&self.schema)? && s.key() == key.as_deref()
+                {
+                    let run = s.take_run(self.group_rows - rows);
+                    rows += run.num_rows();
+                    group.push(run);
+                }
+            }
+        }
+        self.rows += rows as u64;
+        Ok((!group.is_empty()).then_some(group))
+    }
+}
+
+impl Iterator for Merge {
+    type Item = Vec<RecordBatch>;
+
+    fn next(&mut self) -> Option<Vec<RecordBatch>> {
+        if self.error.is_some() {
+            return None;
+        }
+        match self.next_group() {
+            Ok(group) => group,
+            Err(e) => {
+                self.error = Some(e);
+                None
+            }
+        }
+    }
 }

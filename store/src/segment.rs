@@ -380,6 +380,25 @@ pub fn write_parquet_batches(
     table: Table,
     batches: &[RecordBatch],
 ) -> Result<(u64, String)> {
+    write_parquet_groups(path, table, row_groups(batches, max_row_group_rows(table)))
+}
+
+/// The most rows a row group of `table`'s segments holds.
+pub(crate) fn max_row_group_rows(table: Table) -> usize {
+    writer_properties(table)
+        .max_row_group_row_count()
+        .unwrap_or(usize::MAX)
+        .max(1)
+}
+
+/// [`write_parquet_batches`] with the row groups given one by one (each at most
+/// [`max_row_group_rows`] rows), each written out before the next is asked for: a merge
+/// holds one row group, not the segment.
+pub(crate) fn write_parquet_groups(
+    path: &Path,
+    table: Table,
+    groups: impl IntoIterator<Item = Vec<RecordBatch>>,
+) -> Result<(u64, String)> {
     let schema = crate::schema::schema_of(table);
     let file = OpenOptions::new()
         .write(true)
@@ -392,11 +411,11 @@ pub fn write_parquet_batches(
         source,
     };
     let sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
-    let mut sink = write_row_groups(
+    let mut sink = write_groups(
         sink,
         &schema,
         writer_properties(table),
-        batches,
+        groups,
         run_columns(table),
     )
     .map_err(parquet_err)?;
@@ -409,10 +428,9 @@ pub fn write_parquet_batches(
     Ok((bytes, sha256))
 }
 
-/// Writes `batches` to `sink` as Parquet: row groups of at most the properties' row count,
-/// the columns named in `run_columns` encoded by [`crate::runs`] where it applies and every
-/// other column (and any chunk it declines) by Parquet's Arrow writer. Returns the sink after
-/// the footer is written.
+/// Writes `batches` to `sink` as Parquet in row groups of at most the properties' row count
+/// (see [`write_groups`]).
+#[cfg(test)]
 fn write_row_groups<W: Write + Send>(
     sink: W,
     schema: &SchemaRef,
@@ -421,11 +439,30 @@ fn write_row_groups<W: Write + Send>(
     run_columns: &[&str],
 ) -> parquet::errors::Result<W> {
     let max_rows = props.max_row_group_row_count().unwrap_or(usize::MAX).max(1);
+    write_groups(
+        sink,
+        schema,
+        props,
+        row_groups(batches, max_rows),
+        run_columns,
+    )
+}
+
+/// Writes `groups` to `sink` as Parquet, each as one row group, in order: the columns named in
+/// `run_columns` encoded by [`crate::runs`] where it applies and every other column (and any
+/// chunk it declines) by Parquet's Arrow writer. Returns the sink after the footer is written.
+fn write_groups<W: Write + Send>(
+    sink: W,
+    schema: &SchemaRef,
+    props: WriterProperties,
+    groups: impl IntoIterator<Item = Vec<RecordBatch>>,
+    run_columns: &[&str],
+) -> parquet::errors::Result<W> {
     let (mut file, column_writers) =
         ArrowWriter::try_new(sink, schema.clone(), Some(props.clone()))?
             .into_serialized_writer()?;
     let leaves = file.schema_descr().columns().to_vec();
-    for (index, group) in row_groups(batches, max_rows).iter().enumerate() {
+    for (index, group) in groups.into_iter().enumerate() {
         let mut writers = column_writers.create_column_writers(index)?.into_iter();
         let mut row_group = file.next_row_group()?;
         let mut leaf = 0;

@@ -426,3 +426,91 @@ fn retention_while_sealing_loses_no_row_of_the_current_hour() {
     assert_eq!(live_rows, sealed);
     assert_verifies(&store);
 }
+
+/// Raw-stream segments are a few bytes a row: merging by bytes alone would decode tens of
+/// millions of rows at once. Merges stop at the row bound, and each merged segment keeps the
+/// rows grouped by container, each container's rows in the order they were sealed.
+#[test]
+fn merges_of_raw_stream_segments_respect_the_row_bound_and_keep_containers_together() {
+    use arrow::array::{ArrayRef, StringArray};
+    use quarry_store::schema::{SyscallBuilder, SyscallRow};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path()).unwrap();
+    let (segments, per_segment) = (30u64, 4000usize);
+    let containers = [None, Some("c1"), Some("c2"), Some("c3")];
+    let mut sealed: BTreeMap<Option<String>, u64> = BTreeMap::new();
+    for seq in 0..segments {
+        let time = hour(2) + chrono::Duration::seconds(seq as i64 * 60);
+        let mut b = SyscallBuilder::default();
+        let mut ids = Vec::new();
+        for i in 0..per_segment {
+            let comm = b.intern_comm("app");
+            b.append(SyscallRow {
+                time_micros: time.timestamp_micros() + i as i64,
+                ktime_ns: seq * 1_000_000 + i as u64,
+                pid: 100 + (i % 7) as i32,
+                tid: 100 + (i % 7) as i32,
+                comm,
+                cgroup_id: 9,
+                nr: 0,
+                ret: 1,
+                ktime_slack_ns: None,
+                source: 0,
+            });
+            // Interleaved, as rows arrive: sealing groups them.
+            let c = containers[(i * 7 + seq as usize) % containers.len()];
+            ids.push(c);
+            *sealed.entry(c.map(String::from)).or_default() += 1;
+        }
+        let batch = b.finish("node", |_| Some("read"));
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        let at = batch.schema().index_of("container_id").unwrap();
+        columns[at] = Arc::new(StringArray::from(ids));
+        let batch = arrow::record_batch::RecordBatch::try_new(batch.schema(), columns).unwrap();
+        let p = Partition::for_time(Table::Syscall, time, "node");
+        store.seal(&p, &batch, 1, seq).unwrap();
+    }
+    let bound = 25_000;
+    let policy = CompactPolicy {
+        max_rows: bound,
+        ..CompactPolicy::default()
+    };
+    assert!(CompactPolicy::default().max_rows <= 2_000_000);
+    let done = store.compact(&policy, now(), false).unwrap();
+    // 120 000 rows in merges of at most 6 segments (24 000 rows): 5 merges.
+    assert_eq!(done.len(), 5, "{done:#?}");
+    assert!(done.iter().all(|c| c.rows <= bound), "{done:#?}");
+    assert_eq!(done.iter().map(|c| c.rows).sum::<u64>(), 120_000);
+    assert_eq!(store.segments(Table::Syscall).unwrap().len(), 5);
+
+    let mut kept: BTreeMap<Option<String>, u64> = BTreeMap::new();
+    for path in store.segments(Table::Syscall).unwrap() {
+        let batches = quarry_store::read::read_segment(&path).unwrap();
+        let mut order: Vec<(Option<String>, u64)> = Vec::new();
+        for batch in &batches {
+            let c = batch
+                .column_by_name("container_id")
+                .unwrap()
+                .as_string::<i32>();
+            let k = batch
+                .column_by_name("ktime_ns")
+                .unwrap()
+                .as_primitive::<arrow::datatypes::UInt64Type>();
+            for i in 0..batch.num_rows() {
+                let id = (!c.is_null(i)).then(|| c.value(i).to_string());
+                *kept.entry(id.clone()).or_default() += 1;
+                order.push((id, k.value(i)));
+            }
+        }
+        // Grouped by container (the host's rows first), in sealing order inside each.
+        assert!(
+            order.windows(2).all(|w| w[0] < w[1]),
+            "{} is not clustered by container and time",
+            path.display()
+        );
+    }
+    assert_eq!(kept, sealed);
+    assert_verifies(&store);
+}
