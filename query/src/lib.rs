@@ -12,6 +12,7 @@
 //! planning ([`guard`]). Together they keep `quarry sql` read-only and inside the store.
 
 pub mod catalog;
+pub mod fixture;
 pub mod guard;
 pub mod hunt;
 pub mod output;

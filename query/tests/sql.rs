@@ -402,3 +402,23 @@ fn syscall_segments_from_before_the_slack_column_read_as_exact() {
         assert_eq!(render(&got), vec!["6 | 2 | 300"]);
     });
 }
+
+/// Every built-in rule has a fixture with a positive and a negative case, and raises exactly
+/// the findings each case expects (what `quarry hunt --test` runs).
+#[test]
+fn builtin_rules_pass_their_fixtures() {
+    rt().block_on(async {
+        let mut failures = Vec::new();
+        for rule in hunt::builtin_rules() {
+            let text = rule.fixture.as_deref().expect("every built-in rule has a fixture");
+            let results = quarry_query::fixture::run(&rule, text).await.unwrap();
+            assert!(
+                results.iter().any(|r| r.expected > 0) && results.iter().any(|r| r.expected == 0),
+                "{}: needs a positive and a negative case",
+                rule.id
+            );
+            failures.extend(results.into_iter().filter(|r| !r.passed()));
+        }
+        assert!(failures.is_empty(), "{failures:#?}");
+    });
+}
