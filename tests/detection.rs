@@ -172,7 +172,10 @@ fn behaviours_raise_their_rules() {
     let c = container(&id, false, None);
     let behaviours: &[(&str, &str)] = &[
         ("QH011", "cp /bin/busybox /tmp/suid && chmod u+s /tmp/suid"),
-        ("QH012", "mkdir -p /tmp/cg && echo /x > /tmp/cg/release_agent"),
+        (
+            "QH012",
+            "mkdir -p /tmp/cg && echo /x > /tmp/cg/release_agent",
+        ),
         ("QH013", "arping -c 1 -w 1 -I lo 127.0.0.1"),
         ("QH014", "cat /proc/1/environ > /dev/null"),
         ("QH015", "touch /tmp/.hidden"),
@@ -182,7 +185,10 @@ fn behaviours_raise_their_rules() {
         ("QH019", "cp /bin/busybox /dev/shm/x && /dev/shm/x true"),
         ("QH020", "echo ZWNobyBoaQo= | base64 -d | sh"),
         ("QH021", "echo x > /tmp/x.ko && insmod /tmp/x.ko"),
-        ("QH022", "mkdir -p /run && touch /run/docker.sock && cat /run/docker.sock"),
+        (
+            "QH022",
+            "mkdir -p /run && touch /run/docker.sock && cat /run/docker.sock",
+        ),
         ("QH024", "echo 'evil:x:0:0::/:/bin/sh' >> /etc/passwd"),
         ("QH025", "find / -name id_rsa"),
         ("QH026", "echo 'echo hi' > /tmp/p.sh && chmod +x /tmp/p.sh"),

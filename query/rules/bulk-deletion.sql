@@ -27,6 +27,7 @@ bursts AS (
 )
 SELECT d.time, d.host, d.container_id, d.pid, d.comm, 'file' AS source_table, d.ktime_ns,
        concat(d.comm, ' deleted ', b.files, ' files in a minute, starting with ', d.path)
+         AS evidence
 FROM bursts b
 JOIN deleted d ON d.host = b.host AND d.pid = b.pid AND d.ktime_ns = b.first_ktime
 UNION ALL

@@ -255,7 +255,11 @@ fn process_row(r: &Row) -> Result<(ProcessRow, ProcessFacts)> {
 
 fn file_row(r: &Row) -> Result<FileRow> {
     let event = known(FILE_EVENTS, "file event", &r.event)?;
-    let syscall = known(SYSCALLS, "syscall", r.syscall.as_deref().unwrap_or(&r.event))?;
+    let syscall = known(
+        SYSCALLS,
+        "syscall",
+        r.syscall.as_deref().unwrap_or(&r.event),
+    )?;
     // Paths in fixtures are what the recorder would store: absolute and normalized (a
     // symlink's target as written).
     let absolute = |p: &Option<String>| p.clone().filter(|p| p.starts_with('/'));
@@ -345,7 +349,10 @@ fn build(root: &std::path::Path, fixture: &Fixture, case: &Case) -> Result<()> {
         events: case.rows.len() as u64,
     };
     let batches = [
-        (Table::Process, process_batch_with_facts(HOST, &procs, &facts)),
+        (
+            Table::Process,
+            process_batch_with_facts(HOST, &procs, &facts),
+        ),
         (Table::File, file_batch(HOST, &files)),
         (Table::Net, net_batch(HOST, &nets)),
         (Table::Container, container_batch(HOST, &[container])),
@@ -354,7 +361,12 @@ fn build(root: &std::path::Path, fixture: &Fixture, case: &Case) -> Result<()> {
         if batch.num_rows() == 0 {
             continue;
         }
-        store.seal(&Partition::for_time(table, t0(), HOST), &batch, 1, seq as u64)?;
+        store.seal(
+            &Partition::for_time(table, t0(), HOST),
+            &batch,
+            1,
+            seq as u64,
+        )?;
     }
     Ok(())
 }
@@ -369,8 +381,8 @@ pub async fn run(rule: &Rule, text: &str) -> Result<Vec<CaseResult>> {
         build(dir.path(), &fixture, case)
             .map_err(|e| QueryError::Fixture(format!("{} case {:?}: {e}", rule.id, case.name)))?;
         let mut catalog = Catalog::open(dir.path()).await?;
-        let findings = hunt::run(&mut catalog, std::slice::from_ref(rule), &Scope::default())
-            .await?;
+        let findings =
+            hunt::run(&mut catalog, std::slice::from_ref(rule), &Scope::default()).await?;
         results.push(CaseResult {
             rule: rule.id.clone(),
             case: case.name.clone(),

@@ -296,7 +296,9 @@ impl<P: ProcView> Calls<P> {
                 }
                 let image = Image {
                     start_ns: row.start_ns,
-                    mnt_ns: parent.and_then(|p| self.images.get(&p)).and_then(|i| i.mnt_ns),
+                    mnt_ns: parent
+                        .and_then(|p| self.images.get(&p))
+                        .and_then(|i| i.mnt_ns),
                 };
                 self.images.insert(pid, image);
             }

@@ -4,9 +4,8 @@
 //! comm) are tested without loading anything.
 
 use quarry_recorder_common::{
-    CallEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent, KIND_CALL, KIND_CALL_ENTRY,
-    KIND_EXEC, KIND_EXIT,
-    KIND_FORK, KIND_RAW_BATCH, KIND_TCP_STATE, RAW_BATCH_HEADER_LEN, RAW_KTIME_UNREAD,
+    CallEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent, KIND_CALL, KIND_CALL_ENTRY, KIND_EXEC,
+    KIND_EXIT, KIND_FORK, KIND_RAW_BATCH, KIND_TCP_STATE, RAW_BATCH_HEADER_LEN, RAW_KTIME_UNREAD,
     RAW_SLOT_THREAD, RawBatchHeader, RawSlot, RawThread, TcpStateEvent, read_record,
 };
 use quarry_store::schema::{ProcessEvent, ProcessFacts, ProcessRow, RowIdentity};
@@ -503,7 +502,8 @@ mod tests {
             parent_start_ns: 10,
             child_start_ns: 20,
         };
-        let Ok(Record::Process(row, _)) = decode(bytes_of(&ev), &WallClock::with_offset_ns(0)) else {
+        let Ok(Record::Process(row, _)) = decode(bytes_of(&ev), &WallClock::with_offset_ns(0))
+        else {
             panic!("not a process record");
         };
         assert_eq!((row.id.pid, row.id.tid, row.ppid), (555, 555, Some(100)));
@@ -533,7 +533,8 @@ mod tests {
         };
         ev.filename[..7].copy_from_slice(b"/bin/ls");
         ev.argv[..9].copy_from_slice(b"ls\0-la\0x\0");
-        let Ok(Record::Process(row, _)) = decode(bytes_of(&ev), &WallClock::with_offset_ns(0)) else {
+        let Ok(Record::Process(row, _)) = decode(bytes_of(&ev), &WallClock::with_offset_ns(0))
+        else {
             panic!("not a process record");
         };
         let ProcessEvent::Exec {

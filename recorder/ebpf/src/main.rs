@@ -35,11 +35,11 @@ use aya_ebpf::programs::{BtfTracePointContext, RawTracePointContext, TracePointC
 use quarry_recorder_common::{
     ARGV_LEN, ArgCopy, COPY_RAW, COPY_SOCKADDR, COPY_STR, CallArgs, CallEvent, DROPS_SLOT,
     EventHeader, ExecEvent, ExitEvent, FILENAME_LEN, ForkEvent, KIND_CALL, KIND_CALL_ENTRY,
-    KIND_EXEC, KIND_EXIT,
-    KIND_FORK, KIND_RAW_BATCH, KIND_TCP_STATE, KernelOffsets, MAX_CGROUP_DEPTH, MAX_FILTER_CGROUPS,
-    RAW_BATCH_HEADER_LEN, RAW_BATCH_MAX_AGE_NS, RAW_BATCH_SLOTS, RAW_CLOCK_EVERY, RAW_KTIME_UNREAD,
-    RAW_SLOT_THREAD, RAW_THREAD_SLOTS, RawBatch, RawSlot, RawThread, SHORT_STR_LEN, SOCKADDR_LEN,
-    STR_LEN, TcpStateEvent, UNREADABLE, entry_plan, is_exec_memory, nr, reads_mnt_ns,
+    KIND_EXEC, KIND_EXIT, KIND_FORK, KIND_RAW_BATCH, KIND_TCP_STATE, KernelOffsets,
+    MAX_CGROUP_DEPTH, MAX_FILTER_CGROUPS, RAW_BATCH_HEADER_LEN, RAW_BATCH_MAX_AGE_NS,
+    RAW_BATCH_SLOTS, RAW_CLOCK_EVERY, RAW_KTIME_UNREAD, RAW_SLOT_THREAD, RAW_THREAD_SLOTS,
+    RawBatch, RawSlot, RawThread, SHORT_STR_LEN, SOCKADDR_LEN, STR_LEN, TcpStateEvent, UNREADABLE,
+    entry_plan, is_exec_memory, nr, reads_mnt_ns,
 };
 
 /// Process id of the recorder itself: its own activity is never recorded.
