@@ -19,7 +19,7 @@ use crate::clock::WallClock;
 pub enum Record<'a> {
     /// A fork, exec or exit, with what the kernel said of where it runs (the rest of its
     /// facts are the recorder's to fill: [`crate::calls::Calls::process`]).
-    Process(ProcessRow, ProcessFacts),
+    Process(ProcessRow, Box<ProcessFacts>),
     RawBatch(RawSlots<'a>),
     Call(Box<CallEvent>),
     TcpState(TcpStateEvent),
@@ -218,7 +218,7 @@ pub fn decode<'a>(bytes: &'a [u8], clock: &WallClock) -> Result<Record<'a>, Deco
                     parent_start_ns: Some(ev.parent_start_ns),
                     event: ProcessEvent::Fork,
                 },
-                ProcessFacts::default(),
+                Box::default(),
             ))
         }
         KIND_EXEC => {
@@ -244,10 +244,10 @@ pub fn decode<'a>(bytes: &'a [u8], clock: &WallClock) -> Result<Record<'a>, Deco
                         egid: ev.egid,
                     },
                 },
-                ProcessFacts {
+                Box::new(ProcessFacts {
                     mnt_ns: (ev.mnt_ns != 0).then_some(ev.mnt_ns),
                     ..Default::default()
-                },
+                }),
             ))
         }
         KIND_EXIT => {
@@ -265,7 +265,7 @@ pub fn decode<'a>(bytes: &'a [u8], clock: &WallClock) -> Result<Record<'a>, Deco
                         core_dumped,
                     },
                 },
-                ProcessFacts::default(),
+                Box::default(),
             ))
         }
         // SAFETY (all below): as above.

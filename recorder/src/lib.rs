@@ -610,7 +610,7 @@ fn drain_ring(ring: &mut RingBuf<MapData>, st: &mut DrainState, clock: &WallCloc
                 st.attributor.observe(row.id.cgroup_id);
                 st.calls.process(&row, &mut facts);
                 stats.count(Table::Process);
-                st.batches.push_process(row, facts);
+                st.batches.push_process(row, *facts);
             }
             Record::RawBatch(slots) => {
                 let attributor = &mut st.attributor;
