@@ -384,7 +384,9 @@ Examples:
   quarry hunt
   quarry hunt --since 1d --container web
   quarry hunt --rules ./my-rules --format json
-  quarry hunt --list                            the rules, with severity and ATT&CK technique")]
+  quarry hunt --list                            the rules, with severity and ATT&CK technique
+  quarry hunt --test --rules ./my-rules         run each rule's positive and negative fixture
+                                                (<rule>.test.json beside <rule>.sql)")]
 pub struct HuntArgs {
     /// Only rows from this time on (RFC 3339 or relative: 15m, 2h, 1d)
     #[arg(long, value_parser = parse_time)]
@@ -404,6 +406,10 @@ pub struct HuntArgs {
     /// List the rules instead of running them
     #[arg(long)]
     pub list: bool,
+    /// Run each rule's fixtures (its positive and negative cases) instead of hunting a store;
+    /// fails when a case does not raise the findings it expects or a rule has no fixture
+    #[arg(long, conflicts_with = "list")]
+    pub test: bool,
     #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
     pub store: PathBuf,
     #[arg(long, value_enum, default_value_t = Format::Table)]

@@ -312,6 +312,9 @@ pub fn hunt(args: HuntArgs) -> anyhow::Result<u8> {
         }
         return Ok(exit::OK);
     }
+    if args.test {
+        return test_rules(&rules, args.format);
+    }
     let rt = runtime()?;
     rt.block_on(async {
         let mut catalog = open(&args.store, &args.budget).await?;
@@ -394,4 +397,56 @@ pub fn hunt(args: HuntArgs) -> anyhow::Result<u8> {
             exit::FINDINGS
         })
     })
+}
+
+/// `quarry hunt --test`: every rule's fixture cases, each over a throw-away store.
+fn test_rules(rules: &[hunt::Rule], format: Format) -> anyhow::Result<u8> {
+    let rt = runtime()?;
+    let mut results = Vec::new();
+    let mut untested = Vec::new();
+    rt.block_on(async {
+        for rule in rules {
+            match &rule.fixture {
+                Some(text) => results.extend(
+                    quarry_query::fixture::run(rule, text)
+                        .await
+                        .with_context(|| format!("running the fixture of rule {}", rule.id))?,
+                ),
+                None => untested.push(rule.origin.clone()),
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    let failed = results.iter().filter(|r| !r.passed()).count();
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&results)?),
+        Format::Table => {
+            let rows: Vec<Vec<String>> = results
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.rule.clone(),
+                        if r.passed() { "ok" } else { "FAILED" }.into(),
+                        r.expected.to_string(),
+                        r.got.to_string(),
+                        quarry_query::output::printable(&r.case),
+                    ]
+                })
+                .collect();
+            crate::output::print_table(&["RULE", "RESULT", "EXPECTED", "GOT", "CASE"], &rows);
+        }
+    }
+    for origin in &untested {
+        eprintln!(
+            "quarry: rule {origin} has no fixture: add <rule>.test.json beside it with a \
+             positive and a negative case"
+        );
+    }
+    if failed > 0 || !untested.is_empty() {
+        anyhow::bail!(
+            "{failed} fixture case(s) failed, {} rule(s) without a fixture",
+            untested.len()
+        );
+    }
+    Ok(exit::OK)
 }

@@ -3,8 +3,12 @@
 -- severity: critical
 -- mitre: T1611
 -- description: From inside a container: mount or unmount, new or joined namespaces, kernel
---   module load, bpf(), or ptrace of another process. The container runtime's own set-up
---   (runc/crun init, conmon) is left out by name.
+--   module load, bpf(), or ptrace of another process. The container runtime's own set-up is
+--   recognised by what the kernel reported, never by a name: the process still runs a program
+--   image the kernel executed in the host's mount namespace (`host_image`: runc init before it
+--   executes the container's entrypoint). A binary copied into the container and named runc,
+--   or run from a memfd there, was executed inside the container's namespace and is flagged.
+--   Deliberately not flagged: the runtime's set-up calls themselves.
 SELECT p.time, p.host, p.container_id, p.pid, p.comm, 'process' AS source_table, p.ktime_ns,
        concat(p.comm, ' ', p.event,
               CASE WHEN p.detail IS NOT NULL THEN concat(' ', p.detail) END,
@@ -13,6 +17,6 @@ SELECT p.time, p.host, p.container_id, p.pid, p.comm, 'process' AS source_table,
               ' ret=', coalesce(CAST(p.ret AS VARCHAR), '?')) AS evidence
 FROM process p
 WHERE p.container_id IS NOT NULL
-  AND p.comm NOT LIKE 'runc%' AND p.comm NOT IN ('crun', 'conmon')
+  AND p.host_image IS NOT TRUE
   AND (p.event IN ('mount', 'umount', 'unshare', 'setns', 'init_module', 'finit_module', 'bpf')
        OR (p.event = 'ptrace' AND p.target_pid IS NOT NULL AND p.target_pid <> p.pid))

@@ -3,7 +3,10 @@
 -- severity: high
 -- mitre: T1552.001
 -- description: Password hashes, sudoers, private keys, cloud and cluster credentials opened
---   from inside a container.
+--   from inside a container. Matched on the recorder's normalized absolute path, so
+--   `cd /tmp; cat ../etc/shadow`, `//etc//shadow` and `/etc/./shadow` are the same file. Deliberately not
+--   flagged: failed opens, and a relative path the recorder could not resolve (`resolution`
+--   unresolved: the process was gone before its cwd was known).
 SELECT f.time, f.host, f.container_id, f.pid, f.comm, 'file' AS source_table, f.ktime_ns,
        concat(f.comm, ' opened ', coalesce(f.abs_path, f.path)) AS evidence
 FROM file f

@@ -41,6 +41,9 @@ pub enum QueryError {
     /// A hunt rule file is malformed.
     #[error("hunt rule {path}: {problem}")]
     Rule { path: String, problem: String },
+    /// A rule's fixture file is malformed (names the rule, the case and the problem).
+    #[error("rule fixture {0}")]
+    Fixture(String),
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {

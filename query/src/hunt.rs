@@ -12,6 +12,10 @@
 //! SELECT time, host, container_id, pid, comm, source_table, ktime_ns, evidence FROM ...
 //! ```
 //!
+//! A rule's header also says, in its description, what it deliberately does not flag. Its
+//! positive and negative cases live beside it in `<name>.test.json` ([`crate::fixture`]);
+//! `quarry hunt --test` runs them.
+//!
 //! The query must return those eight columns: `source_table` and `ktime_ns` (with `host` and
 //! `pid`) point at the row behind the finding, so an investigator can go from a finding to
 //! the evidence with one `SELECT`. The runner wraps each rule as a subquery, limits the tables
@@ -76,13 +80,21 @@ pub struct Rule {
     pub sql: String,
     /// Where the rule came from (a file name, or `builtin:<name>`).
     pub origin: String,
+    /// The rule's fixture (`<name>.test.json` beside it): positive and negative cases that
+    /// [`crate::fixture::run`] checks. Every built-in rule has one.
+    #[serde(skip)]
+    pub fixture: Option<String>,
 }
 
 /// The rules shipped with Quarry (the files of `query/rules/`).
 pub fn builtin_rules() -> Vec<Rule> {
     macro_rules! rules {
         ($($name:literal),* $(,)?) => {
-            [$(($name, include_str!(concat!("../rules/", $name, ".sql")))),*]
+            [$((
+                $name,
+                include_str!(concat!("../rules/", $name, ".sql")),
+                include_str!(concat!("../rules/", $name, ".test.json")),
+            )),*]
         };
     }
     rules!(
@@ -96,11 +108,31 @@ pub fn builtin_rules() -> Vec<Rule> {
         "escape-signals",
         "tools-in-container",
         "memfd-exec",
+        "setuid-bit",
+        "kernel-tunables-write",
+        "raw-socket",
+        "proc-environ-read",
+        "hidden-tmp-file",
+        "log-clearing",
+        "history-removal",
+        "bulk-deletion",
+        "exec-from-shm-or-hidden",
+        "shell-from-pipe",
+        "module-load",
+        "runtime-socket",
+        "ptrace-or-mem-write",
+        "account-change",
+        "credential-search",
+        "exec-bit-after-write",
+        "sensitive-link",
+        "mining-pool",
     )
     .into_iter()
-    .map(|(name, text)| {
-        parse_rule(&format!("builtin:{name}"), text)
-            .unwrap_or_else(|e| panic!("built-in rule {name} is malformed: {e}"))
+    .map(|(name, text, fixture)| {
+        let mut rule = parse_rule(&format!("builtin:{name}"), text)
+            .unwrap_or_else(|e| panic!("built-in rule {name} is malformed: {e}"));
+        rule.fixture = Some(fixture.to_string());
+        rule
     })
     .collect()
 }
@@ -121,7 +153,14 @@ pub fn load_rules(dir: &Path) -> Result<Vec<Rule>> {
             continue;
         }
         let text = std::fs::read_to_string(&path).map_err(|e| QueryError::io(&path, e))?;
-        rules.push(parse_rule(&path.display().to_string(), &text)?);
+        let mut rule = parse_rule(&path.display().to_string(), &text)?;
+        // The fixture must be a plain file too: a symlink is not followed.
+        let fixture = path.with_extension("test.json");
+        if std::fs::symlink_metadata(&fixture).is_ok_and(|m| m.is_file()) {
+            rule.fixture =
+                Some(std::fs::read_to_string(&fixture).map_err(|e| QueryError::io(&fixture, e))?);
+        }
+        rules.push(rule);
     }
     Ok(rules)
 }
@@ -208,6 +247,7 @@ pub fn parse_rule(origin: &str, text: &str) -> Result<Rule> {
         description,
         sql,
         origin: origin.into(),
+        fixture: None,
     })
 }
 

@@ -162,6 +162,6 @@ WHERE event IN ('connect', 'accept')";
 const FILE_WRITES: &str = "
 SELECT time, ktime_ns, host, container_id, pid, tid, comm, event, syscall,
        coalesce(abs_path, path) AS path, coalesce(abs_path2, path2) AS path2, flags, mode,
-       owner_uid, owner_gid, ret, ret >= 0 AS succeeded
+       owner_uid, owner_gid, fd, ret, ret >= 0 AS succeeded
 FROM file
 WHERE event <> 'open' OR (CAST(flags AS BIGINT) & {OPEN_WRITE_FLAGS}) <> 0";

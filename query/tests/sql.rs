@@ -527,5 +527,37 @@ fn segment_altered_after_listing_is_refused_when_read() {
         assert_eq!(render(&got), vec!["8"]);
         assert_eq!(catalog.skipped().len(), 1, "{:?}", catalog.skipped());
         assert!(catalog.skipped()[0].reason.contains("altered"));
+
+/// Every built-in rule has a fixture with a positive and a negative case, and raises exactly
+/// the findings each case expects (what `quarry hunt --test` runs).
+#[test]
+fn builtin_rules_pass_their_fixtures() {
+    rt().block_on(async {
+        let mut failures = Vec::new();
+        for rule in hunt::builtin_rules() {
+            let text = rule
+                .fixture
+                .as_deref()
+                .expect("every built-in rule has a fixture");
+            let results = match quarry_query::fixture::run(&rule, text).await {
+                Ok(r) => r,
+                Err(e) => {
+                    failures.push(format!("{}: {e}", rule.id));
+                    continue;
+                }
+            };
+            assert!(
+                results.iter().any(|r| r.expected > 0) && results.iter().any(|r| r.expected == 0),
+                "{}: needs a positive and a negative case",
+                rule.id
+            );
+            failures.extend(
+                results
+                    .into_iter()
+                    .filter(|r| !r.passed())
+                    .map(|r| format!("{r:?}")),
+            );
+        }
+        assert!(failures.is_empty(), "{failures:#?}");
     });
 }

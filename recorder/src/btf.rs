@@ -1,8 +1,8 @@
 //! Finds kernel structure field offsets in the running kernel's BTF.
 //!
-//! The eBPF programs read `task_struct`, `mm_struct`, `cred` and `linux_binprm` fields at byte
-//! offsets handed to them before load ([`KernelOffsets`]), which keeps one object portable
-//! across kernels the way CO-RE does. Only the part of the BTF format needed to walk struct
+//! The eBPF programs read `task_struct`, `mm_struct`, `cred`, `linux_binprm`, `nsproxy` and
+//! `mnt_namespace` fields at byte offsets handed to them before load ([`KernelOffsets`]),
+//! which keeps one object portable across kernels the way CO-RE does. Only the part of the BTF format needed to walk struct
 //! members is parsed here (see the kernel's Documentation/bpf/btf.rst).
 
 use std::collections::HashMap;
@@ -250,6 +250,9 @@ impl Btf {
             cred_euid: self.offset_of("cred.euid.val")?,
             cred_egid: self.offset_of("cred.egid.val")?,
             bprm_filename: self.offset_of("linux_binprm.filename")?,
+            task_nsproxy: self.offset_of("task_struct.nsproxy")?,
+            nsproxy_mnt_ns: self.offset_of("nsproxy.mnt_ns")?,
+            mnt_ns_inum: self.offset_of("mnt_namespace.ns.inum")?,
         })
     }
 }

@@ -3,21 +3,32 @@
 //! The kernel sends one [`CallEvent`] per decoded syscall at its exit: arguments, result and the
 //! user memory the arguments point to. What a row needs beyond that comes from state kept here:
 //! each process's working directory, followed through fork, chdir and exit so that relative
-//! paths of short-lived processes resolve after they are gone, and the address each socket was
-//! bound to, for listen and accept rows.
+//! paths of short-lived processes resolve after they are gone; the address each socket was
+//! bound to, for listen and accept rows; and each process's start time and the mount namespace
+//! its program image was executed in, followed from exec through fork, so privilege and escape
+//! signals say whether the runtime's own binary made them (see [`ProcessFacts`]).
+//!
+//! Paths are made absolute against the cwd or dirfd and then normalized lexically (`.`, `..`,
+//! repeated `/`): rules match `/etc/shadow` however the process spelled it. Lexical means the
+//! filesystem is not consulted: a `..` after a symlink is taken literally, which the schema
+//! documents. Nothing here trusts a name the process chose (comm, argv[0]) for identity.
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use quarry_recorder_common::{CallEvent, SHORT_STR_LEN, TcpStateEvent, UNREADABLE, nr};
-use quarry_store::schema::{FileRow, Ids, NetRow, ProcessEvent, ProcessRow, RowIdentity};
+use quarry_recorder_common::{
+    CallEvent, KIND_CALL_ENTRY, SHORT_STR_LEN, TcpStateEvent, UNREADABLE, nr,
+};
+use quarry_store::schema::{
+    FileRow, Ids, NetRow, ProcessEvent, ProcessFacts, ProcessRow, RowIdentity,
+};
 
 use crate::syscalls::syscall_name;
 
 /// A decoded row of one of the tables fed by syscalls.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallRow {
-    Process(ProcessRow),
+    Process(ProcessRow, ProcessFacts),
     File(FileRow),
     Net(NetRow),
 }
@@ -28,6 +39,8 @@ pub trait ProcView {
     fn cwd(&self, pid: u32) -> Option<String>;
     /// The target of `/proc/<pid>/fd/<fd>`.
     fn fd_path(&self, pid: u32, fd: i32) -> Option<String>;
+    /// Inode number of the recorder's own (the host's) mount namespace.
+    fn own_mnt_ns(&self) -> Option<u32>;
 }
 
 /// The live `/proc`.
@@ -44,6 +57,15 @@ impl ProcView for LiveProc {
             .ok()
             .map(|p| p.to_string_lossy().into_owned())
     }
+    fn own_mnt_ns(&self) -> Option<u32> {
+        let link = std::fs::read_link("/proc/self/ns/mnt").ok()?;
+        parse_ns_link(&link.to_string_lossy())
+    }
+}
+
+/// The inode number in a namespace link's target (`mnt:[4026531841]`).
+pub fn parse_ns_link(target: &str) -> Option<u32> {
+    target.split_once(":[")?.1.strip_suffix(']')?.parse().ok()
 }
 
 /// `AT_FDCWD` from `<fcntl.h>`.
@@ -56,8 +78,8 @@ pub fn join(base: &str, path: &str) -> String {
     Path::new(base).join(path).to_string_lossy().into_owned()
 }
 
-/// Removes `.` and `..` components lexically (for the working directory after `chdir("..")`;
-/// the kernel's cwd never holds them).
+/// Removes `.` and `..` components and repeated or trailing `/` lexically, as the kernel
+/// walks them when no symlink is involved (`..` at the root stays at the root).
 pub fn normalize(path: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for part in path.split('/') {
@@ -152,6 +174,30 @@ pub fn namespace_names(flags: u64) -> String {
     }
 }
 
+/// An address family's name, as the `family` column spells it.
+fn family_name(family: u16) -> String {
+    match family {
+        1 => "unix".into(),
+        2 => "inet".into(),
+        10 => "inet6".into(),
+        16 => "netlink".into(),
+        17 => "packet".into(),
+        other => format!("other({other})"),
+    }
+}
+
+/// The socket type in socket(2)'s second argument (without SOCK_NONBLOCK/SOCK_CLOEXEC).
+fn socket_type(ty: u64) -> &'static str {
+    match ty & 0xf {
+        1 => "stream",
+        2 => "dgram",
+        3 => "raw",
+        5 => "seqpacket",
+        10 => "packet",
+        _ => "other",
+    }
+}
+
 fn ptrace_request(req: u64) -> String {
     match req {
         0 => "TRACEME".into(),
@@ -196,11 +242,22 @@ fn optional_id(v: u64) -> Option<u32> {
     (v != u32::MAX).then_some(v)
 }
 
-/// Decoder state: each process's working directory and each socket's bound address.
+/// What is followed of each process besides its cwd.
+#[derive(Debug, Clone, Copy, Default)]
+struct Image {
+    start_ns: Option<u64>,
+    /// The mount namespace the program image was executed in (inherited through fork).
+    mnt_ns: Option<u32>,
+}
+
+/// Decoder state: each process's working directory, start time and image namespace, and each
+/// socket's bound address.
 pub struct Calls<P: ProcView = LiveProc> {
     proc: P,
     cwd: HashMap<u32, String>,
+    images: HashMap<u32, Image>,
     bound: HashMap<(u32, i32), SockAddr>,
+    host_mnt_ns: Option<u32>,
 }
 
 impl Calls<LiveProc> {
@@ -217,11 +274,59 @@ impl Default for Calls<LiveProc> {
 
 impl<P: ProcView> Calls<P> {
     pub fn with_proc(proc: P) -> Self {
+        let host_mnt_ns = proc.own_mnt_ns();
         Calls {
             proc,
             cwd: HashMap::new(),
+            images: HashMap::new(),
             bound: HashMap::new(),
+            host_mnt_ns,
         }
+    }
+
+    /// Follows a fork, exec or exit, and fills what the recorder knows of it into `facts`
+    /// (whose `mnt_ns` the kernel side filled for an exec).
+    pub fn process(&mut self, row: &ProcessRow, facts: &mut ProcessFacts) {
+        let pid = row.id.pid as u32;
+        match &row.event {
+            ProcessEvent::Fork => {
+                let parent = row.ppid.map(|p| p as u32);
+                if let Some(parent) = parent {
+                    self.process_forked(parent, pid);
+                }
+                let image = Image {
+                    start_ns: row.start_ns,
+                    mnt_ns: parent
+                        .and_then(|p| self.images.get(&p))
+                        .and_then(|i| i.mnt_ns),
+                };
+                self.images.insert(pid, image);
+            }
+            ProcessEvent::Exec { filename, .. } => {
+                facts.cwd = self.cwd_of(pid);
+                facts.exe_path = self.resolve(pid, None, filename).0;
+                self.images.insert(
+                    pid,
+                    Image {
+                        start_ns: row.start_ns,
+                        mnt_ns: facts.mnt_ns,
+                    },
+                );
+                self.image_facts(pid, facts);
+            }
+            ProcessEvent::Exit { .. } => self.process_exited(pid),
+            ProcessEvent::Signal { .. } => {}
+        }
+    }
+
+    /// The image columns of a row of `pid`.
+    fn image_facts(&self, pid: u32, facts: &mut ProcessFacts) {
+        let image = self.images.get(&pid).and_then(|i| i.mnt_ns);
+        facts.image_mnt_ns = image;
+        facts.host_image = match (image, self.host_mnt_ns) {
+            (Some(image), Some(host)) => Some(image == host),
+            _ => None,
+        };
     }
 
     /// A new process starts in its parent's working directory.
@@ -234,6 +339,7 @@ impl<P: ProcView> Calls<P> {
     /// Forgets what is known of a process that exited.
     pub fn process_exited(&mut self, pid: u32) {
         self.cwd.remove(&pid);
+        self.images.remove(&pid);
         self.bound.retain(|(p, _), _| *p != pid);
     }
 
@@ -255,7 +361,7 @@ impl<P: ProcView> Calls<P> {
         path: &str,
     ) -> (Option<String>, &'static str) {
         if path.starts_with('/') {
-            return (Some(path.to_string()), "absolute");
+            return (Some(normalize(path)), "absolute");
         }
         let (base, how) = match dirfd {
             None | Some(AT_FDCWD) => (self.cwd_of(pid), "cwd"),
@@ -263,8 +369,8 @@ impl<P: ProcView> Calls<P> {
             Some(_) => (None, "unresolved"),
         };
         match base {
-            Some(base) if path.is_empty() => (Some(base), how),
-            Some(base) => (Some(join(&base, path)), how),
+            Some(base) if path.is_empty() => (Some(normalize(&base)), how),
+            Some(base) => (Some(normalize(&join(&base, path))), how),
             None => (None, "unresolved"),
         }
     }
@@ -294,11 +400,16 @@ impl<P: ProcView> Calls<P> {
             _ => {}
         }
         let mut row = self.decode(ev, id)?;
+        // A record sent at entry has no result.
+        let result = (ev.header.kind != KIND_CALL_ENTRY).then_some(ev.ret);
         match &mut row {
-            CallRow::Process(p) => {
+            CallRow::Process(p, facts) => {
                 if let ProcessEvent::Signal { ret, .. } = &mut p.event {
-                    *ret = Some(ev.ret);
+                    *ret = result;
                 }
+                p.start_ns = self.images.get(&pid).and_then(|i| i.start_ns);
+                facts.mnt_ns = (ev.mnt_ns != 0).then_some(ev.mnt_ns);
+                self.image_facts(pid, facts);
             }
             CallRow::File(f) => {
                 f.ret = Some(ev.ret);
@@ -308,6 +419,9 @@ impl<P: ProcView> Calls<P> {
             }
             CallRow::Net(n) => {
                 n.ret = Some(ev.ret);
+                if n.event == "socket" && ev.ret >= 0 {
+                    n.fd = Some(ev.ret as i32);
+                }
                 if let ("bind", 0, Some(fd), Some(family)) =
                     (n.event, ev.ret, n.fd, n.family.clone())
                 {
@@ -376,20 +490,23 @@ impl<P: ProcView> Calls<P> {
                       target: Option<i32>,
                       flags: Option<u64>,
                       detail: Option<String>| {
-            CallRow::Process(ProcessRow {
-                id: id.clone(),
-                ppid: None,
-                start_ns: None,
-                parent_start_ns: None,
-                event: ProcessEvent::Signal {
-                    name,
-                    ids,
-                    target_pid: target,
-                    flags,
-                    detail,
-                    ret: None,
+            CallRow::Process(
+                ProcessRow {
+                    id: id.clone(),
+                    ppid: None,
+                    start_ns: None,
+                    parent_start_ns: None,
+                    event: ProcessEvent::Signal {
+                        name,
+                        ids,
+                        target_pid: target,
+                        flags,
+                        detail,
+                        ret: None,
+                    },
                 },
-            })
+                ProcessFacts::default(),
+            )
         };
         let row = match ev.nr {
             nr::OPEN => {
@@ -522,6 +639,14 @@ impl<P: ProcView> Calls<P> {
                     ..Default::default()
                 })
             }
+            nr::SOCKET => CallRow::Net(NetRow {
+                id: Some(id.clone()),
+                event: "socket",
+                syscall: Some(syscall),
+                family: Some(family_name(a[0] as u16)),
+                protocol: Some(socket_type(a[1])),
+                ..Default::default()
+            }),
             nr::LISTEN | nr::ACCEPT | nr::ACCEPT4 => {
                 let fd = a[0] as i32;
                 let local = self.bound.get(&(pid, fd)).cloned().unwrap_or_default();
@@ -754,7 +879,12 @@ mod tests {
         fn fd_path(&self, pid: u32, fd: i32) -> Option<String> {
             (pid == 7 && fd == 3).then(|| "/etc".to_string())
         }
+        fn own_mnt_ns(&self) -> Option<u32> {
+            Some(HOST_NS)
+        }
     }
+
+    const HOST_NS: u32 = 4026531841;
 
     fn id() -> RowIdentity {
         RowIdentity {
@@ -786,7 +916,7 @@ mod tests {
             str1_len: s1.len() as u32,
             str2_len: s2.len() as u32,
             str3_len: 0,
-            _pad: 0,
+            mnt_ns: 0,
             str1: [0; STR_LEN],
             str2: [0; STR_LEN],
             str3: [0; SHORT_STR_LEN],
@@ -873,6 +1003,137 @@ mod tests {
     fn normalizes_lexically() {
         assert_eq!(normalize("/a/b/../c/./d/"), "/a/c/d");
         assert_eq!(normalize("/.."), "/");
+        assert_eq!(parse_ns_link("mnt:[4026531841]"), Some(4026531841));
+        assert_eq!(parse_ns_link("mnt:4026531841"), None);
+    }
+
+    /// Every spelling of /etc/shadow is recorded as /etc/shadow, beside the path as given.
+    #[test]
+    fn paths_are_normalized_however_they_are_spelled() {
+        let mut c = Calls::with_proc(FakeProc);
+        c.process_forked(7, 60);
+        assert!(
+            c.call(&call(60, nr::CHDIR, [0; 6], 0, b"/tmp", b""), id())
+                .is_none()
+        );
+        for (pid, path) in [
+            (60, &b"../etc/shadow"[..]),
+            (7, b"//etc//shadow"),
+            (7, b"/etc/./shadow"),
+            (7, b"/tmp/../etc/shadow/"),
+        ] {
+            let f = file(&mut c, &call(pid, nr::OPEN, [0; 6], 3, path, b""));
+            assert_eq!(f.abs_path.as_deref(), Some("/etc/shadow"), "{f:?}");
+            assert_eq!(f.path.as_deref().map(str::as_bytes), Some(path));
+        }
+    }
+
+    fn exec_row(pid: i32, ppid: i32, filename: &str) -> ProcessRow {
+        let mut i = id();
+        i.pid = pid;
+        ProcessRow {
+            id: i,
+            ppid: Some(ppid),
+            start_ns: Some(pid as u64 * 10),
+            parent_start_ns: None,
+            event: ProcessEvent::Exec {
+                filename: filename.into(),
+                argv: vec![filename.into()],
+                argv_truncated: false,
+                uid: 0,
+                gid: 0,
+                euid: 0,
+                egid: 0,
+            },
+        }
+    }
+
+    fn fork_row(pid: i32, ppid: i32) -> ProcessRow {
+        let mut row = exec_row(pid, ppid, "");
+        row.event = ProcessEvent::Fork;
+        row
+    }
+
+    /// An exec's program is resolved against the cwd; the namespace its image was executed in
+    /// follows the process through forks and is what signals are judged by.
+    #[test]
+    fn exec_facts_and_image_namespace_follow_the_process() {
+        const CONTAINER_NS: u32 = 4026532300;
+        let mut c = Calls::with_proc(FakeProc);
+        // A runtime process: its image was executed in the host's namespace; its child (forked
+        // before any exec) carries that image into the container's namespace.
+        let mut facts = ProcessFacts {
+            mnt_ns: Some(HOST_NS),
+            ..Default::default()
+        };
+        c.process(&exec_row(7, 1, "/usr/bin/runc"), &mut facts);
+        assert_eq!(
+            (facts.cwd.as_deref(), facts.host_image),
+            (Some("/home/u"), Some(true))
+        );
+        c.process(&fork_row(80, 7), &mut ProcessFacts::default());
+        let mut mount = call(80, nr::MOUNT, [0; 6], 0, b"proc", b"/proc");
+        mount.mnt_ns = CONTAINER_NS;
+        let Some(CallRow::Process(row, facts)) = c.call(&mount, id()) else {
+            panic!()
+        };
+        assert_eq!(row.start_ns, Some(800));
+        assert_eq!(
+            (facts.mnt_ns, facts.image_mnt_ns, facts.host_image),
+            (Some(CONTAINER_NS), Some(HOST_NS), Some(true))
+        );
+        // The same process executes a program inside the container: from then on its image is
+        // the container's, whatever the program is called.
+        assert!(
+            c.call(&call(80, nr::CHDIR, [0; 6], 0, b"/tmp", b""), id())
+                .is_none()
+        );
+        let mut facts = ProcessFacts {
+            mnt_ns: Some(CONTAINER_NS),
+            ..Default::default()
+        };
+        c.process(&exec_row(80, 7, "./runc"), &mut facts);
+        assert_eq!(facts.exe_path.as_deref(), Some("/tmp/runc"));
+        assert_eq!(facts.host_image, Some(false));
+        let Some(CallRow::Process(_, facts)) = c.call(&mount, id()) else {
+            panic!()
+        };
+        assert_eq!(facts.host_image, Some(false));
+        // A process whose exec was never seen is not taken for the runtime.
+        let Some(CallRow::Process(_, facts)) =
+            c.call(&call(99, nr::MOUNT, [0; 6], 0, b"", b""), id())
+        else {
+            panic!()
+        };
+        assert_eq!(facts.host_image, None);
+    }
+
+    #[test]
+    fn sockets_and_calls_seen_only_at_entry() {
+        let mut c = Calls::with_proc(FakeProc);
+        let Some(CallRow::Net(n)) = c.call(
+            &call(7, nr::SOCKET, [17, 0x80003, 0, 0, 0, 0], 5, b"", b""),
+            id(),
+        ) else {
+            panic!()
+        };
+        assert_eq!(
+            (n.event, n.family.as_deref(), n.protocol, n.fd),
+            ("socket", Some("packet"), Some("raw"), Some(5))
+        );
+        let mut module = call(7, nr::FINIT_MODULE, [3, 0, 0, 0, 0, 0], 0, b"", b"");
+        module.header.kind = KIND_CALL_ENTRY;
+        let Some(CallRow::Process(p, _)) = c.call(&module, id()) else {
+            panic!()
+        };
+        assert!(matches!(
+            p.event,
+            ProcessEvent::Signal {
+                name: "finit_module",
+                ret: None,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -934,7 +1195,7 @@ mod tests {
     #[test]
     fn signals() {
         let mut c = Calls::with_proc(FakeProc);
-        let Some(CallRow::Process(p)) = c.call(
+        let Some(CallRow::Process(p, _)) = c.call(
             &call(7, nr::UNSHARE, [0x4002_0000, 0, 0, 0, 0, 0], -1, b"", b""),
             id(),
         ) else {
@@ -950,7 +1211,7 @@ mod tests {
             (name, detail.as_deref(), ret),
             ("unshare", Some("mnt,net"), Some(-1))
         );
-        let Some(CallRow::Process(p)) = c.call(
+        let Some(CallRow::Process(p, _)) = c.call(
             &call(
                 7,
                 nr::SETRESUID,

@@ -4,11 +4,11 @@
 //! comm) are tested without loading anything.
 
 use quarry_recorder_common::{
-    CallEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent, KIND_CALL, KIND_EXEC, KIND_EXIT,
-    KIND_FORK, KIND_RAW_BATCH, KIND_TCP_STATE, RAW_BATCH_HEADER_LEN, RAW_KTIME_UNREAD,
+    CallEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent, KIND_CALL, KIND_CALL_ENTRY, KIND_EXEC,
+    KIND_EXIT, KIND_FORK, KIND_RAW_BATCH, KIND_TCP_STATE, RAW_BATCH_HEADER_LEN, RAW_KTIME_UNREAD,
     RAW_SLOT_THREAD, RawBatchHeader, RawSlot, RawThread, TcpStateEvent, read_record,
 };
-use quarry_store::schema::{ProcessEvent, ProcessRow, RowIdentity};
+use quarry_store::schema::{ProcessEvent, ProcessFacts, ProcessRow, RowIdentity};
 
 use crate::clock::WallClock;
 
@@ -17,7 +17,9 @@ use crate::clock::WallClock;
 /// and exits are decoded by [`crate::calls::Calls`]).
 #[derive(Debug, Clone)]
 pub enum Record<'a> {
-    Process(ProcessRow),
+    /// A fork, exec or exit, with what the kernel said of where it runs (the rest of its
+    /// facts are the recorder's to fill: [`crate::calls::Calls::process`]).
+    Process(ProcessRow, Box<ProcessFacts>),
     RawBatch(RawSlots<'a>),
     Call(Box<CallEvent>),
     TcpState(TcpStateEvent),
@@ -208,13 +210,16 @@ pub fn decode<'a>(bytes: &'a [u8], clock: &WallClock) -> Result<Record<'a>, Deco
             // The row is about the new process; the header described its parent.
             id.pid = ev.child_pid as i32;
             id.tid = ev.child_pid as i32;
-            Ok(Record::Process(ProcessRow {
-                id,
-                ppid: Some(ev.header.pid as i32),
-                start_ns: Some(ev.child_start_ns),
-                parent_start_ns: Some(ev.parent_start_ns),
-                event: ProcessEvent::Fork,
-            }))
+            Ok(Record::Process(
+                ProcessRow {
+                    id,
+                    ppid: Some(ev.header.pid as i32),
+                    start_ns: Some(ev.child_start_ns),
+                    parent_start_ns: Some(ev.parent_start_ns),
+                    event: ProcessEvent::Fork,
+                },
+                Box::default(),
+            ))
         }
         KIND_EXEC => {
             let ev: ExecEvent = unsafe { read_record(bytes) }.ok_or(short)?;
@@ -222,39 +227,49 @@ pub fn decode<'a>(bytes: &'a [u8], clock: &WallClock) -> Result<Record<'a>, Deco
             let argv_len = (ev.argv_len as usize).min(ev.argv.len());
             let (argv, argv_truncated) =
                 split_argv(&ev.argv[..argv_len], ev.argv_total_len as usize);
-            Ok(Record::Process(ProcessRow {
-                id: identity(&ev.header, clock),
-                ppid: Some(ev.ppid as i32),
-                start_ns: Some(ev.start_ns),
-                parent_start_ns: Some(ev.parent_start_ns),
-                event: ProcessEvent::Exec {
-                    filename: String::from_utf8_lossy(&ev.filename[..filename_len]).into_owned(),
-                    argv,
-                    argv_truncated,
-                    uid: ev.uid,
-                    gid: ev.gid,
-                    euid: ev.euid,
-                    egid: ev.egid,
+            Ok(Record::Process(
+                ProcessRow {
+                    id: identity(&ev.header, clock),
+                    ppid: Some(ev.ppid as i32),
+                    start_ns: Some(ev.start_ns),
+                    parent_start_ns: Some(ev.parent_start_ns),
+                    event: ProcessEvent::Exec {
+                        filename: String::from_utf8_lossy(&ev.filename[..filename_len])
+                            .into_owned(),
+                        argv,
+                        argv_truncated,
+                        uid: ev.uid,
+                        gid: ev.gid,
+                        euid: ev.euid,
+                        egid: ev.egid,
+                    },
                 },
-            }))
+                Box::new(ProcessFacts {
+                    mnt_ns: (ev.mnt_ns != 0).then_some(ev.mnt_ns),
+                    ..Default::default()
+                }),
+            ))
         }
         KIND_EXIT => {
             let ev: ExitEvent = unsafe { read_record(bytes) }.ok_or(short)?;
             let (exit_code, signal, core_dumped) = split_exit_code(ev.exit_code);
-            Ok(Record::Process(ProcessRow {
-                id: identity(&ev.header, clock),
-                ppid: Some(ev.ppid as i32),
-                start_ns: Some(ev.start_ns),
-                parent_start_ns: Some(ev.parent_start_ns),
-                event: ProcessEvent::Exit {
-                    exit_code,
-                    signal,
-                    core_dumped,
+            Ok(Record::Process(
+                ProcessRow {
+                    id: identity(&ev.header, clock),
+                    ppid: Some(ev.ppid as i32),
+                    start_ns: Some(ev.start_ns),
+                    parent_start_ns: Some(ev.parent_start_ns),
+                    event: ProcessEvent::Exit {
+                        exit_code,
+                        signal,
+                        core_dumped,
+                    },
                 },
-            }))
+                Box::default(),
+            ))
         }
         // SAFETY (all below): as above.
-        KIND_CALL => Ok(Record::Call(Box::new(
+        KIND_CALL | KIND_CALL_ENTRY => Ok(Record::Call(Box::new(
             unsafe { read_record(bytes) }.ok_or(short)?,
         ))),
         KIND_TCP_STATE => Ok(Record::TcpState(
@@ -487,7 +502,8 @@ mod tests {
             parent_start_ns: 10,
             child_start_ns: 20,
         };
-        let Ok(Record::Process(row)) = decode(bytes_of(&ev), &WallClock::with_offset_ns(0)) else {
+        let Ok(Record::Process(row, _)) = decode(bytes_of(&ev), &WallClock::with_offset_ns(0))
+        else {
             panic!("not a process record");
         };
         assert_eq!((row.id.pid, row.id.tid, row.ppid), (555, 555, Some(100)));
@@ -508,6 +524,8 @@ mod tests {
             filename_len: 7,
             argv_total_len: 9,
             argv_len: 9,
+            mnt_ns: 4026531841,
+            _pad: 0,
             start_ns: 5,
             parent_start_ns: 1,
             filename: [0; FILENAME_LEN],
@@ -515,7 +533,8 @@ mod tests {
         };
         ev.filename[..7].copy_from_slice(b"/bin/ls");
         ev.argv[..9].copy_from_slice(b"ls\0-la\0x\0");
-        let Ok(Record::Process(row)) = decode(bytes_of(&ev), &WallClock::with_offset_ns(0)) else {
+        let Ok(Record::Process(row, _)) = decode(bytes_of(&ev), &WallClock::with_offset_ns(0))
+        else {
             panic!("not a process record");
         };
         let ProcessEvent::Exec {

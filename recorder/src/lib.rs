@@ -34,8 +34,10 @@ use arrow::record_batch::RecordBatch;
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{BtfTracePoint, RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader, RawTracePointRunOptions, TestRun};
-use quarry_recorder_common::{DECODED_SYSCALLS, DROPS_SLOT, MAX_FILTER_CGROUPS, RAW_CLOCK_EVERY};
-use quarry_store::schema::{GAP_CPU_UNKNOWN, GapReason, GapRow, ProcessEvent, container_batch};
+use quarry_recorder_common::{
+    DECODED_SYSCALLS, DROPS_SLOT, ENTRY_ONLY_SYSCALLS, MAX_FILTER_CGROUPS, RAW_CLOCK_EVERY,
+};
+use quarry_store::schema::{GAP_CPU_UNKNOWN, GapReason, GapRow, container_batch};
 use quarry_store::{Partition, Store, StoreError, Table};
 use tokio::time::MissedTickBehavior;
 
@@ -512,13 +514,38 @@ fn attach_decoded_syscalls(ebpf: &mut Ebpf) -> Result<(), RecorderError> {
             }
         }
     }
+    // E.g. init_module/finit_module on a kernel built without module support: recorded at
+    // entry from the raw sys_enter tracepoint instead.
+    let entry_only: Vec<&str> = DECODED_SYSCALLS
+        .iter()
+        .filter(|(nr, name)| ENTRY_ONLY_SYSCALLS.contains(nr) && missing.contains(name))
+        .map(|(_, name)| *name)
+        .collect();
+    if !entry_only.is_empty() {
+        attach_entry_only(ebpf)?;
+        entry_only.iter().for_each(|name| {
+            missing.remove(name);
+        });
+    }
     if !missing.is_empty() {
-        // E.g. init_module/finit_module on a kernel built without module support.
         log::warn!(
             "this kernel has no tracepoints for {}: those syscalls are not recorded",
             missing.into_iter().collect::<Vec<_>>().join(", ")
         );
     }
+    Ok(())
+}
+
+/// Attaches the program that records [`ENTRY_ONLY_SYSCALLS`] from the raw sys_enter
+/// tracepoint (a BTF tracepoint: it runs on every syscall, so it must be the cheapest kind).
+fn attach_entry_only(ebpf: &mut Ebpf) -> Result<(), RecorderError> {
+    let program = "sys_enter_entry_only";
+    let btf = aya::Btf::from_sys_fs()
+        .map_err(|source| RecorderError::BtfTracePoint { program, source })?;
+    let err = |source| RecorderError::Program { program, source };
+    let prog: &mut BtfTracePoint = program_mut(ebpf, program)?;
+    prog.load("sys_enter", &btf).map_err(err)?;
+    prog.attach().map_err(err)?;
     Ok(())
 }
 
@@ -618,9 +645,9 @@ impl DrainState {
 
     fn push_call(&mut self, row: CallRow, stats: &Stats) {
         match row {
-            CallRow::Process(r) => {
+            CallRow::Process(r, facts) => {
                 stats.count(Table::Process);
-                self.batches.push_process(r)
+                self.batches.push_process(r, facts)
             }
             CallRow::File(r) => {
                 stats.count(Table::File);
@@ -683,19 +710,11 @@ fn decode_one(item: &[u8], st: &mut DrainState, clock: &WallClock, stats: &Stats
         }
     };
     match record {
-        Record::Process(row) => {
+        Record::Process(row, mut facts) => {
             st.attributor.observe(row.id.cgroup_id);
-            match row.event {
-                ProcessEvent::Fork => {
-                    if let Some(ppid) = row.ppid {
-                        st.calls.process_forked(ppid as u32, row.id.pid as u32);
-                    }
-                }
-                ProcessEvent::Exit { .. } => st.calls.process_exited(row.id.pid as u32),
-                _ => {}
-            }
+            st.calls.process(&row, &mut facts);
             stats.count(Table::Process);
-            st.batches.push_process(row);
+            st.batches.push_process(row, *facts);
         }
         Record::RawBatch(slots) => {
             let attributor = &mut st.attributor;

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
 use quarry_store::schema::{
-    FileRow, GapReason, GapRow, NetRow, ProcessRow, SyscallBuilder, SyscallRow, file_batch,
-    gap_batch, net_batch, process_batch,
+    FileRow, GapReason, GapRow, NetRow, ProcessFacts, ProcessRow, SyscallBuilder, SyscallRow,
+    file_batch, gap_batch, net_batch, process_batch_with_facts,
 };
 use quarry_store::{Partition, Store, StoreError, Table};
 
@@ -30,7 +30,7 @@ use crate::syscalls::syscall_name;
 
 /// Rows of one partition waiting to be sealed.
 enum Pending {
-    Process(Vec<ProcessRow>),
+    Process(Vec<ProcessRow>, Vec<ProcessFacts>),
     File(Vec<FileRow>),
     Net(Vec<NetRow>),
     Syscall(Box<SyscallBuilder>),
@@ -40,7 +40,7 @@ enum Pending {
 impl Pending {
     fn new(table: Table) -> Pending {
         match table {
-            Table::Process => Pending::Process(Vec::new()),
+            Table::Process => Pending::Process(Vec::new(), Vec::new()),
             Table::File => Pending::File(Vec::new()),
             Table::Net => Pending::Net(Vec::new()),
             Table::Syscall => Pending::Syscall(Box::default()),
@@ -53,7 +53,7 @@ impl Pending {
 
     fn len(&self) -> usize {
         match self {
-            Pending::Process(v) => v.len(),
+            Pending::Process(v, _) => v.len(),
             Pending::File(v) => v.len(),
             Pending::Net(v) => v.len(),
             Pending::Syscall(b) => b.len(),
@@ -63,7 +63,7 @@ impl Pending {
 
     fn finish(&mut self, host: &str) -> RecordBatch {
         match self {
-            Pending::Process(v) => process_batch(host, v),
+            Pending::Process(v, facts) => process_batch_with_facts(host, v, facts),
             Pending::File(v) => file_batch(host, v),
             Pending::Net(v) => net_batch(host, v),
             Pending::Syscall(b) => b.finish(host, |nr| syscall_name(nr.into())),
@@ -116,9 +116,10 @@ impl Batches {
         self.partition(table, time.timestamp_micros().div_euclid(HOUR_MICROS))
     }
 
-    pub fn push_process(&mut self, row: ProcessRow) {
-        if let Pending::Process(v) = self.part(Table::Process, row.id.time) {
+    pub fn push_process(&mut self, row: ProcessRow, facts: ProcessFacts) {
+        if let Pending::Process(v, f) = self.part(Table::Process, row.id.time) {
             v.push(row);
+            f.push(facts);
         }
     }
 

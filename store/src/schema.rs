@@ -207,9 +207,36 @@ pub static PROCESS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("target_pid", DataType::Int32, true),
         Field::new("flags", DataType::UInt64, true),
         Field::new("detail", DataType::Utf8, true),
+        // What the kernel and the recorder know about where a process runs ([`ProcessFacts`]);
+        // NULL in segments written before these columns existed.
+        // exec: the process's working directory, and the executed path made absolute against
+        // it and normalized lexically (`.`, `..`, repeated `/` removed).
+        Field::new("cwd", DataType::Utf8, true),
+        Field::new("exe_path", DataType::Utf8, true),
+        // exec and signals: inode number of the task's mount namespace (the kernel's
+        // nsproxy->mnt_ns), and of the one its program image was executed in (followed from
+        // the exec through forks).
+        Field::new("mnt_ns", DataType::UInt32, true),
+        Field::new("image_mnt_ns", DataType::UInt32, true),
+        // exec and signals: true when the program image was executed in the recorder's (the
+        // host's) mount namespace: a runtime's own binary that has not yet executed anything
+        // inside the container. Never derived from a name the process chose.
+        Field::new("host_image", DataType::Boolean, true),
     ]);
     Arc::new(Schema::new(fields))
 });
+
+/// Facts of a `process` row beyond the event itself: where the process runs, as the kernel
+/// reported it and the recorder followed it (see the schema's comments). Kept beside
+/// [`ProcessRow`] rather than in it, so rows built without them stay valid (all NULL).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcessFacts {
+    pub cwd: Option<String>,
+    pub exe_path: Option<String>,
+    pub mnt_ns: Option<u32>,
+    pub image_mnt_ns: Option<u32>,
+    pub host_image: Option<bool>,
+}
 
 /// The ids a setuid-family call asks for (None = unchanged).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -274,8 +301,17 @@ pub struct ProcessRow {
     pub event: ProcessEvent,
 }
 
-/// Builds a `process` batch.
+/// Builds a `process` batch whose [`ProcessFacts`] are unknown (NULL).
 pub fn process_batch(host: &str, rows: &[ProcessRow]) -> RecordBatch {
+    process_batch_with_facts(host, rows, &[])
+}
+
+/// Builds a `process` batch; `facts[i]` belongs to `rows[i]` (missing ones are NULL).
+pub fn process_batch_with_facts(
+    host: &str,
+    rows: &[ProcessRow],
+    facts: &[ProcessFacts],
+) -> RecordBatch {
     use ProcessEvent::*;
     type ExecParts<'a> = (&'a str, &'a [String], bool, [u32; 4]);
     fn exec(r: &ProcessRow) -> Option<ExecParts<'_>> {
@@ -353,6 +389,17 @@ pub fn process_batch(host: &str, rows: &[ProcessRow]) -> RecordBatch {
         col_u64(rows, |r| signal(r).and_then(|s| s.1)),
         col_str(rows, |r| signal(r).and_then(|s| s.2)),
     ]);
+    let none = ProcessFacts::default();
+    let facts: Vec<&ProcessFacts> = (0..rows.len())
+        .map(|i| facts.get(i).unwrap_or(&none))
+        .collect();
+    columns.extend([
+        col_str(&facts, |f| f.cwd.as_deref()),
+        col_str(&facts, |f| f.exe_path.as_deref()),
+        col_u32(&facts, |f| f.mnt_ns),
+        col_u32(&facts, |f| f.image_mnt_ns),
+        col_bool(&facts, |f| f.host_image),
+    ]);
     batch(&PROCESS_SCHEMA, columns)
 }
 
@@ -368,7 +415,10 @@ pub static FILE_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("syscall", DataType::Utf8, false),
         // The path as the process gave it, and made absolute when the recorder could (against
         // the process's cwd or the directory fd); `resolution` says how: absolute | cwd |
-        // dirfd | unresolved (the process or fd was gone) | none (fd-only calls).
+        // dirfd | unresolved (the process or fd was gone) | none (fd-only calls). Absolute,
+        // cwd and dirfd paths are normalized lexically: `.`, `..` and repeated `/` are removed
+        // without consulting the filesystem (a `..` after a symlink is taken literally), so
+        // `/tmp/../etc//./shadow` is recorded as `/etc/shadow`.
         Field::new("path", DataType::Utf8, true),
         Field::new("abs_path", DataType::Utf8, true),
         Field::new("resolution", DataType::Utf8, false),
@@ -435,13 +485,14 @@ pub fn file_batch(host: &str, rows: &[FileRow]) -> RecordBatch {
 pub static NET_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     let mut fields = common_fields();
     fields.extend([
-        // connect | accept | bind | listen | tcp_state
+        // connect | accept | bind | listen | socket | tcp_state
         Field::new("event", DataType::Utf8, false),
         Field::new("syscall", DataType::Utf8, true),
         Field::new("fd", DataType::Int32, true),
-        // inet | inet6 | unix | other(<n>)
+        // inet | inet6 | unix | netlink | packet | other(<n>)
         Field::new("family", DataType::Utf8, true),
-        // tcp_state rows: tcp | sctp | mptcp
+        // tcp_state rows: tcp | sctp | mptcp; socket rows: the socket type asked for
+        // (stream | dgram | raw | seqpacket | packet | other).
         Field::new("protocol", DataType::Utf8, true),
         Field::new("local_addr", DataType::Utf8, true),
         Field::new("local_port", DataType::UInt16, true),

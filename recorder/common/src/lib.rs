@@ -77,6 +77,9 @@ pub struct ExecEvent {
     pub argv_total_len: u32,
     /// Bytes of `argv` filled: `min(argv_total_len, ARGV_LEN)`.
     pub argv_len: u32,
+    /// Inode number of the task's mount namespace when it executed the new image.
+    pub mnt_ns: u32,
+    pub _pad: u32,
     pub start_ns: u64,
     pub parent_start_ns: u64,
     pub filename: [u8; FILENAME_LEN],
@@ -96,6 +99,10 @@ pub struct ExitEvent {
     pub start_ns: u64,
     pub parent_start_ns: u64,
 }
+
+/// `EventHeader::kind` of a [`CallEvent`] sent at the syscall's entry, for syscalls this
+/// kernel has no tracepoints for (`ret` is meaningless: the result was not seen).
+pub const KIND_CALL_ENTRY: u32 = 9;
 
 /// `kind` of a [`RawBatch`] (the raw stream), in the position of `EventHeader::kind`.
 pub const KIND_RAW_BATCH: u32 = 8;
@@ -238,7 +245,9 @@ pub struct CallEvent {
     pub str1_len: u32,
     pub str2_len: u32,
     pub str3_len: u32,
-    pub _pad: u32,
+    /// Inode number of the task's mount namespace, for the privilege and escape signals
+    /// ([`reads_mnt_ns`]); 0 for the others.
+    pub mnt_ns: u32,
     pub str1: [u8; STR_LEN],
     pub str2: [u8; STR_LEN],
     pub str3: [u8; SHORT_STR_LEN],
@@ -295,6 +304,10 @@ pub struct KernelOffsets {
     pub cred_euid: u32,
     pub cred_egid: u32,
     pub bprm_filename: u32,
+    pub task_nsproxy: u32,
+    pub nsproxy_mnt_ns: u32,
+    /// `mnt_namespace.ns.inum`.
+    pub mnt_ns_inum: u32,
 }
 
 /// Most cgroups a recorder can be restricted to (`quarry record --containers`).
@@ -375,6 +388,7 @@ pub mod nr {
     pub const RENAMEAT2: i64 = 316;
     pub const MEMFD_CREATE: i64 = 319;
     pub const BPF: i64 = 321;
+    pub const SOCKET: i64 = 41;
     pub const OPENAT2: i64 = 437;
     pub const FCHMODAT2: i64 = 452;
     // Not decoded, but they may rename the calling thread (the raw stream re-reads its comm).
@@ -384,7 +398,7 @@ pub mod nr {
 }
 
 /// Every decoded syscall with its name (its tracepoints are syscalls:sys_{enter,exit}_<name>).
-pub const DECODED_SYSCALLS: [(i64, &str); 51] = [
+pub const DECODED_SYSCALLS: [(i64, &str); 52] = [
     (nr::MMAP, "mmap"),
     (nr::MPROTECT, "mprotect"),
     (nr::OPEN, "open"),
@@ -436,7 +450,39 @@ pub const DECODED_SYSCALLS: [(i64, &str); 51] = [
     (nr::MEMFD_CREATE, "memfd_create"),
     (nr::BPF, "bpf"),
     (nr::OPENAT2, "openat2"),
+    (nr::SOCKET, "socket"),
 ];
+
+/// Decoded syscalls with no tracepoints on some kernels (built without module support, as
+/// here): the kernel side can record them at entry from the raw sys_enter tracepoint instead,
+/// filtered by number before anything else runs.
+pub const ENTRY_ONLY_SYSCALLS: [i64; 2] = [nr::INIT_MODULE, nr::FINIT_MODULE];
+
+/// True for the syscalls whose records carry the task's mount namespace (the privilege and
+/// escape signals: rare calls, so the extra kernel reads cost nothing measurable; file and
+/// network calls skip them).
+#[inline(always)]
+pub const fn reads_mnt_ns(nr: i64) -> bool {
+    matches!(
+        nr,
+        nr::MOUNT
+            | nr::UMOUNT2
+            | nr::UNSHARE
+            | nr::SETNS
+            | nr::PTRACE
+            | nr::BPF
+            | nr::INIT_MODULE
+            | nr::FINIT_MODULE
+            | nr::SETUID
+            | nr::SETGID
+            | nr::SETREUID
+            | nr::SETREGID
+            | nr::SETRESUID
+            | nr::SETRESGID
+            | nr::CAPSET
+            | nr::MEMFD_CREATE
+    )
+}
 
 /// What the kernel side copies from user memory for one argument of a decoded syscall.
 ///
@@ -539,6 +585,7 @@ pub const fn entry_plan(nr: i64) -> Plan {
         | nr::UNSHARE
         | nr::SETNS
         | nr::BPF
+        | nr::SOCKET
         | nr::MMAP
         | nr::MPROTECT => [N, N, N],
         // struct __user_cap_data_struct { u32 effective, permitted, inheritable; } x2

@@ -34,11 +34,12 @@ use aya_ebpf::maps::{HashMap, PerCpuArray, RingBuf};
 use aya_ebpf::programs::{BtfTracePointContext, RawTracePointContext, TracePointContext};
 use quarry_recorder_common::{
     ARGV_LEN, ArgCopy, COPY_RAW, COPY_SOCKADDR, COPY_STR, CallArgs, CallEvent, DROPS_SLOT,
-    EventHeader, ExecEvent, ExitEvent, FILENAME_LEN, ForkEvent, KIND_CALL, KIND_EXEC, KIND_EXIT,
-    KIND_FORK, KIND_RAW_BATCH, KIND_TCP_STATE, KernelOffsets, MAX_CGROUP_DEPTH, MAX_FILTER_CGROUPS,
-    RAW_BATCH_HEADER_LEN, RAW_BATCH_MAX_AGE_NS, RAW_BATCH_SLOTS, RAW_CLOCK_EVERY, RAW_KTIME_UNREAD,
-    RAW_SLOT_THREAD, RAW_THREAD_SLOTS, RawBatch, RawSlot, RawThread, SHORT_STR_LEN, SOCKADDR_LEN,
-    STR_LEN, TcpStateEvent, UNREADABLE, entry_plan, is_exec_memory, nr,
+    EventHeader, ExecEvent, ExitEvent, FILENAME_LEN, ForkEvent, KIND_CALL, KIND_CALL_ENTRY,
+    KIND_EXEC, KIND_EXIT, KIND_FORK, KIND_RAW_BATCH, KIND_TCP_STATE, KernelOffsets,
+    MAX_CGROUP_DEPTH, MAX_FILTER_CGROUPS, RAW_BATCH_HEADER_LEN, RAW_BATCH_MAX_AGE_NS,
+    RAW_BATCH_SLOTS, RAW_CLOCK_EVERY, RAW_KTIME_UNREAD, RAW_SLOT_THREAD, RAW_THREAD_SLOTS,
+    RawBatch, RawSlot, RawThread, SHORT_STR_LEN, SOCKADDR_LEN, STR_LEN, TcpStateEvent, UNREADABLE,
+    entry_plan, is_exec_memory, nr, reads_mnt_ns,
 };
 
 /// Process id of the recorder itself: its own activity is never recorded.
@@ -65,6 +66,9 @@ static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     cred_euid: 0,
     cred_egid: 0,
     bprm_filename: 0,
+    task_nsproxy: 0,
+    nsproxy_mnt_ns: 0,
+    mnt_ns_inum: 0,
 });
 
 /// The raw stream reads the clock every this many calls of one thread (1: on every call); see
@@ -163,6 +167,23 @@ unsafe fn process_identity(task: u64, o: &KernelOffsets) -> (u32, u64) {
     }
 }
 
+/// Inode number of a task's mount namespace (task->nsproxy->mnt_ns->ns.inum); 0 when it
+/// cannot be read (an exiting task has no nsproxy).
+#[inline(always)]
+unsafe fn mnt_ns_of(task: u64, o: &KernelOffsets) -> u32 {
+    unsafe {
+        let nsproxy: u64 = kread(task, o.task_nsproxy);
+        if nsproxy == 0 {
+            return 0;
+        }
+        let mnt_ns: u64 = kread(nsproxy, o.nsproxy_mnt_ns);
+        if mnt_ns == 0 {
+            return 0;
+        }
+        kread(mnt_ns, o.mnt_ns_inum)
+    }
+}
+
 /// Writes the header of the current task to `h`.
 ///
 /// # Safety
@@ -239,6 +260,8 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> u32 {
         (*ev).parent_start_ns = parent_start;
 
         let cred: u64 = kread(task, o.task_real_cred);
+        (*ev).mnt_ns = mnt_ns_of(task, &o);
+        (*ev)._pad = 0;
         (*ev).uid = kread(cred, o.cred_uid);
         (*ev).gid = kread(cred, o.cred_gid);
         (*ev).euid = kread(cred, o.cred_euid);
@@ -397,21 +420,33 @@ pub fn sys_exit_decoded(ctx: TracePointContext) -> u32 {
     if call.nr != nr {
         return 0;
     }
+    send_call(KIND_CALL, nr, ret, call.enter_ktime_ns, &call.args);
+    0
+}
+
+/// One [`CallEvent`] with the arguments, the result and the user memory the arguments point
+/// to.
+#[inline(always)]
+fn send_call(kind: u32, nr: i64, ret: i64, enter_ktime_ns: u64, args: &[u64; 6]) {
     let plan = entry_plan(nr).copies;
     let Some(mut slot) = EVENTS.reserve::<CallEvent>(0) else {
         count_drop();
-        return 0;
+        return;
     };
     let ev = slot.as_mut_ptr();
-    let args = call.args;
+    let args = *args;
     // SAFETY: `ev` points at a reserved slot; user memory is read through probe helpers.
     unsafe {
-        fill_header(addr_of_mut!((*ev).header), KIND_CALL);
+        fill_header(addr_of_mut!((*ev).header), kind);
         (*ev).nr = nr;
         (*ev).ret = ret;
-        (*ev).enter_ktime_ns = call.enter_ktime_ns;
+        (*ev).enter_ktime_ns = enter_ktime_ns;
         (*ev).args = args;
-        (*ev)._pad = 0;
+        (*ev).mnt_ns = if reads_mnt_ns(nr) {
+            mnt_ns_of(bpf_get_current_task(), &OFFSETS.load())
+        } else {
+            0
+        };
         if (nr == nr::ACCEPT || nr == nr::ACCEPT4) && ret >= 0 && args[2] != 0 {
             // The peer address the kernel wrote, as long as it said it is.
             let len: u32 = bpf_probe_read_user(args[2] as *const u32).unwrap_or(0);
@@ -434,6 +469,28 @@ pub fn sys_exit_decoded(ctx: TracePointContext) -> u32 {
         );
     }
     slot.submit(BPF_RB_NO_WAKEUP as u64);
+}
+
+/// Entry of every syscall, attached only for decoded syscalls this kernel has no tracepoints
+/// for (init_module and finit_module on a kernel without module support): anything else
+/// returns after one comparison. The record is sent at entry, its result unseen.
+#[btf_tracepoint(function = "sys_enter")]
+pub fn sys_enter_entry_only(ctx: BtfTracePointContext) -> i32 {
+    let id: i64 = ctx.arg(1);
+    if id != nr::INIT_MODULE && id != nr::FINIT_MODULE {
+        return 0;
+    }
+    if !should_record() {
+        return 0;
+    }
+    let regs: *const u8 = ctx.arg(0);
+    // SAFETY: `regs` is a BTF pointer to struct pt_regs: the verifier checks each load, which
+    // is at a constant offset (x86_64 di, si, dx, r10, r8, r9: the six arguments).
+    let arg = |off: usize| unsafe { core::ptr::read_volatile(regs.add(off) as *const u64) };
+    let args = [arg(112), arg(104), arg(96), arg(56), arg(72), arg(64)];
+    // SAFETY: helper without memory arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    send_call(KIND_CALL_ENTRY, id, 0, now, &args);
     0
 }
 

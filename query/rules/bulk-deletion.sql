@@ -1,0 +1,37 @@
+-- id: QH018
+-- title: Bulk file deletion or shredding in a container
+-- severity: high
+-- mitre: T1485, T1070.004
+-- description: One process deleting 50 or more files in a minute that were not written in
+--   the container while recording (data destruction, a wiper, covering tracks), or shred /
+--   wipe run. Deliberately not flagged: a program cleaning up files the container itself
+--   wrote (caches, its own temporary files), and deletions that fail.
+WITH deleted AS (
+  SELECT w.host, w.container_id, w.pid, w.comm, w.time, w.ktime_ns, w.path,
+         date_bin(INTERVAL '60 seconds', w.time) AS minute
+  FROM file_writes w
+  LEFT JOIN (SELECT DISTINCT host, container_id, coalesce(path2, path) AS path
+             FROM file_writes
+             WHERE succeeded AND event IN ('open', 'create', 'mkdir', 'rename', 'link',
+                                           'symlink')) made
+    ON made.host = w.host AND made.container_id = w.container_id AND made.path = w.path
+  WHERE w.container_id IS NOT NULL AND w.succeeded AND w.event IN ('unlink', 'rmdir')
+    AND made.path IS NULL
+),
+bursts AS (
+  SELECT host, container_id, pid, minute, min(ktime_ns) AS first_ktime,
+         count(DISTINCT path) AS files
+  FROM deleted
+  GROUP BY host, container_id, pid, minute
+  HAVING count(DISTINCT path) >= 50
+)
+SELECT d.time, d.host, d.container_id, d.pid, d.comm, 'file' AS source_table, d.ktime_ns,
+       concat(d.comm, ' deleted ', b.files, ' files in a minute, starting with ', d.path)
+         AS evidence
+FROM bursts b
+JOIN deleted d ON d.host = b.host AND d.pid = b.pid AND d.ktime_ns = b.first_ktime
+UNION ALL
+SELECT e.time, e.host, e.container_id, e.pid, e.comm, 'process', e.ktime_ns,
+       concat(e.program, ': ', array_to_string(e.argv, ' '))
+FROM execs e
+WHERE e.container_id IS NOT NULL AND e.program IN ('shred', 'wipe', 'srm')

@@ -1,0 +1,32 @@
+-- id: QH016
+-- title: Log file cleared or deleted in a container
+-- severity: high
+-- mitre: T1070.002
+-- description: A live log under /var/log truncated (truncate, or an open with O_TRUNC) or
+--   deleted. Deliberately not flagged: log rotation, recognised by what the rotating process
+--   did rather than by its name: removing rotated archives (`.1`, `.gz`, dated names), and
+--   truncating or recreating a log after the same process copied or renamed it to a rotated
+--   name (`<log>.1`, `<log>-20261101`) within the 60 seconds before.
+WITH clearing AS (
+  SELECT w.*
+  FROM file_writes w
+  WHERE w.container_id IS NOT NULL AND w.succeeded AND w.path ~ '^/var/log/'
+    AND (w.event IN ('unlink', 'truncate')
+         OR (w.event = 'open' AND (CAST(w.flags AS BIGINT) & 512) <> 0))
+    AND w.path !~ '\.([0-9]+|gz|xz|bz2|zst|lz4|old)$|[-_.][0-9]{8,10}$'
+),
+rotation AS (
+  SELECT c.host, c.pid, c.ktime_ns AS clear_ktime, count(r.pid) AS rotations
+  FROM clearing c
+  LEFT JOIN file_writes r
+    ON r.host = c.host AND r.pid = c.pid AND r.container_id = c.container_id
+   AND (starts_with(coalesce(r.path2, r.path), concat(c.path, '.'))
+        OR starts_with(coalesce(r.path2, r.path), concat(c.path, '-')))
+   AND r.time <= c.time AND r.time >= c.time - INTERVAL '60 seconds'
+  GROUP BY c.host, c.pid, c.ktime_ns
+)
+SELECT c.time, c.host, c.container_id, c.pid, c.comm, 'file' AS source_table, c.ktime_ns,
+       concat(c.comm, ' ', c.event, ' ', c.path) AS evidence
+FROM clearing c
+JOIN rotation r ON r.host = c.host AND r.pid = c.pid AND r.clear_ktime = c.ktime_ns
+WHERE r.rotations = 0
