@@ -527,6 +527,8 @@ fn segment_altered_after_listing_is_refused_when_read() {
         assert_eq!(render(&got), vec!["8"]);
         assert_eq!(catalog.skipped().len(), 1, "{:?}", catalog.skipped());
         assert!(catalog.skipped()[0].reason.contains("altered"));
+    });
+}
 
 /// Every built-in rule has a fixture with a positive and a negative case, and raises exactly
 /// the findings each case expects (what `quarry hunt --test` runs).
