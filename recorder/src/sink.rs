@@ -315,7 +315,7 @@ impl SealHealth {
             source = e.source();
         }
         // Parquet's writer wraps I/O errors as text.
-        let text = format!("{error:#}") + &error_chain(error);
+        let text = error.to_string() + &error_chain(error);
         if text.contains("No space left on device") || text.contains("Disk quota exceeded") {
             SealHealth::DiskFull
         } else {
