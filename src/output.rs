@@ -5,6 +5,8 @@
 
 use std::io::Write;
 
+use quarry_query::output::{TableStyle, TextTable};
+
 /// Untrusted text made safe for the terminal (see [`quarry_store::text`]).
 pub fn shown(text: &str) -> String {
     quarry_store::text::printable(text)
@@ -24,67 +26,22 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
     let _ = table.finish(&mut out);
 }
 
-/// A table printed as its rows come: the first `chunk` rows are held to size the columns,
-/// later rows are printed at once in those columns (a wider cell widens only its row).
-pub struct Columns {
-    header: Vec<String>,
-    widths: Vec<usize>,
-    held: Vec<Vec<String>>,
-    chunk: usize,
-    started: bool,
-}
+/// A listing printed as its rows come (see [`TextTable`]), every cell escaped with [`shown`].
+pub struct Columns(TextTable);
 
 impl Columns {
     pub fn new(header: &[&str], chunk: usize) -> Columns {
-        Columns {
-            header: header.iter().map(|h| h.to_string()).collect(),
-            widths: header.iter().map(|h| h.chars().count()).collect(),
-            held: Vec::new(),
-            chunk: chunk.max(1),
-            started: false,
-        }
+        let header = header.iter().map(|h| h.to_string()).collect();
+        Columns(TextTable::styled(TableStyle::Plain, header, chunk))
     }
 
     /// Adds a row; its cells are escaped with [`shown`].
     pub fn push(&mut self, row: Vec<String>, out: &mut dyn Write) -> std::io::Result<()> {
-        let row: Vec<String> = row.iter().map(|c| shown(c)).collect();
-        if self.started {
-            return self.line(&row, out);
-        }
-        for (w, cell) in self.widths.iter_mut().zip(&row) {
-            *w = (*w).max(cell.chars().count());
-        }
-        self.held.push(row);
-        if self.held.len() >= self.chunk {
-            self.start(out)?;
-        }
-        Ok(())
+        self.0.push(row.iter().map(|c| shown(c)).collect(), out)
     }
 
-    /// Prints the header and what is held (the header alone for a table without rows).
-    pub fn finish(mut self, out: &mut dyn Write) -> std::io::Result<()> {
-        if !self.started {
-            self.start(out)?;
-        }
-        out.flush()
-    }
-
-    fn start(&mut self, out: &mut dyn Write) -> std::io::Result<()> {
-        self.started = true;
-        let header = std::mem::take(&mut self.header);
-        self.line(&header, out)?;
-        for row in std::mem::take(&mut self.held) {
-            self.line(&row, out)?;
-        }
-        Ok(())
-    }
-
-    fn line(&self, row: &[String], out: &mut dyn Write) -> std::io::Result<()> {
-        let text: Vec<String> = row
-            .iter()
-            .zip(&self.widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        writeln!(out, "{}", text.join("  ").trim_end())
+    /// Prints the header and what is held (the header alone for a listing without rows).
+    pub fn finish(self, out: &mut dyn Write) -> std::io::Result<()> {
+        self.0.finish(out)
     }
 }

@@ -152,9 +152,20 @@ pub fn write(batches: &[RecordBatch], format: Format, out: Out<'_>) -> Result<()
     Ok(())
 }
 
+/// How a [`TextTable`] draws its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableStyle {
+    /// `+---+` rules and `| cell |` rows (query results); nothing at all without rows.
+    Boxed,
+    /// Columns two spaces apart, no rules (listings such as `ps`); the header alone without rows.
+    Plain,
+}
+
 /// A text table printed as its rows come: the first `chunk` rows are held to size the
-/// columns (a result that fits is printed exactly sized), later rows are printed at once.
+/// columns (a result that fits is printed exactly sized), later rows are printed at once in
+/// those columns (a wider cell widens only its own row).
 pub struct TextTable {
+    style: TableStyle,
     header: Vec<String>,
     widths: Vec<usize>,
     held: Vec<Vec<String>>,
@@ -165,7 +176,13 @@ pub struct TextTable {
 impl TextTable {
     /// A table with these column names.
     pub fn new(header: Vec<String>, chunk: usize) -> TextTable {
+        TextTable::styled(TableStyle::Boxed, header, chunk)
+    }
+
+    /// A table with these column names, drawn in `style`.
+    pub fn styled(style: TableStyle, header: Vec<String>, chunk: usize) -> TextTable {
         TextTable {
+            style,
             widths: header.iter().map(|h| h.chars().count()).collect(),
             header,
             held: Vec::new(),
@@ -189,23 +206,31 @@ impl TextTable {
         Ok(())
     }
 
-    /// Prints what is held and the closing rule (nothing for a table without rows).
+    /// Prints what is held and, boxed, the closing rule.
     pub fn finish(mut self, out: &mut dyn Write) -> std::io::Result<()> {
-        if !self.started && self.held.is_empty() {
+        if self.style == TableStyle::Boxed && !self.started && self.held.is_empty() {
             return Ok(());
         }
         if !self.started {
             self.start(out)?;
         }
-        self.rule(out)
+        if self.style == TableStyle::Boxed {
+            self.rule(out)?;
+        }
+        out.flush()
     }
 
     fn start(&mut self, out: &mut dyn Write) -> std::io::Result<()> {
         self.started = true;
-        self.rule(out)?;
+        let boxed = self.style == TableStyle::Boxed;
+        if boxed {
+            self.rule(out)?;
+        }
         let header = std::mem::take(&mut self.header);
         self.line(&header, out)?;
-        self.rule(out)?;
+        if boxed {
+            self.rule(out)?;
+        }
         for row in std::mem::take(&mut self.held) {
             self.line(&row, out)?;
         }
@@ -222,11 +247,23 @@ impl TextTable {
     }
 
     fn line(&self, row: &[String], out: &mut dyn Write) -> std::io::Result<()> {
-        let mut text = String::from("|");
-        for (cell, w) in row.iter().zip(&self.widths) {
-            text.push_str(&format!(" {cell:<w$} |"));
+        match self.style {
+            TableStyle::Boxed => {
+                let mut text = String::from("|");
+                for (cell, w) in row.iter().zip(&self.widths) {
+                    text.push_str(&format!(" {cell:<w$} |"));
+                }
+                writeln!(out, "{text}")
+            }
+            TableStyle::Plain => {
+                let text: Vec<String> = row
+                    .iter()
+                    .zip(&self.widths)
+                    .map(|(c, w)| format!("{c:<w$}"))
+                    .collect();
+                writeln!(out, "{}", text.join("  ").trim_end())
+            }
         }
-        writeln!(out, "{text}")
     }
 }
 
