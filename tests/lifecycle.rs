@@ -501,7 +501,7 @@ fn an_export_verifies_and_its_parquet_opens_in_pyarrow_and_duckdb() {
 
     // Engines that are not Quarry read the tables as they are: only web's rows.
     let script = tests_dir().join("py/read_bundle.py");
-    let py = std::process::Command::new("python3")
+    let py = python()
         .arg(script)
         .arg(target.join("tables"))
         .output()
@@ -1039,7 +1039,7 @@ fn an_export_of_a_recorded_container_verifies() {
         said.contains("signature: valid, by the given key"),
         "{said}"
     );
-    let py = std::process::Command::new("python3")
+    let py = python()
         .arg(tests_dir().join("py/read_bundle.py"))
         .arg(target.join("tables"))
         .output()

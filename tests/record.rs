@@ -98,12 +98,12 @@ fn records_exec_with_argv_parent_and_exit_code() {
     );
 
     // An independent reader (pyarrow, Hive partitioning) sees the same rows.
-    let py = Command::new("python3")
+    let py = python()
         .arg(tests_dir().join("py/read_process.py"))
         .arg(&store)
         .arg(&mark)
         .output()
-        .expect("python3 with pyarrow (scripts/setup installs it)");
+        .expect("python3 of .venv with pyarrow (scripts/setup installs it)");
     assert!(
         py.status.success(),
         "pyarrow reader failed: {}",

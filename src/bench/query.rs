@@ -621,7 +621,7 @@ print(json.dumps(out))
     );
     // With --only, DuckDB is left out too.
     let out = match &only {
-        None => Some(Command::new("python3").arg("-c").arg(&script).output()?),
+        None => Some(Command::new(python()).arg("-c").arg(&script).output()?),
         Some(_) => None,
     };
     if let Some(out) = out.as_ref().filter(|o| o.status.success()) {
@@ -657,4 +657,19 @@ print(json.dumps(out))
         println!("{}", serde_json::Value::Object(results.into_inner()));
     }
     Ok(())
+}
+
+/// The Python that has DuckDB: $QUARRY_PYTHON, else the checkout's virtual environment where
+/// scripts/setup installs the pinned test readers (the benchmark is run from a checkout), else
+/// whatever `python3` is on PATH.
+fn python() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("QUARRY_PYTHON") {
+        return p.into();
+    }
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python3");
+    if venv.is_file() {
+        venv
+    } else {
+        "python3".into()
+    }
 }

@@ -224,3 +224,15 @@ pub fn rows_with_marker<'a>(rows: &'a [Proc], marker: &str) -> Vec<&'a Proc> {
 pub fn tests_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests")
 }
+
+/// The Python of the test readers: the checkout's virtual environment, where scripts/setup
+/// installs the pinned pyarrow, duckdb and kubernetes-validate (never the system Python).
+pub fn python() -> Command {
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python3");
+    assert!(
+        venv.is_file(),
+        "{} is missing: run `sudo scripts/setup` (it creates the test readers' virtual environment)",
+        venv.display()
+    );
+    Command::new(venv)
+}
