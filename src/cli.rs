@@ -75,6 +75,8 @@ pub enum Command {
     Export(ExportArgs),
     /// Create an ed25519 key pair for signing bundles (KEY and KEY.pub)
     Keygen(KeygenArgs),
+    /// Print a shell completion script, or write the man pages (--man DIR)
+    Completions(CompletionsArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -611,6 +613,22 @@ pub struct KeygenArgs {
     /// Secret key file to create; the public key goes to the same name plus .pub
     #[arg(long, short)]
     pub output: PathBuf,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  quarry completions bash > /etc/bash_completion.d/quarry
+  quarry completions zsh > /usr/local/share/zsh/site-functions/_quarry
+  quarry completions fish > ~/.config/fish/completions/quarry.fish
+  quarry completions --man /usr/local/share/man/man1   quarry.1 and quarry-<command>.1 pages")]
+pub struct CompletionsArgs {
+    /// Shell to complete for
+    #[arg(value_enum, required_unless_present = "man")]
+    pub shell: Option<clap_complete::Shell>,
+    /// Write the man pages (quarry.1 and one per command) into this directory instead
+    #[arg(long, value_name = "DIR", conflicts_with = "shell")]
+    pub man: Option<PathBuf>,
 }
 
 /// Parses a byte size such as `800M`, `50G`, `1T` or `4096` (powers of 1024).

@@ -3,6 +3,7 @@
 
 mod action;
 mod cli;
+mod completions;
 mod export;
 mod isolate;
 mod lifecycle;
@@ -65,6 +66,7 @@ fn main() -> ExitCode {
         Command::Hold(args) => lifecycle::hold(args),
         Command::Export(args) => export::run(args),
         Command::Keygen(args) => lifecycle::keygen(args),
+        Command::Completions(args) => completions::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
