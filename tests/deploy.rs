@@ -438,7 +438,7 @@ fn debian_package_has_binary_unit_config_completions_and_man_pages() {
             "{inside}"
         );
     }
-    let (code, version, err) = run(&mut Command::new(x.join("usr/bin/quarry")).arg("--version"));
+    let (code, version, err) = run(Command::new(x.join("usr/bin/quarry")).arg("--version"));
     assert_eq!(code, 0, "{err}");
     assert!(version.starts_with("quarry "), "{version}");
 }
