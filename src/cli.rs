@@ -75,6 +75,9 @@ pub enum Command {
     Export(ExportArgs),
     /// Create an ed25519 key pair for signing bundles (KEY and KEY.pub)
     Keygen(KeygenArgs),
+    /// How much a compromised container could do: capabilities, host namespaces, sensitive
+    /// mounts, seccomp, no_new_privs, LSM, limits, devices (findings with the fix)
+    Posture(PostureArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -201,6 +204,30 @@ pub struct PsArgs {
     pub store: PathBuf,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  quarry posture                      # every running container
+  quarry posture web --format json
+  quarry posture web --fail-on medium # exit 4 when a finding is medium or worse
+
+Exit status: 0 no finding at or above --fail-on, 4 there are, 1 a container could not be read.")]
+pub struct PostureArgs {
+    /// Container id, id prefix or name (default: every running container)
+    pub container: Option<String>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Exit with status 4 when a finding is at least this severe (info, low, medium, high, critical)
+    #[arg(long, default_value = "high", value_parser = parse_severity)]
+    pub fail_on: quarry_posture::Severity,
+}
+
+fn parse_severity(text: &str) -> Result<quarry_posture::Severity, String> {
+    quarry_posture::Severity::parse(text).ok_or_else(|| {
+        format!("unknown severity {text:?}; use info, low, medium, high or critical")
+    })
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@ mod export;
 mod isolate;
 mod lifecycle;
 mod output;
+mod posture;
 mod ps;
 mod query;
 mod record;
@@ -28,7 +29,7 @@ pub mod exit {
     pub const ERROR: u8 = 1;
     /// Verification ran and found problems: evidence is missing or was altered.
     pub const VERIFY_FAILED: u8 = 3;
-    /// A hunt ran and raised findings.
+    /// A hunt or a posture check raised findings.
     pub const FINDINGS: u8 = 4;
     /// The action was carried out but its row could not be written to the store's action
     /// table; the row was printed on stderr to be recorded by hand.
@@ -65,6 +66,7 @@ fn main() -> ExitCode {
         Command::Hold(args) => lifecycle::hold(args),
         Command::Export(args) => export::run(args),
         Command::Keygen(args) => lifecycle::keygen(args),
+        Command::Posture(args) => posture::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
