@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::GatherError;
 use crate::caps::CapSet;
-use crate::mountinfo::{self, Mount};
+use quarry_containers::mountinfo::{Mount, host_path_of, parse_mountinfo};
 
 /// Namespaces whose sharing with the host matters.
 pub const NAMESPACES: [&str; 7] = ["mnt", "pid", "net", "ipc", "uts", "user", "cgroup"];
@@ -142,10 +142,12 @@ pub fn gather(
         .ok()
         .map(|l| l.trim_end_matches(['\n', '\0']).to_string());
 
-    let (mounts, _) = mountinfo::parse(&read_text(&dir.join("mountinfo"))?);
-    let (host_mounts, _) = mountinfo::parse(&read_text(&sources.proc_root.join("1/mountinfo"))?);
-    let host_paths: Vec<Option<PathBuf>> =
-        mounts.iter().map(|m| host_path(m, &host_mounts)).collect();
+    let mounts = parse_mountinfo(&read_text(&dir.join("mountinfo"))?);
+    let host_mounts = parse_mountinfo(&read_text(&sources.proc_root.join("1/mountinfo"))?);
+    let host_paths: Vec<Option<PathBuf>> = mounts
+        .iter()
+        .map(|m| host_path_of(m, &host_mounts))
+        .collect();
     let host_sockets = host_paths
         .iter()
         .map(|p| p.as_deref().is_some_and(is_socket))
@@ -203,22 +205,6 @@ fn read_text(path: &Path) -> Result<String, GatherError> {
     fs::read_to_string(path).map_err(|source| GatherError::Read {
         path: path.to_path_buf(),
         source,
-    })
-}
-
-/// The host path a mount shows: the host mount point of the same filesystem (whole, root
-/// `/`) joined with the mount's root inside that filesystem.
-fn host_path(mount: &Mount, host_mounts: &[Mount]) -> Option<PathBuf> {
-    let host = host_mounts
-        .iter()
-        .filter(|h| h.device == mount.device && mount.root.starts_with(h.root.as_str()))
-        .max_by_key(|h| h.root.len())?;
-    let rest = mount.root[host.root.len()..].trim_start_matches('/');
-    let base = PathBuf::from(&host.mount_point);
-    Some(if rest.is_empty() {
-        base
-    } else {
-        base.join(rest)
     })
 }
 

@@ -12,7 +12,6 @@
 
 pub mod caps;
 pub mod facts;
-pub mod mountinfo;
 
 use std::path::PathBuf;
 
@@ -394,7 +393,7 @@ pub fn assess(f: &Facts) -> Vec<Finding> {
         }
         // Kernel filesystems (a container's own /sys, /proc, cgroupfs) have their own checks
         // below; this one is about host directories bound in.
-        let kernel_fs = PSEUDO_FILESYSTEMS.contains(&m.fs_type.as_str());
+        let kernel_fs = PSEUDO_FILESYSTEMS.contains(&m.fstype.as_str());
         if let Some(h) = &host_text
             && !kernel_fs
             && m.mount_point != "/"
@@ -420,7 +419,7 @@ pub fn assess(f: &Facts) -> Vec<Finding> {
                 Some("5.5"),
             );
         }
-        if m.fs_type == "sysfs" && !m.read_only() {
+        if m.fstype == "sysfs" && !m.read_only() {
             add(
                 "sysfs-writable".into(),
                 Severity::High,
@@ -433,7 +432,7 @@ pub fn assess(f: &Facts) -> Vec<Finding> {
         }
         // Runtimes bind parts of the container's own /proc read-only over themselves
         // (/proc/sys, /proc/bus, ...): only a procfs outside /proc is a second one.
-        if m.fs_type == "proc" && m.mount_point != "/proc" && !m.mount_point.starts_with("/proc/") {
+        if m.fstype == "proc" && m.mount_point != "/proc" && !m.mount_point.starts_with("/proc/") {
             add(
                 "extra-procfs".into(),
                 Severity::High,
@@ -610,6 +609,7 @@ pub fn assess(f: &Facts) -> Vec<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use quarry_containers::mountinfo::parse_mountinfo;
     use std::collections::BTreeMap;
 
     fn minimal() -> Facts {
@@ -629,10 +629,7 @@ mod tests {
             seccomp: Some(2),
             no_new_privs: Some(true),
             lsm_label: Some("docker-default (enforce)".into()),
-            mounts: mountinfo::parse(
-                "1 0 8:1 /var/lib/c/rootfs / ro,relatime - ext4 /dev/vda ro\n",
-            )
-            .0,
+            mounts: parse_mountinfo("1 0 8:1 /var/lib/c/rootfs / ro,relatime - ext4 /dev/vda ro\n"),
             host_paths: vec![Some("/var/lib/c/rootfs".into())],
             host_sockets: vec![false],
             limits: facts::Limits {
@@ -663,7 +660,7 @@ mod tests {
         f.shared_namespaces.insert("user".into(), true);
         f.seccomp = Some(0);
         f.limits.pids = Some(None);
-        let (mut mounts, _) = mountinfo::parse(
+        let mut mounts = parse_mountinfo(
             "1 0 8:1 /c/rootfs / rw - ext4 /dev/vda rw\n2 1 0:5 /docker.sock /run/docker.sock rw - tmpfs tmpfs rw\n3 1 8:1 /etc /host-etc rw - ext4 /dev/vda rw\n",
         );
         f.host_paths = vec![
