@@ -172,6 +172,10 @@ pub struct Drift {
     pub method: &'static str,
     pub baseline_id: Option<String>,
     pub entries: Vec<DriftEntry>,
+    /// Changes to the image made before the container's first process started: the runtime's
+    /// set-up (Podman's /etc/mtab, mount-point files), listed apart so they do not hide or
+    /// pose as the workload's drift.
+    pub before_start: Vec<DriftEntry>,
     /// What the walk could not take, and why.
     pub notes: Vec<String>,
 }
@@ -200,8 +204,29 @@ fn under_mount_point(path: &str, mount_points: &[String]) -> bool {
     mount_points.iter().any(|m| mountinfo::is_under(path, m))
 }
 
+/// When process `pid` started, in nanoseconds since the epoch (to the kernel's clock tick):
+/// its start in ticks since boot, plus when the machine booted by the real-time clock.
+pub fn started_ns(proc_root: &Path, pid: i32) -> Option<i64> {
+    let stat = std::fs::read_to_string(proc_root.join(format!("{pid}/stat"))).ok()?;
+    let ticks: i64 = stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+    let now = |clock| {
+        nix::time::clock_gettime(clock)
+            .ok()
+            .map(|t| t.tv_sec() * 1_000_000_000 + t.tv_nsec())
+    };
+    let boot = now(nix::time::ClockId::CLOCK_REALTIME)? - now(nix::time::ClockId::CLOCK_BOOTTIME)?;
+    Some(boot + ticks * (1_000_000_000 / hz))
+}
+
 /// The drift of an overlay-rooted container: its upper directory against its lower layers.
-pub fn overlay_drift(rootfs: &Rootfs) -> Result<Drift, DriftError> {
+/// Entries changed before `started_ns` (the init's start) are the runtime's set-up.
+pub fn overlay_drift(rootfs: &Rootfs, started_ns: Option<i64>) -> Result<Drift, DriftError> {
     let Some(overlay) = &rootfs.overlay else {
         return Err(DriftError::RootNotOnHost { pid: 0 });
     };
@@ -230,15 +255,21 @@ pub fn overlay_drift(rootfs: &Rootfs) -> Result<Drift, DriftError> {
         ));
     }
     let mut entries = Vec::new();
+    let mut before_start = Vec::new();
     let mut buf = vec![0; 1 << 16];
     for c in set.changes {
+        let list = if started_ns.is_some_and(|s| c.ctime_ns < s) {
+            &mut before_start
+        } else {
+            &mut entries
+        };
         // Directories change whenever something inside does; the entries say what.
         if c.kind == "directory" || under_mount_point(&c.path, &rootfs.mount_points) {
             continue;
         }
         let in_image = lookup_lower(&lowers, &c.path, &mut buf);
         if c.kind == "deleted" {
-            entries.push(DriftEntry {
+            list.push(DriftEntry {
                 path: c.path.clone(),
                 change: "deleted",
                 kind: in_image
@@ -266,7 +297,7 @@ pub fn overlay_drift(rootfs: &Rootfs) -> Result<Drift, DriftError> {
         } else {
             "added"
         };
-        entries.push(entry_of(
+        list.push(entry_of(
             &c,
             change,
             mode,
@@ -278,6 +309,7 @@ pub fn overlay_drift(rootfs: &Rootfs) -> Result<Drift, DriftError> {
         method: "overlay_upper",
         baseline_id: None,
         entries,
+        before_start,
         notes,
     })
 }
@@ -488,6 +520,7 @@ pub fn baseline_drift(
         method: "baseline",
         baseline_id: Some(latest),
         entries,
+        before_start: Vec::new(),
         notes,
     })
 }

@@ -62,6 +62,9 @@ pub struct Change {
     pub gid: u32,
     pub mtime: i64,
     pub ctime: i64,
+    /// The inode change time in nanoseconds since the epoch (no one can set it to the past
+    /// without changing the clock).
+    pub ctime_ns: i64,
     /// A symlink's target, as data (never followed).
     pub symlink_target: Option<String>,
     /// A device's numbers, `major:minor`.
@@ -293,6 +296,7 @@ impl Walk<'_> {
             gid: st.st_gid,
             mtime: st.st_mtime,
             ctime: st.st_ctime,
+            ctime_ns: st.st_ctime.saturating_mul(1_000_000_000) + st.st_ctime_nsec,
             symlink_target: (ft == libc::S_IFLNK)
                 .then(|| nix::fcntl::readlinkat(dir, name).ok())
                 .flatten()
