@@ -316,11 +316,10 @@ fn read_devices(config: &Path) -> Result<Devices, GatherError> {
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|rule| {
+        .rfind(|rule| {
             let any_type = matches!(rule["type"].as_str(), None | Some("a"));
             any_type && rule["major"].is_null() && rule["minor"].is_null()
         })
-        .next_back()
         .is_some_and(|rule| rule["allow"].as_bool() == Some(true));
     let nodes = linux["devices"]
         .as_array()
