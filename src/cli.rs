@@ -77,6 +77,15 @@ pub enum Command {
     Keygen(KeygenArgs),
     /// Print a shell completion script, or write the man pages (--man DIR)
     Completions(CompletionsArgs),
+    /// How much a compromised container could do: capabilities, host namespaces, sensitive
+    /// mounts, seccomp, no_new_privs, LSM, limits, devices (findings with the fix)
+    Posture(PostureArgs),
+    /// Hash a container's root filesystem into the store: what `drift` compares a plain rootfs
+    /// (a runc bundle) with
+    Baseline(BaselineArgs),
+    /// Files added, modified or deleted in a running container relative to its image (overlay
+    /// layers) or its baseline, with hashes and whether they were executed
+    Drift(DriftArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -203,6 +212,70 @@ pub struct PsArgs {
     pub store: PathBuf,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  quarry posture                      # every running container
+  quarry posture web --format json
+  quarry posture web --fail-on medium # exit 4 when a finding is medium or worse
+
+Exit status: 0 no finding at or above --fail-on, 4 there are, 1 a container could not be read.")]
+pub struct PostureArgs {
+    /// Container id, id prefix or name (default: every running container)
+    pub container: Option<String>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Exit with status 4 when a finding is at least this severe (info, low, medium, high, critical)
+    #[arg(long, default_value = "high", value_parser = parse_severity)]
+    pub fail_on: quarry_posture::Severity,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  quarry baseline web
+  quarry baseline web --store /srv/quarry --format json
+
+A baseline is one row per entry of the rootfs (path, type, size, mode, owner, mtime, SHA-256) in
+the store's `baseline` table, sealed and hashed like every segment. Symlinks are recorded, never
+followed; mount points inside the container are left out. A rootfs over 500 000 entries or 4 GiB
+is not hashed: a note row says so.")]
+pub struct BaselineArgs {
+    /// Container id, id prefix or name
+    pub container: String,
+    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
+    pub store: PathBuf,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  quarry drift web
+  quarry drift web --format json | jq '.entries[] | select(.executed)'
+
+Overlay roots (Podman, Docker, containerd) are compared with their image layers; a plain rootfs
+with its latest baseline (`quarry baseline`). EXEC: x = executable, +x = made executable, ran =
+the recorder saw it executed in this container.
+
+Exit status: 0 no drift, 4 drift found, 1 error.")]
+pub struct DriftArgs {
+    /// Container id, id prefix or name
+    pub container: String,
+    /// Store with the baseline and the recorded execs
+    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
+    pub store: PathBuf,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+fn parse_severity(text: &str) -> Result<quarry_posture::Severity, String> {
+    quarry_posture::Severity::parse(text).ok_or_else(|| {
+        format!("unknown severity {text:?}; use info, low, medium, high or critical")
+    })
 }
 
 #[derive(Debug, Args)]

@@ -5,9 +5,11 @@ mod action;
 mod cli;
 mod completions;
 mod export;
+mod integrity;
 mod isolate;
 mod lifecycle;
 mod output;
+mod posture;
 mod ps;
 mod query;
 mod record;
@@ -29,7 +31,7 @@ pub mod exit {
     pub const ERROR: u8 = 1;
     /// Verification ran and found problems: evidence is missing or was altered.
     pub const VERIFY_FAILED: u8 = 3;
-    /// A hunt ran and raised findings.
+    /// A hunt or a posture check raised findings, or drift was found.
     pub const FINDINGS: u8 = 4;
     /// The action was carried out but its row could not be written to the store's action
     /// table; the row was printed on stderr to be recorded by hand.
@@ -67,6 +69,9 @@ fn main() -> ExitCode {
         Command::Export(args) => export::run(args),
         Command::Keygen(args) => lifecycle::keygen(args),
         Command::Completions(args) => completions::run(args),
+        Command::Posture(args) => posture::run(args),
+        Command::Baseline(args) => integrity::baseline(args),
+        Command::Drift(args) => integrity::drift(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

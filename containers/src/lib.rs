@@ -6,6 +6,8 @@
 //!
 //! - [`cgroup`]: where cgroup v2 is mounted (from /proc/self/mountinfo, hybrid or pure v2
 //!   hosts), a process's cgroup, a cgroup's id (the inode `bpf_get_current_cgroup_id` returns);
+//! - [`mountinfo`]: the kernel's mount table of a process, and where each mount comes from
+//!   on the host;
 //! - [`pattern`]: container ids in cgroup paths, for Docker, containerd/Kubernetes, CRI-O and
 //!   Podman;
 //! - [`runtime`]: runc's state files (any cgroup path) and Podman's container store, for names,
@@ -13,6 +15,7 @@
 //! - [`Inventory`]: everything running now, and name resolution with clear errors.
 
 pub mod cgroup;
+pub mod mountinfo;
 pub mod pattern;
 pub mod runtime;
 

@@ -45,8 +45,10 @@ impl Pending {
             Table::Net => Pending::Net(Vec::new()),
             Table::Syscall => Pending::Syscall(Box::default()),
             Table::Gap => Pending::Gap(Vec::new()),
-            Table::Container | Table::Action => {
-                unreachable!("container rows are built at seal time; actions are not recorded")
+            Table::Container | Table::Action | Table::Baseline => {
+                unreachable!(
+                    "container rows are built at seal time; actions and baselines are not recorded"
+                )
             }
         }
     }

@@ -44,6 +44,8 @@ pub enum Method {
     OverlayUpper(PathBuf),
     /// Entries of the rootfs at this host path changed after the container started.
     ChangedSinceStart { rootfs: PathBuf, since_unix: i64 },
+    /// Every entry of the tree at this host path (a baseline).
+    WholeTree(PathBuf),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -60,6 +62,9 @@ pub struct Change {
     pub gid: u32,
     pub mtime: i64,
     pub ctime: i64,
+    /// The inode change time in nanoseconds since the epoch (no one can set it to the past
+    /// without changing the clock).
+    pub ctime_ns: i64,
     /// A symlink's target, as data (never followed).
     pub symlink_target: Option<String>,
     /// A device's numbers, `major:minor`.
@@ -136,9 +141,27 @@ impl Source {
     }
 }
 
+impl Source {
+    /// Every entry under `root` (a host path), for a baseline of a plain rootfs.
+    pub fn whole_tree(root: &Path) -> Source {
+        Source {
+            method: Method::WholeTree(root.to_path_buf()),
+            base: root.to_path_buf(),
+            all: true,
+            since: i64::MIN,
+        }
+    }
+}
+
 /// Lists the change set without copying (sizes it before the checkpoint).
 pub fn scan(src: &Source) -> io::Result<ChangeSet> {
-    walk_base(src, None)
+    walk_base(src, None, false)
+}
+
+/// Lists the change set with the SHA-256 of every regular file, copying nothing (drift and
+/// baselines).
+pub fn scan_hashed(src: &Source) -> io::Result<ChangeSet> {
+    walk_base(src, None, true)
 }
 
 /// Lists the change set and copies every changed regular file under `dest` (same relative
@@ -146,10 +169,10 @@ pub fn scan(src: &Source) -> io::Result<ChangeSet> {
 /// stopped.
 pub fn capture(src: &Source, dest: &Path) -> io::Result<ChangeSet> {
     make_dir(dest)?;
-    walk_base(src, Some(dest))
+    walk_base(src, Some(dest), true)
 }
 
-fn walk_base(src: &Source, dest: Option<&Path>) -> io::Result<ChangeSet> {
+fn walk_base(src: &Source, dest: Option<&Path>, hash: bool) -> io::Result<ChangeSet> {
     let base = beneath::open_trusted_dir(&src.base)?;
     let st = nix::sys::stat::fstat(&base).map_err(io::Error::from)?;
     let dev = st.st_dev;
@@ -166,6 +189,7 @@ fn walk_base(src: &Source, dest: Option<&Path>) -> io::Result<ChangeSet> {
     };
     let mut w = Walk {
         all: src.all,
+        hash,
         since: src.since,
         dev,
         set: &mut set,
@@ -177,6 +201,8 @@ fn walk_base(src: &Source, dest: Option<&Path>) -> io::Result<ChangeSet> {
 
 struct Walk<'a> {
     all: bool,
+    /// Hash regular files (always when copying).
+    hash: bool,
     since: i64,
     dev: u64,
     set: &'a mut ChangeSet,
@@ -270,6 +296,7 @@ impl Walk<'_> {
             gid: st.st_gid,
             mtime: st.st_mtime,
             ctime: st.st_ctime,
+            ctime_ns: st.st_ctime.saturating_mul(1_000_000_000) + st.st_ctime_nsec,
             symlink_target: (ft == libc::S_IFLNK)
                 .then(|| nix::fcntl::readlinkat(dir, name).ok())
                 .flatten()
@@ -280,13 +307,13 @@ impl Walk<'_> {
         };
         if kind == "added_or_modified" {
             self.set.bytes += c.size;
-            if let Some(dest) = dest {
+            if dest.is_some() || self.hash {
                 match copy_file(dir, name, st, dest, &mut self.buf) {
                     Ok((size, sha)) => {
                         c.size = size;
                         c.sha256 = Some(sha);
                     }
-                    Err(e) => self.set.notes.push(format!("{}: not copied: {e}", c.path)),
+                    Err(e) => self.set.notes.push(format!("{}: not read: {e}", c.path)),
                 }
             }
         }
@@ -298,14 +325,14 @@ fn same_inode(fd: &OwnedFd, st: &FileStat) -> bool {
     nix::sys::stat::fstat(fd).is_ok_and(|s| s.st_ino == st.st_ino && s.st_dev == st.st_dev)
 }
 
-/// Copies the regular file `name` of `dir` into the directory `dest`; returns its size and
-/// SHA-256. Opened without following a symlink and without blocking (a fifo swapped in would
-/// block a plain open), then checked to be the inode the walk saw.
-fn copy_file(
+/// Copies the regular file `name` of `dir` into the directory `dest` (when given); returns its
+/// size and SHA-256. Opened without following a symlink and without blocking (a fifo swapped
+/// in would block a plain open), then checked to be the inode the walk saw.
+pub(crate) fn copy_file(
     dir: &OwnedFd,
     name: &OsStr,
     st: &FileStat,
-    dest: &Path,
+    dest: Option<&Path>,
     buf: &mut [u8],
 ) -> io::Result<(u64, String)> {
     let fd = beneath::open(
@@ -323,12 +350,15 @@ fn copy_file(
     }
     let mut from = fs::File::from(fd);
     // The directory is made with its first file: the walk does not know in advance.
-    let mut to = match new_file(&dest.join(name)) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            make_dir(dest)?;
-            new_file(&dest.join(name))?
-        }
-        r => r?,
+    let mut to = match dest {
+        None => None,
+        Some(dest) => Some(match new_file(&dest.join(name)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                make_dir(dest)?;
+                new_file(&dest.join(name))?
+            }
+            r => r?,
+        }),
     };
     let mut h = Sha256::new();
     let mut size = 0u64;
@@ -340,7 +370,9 @@ fn copy_file(
             Err(e) => return Err(e),
         };
         h.update(&buf[..n]);
-        to.write_all(&buf[..n])?;
+        if let Some(to) = to.as_mut() {
+            to.write_all(&buf[..n])?;
+        }
         size += n as u64;
     }
     Ok((size, hex::encode(h.finalize())))

@@ -21,6 +21,7 @@
 pub mod beneath;
 pub mod case;
 pub mod criu;
+pub mod drift;
 pub mod facts;
 pub mod fschanges;
 pub mod mounts;

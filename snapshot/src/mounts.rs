@@ -10,61 +10,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// One line of /proc/PID/mountinfo.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Mount {
-    pub id: u32,
-    pub parent: u32,
-    pub dev: String,
-    /// The path inside its filesystem that is mounted here.
-    pub root: String,
-    pub mount_point: String,
-    pub fstype: String,
-    pub source: String,
-    pub super_options: String,
-}
-
-/// Parses mountinfo text; unreadable lines are skipped.
-pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
-    text.lines().filter_map(parse_line).collect()
-}
-
-fn parse_line(line: &str) -> Option<Mount> {
-    let (left, right) = line.split_once(" - ")?;
-    let l: Vec<&str> = left.split(' ').collect();
-    let r: Vec<&str> = right.split(' ').collect();
-    Some(Mount {
-        id: l.first()?.parse().ok()?,
-        parent: l.get(1)?.parse().ok()?,
-        dev: l.get(2)?.to_string(),
-        root: unescape(l.get(3)?),
-        mount_point: unescape(l.get(4)?),
-        fstype: r.first()?.to_string(),
-        source: unescape(r.get(1).unwrap_or(&"")),
-        super_options: r.get(2).unwrap_or(&"").to_string(),
-    })
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+pub use quarry_containers::mountinfo::{
+    Mount, host_path_of, is_under, parse_mountinfo, root_mount,
+};
 
 /// Filesystems CRIU recreates (or, for tmpfs, saves and refills) when mounted fresh.
 const REBUILT: &[&str] = &[
@@ -101,12 +49,6 @@ pub struct ExternalMount {
     pub copy: Option<String>,
 }
 
-/// The container's root mount: the one mounted at `/`.
-pub fn root_mount(mounts: &[Mount]) -> Option<&Mount> {
-    // The last mount at "/" is the visible one.
-    mounts.iter().rev().find(|m| m.mount_point == "/")
-}
-
 /// The mounts of a container (its init's mountinfo) that CRIU must treat as external.
 /// `host` is the host's mountinfo, to say where each comes from.
 pub fn externals(container: &[Mount], host: &[Mount], proc_root: &Path) -> Vec<ExternalMount> {
@@ -141,28 +83,6 @@ pub fn externals(container: &[Mount], host: &[Mount], proc_root: &Path) -> Vec<E
         });
     }
     out
-}
-
-/// Where the filesystem subtree mounted at `m` is visible on the host.
-pub fn host_path_of(m: &Mount, host: &[Mount]) -> Option<PathBuf> {
-    host.iter()
-        .filter(|h| h.dev == m.dev && is_under(&m.root, &h.root))
-        .max_by_key(|h| h.root.len())
-        .map(|h| {
-            let rest = m.root[h.root.len()..].trim_start_matches('/');
-            let base = PathBuf::from(&h.mount_point);
-            if rest.is_empty() {
-                base
-            } else {
-                base.join(rest)
-            }
-        })
-}
-
-fn is_under(path: &str, dir: &str) -> bool {
-    dir == "/"
-        || path == dir
-        || (path.starts_with(dir) && path.as_bytes().get(dir.len()) == Some(&b'/'))
 }
 
 #[cfg(test)]

@@ -53,11 +53,14 @@ pub enum Table {
     Action,
     /// The containers the recorder attributed rows to, with when they were first and last seen.
     Container,
+    /// A container's root filesystem as it was when a baseline was taken: one row per entry,
+    /// with its SHA-256; what `quarry drift` compares a plain rootfs with.
+    Baseline,
 }
 
 impl Table {
     /// Every table, in the order they are listed to users.
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 8] = [
         Table::Process,
         Table::File,
         Table::Net,
@@ -65,6 +68,7 @@ impl Table {
         Table::Gap,
         Table::Action,
         Table::Container,
+        Table::Baseline,
     ];
 
     /// The table's position in [`Table::ALL`] (declaration order), for per-table arrays.
@@ -82,6 +86,7 @@ impl Table {
             Table::Gap => "gap",
             Table::Action => "action",
             Table::Container => "container",
+            Table::Baseline => "baseline",
         }
     }
 

@@ -1,0 +1,114 @@
+//! `quarry posture`: each running container's least-privilege findings.
+
+use anyhow::Context;
+use quarry_containers::{CgroupFs, Container, Inventory};
+use quarry_posture::{Finding, Sources, assess, gather};
+use serde::Serialize;
+
+use crate::cli::{Format, PostureArgs};
+use crate::exit;
+use crate::output::print_table;
+
+#[derive(Serialize)]
+struct Report<'a> {
+    container: &'a str,
+    name: Option<&'a str>,
+    runtime: &'static str,
+    pid: Option<i32>,
+    findings: Vec<Finding>,
+    /// Why this container could not be judged, when it could not.
+    error: Option<String>,
+}
+
+pub fn run(args: PostureArgs) -> anyhow::Result<u8> {
+    let inventory = Inventory::discover();
+    let containers: Vec<&Container> = match &args.container {
+        Some(query) => vec![
+            inventory
+                .resolve(query)
+                .with_context(|| format!("container {query:?}"))?,
+        ],
+        None => inventory.containers.iter().collect(),
+    };
+    let sources = Sources {
+        cgroup2: CgroupFs::detect().map(|fs| fs.mount().to_path_buf()),
+        ..Sources::default()
+    };
+    let reports: Vec<Report> = containers
+        .iter()
+        .map(|c| {
+            let judged = match c.init_pid {
+                Some(pid) => gather(&sources, pid, &c.cgroup_path, c.bundle.as_deref())
+                    .map(|facts| assess(&facts))
+                    .map_err(|e| format!("{:#}", anyhow::Error::new(e))),
+                None => Err("no init pid known for it (is it running?)".to_string()),
+            };
+            let (findings, error) = match judged {
+                Ok(f) => (f, None),
+                Err(e) => (Vec::new(), Some(e)),
+            };
+            Report {
+                container: &c.id,
+                name: c.name.as_deref(),
+                runtime: c.runtime.name(),
+                pid: c.init_pid,
+                findings,
+                error,
+            }
+        })
+        .collect();
+
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&reports)?),
+        Format::Table => {
+            let rows: Vec<Vec<String>> = reports
+                .iter()
+                .flat_map(|r| {
+                    let who = r.name.unwrap_or(quarry_containers::short_id(r.container));
+                    r.findings.iter().map(move |f| {
+                        vec![
+                            who.to_string(),
+                            f.severity.name().to_string(),
+                            f.id.clone(),
+                            f.cis.unwrap_or("").to_string(),
+                            f.title.clone(),
+                            f.evidence.clone(),
+                            f.fix.to_string(),
+                        ]
+                    })
+                })
+                .collect();
+            print_table(
+                &[
+                    "CONTAINER",
+                    "SEVERITY",
+                    "FINDING",
+                    "CIS",
+                    "WHAT",
+                    "EVIDENCE",
+                    "FIX",
+                ],
+                &rows,
+            );
+        }
+    }
+    let mut code = exit::OK;
+    for r in &reports {
+        if let Some(e) = &r.error {
+            eprintln!(
+                "quarry: posture of {}: {e}",
+                crate::output::shown(r.container)
+            );
+            code = exit::ERROR;
+        }
+    }
+    if code == exit::OK
+        && reports
+            .iter()
+            .flat_map(|r| &r.findings)
+            .any(|f| f.severity >= args.fail_on)
+    {
+        code = exit::FINDINGS;
+    }
+    Ok(code)
+}
