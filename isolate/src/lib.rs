@@ -36,12 +36,14 @@
 //!
 //! [`isolate`] puts the cgroup_skb layer in force first (a few map updates and two
 //! attachments), while a second thread reads the namespace's interfaces, addresses and routes
-//! by netlink and starts the two `nft` processes; those get their scripts once the first
-//! layer holds, and apply them at the same time.
+//! by netlink and plans the namespace-level layers; once the first layer holds, both of those
+//! are applied at the same time, each as one nf_tables netlink batch sent in-process (no `nft`
+//! process: `nft -j` only lists them, for status).
 //!
 //! Where each concept lives: [`allow`] the allow-list, [`programs`] the shared eBPF programs
 //! and the cgroup_skb layer, [`netns`] the namespace-level layers and the way into a namespace,
-//! [`nft`] their rulesets and the `nft` processes, [`netlink`] the in-process route-netlink
+//! [`nft`] their rulesets and the `nft` processes that list them, [`nfnl`] the in-process
+//! nf_tables batches that apply them, [`netlink`] the in-process route-netlink
 //! queries, [`state`] the records and the lock. This module only sequences them: it must not
 //! enter a namespace by pid alone, nor remove a shared layer another quarantine still needs,
 //! nor grow knowledge of its own about any layer.
@@ -49,6 +51,7 @@
 pub mod allow;
 pub mod netlink;
 pub mod netns;
+pub mod nfnl;
 pub mod nft;
 pub mod programs;
 pub mod state;
@@ -468,13 +471,13 @@ pub fn isolate(
         let (go, wait_go) = std::sync::mpsc::channel::<bool>();
         let worker = namespace.as_ref().map(|(ns, members, was)| {
             s.spawn(move || {
-                let prepared = netns::prepare(ns.inode, ns.cookie, Some(ns), members, was.as_ref());
+                let plan = netns::plan(ns.inode, ns.cookie, Some(ns), members, was.as_ref());
                 let planned_at = Instant::now();
                 if wait_go.recv() != Ok(true) {
                     return None;
                 }
-                let applied = prepared.apply(Some(ns), members.clone(), was.as_ref());
-                Some(((), planned_at, applied, Instant::now()))
+                let applied = netns::apply(plan, Some(ns), members.clone(), was.as_ref());
+                Some((planned_at, applied, Instant::now()))
             })
         });
         let attached =
@@ -520,14 +523,14 @@ pub fn isolate(
                 Some("the namespace-level layers were not applied (their thread failed)".into()),
             )
         }
-        (Some((ns, members, _)), Some((_, planned_at, applied, listed_at))) => {
+        (Some((ns, members, _)), Some((planned_at, applied, listed_at))) => {
             notes.extend(sharing_notes(
                 ns.inode,
                 members,
                 &container.id,
                 others_in_netns,
             ));
-            steps.push(timed("namespace read, nft started", started, planned_at));
+            steps.push(timed("namespace read, planned", started, planned_at));
             for (name, at) in [("netns", applied.inside_at), ("host", applied.host_at)] {
                 if let Some(at) = at {
                     layers.push(timed(name, started, at));

@@ -43,9 +43,9 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::nft::{self, NETNS_TABLE, Nft};
+use crate::nft::{self, NETNS_TABLE, Ruleset};
 use crate::state::{Member, NetnsRecord};
-use crate::{AllowRule, IsolateError, netlink};
+use crate::{AllowRule, IsolateError, netlink, nfnl};
 
 /// A descriptor of a network namespace, checked to be the expected one.
 pub struct Netns {
@@ -283,10 +283,14 @@ pub struct NetnsPlan {
     pub devices: Devices,
     /// ARP/ND is let through for these only.
     pub neighbours: Vec<AllowRule>,
-    /// The nft script run inside the namespace.
+    /// What is applied inside the namespace, as an nft script.
     pub netns_script: String,
-    /// The nft script run in the host's namespace (None: no host-side peer was found).
+    /// What is applied in the host's namespace (None: no host-side peer was found).
     pub host_script: Option<String>,
+    #[serde(skip)]
+    netns_rules: Ruleset,
+    #[serde(skip)]
+    host_rules: Option<Ruleset>,
     /// Why the interfaces could not be listed, when they could not.
     pub devices_error: Option<String>,
 }
@@ -318,9 +322,9 @@ pub fn plan(
     };
     // When the interfaces could not be listed, the inside script filters IP only: its
     // netdev table needs their names.
-    let netns_script = nft::netns_script(&allow, &neighbours, &devices);
-    let host_script =
-        (!devices.host.is_empty()).then(|| nft::host_script(cookie, &allow, &neighbours, &devices));
+    let netns_rules = nft::netns_ruleset(&allow, &neighbours, &devices);
+    let host_rules = (!devices.host.is_empty())
+        .then(|| nft::host_ruleset(cookie, &allow, &neighbours, &devices));
     NetnsPlan {
         netns_inode: ino,
         netns_cookie: cookie,
@@ -328,8 +332,10 @@ pub fn plan(
         allow,
         devices,
         neighbours,
-        netns_script,
-        host_script,
+        netns_script: netns_rules.script(),
+        host_script: host_rules.as_ref().map(Ruleset::script),
+        netns_rules,
+        host_rules,
         devices_error,
     }
 }
@@ -343,15 +349,27 @@ fn inside_tables(devices: &Devices) -> Vec<(&'static str, &'static str)> {
     t
 }
 
-/// The namespace-level layers, planned, with their `nft` processes already started (so their
-/// start overlaps with whatever the caller does meanwhile), not yet applied.
-pub struct Prepared {
-    pub plan: NetnsPlan,
-    inside: Option<Result<Nft, String>>,
-    host: Result<Nft, String>,
+/// Applies `ruleset` in `ns` (the host's namespace when None) by in-process netlink; falls
+/// back to `nft -f` should the kernel refuse the batch (the note says why: nft's own error
+/// messages are the better diagnosis when both fail).
+pub fn apply_ruleset(ns: Option<&Netns>, ruleset: &Ruleset) -> Result<Option<String>, String> {
+    let direct = match ns {
+        Some(ns) => ns.within(|| nfnl::apply(ruleset)),
+        None => nfnl::apply(ruleset),
+    };
+    match direct {
+        Ok(()) => Ok(None),
+        Err(e) => nft::run(ns, &ruleset.script())
+            .map(|()| {
+                Some(format!(
+                    "in-process nf_tables netlink failed ({e}); applied with nft instead"
+                ))
+            })
+            .map_err(|n| format!("{n} (in-process: {e})")),
+    }
 }
 
-/// When the layers of [`Prepared::apply`] were in force, and what it left.
+/// When the layers of [`apply`] were in force, and what it left.
 pub struct Applied {
     pub record: NetnsRecord,
     /// What failed, for the responder.
@@ -360,132 +378,108 @@ pub struct Applied {
     pub host_at: Option<Instant>,
 }
 
-/// Starts the nft processes (inside through `ns` when given, on the host side in any case)
-/// and plans, in that order: planning takes about as long as nft takes to start.
-pub fn prepare(
-    ino: u64,
-    cookie: u64,
+/// Applies `plan`, both layers at once (they are independent); then lists what the kernel
+/// holds, for the fingerprints status compares against. The old host table goes when there
+/// is no peer any more.
+pub fn apply(
+    plan: NetnsPlan,
     ns: Option<&Netns>,
-    members: &[Member],
-    known: Option<&NetnsRecord>,
-) -> Prepared {
-    let inside = ns.map(|ns| Nft::start(Some(ns)));
-    let host = Nft::start(None);
-    Prepared {
-        plan: plan(ino, cookie, ns, members, known),
-        inside,
-        host,
-    }
-}
-
-impl Prepared {
-    /// Applies the plan, both layers at once (they are independent); then lists what the
-    /// kernel holds, for the fingerprints status compares against. The old host table goes
-    /// when there is no peer any more.
-    pub fn apply(
-        self,
-        ns: Option<&Netns>,
-        members: Vec<Member>,
-        was: Option<&NetnsRecord>,
-    ) -> Applied {
-        let plan = self.plan;
-        let host_script = plan
-            .host_script
-            .clone()
-            .unwrap_or_else(|| nft::host_delete_script(plan.netns_cookie));
-        let feed = |nft: Result<Nft, String>, script: &str| {
-            nft.and_then(|mut n| {
-                n.feed(script)?;
-                Ok(n)
-            })
-        };
-        let inside = self.inside.map(|n| feed(n, &plan.netns_script));
-        let host = feed(self.host, &host_script);
-        let ((inside, inside_at), (host, host_at)) = std::thread::scope(|s| {
-            let waiter = s.spawn(|| {
-                let r = inside.map(|n| n.and_then(Nft::wait));
-                (r, Instant::now())
-            });
-            let h = host.and_then(Nft::wait);
-            let host_at = Instant::now();
-            (
-                waiter
-                    .join()
-                    .unwrap_or((Some(Err("nft waiter panicked".into())), Instant::now())),
-                (h, host_at),
-            )
+    members: Vec<Member>,
+    was: Option<&NetnsRecord>,
+) -> Applied {
+    let host_rules = plan
+        .host_rules
+        .clone()
+        .unwrap_or_else(|| nft::host_delete(plan.netns_cookie));
+    let ((inside, inside_at), (host, host_at)) = std::thread::scope(|s| {
+        let inside = s.spawn(|| {
+            let r = ns.map(|ns| apply_ruleset(Some(ns), &plan.netns_rules));
+            (r, Instant::now())
         });
-        let mut notes = Vec::new();
-        let inside_layer = match inside {
-            Some(Ok(())) => true,
-            Some(Err(e)) => {
-                notes.push(format!(
-                    "the nftables layer inside the network namespace was not applied ({e})"
-                ));
-                false
-            }
-            None => was.is_some_and(|w| w.inside_layer),
-        };
-        let host_layer = match (&plan.host_script, host) {
-            (Some(_), Ok(())) => true,
-            (Some(_), Err(e)) => {
-                notes.push(format!(
-                    "the host-side nftables layer was not applied ({e})"
-                ));
-                false
-            }
-            (None, _) => {
-                notes.push(
-                    "no host-side peer of the container's interfaces in the host's namespace \
-                     (not a veth, or its peer is elsewhere): no host-side layer"
-                        .into(),
-                );
-                false
-            }
-        };
-        if !plan.devices.unsafe_inside.is_empty() {
+        let h = apply_ruleset(None, &host_rules);
+        let host_at = Instant::now();
+        (
+            inside.join().unwrap_or((
+                Some(Err("the applying thread panicked".into())),
+                Instant::now(),
+            )),
+            (h, host_at),
+        )
+    });
+    let mut notes = Vec::new();
+    let (inside, host) = (
+        inside.map(|r| r.map(|note| notes.extend(note))),
+        host.map(|note| notes.extend(note)),
+    );
+    let inside_layer = match inside {
+        Some(Ok(())) => true,
+        Some(Err(e)) => {
             notes.push(format!(
-                "interfaces {:?} inside the namespace have names nft cannot be given safely: the \
-                 inside layer filters their IP only; the host-side layer still covers their peers",
-                plan.devices.unsafe_inside
+                "the nftables layer inside the network namespace was not applied ({e})"
             ));
+            false
         }
-        if let Some(e) = &plan.devices_error {
+        None => was.is_some_and(|w| w.inside_layer),
+    };
+    let host_layer = match (&plan.host_script, host) {
+        (Some(_), Ok(())) => true,
+        (Some(_), Err(e)) => {
             notes.push(format!(
+                "the host-side nftables layer was not applied ({e})"
+            ));
+            false
+        }
+        (None, _) => {
+            notes.push(
+                "no host-side peer of the container's interfaces in the host's namespace \
+                     (not a veth, or its peer is elsewhere): no host-side layer"
+                    .into(),
+            );
+            false
+        }
+    };
+    if !plan.devices.unsafe_inside.is_empty() {
+        notes.push(format!(
+            "interfaces {:?} inside the namespace have names nft cannot be given safely: the \
+                 inside layer filters their IP only; the host-side layer still covers their peers",
+            plan.devices.unsafe_inside
+        ));
+    }
+    if let Some(e) = &plan.devices_error {
+        notes.push(format!(
                 "the namespace's interfaces could not be listed ({e}): only its IP is filtered inside it"
             ));
-        }
-        let host_t = nft::host_table(plan.netns_cookie);
-        let inside_t = inside_tables(&plan.devices);
-        let (inside_rules, host_rules) = std::thread::scope(|s| {
-            let i = s.spawn(|| match (ns, inside_layer) {
-                (Some(ns), true) => nft::list(Some(ns), &inside_t).map(|l| l.fingerprint),
-                // Not entered this time: the rules installed before are still the reference.
-                (None, true) => was.and_then(|w| w.inside_rules.clone()),
-                _ => None,
-            });
-            let h = host_layer
-                .then(|| nft::list(None, &[("netdev", &host_t)]).map(|l| l.fingerprint))
-                .flatten();
-            (i.join().ok().flatten(), h)
+    }
+    let host_t = nft::host_table(plan.netns_cookie);
+    let inside_t = inside_tables(&plan.devices);
+    let (inside_rules, host_rules) = std::thread::scope(|s| {
+        let i = s.spawn(|| match (ns, inside_layer) {
+            (Some(ns), true) => nft::list(Some(ns), &inside_t).map(|l| l.fingerprint),
+            // Not entered this time: the rules installed before are still the reference.
+            (None, true) => was.and_then(|w| w.inside_rules.clone()),
+            _ => None,
         });
-        let record = NetnsRecord {
-            netns_inode: plan.netns_inode,
-            netns_cookie: plan.netns_cookie,
-            members,
-            devices: plan.devices.clone(),
-            neighbours: plan.neighbours.clone(),
-            inside_layer,
-            host_layer,
-            inside_rules,
-            host_rules,
-        };
-        Applied {
-            record,
-            notes,
-            inside_at: inside_layer.then_some(inside_at),
-            host_at: host_layer.then_some(host_at),
-        }
+        let h = host_layer
+            .then(|| nft::list(None, &[("netdev", &host_t)]).map(|l| l.fingerprint))
+            .flatten();
+        (i.join().ok().flatten(), h)
+    });
+    let record = NetnsRecord {
+        netns_inode: plan.netns_inode,
+        netns_cookie: plan.netns_cookie,
+        members,
+        devices: plan.devices.clone(),
+        neighbours: plan.neighbours.clone(),
+        inside_layer,
+        host_layer,
+        inside_rules,
+        host_rules,
+    };
+    Applied {
+        record,
+        notes,
+        inside_at: inside_layer.then_some(inside_at),
+        host_at: host_layer.then_some(host_at),
     }
 }
 
@@ -506,12 +500,10 @@ pub(crate) fn release_share(
     if remaining.is_empty() {
         let (inside, host) = std::thread::scope(|s| {
             let inside = s.spawn(|| match &ns {
-                Some(ns) if rec.inside_layer => {
-                    Some(nft::run(Some(ns), &nft::netns_delete_script()))
-                }
+                Some(ns) if rec.inside_layer => Some(apply_ruleset(Some(ns), &nft::netns_delete())),
                 _ => None,
             });
-            let host = nft::run(None, &nft::host_delete_script(cookie));
+            let host = apply_ruleset(None, &nft::host_delete(cookie));
             (inside.join().unwrap_or(None), host)
         });
         if let Some(Err(e)) = inside {
@@ -549,8 +541,8 @@ pub(crate) fn release_share(
         .find_map(|pid| open(pid, Some(ino), Some(cookie)))
         .or(ns);
     let others: Vec<String> = remaining.iter().map(|m| m.container_id.clone()).collect();
-    let prepared = prepare(ino, cookie, ns.as_ref(), &remaining, Some(&rec));
-    let applied = prepared.apply(ns.as_ref(), remaining, Some(&rec));
+    let planned = plan(ino, cookie, ns.as_ref(), &remaining, Some(&rec));
+    let applied = apply(planned, ns.as_ref(), remaining, Some(&rec));
     applied.record.save()?;
     notes.push(format!(
         "network namespace {ino} is shared with the still-isolated {}: its namespace-level \

@@ -8,7 +8,7 @@
 //! given a checked [`Netns`] (or none: the host's), and it never enters one by pid.
 
 use std::io::Write;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
@@ -26,6 +26,207 @@ pub fn host_table(cookie: u64) -> String {
     format!("quarry_q_{cookie}")
 }
 
+/// A table's family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Inet,
+    Netdev,
+}
+
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Inet => "inet",
+            Family::Netdev => "netdev",
+        }
+    }
+}
+
+/// Where a chain hooks in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    Input,
+    Output,
+    Ingress,
+    Egress,
+}
+
+/// One condition of a rule (a rule matches when all of its conditions do). Each says what
+/// it compares; the family dependencies (IPv4 or IPv6, TCP or UDP) are implied, as in nft.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Match {
+    /// Came in through, or goes out of, a loopback interface (by its type).
+    InLoopback,
+    OutLoopback,
+    /// Came in through, or goes out of, this interface: by index (what the kernel compares)
+    /// and name (what a person reads; nft resolves it to the same index).
+    InDev(u32, String),
+    OutDev(u32, String),
+    /// IP source (or destination) in a network.
+    Addr {
+        dst: bool,
+        addr: IpAddr,
+        prefix: u8,
+    },
+    /// TCP (6) or UDP (17) source (or destination) port.
+    Port {
+        proto: u8,
+        dst: bool,
+        port: u16,
+    },
+    /// An Ethernet/IPv4 ARP request (1) or reply (2).
+    ArpOp(u16),
+    /// ARP sender (or target) protocol address in a network.
+    ArpIp {
+        sender: bool,
+        addr: Ipv4Addr,
+        prefix: u8,
+    },
+    /// ARP sender hardware address.
+    ArpSenderMac([u8; 6]),
+    /// ICMPv6 type (135 neighbour solicitation, 136 advertisement).
+    Icmp6Type(u8),
+    /// The target of a neighbour solicitation or advertisement in a network.
+    NdTarget {
+        addr: Ipv6Addr,
+        prefix: u8,
+    },
+}
+
+/// What a rule does when it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Accept,
+    /// Counts the packet, then drops it: the final rule of each chain.
+    CountDrop,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub matches: Vec<Match>,
+    pub verdict: Verdict,
+}
+
+/// A base chain: priority -300 (before anything else at its hook), policy drop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    pub name: &'static str,
+    pub hook: Hook,
+    /// The interfaces of a netdev chain.
+    pub devices: Vec<String>,
+    pub rules: Vec<Rule>,
+}
+
+pub const PRIORITY: i32 = -300;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    pub family: Family,
+    pub name: String,
+    pub chains: Vec<Chain>,
+}
+
+/// One atomic change: tables removed (when there), then tables created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ruleset {
+    pub delete: Vec<(Family, String)>,
+    pub create: Vec<Table>,
+}
+
+impl Ruleset {
+    /// The same change as an nft script (what `--dry-run` shows, and what nft would apply).
+    pub fn script(&self) -> String {
+        let mut s = String::new();
+        for (family, name) in &self.delete {
+            let f = family.name();
+            s.push_str(&format!("table {f} {name} {{}}\ndelete table {f} {name}\n"));
+        }
+        for t in &self.create {
+            s.push_str(&format!("table {} {} {{\n", t.family.name(), t.name));
+            for c in &t.chains {
+                let hook = match c.hook {
+                    Hook::Input => "input",
+                    Hook::Output => "output",
+                    Hook::Ingress => "ingress",
+                    Hook::Egress => "egress",
+                };
+                let devices = if c.devices.is_empty() {
+                    String::new()
+                } else {
+                    format!(" devices = {}", devices_set(&c.devices))
+                };
+                s.push_str(&format!(
+                    "  chain {} {{\n    type filter hook {hook}{devices} priority {PRIORITY}; policy drop;\n",
+                    c.name
+                ));
+                for r in &c.rules {
+                    s.push_str("    ");
+                    for m in &r.matches {
+                        s.push_str(&match_text(m));
+                        s.push(' ');
+                    }
+                    s.push_str(match r.verdict {
+                        Verdict::Accept => "accept\n",
+                        Verdict::CountDrop => "counter drop\n",
+                    });
+                }
+                s.push_str("  }\n");
+            }
+            s.push_str("}\n");
+        }
+        s
+    }
+}
+
+fn match_text(m: &Match) -> String {
+    match m {
+        Match::InLoopback => "meta iiftype loopback".into(),
+        Match::OutLoopback => "meta oiftype loopback".into(),
+        Match::InDev(_, name) => format!("iif \"{name}\""),
+        Match::OutDev(_, name) => format!("oif \"{name}\""),
+        Match::Addr { dst, addr, prefix } => format!(
+            "{} {} {addr}/{prefix}",
+            if addr.is_ipv4() { "ip" } else { "ip6" },
+            if *dst { "daddr" } else { "saddr" }
+        ),
+        Match::Port { proto, dst, port } => format!(
+            "{} {} {port}",
+            if *proto == 6 { "tcp" } else { "udp" },
+            if *dst { "dport" } else { "sport" }
+        ),
+        Match::ArpOp(op) => format!(
+            "arp operation {}",
+            if *op == 1 { "request" } else { "reply" }
+        ),
+        Match::ArpIp {
+            sender,
+            addr,
+            prefix,
+        } => format!(
+            "arp {} ip {addr}/{prefix}",
+            if *sender { "saddr" } else { "daddr" }
+        ),
+        Match::ArpSenderMac(mac) => format!("arp saddr ether {}", mac_text(mac)),
+        Match::Icmp6Type(t) => format!(
+            "icmpv6 type {}",
+            if *t == 135 {
+                "nd-neighbor-solicit"
+            } else {
+                "nd-neighbor-advert"
+            }
+        ),
+        Match::NdTarget { addr, prefix } => {
+            if *prefix == 0 {
+                // Matches every target; nft has no empty raw match, the type says enough.
+                "icmpv6 code 0".into()
+            } else {
+                let bits = u128::from(*addr) >> (128 - u32::from(*prefix));
+                format!("@th,64,{prefix} 0x{bits:x}")
+            }
+        }
+    }
+}
+
 /// Which way a chain's packets go, seen from the container.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Way {
@@ -38,59 +239,63 @@ enum Way {
 /// An interface a chain's neighbour rules name, with the container's own addresses on it:
 /// the only senders of ARP/ND leaving through it, the only targets of ARP entering.
 struct Port {
-    /// `oif "eth0"`, `iif "veth1"`: matched by index (nft resolves the name when loading).
-    selector: String,
+    dev: Match,
     own: Vec<IpAddr>,
-    mac: Option<String>,
+    mac: Option<[u8; 6]>,
 }
 
-/// `a` or `{ a, b }`.
-fn one_or_set(items: &[String]) -> String {
-    match items {
-        [one] => one.clone(),
-        many => format!("{{ {} }}", many.join(", ")),
+fn rule(matches: Vec<Match>) -> Rule {
+    Rule {
+        matches,
+        verdict: Verdict::Accept,
     }
 }
 
 /// Accept rules for the allow-list's IP traffic.
-fn allow_rules(way: Way, allow: &[AllowRule]) -> String {
-    let (a, p) = match way {
-        Way::Out => ("daddr", "dport"),
-        Way::In => ("saddr", "sport"),
-    };
-    let mut s = String::new();
+fn allow_rules(way: Way, allow: &[AllowRule]) -> Vec<Rule> {
+    let dst = way == Way::Out;
+    let mut out = Vec::new();
     for r in allow {
-        let fam = if r.addr.is_ipv4() { "ip" } else { "ip6" };
-        let net = format!("{}/{}", r.addr, r.prefix);
+        let addr = Match::Addr {
+            dst,
+            addr: r.addr,
+            prefix: r.prefix,
+        };
         if r.port == 0 {
-            s.push_str(&format!("    {fam} {a} {net} accept\n"));
+            out.push(rule(vec![addr]));
         } else {
-            for proto in ["tcp", "udp"] {
-                s.push_str(&format!(
-                    "    {fam} {a} {net} {proto} {p} {} accept\n",
-                    r.port
-                ));
+            for proto in [6, 17] {
+                out.push(rule(vec![
+                    addr.clone(),
+                    Match::Port {
+                        proto,
+                        dst,
+                        port: r.port,
+                    },
+                ]));
             }
         }
     }
-    s
+    out
 }
 
 /// Accept rules for ARP (when the family sees it: netdev does, inet does not) and ND with
 /// `neighbours`, through each of `ports`, sent by the container's own addresses on it only
 /// (its hardware address too for ARP): an allowed neighbour cannot be used to poison the
-/// other side's caches with an address that is not the container's.
-fn neighbour_rules(way: Way, neighbours: &[AllowRule], ports: &[Port], arp: bool) -> String {
-    let mut s = String::new();
+/// other side's caches with an address that is not the container's. One rule per sender:
+/// no sets, so the kernel's view is as plain as the script.
+fn neighbour_rules(way: Way, neighbours: &[AllowRule], ports: &[Port], arp: bool) -> Vec<Rule> {
+    let mut out = Vec::new();
     for port in ports {
-        let sel = &port.selector;
-        let own4: Vec<String> = port
+        let own4: Vec<Ipv4Addr> = port
             .own
             .iter()
-            .filter(|a| a.is_ipv4())
-            .map(|a| a.to_string())
+            .filter_map(|a| match a {
+                IpAddr::V4(v) => Some(*v),
+                IpAddr::V6(_) => None,
+            })
             .collect();
-        let own6: Vec<std::net::Ipv6Addr> = port
+        let own6: Vec<Ipv6Addr> = port
             .own
             .iter()
             .filter_map(|a| match a {
@@ -99,58 +304,115 @@ fn neighbour_rules(way: Way, neighbours: &[AllowRule], ports: &[Port], arp: bool
             })
             .collect();
         for n in neighbours {
-            let net = format!("{}/{}", n.addr, n.prefix);
             match (n.addr, way) {
-                (IpAddr::V4(_), _) if !arp || own4.is_empty() => {}
-                (IpAddr::V4(_), Way::Out) => {
-                    let ether = port
-                        .mac
-                        .as_ref()
-                        .map(|m| format!(" arp saddr ether {m}"))
-                        .unwrap_or_default();
-                    s.push_str(&format!(
-                        "    {sel} arp operation {{ request, reply }} arp saddr ip {}{ether} arp daddr ip {net} accept\n",
-                        one_or_set(&own4)
-                    ));
-                }
-                (IpAddr::V4(_), Way::In) => s.push_str(&format!(
-                    "    {sel} arp operation {{ request, reply }} arp saddr ip {net} arp daddr ip {} accept\n",
-                    one_or_set(&own4)
-                )),
-                (IpAddr::V6(_), Way::Out) if own6.is_empty() => {}
-                (IpAddr::V6(v6), Way::Out) => {
-                    // A solicitation goes to a multicast group: its target (at bit 64 of the
-                    // ICMPv6 header) names the neighbour; its source is one of ours, or
-                    // unspecified while an address is being checked for duplicates.
-                    let target = if n.prefix == 0 {
-                        String::new()
-                    } else {
-                        let bits = u128::from(v6) >> (128 - u32::from(n.prefix));
-                        format!(" @th,64,{} 0x{bits:x}", n.prefix)
-                    };
-                    let mut senders: Vec<String> = own6.iter().map(|a| a.to_string()).collect();
-                    senders.push("::".into());
-                    s.push_str(&format!(
-                        "    {sel} icmpv6 type nd-neighbor-solicit ip6 saddr {}{target} accept\n",
-                        one_or_set(&senders)
-                    ));
-                    // An advertisement goes to the asker and must advertise one of ours.
-                    let from: Vec<String> = own6.iter().map(|a| a.to_string()).collect();
-                    for own in &own6 {
-                        s.push_str(&format!(
-                            "    {sel} icmpv6 type nd-neighbor-advert ip6 saddr {} ip6 daddr {net} @th,64,128 0x{:x} accept\n",
-                            one_or_set(&from),
-                            u128::from(*own)
-                        ));
+                (IpAddr::V4(_), _) if !arp => {}
+                (IpAddr::V4(v4), Way::Out) => {
+                    for op in [1, 2] {
+                        for own in &own4 {
+                            let mut m = vec![
+                                port.dev.clone(),
+                                Match::ArpOp(op),
+                                Match::ArpIp {
+                                    sender: true,
+                                    addr: *own,
+                                    prefix: 32,
+                                },
+                            ];
+                            if let Some(mac) = port.mac {
+                                m.push(Match::ArpSenderMac(mac));
+                            }
+                            m.push(Match::ArpIp {
+                                sender: false,
+                                addr: v4,
+                                prefix: n.prefix,
+                            });
+                            out.push(rule(m));
+                        }
                     }
                 }
-                (IpAddr::V6(_), Way::In) => s.push_str(&format!(
-                    "    {sel} icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert }} ip6 saddr {net} accept\n"
-                )),
+                (IpAddr::V4(v4), Way::In) => {
+                    for op in [1, 2] {
+                        for own in &own4 {
+                            out.push(rule(vec![
+                                port.dev.clone(),
+                                Match::ArpOp(op),
+                                Match::ArpIp {
+                                    sender: true,
+                                    addr: v4,
+                                    prefix: n.prefix,
+                                },
+                                Match::ArpIp {
+                                    sender: false,
+                                    addr: *own,
+                                    prefix: 32,
+                                },
+                            ]));
+                        }
+                    }
+                }
+                (IpAddr::V6(v6), Way::Out) => {
+                    // A solicitation goes to a multicast group: its target names the
+                    // neighbour; its source is one of ours, or unspecified while an address
+                    // is checked for duplicates.
+                    let senders = own6
+                        .iter()
+                        .copied()
+                        .chain((!own6.is_empty()).then_some(Ipv6Addr::UNSPECIFIED));
+                    for from in senders {
+                        out.push(rule(vec![
+                            port.dev.clone(),
+                            Match::Addr {
+                                dst: false,
+                                addr: IpAddr::V6(from),
+                                prefix: 128,
+                            },
+                            Match::Icmp6Type(135),
+                            Match::NdTarget {
+                                addr: v6,
+                                prefix: n.prefix,
+                            },
+                        ]));
+                    }
+                    // An advertisement goes to the asker, from the address it advertises,
+                    // which must be ours.
+                    for own in &own6 {
+                        out.push(rule(vec![
+                            port.dev.clone(),
+                            Match::Addr {
+                                dst: false,
+                                addr: IpAddr::V6(*own),
+                                prefix: 128,
+                            },
+                            Match::Addr {
+                                dst: true,
+                                addr: n.addr,
+                                prefix: n.prefix,
+                            },
+                            Match::Icmp6Type(136),
+                            Match::NdTarget {
+                                addr: *own,
+                                prefix: 128,
+                            },
+                        ]));
+                    }
+                }
+                (IpAddr::V6(_), Way::In) => {
+                    for t in [135, 136] {
+                        out.push(rule(vec![
+                            port.dev.clone(),
+                            Match::Addr {
+                                dst: false,
+                                addr: n.addr,
+                                prefix: n.prefix,
+                            },
+                            Match::Icmp6Type(t),
+                        ]));
+                    }
+                }
             }
         }
     }
-    s
+    out
 }
 
 fn devices_set(names: &[String]) -> String {
@@ -165,24 +427,29 @@ fn mac_text(mac: &[u8; 6]) -> String {
         .join(":")
 }
 
-/// The inside interfaces nft may be given, as ports of `keyword` (`oif` or `iif`).
-fn inside_ports(devices: &Devices, keyword: &str) -> Vec<Port> {
+/// The inside interfaces nft may be given, as ports (`out`: the way out of them).
+fn inside_ports(devices: &Devices, out: bool) -> Vec<Port> {
     devices
         .inside
         .iter()
-        .map(|name| {
-            let own = devices.own.iter().find(|o| &o.ifname == name);
-            Port {
-                selector: format!("{keyword} \"{name}\""),
-                own: own.map(|o| o.addrs.clone()).unwrap_or_default(),
-                mac: own.and_then(|o| o.mac.as_ref()).map(mac_text),
-            }
+        .filter_map(|name| {
+            let own = devices.own.iter().find(|o| &o.ifname == name)?;
+            Some(Port {
+                dev: if out {
+                    Match::OutDev(own.ifindex, name.clone())
+                } else {
+                    Match::InDev(own.ifindex, name.clone())
+                },
+                own: own.addrs.clone(),
+                mac: own.mac,
+            })
         })
         .collect()
 }
 
-/// The host-side peers as ports of `keyword`, with the addresses of the container's end.
-fn host_ports(devices: &Devices, keyword: &str) -> Vec<Port> {
+/// The host-side peers as ports (`out`: the way out of them, towards the container), with
+/// the addresses of the container's end.
+fn host_ports(devices: &Devices, out: bool) -> Vec<Port> {
     devices
         .host
         .iter()
@@ -192,9 +459,13 @@ fn host_ports(devices: &Devices, keyword: &str) -> Vec<Port> {
                 .iter()
                 .find(|o| Some(o.ifindex) == h.peer_ifindex);
             Port {
-                selector: format!("{keyword} \"{}\"", h.ifname),
+                dev: if out {
+                    Match::OutDev(h.ifindex, h.ifname.clone())
+                } else {
+                    Match::InDev(h.ifindex, h.ifname.clone())
+                },
                 own: own.map(|o| o.addrs.clone()).unwrap_or_default(),
-                mac: own.and_then(|o| o.mac.as_ref()).map(mac_text),
+                mac: own.and_then(|o| o.mac),
             }
         })
         .collect()
@@ -217,68 +488,133 @@ pub fn neighbours(allow: &[AllowRule], gateways: &[IpAddr]) -> Vec<AllowRule> {
     out
 }
 
-/// The script that (re)creates the layer inside the namespace, atomically (one nft
-/// transaction: the old tables go and the new ones come in the same step).
-pub fn netns_script(allow: &[AllowRule], neighbours: &[AllowRule], devices: &Devices) -> String {
-    let t = NETNS_TABLE;
-    let mut s = netns_delete_script();
+fn chain(name: &'static str, hook: Hook, devices: Vec<String>, mut rules: Vec<Rule>) -> Chain {
     // The final `counter drop` counts what each chain stops. On the way out this layer sees
     // packets before the cgroup_skb layer does, on the way in before the socket does: the
     // layers' counts add up, none counts a packet another already dropped.
-    s.push_str(&format!(
-        "table inet {t} {{\n  chain input {{\n    type filter hook input priority -300; policy drop;\n    meta iiftype loopback accept\n{}{}    counter drop\n  }}\n  chain output {{\n    type filter hook output priority -300; policy drop;\n    meta oiftype loopback accept\n{}{}    counter drop\n  }}\n}}\n",
-        allow_rules(Way::In, allow),
-        neighbour_rules(Way::In, neighbours, &inside_ports(devices, "iif"), false),
-        allow_rules(Way::Out, allow),
-        neighbour_rules(Way::Out, neighbours, &inside_ports(devices, "oif"), false),
-    ));
-    if !devices.inside.is_empty() {
-        s.push_str(&format!(
-            "table netdev {t} {{\n  chain egress {{\n    type filter hook egress devices = {} priority -300; policy drop;\n{}{}    counter drop\n  }}\n}}\n",
-            devices_set(&devices.inside),
-            allow_rules(Way::Out, allow),
-            neighbour_rules(Way::Out, neighbours, &inside_ports(devices, "oif"), true),
-        ));
+    rules.push(Rule {
+        matches: Vec::new(),
+        verdict: Verdict::CountDrop,
+    });
+    Chain {
+        name,
+        hook,
+        devices,
+        rules,
     }
-    s
 }
 
-/// The script that deletes the layer inside the namespace.
-pub fn netns_delete_script() -> String {
-    let t = NETNS_TABLE;
-    format!(
-        "table inet {t} {{}}\ndelete table inet {t}\ntable netdev {t} {{}}\ndelete table netdev {t}\n"
-    )
+/// The tables of the layer inside the namespace, as `(family, name)`.
+fn inside_table_names() -> Vec<(Family, String)> {
+    vec![
+        (Family::Inet, NETNS_TABLE.to_string()),
+        (Family::Netdev, NETNS_TABLE.to_string()),
+    ]
 }
 
-/// The script that (re)creates the host-side table of the namespace with cookie `cookie`
+/// The change that (re)creates the layer inside the namespace, atomically (one transaction:
+/// the old tables go and the new ones come in the same step).
+pub fn netns_ruleset(allow: &[AllowRule], neighbours: &[AllowRule], devices: &Devices) -> Ruleset {
+    let mut input = vec![rule(vec![Match::InLoopback])];
+    input.extend(allow_rules(Way::In, allow));
+    input.extend(neighbour_rules(
+        Way::In,
+        neighbours,
+        &inside_ports(devices, false),
+        false,
+    ));
+    let mut output = vec![rule(vec![Match::OutLoopback])];
+    output.extend(allow_rules(Way::Out, allow));
+    output.extend(neighbour_rules(
+        Way::Out,
+        neighbours,
+        &inside_ports(devices, true),
+        false,
+    ));
+    let mut create = vec![Table {
+        family: Family::Inet,
+        name: NETNS_TABLE.into(),
+        chains: vec![
+            chain("input", Hook::Input, Vec::new(), input),
+            chain("output", Hook::Output, Vec::new(), output),
+        ],
+    }];
+    if !devices.inside.is_empty() {
+        let mut egress = allow_rules(Way::Out, allow);
+        egress.extend(neighbour_rules(
+            Way::Out,
+            neighbours,
+            &inside_ports(devices, true),
+            true,
+        ));
+        create.push(Table {
+            family: Family::Netdev,
+            name: NETNS_TABLE.into(),
+            chains: vec![chain(
+                "egress",
+                Hook::Egress,
+                devices.inside.clone(),
+                egress,
+            )],
+        });
+    }
+    Ruleset {
+        delete: inside_table_names(),
+        create,
+    }
+}
+
+/// The change that deletes the layer inside the namespace.
+pub fn netns_delete() -> Ruleset {
+    Ruleset {
+        delete: inside_table_names(),
+        create: Vec::new(),
+    }
+}
+
+/// The change that (re)creates the host-side table of the namespace with cookie `cookie`
 /// (only deletes it when the namespace has no host-side peer).
-pub fn host_script(
+pub fn host_ruleset(
     cookie: u64,
     allow: &[AllowRule],
     neighbours: &[AllowRule],
     devices: &Devices,
-) -> String {
-    let t = host_table(cookie);
-    let mut s = host_delete_script(cookie);
+) -> Ruleset {
+    let mut r = host_delete(cookie);
     if !devices.host.is_empty() {
         let names: Vec<String> = devices.host.iter().map(|h| h.ifname.clone()).collect();
-        s.push_str(&format!(
-            "table netdev {t} {{\n  chain from_container {{\n    type filter hook ingress devices = {d} priority -300; policy drop;\n{}{}    counter drop\n  }}\n  chain to_container {{\n    type filter hook egress devices = {d} priority -300; policy drop;\n{}{}    counter drop\n  }}\n}}\n",
-            allow_rules(Way::Out, allow),
-            neighbour_rules(Way::Out, neighbours, &host_ports(devices, "iif"), true),
-            allow_rules(Way::In, allow),
-            neighbour_rules(Way::In, neighbours, &host_ports(devices, "oif"), true),
-            d = devices_set(&names),
+        let mut from = allow_rules(Way::Out, allow);
+        from.extend(neighbour_rules(
+            Way::Out,
+            neighbours,
+            &host_ports(devices, false),
+            true,
         ));
+        let mut to = allow_rules(Way::In, allow);
+        to.extend(neighbour_rules(
+            Way::In,
+            neighbours,
+            &host_ports(devices, true),
+            true,
+        ));
+        r.create.push(Table {
+            family: Family::Netdev,
+            name: host_table(cookie),
+            chains: vec![
+                chain("from_container", Hook::Ingress, names.clone(), from),
+                chain("to_container", Hook::Egress, names, to),
+            ],
+        });
     }
-    s
+    r
 }
 
-/// The script that deletes the host-side table of the namespace with cookie `cookie`.
-pub fn host_delete_script(cookie: u64) -> String {
-    let t = host_table(cookie);
-    format!("table netdev {t} {{}}\ndelete table netdev {t}\n")
+/// The change that deletes the host-side table of the namespace with cookie `cookie`.
+pub fn host_delete(cookie: u64) -> Ruleset {
+    Ruleset {
+        delete: vec![(Family::Netdev, host_table(cookie))],
+        create: Vec::new(),
+    }
 }
 
 fn nft_command(ns: Option<&Netns>) -> Command {
@@ -492,11 +828,15 @@ mod tests {
             .collect();
         let n = neighbours(&allow, &["198.18.1.1".parse().unwrap()]);
         let d = devices();
-        let s = netns_script(&allow, &n, &d);
+        let s = netns_ruleset(&allow, &n, &d).script();
         assert!(s.contains("hook egress devices = { \"eth0\" } priority -300; policy drop;"));
         assert!(s.contains("ip daddr 198.18.1.5/32 udp dport 514 accept"));
         assert!(s.contains(
-            "oif \"eth0\" icmpv6 type nd-neighbor-solicit ip6 saddr { 2001:2::2, fe80::19, :: } @th,64,128 0x20010002000000000000000000000005 accept"
+            "oif \"eth0\" ip6 saddr ::/128 icmpv6 type nd-neighbor-solicit @th,64,128 0x20010002000000000000000000000005 accept"
+        ));
+        // An advertisement leaving advertises the address it comes from, one of ours.
+        assert!(s.contains(
+            "oif \"eth0\" ip6 saddr fe80::19/128 ip6 daddr 2001:2::5/128 icmpv6 type nd-neighbor-advert @th,64,128 0xfe800000000000000000000000000019 accept"
         ));
         // ARP is not something the inet family sees.
         let inet = s
@@ -504,7 +844,7 @@ mod tests {
             .next()
             .unwrap();
         assert!(!inet.contains("arp operation"));
-        let h = host_script(7, &allow, &n, &d);
+        let h = host_ruleset(7, &allow, &n, &d).script();
         assert!(h.contains("table netdev quarry_q_7 {\n"));
         assert!(h.contains("hook ingress devices = { \"veth1\" }"));
         assert!(h.contains("ip saddr 198.18.1.5/32 tcp sport 514 accept"));
@@ -516,26 +856,36 @@ mod tests {
         let allow: Vec<AllowRule> = vec!["198.18.1.5:514".parse().unwrap()];
         let n = neighbours(&allow, &["198.18.1.1".parse().unwrap()]);
         let d = devices();
-        let s = netns_script(&allow, &n, &d);
+        let s = netns_ruleset(&allow, &n, &d).script();
         assert!(s.contains(
-            "oif \"eth0\" arp operation { request, reply } arp saddr ip 198.18.1.2 arp saddr ether 02:00:00:00:00:19 arp daddr ip 198.18.1.1/32 accept"
+            "oif \"eth0\" arp operation request arp saddr ip 198.18.1.2/32 arp saddr ether 02:00:00:00:00:19 arp daddr ip 198.18.1.1/32 accept"
         ));
-        let h = host_script(7, &allow, &n, &d);
+        let h = host_ruleset(7, &allow, &n, &d).script();
         // From the container: its own sender address on that veth; to it: its own target.
         assert!(h.contains(
-            "iif \"veth1\" arp operation { request, reply } arp saddr ip 198.18.1.2 arp saddr ether 02:00:00:00:00:19 arp daddr ip 198.18.1.5/32 accept"
+            "iif \"veth1\" arp operation reply arp saddr ip 198.18.1.2/32 arp saddr ether 02:00:00:00:00:19 arp daddr ip 198.18.1.5/32 accept"
         ));
         assert!(h.contains(
-            "oif \"veth1\" arp operation { request, reply } arp saddr ip 198.18.1.1/32 arp daddr ip 198.18.1.2 accept"
+            "oif \"veth1\" arp operation request arp saddr ip 198.18.1.1/32 arp daddr ip 198.18.1.2/32 accept"
         ));
-        // No rule lets ARP through without naming the sender.
-        for line in s.lines().chain(h.lines()).filter(|l| l.contains("arp ")) {
-            assert!(line.contains("arp saddr ip"), "{line}");
+        // No rule lets ARP or ND through without naming the sender.
+        for line in s.lines().chain(h.lines()) {
+            if line.contains("arp ") {
+                assert!(line.contains("arp saddr ip"), "{line}");
+            }
+            if line.contains("icmpv6 type") {
+                assert!(line.contains("ip6 saddr"), "{line}");
+            }
         }
+
         // Without an address of its own on the interface, no ARP leaves it at all.
         let mut bare = devices();
         bare.own[0].addrs.retain(|a| a.is_ipv6());
-        assert!(!host_script(7, &allow, &n, &bare).contains("arp operation"));
+        assert!(
+            !host_ruleset(7, &allow, &n, &bare)
+                .script()
+                .contains("arp operation")
+        );
     }
 
     #[test]
