@@ -7,14 +7,17 @@
 //! nftables or the records in /run (beyond taking the state lock to unload), and it never
 //! detaches a link it did not pin for that container.
 
+use std::ffi::CString;
 use std::fs;
 use std::net::IpAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuHashMap, PerCpuValues};
-use aya::programs::links::{CgroupAttachMode, FdLink, PinnedLink};
-use aya::programs::{CgroupSkb, CgroupSkbAttachType};
+use aya::programs::CgroupSkb;
+use aya::programs::links::PinnedLink;
 use aya::util::nr_cpus;
 use aya::{Ebpf, EbpfLoader};
 use quarry_isolate_common::{AllowValue, CGROUP_KEY_BITS, DropCounts};
@@ -76,20 +79,18 @@ pub(crate) fn attach(
         shared.reset_drops(cgroup_id)?;
         let cgroup = fs::File::open(cgroup_dir).map_err(io(cgroup_dir))?;
         for (pin, attach_type) in [
-            ("egress", CgroupSkbAttachType::Egress),
-            ("ingress", CgroupSkbAttachType::Ingress),
+            ("egress", BPF_CGROUP_INET_EGRESS),
+            ("ingress", BPF_CGROUP_INET_INGRESS),
         ] {
-            let mut prog = CgroupSkb::from_pin(shared.dir.join(format!("prog-{pin}")), attach_type)
-                .map_err(attach_err)?;
             // A bpf_link: the kernel runs it alongside other tools' cgroup_skb programs
-            // (systemd's IP accounting, say) and any drop verdict drops the packet. Link
-            // attachment takes no mode flags (the kernel rejects them), hence `Single`.
-            let link_id = prog
-                .attach(&cgroup, attach_type, CgroupAttachMode::Single)
-                .map_err(attach_err)?;
-            let link = prog.take_link(link_id).map_err(attach_err)?;
-            let fd_link: FdLink = link.try_into().map_err(attach_err)?;
-            fd_link.pin(pins.join(pin)).map_err(attach_err)?;
+            // (systemd's IP accounting, say) and any drop verdict drops the packet.
+            link_and_pin(
+                &shared.dir.join(format!("prog-{pin}")),
+                &cgroup,
+                attach_type,
+                &pins.join(pin),
+            )
+            .map_err(|e| IsolateError::Attach(format!("attaching the {pin} program: {e}")))?;
         }
         // The switch: from this map update on, both directions are cut.
         shared.mark(cgroup_id, true)
@@ -101,6 +102,76 @@ pub(crate) fn attach(
             let _ = shared.set_allow_list(cgroup_id, &[]);
         }
     })
+}
+
+const BPF_OBJ_PIN: libc::c_long = 6;
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_CGROUP_INET_INGRESS: u32 = 0;
+const BPF_CGROUP_INET_EGRESS: u32 = 1;
+
+/// The bpf(2) syscall with `attr` (its first words; the rest of the union zero).
+fn bpf(cmd: libc::c_long, attr: &[u32]) -> std::io::Result<libc::c_long> {
+    let mut buf = [0u32; 32];
+    buf[..attr.len()].copy_from_slice(attr);
+    // SAFETY: bpf(2) reads at most size_of_val(buf) bytes of a buffer we own.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            buf.as_ptr(),
+            std::mem::size_of_val(&buf) as libc::c_uint,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(rc)
+}
+
+/// A bpf(2) command that returns a new descriptor.
+fn bpf_fd(cmd: libc::c_long, attr: &[u32]) -> std::io::Result<OwnedFd> {
+    let fd = bpf(cmd, attr)?;
+    // SAFETY: a descriptor the kernel just gave us, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `(lower, upper)` halves of a pointer to `path` as a C string, for a bpf attr.
+fn path_words(path: &CString) -> (u32, u32) {
+    let p = path.as_ptr() as u64;
+    (p as u32, (p >> 32) as u32)
+}
+
+/// Attaches the program pinned at `prog` to `cgroup` as a bpf_link of `attach_type` and
+/// pins the link at `pin`: three syscalls. (aya's program API would first probe the kernel's
+/// features, ~10 ms with a dozen test programs loaded, in the path to the quarantine.)
+fn link_and_pin(
+    prog: &Path,
+    cgroup: &fs::File,
+    attach_type: u32,
+    pin: &Path,
+) -> std::io::Result<()> {
+    let c = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+    };
+    let (prog_path, pin_path) = (c(prog)?, c(pin)?);
+    let (lo, hi) = path_words(&prog_path);
+    // union bpf_attr for BPF_OBJ_GET: pathname (u64), bpf_fd, file_flags.
+    let prog_fd = bpf_fd(BPF_OBJ_GET, &[lo, hi, 0, 0])?;
+    // For BPF_LINK_CREATE: prog_fd, target_fd, attach_type, flags.
+    let link = bpf_fd(
+        BPF_LINK_CREATE,
+        &[
+            prog_fd.as_raw_fd() as u32,
+            cgroup.as_raw_fd() as u32,
+            attach_type,
+            0,
+        ],
+    )?;
+    let (lo, hi) = path_words(&pin_path);
+    // For BPF_OBJ_PIN: pathname, bpf_fd, file_flags. Closing the fd after: the pin holds it.
+    bpf(BPF_OBJ_PIN, &[lo, hi, link.as_raw_fd() as u32, 0]).map(|_| ())
 }
 
 /// Lifts the cgroup_skb layer of container `id`: its map entries go, and unpinning its links
