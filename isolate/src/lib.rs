@@ -22,14 +22,18 @@
 //!    could flush its own tables (CAP_NET_ADMIN), and nothing is sent its way, so its packet
 //!    sockets cannot sniff either.
 //!
-//! ARP and ND pass only for allow-listed addresses and the gateways of the routes to them, so
-//! the allow-list still resolves its neighbours and nothing else does. Layers 2 and 3 act on
+//! ARP and ND pass only for allow-listed addresses and the gateways of the routes to them, and
+//! only from the container's own addresses on that interface (and its MAC, for ARP), so the
+//! allow-list still resolves its neighbours, nothing else does, and no neighbour cache is
+//! poisoned through the opening. Layers 2 and 3 act on
 //! the whole namespace: they are shared by the quarantined containers in it and
 //! reference-counted by its cookie (unlike its inode, never reused while the system runs),
 //! and a namespace is only ever entered by a descriptor whose inode and cookie are the ones
-//! recorded at isolate time. A container with CAP_NET_ADMIN can delete layer 2 (status then
-//! says so); layer 3 is out of its reach. Sockets open before the quarantine are cut like new ones: every layer looks at each
-//! packet, none at connection state.
+//! recorded at isolate time. A container with CAP_NET_ADMIN can delete or change layer 2:
+//! status says so (`in_place: false`, and `tampered` when the tables are there but their rules
+//! differ from the kernel's listing taken at install); layer 3 is out of its reach. Sockets
+//! open before the quarantine are cut like new ones: every layer looks at each packet, none at
+//! connection state.
 //!
 //! A record of who isolated what, when and why sits in `/run/quarry/isolate/<id>.json`.
 //! [`release`] undoes all of it; both are idempotent.
@@ -464,7 +468,7 @@ pub fn isolate(
     let cgroup_id =
         std::os::unix::fs::MetadataExt::ino(&fs::metadata(cgroup_dir).map_err(io(cgroup_dir))?);
 
-    // The namespace-level layers are planned and their nft processes started meanwhile, in a
+    // The namespace-level layers are planned meanwhile (interfaces, addresses, routes), in a
     // thread of their own; they are applied only once the cgroup_skb layer holds (so a failed
     // attach leaves nothing behind), and never if it failed.
     let (attached, worker) = std::thread::scope(|s| {

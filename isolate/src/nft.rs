@@ -1,10 +1,13 @@
-//! The nftables side of the namespace-level layers: the rulesets (as `nft` scripts), the
-//! `nft` processes that apply them, and what the kernel lists back (drop counters, and a
-//! fingerprint of the rules to tell a tampered table from the one installed).
+//! The nftables side of the namespace-level layers: the rulesets, built once as data
+//! ([`Ruleset`]: tables, chains, rules of plain conditions), which [`crate::nfnl`] applies
+//! in-process and [`Ruleset::script`] renders as the equivalent `nft` script (for `--dry-run`,
+//! and for `nft -f` should the kernel refuse the in-process batch); and what the kernel lists
+//! back through `nft -j` (drop counters, and a fingerprint of the rules to tell a tampered
+//! table from the one installed).
 //!
-//! Names that go into a script are checked by the caller ([`crate::netns::devices`] keeps
-//! only names that cannot change a ruleset's meaning); addresses come from the kernel or the
-//! parsed allow-list. This module must not decide which namespace a script runs in: it is
+//! Names that go into a ruleset are checked by the caller ([`crate::netns::devices`] keeps
+//! only names that cannot change a script's meaning); addresses come from the kernel or the
+//! parsed allow-list. This module must not decide which namespace anything runs in: it is
 //! given a checked [`Netns`] (or none: the host's), and it never enters one by pid.
 
 use std::io::Write;
