@@ -12,7 +12,7 @@
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -627,61 +627,33 @@ fn nft_command(ns: Option<&Netns>) -> Command {
     }
 }
 
-/// An `nft -f -` process, started ahead of its script so that its start (exec, libraries,
-/// netlink cache) overlaps with the caller's other work. Killed when dropped unfinished.
-pub struct Nft {
-    child: Option<Child>,
-}
-
-impl Nft {
-    /// Starts nft in `ns` (the host's namespace when None).
-    pub fn start(ns: Option<&Netns>) -> Result<Nft, String> {
-        let child = nft_command(ns)
-            .args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("nft not available: {e}"))?;
-        Ok(Nft { child: Some(child) })
-    }
-
-    /// Hands it `script`, which it runs once its input ends (a script fits in a pipe's
-    /// buffer: this does not wait for nft).
-    pub fn feed(&mut self, script: &str) -> Result<(), String> {
-        let child = self.child.as_mut().ok_or("nft already finished")?;
-        let mut stdin = child.stdin.take().ok_or("nft already fed")?;
-        stdin
-            .write_all(script.as_bytes())
-            .map_err(|e| e.to_string())
-    }
-
-    /// Waits for it to apply what it was fed.
-    pub fn wait(mut self) -> Result<(), String> {
-        let child = self.child.take().ok_or("nft already finished")?;
-        let out = child.wait_with_output().map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-        }
-    }
-}
-
-impl Drop for Nft {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Runs `script` in `ns` (the host's namespace when None).
+/// Runs `script` with `nft -f -` in `ns` (the host's namespace when None): the fallback when
+/// the kernel refuses an in-process batch, with nft's own diagnosis.
 pub fn run(ns: Option<&Netns>, script: &str) -> Result<(), String> {
-    let mut nft = Nft::start(ns)?;
-    nft.feed(script)?;
-    nft.wait()
+    let mut child = nft_command(ns)
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("nft not available: {e}"))?;
+    let written = child
+        .stdin
+        .take()
+        .ok_or_else(|| "nft has no input".to_string())
+        .and_then(|mut stdin| {
+            stdin
+                .write_all(script.as_bytes())
+                .map_err(|e| e.to_string())
+        });
+    // Waited for in any case: no child is left behind, even when writing failed.
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    written?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
 }
 
 /// What the kernel lists of a layer's tables.
