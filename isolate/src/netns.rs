@@ -133,17 +133,27 @@ impl Netns {
         &self,
         f: impl FnOnce() -> std::io::Result<T> + Send,
     ) -> std::io::Result<T> {
-        let raw = self.fd.as_raw_fd();
         std::thread::scope(|s| {
-            s.spawn(move || {
-                // SAFETY: setns on a descriptor self keeps open, in this thread only.
-                if unsafe { libc::setns(raw, libc::CLONE_NEWNET) } != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                f()
-            })
-            .join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("namespace thread panicked")))
+            self.spawn_within(s, f)
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("namespace thread panicked")))
+        })
+    }
+
+    /// [`Netns::within`] without waiting: the thread runs in `scope` while the caller goes on.
+    pub fn spawn_within<'scope, T: Send + 'scope>(
+        &self,
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        f: impl FnOnce() -> std::io::Result<T> + Send + 'scope,
+    ) -> std::thread::ScopedJoinHandle<'scope, std::io::Result<T>> {
+        let raw = self.fd.as_raw_fd();
+        scope.spawn(move || {
+            // SAFETY: setns on a descriptor the caller keeps open for the scope, in this
+            // thread only.
+            if unsafe { libc::setns(raw, libc::CLONE_NEWNET) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            f()
         })
     }
 }
@@ -187,10 +197,27 @@ pub struct Devices {
 /// Finds the namespace's interfaces, their addresses and the host-side peers of its veths: a
 /// host interface is a peer when its own peer lives in this namespace (by the id the host gives
 /// the namespace, not by a name or index the container could choose) and is one of these
-/// interfaces.
-pub fn devices(ns: &Netns) -> Result<Devices, String> {
-    let (inside, addrs) = ns
-        .within(|| Ok((netlink::links()?, netlink::addrs()?)))
+/// interfaces. Also returns the gateways the namespace reaches the allow-listed networks
+/// through (its routes to them): the only neighbours beyond the allow-list itself that ARP/ND
+/// is let through for. Not every gateway: the default one is, typically, the host-side
+/// address, and ARP to it must stay cut when no allow-listed collector lies beyond it. A
+/// network spread over several routes is looked up by its first address.
+pub fn devices(ns: &Netns, allow: &[AllowRule]) -> Result<(Devices, Vec<IpAddr>), String> {
+    let dsts: Vec<IpAddr> = allow.iter().map(|r| r.addr).collect();
+    // One thread in the namespace for all three questions: on a loaded machine, starting a
+    // thread can cost more than the questions.
+    let (inside, addrs, gateways) = ns
+        .within(move || {
+            let mut gateways = Vec::new();
+            for dst in dsts {
+                if let Ok(Some(g)) = netlink::route_gateway(dst)
+                    && !gateways.contains(&g)
+                {
+                    gateways.push(g);
+                }
+            }
+            Ok((netlink::links()?, netlink::addrs()?, gateways))
+        })
         .map_err(|e| format!("listing the namespace's interfaces: {e}"))?;
     // The host's dump first: listing a veth gives its peer's namespace an id.
     let host = netlink::links().map_err(|e| format!("listing the host's interfaces: {e}"))?;
@@ -239,7 +266,7 @@ pub fn devices(ns: &Netns) -> Result<Devices, String> {
             }
         }
     }
-    Ok(d)
+    Ok((d, gateways))
 }
 
 fn safe_ifname(name: &str) -> bool {
@@ -247,27 +274,6 @@ fn safe_ifname(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b))
-}
-
-/// The gateways the namespace reaches the allow-listed networks through (its routes to them):
-/// the only neighbours beyond the allow-list itself that ARP/ND is let through for. Not every
-/// gateway: the default one is, typically, the host-side address, and ARP to it must stay cut
-/// when no allow-listed collector lies beyond it. A network spread over several routes is
-/// looked up by its first address.
-pub fn gateways(ns: &Netns, allow: &[AllowRule]) -> Vec<IpAddr> {
-    let dsts: Vec<IpAddr> = allow.iter().map(|r| r.addr).collect();
-    ns.within(move || {
-        let mut out = Vec::new();
-        for dst in dsts {
-            if let Ok(Some(g)) = netlink::route_gateway(dst)
-                && !out.contains(&g)
-            {
-                out.push(g);
-            }
-        }
-        Ok(out)
-    })
-    .unwrap_or_default()
 }
 
 /// What the namespace-level layers of one namespace are to be.
@@ -306,8 +312,8 @@ pub fn plan(
 ) -> NetnsPlan {
     let allow = crate::allow::union(members.iter().map(|m| m.allow.as_slice()));
     let (devices, gateways, devices_error) = match ns {
-        Some(ns) => match devices(ns) {
-            Ok(d) => (d, gateways(ns, &allow), None),
+        Some(ns) => match devices(ns, &allow) {
+            Ok((d, g)) => (d, g, None),
             Err(e) => (Devices::default(), Vec::new(), Some(e)),
         },
         None => (
@@ -357,6 +363,15 @@ pub fn apply_ruleset(ns: Option<&Netns>, ruleset: &Ruleset) -> Result<Option<Str
         Some(ns) => ns.within(|| nfnl::apply(ruleset)),
         None => nfnl::apply(ruleset),
     };
+    fallback(ns, ruleset, direct)
+}
+
+/// What [`apply_ruleset`] does once the in-process attempt came back with `direct`.
+fn fallback(
+    ns: Option<&Netns>,
+    ruleset: &Ruleset,
+    direct: std::io::Result<()>,
+) -> Result<Option<String>, String> {
     match direct {
         Ok(()) => Ok(None),
         Err(e) => nft::run(ns, &ruleset.script())
@@ -391,20 +406,39 @@ pub fn apply(
         .host_rules
         .clone()
         .unwrap_or_else(|| nft::host_delete(plan.netns_cookie));
+    // The inside batch from a thread in the namespace, the host's from this one, at once.
     let ((inside, inside_at), (host, host_at)) = std::thread::scope(|s| {
-        let inside = s.spawn(|| {
-            let r = ns.map(|ns| apply_ruleset(Some(ns), &plan.netns_rules));
-            (r, Instant::now())
+        let rules = &plan.netns_rules;
+        let inside = ns.map(|n| {
+            n.spawn_within(s, move || {
+                let r = nfnl::apply(rules);
+                Ok((r, Instant::now()))
+            })
         });
         let h = apply_ruleset(None, &host_rules);
         let host_at = Instant::now();
-        (
-            inside.join().unwrap_or((
-                Some(Err("the applying thread panicked".into())),
-                Instant::now(),
-            )),
-            (h, host_at),
-        )
+        let inside = match (ns, inside) {
+            (Some(n), Some(handle)) => {
+                let (direct, at) = match handle.join() {
+                    Ok(Ok((r, at))) => (r, at),
+                    Ok(Err(e)) => (Err(e), Instant::now()),
+                    Err(_) => (
+                        Err(std::io::Error::other("the applying thread panicked")),
+                        Instant::now(),
+                    ),
+                };
+                let done = fallback(Some(n), rules, direct);
+                // A fallback to nft takes its own time: the layer holds once it is done.
+                let at = if matches!(done, Ok(Some(_))) {
+                    Instant::now()
+                } else {
+                    at
+                };
+                (Some(done), at)
+            }
+            _ => (None, Instant::now()),
+        };
+        (inside, (h, host_at))
     });
     let mut notes = Vec::new();
     let (inside, host) = (
