@@ -67,6 +67,7 @@ pub fn run(args: IsolateArgs) -> anyhow::Result<u8> {
                 "allow": o.isolation.allow.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
                 "effective_after_ms": o.effective_after_ms,
                 "all_layers_after_ms": o.all_layers_after_ms,
+                "layers": o.layers,
                 "nftables": o.isolation.nftables,
                 "host_layer": o.isolation.host_layer,
                 "netns_inode": o.isolation.netns_inode,
@@ -274,6 +275,8 @@ fn layer_drops(d: &Dropped) -> String {
             };
             let state = match l.in_place {
                 Some(true) => "",
+                // A rule inserted, changed or deleted in its tables since isolate.
+                Some(false) if l.tampered => " (its rules were CHANGED since isolate)",
                 // Deleted from inside by the container (CAP_NET_ADMIN), or by someone else.
                 Some(false) => " (its tables are GONE)",
                 None => " (not checked: the namespace cannot be entered)",

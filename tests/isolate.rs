@@ -375,11 +375,11 @@ fn mac_of(netns: Option<&str>, ifname: &str) -> [u8; 6] {
     mac
 }
 
-/// Source MAC and EtherType of each frame captured.
-type Frames = Arc<std::sync::Mutex<Vec<([u8; 6], u16)>>>;
+/// Source MAC, EtherType and (ARP only) sender IPv4 address of each frame captured.
+type Frames = Arc<std::sync::Mutex<Vec<([u8; 6], u16, Option<[u8; 4]>)>>>;
 
-/// A packet socket on a host interface recording the source MAC and EtherType of every frame
-/// it receives (not the host's own), until dropped.
+/// A packet socket on a host interface recording the source MAC, EtherType and ARP sender
+/// address of every frame it receives (not the host's own), until dropped.
 struct Capture {
     frames: Frames,
     stop: Arc<std::sync::atomic::AtomicBool>,
@@ -451,9 +451,12 @@ impl Capture {
                 }
                 let mut src = [0u8; 6];
                 src.copy_from_slice(&buf[6..12]);
-                f.lock()
-                    .unwrap()
-                    .push((src, u16::from_be_bytes([buf[12], buf[13]])));
+                let ethertype = u16::from_be_bytes([buf[12], buf[13]]);
+                // Ethernet header (14) + ARP's hardware and protocol fields and the sender's
+                // hardware address (14): the sender's IPv4 address.
+                let sender =
+                    (ethertype == 0x0806 && n >= 32).then(|| [buf[28], buf[29], buf[30], buf[31]]);
+                f.lock().unwrap().push((src, ethertype, sender));
             }
             // SAFETY: our descriptor, closed once.
             unsafe { libc::close(fd) };
@@ -470,8 +473,21 @@ impl Capture {
         let mut f = self.frames.lock().unwrap();
         let out = f
             .iter()
-            .filter(|(m, _)| *m == mac)
-            .map(|(_, t)| *t)
+            .filter(|(m, _, _)| *m == mac)
+            .map(|(_, t, _)| *t)
+            .collect();
+        f.clear();
+        out
+    }
+
+    /// The sender addresses of the ARP frames seen so far whose source is `mac`, emptying
+    /// the record.
+    fn take_arp_senders_from(&self, mac: [u8; 6]) -> Vec<std::net::Ipv4Addr> {
+        let mut f = self.frames.lock().unwrap();
+        let out = f
+            .iter()
+            .filter(|(m, _, _)| *m == mac)
+            .filter_map(|(_, _, s)| s.map(std::net::Ipv4Addr::from))
             .collect();
         f.clear();
         out
@@ -490,7 +506,9 @@ impl Drop for Capture {
 /// Run inside a container by `quarantine_has_no_holes` (the test binary bind-mounted there):
 /// sends from its network namespace a hand-made Ethernet frame on a packet socket, once plainly
 /// and once with PACKET_QDISC_BYPASS, and a UDP datagram built by hand on a raw IP socket, to
-/// the addresses in QUARRY_TEST_SEND="IFNAME DST_IPV4 DST_PORT". Not a test by itself.
+/// the addresses in QUARRY_TEST_SEND="frames IFNAME DST_IPV4 DST_PORT"; or three ARP requests
+/// with the sender address of its choice (QUARRY_TEST_SEND="arp IFNAME SENDER_IPV4
+/// TARGET_IPV4", from the interface's own MAC). Not a test by itself.
 #[test]
 #[ignore = "run inside a container by quarantine_has_no_holes"]
 fn raw_sender_helper() {
@@ -516,6 +534,12 @@ fn raw_sender_helper() {
             sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
             let mut buf = [0u8; 64];
             sock.recv_from(&mut buf).expect("a datagram");
+            return;
+        }
+        "arp" => {
+            let sender: std::net::Ipv4Addr = parts[2].parse().unwrap();
+            let target: std::net::Ipv4Addr = parts[3].parse().unwrap();
+            send_arp(parts[1], sender, target);
             return;
         }
         _ => {}
@@ -595,6 +619,75 @@ fn raw_sender_helper() {
         }
         libc::close(fd);
     }
+}
+
+/// Three ARP requests for `target` on `ifname` from its own MAC, claiming to be `sender`.
+fn send_arp(ifname: &str, sender: std::net::Ipv4Addr, target: std::net::Ipv4Addr) {
+    let name = std::ffi::CString::new(ifname).unwrap();
+    let mac: [u8; 6] = std::fs::read_to_string(format!("/sys/class/net/{ifname}/address"))
+        .unwrap()
+        .trim()
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect::<Vec<u8>>()
+        .try_into()
+        .unwrap();
+    let mut frame = vec![0xffu8; 6];
+    frame.extend_from_slice(&mac);
+    frame.extend_from_slice(&0x0806u16.to_be_bytes());
+    // Ethernet/IPv4, request; sender MAC and IP; target MAC (unknown) and IP.
+    frame.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    frame.extend_from_slice(&mac);
+    frame.extend_from_slice(&sender.octets());
+    frame.extend_from_slice(&[0; 6]);
+    frame.extend_from_slice(&target.octets());
+    frame.resize(60, 0);
+    // SAFETY: libc calls with buffers and structures we own.
+    unsafe {
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+        assert!(
+            fd >= 0,
+            "packet socket: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = libc::if_nametoindex(name.as_ptr()) as i32;
+        sll.sll_halen = 6;
+        sll.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+        for _ in 0..3 {
+            libc::sendto(
+                fd,
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            );
+        }
+        libc::close(fd);
+    }
+}
+
+/// ARP requests for `target` from the container's `inside_if` with sender address `sender`.
+fn arp_from(c: &RuncContainer, inside_if: &str, sender: &str, target: &str) {
+    raw_exec(
+        c,
+        &[&format!(
+            "QUARRY_TEST_SEND=arp {inside_if} {sender} {target}"
+        )],
+        HELPER,
+    );
+}
+
+/// Whether the host has a neighbour entry for `addr` on `dev` (an ARP request claiming it
+/// reached the host's stack).
+fn host_neighbour(addr: &str, dev: &str) -> bool {
+    let out = Command::new("ip")
+        .args(["neigh", "show", addr, "dev", dev])
+        .output()
+        .unwrap();
+    !String::from_utf8_lossy(&out.stdout).trim().is_empty()
 }
 
 /// A runc container that can run the test binary (`/helper`, with the host's /usr for its
@@ -825,6 +918,21 @@ fn quarantine_has_no_holes() {
             "{ethertype:#x} captured: {seen:x?}"
         );
     }
+    // An ARP request claiming an address that is not the container's reaches the host's
+    // stack (it learns a neighbour from it) while nothing stops it.
+    let base = net.host.rsplit_once('.').unwrap().0.to_string();
+    let (spoof_a, spoof_b) = (format!("{base}.3"), format!("{base}.4"));
+    arp_from(&c, &inside_if, &spoof_a, &net.collector);
+    std::thread::sleep(Duration::from_millis(200));
+    let senders = capture.take_arp_senders_from(mac);
+    assert!(
+        senders.contains(&spoof_a.parse().unwrap()),
+        "the spoofed ARP is seen before: {senders:?}"
+    );
+    assert!(
+        host_neighbour(&spoof_a, &host_if),
+        "the host learnt the spoofed address before"
+    );
 
     // Dry run: shows all three layers, attaches nothing.
     let allow = format!("{}:{}", net.collector, collector.port());
@@ -891,6 +999,23 @@ fn quarantine_has_no_holes() {
         "the other container is unaffected"
     );
 
+    // ARP to the allow-listed collector leaves only from the container's own address: the
+    // same request claiming another address is stopped inside.
+    capture.take_from(mac);
+    arp_from(&c, &inside_if, &spoof_b, &net.collector);
+    arp_from(&c, &inside_if, &net.inside, &net.collector);
+    std::thread::sleep(Duration::from_millis(200));
+    let senders = capture.take_arp_senders_from(mac);
+    assert!(
+        senders.contains(&net.inside.parse().unwrap()),
+        "ARP from its own address to the collector passes: {senders:?}"
+    );
+    assert!(
+        !senders.contains(&spoof_b.parse().unwrap()),
+        "ARP claiming another address does not: {senders:?}"
+    );
+    assert!(!host_neighbour(&spoof_b, &host_if));
+
     // Each layer counts its own drops.
     let (_, status) = isolate(&["--status", "--format", "json"]);
     let v: serde_json::Value = serde_json::from_str(&status).unwrap();
@@ -912,6 +1037,52 @@ fn quarantine_has_no_holes() {
         layers.iter().all(|l| l["in_place"] == true),
         "every layer in place: {entry}"
     );
+
+    // A container with CAP_NET_ADMIN inserts an accept rule into its inside table (the host's
+    // nft, through the /usr it sees): the table is still there, but status tells its rules are
+    // not the ones installed; the host-side layer is untouched.
+    let insert = Command::new("runc")
+        .args([
+            "exec",
+            "--cap",
+            "CAP_NET_ADMIN",
+            &c.id,
+            "/usr/sbin/nft",
+            "insert",
+            "rule",
+            "inet",
+            "quarry_quarantine",
+            "output",
+            "accept",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        insert.status.success(),
+        "{}",
+        String::from_utf8_lossy(&insert.stderr)
+    );
+    let (_, status) = isolate(&["--status", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let entry = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["isolation"]["container_id"] == c.id.as_str())
+        .unwrap();
+    let layers = entry["dropped"]["layers"].as_array().unwrap();
+    assert_eq!(
+        (&layers[1]["in_place"], &layers[1]["tampered"]),
+        (&serde_json::json!(false), &serde_json::json!(true)),
+        "status tells the inside rules changed: {entry}"
+    );
+    assert_eq!(
+        (&layers[2]["in_place"], &layers[2]["tampered"]),
+        (&serde_json::json!(true), &serde_json::json!(false)),
+        "{entry}"
+    );
+    let (_, text) = isolate(&["--status"]);
+    assert!(text.contains("CHANGED"), "{text}");
 
     // A container with CAP_NET_ADMIN deletes the tables in its own namespace (the host's nft,
     // through the /usr it sees): the host-side layer still holds. A capture on the host side
@@ -951,6 +1122,20 @@ fn quarantine_has_no_holes() {
     assert_eq!(layers[1]["in_place"], false, "status tells: {entry}");
     assert_eq!(layers[2]["in_place"], true, "{entry}");
     assert!(layers[2]["egress"].as_u64().unwrap() > 0, "{entry}");
+    // Spoofed ARP now reaches the host side, but not the host's stack.
+    capture.take_from(mac);
+    arp_from(&c, &inside_if, &spoof_b, &net.collector);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        capture
+            .take_arp_senders_from(mac)
+            .contains(&spoof_b.parse().unwrap()),
+        "the inside layer is gone: the frames arrive"
+    );
+    assert!(
+        !host_neighbour(&spoof_b, &host_if),
+        "the host-side layer stops ARP claiming another address"
+    );
 
     // Release restores everything.
     let out = quarry()

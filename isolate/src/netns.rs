@@ -1,6 +1,7 @@
 //! The network-namespace-level layers of a quarantine, and the one safe way into a namespace.
 //!
-//! Two nftables layers act on frames, whatever socket made them:
+//! Two nftables layers act on frames, whatever socket made them (their rulesets are in
+//! [`crate::nft`]):
 //!
 //! * inside the container's namespace, table `inet quarry_quarantine` (IP of every process in
 //!   the namespace, raw IP sockets included) and table `netdev quarry_quarantine`, an `egress`
@@ -17,37 +18,34 @@
 //!
 //! Neighbour resolution for the allow-list still works: ARP and ND pass only for allow-listed
 //! addresses and the gateways of the namespace's routes to them (not its default gateway,
-//! unless a collector lies beyond it). Both layers cut every process of the namespace, so
-//! they are shared by the quarantined containers in it and reference-counted by the
-//! namespace's cookie (`/run/quarry/isolate/netns/<cookie>.json`): they follow the union of their
-//! allow-lists, and go with the last one released.
+//! unless a collector lies beyond it), and only when sent from the container's own addresses
+//! on that interface (its own MAC too, for ARP). Both layers cut every process of the
+//! namespace, so they are shared by the quarantined containers in it and reference-counted by
+//! the namespace's cookie (`/run/quarry/isolate/netns/<cookie>.json`): they follow the union of
+//! their allow-lists, and go with the last one released. The kernel's listing of each layer's
+//! tables is fingerprinted right after install; status compares, so a rule a container with
+//! CAP_NET_ADMIN inserted into its inside tables shows as tampering, not just a missing table.
 //!
 //! A namespace is only ever entered through a descriptor opened from `/proc/<pid>/ns/net` whose
 //! inode and cookie are the ones recorded at isolate time: a pid that has been reused by a
 //! process of another namespace is never entered, even one whose namespace got the recorded
 //! inode (inodes of gone namespaces are handed out again; cookies never are until reboot,
-//! when the records in /run and the tables go too).
+//! when the records in /run and the tables go too). Interfaces, addresses and routes are read
+//! by in-process netlink ([`crate::netlink`]) from a thread that joined the namespace.
 
 use std::fs;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{AllowRule, IsolateError, STATE_ROOT, io};
-
-/// Table of the layer inside the container's namespace (both families share the name).
-pub const NETNS_TABLE: &str = "quarry_quarantine";
-
-/// The host-side table for the namespace with cookie `cookie` (not its inode: a namespace
-/// made after this one is gone may get the same inode, and its quarantine the same table).
-pub fn host_table(cookie: u64) -> String {
-    format!("quarry_q_{cookie}")
-}
+use crate::nft::{self, NETNS_TABLE, Ruleset};
+use crate::state::{Member, NetnsRecord};
+use crate::{AllowRule, IsolateError, netlink, nfnl};
 
 /// A descriptor of a network namespace, checked to be the expected one.
 pub struct Netns {
@@ -69,56 +67,45 @@ pub fn open(pid: i32, inode: Option<u64>, cookie: Option<u64>) -> Option<Netns> 
     if inode.is_some_and(|e| e != ino) {
         return None;
     }
-    let fd: OwnedFd = file.into();
-    let found = netns_cookie(&fd).ok()?;
+    let mut ns = Netns {
+        fd: file.into(),
+        inode: ino,
+        cookie: 0,
+    };
+    let found = ns.within(netns_cookie).ok()?;
     if cookie.is_some_and(|c| c != found) {
         return None;
     }
-    Some(Netns {
-        fd,
-        inode: ino,
-        cookie: found,
-    })
+    ns.cookie = found;
+    Some(ns)
 }
 
-/// The cookie of the namespace `fd` refers to: read from a socket made in it, by a thread
-/// that joins it for that and ends (the rest of the process stays where it is).
-fn netns_cookie(fd: &OwnedFd) -> std::io::Result<u64> {
+/// The cookie of the calling thread's namespace, read from a socket made in it.
+fn netns_cookie() -> std::io::Result<u64> {
     const SO_NETNS_COOKIE: libc::c_int = 71;
-    let raw = fd.as_raw_fd();
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            // SAFETY: setns on a descriptor the caller keeps open, in this thread only; a
-            // socket we close; getsockopt into a u64 we own.
-            unsafe {
-                if libc::setns(raw, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // A unix socket: belongs to the namespace, never touches the network.
-                let sock = libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-                if sock < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                let mut cookie = 0u64;
-                let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
-                let rc = libc::getsockopt(
-                    sock,
-                    libc::SOL_SOCKET,
-                    SO_NETNS_COOKIE,
-                    (&mut cookie as *mut u64).cast(),
-                    &mut len,
-                );
-                let err = std::io::Error::last_os_error();
-                libc::close(sock);
-                if rc != 0 {
-                    return Err(err);
-                }
-                Ok(cookie)
-            }
-        })
-        .join()
-        .unwrap_or_else(|_| Err(std::io::Error::other("cookie thread panicked")))
-    })
+    // SAFETY: a socket we close; getsockopt into a u64 we own.
+    unsafe {
+        // A unix socket: belongs to the namespace, never touches the network.
+        let sock = libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if sock < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut cookie = 0u64;
+        let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            sock,
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        );
+        let err = std::io::Error::last_os_error();
+        libc::close(sock);
+        if rc != 0 {
+            return Err(err);
+        }
+        Ok(cookie)
+    }
 }
 
 impl Netns {
@@ -139,31 +126,36 @@ impl Netns {
         }
         cmd
     }
-}
 
-/// One network interface, as `ip -j link` shows it.
-#[derive(Debug, Clone, Deserialize)]
-struct IpLink {
-    ifindex: u32,
-    ifname: String,
-    #[serde(default)]
-    link_index: Option<u32>,
-    #[serde(default)]
-    link_netnsid: Option<i32>,
-    #[serde(default)]
-    link_type: String,
-}
-
-fn ip_links(cmd: &mut Command) -> Result<Vec<IpLink>, String> {
-    let out = cmd
-        .args(["-j", "link", "show"])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    /// Runs `f` in a thread that joins this namespace for it and ends (the rest of the
+    /// process stays where it is): what `f` opens belongs to this namespace.
+    pub fn within<T: Send>(
+        &self,
+        f: impl FnOnce() -> std::io::Result<T> + Send,
+    ) -> std::io::Result<T> {
+        std::thread::scope(|s| {
+            self.spawn_within(s, f)
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("namespace thread panicked")))
+        })
     }
-    serde_json::from_slice(&out.stdout).map_err(|e| format!("ip -j link: {e}"))
+
+    /// [`Netns::within`] without waiting: the thread runs in `scope` while the caller goes on.
+    pub fn spawn_within<'scope, T: Send + 'scope>(
+        &self,
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        f: impl FnOnce() -> std::io::Result<T> + Send + 'scope,
+    ) -> std::thread::ScopedJoinHandle<'scope, std::io::Result<T>> {
+        let raw = self.fd.as_raw_fd();
+        scope.spawn(move || {
+            // SAFETY: setns on a descriptor the caller keeps open for the scope, in this
+            // thread only.
+            if unsafe { libc::setns(raw, libc::CLONE_NEWNET) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            f()
+        })
+    }
 }
 
 /// An interface on the host side of one of the container's veth pairs.
@@ -171,6 +163,20 @@ fn ip_links(cmd: &mut Command) -> Result<Vec<IpLink>, String> {
 pub struct HostDevice {
     pub ifname: String,
     pub ifindex: u32,
+    /// Index of its peer inside the namespace (the interface whose addresses it carries).
+    #[serde(default)]
+    pub peer_ifindex: Option<u32>,
+}
+
+/// The container's own addresses on one of its interfaces: the only senders of the ARP/ND
+/// the quarantine lets out through it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnAddresses {
+    pub ifname: String,
+    pub ifindex: u32,
+    #[serde(default)]
+    pub mac: Option<[u8; 6]>,
+    pub addrs: Vec<IpAddr>,
 }
 
 /// The interfaces of a namespace: its own (but loopback) and their host-side peers.
@@ -183,31 +189,65 @@ pub struct Devices {
     /// Interfaces inside whose names nft cannot be given safely: not in the inside layer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unsafe_inside: Vec<String>,
+    /// The addresses of each interface inside (but loopback), as isolate found them.
+    #[serde(default)]
+    pub own: Vec<OwnAddresses>,
 }
 
-/// Finds the namespace's interfaces and the host-side peers of its veths: a host interface is
-/// a peer when its own peer lives in this namespace (by the id the host gives the namespace,
-/// not by a name or index the container could choose) and is one of these interfaces.
-pub fn devices(ns: &Netns) -> Result<Devices, String> {
-    let inside = ip_links(&mut ns.command("ip"))?;
+/// Finds the namespace's interfaces, their addresses and the host-side peers of its veths: a
+/// host interface is a peer when its own peer lives in this namespace (by the id the host gives
+/// the namespace, not by a name or index the container could choose) and is one of these
+/// interfaces. Also returns the gateways the namespace reaches the allow-listed networks
+/// through (its routes to them): the only neighbours beyond the allow-list itself that ARP/ND
+/// is let through for. Not every gateway: the default one is, typically, the host-side
+/// address, and ARP to it must stay cut when no allow-listed collector lies beyond it. A
+/// network spread over several routes is looked up by its first address.
+pub fn devices(ns: &Netns, allow: &[AllowRule]) -> Result<(Devices, Vec<IpAddr>), String> {
+    let dsts: Vec<IpAddr> = allow.iter().map(|r| r.addr).collect();
+    // One thread in the namespace for all three questions: on a loaded machine, starting a
+    // thread can cost more than the questions.
+    let (inside, addrs, gateways) = ns
+        .within(move || {
+            let mut gateways = Vec::new();
+            for dst in dsts {
+                if let Ok(Some(g)) = netlink::route_gateway(dst)
+                    && !gateways.contains(&g)
+                {
+                    gateways.push(g);
+                }
+            }
+            Ok((netlink::links()?, netlink::addrs()?, gateways))
+        })
+        .map_err(|e| format!("listing the namespace's interfaces: {e}"))?;
     // The host's dump first: listing a veth gives its peer's namespace an id.
-    let host = ip_links(&mut Command::new("ip"))?;
-    let nsid = nsid_of(ns).map_err(|e| format!("RTM_GETNSID: {e}"))?;
+    let host = netlink::links().map_err(|e| format!("listing the host's interfaces: {e}"))?;
+    let nsid = netlink::nsid(ns.fd.as_raw_fd()).map_err(|e| format!("RTM_GETNSID: {e}"))?;
     let mut d = Devices::default();
     for l in &inside {
         // Loopback by its type, not its name: with CAP_NET_ADMIN a container can rename its
         // veth `lo` (and its loopback something else).
-        if l.link_type != "loopback" {
-            // Names inside the namespace are the container's to choose (with CAP_NET_ADMIN):
-            // only names that cannot change the meaning of a ruleset go into one. A name that
-            // cannot is left out of the inside layer (and said so), never a reason to skip
-            // the host-side layer, which finds its devices by index.
-            if safe_ifname(&l.ifname) {
-                d.inside.push(l.ifname.clone());
-            } else {
-                d.unsafe_inside.push(l.ifname.clone());
-            }
+        if l.loopback {
+            continue;
         }
+        // Names inside the namespace are the container's to choose (with CAP_NET_ADMIN):
+        // only names that cannot change the meaning of a ruleset go into one. A name that
+        // cannot is left out of the inside layer (and said so), never a reason to skip the
+        // host-side layer, which finds its devices by index.
+        if safe_ifname(&l.ifname) {
+            d.inside.push(l.ifname.clone());
+        } else {
+            d.unsafe_inside.push(l.ifname.clone());
+        }
+        d.own.push(OwnAddresses {
+            ifname: l.ifname.clone(),
+            ifindex: l.ifindex,
+            mac: l.mac,
+            addrs: addrs
+                .iter()
+                .filter(|a| a.ifindex == l.ifindex)
+                .map(|a| a.addr)
+                .collect(),
+        });
     }
     if let Some(nsid) = nsid {
         for h in &host {
@@ -221,11 +261,12 @@ pub fn devices(ns: &Netns) -> Result<Devices, String> {
                 d.host.push(HostDevice {
                     ifname: h.ifname.clone(),
                     ifindex: h.ifindex,
+                    peer_ifindex: Some(peer),
                 });
             }
         }
     }
-    Ok(d)
+    Ok((d, gateways))
 }
 
 fn safe_ifname(name: &str) -> bool {
@@ -235,370 +276,318 @@ fn safe_ifname(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b))
 }
 
-/// The id this (the host's) namespace gives `ns`, if it gave one (it does once a veth between
-/// them has been listed).
-fn nsid_of(ns: &Netns) -> std::io::Result<Option<i32>> {
-    const RTM_NEWNSID: u16 = 88;
-    const RTM_GETNSID: u16 = 90;
-    const NETNSA_NSID: u16 = 1;
-    const NETNSA_FD: u16 = 3;
-    // SAFETY: plain socket creation; the descriptor is owned below.
-    let raw = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_ROUTE,
-        )
-    };
-    if raw < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor nobody else owns.
-    let sock: OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(raw) };
-    // nlmsghdr (16) + rtgenmsg padded (4) + nlattr (4) + u32 fd (4).
-    let mut req = [0u8; 28];
-    req[0..4].copy_from_slice(&28u32.to_ne_bytes());
-    req[4..6].copy_from_slice(&RTM_GETNSID.to_ne_bytes());
-    req[6..8].copy_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
-    req[8..12].copy_from_slice(&1u32.to_ne_bytes());
-    req[16] = libc::AF_UNSPEC as u8;
-    req[20..22].copy_from_slice(&8u16.to_ne_bytes());
-    req[22..24].copy_from_slice(&NETNSA_FD.to_ne_bytes());
-    req[24..28].copy_from_slice(&(ns.fd.as_raw_fd() as u32).to_ne_bytes());
-    // SAFETY: sending a buffer we own on our socket (to the kernel: no address needed).
-    if unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let mut buf = [0u8; 256];
-    // SAFETY: receiving into a buffer we own.
-    let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n < 20 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let n = n as usize;
-    let kind = u16::from_ne_bytes([buf[4], buf[5]]);
-    if kind == libc::NLMSG_ERROR as u16 {
-        let err = i32::from_ne_bytes([buf[16], buf[17], buf[18], buf[19]]);
-        return Err(std::io::Error::from_raw_os_error(-err));
-    }
-    if kind != RTM_NEWNSID {
-        return Ok(None);
-    }
-    let mut off = 20;
-    while off + 4 <= n {
-        let len = u16::from_ne_bytes([buf[off], buf[off + 1]]) as usize;
-        let ty = u16::from_ne_bytes([buf[off + 2], buf[off + 3]]);
-        if len < 4 || off + len > n {
-            break;
-        }
-        if ty == NETNSA_NSID && len >= 8 {
-            let id = i32::from_ne_bytes([buf[off + 4], buf[off + 5], buf[off + 6], buf[off + 7]]);
-            return Ok((id >= 0).then_some(id));
-        }
-        off += (len + 3) & !3;
-    }
-    Ok(None)
-}
-
-/// The gateways the namespace reaches the allow-listed networks through (its routes to them):
-/// the only neighbours beyond the allow-list itself that ARP/ND is let through for. Not every
-/// gateway: the default one is, typically, the host-side address, and ARP to it must stay cut
-/// when no allow-listed collector lies beyond it. A network spread over several routes is
-/// looked up by its first address.
-pub fn gateways(ns: &Netns, allow: &[AllowRule]) -> Vec<IpAddr> {
-    #[derive(Deserialize)]
-    struct Route {
-        #[serde(default)]
-        gateway: Option<String>,
-    }
-    let mut out = Vec::new();
-    for r in allow {
-        let Ok(o) = ns
-            .command("ip")
-            .args(["-j", "route", "get", &r.addr.to_string()])
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output()
-        else {
-            continue;
-        };
-        let routes: Vec<Route> = serde_json::from_slice(&o.stdout).unwrap_or_default();
-        for route in routes {
-            if let Some(g) = route.gateway.and_then(|g| g.parse::<IpAddr>().ok())
-                && !out.contains(&g)
-            {
-                out.push(g);
-            }
-        }
-    }
-    out
-}
-
-/// Which way a chain's packets go, seen from the container.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Way {
-    /// Leaving it: the remote end is the destination.
-    Out,
-    /// Entering it: the remote end is the source.
-    In,
-}
-
-/// Accept rules for the allow-list (and, with `neighbours`, ARP/ND for them and the
-/// gateways); `arp`: whether the family sees ARP (netdev does, inet does not).
-fn accept_rules(way: Way, allow: &[AllowRule], neighbours: &[AllowRule], arp: bool) -> String {
-    let (a, p) = match way {
-        Way::Out => ("daddr", "dport"),
-        Way::In => ("saddr", "sport"),
-    };
-    let mut s = String::new();
-    for r in allow {
-        let fam = if r.addr.is_ipv4() { "ip" } else { "ip6" };
-        let net = format!("{}/{}", r.addr, r.prefix);
-        if r.port == 0 {
-            s.push_str(&format!("    {fam} {a} {net} accept\n"));
-        } else {
-            for proto in ["tcp", "udp"] {
-                s.push_str(&format!(
-                    "    {fam} {a} {net} {proto} {p} {} accept\n",
-                    r.port
-                ));
-            }
-        }
-    }
-    for n in neighbours {
-        let net = format!("{}/{}", n.addr, n.prefix);
-        match (n.addr, way) {
-            (IpAddr::V4(_), _) if arp => {
-                // ARP's target address on the way out, its sender's on the way in.
-                s.push_str(&format!(
-                    "    arp operation {{ request, reply }} arp {a} ip {net} accept\n"
-                ));
-            }
-            (IpAddr::V4(_), _) => {}
-            (IpAddr::V6(v6), Way::Out) => {
-                // A solicitation goes to a multicast group: its target (at bit 64 of the
-                // ICMPv6 header) names the neighbour; an advertisement goes to the asker.
-                let target = if n.prefix == 0 {
-                    String::new()
-                } else {
-                    let bits = u128::from(v6) >> (128 - u32::from(n.prefix));
-                    format!(" @th,64,{} 0x{bits:x}", n.prefix)
-                };
-                s.push_str(&format!(
-                    "    icmpv6 type nd-neighbor-solicit{target} accept\n    icmpv6 type nd-neighbor-advert ip6 daddr {net} accept\n"
-                ));
-            }
-            (IpAddr::V6(_), Way::In) => {
-                s.push_str(&format!(
-                    "    icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert }} ip6 saddr {net} accept\n"
-                ));
-            }
-        }
-    }
-    s
-}
-
-fn devices_set(names: &[String]) -> String {
-    let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
-    format!("{{ {} }}", quoted.join(", "))
-}
-
-/// The neighbours ARP/ND is let through for: the allow-listed networks and the gateways.
-pub fn neighbours(allow: &[AllowRule], gateways: &[IpAddr]) -> Vec<AllowRule> {
-    let mut out: Vec<AllowRule> = allow.iter().map(|r| AllowRule { port: 0, ..*r }).collect();
-    for g in gateways {
-        let prefix = if g.is_ipv4() { 32 } else { 128 };
-        let rule = AllowRule {
-            addr: *g,
-            prefix,
-            port: 0,
-        };
-        if !out.contains(&rule) {
-            out.push(rule);
-        }
-    }
-    out
-}
-
-/// The script that (re)creates the layer inside the namespace, atomically (one nft
-/// transaction: the old tables go and the new ones come in the same step).
-pub fn netns_script(allow: &[AllowRule], neighbours: &[AllowRule], inside: &[String]) -> String {
-    let t = NETNS_TABLE;
-    let mut s = format!(
-        "table inet {t} {{}}\ndelete table inet {t}\ntable netdev {t} {{}}\ndelete table netdev {t}\n"
-    );
-    // The final `counter drop` counts what each chain stops. On the way out this layer sees
-    // packets before the cgroup_skb layer does, on the way in before the socket does: the
-    // layers' counts add up, none counts a packet another already dropped.
-    s.push_str(&format!(
-        "table inet {t} {{\n  chain input {{\n    type filter hook input priority -300; policy drop;\n    meta iiftype loopback accept\n{}    counter drop\n  }}\n  chain output {{\n    type filter hook output priority -300; policy drop;\n    meta oiftype loopback accept\n{}    counter drop\n  }}\n}}\n",
-        accept_rules(Way::In, allow, neighbours, false),
-        accept_rules(Way::Out, allow, neighbours, false),
-    ));
-    if !inside.is_empty() {
-        s.push_str(&format!(
-            "table netdev {t} {{\n  chain egress {{\n    type filter hook egress devices = {} priority -300; policy drop;\n{}    counter drop\n  }}\n}}\n",
-            devices_set(inside),
-            accept_rules(Way::Out, allow, neighbours, true),
-        ));
-    }
-    s
-}
-
-/// The script that deletes the layer inside the namespace.
-pub fn netns_delete_script() -> String {
-    let t = NETNS_TABLE;
-    format!(
-        "table inet {t} {{}}\ndelete table inet {t}\ntable netdev {t} {{}}\ndelete table netdev {t}\n"
-    )
-}
-
-/// The script that (re)creates the host-side table of the namespace with cookie `cookie`.
-pub fn host_script(
-    cookie: u64,
-    allow: &[AllowRule],
-    neighbours: &[AllowRule],
-    host: &[HostDevice],
-) -> String {
-    let t = host_table(cookie);
-    let mut s = format!("table netdev {t} {{}}\ndelete table netdev {t}\n");
-    if !host.is_empty() {
-        let names: Vec<String> = host.iter().map(|h| h.ifname.clone()).collect();
-        s.push_str(&format!(
-            "table netdev {t} {{\n  chain from_container {{\n    type filter hook ingress devices = {d} priority -300; policy drop;\n{}    counter drop\n  }}\n  chain to_container {{\n    type filter hook egress devices = {d} priority -300; policy drop;\n{}    counter drop\n  }}\n}}\n",
-            accept_rules(Way::Out, allow, neighbours, true),
-            accept_rules(Way::In, allow, neighbours, true),
-            d = devices_set(&names),
-        ));
-    }
-    s
-}
-
-/// Feeds `script` to `nft -f -` run by `cmd` (in whatever namespace `cmd` enters).
-pub fn nft(mut cmd: Command, script: &str) -> Result<(), String> {
-    use std::io::Write;
-    let mut child = cmd
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("nft not available: {e}"))?;
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(script.as_bytes())
-        .map_err(|e| e.to_string())?;
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
-}
-
-/// (out, in) packets counted by the final drop rules of `family table` as `cmd` sees it:
-/// chains `output`, `egress` and `from_container` count what leaves, the others what enters.
-/// None when the table is not there (a container with CAP_NET_ADMIN can delete the tables in
-/// its own namespace).
-pub fn counters(mut cmd: Command, family: &str, table: &str) -> Option<(u64, u64)> {
-    let out: Output = cmd
-        .args(["-j", "list", "table", family, table])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let v = serde_json::from_slice::<serde_json::Value>(&out.stdout).ok()?;
-    let (mut egress, mut ingress) = (0, 0);
-    for item in v["nftables"].as_array().into_iter().flatten() {
-        let rule = &item["rule"];
-        let packets = rule["expr"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find_map(|e| e["counter"]["packets"].as_u64());
-        match (rule["chain"].as_str(), packets) {
-            (Some("output" | "egress" | "from_container"), Some(p)) => egress += p,
-            (Some(_), Some(p)) => ingress += p,
-            _ => {}
-        }
-    }
-    Some((egress, ingress))
-}
-
-/// One quarantined container of a shared namespace.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Member {
-    pub container_id: String,
-    pub init_pid: Option<i32>,
-    pub allow: Vec<AllowRule>,
-}
-
-/// The namespace-level layers of one network namespace and who needs them.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct NetnsRecord {
+/// What the namespace-level layers of one namespace are to be.
+#[derive(Debug, Clone, Serialize)]
+pub struct NetnsPlan {
     pub netns_inode: u64,
-    /// The namespace's cookie (see [`Netns::cookie`]): the record's key.
+    /// Its cookie: the name of the host-side table is made from it.
     pub netns_cookie: u64,
-    pub members: Vec<Member>,
+    /// The quarantined containers of the namespace these layers serve.
+    pub members: Vec<String>,
+    /// The union of their allow-lists: what these layers let through.
+    pub allow: Vec<AllowRule>,
     pub devices: Devices,
-    /// ARP/ND let through for these (allow-list networks and gateways).
+    /// ARP/ND is let through for these only.
     pub neighbours: Vec<AllowRule>,
-    /// Whether the tables inside the namespace are in place.
-    pub inside_layer: bool,
-    /// Whether the host-side table is in place.
-    pub host_layer: bool,
+    /// What is applied inside the namespace, as an nft script.
+    pub netns_script: String,
+    /// What is applied in the host's namespace (None: no host-side peer was found).
+    pub host_script: Option<String>,
+    #[serde(skip)]
+    netns_rules: Ruleset,
+    #[serde(skip)]
+    host_rules: Option<Ruleset>,
+    /// Why the interfaces could not be listed, when they could not.
+    pub devices_error: Option<String>,
 }
 
-fn netns_dir() -> PathBuf {
-    Path::new(STATE_ROOT).join("netns")
+/// Plans the namespace-level layers for `members`: reads the interfaces and gateways inside
+/// `ns` when given (else keeps `known` ones: the namespace could not be entered).
+pub fn plan(
+    ino: u64,
+    cookie: u64,
+    ns: Option<&Netns>,
+    members: &[Member],
+    known: Option<&NetnsRecord>,
+) -> NetnsPlan {
+    let allow = crate::allow::union(members.iter().map(|m| m.allow.as_slice()));
+    let (devices, gateways, devices_error) = match ns {
+        Some(ns) => match devices(ns, &allow) {
+            Ok((d, g)) => (d, g, None),
+            Err(e) => (Devices::default(), Vec::new(), Some(e)),
+        },
+        None => (
+            known.map(|k| k.devices.clone()).unwrap_or_default(),
+            Vec::new(),
+            None,
+        ),
+    };
+    let neighbours = match (ns, known) {
+        (None, Some(k)) => k.neighbours.clone(),
+        _ => nft::neighbours(&allow, &gateways),
+    };
+    // When the interfaces could not be listed, the inside script filters IP only: its
+    // netdev table needs their names.
+    let netns_rules = nft::netns_ruleset(&allow, &neighbours, &devices);
+    let host_rules = (!devices.host.is_empty())
+        .then(|| nft::host_ruleset(cookie, &allow, &neighbours, &devices));
+    NetnsPlan {
+        netns_inode: ino,
+        netns_cookie: cookie,
+        members: members.iter().map(|m| m.container_id.clone()).collect(),
+        allow,
+        devices,
+        neighbours,
+        netns_script: netns_rules.script(),
+        host_script: host_rules.as_ref().map(Ruleset::script),
+        netns_rules,
+        host_rules,
+        devices_error,
+    }
 }
 
-fn record_path(cookie: u64) -> PathBuf {
-    netns_dir().join(format!("{cookie}.json"))
+/// The tables of the layer inside the namespace, as `(family, name)`.
+fn inside_tables(devices: &Devices) -> Vec<(&'static str, &'static str)> {
+    let mut t = vec![("inet", NETNS_TABLE)];
+    if !devices.inside.is_empty() {
+        t.push(("netdev", NETNS_TABLE));
+    }
+    t
+}
+
+/// Applies `ruleset` in `ns` (the host's namespace when None) by in-process netlink; falls
+/// back to `nft -f` should the kernel refuse the batch (the note says why: nft's own error
+/// messages are the better diagnosis when both fail).
+pub fn apply_ruleset(ns: Option<&Netns>, ruleset: &Ruleset) -> Result<Option<String>, String> {
+    let direct = match ns {
+        Some(ns) => ns.within(|| nfnl::apply(ruleset)),
+        None => nfnl::apply(ruleset),
+    };
+    fallback(ns, ruleset, direct)
+}
+
+/// What [`apply_ruleset`] does once the in-process attempt came back with `direct`.
+fn fallback(
+    ns: Option<&Netns>,
+    ruleset: &Ruleset,
+    direct: std::io::Result<()>,
+) -> Result<Option<String>, String> {
+    match direct {
+        Ok(()) => Ok(None),
+        Err(e) => nft::run(ns, &ruleset.script())
+            .map(|()| {
+                Some(format!(
+                    "in-process nf_tables netlink failed ({e}); applied with nft instead"
+                ))
+            })
+            .map_err(|n| format!("{n} (in-process: {e})")),
+    }
+}
+
+/// When the layers of [`apply`] were in force, and what it left.
+pub struct Applied {
+    pub record: NetnsRecord,
+    /// What failed, for the responder.
+    pub notes: Vec<String>,
+    pub inside_at: Option<Instant>,
+    pub host_at: Option<Instant>,
+}
+
+/// Applies `plan`, both layers at once (they are independent); then lists what the kernel
+/// holds, for the fingerprints status compares against. The old host table goes when there
+/// is no peer any more.
+pub fn apply(
+    plan: NetnsPlan,
+    ns: Option<&Netns>,
+    members: Vec<Member>,
+    was: Option<&NetnsRecord>,
+) -> Applied {
+    let host_rules = plan
+        .host_rules
+        .clone()
+        .unwrap_or_else(|| nft::host_delete(plan.netns_cookie));
+    // The inside batch from a thread in the namespace, the host's from this one, at once.
+    let ((inside, inside_at), (host, host_at)) = std::thread::scope(|s| {
+        let rules = &plan.netns_rules;
+        let inside = ns.map(|n| {
+            n.spawn_within(s, move || {
+                let r = nfnl::apply(rules);
+                Ok((r, Instant::now()))
+            })
+        });
+        let h = apply_ruleset(None, &host_rules);
+        let host_at = Instant::now();
+        let inside = match (ns, inside) {
+            (Some(n), Some(handle)) => {
+                let (direct, at) = match handle.join() {
+                    Ok(Ok((r, at))) => (r, at),
+                    Ok(Err(e)) => (Err(e), Instant::now()),
+                    Err(_) => (
+                        Err(std::io::Error::other("the applying thread panicked")),
+                        Instant::now(),
+                    ),
+                };
+                let done = fallback(Some(n), rules, direct);
+                // A fallback to nft takes its own time: the layer holds once it is done.
+                let at = if matches!(done, Ok(Some(_))) {
+                    Instant::now()
+                } else {
+                    at
+                };
+                (Some(done), at)
+            }
+            _ => (None, Instant::now()),
+        };
+        (inside, (h, host_at))
+    });
+    let mut notes = Vec::new();
+    let (inside, host) = (
+        inside.map(|r| r.map(|note| notes.extend(note))),
+        host.map(|note| notes.extend(note)),
+    );
+    let inside_layer = match inside {
+        Some(Ok(())) => true,
+        Some(Err(e)) => {
+            notes.push(format!(
+                "the nftables layer inside the network namespace was not applied ({e})"
+            ));
+            false
+        }
+        None => was.is_some_and(|w| w.inside_layer),
+    };
+    let host_layer = match (&plan.host_script, host) {
+        (Some(_), Ok(())) => true,
+        (Some(_), Err(e)) => {
+            notes.push(format!(
+                "the host-side nftables layer was not applied ({e})"
+            ));
+            false
+        }
+        (None, _) => {
+            notes.push(
+                "no host-side peer of the container's interfaces in the host's namespace \
+                     (not a veth, or its peer is elsewhere): no host-side layer"
+                    .into(),
+            );
+            false
+        }
+    };
+    if !plan.devices.unsafe_inside.is_empty() {
+        notes.push(format!(
+            "interfaces {:?} inside the namespace have names nft cannot be given safely: the \
+                 inside layer filters their IP only; the host-side layer still covers their peers",
+            plan.devices.unsafe_inside
+        ));
+    }
+    if let Some(e) = &plan.devices_error {
+        notes.push(format!(
+                "the namespace's interfaces could not be listed ({e}): only its IP is filtered inside it"
+            ));
+    }
+    let host_t = nft::host_table(plan.netns_cookie);
+    let inside_t = inside_tables(&plan.devices);
+    let (inside_rules, host_rules) = std::thread::scope(|s| {
+        let i = s.spawn(|| match (ns, inside_layer) {
+            (Some(ns), true) => nft::list(Some(ns), &inside_t).map(|l| l.fingerprint),
+            // Not entered this time: the rules installed before are still the reference.
+            (None, true) => was.and_then(|w| w.inside_rules.clone()),
+            _ => None,
+        });
+        let h = host_layer
+            .then(|| nft::list(None, &[("netdev", &host_t)]).map(|l| l.fingerprint))
+            .flatten();
+        (i.join().ok().flatten(), h)
+    });
+    let record = NetnsRecord {
+        netns_inode: plan.netns_inode,
+        netns_cookie: plan.netns_cookie,
+        members,
+        devices: plan.devices.clone(),
+        neighbours: plan.neighbours.clone(),
+        inside_layer,
+        host_layer,
+        inside_rules,
+        host_rules,
+    };
+    Applied {
+        record,
+        notes,
+        inside_at: inside_layer.then_some(inside_at),
+        host_at: host_layer.then_some(host_at),
+    }
+}
+
+/// Takes container `id` out of the namespace-level layers of the namespace with `cookie`.
+pub(crate) fn release_share(
+    cookie: u64,
+    id: &str,
+    notes: &mut Vec<String>,
+) -> Result<(), IsolateError> {
+    let Some(rec) = NetnsRecord::load(cookie) else {
+        return Ok(());
+    };
+    let ino = rec.netns_inode;
+    // The way in, found before this member goes: its own pid may be the only one left.
+    let ns = rec.enter();
+    let mut remaining = rec.members.clone();
+    remaining.retain(|m| m.container_id != id);
+    if remaining.is_empty() {
+        let (inside, host) = std::thread::scope(|s| {
+            let inside = s.spawn(|| match &ns {
+                Some(ns) if rec.inside_layer => Some(apply_ruleset(Some(ns), &nft::netns_delete())),
+                _ => None,
+            });
+            let host = apply_ruleset(None, &nft::host_delete(cookie));
+            (inside.join().unwrap_or(None), host)
+        });
+        if let Some(Err(e)) = inside {
+            notes.push(format!(
+                "the nftables tables inside network namespace {ino} were not removed ({e})"
+            ));
+        }
+        if ns.is_none() {
+            notes.push(format!(
+                "network namespace {ino} is gone, or none of the recorded pids ({}) is in it any \
+                 more (a pid may have been reused): nothing inside any namespace was touched",
+                rec.members
+                    .iter()
+                    .filter_map(|m| m.init_pid)
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if let Err(e) = host {
+            notes.push(format!(
+                "the host-side table {} was not removed ({e})",
+                nft::host_table(cookie)
+            ));
+        }
+        return NetnsRecord::remove(cookie);
+    }
+    // Others in the namespace are still isolated: their layers stay, narrowed to their
+    // allow-lists (entered through one of theirs when this one's pid is gone).
+    let ns = rec
+        .members
+        .iter()
+        .filter(|m| m.container_id != id)
+        .filter_map(|m| m.init_pid)
+        .find_map(|pid| open(pid, Some(ino), Some(cookie)))
+        .or(ns);
+    let others: Vec<String> = remaining.iter().map(|m| m.container_id.clone()).collect();
+    let planned = plan(ino, cookie, ns.as_ref(), &remaining, Some(&rec));
+    let applied = apply(planned, ns.as_ref(), remaining, Some(&rec));
+    applied.record.save()?;
+    notes.push(format!(
+        "network namespace {ino} is shared with the still-isolated {}: its namespace-level \
+         layers stay",
+        others.join(", ")
+    ));
+    notes.extend(applied.notes);
+    Ok(())
 }
 
 impl NetnsRecord {
-    pub fn load(cookie: u64) -> Option<NetnsRecord> {
-        serde_json::from_slice(&fs::read(record_path(cookie)).ok()?).ok()
-    }
-
-    pub fn save(&self) -> Result<(), IsolateError> {
-        let dir = netns_dir();
-        fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let path = record_path(self.netns_cookie);
-        fs::write(&path, serde_json::to_vec_pretty(self).expect("serializes")).map_err(io(&path))
-    }
-
-    pub fn remove(cookie: u64) -> Result<(), IsolateError> {
-        let path = record_path(cookie);
-        match fs::remove_file(&path) {
-            Ok(()) => {
-                let _ = fs::remove_dir(netns_dir());
-                Ok(())
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(IsolateError::Io { path, source: e }),
-        }
-    }
-
-    /// The union of the members' allow-lists: what the shared layers let through.
-    pub fn allow_union(&self) -> Vec<AllowRule> {
-        let mut out: Vec<AllowRule> = Vec::new();
-        for m in &self.members {
-            for r in &m.allow {
-                if !out.contains(r) {
-                    out.push(*r);
-                }
-            }
-        }
-        out
-    }
-
     /// The namespace, entered through any member's pid whose namespace is still this one.
     pub fn enter(&self) -> Option<Netns> {
         self.members
@@ -607,48 +596,54 @@ impl NetnsRecord {
             .find_map(|pid| open(pid, Some(self.netns_inode), Some(self.netns_cookie)))
     }
 
-    /// Drops counted by the layer inside the namespace and by the host-side table.
+    /// Drops counted by the layer inside the namespace and by the host-side table, and
+    /// whether each is still the one installed.
     pub fn drops(&self) -> (Counted, Counted) {
-        let inside = match self.enter() {
-            Some(ns) => {
-                let inet = counters(ns.command("nft"), "inet", NETNS_TABLE);
-                let netdev = if self.devices.inside.is_empty() {
-                    Some((0, 0))
-                } else {
-                    counters(ns.command("nft"), "netdev", NETNS_TABLE)
-                };
-                Counted::from(
-                    inet.zip(netdev)
-                        .map(|((o1, i1), (o2, i2))| (o1 + o2, i1 + i2)),
-                )
-            }
-            None => Counted::default(),
-        };
-        let host = Counted::from(counters(
-            Command::new("nft"),
-            "netdev",
-            &host_table(self.netns_cookie),
-        ));
-        (inside, host)
+        let host_t = nft::host_table(self.netns_cookie);
+        std::thread::scope(|s| {
+            let inside = s.spawn(|| match self.enter() {
+                Some(ns) => Counted::from_listing(
+                    nft::list(Some(&ns), &inside_tables(&self.devices)),
+                    self.inside_rules.as_deref(),
+                ),
+                None => Counted::default(),
+            });
+            let host = Counted::from_listing(
+                nft::list(None, &[("netdev", &host_t)]),
+                self.host_rules.as_deref(),
+            );
+            (inside.join().unwrap_or_default(), host)
+        })
     }
 }
 
-/// What one namespace-level layer counted, and whether its tables were found.
+/// What one namespace-level layer counted, and whether its tables were found as installed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counted {
-    /// None: not checked (the namespace cannot be entered any more).
+    /// None: not checked (the namespace cannot be entered any more). Some(false): a table
+    /// is gone, or its rules are not the ones installed.
     pub in_place: Option<bool>,
+    /// The tables are there but their rules differ from those installed.
+    pub tampered: bool,
     pub egress: u64,
     pub ingress: u64,
 }
 
-impl From<Option<(u64, u64)>> for Counted {
-    fn from(c: Option<(u64, u64)>) -> Counted {
-        let (egress, ingress) = c.unwrap_or_default();
-        Counted {
-            in_place: Some(c.is_some()),
-            egress,
-            ingress,
+impl Counted {
+    /// From a listing of the layer's tables and the fingerprint taken at install (None: a
+    /// record from before fingerprints; only the tables' presence is checked).
+    fn from_listing(listing: Option<nft::Listing>, installed: Option<&str>) -> Counted {
+        match listing {
+            None => Counted::default(),
+            Some(l) => {
+                let tampered = l.complete && installed.is_some_and(|f| f != l.fingerprint);
+                Counted {
+                    in_place: Some(l.complete && !tampered),
+                    tampered,
+                    egress: l.egress,
+                    ingress: l.ingress,
+                }
+            }
         }
     }
 }
@@ -658,38 +653,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn scripts_allow_only_the_list_and_its_neighbours() {
-        let allow: Vec<AllowRule> = ["198.18.1.5:514", "[2001:2::5]:514"]
-            .iter()
-            .map(|r| r.parse().unwrap())
-            .collect();
-        let n = neighbours(&allow, &["198.18.1.1".parse().unwrap()]);
-        let s = netns_script(&allow, &n, &["eth0".into()]);
-        assert!(s.contains("hook egress devices = { \"eth0\" } priority -300; policy drop;"));
-        assert!(s.contains("ip daddr 198.18.1.5/32 udp dport 514 accept"));
-        assert!(s.contains("arp operation { request, reply } arp daddr ip 198.18.1.1/32 accept"));
-        assert!(s.contains(
-            "icmpv6 type nd-neighbor-solicit @th,64,128 0x20010002000000000000000000000005 accept"
-        ));
-        // ARP is not something the inet family sees.
-        let inet = s
-            .split("table netdev quarry_quarantine {\n")
-            .next()
-            .unwrap();
-        assert!(!inet.contains("arp operation"));
-        let h = host_script(
-            7,
-            &allow,
-            &n,
-            &[HostDevice {
-                ifname: "veth1".into(),
-                ifindex: 9,
-            }],
+    fn a_changed_listing_is_tampering_a_missing_table_is_not_in_place() {
+        let listing = |fingerprint: &str, complete| nft::Listing {
+            egress: 3,
+            ingress: 1,
+            fingerprint: fingerprint.into(),
+            complete,
+        };
+        let same = Counted::from_listing(Some(listing("a", true)), Some("a"));
+        assert_eq!(
+            (same.in_place, same.tampered, same.egress),
+            (Some(true), false, 3)
         );
-        assert!(h.contains("table netdev quarry_q_7 {\n"));
-        assert!(h.contains("hook ingress devices = { \"veth1\" }"));
-        assert!(h.contains("ip saddr 198.18.1.5/32 tcp sport 514 accept"));
-        assert!(h.contains("arp operation { request, reply } arp saddr ip 198.18.1.1/32 accept"));
-        assert!(h.ends_with("    counter drop\n  }\n}\n"));
+        let changed = Counted::from_listing(Some(listing("b", true)), Some("a"));
+        assert_eq!((changed.in_place, changed.tampered), (Some(false), true));
+        let gone = Counted::from_listing(Some(listing("c", false)), Some("a"));
+        assert_eq!((gone.in_place, gone.tampered), (Some(false), false));
+        let old_record = Counted::from_listing(Some(listing("b", true)), None);
+        assert_eq!(old_record.in_place, Some(true));
+        assert_eq!(Counted::from_listing(None, Some("a")).in_place, None);
+    }
+
+    #[test]
+    fn interface_names_that_could_change_a_ruleset_are_refused() {
+        for ok in ["eth0", "veth-1.2", "v@x_y"] {
+            assert!(safe_ifname(ok), "{ok}");
+        }
+        for bad in ["", "a\"b", "a b", "a;b", "a}b", "a\nb"] {
+            assert!(!safe_ifname(bad), "{bad:?}");
+        }
     }
 }

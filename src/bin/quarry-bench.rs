@@ -52,7 +52,7 @@ fn main() -> anyhow::Result<()> {
 
 const USAGE: &str = "\
 usage: quarry-bench recorder [--calls N] [--rounds N] [--pin] [--format json]
-       quarry-bench isolate CONTAINER [--runs N]
+       quarry-bench isolate CONTAINER [--runs N] [--force] [--allow RULE]...
        quarry-bench loop getpid|mixed N
        quarry-bench query generate --store DIR [--rows N] | query run --store DIR";
 
@@ -243,8 +243,9 @@ impl Drop for EmptyCgroup {
 }
 
 /// Isolates and releases a running container `runs` times; reports how long each quarantine
-/// took to be in force (the command measures from its start to both programs attached) and the
-/// whole command's wall time.
+/// took to be in force (the command measures from its start: the cgroup_skb layer, then each
+/// namespace-level layer), where the time went (the command's named steps), and the whole
+/// command's wall time.
 fn isolate_bench(container: &str, args: &[&str]) -> anyhow::Result<()> {
     let mut runs = 20usize;
     let mut extra = Vec::new();
@@ -253,11 +254,23 @@ fn isolate_bench(container: &str, args: &[&str]) -> anyhow::Result<()> {
         match *a {
             "--runs" => runs = it.next().context("--runs N")?.parse()?,
             "--force" => extra.push("--force"),
-            _ => bail!("usage: quarry-bench isolate CONTAINER [--runs N] [--force]"),
+            "--allow" => {
+                extra.push("--allow");
+                extra.push(it.next().context("--allow RULE")?);
+            }
+            _ => bail!(
+                "usage: quarry-bench isolate CONTAINER [--runs N] [--force] [--allow RULE]..."
+            ),
         }
     }
     let store = tempfile::tempdir()?;
     let (mut effective, mut all_layers, mut wall) = (Vec::new(), Vec::new(), Vec::new());
+    // Per layer and per step, in the order first seen.
+    let mut named: Vec<(String, Vec<f64>)> = Vec::new();
+    let mut add = |name: String, ms: f64| match named.iter_mut().find(|(n, _)| *n == name) {
+        Some((_, v)) => v.push(ms),
+        None => named.push((name, vec![ms])),
+    };
     for _ in 0..runs {
         let started = Instant::now();
         let out = Command::new(quarry_binary()?)
@@ -272,6 +285,13 @@ fn isolate_bench(container: &str, args: &[&str]) -> anyhow::Result<()> {
         let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
         effective.push(v["effective_after_ms"].as_f64().unwrap_or(f64::NAN));
         all_layers.push(v["all_layers_after_ms"].as_f64().unwrap_or(f64::NAN));
+        for (kind, key) in [("layer", "layers"), ("step", "steps")] {
+            for t in v[key].as_array().into_iter().flatten() {
+                if let (Some(n), Some(ms)) = (t["name"].as_str(), t["after_ms"].as_f64()) {
+                    add(format!("{kind} {n}"), ms);
+                }
+            }
+        }
         let status = Command::new(quarry_binary()?)
             .args(["release", container, "--store"])
             .arg(store.path())
@@ -298,6 +318,14 @@ fn isolate_bench(container: &str, args: &[&str]) -> anyhow::Result<()> {
     println!(
         "  whole command (incl. nftables, record) min {wmin:.2} ms  median {wmed:.2} ms  max {wmax:.2} ms"
     );
+    println!("  per layer and step (ms from the command's start):");
+    for (name, mut v) in named {
+        let (min, med, max) = stats(&mut v);
+        println!(
+            "    {name:<36} min {min:7.2}  median {med:7.2}  max {max:7.2}  ({} runs)",
+            v.len()
+        );
+    }
     Ok(())
 }
 
