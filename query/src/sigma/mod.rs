@@ -219,3 +219,6 @@ pub fn convert_text(path: &str, text: &str) -> Vec<std::result::Result<Rule, Sig
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;
