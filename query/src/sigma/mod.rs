@@ -16,7 +16,8 @@
 //! What is refused, with the rule's id, the construct and its line: keyword searches (a value
 //! without a field), a field the mapping does not have, other modifiers, aggregations and
 //! `timeframe`, other products, services and categories. A refused rule does not stop the
-//! others from loading ([`Loaded::refused`]).
+//! others from loading ([`Loaded::refused`]). A file holding one rule may have a fixture
+//! beside it (`<name>.test.json`, see [`crate::fixture`]) that `quarry hunt --test` runs.
 //!
 //! Rule files are hostile input. This module must never put a rule's text into SQL except as
 //! a quoted literal of a value it has validated: field names go through the mapping, values
@@ -115,9 +116,19 @@ pub fn load_dir(dir: &Path) -> Result<Loaded> {
         }
         match read_plain(&path) {
             Ok(text) => {
-                for rule in convert_text(&name, &text) {
+                let converted = convert_text(&name, &text);
+                // A file of one rule may have a fixture beside it, as SQL rules do
+                // (`<name>.test.json`, a plain file), for `quarry hunt --test`.
+                let fixture = match converted.as_slice() {
+                    [Ok(_)] => read_fixture(&path.with_extension("test.json")),
+                    _ => None,
+                };
+                for rule in converted {
                     match rule {
-                        Ok(rule) => loaded.rules.push(rule),
+                        Ok(mut rule) => {
+                            rule.fixture = fixture.clone();
+                            loaded.rules.push(rule)
+                        }
                         Err(e) => loaded.refused.push(e),
                     }
                 }
@@ -145,6 +156,13 @@ pub fn load_dir(dir: &Path) -> Result<Loaded> {
     }
     loaded.rules = rules;
     Ok(loaded)
+}
+
+fn read_fixture(path: &Path) -> Option<String> {
+    std::fs::symlink_metadata(path)
+        .is_ok_and(|m| m.is_file())
+        .then(|| read_plain(path).ok())
+        .flatten()
 }
 
 /// Reads `path` without following a symlink put there after it was listed.

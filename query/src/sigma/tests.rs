@@ -447,3 +447,21 @@ fn modifiers_convert_as_documented() {
         r"a*b%c_?d\%\_\\"
     );
 }
+
+#[tokio::test]
+async fn a_sigma_rule_runs_its_fixture_like_a_sql_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("net.yml"), NET_RULE).unwrap();
+    let fixture = format!(
+        r#"{{"cases": [{{"name": "outbound 4444", "findings": 3, "rows": {NET_ROWS}}},
+                       {{"name": "nothing", "findings": 0, "rows": []}}]}}"#
+    );
+    std::fs::write(dir.path().join("net.test.json"), fixture).unwrap();
+    let loaded = load_dir(dir.path()).unwrap();
+    let rule = &loaded.rules[0];
+    let results = crate::fixture::run(rule, rule.fixture.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 2);
+    assert!(results.iter().all(|r| r.passed()), "{results:#?}");
+}
