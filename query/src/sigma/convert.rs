@@ -49,8 +49,7 @@ pub fn to_sql(rule: &SigmaRule) -> Result<String, Located> {
     for search in &rule.searches {
         converted.push((search, search_sql(rule.category, search, &mut joins)?));
     }
-    let detection_line = rule.searches.first().map_or(rule.line, |s| s.line);
-    let condition = condition_sql(&rule.condition, &converted, detection_line)?;
+    let condition = condition_sql(&rule.condition, &converted, rule.condition_line)?;
     Ok(assemble(rule.category, &joins, &condition))
 }
 

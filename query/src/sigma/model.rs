@@ -35,6 +35,7 @@ pub struct SigmaRule {
     pub category: Category,
     pub searches: Vec<Search>,
     pub condition: Condition,
+    pub condition_line: usize,
     /// The line of the rule's first key (a file may hold several YAML documents).
     pub line: usize,
 }

@@ -164,7 +164,7 @@ fn rule(doc: &MarkedYamlOwned) -> Result<SigmaRule, Located> {
     };
     let category = logsource(required(map, line, "logsource")?)?;
     let detection = required(map, line, "detection")?;
-    let (searches, condition) = detection_of(detection)?;
+    let (searches, (condition, condition_line)) = detection_of(detection)?;
     Ok(SigmaRule {
         id,
         title,
@@ -174,6 +174,7 @@ fn rule(doc: &MarkedYamlOwned) -> Result<SigmaRule, Located> {
         category,
         searches,
         condition,
+        condition_line,
         line,
     })
 }
@@ -222,14 +223,14 @@ fn logsource(node: &MarkedYamlOwned) -> Result<Category, Located> {
     })
 }
 
-fn detection_of(node: &MarkedYamlOwned) -> Result<(Vec<Search>, Condition), Located> {
+fn detection_of(node: &MarkedYamlOwned) -> Result<(Vec<Search>, (Condition, usize)), Located> {
     let map = mapping(node)?;
     let mut searches = Vec::new();
     let mut condition = None;
     for (key, value) in map.iter() {
         let name = text_of(key)?;
         match name.as_str() {
-            "condition" => condition = Some(condition_of(value)?),
+            "condition" => condition = Some((condition_of(value)?, line_of(key))),
             "timeframe" => {
                 return Err(unsupported(
                     line_of(key),
@@ -347,13 +348,10 @@ fn modifiers<'a>(line: usize, names: impl Iterator<Item = &'a str>) -> Result<Mo
     };
     let mut matchers = 0;
     for name in names {
-        let position = |m: &mut Modifiers, p| {
-            m.position = p;
-        };
         match name {
-            "contains" => position(&mut m, Position::Contains),
-            "startswith" => position(&mut m, Position::StartsWith),
-            "endswith" => position(&mut m, Position::EndsWith),
+            "contains" => m.position = Position::Contains,
+            "startswith" => m.position = Position::StartsWith,
+            "endswith" => m.position = Position::EndsWith,
             "all" => m.all = true,
             "cased" => m.cased = true,
             "windash" => m.windash = true,

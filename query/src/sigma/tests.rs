@@ -411,6 +411,14 @@ fn conditions_follow_sigma_precedence_and_quantifiers() {
         ])
     );
     assert!(super::parse::parse_condition(1, "a and (b").is_err());
+    // A condition naming a search the detection lacks is refused at the condition's line.
+    let e = refusal(&with_detection(
+        "missing",
+        PROC,
+        "  sel:\n    Image: x\n  condition: sel and other",
+    ));
+    assert_eq!(e.line, 9, "{e}");
+    assert!(e.to_string().contains("\"other\" is not a search"), "{e}");
     assert!(super::parse::parse_condition(1, &"(".repeat(500)).is_err());
     // `them` leaves out searches whose names start with an underscore.
     let rule = one_rule(&with_detection(
