@@ -428,20 +428,31 @@ fn explain_rule(
             "no rule with id {id:?}: `quarry hunt --list` (with the same --rules and --sigma) lists them"
         );
     };
-    match format {
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "id": rule.id,
-                "title": rule.title,
-                "origin": rule.origin,
-                "sql": rule.sql,
-            }))?
-        ),
-        Format::Table => println!(
-            "-- {}: {}\n-- from {}\n{}",
-            rule.id, rule.title, rule.origin, rule.sql
-        ),
+    let text = match format {
+        Format::Json => serde_json::to_string_pretty(&serde_json::json!({
+            "id": rule.id,
+            "title": rule.title,
+            "origin": rule.origin,
+            "sql": rule.sql,
+        }))?,
+        // A rule file is attacker-chosen text: what reaches the terminal is escaped (the
+        // exact SQL is in --format json).
+        Format::Table => {
+            use crate::output::shown;
+            format!(
+                "-- {}: {}\n-- from {}\n{}",
+                shown(&rule.id),
+                shown(&rule.title),
+                shown(&rule.origin),
+                rule.sql.lines().map(shown).collect::<Vec<_>>().join("\n")
+            )
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        // A closed stdout (a pipe into `head`) ends the output; nothing else is lost.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        other => other?,
     }
     Ok(exit::OK)
 }
