@@ -461,7 +461,13 @@ Examples:
   quarry hunt --rules ./my-rules --format json
   quarry hunt --list                            the rules, with severity and ATT&CK technique
   quarry hunt --test --rules ./my-rules         run each rule's positive and negative fixture
-                                                (<rule>.test.json beside <rule>.sql)")]
+                                                (<rule>.test.json beside <rule>.sql)
+  quarry hunt --sigma ./sigma                   also run Sigma rules for Linux (*.yml)
+  quarry hunt --sigma ./sigma --explain ID      print the SQL a rule runs
+
+Sigma rules using something Quarry does not convert are reported on stderr (file, line, rule
+id and construct) and skipped; the others run.")]
+#[command(group(clap::ArgGroup::new("extra_rules").args(["rules", "sigma"]).multiple(true)))]
 pub struct HuntArgs {
     /// Only rows from this time on (RFC 3339 or relative: 15m, 2h, 1d)
     #[arg(long, value_parser = parse_time)]
@@ -475,9 +481,15 @@ pub struct HuntArgs {
     /// Also run the *.sql rules in this directory
     #[arg(long)]
     pub rules: Option<PathBuf>,
-    /// Only the rules in --rules, not the built-in ones
-    #[arg(long, requires = "rules")]
+    /// Also run the Sigma rules (*.yml, *.yaml; logsource product linux) in this directory
+    #[arg(long, value_name = "DIR")]
+    pub sigma: Option<PathBuf>,
+    /// Only the rules in --rules and --sigma, not the built-in ones
+    #[arg(long, requires = "extra_rules")]
     pub no_builtin: bool,
+    /// Print the SQL of the rule with this id instead of hunting
+    #[arg(long, value_name = "ID", conflicts_with_all = ["list", "test"])]
+    pub explain: Option<String>,
     /// List the rules instead of running them
     #[arg(long)]
     pub list: bool,

@@ -292,6 +292,19 @@ pub fn hunt(args: HuntArgs) -> anyhow::Result<u8> {
                 .with_context(|| format!("loading rules from {}", dir.display()))?,
         );
     }
+    let mut sigma_refused = Vec::new();
+    if let Some(dir) = &args.sigma {
+        let loaded = quarry_query::sigma::load_dir(dir)
+            .with_context(|| format!("loading Sigma rules from {}", dir.display()))?;
+        for refused in &loaded.refused {
+            eprintln!("quarry: skipped {refused}");
+        }
+        rules.extend(loaded.rules);
+        sigma_refused = loaded.refused;
+    }
+    if let Some(id) = &args.explain {
+        return explain_rule(&rules, &sigma_refused, id, args.format);
+    }
     if args.list {
         match args.format {
             Format::Json => println!("{}", serde_json::to_string_pretty(&rules)?),
@@ -397,6 +410,51 @@ pub fn hunt(args: HuntArgs) -> anyhow::Result<u8> {
             exit::FINDINGS
         })
     })
+}
+
+/// `quarry hunt --explain ID`: the SQL a rule runs (before the hunt's window and container
+/// filters wrap it).
+fn explain_rule(
+    rules: &[hunt::Rule],
+    refused: &[quarry_query::sigma::SigmaError],
+    id: &str,
+    format: Format,
+) -> anyhow::Result<u8> {
+    let Some(rule) = rules.iter().find(|r| r.id == id) else {
+        if let Some(e) = refused.iter().find(|e| e.rule.as_deref() == Some(id)) {
+            anyhow::bail!("rule {id} was not converted: {e}");
+        }
+        anyhow::bail!(
+            "no rule with id {id:?}: `quarry hunt --list` (with the same --rules and --sigma) lists them"
+        );
+    };
+    let text = match format {
+        Format::Json => serde_json::to_string_pretty(&serde_json::json!({
+            "id": rule.id,
+            "title": rule.title,
+            "origin": rule.origin,
+            "sql": rule.sql,
+        }))?,
+        // A rule file is attacker-chosen text: what reaches the terminal is escaped (the
+        // exact SQL is in --format json).
+        Format::Table => {
+            use crate::output::shown;
+            format!(
+                "-- {}: {}\n-- from {}\n{}",
+                shown(&rule.id),
+                shown(&rule.title),
+                shown(&rule.origin),
+                rule.sql.lines().map(shown).collect::<Vec<_>>().join("\n")
+            )
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        // A closed stdout (a pipe into `head`) ends the output; nothing else is lost.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        other => other?,
+    }
+    Ok(exit::OK)
 }
 
 /// `quarry hunt --test`: every rule's fixture cases, each over a throw-away store.

@@ -314,7 +314,7 @@ fn net_row(r: &Row) -> Result<NetRow> {
 }
 
 /// Seals one case's rows (and the fixture container) into a new store at `root`.
-fn build(root: &std::path::Path, fixture: &Fixture, case: &Case) -> Result<()> {
+pub(crate) fn build(root: &std::path::Path, fixture: &Fixture, case: &Case) -> Result<()> {
     let store = Store::create(root)?;
     let (mut procs, mut facts, mut files, mut nets) = (Vec::new(), Vec::new(), vec![], vec![]);
     for r in &case.rows {

@@ -22,6 +22,7 @@ pub mod guard;
 pub mod hunt;
 pub mod output;
 pub mod segments;
+pub mod sigma;
 pub mod timeline;
 pub mod views;
 

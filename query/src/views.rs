@@ -34,8 +34,10 @@ pub fn definitions() -> Vec<(&'static str, String)> {
     ]
 }
 
-/// Registers every view on `ctx`.
+/// Registers every view on `ctx`, and the functions rules use beside the engine's own
+/// (`cidr_match`, see [`crate::sigma::cidr`]).
 pub async fn register(ctx: &SessionContext) -> Result<()> {
+    crate::sigma::cidr::register(ctx);
     for (name, sql) in definitions() {
         ctx.sql(&format!("CREATE VIEW {name} AS {sql}")).await?;
     }

@@ -15,6 +15,7 @@
 //!   and an edited manifest line, are detected by [`verify::verify_store`];
 //! - the schemas of every table live in [`schema`] and nowhere else.
 
+pub mod alert;
 pub mod compact;
 pub mod holds;
 pub mod layout;
