@@ -218,7 +218,17 @@ impl Recorder {
     /// begun (into the ring buffer) when this returns.
     pub fn start(config: RecorderConfig) -> Result<Recorder, RecorderError> {
         preflight::check_privileges()?;
-        let offsets = Btf::parse(&preflight::read_kernel_btf()?)?.kernel_offsets()?;
+        let btf = Btf::parse(&preflight::read_kernel_btf()?)?;
+        let mut offsets = btf.kernel_offsets()?;
+        if let Err(missing) = btf.path_walk_offsets(&mut offsets) {
+            // Without the walk the recording is still complete, only its paths are lexical
+            // (path_resolution = lexical on every row), so this is a warning, not a refusal.
+            log::warn!(
+                "kernel path walk off ({missing}): file and exec paths are recorded as the \
+                 process gave them, normalized lexically (path_resolution = lexical)"
+            );
+        }
+        drop(btf);
         let tracefs = preflight::ensure_tracefs()?;
         let store = Store::create(&config.store)?;
         let (recovered_segments, discarded) = store.recover()?;
