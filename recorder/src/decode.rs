@@ -6,7 +6,7 @@
 use quarry_recorder_common::{
     CallEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent, KIND_CALL, KIND_CALL_ENTRY, KIND_EXEC,
     KIND_EXIT, KIND_FORK, KIND_RAW_BATCH, KIND_TCP_STATE, KPATH_NONE, KPATH_OUTSIDE_ROOT,
-    KPATH_ROOT, KernelPath, RAW_BATCH_HEADER_LEN, RAW_KTIME_UNREAD, RAW_SLOT_THREAD,
+    KPATH_PSEUDO, KPATH_ROOT, KernelPath, RAW_BATCH_HEADER_LEN, RAW_KTIME_UNREAD, RAW_SLOT_THREAD,
     RawBatchHeader, RawSlot, RawThread, TcpStateEvent, read_record,
 };
 use quarry_store::schema::{ProcessEvent, ProcessFacts, ProcessRow, RowIdentity, path_resolution};
@@ -37,6 +37,9 @@ pub enum DecodeError {
 /// made. A name that is not UTF-8 has its invalid bytes replaced (U+FFFD), so such a path
 /// never equals a real one by accident.
 pub fn kernel_path(k: &KernelPath) -> (Option<String>, &'static str) {
+    if k.status == KPATH_PSEUDO {
+        return (None, path_resolution::PSEUDO);
+    }
     let Some(parts) = k.components() else {
         return (None, path_resolution::LEXICAL);
     };
@@ -567,8 +570,7 @@ mod tests {
         };
         ev.filename[..7].copy_from_slice(b"/bin/ls");
         ev.argv[..9].copy_from_slice(b"ls\0-la\0x\0");
-        let Ok(Record::Process(row, facts)) =
-            decode(bytes_of(&ev), &WallClock::with_offset_ns(0))
+        let Ok(Record::Process(row, facts)) = decode(bytes_of(&ev), &WallClock::with_offset_ns(0))
         else {
             panic!("not a process record");
         };
@@ -605,14 +607,20 @@ mod tests {
     #[test]
     fn kernel_paths() {
         use quarry_recorder_common::KPATH_TRUNCATED;
-        let cases: [(u32, &[u8], Option<&str>, &str); 6] = [
+        let cases: [(u32, &[u8], Option<&str>, &str); 7] = [
             (KPATH_ROOT, b"shadow\0etc\0", Some("/etc/shadow"), "kernel"),
             (KPATH_ROOT, b"", Some("/"), "kernel"),
-            (KPATH_OUTSIDE_ROOT, b"shadow\0etc\0", Some("/etc/shadow"), "kernel_outside_root"),
+            (
+                KPATH_OUTSIDE_ROOT,
+                b"shadow\0etc\0",
+                Some("/etc/shadow"),
+                "kernel_outside_root",
+            ),
             // A walk that gave up keeps the last components, never a leading '/'.
             (KPATH_TRUNCATED, b"c\0b\0", Some("b/c"), "truncated"),
             (KPATH_ROOT, b"\xff\0tmp\0", Some("/tmp/\u{fffd}"), "kernel"),
             (KPATH_NONE, b"junk\0", None, "lexical"),
+            (KPATH_PSEUDO, b"", None, "pseudo"),
         ];
         for (status, bytes, path, how) in cases {
             let (p, h) = kernel_path(&walked(status, bytes));

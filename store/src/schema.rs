@@ -222,8 +222,10 @@ pub static PROCESS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         // host's) mount namespace: a runtime's own binary that has not yet executed anything
         // inside the container. Never derived from a name the process chose.
         Field::new("host_image", DataType::Boolean, true),
-        // exec: the executed file's path as the kernel resolved it, and how it was found; see
-        // the file table's `kernel_path` and `path_resolution`. NULL on other rows.
+        // exec: the path of the file the kernel executed (`bprm->file`), and how it was found;
+        // see the file table's `kernel_path` and `path_resolution` (relative to the process's
+        // root, i.e. the container's). For a `#!` script it is the interpreter the kernel ran;
+        // for a symlink, its target. NULL on other rows.
         Field::new("kernel_path", DataType::Utf8, true),
         Field::new("path_resolution", DataType::Utf8, true),
     ]);
@@ -456,6 +458,9 @@ pub static FILE_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         //                          through /proc/1/root, the host's path);
         //   truncated           -- the walk gave up (more than 32 components or ~256 bytes):
         //                          kernel_path holds the last components, without a leading /;
+        //   pseudo              -- the fd is no file in a mounted tree (a pipe, socket or
+        //                          anonymous inode opened through /dev/fd/N or
+        //                          /proc/<pid>/fd/N): kernel_path is NULL;
         //   lexical             -- no kernel path (failed calls, calls without a result fd,
         //                          unlink/rename, or a kernel whose BTF lacks a field the walk
         //                          needs): only abs_path, the lexical resolution, is known.
@@ -472,7 +477,8 @@ pub mod path_resolution {
     pub const KERNEL_OUTSIDE_ROOT: &str = "kernel_outside_root";
     pub const TRUNCATED: &str = "truncated";
     pub const LEXICAL: &str = "lexical";
-    pub const ALL: [&str; 4] = [KERNEL, KERNEL_OUTSIDE_ROOT, TRUNCATED, LEXICAL];
+    pub const PSEUDO: &str = "pseudo";
+    pub const ALL: [&str; 5] = [KERNEL, KERNEL_OUTSIDE_ROOT, TRUNCATED, LEXICAL, PSEUDO];
 }
 
 /// One row of the `file` table.

@@ -114,6 +114,9 @@ pub const KPATH_OUTSIDE_ROOT: u32 = 2;
 /// The walk gave up (too many components, too long, or a name could not be read): the
 /// components found are the path's last ones.
 pub const KPATH_TRUNCATED: u32 = 3;
+/// The file is not in a mounted tree: a pipe, socket or anonymous inode (reached through
+/// `/dev/fd/N` or `/proc/<pid>/fd/N`), or a dentry cut off from its tree. It has no path.
+pub const KPATH_PSEUDO: u32 = 4;
 
 /// The path of a file the kernel opened or executed, from the file's own dentry and mount chain
 /// (`struct file` -> `f_path`), so neither `..`, `//`, symlinks, a relative path nor another
@@ -136,7 +139,11 @@ impl KernelPath {
             return None;
         }
         let len = (self.len as usize).min(KPATH_LEN);
-        Some(self.buf[..len].rsplit(|&b| b == 0).filter(|c| !c.is_empty()))
+        Some(
+            self.buf[..len]
+                .rsplit(|&b| b == 0)
+                .filter(|c| !c.is_empty()),
+        )
     }
 }
 

@@ -33,14 +33,15 @@ use aya_ebpf::macros::{btf_tracepoint, map, raw_tracepoint, tracepoint};
 use aya_ebpf::maps::{HashMap, PerCpuArray, RingBuf};
 use aya_ebpf::programs::{BtfTracePointContext, RawTracePointContext, TracePointContext};
 use quarry_recorder_common::{
-    ARGV_LEN, ArgCopy, COPY_RAW, KPATH_LEN, KPATH_MAX_NAMES, KPATH_NAME_CAP, KPATH_NONE,
-    KPATH_OUTSIDE_ROOT, KPATH_ROOT, KPATH_STEPS, KPATH_TRUNCATED, KernelPath, walks_result_fd, COPY_SOCKADDR, COPY_STR, CallArgs, CallEvent, DROPS_SLOT,
+    ARGV_LEN, ArgCopy, COPY_RAW, COPY_SOCKADDR, COPY_STR, CallArgs, CallEvent, DROPS_SLOT,
     EventHeader, ExecEvent, ExitEvent, FILENAME_LEN, ForkEvent, KIND_CALL, KIND_CALL_ENTRY,
-    KIND_EXEC, KIND_EXIT, KIND_FORK, KIND_RAW_BATCH, KIND_TCP_STATE, KernelOffsets,
-    MAX_CGROUP_DEPTH, MAX_FILTER_CGROUPS, RAW_BATCH_HEADER_LEN, RAW_BATCH_MAX_AGE_NS,
-    RAW_BATCH_SLOTS, RAW_CLOCK_EVERY, RAW_KTIME_UNREAD, RAW_SLOT_THREAD, RAW_THREAD_SLOTS,
-    RawBatch, RawSlot, RawThread, SHORT_STR_LEN, SOCKADDR_LEN, STR_LEN, TcpStateEvent, UNREADABLE,
-    entry_plan, is_exec_memory, nr, reads_mnt_ns,
+    KIND_EXEC, KIND_EXIT, KIND_FORK, KIND_RAW_BATCH, KIND_TCP_STATE, KPATH_LEN, KPATH_MAX_NAMES,
+    KPATH_NAME_CAP, KPATH_NONE, KPATH_OUTSIDE_ROOT, KPATH_PSEUDO, KPATH_ROOT, KPATH_STEPS,
+    KPATH_TRUNCATED, KernelOffsets, KernelPath, MAX_CGROUP_DEPTH, MAX_FILTER_CGROUPS,
+    RAW_BATCH_HEADER_LEN, RAW_BATCH_MAX_AGE_NS, RAW_BATCH_SLOTS, RAW_CLOCK_EVERY, RAW_KTIME_UNREAD,
+    RAW_SLOT_THREAD, RAW_THREAD_SLOTS, RawBatch, RawSlot, RawThread, SHORT_STR_LEN, SOCKADDR_LEN,
+    STR_LEN, TcpStateEvent, UNREADABLE, entry_plan, is_exec_memory, nr, reads_mnt_ns,
+    walks_result_fd,
 };
 
 /// Process id of the recorder itself: its own activity is never recorded.
@@ -296,7 +297,11 @@ extern "C" fn walk_step(_index: u64, ctx: *mut c_void) -> i64 {
             // its mount tree (a mount is its own parent there).
             let mnt = vfsmnt.wrapping_sub(o.mount_mnt as u64);
             let mnt_parent: u64 = kread(mnt, o.mount_mnt_parent);
-            if dentry != mnt_root || mnt_parent == mnt || mnt_parent == 0 {
+            if dentry != mnt_root {
+                w.status = KPATH_PSEUDO;
+                return 1;
+            }
+            if mnt_parent == mnt || mnt_parent == 0 {
                 w.status = KPATH_OUTSIDE_ROOT;
                 return 1;
             }
