@@ -316,7 +316,8 @@ fn behaviours_raise_their_rules() {
     }
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    let rec = RecorderProcess::start(&store, &["--seal-interval", "1s"]);
+    // With the entry hook: this kernel has no module syscall tracepoints.
+    let rec = RecorderProcess::start(&store, &["--seal-interval", "1s", "--record-module-loads"]);
     let id = format!("qt-c18-behave-{}", std::process::id());
     let c = container(&id, false, None);
     let behaviours: &[(&str, &str)] = &[
@@ -361,6 +362,15 @@ fn behaviours_raise_their_rules() {
         .filter(|rule| !got.contains(*rule))
         .collect();
     assert!(missed.is_empty(), "missed {missed:?}; raised {got:?}");
+    // insmod's syscall itself, not only its exec, was recorded (refused or not).
+    let module_calls = sql(
+        &store,
+        &format!(
+            "SELECT count(*) FROM process WHERE container_id = '{id}' \
+             AND event IN ('init_module', 'finit_module')"
+        ),
+    );
+    assert_ne!(module_calls[0][0], "0", "no init_module/finit_module row");
 }
 
 /// A TCP request to the httpd on 127.0.0.1:`port`; true when it answered.

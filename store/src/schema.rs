@@ -464,6 +464,10 @@ pub static FILE_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         //   lexical             -- no kernel path (failed calls, calls without a result fd,
         //                          unlink/rename, or a kernel whose BTF lacks a field the walk
         //                          needs): only abs_path, the lexical resolution, is known.
+        // The walk runs at the syscall's exit tracepoint, on the fd just returned: another
+        // thread of the process that replaces that descriptor (dup2) in the moment between the
+        // kernel's return and the tracepoint makes it name the replacing file; the path given
+        // stays beside it, and rules match either.
         // NULL in segments written before these columns existed.
         Field::new("kernel_path", DataType::Utf8, true),
         Field::new("path_resolution", DataType::Utf8, true),
