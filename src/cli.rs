@@ -103,7 +103,8 @@ Examples:
   sudo quarry record --store /srv/quarry --duration 10m --seal-interval 10s
   sudo quarry record --containers web,db
   sudo quarry record --syscalls all           also keep every syscall (the raw stream)
-  sudo quarry record --syscalls all --exact-syscall-times   ... each with its own clock reading")]
+  sudo quarry record --syscalls all --exact-syscall-times   ... each with its own clock reading
+  sudo quarry record --record-module-loads    module loads also where the kernel has no tracepoint")]
 pub struct RecordArgs {
     /// Store directory (created if missing)
     #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
@@ -131,6 +132,12 @@ pub struct RecordArgs {
     /// window they fall in (`ktime_slack_ns`): the clock is most of a recorded call's cost
     #[arg(long, requires = "syscalls")]
     pub exact_syscall_times: bool,
+    /// Record init_module/finit_module attempts also on a kernel without tracepoints for them
+    /// (one built without module support): a hook then runs on every syscall's entry and
+    /// keeps only those two, which costs every syscall of the machine a little. Kernels with
+    /// the tracepoints record them either way
+    #[arg(long)]
+    pub record_module_loads: bool,
     /// Size of the kernel ring buffer (a power of two of at least 4K, e.g. 16M): larger absorbs
     /// longer bursts before events are dropped (and counted in the `gap` table). Default 16M,
     /// 32M with `--syscalls all`

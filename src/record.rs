@@ -23,6 +23,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
         SyscallsArg::All => SyscallMode::All,
     };
     config.exact_syscall_times = args.exact_syscall_times;
+    config.module_loads_at_entry = args.record_module_loads;
     // The raw stream runs at millions of events a second: the larger buffer carries it over
     // the drain loop's pauses (finishing a batch, a sealer catching up) without drops. Its
     // pages are resident once read, so it counts fully against the recorder's memory.

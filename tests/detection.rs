@@ -1,8 +1,8 @@
 //! Detection an attacker cannot sidestep, end to end as root: the real recorder, runc busybox
 //! containers, and `quarry hunt` over what was recorded.
 //!
-//! - Evasions (path spellings, a tool renamed runc, a relative-path dropper) still raise the
-//!   finding the plain form raises.
+//! - Evasions (path spellings, a symlink, a second thread rewriting the path buffer, a tool
+//!   renamed runc, a relative-path dropper) still raise the finding the plain form raises.
 //! - Behaviours of a well-known runtime rule set, re-enacted with busybox, each in its own
 //!   `runc exec`, raise their rules.
 //! - Two benign containers (an httpd serving requests, a loop writing and removing its own
@@ -86,12 +86,84 @@ fn container(id: &str, net_host: bool, args: Option<&[&str]>) -> RuncContainer {
         write("var/log/other.log", "started\n");
         write("root/.ash_history", "ls\n");
         write("www/index.html", "hello\n");
+        write("etc/hostname", "c18\n");
+        build_path_race(&rootfs.join("bin/path-race"));
         for i in 0..60 {
             write(&format!("data/f{i}"), "x");
         }
     };
     // The tweak replaces the `sleep` the container would run when `args` are given.
     RuncContainer::start_tweaked(id, None, tweak)
+}
+
+/// A program whose second thread keeps rewriting the path buffer the first one opens, between
+/// `/etc/hostname` and `/etc/shadow`: what the recorder reads from the buffer at the syscall's
+/// exit need not be what the kernel opened.
+const PATH_RACE_C: &str = r#"
+#include <fcntl.h>
+#include <pthread.h>
+#include <string.h>
+#include <unistd.h>
+static char path[32] = "/etc/hostname";
+static volatile int stop, started;
+static void *flip(void *arg) {
+    (void)arg;
+    started = 1;
+    while (!stop) {
+        memcpy(path, "/etc/shadow", 12);
+        __asm__ volatile("" ::: "memory"); /* both stores happen */
+        memcpy(path, "/etc/hostname", 14);
+        __asm__ volatile("" ::: "memory");
+    }
+    return 0;
+}
+int main(void) {
+    pthread_t t;
+    char buf[64];
+    pthread_create(&t, 0, flip, 0);
+    while (!started)
+        ;
+    for (int i = 0; i < 20000; i++) {
+        int fd = open(path, O_RDONLY);
+        if (fd >= 0) {
+            (void)read(fd, buf, sizeof buf);
+            close(fd);
+        }
+    }
+    stop = 1;
+    pthread_join(t, 0);
+    return 0;
+}
+"#;
+
+/// Compiles [`PATH_RACE_C`] statically to `out` (the container has no libc).
+fn build_path_race(out: &Path) {
+    let src = out.with_extension("c");
+    std::fs::write(&src, PATH_RACE_C).unwrap();
+    let status = std::process::Command::new("cc")
+        .args(["-static", "-O2", "-pthread", "-o"])
+        .arg(out)
+        .arg(&src)
+        .status()
+        .expect("cc (build-essential, which scripts/setup installs) builds the race program");
+    assert!(status.success(), "cc failed to build the path race program");
+    std::fs::remove_file(src).unwrap();
+}
+
+/// Rows of one SQL query, as CSV fields without the header.
+fn sql(store: &Path, query: &str) -> Vec<Vec<String>> {
+    let out = quarry()
+        .args(["sql", "--format", "csv", "--store"])
+        .arg(store)
+        .arg(query)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "quarry sql failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect()
 }
 
 fn sh(c: &RuncContainer, script: &str) {
@@ -130,8 +202,10 @@ fn evasions_still_raise_their_findings() {
     sh(&c, "cd /tmp && cat ../etc/shadow");
     sh(&c, "cat //etc//shadow");
     sh(&c, "cat /etc/./shadow");
-    // A symlink to the shadow file (the link itself is what raises: see QH027).
+    // A symlink to the shadow file: the link raises QH027, the read QH004 on the kernel's path.
     sh(&c, "ln -s /etc/shadow /tmp/s && cat /tmp/s");
+    // A second thread rewriting the path buffer during the opens.
+    sh(&c, "path-race");
     // A tool renamed runc, mounting: refused without CAP_SYS_ADMIN, but attempted. (busybox
     // picks its applet by argv[0]; the process's comm is the file name, runc.)
     sh(
@@ -151,6 +225,7 @@ fn evasions_still_raise_their_findings() {
         .filter(|f| {
             f.container_id.as_deref() == Some(id.as_str())
                 && f.rule == "QH004"
+                && f.evidence.starts_with("cat ")
                 && f.evidence.ends_with(" opened /etc/shadow")
         })
         .count();
@@ -161,6 +236,68 @@ fn evasions_still_raise_their_findings() {
     assert!(
         raised(&findings, &id, "QH027", "/tmp/s -> /etc/shadow"),
         "symlink to /etc/shadow: {findings:#?}"
+    );
+    // The read through the link is the kernel's /etc/shadow, relative to the container's root
+    // (on the host the file is in the bundle's rootfs).
+    assert!(
+        raised(
+            &findings,
+            &id,
+            "QH004",
+            "cat opened /tmp/s (kernel: /etc/shadow)"
+        ),
+        "read through a symlink to /etc/shadow: {findings:#?}"
+    );
+    let kernel_reads = sql(
+        &store,
+        &format!(
+            "SELECT abs_path, path_resolution FROM file WHERE container_id = '{id}' \
+             AND comm = 'cat' AND abs_path = '/tmp/s' AND kernel_path = '/etc/shadow'"
+        ),
+    );
+    assert_eq!(
+        kernel_reads,
+        vec![vec!["/tmp/s".to_string(), "kernel".to_string()]],
+        "the open of /tmp/s has the kernel's path /etc/shadow"
+    );
+    // Every open in which the kernel opened /etc/shadow raises, whatever the buffer said when
+    // the recorder read it.
+    let race_opens = sql(
+        &store,
+        &format!(
+            "SELECT count(*) FROM file WHERE container_id = '{id}' AND comm = 'path-race' \
+             AND ret >= 0 AND kernel_path = '/etc/shadow'"
+        ),
+    );
+    let race_opens: usize = race_opens[0][0].parse().unwrap();
+    // How often the buffer said something else by the time the recorder read it: what a
+    // lexical-only recorder would have missed (timing-dependent, so reported, not asserted).
+    let disagreed = sql(
+        &store,
+        &format!(
+            "SELECT count(*) FROM file WHERE container_id = '{id}' AND comm = 'path-race' \
+             AND ret >= 0 AND kernel_path = '/etc/shadow' AND abs_path <> '/etc/shadow'"
+        ),
+    );
+    eprintln!(
+        "path-race: {race_opens} opens of /etc/shadow, {} with another path in the buffer",
+        disagreed[0][0]
+    );
+    let race_findings = findings
+        .iter()
+        .filter(|f| {
+            f.container_id.as_deref() == Some(id.as_str())
+                && f.rule == "QH004"
+                && f.evidence.starts_with("path-race opened ")
+        })
+        .count();
+    assert!(
+        race_opens > 0,
+        "20000 opens with the buffer flipping never opened /etc/shadow"
+    );
+    assert!(
+        race_findings >= race_opens,
+        "{race_findings} findings for {race_opens} opens of /etc/shadow by path-race"
     );
     assert!(
         raised(&findings, &id, "QH008", "mount"),
@@ -179,7 +316,8 @@ fn behaviours_raise_their_rules() {
     }
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    let rec = RecorderProcess::start(&store, &["--seal-interval", "1s"]);
+    // With the entry hook: this kernel has no module syscall tracepoints.
+    let rec = RecorderProcess::start(&store, &["--seal-interval", "1s", "--record-module-loads"]);
     let id = format!("qt-c18-behave-{}", std::process::id());
     let c = container(&id, false, None);
     let behaviours: &[(&str, &str)] = &[
@@ -224,6 +362,15 @@ fn behaviours_raise_their_rules() {
         .filter(|rule| !got.contains(*rule))
         .collect();
     assert!(missed.is_empty(), "missed {missed:?}; raised {got:?}");
+    // insmod's syscall itself, not only its exec, was recorded (refused or not).
+    let module_calls = sql(
+        &store,
+        &format!(
+            "SELECT count(*) FROM process WHERE container_id = '{id}' \
+             AND event IN ('init_module', 'finit_module')"
+        ),
+    );
+    assert_ne!(module_calls[0][0], "0", "no init_module/finit_module row");
 }
 
 /// A TCP request to the httpd on 127.0.0.1:`port`; true when it answered.

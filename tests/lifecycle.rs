@@ -103,6 +103,8 @@ fn fixture_at(root: &Path, hours: i64, now: DateTime<Utc>) -> Sealed {
                     owner_gid: None,
                     fd: Some(3),
                     ret: Some(3),
+                    kernel_path: None,
+                    path_resolution: None,
                 })
                 .collect();
             seal(Table::File, at(40), file_batch(HOST, &files));

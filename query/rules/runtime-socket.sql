@@ -5,7 +5,7 @@
 -- description: A connection to (or an open of) the Docker, containerd, CRI-O or podman API
 --   socket from inside a container: whoever holds it can start a privileged container on
 --   the host. The socket is recognised by its file name, which the operator's mount chose,
---   not the container. Deliberately not flagged: other unix sockets.
+--   not the container (an open by the path given or by the path the kernel opened). Deliberately not flagged: other unix sockets.
 SELECT n.time, n.host, n.container_id, n.pid, n.comm, 'net' AS source_table, n.ktime_ns,
        concat(n.comm, ' connected to ', n.unix_path,
               ' ret=', coalesce(CAST(n.ret AS VARCHAR), '?')) AS evidence
@@ -17,4 +17,5 @@ SELECT f.time, f.host, f.container_id, f.pid, f.comm, 'file', f.ktime_ns,
        concat(f.comm, ' opened ', coalesce(f.abs_path, f.path))
 FROM file f
 WHERE f.container_id IS NOT NULL AND f.event = 'open'
-  AND coalesce(f.abs_path, f.path) ~ '(^|/)(docker|containerd|crio|cri-dockerd|podman)\.sock(\.ttrpc)?$'
+  AND (coalesce(f.abs_path, f.path) ~ '(^|/)(docker|containerd|crio|cri-dockerd|podman)\.sock(\.ttrpc)?$'
+       OR f.kernel_path ~ '(^|/)(docker|containerd|crio|cri-dockerd|podman)\.sock(\.ttrpc)?$')

@@ -19,7 +19,7 @@
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use quarry_store::schema::{
     ContainerRow, FileRow, Ids, NetRow, ProcessEvent, ProcessFacts, ProcessRow, RowIdentity,
-    container_batch, file_batch, net_batch, process_batch_with_facts,
+    container_batch, file_batch, net_batch, path_resolution, process_batch_with_facts,
 };
 use quarry_store::{Partition, Store, Table};
 use serde::Deserialize;
@@ -86,6 +86,10 @@ pub struct Row {
     pub path2: Option<String>,
     pub mode: Option<u32>,
     pub fd: Option<i32>,
+    // file and exec: the path the kernel resolved, and how (default: kernel when a
+    // kernel_path is given, else lexical).
+    pub kernel_path: Option<String>,
+    pub path_resolution: Option<String>,
     // net
     pub family: Option<String>,
     pub protocol: Option<String>,
@@ -249,6 +253,8 @@ fn process_row(r: &Row) -> Result<(ProcessRow, ProcessFacts)> {
         mnt_ns: r.mnt_ns,
         image_mnt_ns: r.mnt_ns,
         host_image: r.host_image,
+        kernel_path: r.kernel_path.clone(),
+        path_resolution: (r.event == "exec").then(|| resolution_of(r)).transpose()?,
     };
     Ok((row, facts))
 }
@@ -286,7 +292,19 @@ fn file_row(r: &Row) -> Result<FileRow> {
         owner_gid: None,
         fd: r.fd,
         ret: Some(r.ret.unwrap_or(0)),
+        kernel_path: r.kernel_path.clone(),
+        path_resolution: Some(resolution_of(r)?),
     })
+}
+
+/// A row's `path_resolution`: as given (one the recorder writes), else what its kernel_path
+/// implies.
+fn resolution_of(r: &Row) -> Result<&'static str> {
+    match (&r.path_resolution, &r.kernel_path) {
+        (Some(given), _) => known(&path_resolution::ALL, "path_resolution", given),
+        (None, Some(_)) => Ok(path_resolution::KERNEL),
+        (None, None) => Ok(path_resolution::LEXICAL),
+    }
 }
 
 fn net_row(r: &Row) -> Result<NetRow> {

@@ -4,12 +4,14 @@
 //!   (`source`, `event`, a readable `summary`), the raw material of a timeline. It keeps the
 //!   `dt`/`hour` partition columns so filters on them still prune.
 //! - `processes`: one row per process instance, keyed by `(host, pid, start_ns)` so PID reuse
-//!   never merges two processes, with its exec chain, exit, and its parent's image (lineage).
+//!   never merges two processes, with its exec chain, exit, and its parent's image (lineage);
+//!   `kernel_image` is the file the kernel executed last (`kernel_path` of the last exec).
 //! - `execs`: exec rows with `program`, the program's name even when it ran as a busybox
 //!   applet (`/bin/busybox wget`, or busybox re-executing itself through `/proc/self/exe`).
 //! - `connections`: outbound connects and accepted connections.
 //! - `file_writes`: every file change: creations, writes-opens, renames, deletes, mode and owner
-//!   changes.
+//!   changes, with the kernel's path of an opened file beside the path given (`kernel_path`,
+//!   `path_resolution`: see the `file` table).
 //!
 //! The SQL of each view is public so `\d` and the docs can show exactly what a view is.
 
@@ -70,6 +72,8 @@ UNION ALL
 SELECT time, ktime_ns, host, container_id, pid, tid, comm, CAST(NULL AS BIGINT UNSIGNED),
        'file', event,
        concat(event, ' ', coalesce(abs_path, path, concat('fd ', fd)),
+              CASE WHEN kernel_path IS NOT NULL AND kernel_path <> coalesce(abs_path, path, '')
+                   THEN concat(' (kernel: ', kernel_path, ')') END,
               CASE WHEN path2 IS NOT NULL THEN concat(' -> ', coalesce(abs_path2, path2)) END,
               CASE WHEN ret < 0 THEN concat(' (failed, errno ', -ret, ')') END),
        ret, dt, hour
@@ -126,6 +130,7 @@ WITH instance AS (
          count(CASE WHEN event = 'exec' THEN 1 END) AS execs,
          array_agg(filename ORDER BY ktime_ns) FILTER (WHERE event = 'exec') AS exec_chain,
          last_value(filename ORDER BY ktime_ns) FILTER (WHERE event = 'exec') AS image,
+         last_value(kernel_path ORDER BY ktime_ns) FILTER (WHERE event = 'exec') AS kernel_image,
          last_value(argv ORDER BY ktime_ns) FILTER (WHERE event = 'exec') AS argv,
          last_value(uid ORDER BY ktime_ns) FILTER (WHERE event = 'exec') AS uid,
          last_value(euid ORDER BY ktime_ns) FILTER (WHERE event = 'exec') AS euid,
@@ -164,6 +169,6 @@ WHERE event IN ('connect', 'accept')";
 const FILE_WRITES: &str = "
 SELECT time, ktime_ns, host, container_id, pid, tid, comm, event, syscall,
        coalesce(abs_path, path) AS path, coalesce(abs_path2, path2) AS path2, flags, mode,
-       owner_uid, owner_gid, fd, ret, ret >= 0 AS succeeded
+       owner_uid, owner_gid, fd, ret, ret >= 0 AS succeeded, kernel_path, path_resolution
 FROM file
 WHERE event <> 'open' OR (CAST(flags AS BIGINT) & {OPEN_WRITE_FLAGS}) <> 0";

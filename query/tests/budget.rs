@@ -50,6 +50,8 @@ fn build(root: &Path, segments: u64, rows: u64) {
                     owner_gid: None,
                     fd: Some(3),
                     ret: Some((n % 5) as i64),
+                    kernel_path: None,
+                    path_resolution: None,
                 }
             })
             .collect();

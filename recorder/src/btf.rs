@@ -1,7 +1,8 @@
 //! Finds kernel structure field offsets in the running kernel's BTF.
 //!
 //! The eBPF programs read `task_struct`, `mm_struct`, `cred`, `linux_binprm`, `nsproxy` and
-//! `mnt_namespace` fields at byte offsets handed to them before load ([`KernelOffsets`]),
+//! `mnt_namespace` fields, and for the kernel path walk `files_struct`, `fdtable`, `file`,
+//! `path`, `dentry`, `vfsmount`, `mount` and `fs_struct` fields, at byte offsets handed to them before load ([`KernelOffsets`]),
 //! which keeps one object portable across kernels the way CO-RE does. Only the part of the BTF format needed to walk struct
 //! members is parsed here (see the kernel's Documentation/bpf/btf.rst).
 
@@ -253,7 +254,34 @@ impl Btf {
             task_nsproxy: self.offset_of("task_struct.nsproxy")?,
             nsproxy_mnt_ns: self.offset_of("nsproxy.mnt_ns")?,
             mnt_ns_inum: self.offset_of("mnt_namespace.ns.inum")?,
+            ..KernelOffsets::default()
         })
+    }
+
+    /// Adds the offsets of the kernel path walk (file -> dentry and mount chain -> the task's
+    /// root) to `offsets` and turns the walk on, or leaves it off and says which field this
+    /// kernel lacks: then every path is recorded as lexical, the recording goes on.
+    pub fn path_walk_offsets(&self, offsets: &mut KernelOffsets) -> Result<(), BtfError> {
+        let mut o = *offsets;
+        o.task_files = self.offset_of("task_struct.files")?;
+        o.files_fdt = self.offset_of("files_struct.fdt")?;
+        o.fdt_max_fds = self.offset_of("fdtable.max_fds")?;
+        o.fdt_fd = self.offset_of("fdtable.fd")?;
+        o.file_f_path = self.offset_of("file.f_path")?;
+        o.path_dentry = self.offset_of("path.dentry")?;
+        o.path_mnt = self.offset_of("path.mnt")?;
+        o.dentry_d_parent = self.offset_of("dentry.d_parent")?;
+        o.dentry_name = self.offset_of("dentry.d_name.name")?;
+        o.vfsmount_mnt_root = self.offset_of("vfsmount.mnt_root")?;
+        o.mount_mnt = self.offset_of("mount.mnt")?;
+        o.mount_mnt_parent = self.offset_of("mount.mnt_parent")?;
+        o.mount_mnt_mountpoint = self.offset_of("mount.mnt_mountpoint")?;
+        o.task_fs = self.offset_of("task_struct.fs")?;
+        o.fs_root = self.offset_of("fs_struct.root")?;
+        o.bprm_file = self.offset_of("linux_binprm.file")?;
+        o.path_walk = 1;
+        *offsets = o;
+        Ok(())
     }
 }
 
@@ -336,8 +364,15 @@ mod tests {
             eprintln!("no {VMLINUX_BTF}; skipping");
             return;
         };
-        let o = Btf::parse(&data).unwrap().kernel_offsets().unwrap();
+        let btf = Btf::parse(&data).unwrap();
+        let mut o = btf.kernel_offsets().unwrap();
         assert_ne!(o.task_tgid, o.task_pid);
         assert!(o.mm_arg_end > o.mm_arg_start);
+        assert_eq!(o.path_walk, 0);
+        btf.path_walk_offsets(&mut o).unwrap();
+        assert_eq!(o.path_walk, 1);
+        // struct path is { vfsmount *mnt; dentry *dentry; } on every kernel with BTF.
+        assert_eq!((o.path_mnt, o.path_dentry), (0, 8));
+        assert!(o.mount_mnt_mountpoint > o.mount_mnt_parent);
     }
 }

@@ -416,6 +416,10 @@ impl<P: ProcView> Calls<P> {
                 if f.event == "open" && ev.ret >= 0 {
                     f.fd = Some(ev.ret as i32);
                 }
+                // The kernel side walks only the opens that returned an fd; every other row
+                // is lexical.
+                let (kernel_path, how) = crate::decode::kernel_path(&ev.kpath);
+                (f.kernel_path, f.path_resolution) = (kernel_path, Some(how));
             }
             CallRow::Net(n) => {
                 n.ret = Some(ev.ret);
@@ -483,6 +487,8 @@ impl<P: ProcView> Calls<P> {
                 owner_gid: None,
                 fd: None,
                 ret: None,
+                kernel_path: None,
+                path_resolution: None,
             }
         };
         let signal = |name: &'static str,
@@ -869,7 +875,9 @@ pub fn tcp_state_row(ev: &TcpStateEvent, mut id: RowIdentity) -> NetRow {
 mod tests {
     use super::*;
     use chrono::Utc;
-    use quarry_recorder_common::{EventHeader, KIND_CALL, STR_LEN};
+    use quarry_recorder_common::{
+        EventHeader, KIND_CALL, KPATH_LEN, KPATH_NONE, KPATH_ROOT, KernelPath, STR_LEN,
+    };
 
     struct FakeProc;
     impl ProcView for FakeProc {
@@ -920,6 +928,11 @@ mod tests {
             str1: [0; STR_LEN],
             str2: [0; STR_LEN],
             str3: [0; SHORT_STR_LEN],
+            kpath: KernelPath {
+                status: KPATH_NONE,
+                len: 0,
+                buf: [0; KPATH_LEN],
+            },
         };
         ev.str1[..s1.len()].copy_from_slice(s1);
         ev.str2[..s2.len()].copy_from_slice(s2);
@@ -934,6 +947,23 @@ mod tests {
     }
 
     const CWD: u64 = AT_FDCWD as u64;
+
+    #[test]
+    fn the_kernel_path_sits_beside_the_path_given() {
+        let mut c = Calls::with_proc(FakeProc);
+        let mut ev = call(7, nr::OPENAT, [CWD, 0, 0, 0, 0, 0], 3, b"/tmp/s", b"");
+        let leaf_first = b"shadow\0etc\0";
+        ev.kpath.status = KPATH_ROOT;
+        ev.kpath.len = leaf_first.len() as u32;
+        ev.kpath.buf[..leaf_first.len()].copy_from_slice(leaf_first);
+        let f = file(&mut c, &ev);
+        assert_eq!(f.abs_path.as_deref(), Some("/tmp/s"));
+        assert_eq!(f.kernel_path.as_deref(), Some("/etc/shadow"));
+        assert_eq!(f.path_resolution, Some("kernel"));
+        // No walk (a failed open, an unlink): lexical only.
+        let f = file(&mut c, &call(7, nr::UNLINK, [0; 6], 0, b"/tmp/s", b""));
+        assert_eq!((f.kernel_path, f.path_resolution), (None, Some("lexical")));
+    }
 
     #[test]
     fn paths_resolve_against_cwd_and_dirfd() {

@@ -5,10 +5,11 @@
 
 use quarry_recorder_common::{
     CallEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent, KIND_CALL, KIND_CALL_ENTRY, KIND_EXEC,
-    KIND_EXIT, KIND_FORK, KIND_RAW_BATCH, KIND_TCP_STATE, RAW_BATCH_HEADER_LEN, RAW_KTIME_UNREAD,
-    RAW_SLOT_THREAD, RawBatchHeader, RawSlot, RawThread, TcpStateEvent, read_record,
+    KIND_EXIT, KIND_FORK, KIND_RAW_BATCH, KIND_TCP_STATE, KPATH_NONE, KPATH_OUTSIDE_ROOT,
+    KPATH_PSEUDO, KPATH_ROOT, KernelPath, RAW_BATCH_HEADER_LEN, RAW_KTIME_UNREAD, RAW_SLOT_THREAD,
+    RawBatchHeader, RawSlot, RawThread, TcpStateEvent, read_record,
 };
-use quarry_store::schema::{ProcessEvent, ProcessFacts, ProcessRow, RowIdentity};
+use quarry_store::schema::{ProcessEvent, ProcessFacts, ProcessRow, RowIdentity, path_resolution};
 
 use crate::clock::WallClock;
 
@@ -30,6 +31,36 @@ pub enum Record<'a> {
 pub enum DecodeError {
     Short { len: usize },
     UnknownKind(u32),
+}
+
+/// The path a kernel walk found and its `path_resolution`; `(None, lexical)` when no walk was
+/// made. A name that is not UTF-8 has its invalid bytes replaced (U+FFFD), so such a path
+/// never equals a real one by accident.
+pub fn kernel_path(k: &KernelPath) -> (Option<String>, &'static str) {
+    if k.status == KPATH_PSEUDO {
+        return (None, path_resolution::PSEUDO);
+    }
+    let Some(parts) = k.components() else {
+        return (None, path_resolution::LEXICAL);
+    };
+    let mut path = String::new();
+    let absolute = matches!(k.status, KPATH_ROOT | KPATH_OUTSIDE_ROOT);
+    for (i, part) in parts.enumerate() {
+        if absolute || i > 0 {
+            path.push('/');
+        }
+        path.push_str(&String::from_utf8_lossy(part));
+    }
+    let how = match k.status {
+        KPATH_ROOT => path_resolution::KERNEL,
+        KPATH_OUTSIDE_ROOT => path_resolution::KERNEL_OUTSIDE_ROOT,
+        KPATH_NONE => path_resolution::LEXICAL,
+        _ => path_resolution::TRUNCATED,
+    };
+    if path.is_empty() && absolute {
+        path.push('/');
+    }
+    (Some(path), how)
 }
 
 /// Text up to the first NUL, with invalid UTF-8 replaced.
@@ -244,10 +275,15 @@ pub fn decode<'a>(bytes: &'a [u8], clock: &WallClock) -> Result<Record<'a>, Deco
                         egid: ev.egid,
                     },
                 },
-                Box::new(ProcessFacts {
-                    mnt_ns: (ev.mnt_ns != 0).then_some(ev.mnt_ns),
-                    ..Default::default()
-                }),
+                {
+                    let (kernel_path, how) = kernel_path(&ev.kpath);
+                    Box::new(ProcessFacts {
+                        mnt_ns: (ev.mnt_ns != 0).then_some(ev.mnt_ns),
+                        kernel_path,
+                        path_resolution: Some(how),
+                        ..Default::default()
+                    })
+                },
             ))
         }
         KIND_EXIT => {
@@ -530,10 +566,11 @@ mod tests {
             parent_start_ns: 1,
             filename: [0; FILENAME_LEN],
             argv: [0; ARGV_LEN],
+            kpath: walked(KPATH_ROOT, b"busybox\0bin\0"),
         };
         ev.filename[..7].copy_from_slice(b"/bin/ls");
         ev.argv[..9].copy_from_slice(b"ls\0-la\0x\0");
-        let Ok(Record::Process(row, _)) = decode(bytes_of(&ev), &WallClock::with_offset_ns(0))
+        let Ok(Record::Process(row, facts)) = decode(bytes_of(&ev), &WallClock::with_offset_ns(0))
         else {
             panic!("not a process record");
         };
@@ -552,6 +589,43 @@ mod tests {
         assert_eq!(argv, vec!["ls", "-la", "x"]);
         assert!(!argv_truncated);
         assert_eq!((uid, euid), (1000, 0));
+        // The symlink /bin/ls is what was asked for; the kernel executed /bin/busybox.
+        assert_eq!(facts.kernel_path.as_deref(), Some("/bin/busybox"));
+        assert_eq!(facts.path_resolution, Some("kernel"));
+    }
+
+    fn walked(status: u32, leaf_first: &[u8]) -> KernelPath {
+        let mut k = KernelPath {
+            status,
+            len: leaf_first.len() as u32,
+            buf: [0; quarry_recorder_common::KPATH_LEN],
+        };
+        k.buf[..leaf_first.len()].copy_from_slice(leaf_first);
+        k
+    }
+
+    #[test]
+    fn kernel_paths() {
+        use quarry_recorder_common::KPATH_TRUNCATED;
+        let cases: [(u32, &[u8], Option<&str>, &str); 7] = [
+            (KPATH_ROOT, b"shadow\0etc\0", Some("/etc/shadow"), "kernel"),
+            (KPATH_ROOT, b"", Some("/"), "kernel"),
+            (
+                KPATH_OUTSIDE_ROOT,
+                b"shadow\0etc\0",
+                Some("/etc/shadow"),
+                "kernel_outside_root",
+            ),
+            // A walk that gave up keeps the last components, never a leading '/'.
+            (KPATH_TRUNCATED, b"c\0b\0", Some("b/c"), "truncated"),
+            (KPATH_ROOT, b"\xff\0tmp\0", Some("/tmp/\u{fffd}"), "kernel"),
+            (KPATH_NONE, b"junk\0", None, "lexical"),
+            (KPATH_PSEUDO, b"", None, "pseudo"),
+        ];
+        for (status, bytes, path, how) in cases {
+            let (p, h) = kernel_path(&walked(status, bytes));
+            assert_eq!((p.as_deref(), h), (path, how), "{bytes:?}");
+        }
     }
 
     #[test]

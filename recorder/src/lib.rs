@@ -156,6 +156,10 @@ pub struct RecorderConfig {
     /// Read the clock for every call of the raw stream, instead of for a thread's first call
     /// and every [`RAW_CLOCK_EVERY`]th after it (the others then have a `ktime_slack_ns`).
     pub exact_syscall_times: bool,
+    /// On a kernel without init_module/finit_module tracepoints, record them from a hook on
+    /// every syscall's entry ([`ENTRY_ONLY_SYSCALLS`]). Off by default: the hook costs every
+    /// syscall of the machine, not only the decoded ones.
+    pub module_loads_at_entry: bool,
 }
 
 /// Whether the raw syscall stream is recorded.
@@ -178,6 +182,7 @@ impl RecorderConfig {
             cgroup_filter: Vec::new(),
             syscalls: SyscallMode::Off,
             exact_syscall_times: false,
+            module_loads_at_entry: false,
         }
     }
 }
@@ -218,7 +223,17 @@ impl Recorder {
     /// begun (into the ring buffer) when this returns.
     pub fn start(config: RecorderConfig) -> Result<Recorder, RecorderError> {
         preflight::check_privileges()?;
-        let offsets = Btf::parse(&preflight::read_kernel_btf()?)?.kernel_offsets()?;
+        let btf = Btf::parse(&preflight::read_kernel_btf()?)?;
+        let mut offsets = btf.kernel_offsets()?;
+        if let Err(missing) = btf.path_walk_offsets(&mut offsets) {
+            // Without the walk the recording is still complete, only its paths are lexical
+            // (path_resolution = lexical on every row), so this is a warning, not a refusal.
+            log::warn!(
+                "kernel path walk off ({missing}): file and exec paths are recorded as the \
+                 process gave them, normalized lexically (path_resolution = lexical)"
+            );
+        }
+        drop(btf);
         let tracefs = preflight::ensure_tracefs()?;
         let store = Store::create(&config.store)?;
         let (recovered_segments, discarded) = store.recover()?;
@@ -292,7 +307,7 @@ impl Recorder {
         for (program, tracepoint) in PROGRAMS {
             attach_raw(&mut ebpf, program, tracepoint)?;
         }
-        attach_decoded_syscalls(&mut ebpf)?;
+        attach_decoded_syscalls(&mut ebpf, config.module_loads_at_entry)?;
         if config.syscalls == SyscallMode::All {
             attach_raw_stream(&mut ebpf)?;
         }
@@ -499,7 +514,7 @@ fn flush_raw_batches(ebpf: &Ebpf, cpus: &[u32], all: bool) {
 
 /// Attaches the decoding programs to syscalls:sys_{enter,exit}_<name> of every decoded
 /// syscall. A syscall this kernel lacks is skipped with a warning.
-fn attach_decoded_syscalls(ebpf: &mut Ebpf) -> Result<(), RecorderError> {
+fn attach_decoded_syscalls(ebpf: &mut Ebpf, entry_hook: bool) -> Result<(), RecorderError> {
     let mut missing = std::collections::BTreeSet::new();
     for (program, phase) in [("sys_enter_decoded", "enter"), ("sys_exit_decoded", "exit")] {
         let err = |source| RecorderError::Program { program, source };
@@ -521,8 +536,17 @@ fn attach_decoded_syscalls(ebpf: &mut Ebpf) -> Result<(), RecorderError> {
         .filter(|(nr, name)| ENTRY_ONLY_SYSCALLS.contains(nr) && missing.contains(name))
         .map(|(_, name)| *name)
         .collect();
-    if !entry_only.is_empty() {
+    if !entry_only.is_empty() && entry_hook {
         attach_entry_only(ebpf)?;
+        entry_only.iter().for_each(|name| {
+            missing.remove(name);
+        });
+    } else if !entry_only.is_empty() {
+        log::info!(
+            "this kernel has no tracepoints for {}: not recorded unless asked for with \
+             --record-module-loads (a hook on every syscall's entry)",
+            entry_only.join(", ")
+        );
         entry_only.iter().for_each(|name| {
             missing.remove(name);
         });

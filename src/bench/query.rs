@@ -318,6 +318,8 @@ fn generate_hour(store: &Store, g: &GenerateArgs, hour: u32) -> anyhow::Result<(
                                 owner_gid: None,
                                 fd: Some(3 + (k % 20) as i32),
                                 ret: Some(3),
+                                kernel_path: None,
+                                path_resolution: None,
                             }
                         })
                         .collect();

@@ -223,6 +223,12 @@ pub static PROCESS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         // host's) mount namespace: a runtime's own binary that has not yet executed anything
         // inside the container. Never derived from a name the process chose.
         Field::new("host_image", DataType::Boolean, true),
+        // exec: the path of the file the kernel executed (`bprm->file`), and how it was found;
+        // see the file table's `kernel_path` and `path_resolution` (relative to the process's
+        // root, i.e. the container's). For a `#!` script it is the interpreter the kernel ran;
+        // for a symlink, its target. NULL on other rows.
+        Field::new("kernel_path", DataType::Utf8, true),
+        Field::new("path_resolution", DataType::Utf8, true),
     ]);
     Arc::new(Schema::new(fields))
 });
@@ -237,6 +243,8 @@ pub struct ProcessFacts {
     pub mnt_ns: Option<u32>,
     pub image_mnt_ns: Option<u32>,
     pub host_image: Option<bool>,
+    pub kernel_path: Option<String>,
+    pub path_resolution: Option<&'static str>,
 }
 
 /// The ids a setuid-family call asks for (None = unchanged).
@@ -400,6 +408,8 @@ pub fn process_batch_with_facts(
         col_u32(&facts, |f| f.mnt_ns),
         col_u32(&facts, |f| f.image_mnt_ns),
         col_bool(&facts, |f| f.host_image),
+        col_str(&facts, |f| f.kernel_path.as_deref()),
+        col_str(&facts, |f| f.path_resolution),
     ]);
     batch(&PROCESS_SCHEMA, columns)
 }
@@ -436,9 +446,45 @@ pub static FILE_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("fd", DataType::Int32, true),
         // The syscall's result: >= 0 success (open: the new fd), negative errno on failure.
         Field::new("ret", DataType::Int64, true),
+        // The path of the file the kernel actually opened (open/creat that succeeded), walked
+        // in the kernel from the returned fd's dentry and mount chain: symlinks, `..`, `//`, a
+        // relative path or another thread rewriting the path buffer cannot change it. It is
+        // absolute as seen from the process's own root (`current->fs->root`): for a process in
+        // a container, from the container's root, so a container's /etc/shadow is
+        // `/etc/shadow`, not its path on the host. `path_resolution` says what it is:
+        //   kernel              -- the walk reached the process's root;
+        //   kernel_outside_root -- the file lies outside the process's root (an inherited fd,
+        //                          /proc/<pid>/root/...): the path is from the root of the
+        //                          mount tree the file is in (for a container process opening
+        //                          through /proc/1/root, the host's path);
+        //   truncated           -- the walk gave up (more than 32 components or ~256 bytes):
+        //                          kernel_path holds the last components, without a leading /;
+        //   pseudo              -- the fd is no file in a mounted tree (a pipe, socket or
+        //                          anonymous inode opened through /dev/fd/N or
+        //                          /proc/<pid>/fd/N): kernel_path is NULL;
+        //   lexical             -- no kernel path (failed calls, calls without a result fd,
+        //                          unlink/rename, or a kernel whose BTF lacks a field the walk
+        //                          needs): only abs_path, the lexical resolution, is known.
+        // The walk runs at the syscall's exit tracepoint, on the fd just returned: another
+        // thread of the process that replaces that descriptor (dup2) in the moment between the
+        // kernel's return and the tracepoint makes it name the replacing file; the path given
+        // stays beside it, and rules match either.
+        // NULL in segments written before these columns existed.
+        Field::new("kernel_path", DataType::Utf8, true),
+        Field::new("path_resolution", DataType::Utf8, true),
     ]);
     Arc::new(Schema::new(fields))
 });
+
+/// Values of the `path_resolution` columns (the file table's schema says what each means).
+pub mod path_resolution {
+    pub const KERNEL: &str = "kernel";
+    pub const KERNEL_OUTSIDE_ROOT: &str = "kernel_outside_root";
+    pub const TRUNCATED: &str = "truncated";
+    pub const LEXICAL: &str = "lexical";
+    pub const PSEUDO: &str = "pseudo";
+    pub const ALL: [&str; 5] = [KERNEL, KERNEL_OUTSIDE_ROOT, TRUNCATED, LEXICAL, PSEUDO];
+}
 
 /// One row of the `file` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -457,6 +503,8 @@ pub struct FileRow {
     pub owner_gid: Option<i64>,
     pub fd: Option<i32>,
     pub ret: Option<i64>,
+    pub kernel_path: Option<String>,
+    pub path_resolution: Option<&'static str>,
 }
 
 /// Builds a `file` batch.
@@ -476,6 +524,8 @@ pub fn file_batch(host: &str, rows: &[FileRow]) -> RecordBatch {
         col_i64(rows, |r| r.owner_gid),
         col_i32(rows, |r| r.fd),
         col_i64(rows, |r| r.ret),
+        col_str(rows, |r| r.kernel_path.as_deref()),
+        col_str(rows, |r| r.path_resolution),
     ]);
     batch(&FILE_SCHEMA, columns)
 }
@@ -1820,6 +1870,8 @@ mod tests {
                 owner_gid: None,
                 fd: Some(3),
                 ret: Some(3),
+                kernel_path: None,
+                path_resolution: None,
             }],
         );
         assert_eq!(f.schema(), schema_of(Table::File));

@@ -102,6 +102,8 @@ fn file(
         owner_gid: None,
         fd: None,
         ret: Some(ret),
+        kernel_path: None,
+        path_resolution: None,
     }
 }
 

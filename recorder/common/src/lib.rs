@@ -85,6 +85,66 @@ pub struct ExecEvent {
     pub filename: [u8; FILENAME_LEN],
     /// The argument strings, each NUL-terminated, as they sit in the new image's memory.
     pub argv: [u8; ARGV_LEN],
+    /// The executed file's path as the kernel resolved it (`bprm->file`): see [`KernelPath`].
+    pub kpath: KernelPath,
+}
+
+/// Bytes of a [`KernelPath`]'s buffer. Components are written at offsets below
+/// [`KPATH_NAME_CAP`] only, each at most [`KPATH_NAME_CAP`] bytes (NAME_MAX and its NUL), so
+/// every write stays inside the buffer in a form the verifier can check; a path of more than
+/// about 256 bytes is cut ([`KPATH_TRUNCATED`]).
+pub const KPATH_LEN: usize = 512;
+/// Most bytes one component takes in a [`KernelPath`] (a name of NAME_MAX bytes and its NUL).
+pub const KPATH_NAME_CAP: usize = 256;
+/// Most components (names) a [`KernelPath`] walk records before it gives up.
+pub const KPATH_MAX_NAMES: u32 = 32;
+/// Most steps of the walk: one per component plus one per mount crossed.
+pub const KPATH_STEPS: u32 = 48;
+
+/// [`KernelPath::status`]: no walk was made (not an open/exec, a failed call, or the walk is
+/// off because the kernel's BTF lacks a field it needs).
+pub const KPATH_NONE: u32 = 0;
+/// The walk reached the task's root (`current->fs->root`): the path is absolute as seen from
+/// the process (for a containerised process, from the container's root).
+pub const KPATH_ROOT: u32 = 1;
+/// The walk reached the root of the mount tree the file lies in without meeting the task's
+/// root: the file is outside the process's root (an inherited fd, `/proc/<pid>/root/...`), and
+/// the path is relative to that mount tree's root.
+pub const KPATH_OUTSIDE_ROOT: u32 = 2;
+/// The walk gave up (too many components, too long, or a name could not be read): the
+/// components found are the path's last ones.
+pub const KPATH_TRUNCATED: u32 = 3;
+/// The file is not in a mounted tree: a pipe, socket or anonymous inode (reached through
+/// `/dev/fd/N` or `/proc/<pid>/fd/N`), or a dentry cut off from its tree. It has no path.
+pub const KPATH_PSEUDO: u32 = 4;
+
+/// The path of a file the kernel opened or executed, from the file's own dentry and mount chain
+/// (`struct file` -> `f_path`), so neither `..`, `//`, symlinks, a relative path nor another
+/// thread rewriting the user's path buffer can change it. The components are written leaf first,
+/// each NUL-terminated (`shadow\0etc\0` for `/etc/shadow`); user space reverses them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct KernelPath {
+    /// One of the `KPATH_*` statuses.
+    pub status: u32,
+    /// Bytes of `buf` filled.
+    pub len: u32,
+    pub buf: [u8; KPATH_LEN],
+}
+
+impl KernelPath {
+    /// The components, root first; `None` when no walk was made.
+    pub fn components(&self) -> Option<impl Iterator<Item = &[u8]>> {
+        if self.status == KPATH_NONE {
+            return None;
+        }
+        let len = (self.len as usize).min(KPATH_LEN);
+        Some(
+            self.buf[..len]
+                .rsplit(|&b| b == 0)
+                .filter(|c| !c.is_empty()),
+        )
+    }
 }
 
 /// A process ended (its thread-group leader exited).
@@ -251,6 +311,16 @@ pub struct CallEvent {
     pub str1: [u8; STR_LEN],
     pub str2: [u8; STR_LEN],
     pub str3: [u8; SHORT_STR_LEN],
+    /// open/openat/openat2/creat that succeeded: the path of the file the returned fd refers to
+    /// ([`walks_result_fd`]); status [`KPATH_NONE`] for every other call.
+    pub kpath: KernelPath,
+}
+
+/// True for the calls whose result is a new fd of a file opened by path: its [`KernelPath`] is
+/// walked at the exit.
+#[inline(always)]
+pub const fn walks_result_fd(nr: i64) -> bool {
+    matches!(nr, nr::OPEN | nr::OPENAT | nr::OPENAT2 | nr::CREAT)
 }
 
 /// `CallEvent::str*_len` when the argument's memory could not be read.
@@ -308,6 +378,28 @@ pub struct KernelOffsets {
     pub nsproxy_mnt_ns: u32,
     /// `mnt_namespace.ns.inum`.
     pub mnt_ns_inum: u32,
+    /// Non-zero when the path walk's offsets below were all found; zero turns the walk off
+    /// (every path is then lexical).
+    pub path_walk: u32,
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    pub file_f_path: u32,
+    pub path_dentry: u32,
+    pub path_mnt: u32,
+    pub dentry_d_parent: u32,
+    /// `dentry.d_name.name`.
+    pub dentry_name: u32,
+    pub vfsmount_mnt_root: u32,
+    /// Offset of the `struct vfsmount` inside its `struct mount` (`container_of`).
+    pub mount_mnt: u32,
+    pub mount_mnt_parent: u32,
+    pub mount_mnt_mountpoint: u32,
+    pub task_fs: u32,
+    /// `fs_struct.root` (a `struct path`).
+    pub fs_root: u32,
+    pub bprm_file: u32,
 }
 
 /// Most cgroups a recorder can be restricted to (`quarry record --containers`).

@@ -23,7 +23,7 @@ use aya_ebpf::Global;
 use aya_ebpf::bindings::BPF_RB_NO_WAKEUP;
 use aya_ebpf::helpers::generated::{
     bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_task,
-    bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel_str,
+    bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_loop, bpf_probe_read_kernel_str,
     bpf_probe_read_user as probe_read_user_raw, bpf_probe_read_user_str,
 };
 use aya_ebpf::helpers::{
@@ -35,11 +35,13 @@ use aya_ebpf::programs::{BtfTracePointContext, RawTracePointContext, TracePointC
 use quarry_recorder_common::{
     ARGV_LEN, ArgCopy, COPY_RAW, COPY_SOCKADDR, COPY_STR, CallArgs, CallEvent, DROPS_SLOT,
     EventHeader, ExecEvent, ExitEvent, FILENAME_LEN, ForkEvent, KIND_CALL, KIND_CALL_ENTRY,
-    KIND_EXEC, KIND_EXIT, KIND_FORK, KIND_RAW_BATCH, KIND_TCP_STATE, KernelOffsets,
-    MAX_CGROUP_DEPTH, MAX_FILTER_CGROUPS, RAW_BATCH_HEADER_LEN, RAW_BATCH_MAX_AGE_NS,
-    RAW_BATCH_SLOTS, RAW_CLOCK_EVERY, RAW_KTIME_UNREAD, RAW_SLOT_THREAD, RAW_THREAD_SLOTS,
-    RawBatch, RawSlot, RawThread, SHORT_STR_LEN, SOCKADDR_LEN, STR_LEN, TcpStateEvent, UNREADABLE,
-    entry_plan, is_exec_memory, nr, reads_mnt_ns,
+    KIND_EXEC, KIND_EXIT, KIND_FORK, KIND_RAW_BATCH, KIND_TCP_STATE, KPATH_LEN, KPATH_MAX_NAMES,
+    KPATH_NAME_CAP, KPATH_NONE, KPATH_OUTSIDE_ROOT, KPATH_PSEUDO, KPATH_ROOT, KPATH_STEPS,
+    KPATH_TRUNCATED, KernelOffsets, KernelPath, MAX_CGROUP_DEPTH, MAX_FILTER_CGROUPS,
+    RAW_BATCH_HEADER_LEN, RAW_BATCH_MAX_AGE_NS, RAW_BATCH_SLOTS, RAW_CLOCK_EVERY, RAW_KTIME_UNREAD,
+    RAW_SLOT_THREAD, RAW_THREAD_SLOTS, RawBatch, RawSlot, RawThread, SHORT_STR_LEN, SOCKADDR_LEN,
+    STR_LEN, TcpStateEvent, UNREADABLE, entry_plan, is_exec_memory, nr, reads_mnt_ns,
+    walks_result_fd,
 };
 
 /// Process id of the recorder itself: its own activity is never recorded.
@@ -69,6 +71,23 @@ static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     task_nsproxy: 0,
     nsproxy_mnt_ns: 0,
     mnt_ns_inum: 0,
+    path_walk: 0,
+    task_files: 0,
+    files_fdt: 0,
+    fdt_max_fds: 0,
+    fdt_fd: 0,
+    file_f_path: 0,
+    path_dentry: 0,
+    path_mnt: 0,
+    dentry_d_parent: 0,
+    dentry_name: 0,
+    vfsmount_mnt_root: 0,
+    mount_mnt: 0,
+    mount_mnt_parent: 0,
+    mount_mnt_mountpoint: 0,
+    task_fs: 0,
+    fs_root: 0,
+    bprm_file: 0,
 });
 
 /// The raw stream reads the clock every this many calls of one thread (1: on every call); see
@@ -184,6 +203,134 @@ unsafe fn mnt_ns_of(task: u64, o: &KernelOffsets) -> u32 {
     }
 }
 
+/// The `struct file` behind the current task's descriptor `fd` (files->fdt->fd[fd]); 0 when
+/// there is none.
+#[inline(always)]
+unsafe fn file_of_fd(fd: i64, o: &KernelOffsets) -> u64 {
+    unsafe {
+        let files: u64 = kread(bpf_get_current_task(), o.task_files);
+        let fdt: u64 = kread(files, o.files_fdt);
+        let max: u32 = kread(fdt, o.fdt_max_fds);
+        if fd < 0 || fd >= max as i64 {
+            return 0;
+        }
+        let array: u64 = kread(fdt, o.fdt_fd);
+        kread(array + 8 * fd as u64, 0)
+    }
+}
+
+/// State of one [`walk_path`], shared with each [`walk_step`] through `bpf_loop`.
+#[repr(C)]
+struct Walk {
+    out: *mut KernelPath,
+    dentry: u64,
+    vfsmnt: u64,
+    root_dentry: u64,
+    root_mnt: u64,
+    pos: u32,
+    names: u32,
+    status: u32,
+    _pad: u32,
+}
+
+/// Walks `file`'s dentry chain up to the current task's root (`current->fs->root`), crossing
+/// mounts through `struct mount` (`mnt_mountpoint` in `mnt_parent`) the way the kernel's d_path
+/// does, and writes the names leaf first into `out` (see [`KernelPath`]). The steps run in
+/// `bpf_loop`, so the verifier checks one step, not every path through [`KPATH_STEPS`] of them.
+///
+/// The walk reads the kernel's structures while other CPUs may rename or unmount: a name read
+/// mid-rename can be the old or the new one (as with d_path without its locks), never memory
+/// outside the dentry; every step is a probe read, so a freed pointer yields a fault, not a crash.
+///
+/// # Safety
+/// `out` must point at writable memory for a `KernelPath` (a reserved ring-buffer slot).
+#[inline(always)]
+unsafe fn walk_path(file: u64, out: *mut KernelPath, o: &KernelOffsets) {
+    unsafe {
+        (*out).status = KPATH_NONE;
+        (*out).len = 0;
+        if o.path_walk == 0 || file == 0 {
+            return;
+        }
+        let fs: u64 = kread(bpf_get_current_task(), o.task_fs);
+        let mut walk = Walk {
+            out,
+            dentry: kread(file, o.file_f_path + o.path_dentry),
+            vfsmnt: kread(file, o.file_f_path + o.path_mnt),
+            root_dentry: kread(fs, o.fs_root + o.path_dentry),
+            root_mnt: kread(fs, o.fs_root + o.path_mnt),
+            pos: 0,
+            names: 0,
+            status: KPATH_TRUNCATED,
+            _pad: 0,
+        };
+        bpf_loop(
+            KPATH_STEPS,
+            walk_step as *mut c_void,
+            &mut walk as *mut Walk as *mut c_void,
+            0,
+        );
+        (*out).len = walk.pos;
+        (*out).status = walk.status;
+    }
+}
+
+/// One step of [`walk_path`]: a name written, or a mount crossed. Returns 1 to stop.
+extern "C" fn walk_step(_index: u64, ctx: *mut c_void) -> i64 {
+    let o = OFFSETS.load();
+    // SAFETY: `ctx` is the caller's `Walk` (bpf_loop passes it through); kernel memory is read
+    // through probe helpers; the name is written below KPATH_LEN (masked offset + cap).
+    unsafe {
+        let w = &mut *(ctx as *mut Walk);
+        let (dentry, vfsmnt) = (w.dentry, w.vfsmnt);
+        if dentry == 0 || vfsmnt == 0 {
+            return 1;
+        }
+        if dentry == w.root_dentry && vfsmnt == w.root_mnt {
+            w.status = KPATH_ROOT;
+            return 1;
+        }
+        let mnt_root: u64 = kread(vfsmnt, o.vfsmount_mnt_root);
+        let parent: u64 = kread(dentry, o.dentry_d_parent);
+        if dentry == mnt_root || dentry == parent {
+            // The root of this mount: go on from where it is mounted, or stop at the root of
+            // its mount tree (a mount is its own parent there).
+            let mnt = vfsmnt.wrapping_sub(o.mount_mnt as u64);
+            let mnt_parent: u64 = kread(mnt, o.mount_mnt_parent);
+            if dentry != mnt_root {
+                w.status = KPATH_PSEUDO;
+                return 1;
+            }
+            if mnt_parent == mnt || mnt_parent == 0 {
+                w.status = KPATH_OUTSIDE_ROOT;
+                return 1;
+            }
+            w.dentry = kread(mnt, o.mount_mnt_mountpoint);
+            w.vfsmnt = mnt_parent + o.mount_mnt as u64;
+            return 0;
+        }
+        if w.names >= KPATH_MAX_NAMES || w.pos as usize >= KPATH_LEN - KPATH_NAME_CAP {
+            return 1;
+        }
+        let name: u64 = kread(dentry, o.dentry_name);
+        // The mask restates pos < KPATH_LEN - KPATH_NAME_CAP for the verifier.
+        let at = w.pos as usize & (KPATH_LEN - KPATH_NAME_CAP - 1);
+        let buf = addr_of_mut!((*w.out).buf) as *mut u8;
+        let n = bpf_probe_read_kernel_str(
+            buf.add(at) as *mut c_void,
+            KPATH_NAME_CAP as u32,
+            name as *const c_void,
+        );
+        if n <= 1 {
+            return 1;
+        }
+        w.pos += n as u32;
+        w.names += 1;
+        w.dentry = parent;
+        0
+    }
+}
+
 /// Writes the header of the current task to `h`.
 ///
 /// # Safety
@@ -294,6 +441,9 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> u32 {
             arg_start as *const c_void,
         );
         (*ev).argv_len = if rc == 0 { n as u32 } else { 0 };
+
+        let file: u64 = kread(bprm, o.bprm_file);
+        walk_path(file, addr_of_mut!((*ev).kpath), &o);
     }
     slot.submit(BPF_RB_NO_WAKEUP as u64);
     0
@@ -467,6 +617,13 @@ fn send_call(kind: u32, nr: i64, ret: i64, enter_ktime_ns: u64, args: &[u64; 6])
             plan[2],
             &args,
         );
+        let o = OFFSETS.load();
+        let file = if kind == KIND_CALL && walks_result_fd(nr) && ret >= 0 && o.path_walk != 0 {
+            file_of_fd(ret, &o)
+        } else {
+            0
+        };
+        walk_path(file, addr_of_mut!((*ev).kpath), &o);
     }
     slot.submit(BPF_RB_NO_WAKEUP as u64);
 }
