@@ -67,10 +67,14 @@ const GAP_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 /// How often a quiet CPU's raw-stream batch is sent for it (a busy CPU sends its own within
 /// `RAW_BATCH_MAX_AGE_NS`).
 const RAW_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
-/// A partition this large is sealed at once, whatever the seal interval: with the sealer's
-/// queue ([`sink::MAX_QUEUED_ROWS`]) and the ring buffer it bounds the recorder's memory
-/// (~64 bytes a raw-stream row in memory: 32 MiB here). Compaction merges small segments later.
+/// A segment this large is sealed at once, whatever the seal interval. It is written a row
+/// group at a time, so it does not bound memory; it bounds how much one failed seal loses.
+/// Compaction merges small segments later.
 pub const MAX_ROWS_PER_SEGMENT: usize = 512 * 1024;
+/// A partition this large is handed to the sealer as a row group of its open segment: with the
+/// sealer's queue ([`sink::MAX_QUEUED_ROWS`]) and the ring buffer it bounds the recorder's
+/// memory (~75 bytes a raw-stream row in memory: ~5 MiB here).
+pub const ROWS_PER_CHUNK: usize = 64 * 1024;
 
 /// Errors starting or running the recorder.
 #[derive(Debug, thiserror::Error)]
@@ -378,10 +382,8 @@ impl Recorder {
                         continue;
                     }
                     drain_ring(&mut self.ring, &mut st, &clock, &self.stats);
-                    // Bound memory: a flood seals early instead of growing without limit.
-                    if st.batches.largest() >= MAX_ROWS_PER_SEGMENT {
-                        submit_all(&mut st, &sealer, &self.stats);
-                    }
+                    // Bound memory: a full partition goes to its segment as a row group.
+                    submit_chunks(&mut st, &sealer, &self.stats);
                 }
                 _ = gap_check.tick() => {
                     st.gaps.read(&self.drops, &self.misses, &mut st.batches, &self.stats);
@@ -394,6 +396,8 @@ impl Recorder {
                     if !(sealer.backlogged() && sealer.health() == SealHealth::Ok) {
                         drain_ring(&mut self.ring, &mut st, &clock, &self.stats);
                         submit_all(&mut st, &sealer, &self.stats);
+                    } else {
+                        sealer.close();
                     }
                     clock = WallClock::measure();
                 }
@@ -419,8 +423,15 @@ impl Recorder {
             flush_raw_batches(&ebpf, &cpus, true);
         }
         drop(ebpf);
-        // Nothing is attached any more: what is in the buffer is all there is.
-        drain_ring_until(&mut ring, &mut st, &clock, &stats, None);
+        // Nothing is attached any more: what is in the buffer is all there is. It goes to the
+        // sealer a row group at a time, waiting for it (while it works) rather than holding
+        // the whole buffer's rows at once.
+        while drain_ring_until(&mut ring, &mut st, &clock, &stats, None) {
+            while sealer.backlogged() && sealer.health() == SealHealth::Ok {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            submit_chunks(&mut st, &sealer, &stats);
+        }
         st.gaps.read(&drops, &misses, &mut st.batches, &stats);
         submit_all(&mut st, &sealer, &stats);
         // What this last submit could not hand over is on record too, if the disk lets it be.
@@ -628,6 +639,9 @@ impl DrainState {
     /// Publishes the sealer's health, and turns what was lost into `gap` rows once the sealer
     /// works again (or, with `now`, at once: recording is stopping).
     fn account_losses(&mut self, sealer: &Sealer, stats: &Stats, now: bool) {
+        for d in sealer.dropped() {
+            self.losses.add(d.reason, d.table, d.rows, d.since, d.until);
+        }
         let health = sealer.health();
         *stats.degraded.lock().unwrap() =
             (health != SealHealth::Ok).then(|| health.gap_reason().as_str());
@@ -697,23 +711,30 @@ fn drain_ring(ring: &mut RingBuf<MapData>, st: &mut DrainState, clock: &WallCloc
         clock,
         stats,
         Some(Instant::now() + MAX_DRAIN_TIME),
-    )
+    );
 }
 
+/// Drains until the buffer is empty, `deadline` passes or a partition is full (a row group,
+/// [`ROWS_PER_CHUNK`]); true when it stopped before the buffer was empty.
 fn drain_ring_until(
     ring: &mut RingBuf<MapData>,
     st: &mut DrainState,
     clock: &WallClock,
     stats: &Stats,
     deadline: Option<Instant>,
-) {
+) -> bool {
     let mut n = 0u64;
+    let mut more = false;
     while let Some(item) = ring.next() {
         n += 1;
         decode_one(&item, st, clock, stats);
         drop(item);
-        // The clock is read every 64 records: a raw-stream record is up to 128 rows.
-        if n.is_multiple_of(64) && deadline.is_some_and(|d| Instant::now() >= d) {
+        // Checked every 64 records: a raw-stream record is up to 128 rows.
+        if n.is_multiple_of(64)
+            && (st.batches.largest() >= ROWS_PER_CHUNK
+                || deadline.is_some_and(|d| Instant::now() >= d))
+        {
+            more = true;
             break;
         }
     }
@@ -721,6 +742,7 @@ fn drain_ring_until(
     stats
         .rows_buffered
         .store(st.batches.len() as u64, Ordering::Relaxed);
+    more
 }
 
 /// Turns one ring-buffer record into rows.
@@ -868,8 +890,26 @@ impl GapTracker {
     }
 }
 
+/// Hands the partitions that hold a row group ([`ROWS_PER_CHUNK`]) to the sealer, attributed
+/// to containers.
+fn submit_chunks(st: &mut DrainState, sealer: &Sealer, stats: &Stats) {
+    if st.batches.largest() < ROWS_PER_CHUNK {
+        return;
+    }
+    for spent in sealer.spent() {
+        st.batches.recycle(spent);
+    }
+    for (partition, batch) in st.batches.take_full(ROWS_PER_CHUNK) {
+        let batch = st.attributor.fill_container_ids(batch);
+        st.submit(sealer, stats, partition, batch);
+    }
+    stats
+        .rows_buffered
+        .store(st.batches.len() as u64, Ordering::Relaxed);
+}
+
 /// Attributes every finished batch to containers and hands it to the sealer, followed by the
-/// `container` rows for what was attributed.
+/// `container` rows for what was attributed, and has the sealer seal its open segments.
 fn submit_all(st: &mut DrainState, sealer: &Sealer, stats: &Stats) {
     for spent in sealer.spent() {
         st.batches.recycle(spent);
@@ -886,6 +926,7 @@ fn submit_all(st: &mut DrainState, sealer: &Sealer, stats: &Stats) {
         let batch = container_batch(host, &containers);
         st.submit(sealer, stats, partition, batch);
     }
+    sealer.close();
     st.last_submit = now;
     stats.rows_buffered.store(0, Ordering::Relaxed);
 }

@@ -1,12 +1,19 @@
 //! From decoded rows to sealed segments.
 //!
-//! The drain loop appends rows to per-partition Arrow builders ([`Batches`]); on every seal tick
-//! the builders are finished and handed to the sealer thread ([`Sealer`]), which writes them
-//! with [`Store::seal`]. Encoding and fsync happen off the drain loop so a slow disk never
-//! holds up draining the ring buffer. A batch whose seal fails (a full disk, say) is kept and
-//! retried; while it is, the sealer refuses work beyond its budget instead of making the drain
-//! wait, and the recorder counts those rows as `gap` rows ([`Refused`]). Sealed raw-stream batches come back ([`Sealer::spent`]) so the
-//! next ones are built in their memory ([`Batches::recycle`]).
+//! The drain loop appends rows to per-partition Arrow builders ([`Batches`]). A partition that
+//! reaches [`crate::ROWS_PER_CHUNK`] rows is finished and handed to the sealer thread
+//! ([`Sealer`]), which writes it as a row group of the partition's open segment
+//! ([`quarry_store::SegmentWriter`]); on every seal tick the rest is handed over and the open
+//! segments are sealed, as is one that reaches [`crate::MAX_ROWS_PER_SEGMENT`] rows. So memory
+//! holds a few row groups, never whole segments. Encoding and fsync happen off the drain loop
+//! so a slow disk never holds up draining the ring buffer.
+//!
+//! A batch whose write fails (a full disk, say) is kept and retried, in a new segment: the rows
+//! already written into the failed one went with its staging file, and the sealer reports them
+//! ([`Dropped`]) so they are counted and written as `gap` rows. While the disk fails, the
+//! sealer refuses work beyond its budget instead of making the drain wait, and the recorder
+//! counts those rows as `gap` rows too ([`Refused`]). Sealed raw-stream batches come back
+//! ([`Sealer::spent`]) so the next ones are built in their memory ([`Batches::recycle`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -21,7 +28,7 @@ use quarry_store::schema::{
     FileRow, GapReason, GapRow, NetRow, ProcessFacts, ProcessRow, SyscallBuilder, SyscallRow,
     file_batch, gap_batch, net_batch, process_batch_with_facts,
 };
-use quarry_store::{Partition, Store, StoreError, Table};
+use quarry_store::{Partition, SegmentWriter, Store, StoreError, Table};
 
 use crate::clock::WallClock;
 use crate::decode::{RawItem, RawSlots, c_string};
@@ -63,13 +70,31 @@ impl Pending {
         }
     }
 
+    /// The rows as a batch; the pending rows are empty after.
     fn finish(&mut self, host: &str) -> RecordBatch {
         match self {
-            Pending::Process(v, facts) => process_batch_with_facts(host, v, facts),
-            Pending::File(v) => file_batch(host, v),
-            Pending::Net(v) => net_batch(host, v),
+            Pending::Process(v, facts) => {
+                let batch = process_batch_with_facts(host, v, facts);
+                v.clear();
+                facts.clear();
+                batch
+            }
+            Pending::File(v) => {
+                let batch = file_batch(host, v);
+                v.clear();
+                batch
+            }
+            Pending::Net(v) => {
+                let batch = net_batch(host, v);
+                v.clear();
+                batch
+            }
             Pending::Syscall(b) => b.finish(host, |nr| syscall_name(nr.into())),
-            Pending::Gap(v) => gap_batch(host, v),
+            Pending::Gap(v) => {
+                let batch = gap_batch(host, v);
+                v.clear();
+                batch
+            }
         }
     }
 }
@@ -231,6 +256,23 @@ impl Batches {
         }
     }
 
+    /// Finishes the partitions holding at least `min_rows` rows into batches (a row group
+    /// each); the others keep filling.
+    pub fn take_full(&mut self, min_rows: usize) -> Vec<(Partition, RecordBatch)> {
+        let host = self.host.clone();
+        let mut batches = Vec::new();
+        for ((table, hour), pending) in self.parts.iter_mut() {
+            let rows = pending.len();
+            if rows > 0 && rows >= min_rows {
+                self.rows -= rows;
+                let start = DateTime::from_timestamp_micros(hour * HOUR_MICROS).unwrap_or_default();
+                let partition = Partition::for_time(*table, start, &host);
+                batches.push((partition, pending.finish(&host)));
+            }
+        }
+        batches
+    }
+
     /// Finishes every partition into a batch.
     pub fn take(&mut self) -> Vec<(Partition, RecordBatch)> {
         self.rows = 0;
@@ -250,14 +292,25 @@ impl Batches {
     }
 }
 
+/// What the drain loop hands the sealer thread.
+enum Job {
+    /// Rows for the partition's open segment (a row group, or a few).
+    Rows(Partition, RecordBatch),
+    /// Seal every open segment (the seal tick, and the end).
+    Close,
+}
+
 /// The sealing thread and the channels to and from it.
 pub struct Sealer {
-    tx: mpsc::Sender<(Partition, RecordBatch)>,
+    tx: mpsc::Sender<Job>,
     /// Raw-stream batches that are sealed, for [`Batches::recycle`].
     spent: mpsc::Receiver<RecordBatch>,
-    /// Rows handed over and not sealed yet.
+    /// Rows of segments that failed after they were handed over ([`Dropped`]).
+    dropped: mpsc::Receiver<Dropped>,
+    /// Rows handed over and not written yet.
     queued_rows: Arc<AtomicUsize>,
-    /// How the last seal went ([`SealHealth`]), for refusing work and for the status line.
+    /// How the last write or seal went ([`SealHealth`]), for refusing work and for the status
+    /// line.
     health: Arc<AtomicU8>,
     thread: JoinHandle<Vec<LostRows>>,
 }
@@ -269,12 +322,12 @@ const RETRY_AFTER: Duration = Duration::from_secs(2);
 const RETRY_AT_EXIT: Duration = Duration::from_millis(500);
 pub const EXIT_GRACE: Duration = Duration::from_secs(3);
 
-/// Rows that may wait for the sealer, the one being sealed included: two of the largest
-/// partitions ([`crate::MAX_ROWS_PER_SEGMENT`]). A batch that would go beyond it is refused
+/// Rows that may wait for the sealer, the batch being written included: four row groups
+/// ([`crate::ROWS_PER_CHUNK`]). A batch that would go beyond it is refused
 /// ([`Sealer::submit`]), never waited for: the drain loop (and with it signals, `--duration`
 /// and the status line) must not stop because the disk did. The refused rows are counted and
 /// written as `gap` rows (the reason the last seal failed, or [`GapReason::SealerBehind`]).
-pub const MAX_QUEUED_ROWS: usize = 2 * crate::MAX_ROWS_PER_SEGMENT;
+pub const MAX_QUEUED_ROWS: usize = 4 * crate::ROWS_PER_CHUNK;
 
 /// The outcome of the last seal attempt, in an `AtomicU8`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -353,18 +406,38 @@ pub struct LostRows {
     pub reason: GapReason,
 }
 
+/// Rows of one table the sealer had written into a segment that then failed (its staging file
+/// removed), for [`Losses`]: decoded between `since` and `until`, or so.
+#[derive(Debug, Clone)]
+pub struct Dropped {
+    pub table: Table,
+    pub rows: u64,
+    pub reason: GapReason,
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+}
+
 impl Sealer {
     pub fn spawn(store: Store, run_id: u32, stats: Arc<Stats>) -> Sealer {
-        let (tx, rx) = mpsc::channel::<(Partition, RecordBatch)>();
+        let (tx, rx) = mpsc::channel::<Job>();
         let (spent_tx, spent) = mpsc::channel();
+        let (dropped_tx, dropped) = mpsc::channel();
         let queued_rows = Arc::new(AtomicUsize::new(0));
         let health = Arc::new(AtomicU8::new(SealHealth::Ok as u8));
-        let (sealed_rows, sealer_health) = (queued_rows.clone(), health.clone());
+        let mut worker = Worker {
+            store,
+            run_id,
+            seq: 0,
+            stats,
+            queued_rows: queued_rows.clone(),
+            open: Vec::new(),
+            dropped: dropped_tx,
+        };
+        let sealer_health = health.clone();
         let thread = std::thread::Builder::new()
             .name("quarry-sealer".into())
             .spawn(move || {
                 let mut queue = VecDeque::new();
-                let mut seq = 0u64;
                 let mut open = true;
                 let mut failing = false;
                 let mut give_up_at: Option<Instant> = None;
@@ -394,18 +467,13 @@ impl Sealer {
                         if open {
                             continue;
                         }
+                        // Everything is written: seal what is still open and stop.
+                        let outcome = worker.close_all();
+                        sealer_health.store(outcome as u8, Ordering::Release);
                         return Vec::new();
                     }
                     let previous = SealHealth::from_u8(sealer_health.load(Ordering::Acquire));
-                    let (spent, outcome) = seal_queue(
-                        &store,
-                        run_id,
-                        &mut seq,
-                        &mut queue,
-                        &stats,
-                        &sealed_rows,
-                        previous,
-                    );
+                    let (spent, outcome) = worker.work(&mut queue, previous);
                     failing = outcome != SealHealth::Ok;
                     sealer_health.store(outcome as u8, Ordering::Release);
                     for batch in spent {
@@ -419,7 +487,7 @@ impl Sealer {
                     // what is left and say exactly what was lost.
                     let deadline = *give_up_at.get_or_insert_with(|| Instant::now() + EXIT_GRACE);
                     if Instant::now() >= deadline {
-                        return abandon(&mut queue, outcome.gap_reason(), &stats);
+                        return worker.abandon(&mut queue, outcome.gap_reason());
                     }
                     std::thread::sleep(RETRY_AT_EXIT);
                 }
@@ -428,6 +496,7 @@ impl Sealer {
         Sealer {
             tx,
             spent,
+            dropped,
             queued_rows,
             health,
             thread,
@@ -439,10 +508,15 @@ impl Sealer {
         self.spent.try_iter()
     }
 
-    /// Whether another full partition would not fit in the queue: the drain loop then leaves
+    /// Rows of failed segments reported since the last call.
+    pub fn dropped(&self) -> impl Iterator<Item = Dropped> + '_ {
+        self.dropped.try_iter()
+    }
+
+    /// Whether another row group would not fit in the queue: the drain loop then leaves
     /// records in the ring buffer while the sealer works (and drains on when it fails).
     pub fn backlogged(&self) -> bool {
-        self.queued_rows.load(Ordering::Acquire) + crate::MAX_ROWS_PER_SEGMENT > MAX_QUEUED_ROWS
+        self.queued_rows.load(Ordering::Acquire) + crate::ROWS_PER_CHUNK > MAX_QUEUED_ROWS
     }
 
     /// How the last seal went.
@@ -465,15 +539,262 @@ impl Sealer {
         }
         self.queued_rows.fetch_add(rows, Ordering::AcqRel);
         // The receiver lives until `finish`, which consumes self: send cannot fail before.
-        let _ = self.tx.send((partition, batch));
+        let _ = self.tx.send(Job::Rows(partition, batch));
         Ok(())
     }
 
+    /// Seals the open segments once what was submitted before is written.
+    pub fn close(&self) {
+        let _ = self.tx.send(Job::Close);
+    }
+
     /// Waits until everything submitted is sealed, or, when sealing keeps failing, at most
-    /// [`EXIT_GRACE`] more; returns what had to be given up.
+    /// [`EXIT_GRACE`] more; returns what had to be given up, with the rows of segments that
+    /// failed after the drain loop last asked ([`Sealer::dropped`]).
     pub fn finish(self) -> Vec<LostRows> {
         drop(self.tx);
-        self.thread.join().unwrap_or_default()
+        let mut lost = self.thread.join().unwrap_or_default();
+        for dropped in self.dropped.try_iter() {
+            log::error!(
+                "{} {} rows were lost with a segment that could not be sealed ({})",
+                dropped.rows,
+                dropped.table,
+                dropped.reason
+            );
+            lost.push(LostRows {
+                table: dropped.table,
+                rows: dropped.rows,
+                reason: dropped.reason,
+            });
+        }
+        lost
+    }
+}
+
+/// A segment being written and since when.
+struct OpenSegment {
+    partition: Partition,
+    writer: SegmentWriter,
+    since: DateTime<Utc>,
+}
+
+/// The sealer thread's state: the segments it is writing.
+struct Worker {
+    store: Store,
+    run_id: u32,
+    seq: u64,
+    stats: Arc<Stats>,
+    queued_rows: Arc<AtomicUsize>,
+    open: Vec<OpenSegment>,
+    dropped: mpsc::Sender<Dropped>,
+}
+
+impl Worker {
+    /// Works the queue from the front until done or a write or seal fails; returns the written
+    /// raw-stream batches and how the last attempt went.
+    fn work(
+        &mut self,
+        queue: &mut VecDeque<Job>,
+        previous: SealHealth,
+    ) -> (Vec<RecordBatch>, SealHealth) {
+        let mut spent = Vec::new();
+        while let Some(job) = queue.front() {
+            let (partition, batch) = match job {
+                Job::Close => {
+                    queue.pop_front();
+                    let outcome = self.close_all();
+                    if outcome != SealHealth::Ok {
+                        return (spent, outcome);
+                    }
+                    continue;
+                }
+                Job::Rows(partition, batch) => (partition, batch),
+            };
+            // A disk that was full and still has less free space than this batch needs: do
+            // not encode it only to fail at the write (the CPU the drain needs).
+            if previous == SealHealth::DiskFull
+                && free_bytes(self.store.root())
+                    .is_some_and(|free| free < bytes_needed(partition, batch))
+            {
+                return (spent, SealHealth::DiskFull);
+            }
+            if let Err(health) = self.write(partition, batch) {
+                return (spent, health);
+            }
+            self.queued_rows
+                .fetch_sub(batch.num_rows(), Ordering::AcqRel);
+            let full = self
+                .open
+                .iter()
+                .position(|o| o.partition == *partition)
+                .filter(|&at| self.open[at].writer.rows() >= crate::MAX_ROWS_PER_SEGMENT as u64);
+            if let Some(Job::Rows(partition, batch)) = queue.pop_front()
+                && partition.table == Table::Syscall
+            {
+                spent.push(batch);
+            }
+            if let Some(at) = full {
+                let segment = self.open.swap_remove(at);
+                if let Err(health) = self.seal(segment) {
+                    return (spent, health);
+                }
+            }
+        }
+        (spent, SealHealth::Ok)
+    }
+
+    /// Writes `batch` into its partition's open segment (opening one if needed). On failure
+    /// the segment is given up (its rows reported as dropped); the batch stays the caller's.
+    fn write(&mut self, partition: &Partition, batch: &RecordBatch) -> Result<(), SealHealth> {
+        let at = match self.open.iter().position(|o| o.partition == *partition) {
+            Some(at) => at,
+            None => {
+                // The sequence number is used up even by a failed open: a staging file of
+                // that name may be left behind, and names are never reused.
+                self.seq += 1;
+                match self.store.open_segment(partition, self.run_id, self.seq) {
+                    Ok(writer) => {
+                        self.open.push(OpenSegment {
+                            partition: partition.clone(),
+                            writer,
+                            since: Utc::now(),
+                        });
+                        self.open.len() - 1
+                    }
+                    Err(e) => return Err(self.failed(partition.table, &e)),
+                }
+            }
+        };
+        match self.open[at].writer.write(batch) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let health = self.failed(partition.table, &e);
+                let segment = self.open.swap_remove(at);
+                self.drop_segment(segment, health.gap_reason());
+                Err(health)
+            }
+        }
+    }
+
+    /// Seals every open segment; the outcome of the last failure, if any.
+    fn close_all(&mut self) -> SealHealth {
+        let mut outcome = SealHealth::Ok;
+        for segment in std::mem::take(&mut self.open) {
+            if let Err(health) = self.seal(segment) {
+                outcome = health;
+            }
+        }
+        outcome
+    }
+
+    fn seal(&mut self, segment: OpenSegment) -> Result<(), SealHealth> {
+        let OpenSegment {
+            partition,
+            writer,
+            since,
+        } = segment;
+        let rows = writer.rows();
+        if rows == 0 {
+            return Ok(());
+        }
+        match writer.seal() {
+            Ok(sealed) => {
+                let stats = &self.stats;
+                stats.rows_sealed.fetch_add(rows, Ordering::Relaxed);
+                stats.segments_sealed.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .bytes_sealed
+                    .fetch_add(sealed.entry.body.bytes, Ordering::Relaxed);
+                *stats.last_segment.lock().unwrap() = Some(sealed.path);
+                *stats.last_error.lock().unwrap() = None;
+                Ok(())
+            }
+            Err(e) => {
+                let health = self.failed(partition.table, &e);
+                self.report(partition.table, rows, health.gap_reason(), since);
+                Err(health)
+            }
+        }
+    }
+
+    /// Gives up an open segment (its staging file goes with the writer): its rows are lost.
+    fn drop_segment(&mut self, segment: OpenSegment, reason: GapReason) {
+        let rows = segment.writer.rows();
+        let (table, since) = (segment.partition.table, segment.since);
+        drop(segment);
+        if rows > 0 {
+            self.report(table, rows, reason, since);
+        }
+    }
+
+    fn report(&self, table: Table, rows: u64, reason: GapReason, since: DateTime<Utc>) {
+        self.stats.rows_lost.fetch_add(rows, Ordering::Relaxed);
+        self.stats.rows_abandoned.fetch_add(rows, Ordering::Relaxed);
+        // Nobody reads them once the drain stopped; `Sealer::finish` then does.
+        let _ = self.dropped.send(Dropped {
+            table,
+            rows,
+            reason,
+            since,
+            until: Utc::now(),
+        });
+    }
+
+    /// Records a failed write or seal: the health it means, logged once per episode.
+    fn failed(&self, table: Table, error: &StoreError) -> SealHealth {
+        let health = SealHealth::of_error(error);
+        let message = format!("{error}{}", error_chain(error));
+        let mut last = self.stats.last_error.lock().unwrap();
+        // Once per episode, not every retry: a full disk can last for hours.
+        if last.is_none() {
+            log::warn!(
+                "sealing a {table} segment failed ({}): {message}; retrying every {:?}, \
+                 counting what cannot be kept as gap rows",
+                health.gap_reason(),
+                RETRY_AFTER
+            );
+        }
+        *last = Some(message);
+        health
+    }
+
+    /// Empties the queue and the open segments of a sealer that gives up, counting their rows
+    /// by table.
+    fn abandon(&mut self, queue: &mut VecDeque<Job>, reason: GapReason) -> Vec<LostRows> {
+        let mut lost: BTreeMap<Table, u64> = BTreeMap::new();
+        for job in queue.drain(..) {
+            if let Job::Rows(partition, batch) = job {
+                *lost.entry(partition.table).or_default() += batch.num_rows() as u64;
+            }
+        }
+        let queued: u64 = lost.values().sum();
+        self.stats
+            .rows_abandoned
+            .fetch_add(queued, Ordering::Relaxed);
+        self.stats.rows_lost.fetch_add(queued, Ordering::Relaxed);
+        for segment in std::mem::take(&mut self.open) {
+            let rows = segment.writer.rows();
+            *lost.entry(segment.partition.table).or_default() += rows;
+            self.stats.rows_abandoned.fetch_add(rows, Ordering::Relaxed);
+            self.stats.rows_lost.fetch_add(rows, Ordering::Relaxed);
+        }
+        let total: u64 = lost.values().sum();
+        log::error!(
+            "giving up on {total} rows that could not be sealed ({reason}): {}",
+            self.stats
+                .last_error
+                .lock()
+                .unwrap()
+                .as_deref()
+                .unwrap_or("unknown error")
+        );
+        lost.into_iter()
+            .map(|(table, rows)| LostRows {
+                table,
+                rows,
+                reason,
+            })
+            .collect()
     }
 }
 
@@ -547,101 +868,6 @@ fn bytes_needed(partition: &Partition, batch: &RecordBatch) -> u64 {
         32
     };
     batch.num_rows() as u64 * per_row + 64 * 1024
-}
-
-/// Empties the queue of a sealer that gives up, counting its rows by table.
-fn abandon(
-    queue: &mut VecDeque<(Partition, RecordBatch)>,
-    reason: GapReason,
-    stats: &Stats,
-) -> Vec<LostRows> {
-    let mut lost: BTreeMap<Table, u64> = BTreeMap::new();
-    for (partition, batch) in queue.drain(..) {
-        *lost.entry(partition.table).or_default() += batch.num_rows() as u64;
-    }
-    let total: u64 = lost.values().sum();
-    stats.rows_abandoned.fetch_add(total, Ordering::Relaxed);
-    stats.rows_lost.fetch_add(total, Ordering::Relaxed);
-    log::error!(
-        "giving up on {total} rows that could not be sealed ({reason}): {}",
-        stats
-            .last_error
-            .lock()
-            .unwrap()
-            .as_deref()
-            .unwrap_or("unknown error")
-    );
-    lost.into_iter()
-        .map(|(table, rows)| LostRows {
-            table,
-            rows,
-            reason,
-        })
-        .collect()
-}
-
-/// Seals the queue from the front until done or a seal fails; returns the sealed raw-stream
-/// batches and how the last attempt went.
-fn seal_queue(
-    store: &Store,
-    run_id: u32,
-    seq: &mut u64,
-    queue: &mut VecDeque<(Partition, RecordBatch)>,
-    stats: &Stats,
-    queued_rows: &AtomicUsize,
-    previous: SealHealth,
-) -> (Vec<RecordBatch>, SealHealth) {
-    let mut spent = Vec::new();
-    while let Some((partition, batch)) = queue.front() {
-        // A disk that was full and still has less free space than this segment needs: do not
-        // encode it only to fail at the write (seconds for a large batch in a debug build, and
-        // the CPU the drain needs in any build).
-        if previous == SealHealth::DiskFull
-            && free_bytes(store.root()).is_some_and(|free| free < bytes_needed(partition, batch))
-        {
-            return (spent, SealHealth::DiskFull);
-        }
-        match store.seal(partition, batch, run_id, *seq) {
-            Ok(sealed) => {
-                *seq += 1;
-                queued_rows.fetch_sub(batch.num_rows(), Ordering::AcqRel);
-                let rows = batch.num_rows() as u64;
-                stats.rows_sealed.fetch_add(rows, Ordering::Relaxed);
-                stats.segments_sealed.fetch_add(1, Ordering::Relaxed);
-                stats
-                    .bytes_sealed
-                    .fetch_add(sealed.entry.body.bytes, Ordering::Relaxed);
-                *stats.last_segment.lock().unwrap() = Some(sealed.path);
-                *stats.last_error.lock().unwrap() = None;
-                if let Some((partition, batch)) = queue.pop_front()
-                    && partition.table == Table::Syscall
-                {
-                    spent.push(batch);
-                }
-            }
-            Err(e) => {
-                // The sequence number is still bumped: a failed attempt may have left a staging
-                // file of that name behind, and names are never reused.
-                *seq += 1;
-                let health = SealHealth::of_error(&e);
-                let message = format!("{e}{}", error_chain(&e));
-                let mut last = stats.last_error.lock().unwrap();
-                // Once per episode, not every retry: a full disk can last for hours.
-                if last.is_none() {
-                    log::warn!(
-                        "sealing a {} segment failed ({}): {message}; retrying every {:?}, \
-                         counting what cannot be kept as gap rows",
-                        partition.table,
-                        health.gap_reason(),
-                        RETRY_AFTER
-                    );
-                }
-                *last = Some(message);
-                return (spent, health);
-            }
-        }
-    }
-    (spent, SealHealth::Ok)
 }
 
 #[cfg(test)]

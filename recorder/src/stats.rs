@@ -24,10 +24,12 @@ pub struct Stats {
     pub rows_buffered: AtomicU64,
     /// Rows handed to the sealer (sealed or waiting for a retry).
     pub rows_submitted: AtomicU64,
-    /// Rows decoded and not kept: refused by a sealer over its budget, or given up at exit
-    /// with the disk still failing. Written as `gap` rows when the disk allows.
+    /// Rows decoded and not kept: refused by a sealer over its budget, written into a segment
+    /// that then failed, or given up at exit with the disk still failing. Written as `gap`
+    /// rows when the disk allows.
     pub rows_lost: AtomicU64,
-    /// Of `rows_lost`, those handed to the sealer and given up at exit.
+    /// Of `rows_lost`, those handed to the sealer and never sealed (a failed segment, or
+    /// given up at exit).
     pub rows_abandoned: AtomicU64,
     /// Why sealing is failing right now (a `GapReason` string), `None` when it works.
     pub degraded: Mutex<Option<&'static str>>,

@@ -191,6 +191,27 @@ impl Recorder {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
+    /// Resident KiB of the ring buffer's mapping (the largest BPF map mapping): the kernel maps
+    /// its data pages twice (so a record that wraps reads as one), and all of them at once, so
+    /// it counts twice its size in RSS from the start.
+    fn ring_rss_kib(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
+        let mut in_map = false;
+        let mut largest = None;
+        for line in smaps.lines() {
+            if let Some(kib) = line.strip_prefix("Rss:") {
+                if in_map {
+                    let kib: u64 = kib.trim().trim_end_matches("kB").trim().parse().ok()?;
+                    largest = largest.max(Some(kib));
+                }
+            } else if line.contains('-') && line.split_whitespace().count() >= 5 {
+                in_map = line.ends_with("anon_inode:bpf-map");
+            }
+        }
+        largest
+    }
+
     fn stop(mut self) -> anyhow::Result<serde_json::Value> {
         let child = self.child.take().context("already stopped")?;
         // SAFETY: signalling our own child.
@@ -212,6 +233,20 @@ impl Drop for Recorder {
     }
 }
 
+/// "N MiB (M MiB of it the ring buffer's mapping)".
+fn mib_with_ring(rss_kib: Option<u64>, ring_kib: Option<u64>) -> String {
+    let mib = |k: u64| k as f64 / 1024.0;
+    match (rss_kib, ring_kib) {
+        (Some(rss), Some(ring)) => format!(
+            "{:.0} MiB ({:.0} MiB of it the ring buffer, mapped twice)",
+            mib(rss),
+            mib(ring)
+        ),
+        (Some(rss), None) => format!("{:.0} MiB", mib(rss)),
+        _ => "?".into(),
+    }
+}
+
 /// One round of the recorder benchmark.
 struct RecorderRound {
     /// Bare loops before the filtered run, between the recorded runs, and after the last.
@@ -223,6 +258,7 @@ struct RecorderRound {
     events_per_s: f64,
     drops: u64,
     rss_kib: Option<u64>,
+    ring_rss_kib: Option<u64>,
 }
 
 impl RecorderRound {
@@ -427,6 +463,7 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
         let loop_secs = started.elapsed().as_secs_f64();
         std::thread::sleep(Duration::from_millis(200));
         let rss = rec.peak_rss_kib();
+        let ring_rss = rec.ring_rss_kib();
         let mut drops = rec.stop()?["kernel_drops"].as_u64().unwrap_or(0);
         sizes_full = table_sizes(&full_store)?;
         let syscall_rows = sizes_full
@@ -460,6 +497,7 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
             events_per_s: syscall_rows as f64 / loop_secs,
             drops,
             rss_kib: rss,
+            ring_rss_kib: ring_rss,
         });
     }
     let bare = median(results.iter().flat_map(|r| r.bare).collect());
@@ -481,6 +519,7 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
     let drops: u64 = results.iter().map(|r| r.drops).sum();
     let events_per_s = median(results.iter().map(|r| r.events_per_s).collect());
     let rss = results.iter().filter_map(|r| r.rss_kib).max();
+    let ring_rss = results.iter().filter_map(|r| r.ring_rss_kib).max();
 
     // A mixed workload, sealed in large segments, for bytes per row of every table.
     let mixed_store = dir.path().join("mixed");
@@ -493,6 +532,7 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
     }
     std::thread::sleep(Duration::from_millis(200));
     let default_rss = rec.peak_rss_kib();
+    let default_ring_rss = rec.ring_rss_kib();
     rec.stop()?;
     let mut sizes = table_sizes(&mixed_store)?;
     sizes.retain(|(t, _, _)| *t != Table::Syscall);
@@ -520,6 +560,8 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
         "kernel_drops": drops,
         "recorder_peak_rss_mib": rss.map(|k| k as f64 / 1024.0),
         "recorder_peak_rss_default_mode_mib": default_rss.map(|k| k as f64 / 1024.0),
+        "recorder_ring_rss_mib": ring_rss.map(|k| k as f64 / 1024.0),
+        "recorder_ring_rss_default_mode_mib": default_ring_rss.map(|k| k as f64 / 1024.0),
         "bytes_per_row": sizes.iter().map(|(t, rows, bytes)| {
             (t.name().to_string(), serde_json::json!(*bytes as f64 / *rows as f64))
         }).collect::<serde_json::Map<_, _>>(),
@@ -561,11 +603,11 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
         println!(
             "  sustained into Parquet: {:.2} M events/s, {drops} dropped in all rounds, recorder peak RSS {}",
             events_per_s / 1e6,
-            rss.map_or("?".into(), |k| format!("{:.0} MiB", k as f64 / 1024.0))
+            mib_with_ring(rss, ring_rss)
         );
         println!(
             "  default mode (no raw stream), mixed workload: recorder peak RSS {}",
-            default_rss.map_or("?".into(), |k| format!("{:.0} MiB", k as f64 / 1024.0))
+            mib_with_ring(default_rss, default_ring_rss)
         );
         println!("bytes per row on disk:");
         for (t, rows, bytes) in &sizes {

@@ -37,7 +37,7 @@ pub use holds::{Hold, HoldError, HoldSpec};
 pub use layout::{Partition, Store, Table};
 pub use manifest::{Manifest, ManifestEntry, ManifestOp};
 pub use retention::{RetentionPolicy, RetentionReport};
-pub use segment::SealedSegment;
+pub use segment::{SealedSegment, SegmentWriter};
 pub use verify::{Problem, RemovalSummary, VerifyReport, verify_store};
 
 /// Errors from reading or writing a store.

@@ -194,12 +194,7 @@ pub fn sha256_file(path: &Path) -> io::Result<String> {
 }
 
 impl Store {
-    /// Seals `batch` as a new segment of `partition`.
-    ///
-    /// The order of steps is what keeps evidence whole: write and fsync in `.staging/`, hash,
-    /// log the segment in the manifest, rename into the partition, fsync the directory. A crash
-    /// before the manifest line leaves only a staging file (never visible to readers); a crash
-    /// after it leaves a staged file that [`Store::recover`] finishes moving.
+    /// Seals `batch` as a new segment of `partition` (a [`SegmentWriter`] given one batch).
     pub fn seal(
         &self,
         partition: &Partition,
@@ -207,55 +202,53 @@ impl Store {
         run_id: u32,
         seq: u64,
     ) -> Result<SealedSegment> {
+        let mut writer = self.open_segment(partition, run_id, seq)?;
+        writer.write(batch)?;
+        writer.seal()
+    }
+
+    /// Starts a new segment of `partition`, to be written a batch at a time
+    /// ([`SegmentWriter::write`]) and then sealed ([`SegmentWriter::seal`]). Until it is
+    /// sealed it is a file in `.staging/` that no reader lists, removed if the writer is
+    /// dropped.
+    pub fn open_segment(
+        &self,
+        partition: &Partition,
+        run_id: u32,
+        seq: u64,
+    ) -> Result<SegmentWriter> {
         let table = partition.table;
-        let expected = crate::schema::schema_of(table);
-        if batch.schema() != expected {
-            return Err(StoreError::Arrow(arrow::error::ArrowError::SchemaError(
-                format!("batch does not match the schema of table {table}"),
-            )));
-        }
         let dir_rel = partition.relative_dir();
         let name = segment_file_name(Utc::now(), run_id, seq);
         let rel = format!("{}/{name}", dir_rel.to_string_lossy());
         let staged = self.staging_path_for(&rel);
         layout::refuse_symlink(&self.staging_dir())?;
-
-        let batch = &cluster_by_container(batch)?;
-        let (bytes, sha256) = write_parquet(&staged, table, batch).inspect_err(|_| {
-            // Nothing was logged yet; a partial file must not linger (e.g. on a full disk).
-            let _ = fs::remove_file(&staged);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(layout::FILE_MODE)
+            .open(&staged)
+            .map_err(|e| StoreError::io(&staged, e))?;
+        let sink = HashingWriter::new(BufWriter::with_capacity(SEGMENT_WRITE_BUFFER, file));
+        let groups = GroupWriter::new(
+            sink,
+            &crate::schema::schema_of(table),
+            writer_properties(table),
+            run_columns(table),
+        )
+        .map_err(|source| StoreError::Parquet {
+            path: staged.clone(),
+            source,
         })?;
-        let dir = layout::create_dir_durable(self.root(), &dir_rel)?;
-        let final_path = dir.join(&name);
-
-        let entry = Manifest::new(self.manifest_path()).append(NewEntry {
-            op: ManifestOp::Add,
-            table: table.name().to_string(),
-            path: rel,
-            rows: batch.num_rows() as u64,
-            bytes,
-            sha256,
-            reason: None,
-            replaces: Vec::new(),
-        })?;
-        // From here the segment is on the record: failing now must not make the caller write
-        // the rows again (they would be sealed twice). A failed rename leaves a staged file the
-        // manifest lists, which `recover` (or `verify`, as pending) accounts for.
-        if let Err(e) = fs::rename(&staged, &final_path) {
-            log::error!(
-                "segment {} is logged but could not be moved into place ({e}); the next \
-                 recorder start completes it",
-                final_path.display()
-            );
-        } else if let Err(e) = layout::fsync_dir(&dir) {
-            log::warn!(
-                "{e}: the rename of {} may not be durable yet",
-                final_path.display()
-            );
-        }
-        Ok(SealedSegment {
-            path: final_path,
-            entry,
+        Ok(SegmentWriter {
+            store: self.clone(),
+            table,
+            dir_rel,
+            name,
+            rel,
+            staged,
+            groups: Some(groups),
+            rows: 0,
         })
     }
 
@@ -356,6 +349,151 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// Bytes a segment being written buffers before they go to its staging file.
+const SEGMENT_WRITE_BUFFER: usize = 256 << 10;
+
+/// A segment being written: row groups go to its staging file as they are written, so a
+/// writer holds one row group's encoding at a time, never the segment's rows.
+///
+/// The order of steps in [`SegmentWriter::seal`] is what keeps evidence whole: fsync the
+/// staging file, hash (as written), log the segment in the manifest, rename into the partition,
+/// fsync the directory. A crash before the manifest line leaves only a staging file (never
+/// visible to readers); a crash after it leaves a staged file that [`Store::recover`] finishes
+/// moving. A writer dropped unsealed (a failed write, say) removes its staging file: its rows
+/// are not kept, and the caller counts them as lost.
+pub struct SegmentWriter {
+    store: Store,
+    table: Table,
+    dir_rel: PathBuf,
+    name: String,
+    rel: String,
+    staged: PathBuf,
+    /// `None` once sealed (or after a failure took it apart).
+    groups: Option<GroupWriter<'static, HashingWriter<BufWriter<File>>>>,
+    rows: u64,
+}
+
+impl SegmentWriter {
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    pub fn table(&self) -> Table {
+        self.table
+    }
+
+    /// Appends `batch` (of the table's schema) as row groups of at most [`max_row_group_rows`]
+    /// rows, grouped by container within each (see [`cluster_by_container`]). After an error
+    /// the writer can only be dropped.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let expected = crate::schema::schema_of(self.table);
+        if batch.schema() != expected {
+            return Err(StoreError::Arrow(arrow::error::ArrowError::SchemaError(
+                format!("batch does not match the schema of table {}", self.table),
+            )));
+        }
+        let Some(groups) = self.groups.as_mut() else {
+            return Err(broken(&self.staged));
+        };
+        let max_rows = max_row_group_rows(self.table);
+        let result = (|| {
+            for group in row_groups(std::slice::from_ref(batch), max_rows) {
+                let group: Vec<RecordBatch> = group
+                    .iter()
+                    .map(cluster_by_container)
+                    .collect::<Result<_>>()?;
+                groups
+                    .write_group(&group)
+                    .map_err(|source| StoreError::Parquet {
+                        path: self.staged.clone(),
+                        source,
+                    })?;
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                self.rows += batch.num_rows() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                self.groups = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes the footer, fsyncs, logs the segment in the manifest and moves it into its
+    /// partition.
+    pub fn seal(mut self) -> Result<SealedSegment> {
+        let groups = self.groups.take().ok_or_else(|| broken(&self.staged))?;
+        let path = self.staged.clone();
+        let mut sink = groups.finish().map_err(|source| StoreError::Parquet {
+            path: path.clone(),
+            source,
+        })?;
+        sink.flush().map_err(|e| StoreError::io(&path, e))?;
+        let (buffered, sha256, bytes) = sink.finish();
+        let file = buffered
+            .into_inner()
+            .map_err(|e| StoreError::io(&path, e.into_error()))?;
+        file.sync_all().map_err(|e| StoreError::io(&path, e))?;
+        drop(file);
+        let dir = layout::create_dir_durable(self.store.root(), &self.dir_rel)?;
+        let final_path = dir.join(&self.name);
+        let entry = Manifest::new(self.store.manifest_path()).append(NewEntry {
+            op: ManifestOp::Add,
+            table: self.table.name().to_string(),
+            path: self.rel.clone(),
+            rows: self.rows,
+            bytes,
+            sha256,
+            reason: None,
+            replaces: Vec::new(),
+        })?;
+        // From here the segment is on the record: the staging file is no longer this writer's
+        // to remove, and failing now must not make the caller write the rows again (they would
+        // be sealed twice). A failed rename leaves a staged file the manifest lists, which
+        // `recover` (or `verify`, as pending) accounts for.
+        self.staged = PathBuf::new();
+        if let Err(e) = fs::rename(&path, &final_path) {
+            log::error!(
+                "segment {} is logged but could not be moved into place ({e}); the next \
+                 recorder start completes it",
+                final_path.display()
+            );
+        } else if let Err(e) = layout::fsync_dir(&dir) {
+            log::warn!(
+                "{e}: the rename of {} may not be durable yet",
+                final_path.display()
+            );
+        }
+        Ok(SealedSegment {
+            path: final_path,
+            entry,
+        })
+    }
+}
+
+/// The error of a writer used after a failed write.
+fn broken(staged: &Path) -> StoreError {
+    StoreError::io(
+        staged,
+        io::Error::other("an earlier write to this segment failed"),
+    )
+}
+
+impl Drop for SegmentWriter {
+    fn drop(&mut self) {
+        if !self.staged.as_os_str().is_empty() {
+            // Nothing was logged: a partial file must not linger (e.g. on a full disk).
+            self.groups = None;
+            let _ = fs::remove_file(&self.staged);
+        }
+    }
+}
+
 /// An unlisted staged file older than this was abandoned by a writer that died.
 const STALE_STAGED: std::time::Duration = std::time::Duration::from_secs(600);
 
@@ -365,11 +503,6 @@ fn older_than(path: &Path, age: std::time::Duration) -> bool {
         .ok()
         .and_then(|t| t.elapsed().ok())
         .is_some_and(|e| e > age)
-}
-
-/// Writes `batch` to `path` as zstd Parquet, fsyncs it and returns (size, sha256).
-fn write_parquet(path: &Path, table: Table, batch: &RecordBatch) -> Result<(u64, String)> {
-    write_parquet_batches(path, table, std::slice::from_ref(batch))
 }
 
 /// Writes `batches` (all of `table`'s schema) to a new file at `path` as zstd Parquet with the
@@ -448,9 +581,8 @@ fn write_row_groups<W: Write + Send>(
     )
 }
 
-/// Writes `groups` to `sink` as Parquet, each as one row group, in order: the columns named in
-/// `run_columns` encoded by [`crate::runs`] where it applies and every other column (and any
-/// chunk it declines) by Parquet's Arrow writer. Returns the sink after the footer is written.
+/// Writes `groups` to `sink` as Parquet, each as one row group, in order (see
+/// [`GroupWriter`]). Returns the sink after the footer is written.
 fn write_groups<W: Write + Send>(
     sink: W,
     schema: &SchemaRef,
@@ -458,19 +590,58 @@ fn write_groups<W: Write + Send>(
     groups: impl IntoIterator<Item = Vec<RecordBatch>>,
     run_columns: &[&str],
 ) -> parquet::errors::Result<W> {
-    let (mut file, column_writers) =
-        ArrowWriter::try_new(sink, schema.clone(), Some(props.clone()))?
+    let mut writer = GroupWriter::new(sink, schema, props, run_columns)?;
+    for group in groups {
+        writer.write_group(&group)?;
+    }
+    writer.finish()
+}
+
+/// A Parquet file written a row group at a time: the columns named in `run_columns` encoded
+/// by [`crate::runs`] where it applies and every other column (and any chunk it declines) by
+/// Parquet's Arrow writer. Only the row group being written is held in memory.
+struct GroupWriter<'c, W: Write + Send> {
+    file: parquet::file::writer::SerializedFileWriter<W>,
+    factory: parquet::arrow::arrow_writer::ArrowRowGroupWriterFactory,
+    leaves: Vec<parquet::schema::types::ColumnDescPtr>,
+    schema: SchemaRef,
+    props: WriterProperties,
+    run_columns: &'c [&'c str],
+    index: usize,
+}
+
+impl<'c, W: Write + Send> GroupWriter<'c, W> {
+    fn new(
+        sink: W,
+        schema: &SchemaRef,
+        props: WriterProperties,
+        run_columns: &'c [&'c str],
+    ) -> parquet::errors::Result<Self> {
+        let (file, factory) = ArrowWriter::try_new(sink, schema.clone(), Some(props.clone()))?
             .into_serialized_writer()?;
-    let leaves = file.schema_descr().columns().to_vec();
-    for (index, group) in groups.into_iter().enumerate() {
-        let mut writers = column_writers.create_column_writers(index)?.into_iter();
-        let mut row_group = file.next_row_group()?;
+        let leaves = file.schema_descr().columns().to_vec();
+        Ok(GroupWriter {
+            file,
+            factory,
+            leaves,
+            schema: schema.clone(),
+            props,
+            run_columns,
+            index: 0,
+        })
+    }
+
+    /// Writes `group` (batches of the schema) as the next row group.
+    fn write_group(&mut self, group: &[RecordBatch]) -> parquet::errors::Result<()> {
+        let mut writers = self.factory.create_column_writers(self.index)?.into_iter();
+        self.index += 1;
+        let mut row_group = self.file.next_row_group()?;
         let mut leaf = 0;
-        for (at, field) in schema.fields().iter().enumerate() {
+        for (at, field) in self.schema.fields().iter().enumerate() {
             let pieces: Vec<&ArrayRef> = group.iter().map(|batch| batch.column(at)).collect();
-            if run_columns.contains(&field.name().as_str())
+            if self.run_columns.contains(&field.name().as_str())
                 && let Some(chunk) =
-                    crate::runs::encode_chunk(&pieces, leaves[leaf].clone(), &props)?
+                    crate::runs::encode_chunk(&pieces, self.leaves[leaf].clone(), &self.props)?
             {
                 // A run column is a single leaf; its Arrow writer goes unused.
                 writers.next();
@@ -494,8 +665,13 @@ fn write_groups<W: Write + Send>(
             }
         }
         row_group.close()?;
+        Ok(())
     }
-    file.into_inner()
+
+    /// Writes the footer; returns the sink.
+    fn finish(self) -> parquet::errors::Result<W> {
+        self.file.into_inner()
+    }
 }
 
 /// `batches` cut into row groups of at most `max_rows` rows (zero-copy slices, in order).
@@ -728,6 +904,54 @@ mod tests {
             .collect();
         assert_eq!(sizes, [vec![5, 1], vec![6], vec![2, 2]]);
         assert!(row_groups(&[], 6).is_empty());
+    }
+
+    #[test]
+    fn a_streamed_segment_is_its_row_groups_and_appears_only_when_sealed() {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path()).unwrap();
+        let partition = Partition::for_time(Table::Syscall, Utc::now(), "h");
+        let staged = || fs::read_dir(store.staging_dir()).map_or(0, |d| d.count());
+        let mut writer = store.open_segment(&partition, 7, 1).unwrap();
+        writer
+            .write(&batch(&[(Some("b"), 1, 0), (None, 2, 1)]))
+            .unwrap();
+        writer.write(&batch(&[(Some("a"), 3, 2)])).unwrap();
+        assert_eq!(writer.rows(), 3);
+        assert_eq!(staged(), 1, "written so far: a staging file only");
+        assert!(
+            Manifest::new(store.manifest_path())
+                .read()
+                .unwrap()
+                .entries
+                .is_empty()
+        );
+        let sealed = writer.seal().unwrap();
+        assert_eq!(sealed.entry.body.rows, 3);
+        assert_eq!(staged(), 0);
+        let reader = SerializedFileReader::new(File::open(&sealed.path).unwrap()).unwrap();
+        let groups: Vec<i64> = reader
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| g.num_rows())
+            .collect();
+        assert_eq!(groups, [2, 1], "one row group per write");
+
+        // A writer given up unsealed leaves nothing behind, listed or not.
+        let mut writer = store.open_segment(&partition, 7, 2).unwrap();
+        writer.write(&batch(&[(None, 4, 0)])).unwrap();
+        drop(writer);
+        assert_eq!(staged(), 0);
+        assert_eq!(
+            Manifest::new(store.manifest_path())
+                .read()
+                .unwrap()
+                .entries
+                .len(),
+            1
+        );
     }
 
     #[test]
