@@ -1,6 +1,7 @@
 //! `quarry isolate` and `quarry release`: quarantine a container's network, and lift it.
 
 use anyhow::Context;
+use quarry_containers::resolve::{Among, Named, resolve_in_order};
 use quarry_containers::{CgroupFs, Inventory};
 use quarry_isolate::{AllowRule, Dropped, Isolation, Plan};
 
@@ -189,31 +190,20 @@ fn status(format: Format) -> anyhow::Result<u8> {
 
 pub fn release(args: ReleaseArgs) -> anyhow::Result<u8> {
     // A quarantined container may have exited: look among the quarantines first.
-    let active = quarry_isolate::list();
-    let by_query: Vec<&Isolation> = active
-        .iter()
-        .filter(|i| {
-            i.container_id == args.container
-                || i.container_name.as_deref() == Some(args.container.as_str())
-                || i.container_id.starts_with(&args.container)
+    let isolated: Vec<Named> = quarry_isolate::list()
+        .into_iter()
+        .map(|i| Named {
+            id: i.container_id,
+            name: i.container_name,
         })
         .collect();
-    let (id, name) = match by_query.as_slice() {
-        [one] => (one.container_id.clone(), one.container_name.clone()),
-        [] => {
-            let inventory = Inventory::discover();
-            let c = inventory.resolve(&args.container)?;
-            (c.id.clone(), c.name.clone())
-        }
-        many => anyhow::bail!(
-            "'{}' matches several isolated containers: {}; give more of the id",
-            args.container,
-            many.iter()
-                .map(|i| i.container_id.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    };
+    let live = Inventory::discover();
+    let Named { id, name } = resolve_in_order(
+        &args.container,
+        &isolated,
+        &live.containers,
+        Among::IsolatedOrRunning,
+    )?;
     let result = quarry_isolate::release(&id);
     let (word, error, detail) = match &result {
         Ok(o) if o.released.is_some() => (

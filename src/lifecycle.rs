@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use chrono::{SecondsFormat, Utc};
+use quarry_containers::resolve::{Among, resolve_in_order};
 use quarry_store::retention::{human_bytes, human_duration};
 use quarry_store::{CompactPolicy, HoldSpec, RetentionPolicy, RetentionReport, Store};
 
@@ -41,19 +42,12 @@ pub fn describe(flags: &RetentionFlags) -> String {
 /// Resolves a container by id, id prefix or name: first among those the store recorded (so
 /// containers long gone are found), then among running ones.
 pub fn resolve_container(store: &Store, query: &str) -> anyhow::Result<(String, Option<String>)> {
-    match quarry_evidence::export::resolve_container(store, query) {
-        Ok(found) => Ok(found),
-        Err(quarry_evidence::EvidenceError::UnknownContainer(_)) => {
-            let inventory = quarry_containers::Inventory::discover();
-            match inventory.resolve(query) {
-                Ok(c) => Ok((c.id.clone(), c.name.clone())),
-                Err(_) => {
-                    Err(quarry_evidence::EvidenceError::UnknownContainer(query.into()).into())
-                }
-            }
-        }
-        Err(e) => Err(e.into()),
-    }
+    let recorded = store
+        .container_history()
+        .with_context(|| format!("reading the containers of {}", store.root().display()))?;
+    let live = quarry_containers::Inventory::discover();
+    let found = resolve_in_order(query, &recorded, &live.containers, Among::StoreOrRunning)?;
+    Ok((found.id, found.name))
 }
 
 pub fn retain(args: RetainArgs) -> anyhow::Result<u8> {

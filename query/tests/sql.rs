@@ -263,7 +263,10 @@ fn unknown_container_names_the_fix() {
         };
         let err = Timeline::build(&mut catalog, &request).await.unwrap_err();
         assert!(
-            matches!(err, QueryError::AmbiguousContainer { .. }),
+            matches!(
+                err,
+                QueryError::Container(quarry_containers::ResolveError::Ambiguous { .. })
+            ),
             "{err}"
         );
         let request = Request {

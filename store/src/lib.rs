@@ -16,6 +16,7 @@
 //! - the schemas of every table live in [`schema`] and nowhere else.
 
 pub mod compact;
+pub mod history;
 pub mod holds;
 pub mod layout;
 pub mod manifest;
