@@ -5,8 +5,38 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// The store used when --store is not given (and QUARRY_STORE is unset).
+/// The store used when nothing else names one.
 pub const DEFAULT_STORE: &str = "/var/lib/quarry/store";
+
+/// `--store`, declared once for every command that reads or writes a store.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Store directory [default: $QUARRY_STORE, else /var/lib/quarry/store]
+    #[arg(long = "store", value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// The store this command uses: --store, else $QUARRY_STORE, else the default.
+    pub fn resolve(&self) -> PathBuf {
+        self.dir
+            .clone()
+            .or_else(|| {
+                std::env::var_os("QUARRY_STORE")
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            })
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STORE))
+    }
+}
+
+/// `--format`, for the commands whose output is a table for people or JSON for machines.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct OutputArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -94,9 +124,8 @@ Examples:
   sudo quarry record --syscalls all           also keep every syscall (the raw stream)
   sudo quarry record --syscalls all --exact-syscall-times   ... each with its own clock reading")]
 pub struct RecordArgs {
-    /// Store directory (created if missing)
-    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
-    pub store: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Stop after this long (e.g. 30s, 5m, 2h, 1d); default: until SIGINT/SIGTERM
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -128,9 +157,8 @@ pub struct RecordArgs {
     /// No live status line
     #[arg(long, short)]
     pub quiet: bool,
-    /// Format of the summary printed at the end
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub out: OutputArgs,
     #[command(flatten)]
     pub retention: RetentionFlags,
     /// How often retention runs while recording (with --retain-age or --retain-size)
@@ -170,9 +198,8 @@ Examples:
 pub struct VerifyArgs {
     /// A bundle file from `quarry export` to verify (a directory is verified as a store)
     pub path: Option<PathBuf>,
-    /// Store directory to verify
-    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
-    pub store: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Public key (from `quarry keygen`) the bundle must be signed with
     #[arg(long, requires = "path")]
     pub key: Option<PathBuf>,
@@ -182,8 +209,8 @@ pub struct VerifyArgs {
     /// Most bytes a bundle may extract to (default: 200x its size, at least 1G)
     #[arg(long, value_parser = parse_bytes, requires = "path")]
     pub max_size: Option<u64>,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub out: OutputArgs,
 }
 
 #[derive(Debug, Args)]
@@ -196,11 +223,10 @@ pub struct PsArgs {
     /// Also list containers seen in the store that are no longer running
     #[arg(long, short)]
     pub all: bool,
-    /// Store to read with --all
-    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
-    pub store: PathBuf,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub out: OutputArgs,
 }
 
 #[derive(Debug, Args)]
@@ -209,11 +235,10 @@ Examples:
   quarry status
   quarry status --store /srv/quarry --format json")]
 pub struct StatusArgs {
-    /// Store the recorder writes to
-    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
-    pub store: PathBuf,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub out: OutputArgs,
 }
 
 #[derive(Debug, Args)]
@@ -248,11 +273,10 @@ pub struct IsolateArgs {
     /// without doing any of it
     #[arg(long, conflicts_with_all = ["status", "prepare"])]
     pub dry_run: bool,
-    /// Store whose `action` table records this
-    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
-    pub store: PathBuf,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub out: OutputArgs,
 }
 
 #[derive(Debug, Args)]
@@ -265,11 +289,10 @@ pub struct ReleaseArgs {
     /// Why, for the record
     #[arg(long)]
     pub reason: Option<String>,
-    /// Store whose `action` table records this
-    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
-    pub store: PathBuf,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub out: OutputArgs,
 }
 
 /// Output formats of query results.
@@ -305,8 +328,8 @@ temporary directory ($TMPDIR) beyond it.")]
 pub struct SqlArgs {
     /// The query; without one, an interactive shell starts
     pub query: Option<String>,
-    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
-    pub store: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
     #[arg(long, value_enum, default_value_t = QueryFormat::Table)]
     pub format: QueryFormat,
     /// Write results to this file instead of standard output (never overwrites)
@@ -365,8 +388,8 @@ pub struct TimelineArgs {
     /// Until this time (default: when it was last seen)
     #[arg(long, value_parser = parse_time)]
     pub until: Option<chrono::DateTime<chrono::Utc>>,
-    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
-    pub store: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
     #[arg(long, value_enum, default_value_t = TimelineFormat::Table)]
     pub format: TimelineFormat,
     /// Write to this file instead of standard output (never overwrites)
@@ -410,10 +433,10 @@ pub struct HuntArgs {
     /// fails when a case does not raise the findings it expects or a rule has no fixture
     #[arg(long, conflicts_with = "list")]
     pub test: bool,
-    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
-    pub store: PathBuf,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub out: OutputArgs,
     #[command(flatten)]
     pub budget: QueryBudget,
 }
@@ -434,10 +457,10 @@ pub struct RetainArgs {
     /// Say what would be deleted or merged; change nothing
     #[arg(long)]
     pub dry_run: bool,
-    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
-    pub store: PathBuf,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub out: OutputArgs,
 }
 
 #[derive(Debug, Args)]
@@ -474,10 +497,10 @@ pub struct HoldArgs {
     /// Release the hold with this id
     #[arg(long, value_name = "ID", conflicts_with = "list")]
     pub release: Option<String>,
-    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
-    pub store: PathBuf,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub out: OutputArgs,
 }
 
 #[derive(Debug, Args)]
@@ -510,11 +533,10 @@ pub struct SnapshotArgs {
     /// Re-hash an existing case against its manifest instead of taking a snapshot
     #[arg(long, value_name = "CASE", conflicts_with_all = ["case", "stop", "reason", "hash"])]
     pub verify: Option<PathBuf>,
-    /// Store whose `action` table records this, and whose trace excerpt goes into the case
-    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
-    pub store: PathBuf,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub out: OutputArgs,
 }
 
 #[derive(Debug, Args)]
@@ -549,10 +571,10 @@ pub struct ExportArgs {
     /// No progress bar
     #[arg(long, short)]
     pub quiet: bool,
-    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
-    pub store: PathBuf,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub out: OutputArgs,
 }
 
 #[derive(Debug, Args)]
@@ -583,8 +605,8 @@ pub struct RestoreArgs {
     /// CRIU binary (>= 4.1)
     #[arg(long, env = "QUARRY_CRIU")]
     pub criu: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub out: OutputArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

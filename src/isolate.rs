@@ -11,8 +11,9 @@ use crate::exit;
 use crate::output::print_table;
 
 pub fn run(args: IsolateArgs) -> anyhow::Result<u8> {
+    let store_dir = args.store.resolve();
     if args.status {
-        return status(args.format);
+        return status(args.out.format);
     }
     if args.prepare {
         quarry_isolate::prepare()?;
@@ -47,7 +48,7 @@ pub fn run(args: IsolateArgs) -> anyhow::Result<u8> {
     };
     if args.dry_run {
         let plan = quarry_isolate::plan(container, &cgroup_dir, &allow, &others_in_netns)?;
-        print_plan(&plan, args.format)?;
+        print_plan(&plan, args.out.format)?;
         return Ok(exit::OK);
     }
     let result = quarry_isolate::isolate(
@@ -57,7 +58,7 @@ pub fn run(args: IsolateArgs) -> anyhow::Result<u8> {
         args.reason.as_deref(),
         args.force,
         &others_in_netns,
-        &crate::action::actor(),
+        &quarry_store::action::actor(),
     );
 
     let (result_word, error, detail) = match &result {
@@ -79,7 +80,7 @@ pub fn run(args: IsolateArgs) -> anyhow::Result<u8> {
         Err(e) => ("error", Some(e.to_string()), None),
     };
     let recorded = action::record_on(
-        &args.store,
+        &store_dir,
         "isolate",
         &container.id,
         container.name.as_deref(),
@@ -91,7 +92,7 @@ pub fn run(args: IsolateArgs) -> anyhow::Result<u8> {
         },
     );
     let outcome = result?;
-    match args.format {
+    match args.out.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&outcome)?),
         Format::Table => {
             if outcome.changed {
@@ -189,6 +190,7 @@ fn status(format: Format) -> anyhow::Result<u8> {
 }
 
 pub fn release(args: ReleaseArgs) -> anyhow::Result<u8> {
+    let store_dir = args.store.resolve();
     // A quarantined container may have exited: look among the quarantines first.
     let isolated: Vec<Named> = quarry_isolate::list()
         .into_iter()
@@ -215,7 +217,7 @@ pub fn release(args: ReleaseArgs) -> anyhow::Result<u8> {
         Err(e) => ("error", Some(e.to_string()), None),
     };
     let recorded = action::record_on(
-        &args.store,
+        &store_dir,
         "release",
         &id,
         name.as_deref(),
@@ -227,7 +229,7 @@ pub fn release(args: ReleaseArgs) -> anyhow::Result<u8> {
         },
     );
     let outcome = result?;
-    match args.format {
+    match args.out.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&outcome)?),
         Format::Table => match &outcome.released {
             Some(i) => {

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use chrono::{SecondsFormat, Utc};
 use quarry_containers::resolve::{Among, resolve_in_order};
-use quarry_store::retention::{human_bytes, human_duration};
+use quarry_store::human::{human_bytes, human_duration};
 use quarry_store::{CompactPolicy, HoldSpec, RetentionPolicy, RetentionReport, Store};
 
 use crate::action;
@@ -51,10 +51,11 @@ pub fn resolve_container(store: &Store, query: &str) -> anyhow::Result<(String, 
 }
 
 pub fn retain(args: RetainArgs) -> anyhow::Result<u8> {
+    let store_dir = args.store.resolve();
     let policy = policy(&args.retention).context(
         "say what to keep: --retain-age (e.g. 7d), --retain-size (e.g. 50G) and/or --compact",
     )?;
-    let store = Store::at(&args.store);
+    let store = Store::at(&store_dir);
     anyhow::ensure!(
         store.root().is_dir(),
         "no store at {}; pass the directory `quarry record --store` writes to",
@@ -79,7 +80,7 @@ pub fn retain(args: RetainArgs) -> anyhow::Result<u8> {
             Err(e) => ("error", Some(e.to_string()), None),
         };
         recorded = action::record_maybe_on(
-            &args.store,
+            &store_dir,
             "retain",
             None,
             None,
@@ -91,7 +92,7 @@ pub fn retain(args: RetainArgs) -> anyhow::Result<u8> {
         );
     }
     let report = result.context("applying retention")?;
-    match args.format {
+    match args.out.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Format::Table => print_report(&report),
     }
@@ -161,7 +162,8 @@ fn print_report(r: &RetentionReport) {
 }
 
 pub fn hold(args: HoldArgs) -> anyhow::Result<u8> {
-    let store = Store::at(&args.store);
+    let store_dir = args.store.resolve();
+    let store = Store::at(&store_dir);
     if args.list {
         let holds = store.holds()?;
         let shown: Vec<_> = holds
@@ -169,7 +171,7 @@ pub fn hold(args: HoldArgs) -> anyhow::Result<u8> {
             .iter()
             .filter(|h| args.all || h.is_active())
             .collect();
-        match args.format {
+        match args.out.format {
             Format::Json => println!("{}", serde_json::to_string_pretty(&shown)?),
             Format::Table if shown.is_empty() => println!("no holds"),
             Format::Table => {
@@ -211,10 +213,10 @@ pub fn hold(args: HoldArgs) -> anyhow::Result<u8> {
         }
         return Ok(exit::OK);
     }
-    Store::create(&args.store)
-        .with_context(|| format!("opening the store {}", args.store.display()))?;
+    Store::create(&store_dir)
+        .with_context(|| format!("opening the store {}", store_dir.display()))?;
     if let Some(id) = &args.release {
-        let result = store.release_hold(id, action::actor(), args.reason.clone());
+        let result = store.release_hold(id, quarry_store::action::actor(), args.reason.clone());
         let (word, error, container) = match &result {
             Ok(h) => (
                 "ok",
@@ -226,7 +228,7 @@ pub fn hold(args: HoldArgs) -> anyhow::Result<u8> {
             Err(e) => ("error", Some(e.to_string()), None),
         };
         let recorded = action::record_maybe_on(
-            &args.store,
+            &store_dir,
             "release-hold",
             container
                 .as_ref()
@@ -239,7 +241,7 @@ pub fn hold(args: HoldArgs) -> anyhow::Result<u8> {
             },
         );
         let hold = result?;
-        match args.format {
+        match args.out.format {
             Format::Json => println!("{}", serde_json::to_string_pretty(&hold)?),
             Format::Table => println!(
                 "released hold {}: {}; retention may now delete it",
@@ -263,7 +265,7 @@ pub fn hold(args: HoldArgs) -> anyhow::Result<u8> {
         since: args.since,
         until: args.until,
         reason: reason.clone(),
-        created_by: action::actor(),
+        created_by: quarry_store::action::actor(),
     });
     let (word, error, detail) = match &result {
         Ok(h) => (
@@ -274,7 +276,7 @@ pub fn hold(args: HoldArgs) -> anyhow::Result<u8> {
         Err(e) => ("error", Some(e.to_string()), None),
     };
     let recorded = action::record_maybe_on(
-        &args.store,
+        &store_dir,
         "hold",
         container
             .as_ref()
@@ -287,7 +289,7 @@ pub fn hold(args: HoldArgs) -> anyhow::Result<u8> {
         },
     );
     let hold = result?;
-    match args.format {
+    match args.out.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&hold)?),
         Format::Table => println!(
             "placed hold {}: {}; retention will not delete it until `quarry hold --release {}`",

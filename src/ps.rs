@@ -30,11 +30,12 @@ struct PsEntry {
 }
 
 pub fn run(args: PsArgs) -> anyhow::Result<u8> {
+    let store_dir = args.store.resolve();
     let inventory = Inventory::discover();
     let recorded = if args.all {
-        Store::at(&args.store)
+        Store::at(&store_dir)
             .container_history()
-            .with_context(|| format!("reading containers from {}", args.store.display()))?
+            .with_context(|| format!("reading containers from {}", store_dir.display()))?
     } else {
         Vec::new()
     };
@@ -62,7 +63,7 @@ pub fn run(args: PsArgs) -> anyhow::Result<u8> {
             }
         })
         .collect();
-    match args.format {
+    match args.out.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
         Format::Table => {
             let mut header = vec!["CONTAINER ID", "NAME", "RUNTIME", "PID", "IMAGE", "CGROUP"];

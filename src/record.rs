@@ -9,6 +9,7 @@ use quarry_containers::{CgroupFs, Inventory};
 use quarry_recorder::stats::{Stats, StatsSnapshot};
 use quarry_recorder::{Recorder, RecorderConfig, SyscallMode};
 use quarry_store::Store;
+use quarry_store::human::human_bytes;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::cli::{Format, RecordArgs, SyscallsArg};
@@ -16,7 +17,8 @@ use crate::exit;
 use crate::status::StatusFile;
 
 pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
-    let mut config = RecorderConfig::new(&args.store);
+    let store_dir = args.store.resolve();
+    let mut config = RecorderConfig::new(&store_dir);
     config.seal_interval = args.seal_interval;
     config.syscalls = match args.syscalls {
         SyscallsArg::Off => SyscallMode::Off,
@@ -80,7 +82,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
         };
     }
     let recorder = Recorder::start(config)
-        .with_context(|| format!("starting the recorder on {}", args.store.display()))?;
+        .with_context(|| format!("starting the recorder on {}", store_dir.display()))?;
     let store = recorder.store().root().to_path_buf();
     let store_handle = recorder.store().clone();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -124,7 +126,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
 
     let s = &summary.stats;
     let unsealed: u64 = summary.unsealed.iter().map(|l| l.rows).sum();
-    match args.format {
+    match args.out.format {
         Format::Json => println!(
             "{}",
             serde_json::json!({
@@ -305,14 +307,5 @@ async fn status_line(stats: Arc<Stats>, store: Store, scope: String, quiet: bool
         last_rows = rows;
         last_line_at = Instant::now();
         last = s;
-    }
-}
-
-fn human_bytes(b: u64) -> String {
-    match b {
-        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
-        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
-        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
-        b => format!("{b} B"),
     }
 }

@@ -171,7 +171,7 @@ impl RecorderConfig {
     pub fn new(store: impl Into<PathBuf>) -> RecorderConfig {
         RecorderConfig {
             store: store.into(),
-            host: local_hostname(),
+            host: quarry_store::action::local_hostname(),
             seal_interval: Duration::from_secs(5),
             drain_interval: Duration::from_millis(2),
             ring_bytes: 16 << 20,
@@ -180,15 +180,6 @@ impl RecorderConfig {
             exact_syscall_times: false,
         }
     }
-}
-
-/// This machine's host name, or "localhost" when it has none.
-pub fn local_hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
 }
 
 /// What a finished recording did.
