@@ -11,14 +11,46 @@ pub const DEFAULT_STORE: &str = "/var/lib/quarry/store";
 /// `--store`, declared once for every command that reads or writes a store.
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
-    /// Store directory [default: $QUARRY_STORE, else /var/lib/quarry/store]
+    /// Store directory [default: $QUARRY_STORE, else the config file's `store`, else the
+    /// running recorder's (/run/quarry/recorder.json), else /var/lib/quarry/store]
     #[arg(long = "store", value_name = "DIR")]
     pub dir: Option<PathBuf>,
 }
 
 impl StoreArgs {
-    /// The store this command uses: --store, else $QUARRY_STORE, else the default.
+    /// The store this command uses: --store, else $QUARRY_STORE, else the configuration
+    /// file's, else the store a running recorder advertises, else the default. So an action
+    /// taken without --store lands in the store the recorder writes.
     pub fn resolve(&self) -> PathBuf {
+        self.configured().unwrap_or_else(|| {
+            let path = quarry_recorder::advert::path();
+            match quarry_recorder::advert::read(&path) {
+                quarry_recorder::advert::Lookup::Live(a) => {
+                    log::debug!(
+                        "using the store {} of the recorder (pid {})",
+                        a.store.display(),
+                        a.pid
+                    );
+                    a.store
+                }
+                quarry_recorder::advert::Lookup::Ignored(why) => {
+                    eprintln!("note: {why}; using {DEFAULT_STORE}");
+                    PathBuf::from(DEFAULT_STORE)
+                }
+                quarry_recorder::advert::Lookup::None => PathBuf::from(DEFAULT_STORE),
+            }
+        })
+    }
+
+    /// The store `quarry record` writes: as [`StoreArgs::resolve`], but never another
+    /// recorder's.
+    pub fn resolve_for_recorder(&self) -> PathBuf {
+        self.configured()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STORE))
+    }
+
+    /// --store, $QUARRY_STORE or the configuration file's store.
+    fn configured(&self) -> Option<PathBuf> {
         self.dir
             .clone()
             .or_else(|| {
@@ -26,7 +58,7 @@ impl StoreArgs {
                     .filter(|v| !v.is_empty())
                     .map(PathBuf::from)
             })
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_STORE))
+            .or_else(|| crate::config::current().store.clone())
     }
 }
 
@@ -68,6 +100,9 @@ Exit codes: 0 success, 1 error (the message says what and how to fix it), 2 usag
 action was carried out but could not be recorded in the store (the row is printed on stderr)."
 )]
 pub struct Cli {
+    /// Configuration file [default: /etc/quarry/quarry.toml, if it exists]; flags override it
+    #[arg(long, global = true, env = "QUARRY_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -129,9 +164,9 @@ pub struct RecordArgs {
     /// Stop after this long (e.g. 30s, 5m, 2h, 1d); default: until SIGINT/SIGTERM
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// How often buffered rows are sealed into a segment
-    #[arg(long, value_parser = parse_duration, default_value = "5s")]
-    pub seal_interval: Duration,
+    /// How often buffered rows are sealed into a segment [default: the config file's, else 5s]
+    #[arg(long, value_parser = parse_duration)]
+    pub seal_interval: Option<Duration>,
     /// Record only these containers (ids, unique id prefixes or names, comma-separated),
     /// including processes in their child cgroups; filtered in the kernel
     #[arg(long, value_delimiter = ',')]
@@ -162,8 +197,25 @@ pub struct RecordArgs {
     #[command(flatten)]
     pub retention: RetentionFlags,
     /// How often retention runs while recording (with --retain-age or --retain-size)
-    #[arg(long, value_parser = parse_duration, default_value = "5m")]
-    pub retain_interval: Duration,
+    /// [default: the config file's, else 5m]
+    #[arg(long, value_parser = parse_duration)]
+    pub retain_interval: Option<Duration>,
+}
+
+impl RecordArgs {
+    /// --seal-interval, else the config file's, else 5 s.
+    pub fn seal_interval(&self) -> Duration {
+        self.seal_interval
+            .or(crate::config::current().record.seal_interval)
+            .unwrap_or(Duration::from_secs(5))
+    }
+
+    /// --retain-interval, else the config file's, else 5 min.
+    pub fn retain_interval(&self) -> Duration {
+        self.retain_interval
+            .or(crate::config::current().retention.interval)
+            .unwrap_or(Duration::from_secs(300))
+    }
 }
 
 /// Retention caps, shared by `record` (on a schedule) and `retain` (now).
@@ -179,6 +231,18 @@ pub struct RetentionFlags {
     /// Merge small segments of closed hours into larger ones first (same rows, fewer files)
     #[arg(long)]
     pub compact: bool,
+}
+
+impl RetentionFlags {
+    /// The flags, each one not given taken from the config file's `[retention]`.
+    pub fn with_config(&self) -> RetentionFlags {
+        let c = &crate::config::current().retention;
+        RetentionFlags {
+            retain_age: self.retain_age.or(c.max_age),
+            retain_size: self.retain_size.or(c.max_size),
+            compact: self.compact || c.compact,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -353,7 +417,9 @@ impl QueryBudget {
     /// The query session's options.
     pub fn session(&self) -> quarry_query::SessionOptions {
         quarry_query::SessionOptions {
-            memory_limit: self.memory_limit,
+            memory_limit: self
+                .memory_limit
+                .or(crate::config::current().query.memory_limit),
             ..Default::default()
         }
     }

@@ -24,8 +24,13 @@ pub fn run(args: IsolateArgs) -> anyhow::Result<u8> {
         .container
         .as_deref()
         .context("name the container to isolate (or pass --status)")?;
-    let allow: Vec<AllowRule> = args
-        .allow
+    // --allow replaces the config file's allow-list; without it, the file's applies.
+    let allow_list = if args.allow.is_empty() {
+        &crate::config::current().isolate.allow
+    } else {
+        &args.allow
+    };
+    let allow: Vec<AllowRule> = allow_list
         .iter()
         .map(|a| a.parse())
         .collect::<Result<_, _>>()?;

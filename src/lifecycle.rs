@@ -52,7 +52,8 @@ pub fn resolve_container(store: &Store, query: &str) -> anyhow::Result<(String, 
 
 pub fn retain(args: RetainArgs) -> anyhow::Result<u8> {
     let store_dir = args.store.resolve();
-    let policy = policy(&args.retention).context(
+    let retention = args.retention.with_config();
+    let policy = policy(&retention).context(
         "say what to keep: --retain-age (e.g. 7d), --retain-size (e.g. 50G) and/or --compact",
     )?;
     let store = Store::at(&store_dir);
@@ -69,7 +70,7 @@ pub fn retain(args: RetainArgs) -> anyhow::Result<u8> {
                 "ok",
                 None,
                 Some(serde_json::json!({
-                    "policy": describe(&args.retention),
+                    "policy": describe(&retention),
                     "removed_segments": r.removed.len(),
                     "removed_bytes": r.removed_bytes(),
                     "compacted": r.compacted.len(),

@@ -274,7 +274,7 @@ pub fn timeline(args: TimelineArgs) -> anyhow::Result<u8> {
                     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                     quarry_store::action::command_line()
                 );
-                out.write_all(timeline.to_html(&by).as_bytes())?
+                out.write_all(quarry_query::html::render(&timeline, &by).as_bytes())?
             }
         }
         out.flush()?;

@@ -17,9 +17,10 @@ use crate::exit;
 use crate::status::StatusFile;
 
 pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
-    let store_dir = args.store.resolve();
+    let store_dir = args.store.resolve_for_recorder();
+    let retention = args.retention.with_config();
     let mut config = RecorderConfig::new(&store_dir);
-    config.seal_interval = args.seal_interval;
+    config.seal_interval = args.seal_interval();
     config.syscalls = match args.syscalls {
         SyscallsArg::Off => SyscallMode::Off,
         SyscallsArg::All => SyscallMode::All,
@@ -84,6 +85,17 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
     let recorder = Recorder::start(config)
         .with_context(|| format!("starting the recorder on {}", store_dir.display()))?;
     let store = recorder.store().root().to_path_buf();
+    // Commands run without --store find this store through the advertisement; it is
+    // withdrawn when `_advert` drops, on every way out of this function.
+    let advert_path = quarry_recorder::advert::path();
+    let _advert = quarry_recorder::advert::publish(&advert_path, &store)
+        .map_err(|e| {
+            log::warn!(
+                "{:#}; commands without --store will not find this store",
+                anyhow::Error::new(e)
+            )
+        })
+        .ok();
     let store_handle = recorder.store().clone();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -98,18 +110,18 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
         eprintln!(
             "quarry: recording {scope} into {} (sealed every {:?}; stop with Ctrl-C)",
             store.display(),
-            args.seal_interval
+            args.seal_interval()
         );
-        let retention = crate::lifecycle::policy(&args.retention).map(|policy| {
+        let retention = crate::lifecycle::policy(&retention).map(|policy| {
             eprintln!(
                 "quarry: retention every {:?}: {}",
-                args.retain_interval,
-                crate::lifecycle::describe(&args.retention)
+                args.retain_interval(),
+                crate::lifecycle::describe(&retention)
             );
             tokio::spawn(retention_loop(
                 recorder.store().clone(),
                 policy,
-                args.retain_interval,
+                args.retain_interval(),
             ))
         });
         let status = tokio::spawn(status_line(stats, store_handle, scope.clone(), args.quiet));

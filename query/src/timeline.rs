@@ -137,11 +137,6 @@ impl Timeline {
 }
 
 impl Timeline {
-    /// The timeline as one self-contained HTML page.
-    pub fn to_html(&self, generated_by: &str) -> String {
-        crate::html::render(self, generated_by)
-    }
-
     /// The timeline as text for a terminal: facts, the process tree, then every step.
     pub fn to_text(&self) -> String {
         use std::fmt::Write;

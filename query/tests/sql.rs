@@ -237,7 +237,7 @@ fn timeline_orders_the_story_and_builds_the_tree_across_pid_reuse() {
                 ("action", "isolate"),
             ]
         );
-        let html = t.to_html("test");
+        let html = quarry_query::html::render(&t, "test");
         assert!(html.contains("/tmp/payload") && html.contains("isolate by alice"));
         assert!(!html.contains("http://") || !html.contains("src=\"http"));
     });

@@ -13,6 +13,7 @@
 //! recording has begun (or exactly why not); [`Recorder::run`] then records until its shutdown
 //! future resolves, drains what is left and seals it before returning.
 
+pub mod advert;
 pub mod attribute;
 pub mod btf;
 pub mod calls;

@@ -23,6 +23,7 @@ pub mod human;
 pub mod layout;
 pub mod manifest;
 pub mod read;
+mod removal;
 pub mod retention;
 mod runs;
 pub mod schema;
