@@ -8,70 +8,10 @@
 //! missing record is hidden. Recording never undoes or hides the action.
 
 use std::path::Path;
-use std::time::Duration;
 
-use anyhow::Context;
-use quarry_store::schema::{ActionRow, action_batch};
-use quarry_store::{Partition, Store, Table};
-
-/// The exact command line, for the record.
-pub fn command_line() -> String {
-    std::env::args().collect::<Vec<_>>().join(" ")
-}
-
-/// `loginuid` of a process whose session has none (daemons, containers, early boot).
-const LOGINUID_UNSET: u32 = u32::MAX;
-
-/// Who is running this command, for the record: the login user first (the kernel's audit
-/// `loginuid`, set at login and kept across `sudo` and `su`, so it names the person behind a
-/// shared root account), then `SUDO_USER` (an environment variable, so only what sudo, or the
-/// caller, says), then the uid the command runs as. E.g.
-/// `alice (login uid 1000); SUDO_USER alice; uid 0`.
-pub fn actor() -> String {
-    let loginuid = std::fs::read_to_string("/proc/self/loginuid")
-        .ok()
-        .and_then(|s| s.trim().parse::<u32>().ok());
-    // SAFETY: getuid(2) cannot fail and touches no memory.
-    let uid = unsafe { libc::getuid() };
-    describe_actor(
-        loginuid,
-        std::env::var("SUDO_USER").ok().as_deref(),
-        uid,
-        &user_name,
-    )
-}
-
-fn describe_actor(
-    loginuid: Option<u32>,
-    sudo_user: Option<&str>,
-    uid: u32,
-    name_of: &dyn Fn(u32) -> Option<String>,
-) -> String {
-    let mut out = match loginuid {
-        Some(LOGINUID_UNSET) => "login uid unset".to_string(),
-        Some(l) => match name_of(l) {
-            Some(name) => format!("{name} (login uid {l})"),
-            None => format!("login uid {l}"),
-        },
-        None => "login uid unknown".to_string(),
-    };
-    if let Some(s) = sudo_user.filter(|s| !s.is_empty()) {
-        out.push_str(&format!("; SUDO_USER {s}"));
-    }
-    out.push_str(&format!("; uid {uid}"));
-    out
-}
-
-/// The name of `uid` in /etc/passwd (users only a directory service knows stay numbers).
-fn user_name(uid: u32) -> Option<String> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        let name = fields.next()?;
-        let id: u32 = fields.nth(1)?.parse().ok()?;
-        (id == uid && !name.is_empty()).then(|| name.to_string())
-    })
-}
+use quarry_store::Store;
+use quarry_store::action::{RETRY_AFTER, actor, command_line};
+use quarry_store::schema::ActionRow;
 
 /// What happened, for the record.
 pub struct Outcome<'a> {
@@ -144,30 +84,22 @@ pub fn record_maybe_on(
     )
 }
 
-/// Pauses before the second and third attempt: long enough for a transient failure (a lock
-/// held by a slow writer, space freed by retention) to pass, short enough for a responder.
-const RETRY_AFTER: [Duration; 2] = [Duration::from_millis(200), Duration::from_secs(1)];
-
-/// Seals one action row into the store at `store` (created if missing), trying again on
-/// failure; if it cannot, prints the row on stderr so it can be recorded by hand.
+/// Seals one action row into the store at `store` (created if missing; the store tries
+/// again on failure); if it cannot, prints the row on stderr so it can be recorded by hand.
 pub fn record(store: &Path, row: ActionRow) -> Recorded {
-    let mut last = None;
-    for pause in std::iter::once(None).chain(RETRY_AFTER.into_iter().map(Some)) {
-        if let Some(p) = pause {
-            std::thread::sleep(p);
-        }
-        match try_record(store, &row) {
-            Ok(()) => return Recorded::Yes,
-            Err(e) => last = Some(e),
-        }
-    }
-    let e = last.expect("at least one attempt was made");
+    let Err(e) = Store::record_action(store, &row) else {
+        return Recorded::Yes;
+    };
     let row_json = serde_json::json!({
         "time": row.time.to_rfc3339(), "action": row.action, "actor": row.actor,
         "container_id": row.container_id, "container_name": row.container_name,
         "reason": row.reason, "detail": row.detail, "result": row.result, "error": row.error,
         "command": row.command,
     });
+    let e = anyhow::Error::new(e).context(format!(
+        "sealing the action into the store {}",
+        store.display()
+    ));
     eprintln!(
         "error: the {} (result: {}) is NOT on the record: writing its row to the action table \
          of {} failed {} times: {e:#}\nrecord it by hand; the row: {row_json}",
@@ -177,51 +109,4 @@ pub fn record(store: &Path, row: ActionRow) -> Recorded {
         RETRY_AFTER.len() + 1
     );
     Recorded::No
-}
-
-fn try_record(store: &Path, row: &ActionRow) -> anyhow::Result<()> {
-    let store = Store::create(store)
-        .with_context(|| format!("opening the store {} to record the action", store.display()))?;
-    let host = quarry_recorder::local_hostname();
-    let partition = Partition::for_time(Table::Action, row.time, &host);
-    store
-        .seal(
-            &partition,
-            &action_batch(&host, std::slice::from_ref(row)),
-            std::process::id(),
-            0,
-        )
-        .context("sealing the action into the store")?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_login_user_comes_first_and_sudo_user_second() {
-        let names = |uid| (uid == 1000).then(|| "alice".to_string());
-        assert_eq!(
-            describe_actor(Some(1000), Some("bob"), 0, &names),
-            "alice (login uid 1000); SUDO_USER bob; uid 0"
-        );
-        assert_eq!(
-            describe_actor(Some(1001), None, 0, &names),
-            "login uid 1001; uid 0"
-        );
-        assert_eq!(
-            describe_actor(Some(LOGINUID_UNSET), Some(""), 0, &names),
-            "login uid unset; uid 0"
-        );
-        assert_eq!(
-            describe_actor(None, Some("carol"), 5, &names),
-            "login uid unknown; SUDO_USER carol; uid 5"
-        );
-    }
-
-    #[test]
-    fn root_has_a_name() {
-        assert_eq!(user_name(0).as_deref(), Some("root"));
-    }
 }

@@ -5,8 +5,70 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// The store used when --store is not given (and QUARRY_STORE is unset).
+/// The store used when nothing else names one.
 pub const DEFAULT_STORE: &str = "/var/lib/quarry/store";
+
+/// `--store`, declared once for every command that reads or writes a store.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Store directory [default: $QUARRY_STORE, else the config file's `store`, else the
+    /// running recorder's (/run/quarry/recorder.json), else /var/lib/quarry/store]
+    #[arg(long = "store", value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// The store this command uses: --store, else $QUARRY_STORE, else the configuration
+    /// file's, else the store a running recorder advertises, else the default. So an action
+    /// taken without --store lands in the store the recorder writes.
+    pub fn resolve(&self) -> PathBuf {
+        self.configured().unwrap_or_else(|| {
+            let path = quarry_recorder::advert::path();
+            match quarry_recorder::advert::read(&path) {
+                quarry_recorder::advert::Lookup::Live(a) => {
+                    log::debug!(
+                        "using the store {} of the recorder (pid {})",
+                        a.store.display(),
+                        a.pid
+                    );
+                    a.store
+                }
+                quarry_recorder::advert::Lookup::Ignored(why) => {
+                    eprintln!("note: {why}; using {DEFAULT_STORE}");
+                    PathBuf::from(DEFAULT_STORE)
+                }
+                quarry_recorder::advert::Lookup::None => PathBuf::from(DEFAULT_STORE),
+            }
+        })
+    }
+
+    /// The store `quarry record` writes: as [`StoreArgs::resolve`], but never another
+    /// recorder's.
+    pub fn resolve_for_recorder(&self) -> PathBuf {
+        self.configured()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STORE))
+    }
+
+    /// --store, $QUARRY_STORE or the configuration file's store.
+    fn configured(&self) -> Option<PathBuf> {
+        self.dir
+            .clone()
+            .or_else(|| {
+                std::env::var_os("QUARRY_STORE")
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            })
+            .or_else(|| crate::config::current().store.clone())
+    }
+}
+
+/// `--format`, for the commands whose output is a table for people or JSON for machines.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct OutputArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,6 +100,9 @@ Exit codes: 0 success, 1 error (the message says what and how to fix it), 2 usag
 action was carried out but could not be recorded in the store (the row is printed on stderr)."
 )]
 pub struct Cli {
+    /// Configuration file [default: /etc/quarry/quarry.toml, if it exists]; flags override it
+    #[arg(long, global = true, env = "QUARRY_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -106,15 +171,14 @@ Examples:
   sudo quarry record --syscalls all --exact-syscall-times   ... each with its own clock reading
   sudo quarry record --record-module-loads    module loads also where the kernel has no tracepoint")]
 pub struct RecordArgs {
-    /// Store directory (created if missing)
-    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
-    pub store: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Stop after this long (e.g. 30s, 5m, 2h, 1d); default: until SIGINT/SIGTERM
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// How often buffered rows are sealed into a segment
-    #[arg(long, value_parser = parse_duration, default_value = "5s")]
-    pub seal_interval: Duration,
+    /// How often buffered rows are sealed into a segment [default: the config file's, else 5s]
+    #[arg(long, value_parser = parse_duration)]
+    pub seal_interval: Option<Duration>,
     /// Record only these containers (ids, unique id prefixes or names, comma-separated),
     /// including processes in their child cgroups; filtered in the kernel
     #[arg(long, value_delimiter = ',')]
@@ -146,14 +210,30 @@ pub struct RecordArgs {
     /// No live status line
     #[arg(long, short)]
     pub quiet: bool,
-    /// Format of the summary printed at the end
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub out: OutputArgs,
     #[command(flatten)]
     pub retention: RetentionFlags,
     /// How often retention runs while recording (with --retain-age or --retain-size)
-    #[arg(long, value_parser = parse_duration, default_value = "5m")]
-    pub retain_interval: Duration,
+    /// [default: the config file's, else 5m]
+    #[arg(long, value_parser = parse_duration)]
+    pub retain_interval: Option<Duration>,
+}
+
+impl RecordArgs {
+    /// --seal-interval, else the config file's, else 5 s.
+    pub fn seal_interval(&self) -> Duration {
+        self.seal_interval
+            .or(crate::config::current().record.seal_interval)
+            .unwrap_or(Duration::from_secs(5))
+    }
+
+    /// --retain-interval, else the config file's, else 5 min.
+    pub fn retain_interval(&self) -> Duration {
+        self.retain_interval
+            .or(crate::config::current().retention.interval)
+            .unwrap_or(Duration::from_secs(300))
+    }
 }
 
 /// Retention caps, shared by `record` (on a schedule) and `retain` (now).
@@ -169,6 +249,18 @@ pub struct RetentionFlags {
     /// Merge small segments of closed hours into larger ones first (same rows, fewer files)
     #[arg(long)]
     pub compact: bool,
+}
+
+impl RetentionFlags {
+    /// The flags, each one not given taken from the config file's `[retention]`.
+    pub fn with_config(&self) -> RetentionFlags {
+        let c = &crate::config::current().retention;
+        RetentionFlags {
+            retain_age: self.retain_age.or(c.max_age),
+            retain_size: self.retain_size.or(c.max_size),
+            compact: self.compact || c.compact,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -188,9 +280,8 @@ Examples:
 pub struct VerifyArgs {
     /// A bundle file from `quarry export` to verify (a directory is verified as a store)
     pub path: Option<PathBuf>,
-    /// Store directory to verify
-    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
-    pub store: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Public key (from `quarry keygen`) the bundle must be signed with
     #[arg(long, requires = "path")]
     pub key: Option<PathBuf>,
@@ -200,8 +291,8 @@ pub struct VerifyArgs {
     /// Most bytes a bundle may extract to (default: 200x its size, at least 1G)
     #[arg(long, value_parser = parse_bytes, requires = "path")]
     pub max_size: Option<u64>,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub out: OutputArgs,
 }
 
 #[derive(Debug, Args)]
@@ -214,11 +305,10 @@ pub struct PsArgs {
     /// Also list containers seen in the store that are no longer running
     #[arg(long, short)]
     pub all: bool,
-    /// Store to read with --all
-    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
-    pub store: PathBuf,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub out: OutputArgs,
 }
 
 #[derive(Debug, Args)]
@@ -232,8 +322,8 @@ Exit status: 0 no finding at or above --fail-on, 4 there are, 1 a container coul
 pub struct PostureArgs {
     /// Container id, id prefix or name (default: every running container)
     pub container: Option<String>,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub out: OutputArgs,
     /// Exit with status 4 when a finding is at least this severe (info, low, medium, high, critical)
     #[arg(long, default_value = "high", value_parser = parse_severity)]
     pub fail_on: quarry_posture::Severity,
@@ -252,10 +342,10 @@ is not hashed: a note row says so.")]
 pub struct BaselineArgs {
     /// Container id, id prefix or name
     pub container: String,
-    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
-    pub store: PathBuf,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub out: OutputArgs,
 }
 
 #[derive(Debug, Args)]
@@ -273,10 +363,10 @@ pub struct DriftArgs {
     /// Container id, id prefix or name
     pub container: String,
     /// Store with the baseline and the recorded execs
-    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
-    pub store: PathBuf,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub out: OutputArgs,
 }
 
 fn parse_severity(text: &str) -> Result<quarry_posture::Severity, String> {
@@ -291,11 +381,10 @@ Examples:
   quarry status
   quarry status --store /srv/quarry --format json")]
 pub struct StatusArgs {
-    /// Store the recorder writes to
-    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
-    pub store: PathBuf,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub out: OutputArgs,
 }
 
 #[derive(Debug, Args)]
@@ -330,11 +419,10 @@ pub struct IsolateArgs {
     /// without doing any of it
     #[arg(long, conflicts_with_all = ["status", "prepare"])]
     pub dry_run: bool,
-    /// Store whose `action` table records this
-    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
-    pub store: PathBuf,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub out: OutputArgs,
 }
 
 #[derive(Debug, Args)]
@@ -347,11 +435,10 @@ pub struct ReleaseArgs {
     /// Why, for the record
     #[arg(long)]
     pub reason: Option<String>,
-    /// Store whose `action` table records this
-    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
-    pub store: PathBuf,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub out: OutputArgs,
 }
 
 /// Output formats of query results.
@@ -387,8 +474,8 @@ temporary directory ($TMPDIR) beyond it.")]
 pub struct SqlArgs {
     /// The query; without one, an interactive shell starts
     pub query: Option<String>,
-    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
-    pub store: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
     #[arg(long, value_enum, default_value_t = QueryFormat::Table)]
     pub format: QueryFormat,
     /// Write results to this file instead of standard output (never overwrites)
@@ -412,7 +499,9 @@ impl QueryBudget {
     /// The query session's options.
     pub fn session(&self) -> quarry_query::SessionOptions {
         quarry_query::SessionOptions {
-            memory_limit: self.memory_limit,
+            memory_limit: self
+                .memory_limit
+                .or(crate::config::current().query.memory_limit),
             ..Default::default()
         }
     }
@@ -447,8 +536,8 @@ pub struct TimelineArgs {
     /// Until this time (default: when it was last seen)
     #[arg(long, value_parser = parse_time)]
     pub until: Option<chrono::DateTime<chrono::Utc>>,
-    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
-    pub store: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
     #[arg(long, value_enum, default_value_t = TimelineFormat::Table)]
     pub format: TimelineFormat,
     /// Write to this file instead of standard output (never overwrites)
@@ -504,10 +593,10 @@ pub struct HuntArgs {
     /// fails when a case does not raise the findings it expects or a rule has no fixture
     #[arg(long, conflicts_with = "list")]
     pub test: bool,
-    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
-    pub store: PathBuf,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub out: OutputArgs,
     #[command(flatten)]
     pub budget: QueryBudget,
 }
@@ -528,10 +617,10 @@ pub struct RetainArgs {
     /// Say what would be deleted or merged; change nothing
     #[arg(long)]
     pub dry_run: bool,
-    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
-    pub store: PathBuf,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub out: OutputArgs,
 }
 
 #[derive(Debug, Args)]
@@ -568,10 +657,10 @@ pub struct HoldArgs {
     /// Release the hold with this id
     #[arg(long, value_name = "ID", conflicts_with = "list")]
     pub release: Option<String>,
-    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
-    pub store: PathBuf,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub out: OutputArgs,
 }
 
 #[derive(Debug, Args)]
@@ -604,11 +693,10 @@ pub struct SnapshotArgs {
     /// Re-hash an existing case against its manifest instead of taking a snapshot
     #[arg(long, value_name = "CASE", conflicts_with_all = ["case", "stop", "reason", "hash"])]
     pub verify: Option<PathBuf>,
-    /// Store whose `action` table records this, and whose trace excerpt goes into the case
-    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
-    pub store: PathBuf,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub out: OutputArgs,
 }
 
 #[derive(Debug, Args)]
@@ -643,10 +731,10 @@ pub struct ExportArgs {
     /// No progress bar
     #[arg(long, short)]
     pub quiet: bool,
-    #[arg(long, env = "QUARRY_STORE", default_value = DEFAULT_STORE)]
-    pub store: PathBuf,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub out: OutputArgs,
 }
 
 #[derive(Debug, Args)]
@@ -677,8 +765,8 @@ pub struct RestoreArgs {
     /// CRIU binary (>= 4.1)
     #[arg(long, env = "QUARRY_CRIU")]
     pub criu: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[command(flatten)]
+    pub out: OutputArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -5,14 +5,15 @@ use std::io::IsTerminal;
 use anyhow::Context;
 use quarry_evidence::{ExportRequest, Progress, SecretKey};
 use quarry_store::Store;
-use quarry_store::retention::human_bytes;
+use quarry_store::human::human_bytes;
 
 use crate::action;
 use crate::cli::{ExportArgs, Format};
 use crate::lifecycle::resolve_container;
 
 pub fn run(args: ExportArgs) -> anyhow::Result<u8> {
-    let store = Store::at(&args.store);
+    let store_dir = args.store.resolve();
+    let store = Store::at(&store_dir);
     anyhow::ensure!(
         store.root().is_dir(),
         "no store at {}; pass the directory `quarry record --store` writes to",
@@ -35,9 +36,9 @@ pub fn run(args: ExportArgs) -> anyhow::Result<u8> {
         case_dir: args.case.clone(),
         output: args.output.clone(),
         signing_key: key.as_ref(),
-        actor: action::actor(),
-        host: quarry_recorder::local_hostname(),
-        command: action::command_line(),
+        actor: quarry_store::action::actor(),
+        host: quarry_store::action::local_hostname(),
+        command: quarry_store::action::command_line(),
     };
     let bar = if args.quiet || !std::io::stderr().is_terminal() {
         indicatif::ProgressBar::hidden()
@@ -71,7 +72,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<u8> {
         Err(e) => ("error", Some(e.to_string()), None),
     };
     let recorded = action::record_maybe_on(
-        &args.store,
+        &store_dir,
         "export",
         Some((&id, name.as_deref())),
         None,
@@ -85,7 +86,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<u8> {
     for s in &report.skipped {
         eprintln!("warning: {}", crate::output::shown(s));
     }
-    match args.format {
+    match args.out.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Format::Table => {
             let rows: u64 = report.rows.values().sum();

@@ -28,6 +28,7 @@ fn running(inventory: &Inventory, query: &str) -> anyhow::Result<(Container, i32
 }
 
 pub fn baseline(args: BaselineArgs) -> anyhow::Result<u8> {
+    let store_dir = args.store.resolve();
     let inventory = Inventory::discover();
     let (c, pid) = running(&inventory, &args.container)?;
     let rootfs = drift::rootfs_of(std::path::Path::new("/proc"), pid)
@@ -42,9 +43,9 @@ pub fn baseline(args: BaselineArgs) -> anyhow::Result<u8> {
     let now = chrono::Utc::now();
     let rows = drift::baseline(&c.id, &rootfs, now)
         .with_context(|| format!("hashing the rootfs of {}", c.display_name()))?;
-    let store = Store::create(&args.store)
-        .with_context(|| format!("opening the store {}", args.store.display()))?;
-    let host = quarry_recorder::local_hostname();
+    let store = Store::create(&store_dir)
+        .with_context(|| format!("opening the store {}", store_dir.display()))?;
+    let host = quarry_store::action::local_hostname();
     let partition = Partition::for_time(Table::Baseline, now, &host);
     for chunk in rows.chunks(BASELINE_ROWS_PER_SEGMENT) {
         store
@@ -63,7 +64,7 @@ pub fn baseline(args: BaselineArgs) -> anyhow::Result<u8> {
         .map(|r| r.baseline_id.clone())
         .unwrap_or_default();
     let recorded = action::record_on(
-        &args.store,
+        &store_dir,
         "baseline",
         &c.id,
         c.name.as_deref(),
@@ -76,7 +77,7 @@ pub fn baseline(args: BaselineArgs) -> anyhow::Result<u8> {
             })),
         },
     );
-    match args.format {
+    match args.out.format {
         Format::Json => println!(
             "{}",
             serde_json::json!({"baseline_id": id, "container": c.id, "entries": entries, "notes": notes})
@@ -96,6 +97,7 @@ pub fn baseline(args: BaselineArgs) -> anyhow::Result<u8> {
 }
 
 pub fn drift(args: DriftArgs) -> anyhow::Result<u8> {
+    let store_dir = args.store.resolve();
     let inventory = Inventory::discover();
     let (c, pid) = running(&inventory, &args.container)?;
     let rootfs = drift::rootfs_of(std::path::Path::new("/proc"), pid)
@@ -106,12 +108,12 @@ pub fn drift(args: DriftArgs) -> anyhow::Result<u8> {
             drift::started_ns(std::path::Path::new("/proc"), pid),
         )
     } else {
-        let rows = stored_baseline(&args.store, &c.id)?;
+        let rows = stored_baseline(&store_dir, &c.id)?;
         drift::baseline_drift(&c.id, &rootfs, &rows)
     }
     .with_context(|| format!("working out the drift of {}", c.display_name()))?;
-    mark_executed(&args.store, &c.id, &mut result);
-    print(&result, args.format)?;
+    mark_executed(&store_dir, &c.id, &mut result);
+    print(&result, args.out.format)?;
     Ok(if result.entries.is_empty() {
         exit::OK
     } else {

@@ -1,6 +1,7 @@
 //! `quarry isolate` and `quarry release`: quarantine a container's network, and lift it.
 
 use anyhow::Context;
+use quarry_containers::resolve::{Among, Named, resolve_in_order};
 use quarry_containers::{CgroupFs, Inventory};
 use quarry_isolate::{AllowRule, Dropped, Isolation, Plan};
 
@@ -10,8 +11,9 @@ use crate::exit;
 use crate::output::print_table;
 
 pub fn run(args: IsolateArgs) -> anyhow::Result<u8> {
+    let store_dir = args.store.resolve();
     if args.status {
-        return status(args.format);
+        return status(args.out.format);
     }
     if args.prepare {
         quarry_isolate::prepare()?;
@@ -22,8 +24,13 @@ pub fn run(args: IsolateArgs) -> anyhow::Result<u8> {
         .container
         .as_deref()
         .context("name the container to isolate (or pass --status)")?;
-    let allow: Vec<AllowRule> = args
-        .allow
+    // --allow replaces the config file's allow-list; without it, the file's applies.
+    let allow_list = if args.allow.is_empty() {
+        &crate::config::current().isolate.allow
+    } else {
+        &args.allow
+    };
+    let allow: Vec<AllowRule> = allow_list
         .iter()
         .map(|a| a.parse())
         .collect::<Result<_, _>>()?;
@@ -46,7 +53,7 @@ pub fn run(args: IsolateArgs) -> anyhow::Result<u8> {
     };
     if args.dry_run {
         let plan = quarry_isolate::plan(container, &cgroup_dir, &allow, &others_in_netns)?;
-        print_plan(&plan, args.format)?;
+        print_plan(&plan, args.out.format)?;
         return Ok(exit::OK);
     }
     let result = quarry_isolate::isolate(
@@ -56,7 +63,7 @@ pub fn run(args: IsolateArgs) -> anyhow::Result<u8> {
         args.reason.as_deref(),
         args.force,
         &others_in_netns,
-        &crate::action::actor(),
+        &quarry_store::action::actor(),
     );
 
     let (result_word, error, detail) = match &result {
@@ -79,7 +86,7 @@ pub fn run(args: IsolateArgs) -> anyhow::Result<u8> {
         Err(e) => ("error", Some(e.to_string()), None),
     };
     let recorded = action::record_on(
-        &args.store,
+        &store_dir,
         "isolate",
         &container.id,
         container.name.as_deref(),
@@ -91,7 +98,7 @@ pub fn run(args: IsolateArgs) -> anyhow::Result<u8> {
         },
     );
     let outcome = result?;
-    match args.format {
+    match args.out.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&outcome)?),
         Format::Table => {
             if outcome.changed {
@@ -189,32 +196,22 @@ fn status(format: Format) -> anyhow::Result<u8> {
 }
 
 pub fn release(args: ReleaseArgs) -> anyhow::Result<u8> {
+    let store_dir = args.store.resolve();
     // A quarantined container may have exited: look among the quarantines first.
-    let active = quarry_isolate::list();
-    let by_query: Vec<&Isolation> = active
-        .iter()
-        .filter(|i| {
-            i.container_id == args.container
-                || i.container_name.as_deref() == Some(args.container.as_str())
-                || i.container_id.starts_with(&args.container)
+    let isolated: Vec<Named> = quarry_isolate::list()
+        .into_iter()
+        .map(|i| Named {
+            id: i.container_id,
+            name: i.container_name,
         })
         .collect();
-    let (id, name) = match by_query.as_slice() {
-        [one] => (one.container_id.clone(), one.container_name.clone()),
-        [] => {
-            let inventory = Inventory::discover();
-            let c = inventory.resolve(&args.container)?;
-            (c.id.clone(), c.name.clone())
-        }
-        many => anyhow::bail!(
-            "'{}' matches several isolated containers: {}; give more of the id",
-            args.container,
-            many.iter()
-                .map(|i| i.container_id.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    };
+    let live = Inventory::discover();
+    let Named { id, name } = resolve_in_order(
+        &args.container,
+        &isolated,
+        &live.containers,
+        Among::IsolatedOrRunning,
+    )?;
     let result = quarry_isolate::release(&id);
     let (word, error, detail) = match &result {
         Ok(o) if o.released.is_some() => (
@@ -226,7 +223,7 @@ pub fn release(args: ReleaseArgs) -> anyhow::Result<u8> {
         Err(e) => ("error", Some(e.to_string()), None),
     };
     let recorded = action::record_on(
-        &args.store,
+        &store_dir,
         "release",
         &id,
         name.as_deref(),
@@ -238,7 +235,7 @@ pub fn release(args: ReleaseArgs) -> anyhow::Result<u8> {
         },
     );
     let outcome = result?;
-    match args.format {
+    match args.out.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&outcome)?),
         Format::Table => match &outcome.released {
             Some(i) => {

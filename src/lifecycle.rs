@@ -2,7 +2,8 @@
 
 use anyhow::Context;
 use chrono::{SecondsFormat, Utc};
-use quarry_store::retention::{human_bytes, human_duration};
+use quarry_containers::resolve::{Among, resolve_in_order};
+use quarry_store::human::{human_bytes, human_duration};
 use quarry_store::{CompactPolicy, HoldSpec, RetentionPolicy, RetentionReport, Store};
 
 use crate::action;
@@ -41,26 +42,21 @@ pub fn describe(flags: &RetentionFlags) -> String {
 /// Resolves a container by id, id prefix or name: first among those the store recorded (so
 /// containers long gone are found), then among running ones.
 pub fn resolve_container(store: &Store, query: &str) -> anyhow::Result<(String, Option<String>)> {
-    match quarry_evidence::export::resolve_container(store, query) {
-        Ok(found) => Ok(found),
-        Err(quarry_evidence::EvidenceError::UnknownContainer(_)) => {
-            let inventory = quarry_containers::Inventory::discover();
-            match inventory.resolve(query) {
-                Ok(c) => Ok((c.id.clone(), c.name.clone())),
-                Err(_) => {
-                    Err(quarry_evidence::EvidenceError::UnknownContainer(query.into()).into())
-                }
-            }
-        }
-        Err(e) => Err(e.into()),
-    }
+    let recorded = store
+        .container_history()
+        .with_context(|| format!("reading the containers of {}", store.root().display()))?;
+    let live = quarry_containers::Inventory::discover();
+    let found = resolve_in_order(query, &recorded, &live.containers, Among::StoreOrRunning)?;
+    Ok((found.id, found.name))
 }
 
 pub fn retain(args: RetainArgs) -> anyhow::Result<u8> {
-    let policy = policy(&args.retention).context(
+    let store_dir = args.store.resolve();
+    let retention = args.retention.with_config();
+    let policy = policy(&retention).context(
         "say what to keep: --retain-age (e.g. 7d), --retain-size (e.g. 50G) and/or --compact",
     )?;
-    let store = Store::at(&args.store);
+    let store = Store::at(&store_dir);
     anyhow::ensure!(
         store.root().is_dir(),
         "no store at {}; pass the directory `quarry record --store` writes to",
@@ -74,7 +70,7 @@ pub fn retain(args: RetainArgs) -> anyhow::Result<u8> {
                 "ok",
                 None,
                 Some(serde_json::json!({
-                    "policy": describe(&args.retention),
+                    "policy": describe(&retention),
                     "removed_segments": r.removed.len(),
                     "removed_bytes": r.removed_bytes(),
                     "compacted": r.compacted.len(),
@@ -85,7 +81,7 @@ pub fn retain(args: RetainArgs) -> anyhow::Result<u8> {
             Err(e) => ("error", Some(e.to_string()), None),
         };
         recorded = action::record_maybe_on(
-            &args.store,
+            &store_dir,
             "retain",
             None,
             None,
@@ -97,7 +93,7 @@ pub fn retain(args: RetainArgs) -> anyhow::Result<u8> {
         );
     }
     let report = result.context("applying retention")?;
-    match args.format {
+    match args.out.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Format::Table => print_report(&report),
     }
@@ -167,7 +163,8 @@ fn print_report(r: &RetentionReport) {
 }
 
 pub fn hold(args: HoldArgs) -> anyhow::Result<u8> {
-    let store = Store::at(&args.store);
+    let store_dir = args.store.resolve();
+    let store = Store::at(&store_dir);
     if args.list {
         let holds = store.holds()?;
         let shown: Vec<_> = holds
@@ -175,7 +172,7 @@ pub fn hold(args: HoldArgs) -> anyhow::Result<u8> {
             .iter()
             .filter(|h| args.all || h.is_active())
             .collect();
-        match args.format {
+        match args.out.format {
             Format::Json => println!("{}", serde_json::to_string_pretty(&shown)?),
             Format::Table if shown.is_empty() => println!("no holds"),
             Format::Table => {
@@ -217,10 +214,10 @@ pub fn hold(args: HoldArgs) -> anyhow::Result<u8> {
         }
         return Ok(exit::OK);
     }
-    Store::create(&args.store)
-        .with_context(|| format!("opening the store {}", args.store.display()))?;
+    Store::create(&store_dir)
+        .with_context(|| format!("opening the store {}", store_dir.display()))?;
     if let Some(id) = &args.release {
-        let result = store.release_hold(id, action::actor(), args.reason.clone());
+        let result = store.release_hold(id, quarry_store::action::actor(), args.reason.clone());
         let (word, error, container) = match &result {
             Ok(h) => (
                 "ok",
@@ -232,7 +229,7 @@ pub fn hold(args: HoldArgs) -> anyhow::Result<u8> {
             Err(e) => ("error", Some(e.to_string()), None),
         };
         let recorded = action::record_maybe_on(
-            &args.store,
+            &store_dir,
             "release-hold",
             container
                 .as_ref()
@@ -245,7 +242,7 @@ pub fn hold(args: HoldArgs) -> anyhow::Result<u8> {
             },
         );
         let hold = result?;
-        match args.format {
+        match args.out.format {
             Format::Json => println!("{}", serde_json::to_string_pretty(&hold)?),
             Format::Table => println!(
                 "released hold {}: {}; retention may now delete it",
@@ -269,7 +266,7 @@ pub fn hold(args: HoldArgs) -> anyhow::Result<u8> {
         since: args.since,
         until: args.until,
         reason: reason.clone(),
-        created_by: action::actor(),
+        created_by: quarry_store::action::actor(),
     });
     let (word, error, detail) = match &result {
         Ok(h) => (
@@ -280,7 +277,7 @@ pub fn hold(args: HoldArgs) -> anyhow::Result<u8> {
         Err(e) => ("error", Some(e.to_string()), None),
     };
     let recorded = action::record_maybe_on(
-        &args.store,
+        &store_dir,
         "hold",
         container
             .as_ref()
@@ -293,7 +290,7 @@ pub fn hold(args: HoldArgs) -> anyhow::Result<u8> {
         },
     );
     let hold = result?;
-    match args.format {
+    match args.out.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&hold)?),
         Format::Table => println!(
             "placed hold {}: {}; retention will not delete it until `quarry hold --release {}`",

@@ -4,6 +4,7 @@
 mod action;
 mod cli;
 mod completions;
+mod config;
 mod export;
 mod integrity;
 mod isolate;
@@ -52,6 +53,13 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_target(false)
         .init();
+    match config::Config::load(cli.config.as_deref()) {
+        Ok(c) => config::install(c),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(exit::ERROR);
+        }
+    }
     let result = match cli.command {
         Command::Record(args) => record::run(args),
         Command::Verify(args) => verify::run(args),

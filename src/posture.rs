@@ -58,7 +58,7 @@ pub fn run(args: PostureArgs) -> anyhow::Result<u8> {
         })
         .collect();
 
-    match args.format {
+    match args.out.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&reports)?),
         Format::Table => {
             let rows: Vec<Vec<String>> = reports

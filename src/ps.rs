@@ -1,11 +1,8 @@
 //! `quarry ps`: the containers running here (and, with --all, those seen in the store).
 
-use std::collections::BTreeMap;
-
 use anyhow::Context;
-use quarry_containers::{Inventory, short_id};
-use quarry_store::schema::{ContainerRow, container_rows};
-use quarry_store::{Store, Table};
+use quarry_containers::{Inventory, history, short_id};
+use quarry_store::Store;
 use serde::Serialize;
 
 use crate::cli::{Format, PsArgs};
@@ -33,90 +30,40 @@ struct PsEntry {
 }
 
 pub fn run(args: PsArgs) -> anyhow::Result<u8> {
+    let store_dir = args.store.resolve();
     let inventory = Inventory::discover();
-    let mut entries: BTreeMap<String, PsEntry> = inventory
-        .containers
-        .iter()
-        .map(|c| {
-            (
-                c.id.clone(),
-                PsEntry {
-                    id: c.id.clone(),
-                    name: c.name.clone(),
-                    runtime: c.runtime.name().to_string(),
-                    image: c.image.clone(),
-                    init_pid: c.init_pid,
-                    cgroup_path: c.cgroup_path.clone(),
-                    cgroup_id: c.cgroup_id,
-                    netns_inode: c.netns_inode,
-                    host_network: c.host_network,
-                    pod_name: c.pod_name.clone(),
-                    pod_namespace: c.pod_namespace.clone(),
-                    running: true,
-                    first_seen: None,
-                    last_seen: None,
-                },
-            )
+    let recorded = if args.all {
+        Store::at(&store_dir)
+            .container_history()
+            .with_context(|| format!("reading containers from {}", store_dir.display()))?
+    } else {
+        Vec::new()
+    };
+    let secs =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let entries: Vec<PsEntry> = history::listing(&inventory, recorded)
+        .into_iter()
+        .map(|l| {
+            let c = l.container;
+            PsEntry {
+                id: c.id,
+                name: c.name,
+                runtime: c.runtime.name().to_string(),
+                image: c.image,
+                init_pid: c.init_pid,
+                cgroup_path: c.cgroup_path,
+                cgroup_id: c.cgroup_id,
+                netns_inode: c.netns_inode,
+                host_network: c.host_network,
+                pod_name: c.pod_name,
+                pod_namespace: c.pod_namespace,
+                running: l.running,
+                first_seen: l.first_seen.map(secs),
+                last_seen: l.last_seen.map(secs),
+            }
         })
         .collect();
-
-    if args.all {
-        let store = Store::at(&args.store);
-        let batches = store
-            .read_table(Table::Container)
-            .with_context(|| format!("reading containers from {}", args.store.display()))?;
-        let mut seen: BTreeMap<String, ContainerRow> = BTreeMap::new();
-        let expected = quarry_store::schema::schema_of(Table::Container);
-        let (good, foreign): (Vec<_>, Vec<_>) =
-            batches.iter().partition(|b| b.schema() == expected);
-        if !foreign.is_empty() {
-            log::warn!(
-                "skipped {} batches of the container table with an unexpected schema (run `quarry verify`)",
-                foreign.len()
-            );
-        }
-        for row in good.into_iter().flat_map(container_rows) {
-            match seen.get_mut(&row.container_id) {
-                Some(s) => {
-                    s.first_seen = s.first_seen.min(row.first_seen);
-                    if row.last_seen >= s.last_seen {
-                        let first = s.first_seen;
-                        *s = row;
-                        s.first_seen = first;
-                    }
-                }
-                None => {
-                    seen.insert(row.container_id.clone(), row);
-                }
-            }
-        }
-        for (id, row) in seen {
-            let fmt = |t: chrono::DateTime<chrono::Utc>| {
-                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-            };
-            let e = entries.entry(id.clone()).or_insert_with(|| PsEntry {
-                id,
-                name: row.name.clone(),
-                runtime: row.runtime.clone(),
-                image: row.image.clone(),
-                init_pid: row.init_pid,
-                cgroup_path: row.cgroup_path.clone(),
-                cgroup_id: row.cgroup_id,
-                netns_inode: row.netns_inode,
-                host_network: row.host_network,
-                pod_name: row.pod_name.clone(),
-                pod_namespace: row.pod_namespace.clone(),
-                running: false,
-                first_seen: None,
-                last_seen: None,
-            });
-            e.first_seen = Some(fmt(row.first_seen));
-            e.last_seen = Some(fmt(row.last_seen));
-        }
-    }
-
-    let entries: Vec<PsEntry> = entries.into_values().collect();
-    match args.format {
+    match args.out.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
         Format::Table => {
             let mut header = vec!["CONTAINER ID", "NAME", "RUNTIME", "PID", "IMAGE", "CGROUP"];

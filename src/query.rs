@@ -92,18 +92,19 @@ fn out_format(f: QueryFormat) -> OutFormat {
 }
 
 pub fn sql(args: SqlArgs) -> anyhow::Result<u8> {
+    let store_dir = args.store.resolve();
     if args.format == QueryFormat::Parquet && args.output.is_none() {
         bail!("--format parquet writes a file: add -o FILE");
     }
     let rt = runtime()?;
     rt.block_on(async {
-        let mut catalog = open(&args.store, &args.budget).await?;
+        let mut catalog = open(&store_dir, &args.budget).await?;
         match &args.query {
             Some(q) => {
                 let reported = catalog.skipped().len();
                 let stream = catalog.sql_stream(q).await.map_err(explain)?;
                 warn_skipped(&catalog, reported);
-                let mut out = sink(args.output.as_ref(), &args.store)?;
+                let mut out = sink(args.output.as_ref(), &store_dir)?;
                 let written = write_stream(stream, out_format(args.format), &mut *out).await;
                 let written = written.and_then(|()| Ok(out.flush()?));
                 if let (Err(_), Some(path)) = (&written, &args.output) {
@@ -246,9 +247,10 @@ async fn meta_command(catalog: &mut Catalog, command: &str) -> anyhow::Result<bo
 }
 
 pub fn timeline(args: TimelineArgs) -> anyhow::Result<u8> {
+    let store_dir = args.store.resolve();
     let rt = runtime()?;
     rt.block_on(async {
-        let mut catalog = open(&args.store, &args.budget).await?;
+        let mut catalog = open(&store_dir, &args.budget).await?;
         let request = timeline::Request {
             container: args.container.clone(),
             since: args.since,
@@ -257,7 +259,7 @@ pub fn timeline(args: TimelineArgs) -> anyhow::Result<u8> {
         let timeline = Timeline::build(&mut catalog, &request)
             .await
             .with_context(|| format!("building the timeline of {}", args.container))?;
-        let mut out = sink(args.output.as_ref(), &args.store)?;
+        let mut out = sink(args.output.as_ref(), &store_dir)?;
         match args.format {
             TimelineFormat::Table => out.write_all(timeline.to_text().as_bytes())?,
             TimelineFormat::Json => {
@@ -268,11 +270,11 @@ pub fn timeline(args: TimelineArgs) -> anyhow::Result<u8> {
                 let by = format!(
                     "quarry {} on {} at {} by `{}`",
                     env!("CARGO_PKG_VERSION"),
-                    quarry_recorder::local_hostname(),
+                    quarry_store::action::local_hostname(),
                     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                    crate::action::command_line()
+                    quarry_store::action::command_line()
                 );
-                out.write_all(timeline.to_html(&by).as_bytes())?
+                out.write_all(quarry_query::html::render(&timeline, &by).as_bytes())?
             }
         }
         out.flush()?;
@@ -281,6 +283,7 @@ pub fn timeline(args: TimelineArgs) -> anyhow::Result<u8> {
 }
 
 pub fn hunt(args: HuntArgs) -> anyhow::Result<u8> {
+    let store_dir = args.store.resolve();
     let mut rules = if args.no_builtin {
         Vec::new()
     } else {
@@ -303,10 +306,10 @@ pub fn hunt(args: HuntArgs) -> anyhow::Result<u8> {
         sigma_refused = loaded.refused;
     }
     if let Some(id) = &args.explain {
-        return explain_rule(&rules, &sigma_refused, id, args.format);
+        return explain_rule(&rules, &sigma_refused, id, args.out.format);
     }
     if args.list {
-        match args.format {
+        match args.out.format {
             Format::Json => println!("{}", serde_json::to_string_pretty(&rules)?),
             Format::Table => {
                 let rows: Vec<Vec<String>> = rules
@@ -326,11 +329,11 @@ pub fn hunt(args: HuntArgs) -> anyhow::Result<u8> {
         return Ok(exit::OK);
     }
     if args.test {
-        return test_rules(&rules, args.format);
+        return test_rules(&rules, args.out.format);
     }
     let rt = runtime()?;
     rt.block_on(async {
-        let mut catalog = open(&args.store, &args.budget).await?;
+        let mut catalog = open(&store_dir, &args.budget).await?;
         let mut scope = Scope {
             since: args.since,
             until: args.until,
@@ -342,7 +345,7 @@ pub fn hunt(args: HuntArgs) -> anyhow::Result<u8> {
             scope = scope.within_lifetime(&container);
         }
         let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-        let count = match args.format {
+        let count = match args.out.format {
             Format::Json => {
                 // One pretty JSON array, written a finding at a time.
                 let mut first = true;

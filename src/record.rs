@@ -9,6 +9,7 @@ use quarry_containers::{CgroupFs, Inventory};
 use quarry_recorder::stats::{Stats, StatsSnapshot};
 use quarry_recorder::{Recorder, RecorderConfig, SyscallMode};
 use quarry_store::Store;
+use quarry_store::human::human_bytes;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::cli::{Format, RecordArgs, SyscallsArg};
@@ -16,8 +17,10 @@ use crate::exit;
 use crate::status::StatusFile;
 
 pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
-    let mut config = RecorderConfig::new(&args.store);
-    config.seal_interval = args.seal_interval;
+    let store_dir = args.store.resolve_for_recorder();
+    let retention = args.retention.with_config();
+    let mut config = RecorderConfig::new(&store_dir);
+    config.seal_interval = args.seal_interval();
     config.syscalls = match args.syscalls {
         SyscallsArg::Off => SyscallMode::Off,
         SyscallsArg::All => SyscallMode::All,
@@ -81,8 +84,19 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
         };
     }
     let recorder = Recorder::start(config)
-        .with_context(|| format!("starting the recorder on {}", args.store.display()))?;
+        .with_context(|| format!("starting the recorder on {}", store_dir.display()))?;
     let store = recorder.store().root().to_path_buf();
+    // Commands run without --store find this store through the advertisement; it is
+    // withdrawn when `_advert` drops, on every way out of this function.
+    let advert_path = quarry_recorder::advert::path();
+    let _advert = quarry_recorder::advert::publish(&advert_path, &store)
+        .map_err(|e| {
+            log::warn!(
+                "{:#}; commands without --store will not find this store",
+                anyhow::Error::new(e)
+            )
+        })
+        .ok();
     let store_handle = recorder.store().clone();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -97,18 +111,18 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
         eprintln!(
             "quarry: recording {scope} into {} (sealed every {:?}; stop with Ctrl-C)",
             store.display(),
-            args.seal_interval
+            args.seal_interval()
         );
-        let retention = crate::lifecycle::policy(&args.retention).map(|policy| {
+        let retention = crate::lifecycle::policy(&retention).map(|policy| {
             eprintln!(
                 "quarry: retention every {:?}: {}",
-                args.retain_interval,
-                crate::lifecycle::describe(&args.retention)
+                args.retain_interval(),
+                crate::lifecycle::describe(&retention)
             );
             tokio::spawn(retention_loop(
                 recorder.store().clone(),
                 policy,
-                args.retain_interval,
+                args.retain_interval(),
             ))
         });
         let status = tokio::spawn(status_line(stats, store_handle, scope.clone(), args.quiet));
@@ -125,7 +139,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
 
     let s = &summary.stats;
     let unsealed: u64 = summary.unsealed.iter().map(|l| l.rows).sum();
-    match args.format {
+    match args.out.format {
         Format::Json => println!(
             "{}",
             serde_json::json!({
@@ -306,14 +320,5 @@ async fn status_line(stats: Arc<Stats>, store: Store, scope: String, quiet: bool
         last_rows = rows;
         last_line_at = Instant::now();
         last = s;
-    }
-}
-
-fn human_bytes(b: u64) -> String {
-    match b {
-        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
-        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
-        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
-        b => format!("{b} B"),
     }
 }

@@ -14,8 +14,9 @@ use crate::exit;
 use crate::output::print_table;
 
 pub fn run(args: SnapshotArgs) -> anyhow::Result<u8> {
+    let store_dir = args.store.resolve();
     if let Some(case) = &args.verify {
-        return verify(case, args.format);
+        return verify(case, args.out.format);
     }
     let query = args
         .container
@@ -30,11 +31,11 @@ pub fn run(args: SnapshotArgs) -> anyhow::Result<u8> {
     let opts = Options {
         case_dir,
         stop: args.stop,
-        store: Some(args.store.clone()),
+        store: Some(store_dir.clone()),
         criu: args.criu.clone(),
-        command: action::command_line(),
-        operator: action::actor(),
-        host: quarry_recorder::local_hostname(),
+        command: quarry_store::action::command_line(),
+        operator: quarry_store::action::actor(),
+        host: quarry_store::action::local_hostname(),
         reason: args.reason.clone(),
         hash: match args.hash {
             HashArg::Blake3 => quarry_snapshot::HashAlg::Blake3,
@@ -91,7 +92,7 @@ pub fn run(args: SnapshotArgs) -> anyhow::Result<u8> {
         ),
     };
     let recorded = action::record_on(
-        &args.store,
+        &store_dir,
         "snapshot",
         &container.id,
         container.name.as_deref(),
@@ -103,7 +104,7 @@ pub fn run(args: SnapshotArgs) -> anyhow::Result<u8> {
         },
     );
     let r = result?;
-    match args.format {
+    match args.out.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
         Format::Table => {
             println!(
@@ -188,7 +189,7 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<u8> {
             criu: args.criu,
         },
     )?;
-    match args.format {
+    match args.out.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
         Format::Table => {
             println!(

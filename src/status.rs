@@ -129,13 +129,14 @@ fn alive(pid: u32) -> bool {
 }
 
 pub fn run(args: StatusArgs) -> anyhow::Result<u8> {
-    let store = Store::at(&args.store);
+    let store_dir = args.store.resolve();
+    let store = Store::at(&store_dir);
     let path = store.status_path();
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!(
             "no recorder status at {}: is `quarry record --store {}` running?",
             path.display(),
-            args.store.display()
+            store_dir.display()
         )
     })?;
     let status: StatusFile =
@@ -144,7 +145,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<u8> {
         .map(|t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds())
         .unwrap_or(i64::MAX);
     let running = alive(status.pid) && age <= STALE_AFTER_SECS;
-    match args.format {
+    match args.out.format {
         Format::Json => println!(
             "{}",
             serde_json::to_string_pretty(

@@ -8,19 +8,15 @@ use crate::exit;
 use crate::output::shown;
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<u8> {
-    let store_path = match &args.path {
+    let store_dir = match &args.path {
         Some(p) if p.is_dir() => p.clone(),
         Some(p) => return bundle(p, &args),
-        None => args.store.clone(),
+        None => args.store.resolve(),
     };
-    let args = VerifyArgs {
-        store: store_path,
-        ..args
-    };
-    let store = Store::at(&args.store);
+    let store = Store::at(&store_dir);
     let report = verify_store(&store)
-        .with_context(|| format!("verifying the store at {}", args.store.display()))?;
-    match args.format {
+        .with_context(|| format!("verifying the store at {}", store_dir.display()))?;
+    match args.out.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Format::Table => {
             for p in &report.problems {
@@ -45,7 +41,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<u8> {
                     } else {
                         String::new()
                     },
-                    args.store.display()
+                    store_dir.display()
                 );
                 for e in report.exposed.iter().take(5) {
                     println!("  {} {}", e.mode, shown(&e.path));
@@ -106,7 +102,7 @@ fn bundle(path: &std::path::Path, args: &VerifyArgs) -> anyhow::Result<u8> {
     };
     let report = quarry_evidence::verify_bundle(path, &options)
         .with_context(|| format!("verifying the bundle {}", path.display()))?;
-    match args.format {
+    match args.out.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Format::Table => {
             for p in &report.problems {

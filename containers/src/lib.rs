@@ -12,11 +12,16 @@
 //!   Podman;
 //! - [`runtime`]: runc's state files (any cgroup path) and Podman's container store, for names,
 //!   images, init pids and bundles;
-//! - [`Inventory`]: everything running now, and name resolution with clear errors.
+//! - [`Inventory`]: everything running now;
+//! - [`resolve`]: id, id prefix or name -> one container, over running containers, the store's
+//!   history or quarantines, with one error type;
+//! - [`history`]: the store's `container` rows merged per container, joined with what runs.
 
 pub mod cgroup;
+pub mod history;
 pub mod mountinfo;
 pub mod pattern;
+pub mod resolve;
 pub mod runtime;
 
 use std::collections::BTreeMap;
@@ -26,7 +31,9 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 pub use cgroup::CgroupFs;
+pub use history::{Listed, Recorded};
 pub use pattern::Runtime;
+pub use resolve::{Among, Candidate, Named, ResolveError};
 
 /// A container as the host sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -104,28 +111,6 @@ pub fn short_id(id: &str) -> &str {
     }
 }
 
-/// Why a container name could not be resolved.
-#[derive(Debug, thiserror::Error)]
-pub enum ResolveError {
-    /// Nothing running matches.
-    #[error("no running container matches '{query}'; running: {}", list_or_none(.running))]
-    Unknown { query: String, running: Vec<String> },
-    /// More than one container matches the prefix or name.
-    #[error("'{query}' is ambiguous; it matches: {}; give more of the id", .candidates.join(", "))]
-    Ambiguous {
-        query: String,
-        candidates: Vec<String>,
-    },
-}
-
-fn list_or_none(v: &[String]) -> String {
-    if v.is_empty() {
-        "none (see `quarry ps`)".into()
-    } else {
-        v.join(", ")
-    }
-}
-
 /// The containers running on this host right now.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Inventory {
@@ -179,40 +164,9 @@ impl Inventory {
         Inventory { containers }
     }
 
-    /// Finds one container by full id, unique id prefix or name.
+    /// Finds one running container by full id, unique id prefix or name (see [`resolve`]).
     pub fn resolve(&self, query: &str) -> Result<&Container, ResolveError> {
-        if let Some(c) = self.containers.iter().find(|c| c.id == query) {
-            return Ok(c);
-        }
-        let by_name: Vec<&Container> = self
-            .containers
-            .iter()
-            .filter(|c| c.name.as_deref() == Some(query))
-            .collect();
-        if by_name.len() == 1 {
-            return Ok(by_name[0]);
-        }
-        let matches: Vec<&Container> = if by_name.len() > 1 {
-            by_name
-        } else if query.is_empty() {
-            Vec::new()
-        } else {
-            self.containers
-                .iter()
-                .filter(|c| c.id.starts_with(query))
-                .collect()
-        };
-        match matches.as_slice() {
-            [one] => Ok(one),
-            [] => Err(ResolveError::Unknown {
-                query: query.to_string(),
-                running: self.containers.iter().map(describe).collect(),
-            }),
-            many => Err(ResolveError::Ambiguous {
-                query: query.to_string(),
-                candidates: many.iter().map(|c| describe(c)).collect(),
-            }),
-        }
+        resolve::resolve(query, Among::Running, &self.containers)
     }
 
     /// The container whose cgroup is `cgroup_id` or an ancestor of it.
@@ -231,24 +185,30 @@ impl Inventory {
     }
 }
 
-fn describe(c: &Container) -> String {
-    match &c.name {
-        Some(n) => format!("{} ({n})", c.short_id()),
-        None => c.short_id().to_string(),
+impl Candidate for Container {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn name(&self) -> Option<&str> {
+        self.name.as_deref()
     }
 }
 
+/// The short id, with the name when there is one: `3f2a9c1b0d4e (web)`.
 impl fmt::Display for Container {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&describe(self))
+        match &self.name {
+            Some(n) => write!(f, "{} ({n})", self.short_id()),
+            None => f.write_str(self.short_id()),
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn c(id: &str, name: Option<&str>) -> Container {
+    pub(crate) fn c(id: &str, name: Option<&str>) -> Container {
         Container {
             id: id.into(),
             name: name.map(Into::into),

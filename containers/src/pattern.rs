@@ -27,6 +27,20 @@ pub enum Runtime {
 }
 
 impl Runtime {
+    /// The runtime [`Runtime::name`] names; any other name (a newer recorder's) is `Unknown`.
+    pub fn from_name(name: &str) -> Runtime {
+        [
+            Runtime::Docker,
+            Runtime::Containerd,
+            Runtime::Crio,
+            Runtime::Podman,
+            Runtime::Runc,
+        ]
+        .into_iter()
+        .find(|r| r.name() == name)
+        .unwrap_or(Runtime::Unknown)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Runtime::Docker => "docker",

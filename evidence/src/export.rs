@@ -21,7 +21,7 @@ use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, SecondsFormat, Utc};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use quarry_store::schema::{container_rows, schema_of};
+use quarry_store::schema::schema_of;
 use quarry_store::segment::HashingWriter;
 use quarry_store::verified::{self, Listed, Refusal};
 use quarry_store::{Manifest, Partition, Store, Table};
@@ -79,52 +79,6 @@ pub struct ExportReport {
     pub skipped: Vec<String>,
     pub signed_by: Option<String>,
     pub files: Vec<BundleFile>,
-}
-
-/// Containers the store knows (from its `container` table): id and latest name.
-pub fn known_containers(store: &Store) -> Result<BTreeMap<String, Option<String>>> {
-    let mut out: BTreeMap<String, Option<String>> = BTreeMap::new();
-    for batch in store.read_table(Table::Container)? {
-        for row in container_rows(&batch) {
-            let name = out.entry(row.container_id).or_default();
-            if row.name.is_some() {
-                *name = row.name;
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Resolves a container by exact id, name, or unique id prefix among those the store recorded
-/// (running or long gone).
-pub fn resolve_container(store: &Store, query: &str) -> Result<(String, Option<String>)> {
-    let known = known_containers(store)?;
-    if let Some((id, name)) = known.get_key_value(query) {
-        return Ok((id.clone(), name.clone()));
-    }
-    let by_name: Vec<_> = known
-        .iter()
-        .filter(|(_, n)| n.as_deref() == Some(query))
-        .collect();
-    let matches = if by_name.is_empty() {
-        known
-            .iter()
-            .filter(|(id, _)| !query.is_empty() && id.starts_with(query))
-            .collect()
-    } else {
-        by_name
-    };
-    match matches.as_slice() {
-        [(id, name)] => Ok(((*id).clone(), (*name).clone())),
-        [] => Err(EvidenceError::UnknownContainer(query.into())),
-        many => Err(EvidenceError::AmbiguousContainer(
-            query.into(),
-            many.iter()
-                .map(|(id, _)| id.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        )),
-    }
 }
 
 /// A reader that hashes and counts what passes and reports progress.

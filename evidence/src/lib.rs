@@ -76,17 +76,6 @@ pub enum EvidenceError {
     )]
     RemovedDuringExport { path: String, reason: String },
 
-    /// No container of the store matches.
-    #[error(
-        "no container '{0}' in the store's container table (by id, id prefix or name); `quarry \
-         ps --all` lists them"
-    )]
-    UnknownContainer(String),
-
-    /// Several containers match.
-    #[error("'{0}' matches several containers: {1}; give more of the id")]
-    AmbiguousContainer(String, String),
-
     /// The case directory holds something that is not a plain file or directory.
     #[error("refusing {path} in the case directory: {reason}")]
     UnsafeCase { path: PathBuf, reason: String },

@@ -26,18 +26,9 @@ pub enum QueryError {
          such as 15m, 2h or 1d"
     )]
     Time(String),
-    /// No container in the store matches the name or id given.
-    #[error(
-        "no container matching {0:?} in the store: `quarry ps --all` lists the containers it \
-         has seen (name or id prefix)"
-    )]
-    UnknownContainer(String),
-    /// More than one container matches the name or id prefix given.
-    #[error("{given:?} matches several containers ({}): give more of the id", candidates.join(", "))]
-    AmbiguousContainer {
-        given: String,
-        candidates: Vec<String>,
-    },
+    /// The container given is not in the store, or not exactly one of its containers.
+    #[error(transparent)]
+    Container(#[from] quarry_containers::ResolveError),
     /// A hunt rule file is malformed.
     #[error("hunt rule {path}: {problem}")]
     Rule { path: String, problem: String },

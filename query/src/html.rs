@@ -1,6 +1,7 @@
 //! The timeline as one self-contained HTML page: no fetches, no external fonts or scripts, so
 //! it opens the same on an air-gapped laptop years from now. Everything is rendered here; the
-//! small inline script only filters the table, so the page reads fine without it.
+//! small inline script only filters the table, so the page reads fine without it. It renders a
+//! [`Timeline`] it is given and builds none: the timeline module does not know this one.
 
 use std::fmt::Write;
 

@@ -27,7 +27,7 @@ pub mod timeline;
 pub mod views;
 
 mod error;
-mod html;
+pub mod html;
 
 pub use budget::SessionOptions;
 pub use catalog::{Catalog, ResultStream, Skipped};

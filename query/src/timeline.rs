@@ -14,6 +14,8 @@ use arrow::datatypes::{DataType, Field, Int64Type, TimeUnit, TimestampMicrosecon
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
+use quarry_containers::resolve::{Among, Candidate, resolve};
+
 use crate::{Catalog, QueryError, Result};
 
 /// What to tell the story of.
@@ -135,11 +137,6 @@ impl Timeline {
 }
 
 impl Timeline {
-    /// The timeline as one self-contained HTML page.
-    pub fn to_html(&self, generated_by: &str) -> String {
-        crate::html::render(self, generated_by)
-    }
-
     /// The timeline as text for a terminal: facts, the process tree, then every step.
     pub fn to_text(&self) -> String {
         use std::fmt::Write;
@@ -198,7 +195,8 @@ impl Timeline {
     }
 }
 
-/// Finds the one container `given` names (exact id, name, or id prefix).
+/// Finds the one container `given` names (exact id, name, or id prefix) among those the
+/// store's `container` table recorded; the choice is [`quarry_containers::resolve`]'s.
 pub async fn find_container(catalog: &mut Catalog, given: &str) -> Result<ContainerInfo> {
     check_container_arg(given)?;
     let lit = sql_literal(given);
@@ -210,7 +208,7 @@ pub async fn find_container(catalog: &mut Catalog, given: &str) -> Result<Contai
          GROUP BY container_id ORDER BY container_id"
     );
     let batches = catalog.run_resilient(&sql).await?;
-    let mut found = Vec::new();
+    let mut found: Vec<ContainerInfo> = Vec::new();
     for b in &batches {
         let r = Rows::new(b)?;
         for i in 0..b.num_rows() {
@@ -225,47 +223,36 @@ pub async fn find_container(catalog: &mut Catalog, given: &str) -> Result<Contai
             });
         }
     }
-    // An exact id wins; a name may belong to several containers over time (a re-created
-    // `web`, replicas): then the user must choose by id.
-    if let Some(exact) = found.iter().find(|c| c.id == given) {
-        return Ok(exact.clone());
-    }
-    let named: Vec<&ContainerInfo> = found
-        .iter()
-        .filter(|c| c.name.as_deref() == Some(given))
-        .collect();
-    match named.as_slice() {
-        [one] => return Ok((*one).clone()),
-        [] => {}
-        several => {
-            return Err(QueryError::AmbiguousContainer {
-                given: given.into(),
-                candidates: several.iter().map(|c| describe(c)).collect(),
-            });
-        }
-    }
-    match found.len() {
-        0 => Err(QueryError::UnknownContainer(given.into())),
-        1 => Ok(found.remove(0)),
-        _ => Err(QueryError::AmbiguousContainer {
-            given: given.into(),
-            candidates: found.iter().map(describe).collect(),
-        }),
-    }
+    // A name may belong to several containers over time (a re-created `web`, replicas):
+    // the resolver makes the user choose by id then.
+    Ok(resolve(given, Among::Store, &found)?.clone())
 }
 
 /// An id with its recorded life, for choosing between candidates.
-fn describe(c: &ContainerInfo) -> String {
-    let when = |t: Option<DateTime<Utc>>| {
-        t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-            .unwrap_or_else(|| "?".into())
-    };
-    format!(
-        "{} (seen {} .. {})",
-        c.id,
-        when(c.first_seen),
-        when(c.last_seen)
-    )
+impl Candidate for ContainerInfo {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+    fn describe(&self) -> String {
+        let when = |t: Option<DateTime<Utc>>| {
+            t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_else(|| "?".into())
+        };
+        let name = self
+            .name
+            .as_deref()
+            .map(|n| format!(" {n}"))
+            .unwrap_or_default();
+        format!(
+            "{}{name} (seen {} .. {})",
+            self.id,
+            when(self.first_seen),
+            when(self.last_seen)
+        )
+    }
 }
 
 /// Container names and ids are `[A-Za-z0-9_.-]` in every runtime; anything else is refused

@@ -237,7 +237,7 @@ fn timeline_orders_the_story_and_builds_the_tree_across_pid_reuse() {
                 ("action", "isolate"),
             ]
         );
-        let html = t.to_html("test");
+        let html = quarry_query::html::render(&t, "test");
         assert!(html.contains("/tmp/payload") && html.contains("isolate by alice"));
         assert!(!html.contains("http://") || !html.contains("src=\"http"));
     });
@@ -263,7 +263,10 @@ fn unknown_container_names_the_fix() {
         };
         let err = Timeline::build(&mut catalog, &request).await.unwrap_err();
         assert!(
-            matches!(err, QueryError::AmbiguousContainer { .. }),
+            matches!(
+                err,
+                QueryError::Container(quarry_containers::ResolveError::Ambiguous { .. })
+            ),
             "{err}"
         );
         let request = Request {

@@ -13,6 +13,7 @@
 //! recording has begun (or exactly why not); [`Recorder::run`] then records until its shutdown
 //! future resolves, drains what is left and seals it before returning.
 
+pub mod advert;
 pub mod attribute;
 pub mod btf;
 pub mod calls;
@@ -179,7 +180,7 @@ impl RecorderConfig {
     pub fn new(store: impl Into<PathBuf>) -> RecorderConfig {
         RecorderConfig {
             store: store.into(),
-            host: local_hostname(),
+            host: quarry_store::action::local_hostname(),
             seal_interval: Duration::from_secs(5),
             drain_interval: Duration::from_millis(2),
             ring_bytes: 16 << 20,
@@ -189,15 +190,6 @@ impl RecorderConfig {
             module_loads_at_entry: false,
         }
     }
-}
-
-/// This machine's host name, or "localhost" when it has none.
-pub fn local_hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
 }
 
 /// What a finished recording did.

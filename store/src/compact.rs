@@ -30,8 +30,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::layout::{self, Partition, Store, segment_file_name};
-use crate::manifest::{EntryBody, Manifest, ManifestLock, ManifestOp, NewEntry};
-use crate::retention::HoldCheck;
+use crate::manifest::{EntryBody, Manifest, ManifestOp, NewEntry};
+use crate::removal::{HoldCheck, compacted_reason};
 use crate::segment::{max_row_group_rows, write_parquet_groups};
 use crate::{Result, StoreError};
 
@@ -266,52 +266,6 @@ impl Store {
             bytes_after: bytes,
         }))
     }
-
-    /// Finishes compactions a crash interrupted: sources a live merged segment `replaces` that
-    /// are still listed are removed. Called by [`Store::recover`] under the manifest lock.
-    pub(crate) fn finish_compactions(
-        &self,
-        guard: &ManifestLock,
-        manifest: &Manifest,
-    ) -> Result<usize> {
-        let log = manifest.read()?;
-        let live = log.live();
-        let by_path: BTreeMap<&str, &EntryBody> = live
-            .iter()
-            .map(|e| (e.body.path.as_str(), &e.body))
-            .collect();
-        let mut todo = Vec::new();
-        for e in &live {
-            for src in &e.body.replaces {
-                if let Some(body) = by_path.get(src.as_str()) {
-                    let merged_present = self
-                        .resolve(&e.body.path)
-                        .map(|p| p.is_file())
-                        .unwrap_or(false);
-                    if merged_present {
-                        todo.push(((*body).clone(), e.body.path.clone()));
-                    }
-                }
-            }
-        }
-        let todo: Vec<(EntryBody, String)> = todo
-            .into_iter()
-            .map(|(body, merged)| (body, compacted_reason(&merged, true)))
-            .collect();
-        let done = self.remove_segments_locked(guard, manifest, &todo)?;
-        Ok(done.into_iter().filter(|d| *d).count())
-    }
-}
-
-fn compacted_reason(merged: &str, after_crash: bool) -> String {
-    format!(
-        "compacted; rows now in {merged}{}",
-        if after_crash {
-            " (finished after an interruption)"
-        } else {
-            ""
-        }
-    )
 }
 
 /// Rows a merge decodes ahead across all its sources (a batch of each), on top of the row

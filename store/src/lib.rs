@@ -15,12 +15,16 @@
 //!   and an edited manifest line, are detected by [`verify::verify_store`];
 //! - the schemas of every table live in [`schema`] and nowhere else.
 
+pub mod action;
 pub mod alert;
 pub mod compact;
+pub mod history;
 pub mod holds;
+pub mod human;
 pub mod layout;
 pub mod manifest;
 pub mod read;
+mod removal;
 pub mod retention;
 mod runs;
 pub mod schema;

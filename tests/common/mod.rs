@@ -56,11 +56,14 @@ pub struct RecorderProcess {
 impl RecorderProcess {
     /// Starts a recorder and waits until it says it is recording (programs attached).
     pub fn start(store: &Path, extra: &[&str]) -> RecorderProcess {
-        let mut child = quarry()
-            .arg("record")
-            .arg("--store")
-            .arg(store)
-            .args(extra)
+        let mut cmd = quarry();
+        cmd.arg("record").arg("--store").arg(store).args(extra);
+        RecorderProcess::spawn(cmd)
+    }
+
+    /// Starts `cmd` (a `quarry record` command line) and waits until it says it is recording.
+    pub fn spawn(mut cmd: Command) -> RecorderProcess {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

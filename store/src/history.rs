@@ -1,0 +1,70 @@
+//! The `container` table read back as the store's memory of containers: what
+//! [`quarry_containers::resolve`] resolves among and `quarry ps --all` lists.
+//!
+//! Only segments the manifest vouches for are read ([`Store::read_table`]); batches of an
+//! unexpected schema are skipped with a warning rather than misread. Merging and resolution
+//! belong to quarry-containers; this module only converts rows.
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use quarry_containers::{Container, Recorded, Runtime, history};
+
+use crate::schema::{ContainerRow, container_rows, schema_of};
+use crate::{Result, Store, Table};
+
+impl Store {
+    /// Every container the store recorded, one entry per id (see [`history::merge`]).
+    pub fn container_history(&self) -> Result<Vec<Recorded>> {
+        let batches = self.read_table(Table::Container)?;
+        let expected = schema_of(Table::Container);
+        let (good, foreign): (Vec<_>, Vec<_>) =
+            batches.iter().partition(|b| b.schema() == expected);
+        if !foreign.is_empty() {
+            log::warn!(
+                "skipped {} batches of the container table with an unexpected schema (run `quarry verify`)",
+                foreign.len()
+            );
+        }
+        Ok(history::merge(good.into_iter().flat_map(recorded)))
+    }
+}
+
+/// The entries of one `container` batch (of the expected schema).
+fn recorded(batch: &RecordBatch) -> Vec<Recorded> {
+    let hosts = batch
+        .column_by_name("host")
+        .map(|c| c.as_string::<i32>().clone());
+    container_rows(batch)
+        .into_iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let host = hosts
+                .as_ref()
+                .and_then(|h| (!h.is_null(i)).then(|| h.value(i).to_string()));
+            entry(row, host)
+        })
+        .collect()
+}
+
+fn entry(row: ContainerRow, host: Option<String>) -> Recorded {
+    Recorded {
+        container: Container {
+            id: row.container_id,
+            name: row.name,
+            runtime: Runtime::from_name(&row.runtime),
+            image: row.image,
+            init_pid: row.init_pid,
+            cgroup_path: row.cgroup_path,
+            cgroup_id: row.cgroup_id,
+            netns_inode: row.netns_inode,
+            host_network: row.host_network,
+            created: row.created,
+            bundle: None,
+            pod_uid: row.pod_uid,
+            pod_name: row.pod_name,
+            pod_namespace: row.pod_namespace,
+        },
+        host,
+        first_seen: row.first_seen,
+        last_seen: row.last_seen,
+    }
+}
