@@ -77,8 +77,10 @@ struct RuncCgroups {
     path: Option<String>,
 }
 
-/// Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat).
-fn start_ticks(proc_root: &Path, pid: i32) -> Option<u64> {
+/// Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat): with the pid,
+/// what identifies a process (a reused pid has another start time). The comm field may hold
+/// spaces and parentheses, so fields are counted after its last ')'.
+pub fn start_ticks(proc_root: &Path, pid: i32) -> Option<u64> {
     let stat = fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
     let rest = stat.get(stat.rfind(')')? + 2..)?;
     rest.split_whitespace().nth(19)?.parse().ok()

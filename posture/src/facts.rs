@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::GatherError;
 use crate::caps::CapSet;
 use quarry_containers::mountinfo::{Mount, host_path_of, parse_mountinfo};
+use quarry_containers::runtime::start_ticks;
 
 /// Namespaces whose sharing with the host matters.
 pub const NAMESPACES: [&str; 7] = ["mnt", "pid", "net", "ipc", "uts", "user", "cgroup"];
@@ -102,7 +103,7 @@ pub fn gather(
     bundle: Option<&Path>,
 ) -> Result<Facts, GatherError> {
     let dir = sources.proc_root.join(pid.to_string());
-    let started = start_time(&dir).ok_or(GatherError::Gone { pid })?;
+    let started = start_ticks(&sources.proc_root, pid).ok_or(GatherError::Gone { pid })?;
     let status = read_text(&dir.join("status"))?;
     let field = |name: &str| {
         status
@@ -170,7 +171,7 @@ pub fn gather(
         None => None,
     };
 
-    if start_time(&dir) != Some(started) {
+    if start_ticks(&sources.proc_root, pid) != Some(started) {
         return Err(GatherError::Gone { pid });
     }
     Ok(Facts {
@@ -192,13 +193,6 @@ pub fn gather(
         limits,
         devices,
     })
-}
-
-/// Field 22 of `stat`, read after the command name (which may hold spaces and parentheses).
-fn start_time(dir: &Path) -> Option<u64> {
-    let stat = fs::read_to_string(dir.join("stat")).ok()?;
-    let after_comm = &stat[stat.rfind(')')? + 1..];
-    after_comm.split_whitespace().nth(19)?.parse().ok()
 }
 
 fn read_text(path: &Path) -> Result<String, GatherError> {

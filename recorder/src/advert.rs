@@ -190,19 +190,12 @@ pub fn read(path: &Path) -> Lookup {
     Lookup::Live(advert)
 }
 
-/// A process's start time in clock ticks after boot, from `/proc/<pid>/stat`.
+/// A process's start time in clock ticks after boot (see `quarry_containers::runtime`).
 fn start_ticks(pid: u32) -> io::Result<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // comm (field 2) is in parentheses and may hold anything, ')' included: fields are
-    // counted after its last ')'.
-    let rest = stat
-        .rfind(')')
-        .map(|i| &stat[i + 1..])
-        .ok_or_else(|| io::Error::other("malformed stat"))?;
-    rest.split_whitespace()
-        .nth(19)
-        .and_then(|f| f.parse().ok())
-        .ok_or_else(|| io::Error::other("malformed stat"))
+    i32::try_from(pid)
+        .ok()
+        .and_then(|pid| quarry_containers::runtime::start_ticks(Path::new("/proc"), pid))
+        .ok_or_else(|| io::Error::other(format!("no start time for pid {pid} in /proc")))
 }
 
 #[cfg(test)]

@@ -207,12 +207,7 @@ fn under_mount_point(path: &str, mount_points: &[String]) -> bool {
 /// When process `pid` started, in nanoseconds since the epoch (to the kernel's clock tick):
 /// its start in ticks since boot, plus when the machine booted by the real-time clock.
 pub fn started_ns(proc_root: &Path, pid: i32) -> Option<i64> {
-    let stat = std::fs::read_to_string(proc_root.join(format!("{pid}/stat"))).ok()?;
-    let ticks: i64 = stat[stat.rfind(')')? + 1..]
-        .split_whitespace()
-        .nth(19)?
-        .parse()
-        .ok()?;
+    let ticks = i64::try_from(quarry_containers::runtime::start_ticks(proc_root, pid)?).ok()?;
     // SAFETY: sysconf reads a constant.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
     let now = |clock| {
