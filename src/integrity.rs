@@ -151,16 +151,14 @@ fn mark_executed(store: &std::path::Path, container_id: &str, drift: &mut Drift)
         "select distinct exe_path from process where container_id = '{}' and exe_path is not null",
         container_id.replace('\'', "''")
     );
-    let paths = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ok()
-        .and_then(|rt| {
-            rt.block_on(async {
-                let mut catalog = quarry_query::Catalog::open(store).await.ok()?;
-                catalog.sql(&sql).await.ok()
-            })
-        });
+    // The configured query memory limit applies, as to every query of the store.
+    let budget = crate::cli::QueryBudget { memory_limit: None };
+    let paths = crate::query::runtime().ok().and_then(|rt| {
+        rt.block_on(async {
+            let mut catalog = crate::query::open(store, &budget).await.ok()?;
+            catalog.sql(&sql).await.ok()
+        })
+    });
     let Some(batches) = paths else {
         drift
             .notes

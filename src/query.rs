@@ -16,14 +16,14 @@ use crate::cli::{
 };
 use crate::exit;
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the query runtime")
 }
 
-async fn open(store: &Path, budget: &QueryBudget) -> anyhow::Result<Catalog> {
+pub(crate) async fn open(store: &Path, budget: &QueryBudget) -> anyhow::Result<Catalog> {
     let catalog = Catalog::open_with(store, budget.session())
         .await
         .with_context(|| format!("opening the store {}", store.display()))?;
