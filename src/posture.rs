@@ -68,7 +68,7 @@ pub fn run(args: PostureArgs) -> anyhow::Result<u8> {
                     r.findings.iter().map(move |f| {
                         vec![
                             who.to_string(),
-                            f.severity.name().to_string(),
+                            f.severity.as_str().to_string(),
                             f.id.clone(),
                             f.cis.unwrap_or("").to_string(),
                             f.title.clone(),

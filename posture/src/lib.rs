@@ -40,40 +40,7 @@ pub enum GatherError {
     Config { path: PathBuf, problem: String },
 }
 
-/// How bad a finding is, in increasing order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Info,
-    Low,
-    Medium,
-    High,
-    Critical,
-}
-
-impl Severity {
-    pub fn name(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Low => "low",
-            Severity::Medium => "medium",
-            Severity::High => "high",
-            Severity::Critical => "critical",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Severity> {
-        [
-            Severity::Info,
-            Severity::Low,
-            Severity::Medium,
-            Severity::High,
-            Severity::Critical,
-        ]
-        .into_iter()
-        .find(|s| s.name().eq_ignore_ascii_case(text))
-    }
-}
+pub use quarry_store::severity::Severity;
 
 /// One thing a compromised container could exploit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -702,11 +669,5 @@ mod tests {
         f.bounding = f.host_bounding;
         let found = ids(&f);
         assert_eq!(found, ["privileged"]);
-    }
-
-    #[test]
-    fn severity_parses_by_name() {
-        assert_eq!(Severity::parse("HIGH"), Some(Severity::High));
-        assert_eq!(Severity::parse("nope"), None);
     }
 }

@@ -34,39 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::timeline::{ContainerInfo, Rows, sql_literal, timestamp_literal, window_predicate};
 use crate::{Catalog, QueryError, Result};
 
-/// How bad a finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Info,
-    Low,
-    Medium,
-    High,
-    Critical,
-}
-
-impl Severity {
-    fn parse(text: &str) -> Option<Severity> {
-        Some(match text.trim().to_ascii_lowercase().as_str() {
-            "info" => Severity::Info,
-            "low" => Severity::Low,
-            "medium" => Severity::Medium,
-            "high" => Severity::High,
-            "critical" => Severity::Critical,
-            _ => return None,
-        })
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Low => "low",
-            Severity::Medium => "medium",
-            Severity::High => "high",
-            Severity::Critical => "critical",
-        }
-    }
-}
+pub use quarry_store::severity::Severity;
 
 /// One detection rule.
 #[derive(Debug, Clone, Serialize)]

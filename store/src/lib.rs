@@ -29,6 +29,7 @@ pub mod retention;
 mod runs;
 pub mod schema;
 pub mod segment;
+pub mod severity;
 pub mod text;
 pub mod verified;
 pub mod verify;
