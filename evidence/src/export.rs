@@ -20,7 +20,6 @@ use arrow::datatypes::TimestampMicrosecondType;
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, SecondsFormat, Utc};
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use quarry_store::schema::schema_of;
 use quarry_store::segment::HashingWriter;
 use quarry_store::verified::{self, Listed, Refusal};
@@ -319,7 +318,7 @@ pub fn export(req: &ExportRequest<'_>, progress: &mut dyn FnMut(Progress)) -> Re
                 path: seg.path.clone(),
                 source,
             };
-            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            let reader = quarry_store::read::segment_reader(file, table)
                 .map_err(seg_err)?
                 .build()
                 .map_err(seg_err)?;

@@ -25,7 +25,7 @@ use arrow::array::{Array, AsArray, StringArray};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReader;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -175,7 +175,7 @@ impl Store {
                 path: path.clone(),
                 source,
             };
-            let builder = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(data))
+            let builder = crate::read::segment_reader(bytes::Bytes::from(data), partition.table)
                 .map_err(parquet_err)?;
             let rows = builder.metadata().file_metadata().num_rows();
             if u64::try_from(rows).ok() != Some(body.rows) {

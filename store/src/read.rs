@@ -7,7 +7,13 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
 use arrow::record_batch::RecordBatch;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+use parquet::file::reader::ChunkReader;
 
 use crate::layout::{SEGMENT_EXTENSION, Store, Table};
 use crate::{Result, StoreError};
@@ -32,6 +38,48 @@ impl Store {
         }
         Ok(batches)
     }
+}
+
+/// Opens a segment of `table` for reading with the table's in-memory types: a text column the
+/// table holds as a dictionary (the raw stream's `comm` and `name`) reads as one, whether the
+/// segment's embedded Arrow schema says dictionary (segments sealed before they were written
+/// for every engine, see [`crate::segment::portable_schema`]) or plain text. Columns the file
+/// has are read as they are otherwise, so older schemas still read (and are upgraded by
+/// [`crate::schema::upgrade_batch`] where a caller needs today's).
+pub fn segment_reader<T: ChunkReader + 'static>(
+    input: T,
+    table: Table,
+) -> parquet::errors::Result<ParquetRecordBatchReaderBuilder<T>> {
+    let metadata = ArrowReaderMetadata::load(&input, ArrowReaderOptions::new())?;
+    let want = crate::schema::schema_of(table);
+    let found = metadata.schema().clone();
+    let mut hinted = false;
+    let fields: Vec<Field> = found
+        .fields()
+        .iter()
+        .map(
+            |f| match want.field_with_name(f.name()).map(|w| w.data_type()) {
+                Ok(dict @ DataType::Dictionary(_, value)) if **value == *f.data_type() => {
+                    hinted = true;
+                    f.as_ref().clone().with_data_type(dict.clone())
+                }
+                _ => f.as_ref().clone(),
+            },
+        )
+        .collect();
+    if !hinted {
+        return Ok(ParquetRecordBatchReaderBuilder::new_with_metadata(
+            input, metadata,
+        ));
+    }
+    let schema = Arc::new(Schema::new_with_metadata(fields, found.metadata().clone()));
+    let metadata = ArrowReaderMetadata::try_new(
+        metadata.metadata().clone(),
+        ArrowReaderOptions::new().with_schema(schema),
+    )?;
+    Ok(ParquetRecordBatchReaderBuilder::new_with_metadata(
+        input, metadata,
+    ))
 }
 
 /// All rows of one segment file.

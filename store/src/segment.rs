@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, ArrayRef, AsArray, UInt32Array};
 use arrow::compute::take_record_batch;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use chrono::Utc;
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::ArrowWriterOptions;
 use parquet::arrow::arrow_writer::compute_leaves;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -617,7 +618,19 @@ impl<'c, W: Write + Send> GroupWriter<'c, W> {
         props: WriterProperties,
         run_columns: &'c [&'c str],
     ) -> parquet::errors::Result<Self> {
-        let (file, factory) = ArrowWriter::try_new(sink, schema.clone(), Some(props.clone()))?
+        // The embedded Arrow schema names plain text where the table holds a dictionary in
+        // memory: some engines (Spark-compatible ones) refuse Dictionary(Int32, Utf8) in a
+        // file's Arrow schema. The Parquet dictionary encoding stays; readers in this crate
+        // get the dictionary back through [`crate::read::segment_reader`].
+        let mut file_props = props.clone();
+        parquet::arrow::add_encoded_arrow_schema_to_metadata(
+            &portable_schema(schema),
+            &mut file_props,
+        );
+        let options = ArrowWriterOptions::new()
+            .with_properties(file_props)
+            .with_skip_arrow_metadata(true);
+        let (file, factory) = ArrowWriter::try_new_with_options(sink, schema.clone(), options)?
             .into_serialized_writer()?;
         let leaves = file.schema_descr().columns().to_vec();
         Ok(GroupWriter {
@@ -672,6 +685,20 @@ impl<'c, W: Write + Send> GroupWriter<'c, W> {
     fn finish(self) -> parquet::errors::Result<W> {
         self.file.into_inner()
     }
+}
+
+/// `schema` as segments describe it to other engines: every dictionary column as its value
+/// type (the Parquet column is the same either way: text, dictionary-encoded).
+pub fn portable_schema(schema: &SchemaRef) -> Schema {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Dictionary(_, value) => f.as_ref().clone().with_data_type((**value).clone()),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Schema::new_with_metadata(fields, schema.metadata().clone())
 }
 
 /// `batches` cut into row groups of at most `max_rows` rows (zero-copy slices, in order).
@@ -802,10 +829,64 @@ mod tests {
 
     fn read_back(path: &Path) -> RecordBatch {
         let file = fs::File::open(path).unwrap();
-        let reader =
-            parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 4096).unwrap();
+        let reader = crate::read::segment_reader(file, Table::Syscall)
+            .unwrap()
+            .build()
+            .unwrap();
         let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
         arrow::compute::concat_batches(&crate::schema::schema_of(Table::Syscall), &batches).unwrap()
+    }
+
+    /// Segments name no Arrow dictionary type (engines that refuse one read them) and keep
+    /// Parquet's dictionary encoding; segments sealed before, with the dictionary type in their
+    /// Arrow schema, read back the same.
+    #[test]
+    fn segments_are_portable_and_older_dictionary_typed_segments_still_read() {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path().join("s")).unwrap();
+        let written = stream(5000, 1, |i| i as i64 % 3);
+        let p = Partition::for_time(Table::Syscall, Utc::now(), "node-1");
+        let new = store.seal(&p, &written, 1, 0).unwrap().path;
+
+        let reader = SerializedFileReader::new(fs::File::open(&new).unwrap()).unwrap();
+        let meta = reader.metadata();
+        let embedded = parquet::arrow::parquet_to_arrow_schema(
+            meta.file_metadata().schema_descr(),
+            meta.file_metadata().key_value_metadata(),
+        )
+        .unwrap();
+        assert_eq!(
+            embedded.field_with_name("comm").unwrap().data_type(),
+            &DataType::Utf8
+        );
+        assert!(
+            !embedded
+                .fields()
+                .iter()
+                .any(|f| matches!(f.data_type(), DataType::Dictionary(..)))
+        );
+        let comm = embedded.index_of("comm").unwrap();
+        let chunk = meta.row_group(0).column(comm);
+        assert!(
+            chunk.dictionary_page_offset().is_some(),
+            "comm stays dictionary-encoded"
+        );
+
+        // As sealed before: Parquet's Arrow writer, the dictionary type in the Arrow schema.
+        let old = dir.path().join("old.parquet");
+        let mut w = ArrowWriter::try_new(
+            fs::File::create(&old).unwrap(),
+            written.schema(),
+            Some(writer_properties(Table::Syscall)),
+        )
+        .unwrap();
+        w.write(&written).unwrap();
+        w.close().unwrap();
+
+        let expected = cluster_by_container(&written).unwrap();
+        assert_eq!(read_back(&new), expected);
+        assert_eq!(read_back(&old), expected);
     }
 
     #[test]

@@ -31,7 +31,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use arrow::record_batch::RecordBatch;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sha2::{Digest, Sha256};
 
 use crate::layout::{Partition, SEGMENT_EXTENSION, Store, Table};
@@ -383,7 +382,7 @@ pub fn read(seg: &Listed) -> Result<Result<Vec<RecordBatch>, Refusal>> {
         path: seg.path.clone(),
         source,
     };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+    let reader = crate::read::segment_reader(file, seg.table())
         .map_err(parquet_err)?
         .build()
         .map_err(parquet_err)?;
