@@ -167,6 +167,43 @@ impl Partition {
     }
 }
 
+/// Directory of a bucket (beside its tables) holding each host's copies of its store manifest:
+/// `_manifest/host=<host>/<entries>.jsonl`, one object per upload that added entries, each the
+/// store's manifest up to that many entries (create-only: an upload never replaces one).
+pub const BUCKET_MANIFEST_DIR: &str = "_manifest";
+
+/// Where a store segment (its manifest path `rel`) goes in a bucket shared by many hosts: the
+/// same Hive layout, with the `host=` level naming `host` (the uploading store's name in the
+/// fleet). None when `rel` is not a segment path of this layout.
+pub fn bucket_segment_key(rel: &str, host: &str) -> Option<String> {
+    let (mut partition, name) = Partition::from_segment_path(rel)?;
+    partition.host = host.to_string();
+    Some(format!("{}/{name}", partition.relative_dir().display()))
+}
+
+/// The bucket key of `host`'s manifest copy holding its first `entries` entries (zero-padded so
+/// keys sort by length of the chain).
+pub fn bucket_manifest_key(host: &str, entries: u64) -> String {
+    format!(
+        "{BUCKET_MANIFEST_DIR}/host={}/{entries:012}.jsonl",
+        sanitize_host(host)
+    )
+}
+
+/// The host and entry count of a bucket manifest key made by [`bucket_manifest_key`].
+pub fn parse_bucket_manifest_key(key: &str) -> Option<(String, u64)> {
+    let mut parts = key.split('/');
+    if parts.next()? != BUCKET_MANIFEST_DIR {
+        return None;
+    }
+    let host = parts.next()?.strip_prefix("host=")?.to_string();
+    let entries = parts.next()?.strip_suffix(".jsonl")?.parse().ok()?;
+    if parts.next().is_some() || sanitize_host(&host) != host {
+        return None;
+    }
+    Some((host, entries))
+}
+
 /// Makes a host name safe as one path component: anything but `[A-Za-z0-9._-]` becomes `_`, and
 /// names made only of dots (`.`, `..`) are prefixed so they can never mean a parent directory.
 pub fn sanitize_host(host: &str) -> String {
@@ -407,6 +444,21 @@ mod tests {
             Partition::from_segment_path("nope/dt=2026-11-28/hour=15/host=a/x.parquet").is_none()
         );
         assert!(Partition::from_segment_path(&format!("{rel}/extra")).is_none());
+    }
+
+    #[test]
+    fn bucket_keys_name_the_uploading_host() {
+        let rel = "net/dt=2026-11-28/hour=15/host=node-1/x-1.parquet";
+        assert_eq!(
+            bucket_segment_key(rel, "edge/7").unwrap(),
+            "net/dt=2026-11-28/hour=15/host=edge_7/x-1.parquet"
+        );
+        assert!(bucket_segment_key("net/x.parquet", "a").is_none());
+        let key = bucket_manifest_key("node-1", 42);
+        assert_eq!(key, "_manifest/host=node-1/000000000042.jsonl");
+        assert_eq!(parse_bucket_manifest_key(&key), Some(("node-1".into(), 42)));
+        assert_eq!(parse_bucket_manifest_key("_manifest/host=../1.jsonl"), None);
+        assert_eq!(parse_bucket_manifest_key("net/host=a/1.jsonl"), None);
     }
 
     #[test]

@@ -268,6 +268,13 @@ impl Manifest {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ManifestLog::default()),
             Err(e) => return Err(StoreError::io(&self.path, e)),
         };
+        Ok(ManifestLog::parse(&data))
+    }
+}
+
+impl ManifestLog {
+    /// Parses a manifest's bytes (a store's file, or a copy of it in a bucket).
+    pub fn parse(data: &[u8]) -> ManifestLog {
         let mut log = ManifestLog {
             torn_tail: !data.is_empty() && data.last() != Some(&b'\n'),
             ..Default::default()
@@ -281,11 +288,9 @@ impl Manifest {
                 Err(e) => log.malformed.push((i + 1, e.to_string())),
             }
         }
-        Ok(log)
+        log
     }
-}
 
-impl ManifestLog {
     /// The segments the manifest lists as present: every `add` not followed by a `remove` of
     /// the same path, in the order they were added.
     pub fn live(&self) -> Vec<&ManifestEntry> {

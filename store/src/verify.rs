@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::layout::{SEGMENT_EXTENSION, Store, Table};
-use crate::manifest::{GENESIS_HASH, Manifest, ManifestEntry, ManifestOp};
+use crate::manifest::{GENESIS_HASH, Manifest, ManifestEntry, ManifestLog, ManifestOp};
 use crate::segment::sha256_file;
 use crate::{Result, StoreError};
 
@@ -139,6 +139,30 @@ impl VerifyReport {
 }
 
 /// Checks the whole store and returns every problem found (it does not stop at the first).
+/// What is wrong with a manifest's chain: entries that do not match their own hash (edited) or
+/// do not point at the entry before (removed, inserted or reordered). A store's manifest and a
+/// bucket's per-host copies are checked alike.
+pub fn chain_problems(log: &ManifestLog) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut prev = GENESIS_HASH;
+    for (line, entry) in &log.entries {
+        if entry.body.hash() != entry.hash {
+            problems.push(Problem::TamperedEntry {
+                line: *line,
+                seq: entry.body.seq,
+            });
+        }
+        if entry.body.prev != prev {
+            problems.push(Problem::BrokenChain {
+                line: *line,
+                seq: entry.body.seq,
+            });
+        }
+        prev = &entry.hash;
+    }
+    problems
+}
+
 pub fn verify_store(store: &Store) -> Result<VerifyReport> {
     let mut report = VerifyReport {
         store: store.root().to_path_buf(),
@@ -177,23 +201,9 @@ pub fn verify_store(store: &Store) -> Result<VerifyReport> {
         }
     }
 
-    // The chain: each entry hashes to itself and points at the one before.
-    let mut prev = GENESIS_HASH.to_string();
+    report.problems.extend(chain_problems(&log));
     let mut live: BTreeMap<String, &ManifestEntry> = BTreeMap::new();
-    for (line, entry) in &log.entries {
-        if entry.body.hash() != entry.hash {
-            report.problems.push(Problem::TamperedEntry {
-                line: *line,
-                seq: entry.body.seq,
-            });
-        }
-        if entry.body.prev != prev {
-            report.problems.push(Problem::BrokenChain {
-                line: *line,
-                seq: entry.body.seq,
-            });
-        }
-        prev = entry.hash.clone();
+    for (_, entry) in &log.entries {
         match entry.body.op {
             ManifestOp::Add => {
                 live.insert(entry.body.path.clone(), entry);
@@ -227,7 +237,7 @@ pub fn verify_store(store: &Store) -> Result<VerifyReport> {
             }
         }
     }
-    report.head_hash = prev;
+    report.head_hash = log.head();
 
     // Every live segment: present, same bytes.
     for (rel, entry) in &live {
