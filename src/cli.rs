@@ -151,6 +151,34 @@ pub enum Command {
     /// Files added, modified or deleted in a running container relative to its image (overlay
     /// layers) or its baseline, with hashes and whether they were executed
     Drift(DriftArgs),
+    /// Ship a store's sealed segments and manifest to an S3-compatible bucket, once
+    /// (create-only, hash-checked; a re-run ships only what is new)
+    Upload(UploadArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  quarry upload --to s3://fleet/prod --host node-7
+  AWS_ENDPOINT_URL=http://127.0.0.1:8333 AWS_ALLOW_HTTP=true quarry upload --to s3://fleet
+
+Objects go to <prefix>/<table>/dt=/hour=/host=<host>/<segment>.parquet and the manifest to
+<prefix>/_manifest/host=<host>/<entries>.jsonl. Endpoint, region and credentials come from the
+usual AWS environment (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+AWS_ALLOW_HTTP). Nothing in the bucket is ever replaced: an object there with another hash is
+named as a conflict. Exit 0: everything is in the bucket; 1: something was not uploaded.")]
+pub struct UploadArgs {
+    /// The bucket and prefix, s3://BUCKET[/PREFIX]
+    #[arg(long, value_name = "s3://BUCKET/PREFIX")]
+    pub to: String,
+    /// The host name the store's objects are filed under in the bucket (unique per store)
+    /// [default: this machine's host name]
+    #[arg(long)]
+    pub host: Option<String>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub out: OutputArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -276,7 +304,8 @@ Examples:
   quarry verify --store ./case-17/store --format json
   quarry verify web.qbundle                     a bundle: every hash, nothing added or removed
   quarry verify web.qbundle --key ir.key.pub    ... and signed by this key
-  quarry verify web.qbundle --extract-to ./web  keep the checked files")]
+  quarry verify web.qbundle --extract-to ./web  keep the checked files
+  quarry verify --store s3://fleet/prod         a bucket: every host's chain and object")]
 pub struct VerifyArgs {
     /// A bundle file from `quarry export` to verify (a directory is verified as a store)
     pub path: Option<PathBuf>,

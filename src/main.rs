@@ -16,6 +16,7 @@ mod query;
 mod record;
 mod snapshot;
 mod status;
+mod upload;
 mod verify;
 
 use std::process::ExitCode;
@@ -80,6 +81,7 @@ fn main() -> ExitCode {
         Command::Posture(args) => posture::run(args),
         Command::Baseline(args) => integrity::baseline(args),
         Command::Drift(args) => integrity::drift(args),
+        Command::Upload(args) => upload::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -8,6 +8,15 @@ use crate::exit;
 use crate::output::shown;
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<u8> {
+    if let Some(url) = args
+        .store
+        .dir
+        .as_deref()
+        .and_then(|d| d.to_str())
+        .filter(|d| quarry_bucket::BucketUrl::is_bucket(d))
+    {
+        return bucket(url, &args);
+    }
     let store_dir = match &args.path {
         Some(p) if p.is_dir() => p.clone(),
         Some(p) => return bundle(p, &args),
@@ -80,6 +89,56 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<u8> {
                 report.removed_segments,
                 report.problems.len(),
                 report.head_hash
+            );
+        }
+    }
+    Ok(if report.is_ok() {
+        exit::OK
+    } else {
+        exit::VERIFY_FAILED
+    })
+}
+
+/// `quarry verify --store s3://...`: every host's manifest chain, every object read back.
+fn bucket(url: &str, args: &VerifyArgs) -> anyhow::Result<u8> {
+    let url = quarry_bucket::BucketUrl::parse(url)?;
+    let bucket = quarry_bucket::Bucket::from_env(&url)?;
+    let rt = crate::query::runtime()?;
+    let report = rt
+        .block_on(quarry_bucket::verify_bucket(&bucket))
+        .with_context(|| format!("verifying the bucket {url}"))?;
+    match args.out.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Table => {
+            for (host, p) in report.all_problems() {
+                match host {
+                    "" => println!("✗ {}", shown(&p.to_string())),
+                    h => println!("✗ host {}: {}", shown(h), shown(&p.to_string())),
+                }
+            }
+            for h in &report.hosts {
+                println!(
+                    "- host {}: {} segments, {} rows; {} manifest entries, head {}",
+                    shown(&h.host),
+                    h.segments_verified,
+                    h.rows,
+                    h.manifest_entries,
+                    h.head_hash
+                );
+            }
+            println!(
+                "{}: {} hosts, {} segments, {} rows ({} kept after their store removed them); \
+                 {} problems",
+                if report.is_ok() {
+                    "✓ verified"
+                } else {
+                    "✗ FAILED"
+                },
+                report.hosts.len(),
+                report.segments_verified,
+                report.rows,
+                report.kept_after_removal,
+                report.all_problems().count()
             );
         }
     }

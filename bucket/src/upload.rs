@@ -1,0 +1,349 @@
+//! Shipping a store's sealed segments and its manifest to a bucket, once.
+//!
+//! [`upload_store`] takes a snapshot of the store's manifest (its whole lines, under the
+//! manifest's lock so no append is half-read), uploads every segment that snapshot lists as
+//! present, then the snapshot itself as the host's manifest copy. Each segment is hashed from
+//! the local file against its manifest entry before it leaves (an altered local segment is
+//! named, not shipped), written with a create-only PUT and read back and hashed again. An
+//! object already in the bucket with the right hash is skipped, so a re-run ships only what is
+//! new; one with another hash is a conflict, named, never replaced. When anything failed the
+//! manifest copy is not written: a copy in the bucket vouches only for objects that are there.
+//!
+//! It must not write to the store (the binary records the upload as an action) or delete
+//! anything anywhere.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+
+use object_store::{PutMode, PutOptions, PutPayload};
+use quarry_store::Store;
+use quarry_store::layout::{bucket_manifest_key, bucket_segment_key, sanitize_host};
+use quarry_store::manifest::{Manifest, ManifestLog};
+use serde::Serialize;
+
+use crate::{Bucket, BucketError, Result, sha256_hex};
+
+/// One thing that kept an object from being uploaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum UploadProblem {
+    /// The local segment does not match its manifest entry (or is gone): not shipped.
+    LocalMismatch { path: String, reason: String },
+    /// The bucket already holds another object under this key: it was left alone.
+    Conflict {
+        key: String,
+        expected: String,
+        actual: String,
+    },
+    /// The object read back after the upload does not hash as sent.
+    ReadBack {
+        key: String,
+        expected: String,
+        actual: String,
+    },
+    /// A request failed (after the client's own retries).
+    Request { key: String, error: String },
+}
+
+impl std::fmt::Display for UploadProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UploadProblem::LocalMismatch { path, reason } => {
+                write!(f, "not uploaded: local segment {path} {reason}")
+            }
+            UploadProblem::Conflict {
+                key,
+                expected,
+                actual,
+            } => write!(
+                f,
+                "conflict: the bucket already holds {key} with sha256 {actual}, the store's is \
+                 {expected}; it was left alone (another store uploads under this host name?)"
+            ),
+            UploadProblem::ReadBack {
+                key,
+                expected,
+                actual,
+            } => write!(
+                f,
+                "{key} reads back with sha256 {actual} after the upload, sent {expected}"
+            ),
+            UploadProblem::Request { key, error } => write!(f, "{key}: {error}"),
+        }
+    }
+}
+
+/// The outcome of [`upload_store`].
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct UploadReport {
+    pub bucket: String,
+    /// The host name the store's objects are filed under.
+    pub host: String,
+    /// Segments the store's manifest listed as present.
+    pub segments: u64,
+    /// Of those: uploaded now, and already in the bucket with the right hash.
+    pub uploaded: u64,
+    pub already_there: u64,
+    /// Bytes and rows uploaded now.
+    pub bytes: u64,
+    pub rows: u64,
+    /// The manifest copy written (or already there); None when problems kept it back.
+    pub manifest_key: Option<String>,
+    pub manifest_entries: u64,
+    pub problems: Vec<UploadProblem>,
+}
+
+impl UploadReport {
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Progress of an upload, for a progress bar.
+#[derive(Debug, Clone, Copy)]
+pub enum UploadProgress {
+    /// About to start: this many segments and bytes to look at.
+    Start { segments: u64, bytes: u64 },
+    /// One segment done (uploaded, skipped or failed).
+    Advance { bytes: u64 },
+}
+
+/// The store's manifest as whole lines, read under its lock, and what they say.
+pub fn manifest_snapshot(store: &Store) -> Result<(Vec<u8>, ManifestLog)> {
+    let manifest = Manifest::new(store.manifest_path());
+    let _guard = manifest.lock()?;
+    let mut data = std::fs::read(store.manifest_path())
+        .map_err(|e| quarry_store::StoreError::io(store.manifest_path(), e))?;
+    // A torn tail (a writer killed mid-line) is not part of the chain.
+    let whole = data.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    data.truncate(whole);
+    let log = ManifestLog::parse(&data);
+    Ok((data, log))
+}
+
+/// Uploads the store's segments and manifest copy under `host` (see the module docs).
+pub async fn upload_store(
+    store: &Store,
+    bucket: &Bucket,
+    host: &str,
+    progress: &(dyn Fn(UploadProgress) + Sync),
+) -> Result<UploadReport> {
+    let host = sanitize_host(host);
+    let (manifest, log) = manifest_snapshot(store)?;
+    let live = log.live();
+    let mut report = UploadReport {
+        bucket: bucket.url().to_string(),
+        host: host.clone(),
+        segments: live.len() as u64,
+        manifest_entries: log.entries.len() as u64,
+        ..UploadReport::default()
+    };
+    progress(UploadProgress::Start {
+        segments: report.segments,
+        bytes: live.iter().map(|e| e.body.bytes).sum(),
+    });
+    for entry in live {
+        let body = &entry.body;
+        let Some(rel) = bucket_segment_key(&body.path, &host) else {
+            report.problems.push(UploadProblem::LocalMismatch {
+                path: body.path.clone(),
+                reason: "is not a segment path of the store layout".into(),
+            });
+            continue;
+        };
+        let data = match read_local(store, &body.path, &body.sha256, body.bytes) {
+            Ok(data) => data,
+            Err(reason) => {
+                report.problems.push(UploadProblem::LocalMismatch {
+                    path: body.path.clone(),
+                    reason,
+                });
+                progress(UploadProgress::Advance { bytes: body.bytes });
+                continue;
+            }
+        };
+        match put_create_only(bucket, &rel, data, &body.sha256).await? {
+            Put::Written => {
+                report.uploaded += 1;
+                report.bytes += body.bytes;
+                report.rows += body.rows;
+            }
+            Put::AlreadyThere => report.already_there += 1,
+            Put::Failed(problem) => report.problems.push(problem),
+        }
+        progress(UploadProgress::Advance { bytes: body.bytes });
+    }
+    if report.problems.is_empty() && !log.entries.is_empty() {
+        let key = bucket_manifest_key(&host, report.manifest_entries);
+        let sha = sha256_hex(&manifest);
+        match put_create_only(bucket, &key, bytes::Bytes::from(manifest), &sha).await? {
+            Put::Written | Put::AlreadyThere => report.manifest_key = Some(key),
+            Put::Failed(problem) => report.problems.push(problem),
+        }
+    }
+    Ok(report)
+}
+
+/// The local segment's bytes when they match its manifest entry; why not otherwise. Never
+/// follows a symlink.
+fn read_local(store: &Store, rel: &str, sha256: &str, bytes: u64) -> Result<bytes::Bytes, String> {
+    let path = store.resolve(rel).map_err(|e| e.to_string())?;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(|e| format!("cannot be opened ({e}); `quarry verify` reports it"))?;
+    let mut data = Vec::with_capacity(bytes as usize);
+    File::read_to_end(&mut file, &mut data).map_err(|e| format!("cannot be read ({e})"))?;
+    let actual = sha256_hex(&data);
+    if actual != sha256 {
+        return Err(format!(
+            "has sha256 {actual}, sealed as {sha256}; `quarry verify` reports it"
+        ));
+    }
+    Ok(bytes::Bytes::from(data))
+}
+
+enum Put {
+    Written,
+    AlreadyThere,
+    Failed(UploadProblem),
+}
+
+/// Writes `data` to `rel` unless an object is there; reads what is there back and compares
+/// its hash with `sha256` either way.
+async fn put_create_only(
+    bucket: &Bucket,
+    rel: &str,
+    data: bytes::Bytes,
+    sha256: &str,
+) -> Result<Put> {
+    let key = bucket.key(rel);
+    let options = PutOptions {
+        mode: PutMode::Create,
+        ..PutOptions::default()
+    };
+    let written = match bucket
+        .objects()
+        .put_opts(&key, PutPayload::from_bytes(data), options)
+        .await
+    {
+        Ok(_) => true,
+        Err(
+            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
+        ) => false,
+        Err(e) => {
+            return Ok(Put::Failed(UploadProblem::Request {
+                key: key.to_string(),
+                error: e.to_string(),
+            }));
+        }
+    };
+    let actual = match bucket.hash(rel).await {
+        Ok(Some((actual, _))) => actual,
+        Ok(None) => "nothing (the object is gone)".to_string(),
+        Err(BucketError::Request { source, .. }) => {
+            return Ok(Put::Failed(UploadProblem::Request {
+                key: key.to_string(),
+                error: source.to_string(),
+            }));
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(match (written, actual == sha256) {
+        (true, true) => Put::Written,
+        (false, true) => Put::AlreadyThere,
+        (true, false) => Put::Failed(UploadProblem::ReadBack {
+            key: key.to_string(),
+            expected: sha256.to_string(),
+            actual,
+        }),
+        (false, false) => Put::Failed(UploadProblem::Conflict {
+            key: key.to_string(),
+            expected: sha256.to_string(),
+            actual,
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::BucketUrl;
+    use object_store::ObjectStoreExt;
+    use quarry_store::schema::{GapReason, GapRow, gap_batch};
+    use quarry_store::{Partition, Table};
+    use std::sync::Arc;
+
+    fn store(root: &std::path::Path, segments: u64) -> Store {
+        let store = Store::create(root).unwrap();
+        for seq in 0..segments {
+            let time = chrono::Utc::now();
+            let row = GapRow {
+                time,
+                ktime_ns: seq,
+                since: time,
+                cpu: 0,
+                lost: 1,
+                reason: GapReason::RingBufferFull,
+                lost_table: None,
+            };
+            let p = Partition::for_time(Table::Gap, time, "n1");
+            store.seal(&p, &gap_batch("n1", &[row]), 1, seq).unwrap();
+        }
+        store
+    }
+
+    fn memory_bucket() -> Bucket {
+        Bucket::with_objects(
+            BucketUrl::parse("s3://b/fleet").unwrap(),
+            Arc::new(object_store::memory::InMemory::new()),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_rerun_ships_only_what_is_new_and_a_local_alteration_is_not_shipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path(), 2);
+        let bucket = memory_bucket();
+        let first = upload_store(&s, &bucket, "h1", &|_| {}).await.unwrap();
+        assert!(first.is_ok(), "{:?}", first.problems);
+        assert_eq!((first.uploaded, first.already_there), (2, 0));
+        assert_eq!(first.manifest_key.as_deref(), Some("_manifest/host=h1/000000000002.jsonl"));
+        let again = upload_store(&s, &bucket, "h1", &|_| {}).await.unwrap();
+        assert_eq!((again.uploaded, again.already_there), (0, 2));
+
+        // A third segment, then the first one altered on disk: the new one ships, the altered
+        // one is named and not shipped, and no manifest copy vouches for the upload.
+        let s = store(dir.path(), 1);
+        let live = Manifest::new(s.manifest_path()).read().unwrap();
+        let victim = s.resolve(&live.live()[0].body.path).unwrap();
+        let mut bytes = std::fs::read(&victim).unwrap();
+        bytes[10] ^= 1;
+        std::fs::write(&victim, bytes).unwrap();
+        let third = upload_store(&s, &bucket, "h1", &|_| {}).await.unwrap();
+        assert_eq!(third.problems.len(), 1, "{:?}", third.problems);
+        assert!(matches!(third.problems[0], UploadProblem::LocalMismatch { .. }));
+        assert_eq!(third.manifest_key, None);
+        assert_eq!(third.already_there, 1);
+    }
+
+    #[tokio::test]
+    async fn an_object_there_with_another_hash_is_a_conflict_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path(), 1);
+        let bucket = memory_bucket();
+        let log = Manifest::new(s.manifest_path()).read().unwrap();
+        let rel = bucket_segment_key(&log.live()[0].body.path, "h1").unwrap();
+        bucket
+            .objects()
+            .put(&bucket.key(&rel), PutPayload::from_static(b"not it"))
+            .await
+            .unwrap();
+        let report = upload_store(&s, &bucket, "h1", &|_| {}).await.unwrap();
+        assert!(matches!(&report.problems[..], [UploadProblem::Conflict { key, .. }] if key.ends_with(&rel)));
+        assert_eq!(bucket.get(&rel).await.unwrap().unwrap().as_ref(), b"not it");
+        assert!(bucket.list("_manifest").await.unwrap().is_empty());
+    }
+}

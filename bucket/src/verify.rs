@@ -1,0 +1,194 @@
+//! Verifying a bucket: every host's manifest chain checked, every object it vouches for read
+//! back and hashed, and every object in the table directories accounted for.
+//!
+//! Per host the newest manifest copy is the chain; every older copy must be a prefix of it
+//! (a host's history is only ever appended to). An object is fine when the chain added it with
+//! its hash (also when the store has removed it since: a bucket may keep segments longer than
+//! a node); it is *altered* when its hash differs, *missing* when the newest copy lists it as
+//! present and it is gone, *unlisted* when no chain of its host added it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use quarry_store::layout::{BUCKET_MANIFEST_DIR, bucket_segment_key, parse_bucket_manifest_key};
+use quarry_store::manifest::{ManifestLog, ManifestOp};
+use quarry_store::verify::{Problem, chain_problems};
+use serde::Serialize;
+
+use crate::{Bucket, Result, sha256_hex};
+
+/// One host's part of a bucket.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct HostReport {
+    pub host: String,
+    /// The manifest copy verified against (the newest).
+    pub manifest_key: String,
+    pub manifest_entries: u64,
+    pub head_hash: String,
+    pub segments_verified: u64,
+    pub rows: u64,
+    pub bytes: u64,
+    /// Problems of this host's chain; objects' problems are in [`BucketReport::problems`].
+    pub problems: Vec<Problem>,
+}
+
+/// The outcome of [`verify_bucket`].
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct BucketReport {
+    pub bucket: String,
+    pub hosts: Vec<HostReport>,
+    pub segments_verified: u64,
+    pub rows: u64,
+    /// Segments a host's store removed that the bucket still keeps (not a problem).
+    pub kept_after_removal: u64,
+    /// Object problems, paths relative to the bucket prefix.
+    pub problems: Vec<Problem>,
+}
+
+impl BucketReport {
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty() && self.hosts.iter().all(|h| h.problems.is_empty())
+    }
+
+    /// Every problem, each with the host whose chain it belongs to ("" for objects).
+    pub fn all_problems(&self) -> impl Iterator<Item = (&str, &Problem)> {
+        self.hosts
+            .iter()
+            .flat_map(|h| h.problems.iter().map(move |p| (h.host.as_str(), p)))
+            .chain(self.problems.iter().map(|p| ("", p)))
+    }
+}
+
+/// What a host's chain says about one object key.
+struct Vouched {
+    sha256: String,
+    rows: u64,
+    bytes: u64,
+    live: bool,
+}
+
+/// Verifies every host in the bucket (see the module docs).
+pub async fn verify_bucket(bucket: &Bucket) -> Result<BucketReport> {
+    let mut report = BucketReport {
+        bucket: bucket.url().to_string(),
+        ..BucketReport::default()
+    };
+    // Manifest copies by host, oldest first.
+    let mut copies: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
+    for (rel, _) in bucket.list(BUCKET_MANIFEST_DIR).await? {
+        match parse_bucket_manifest_key(&rel) {
+            Some((host, entries)) => copies.entry(host).or_default().push((entries, rel)),
+            None => report.problems.push(Problem::Unlisted { path: rel }),
+        }
+    }
+    let mut vouched: HashMap<String, Vouched> = HashMap::new();
+    for (host, mut keys) in copies {
+        keys.sort();
+        let (entries, newest_key) = keys.last().cloned().expect("a host has a copy");
+        let mut host_report = HostReport {
+            host: host.clone(),
+            manifest_key: newest_key.clone(),
+            ..HostReport::default()
+        };
+        let newest = bucket.get(&newest_key).await?.unwrap_or_default();
+        for (_, older_key) in &keys[..keys.len() - 1] {
+            let older = bucket.get(older_key).await?.unwrap_or_default();
+            if !newest.starts_with(&older) {
+                host_report.problems.push(Problem::Unexpected {
+                    path: older_key.clone(),
+                    what: format!(
+                        "a manifest copy that is not a prefix of the newest ({newest_key}): the \
+                         host's history was rewritten"
+                    ),
+                });
+            }
+        }
+        let log = ManifestLog::parse(&newest);
+        host_report.manifest_entries = log.entries.len() as u64;
+        host_report.head_hash = log.head();
+        if host_report.manifest_entries != entries {
+            host_report.problems.push(Problem::Unexpected {
+                path: newest_key.clone(),
+                what: format!(
+                    "a manifest copy named for {entries} entries that holds {}",
+                    host_report.manifest_entries
+                ),
+            });
+        }
+        for (line, error) in &log.malformed {
+            host_report.problems.push(Problem::MalformedEntry {
+                line: *line,
+                error: error.clone(),
+            });
+        }
+        host_report.problems.extend(chain_problems(&log));
+        let live: std::collections::HashSet<&str> =
+            log.live().iter().map(|e| e.body.path.as_str()).collect();
+        for (_, entry) in &log.entries {
+            if entry.body.op != ManifestOp::Add {
+                continue;
+            }
+            let Some(key) = bucket_segment_key(&entry.body.path, &host) else {
+                continue;
+            };
+            vouched.insert(
+                key,
+                Vouched {
+                    sha256: entry.body.sha256.clone(),
+                    rows: entry.body.rows,
+                    bytes: entry.body.bytes,
+                    live: live.contains(entry.body.path.as_str()),
+                },
+            );
+        }
+        report.hosts.push(host_report);
+    }
+
+    let mut seen = std::collections::HashSet::new();
+    for (rel, _) in bucket.list("").await? {
+        if rel.starts_with(&format!("{BUCKET_MANIFEST_DIR}/")) {
+            continue;
+        }
+        let Some(expected) = vouched.get(&rel) else {
+            report.problems.push(Problem::Unlisted { path: rel });
+            continue;
+        };
+        seen.insert(rel.clone());
+        let Some(data) = bucket.get(&rel).await? else {
+            continue;
+        };
+        let actual = sha256_hex(&data);
+        if actual != expected.sha256 {
+            report.problems.push(Problem::Altered {
+                path: rel,
+                expected: expected.sha256.clone(),
+                actual,
+            });
+            continue;
+        }
+        if !expected.live {
+            report.kept_after_removal += 1;
+        }
+        let host = rel
+            .split('/')
+            .nth(3)
+            .and_then(|h| h.strip_prefix("host="))
+            .unwrap_or_default();
+        if let Some(h) = report.hosts.iter_mut().find(|h| h.host == host) {
+            h.segments_verified += 1;
+            h.rows += expected.rows;
+            h.bytes += expected.bytes;
+        }
+        report.segments_verified += 1;
+        report.rows += expected.rows;
+    }
+    let mut missing: Vec<&String> = vouched
+        .iter()
+        .filter(|(key, v)| v.live && !seen.contains(*key))
+        .map(|(key, _)| key)
+        .collect();
+    missing.sort();
+    for key in missing {
+        report.problems.push(Problem::Missing { path: key.clone() });
+    }
+    Ok(report)
+}

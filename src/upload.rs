@@ -1,0 +1,101 @@
+//! `quarry upload`: ship a store's sealed backlog to a bucket once, and record that it did.
+
+use std::io::IsTerminal;
+
+use anyhow::Context;
+use quarry_bucket::{Bucket, BucketUrl, UploadProgress, upload_store};
+use quarry_store::Store;
+
+use crate::action::{self, Outcome};
+use crate::cli::{Format, UploadArgs};
+use crate::exit;
+use crate::output::shown;
+
+pub fn run(args: UploadArgs) -> anyhow::Result<u8> {
+    let url = BucketUrl::parse(&args.to)?;
+    let store_dir = args.store.resolve();
+    let store = Store::at(&store_dir);
+    if !store.manifest_path().is_file() {
+        anyhow::bail!(
+            "{} is not a store (no manifest); pass the directory `quarry record --store` wrote to",
+            store_dir.display()
+        );
+    }
+    let host = args
+        .host
+        .clone()
+        .unwrap_or_else(quarry_store::action::local_hostname);
+    let bucket = Bucket::from_env(&url)?;
+    let bar = if !std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "uploading [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        bar
+    };
+    let rt = crate::query::runtime()?;
+    let result = rt.block_on(upload_store(&store, &bucket, &host, &|p| match p {
+        UploadProgress::Start { bytes, .. } => bar.set_length(bytes),
+        UploadProgress::Advance { bytes } => bar.inc(bytes),
+    }));
+    bar.finish_and_clear();
+    let (word, error, detail) = match &result {
+        Ok(r) if r.is_ok() => ("ok", None, Some(serde_json::to_value(r)?)),
+        Ok(r) => (
+            "error",
+            Some(format!("{} objects not uploaded", r.problems.len())),
+            Some(serde_json::to_value(r)?),
+        ),
+        Err(e) => ("error", Some(format!("{e:#}")), None),
+    };
+    let recorded = action::record_maybe_on(
+        &store_dir,
+        "upload",
+        None,
+        None,
+        Outcome {
+            result: word,
+            error,
+            detail,
+        },
+    );
+    let report = result.with_context(|| format!("uploading {} to {url}", store_dir.display()))?;
+    match args.out.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Table => {
+            for p in &report.problems {
+                println!("✗ {}", shown(&p.to_string()));
+            }
+            println!(
+                "{}: {} segments of {} as host {}: {} uploaded ({} rows, {} bytes), {} already \
+                 there{}",
+                if report.is_ok() {
+                    "✓ uploaded"
+                } else {
+                    "✗ INCOMPLETE"
+                },
+                report.segments,
+                store_dir.display(),
+                report.host,
+                report.uploaded,
+                report.rows,
+                report.bytes,
+                report.already_there,
+                match &report.manifest_key {
+                    Some(k) => format!("; manifest {url}/{k}"),
+                    None => "; manifest not written (problems above)".to_string(),
+                }
+            );
+        }
+    }
+    if !report.is_ok() {
+        return Ok(exit::ERROR);
+    }
+    Ok(recorded.exit_code())
+}
