@@ -2,6 +2,7 @@
 //! real kernel, and read back what it wrote.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod bucket;
 pub mod containers;
 
 use std::io::{BufRead, BufReader};

@@ -1,0 +1,260 @@
+//! The fleet's bucket: `quarry upload` ships stores of two hosts to one real S3-compatible
+//! server (`weed mini` on 127.0.0.1, see tests/common/bucket.rs), create-only and hash-checked,
+//! and `quarry verify --store s3://...` checks every host's chain and object. Real Parquet,
+//! real manifests, a real server; no root needed.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+use std::sync::Arc;
+
+use chrono::{TimeZone, Utc};
+use common::bucket::Weed;
+use common::*;
+use object_store::{ObjectStoreExt, PutPayload};
+use quarry_bucket::{Bucket, BucketUrl};
+use quarry_store::layout::{bucket_manifest_key, bucket_segment_key};
+use quarry_store::manifest::{Manifest, ManifestLog};
+use quarry_store::schema::{ProcessEvent, ProcessRow, RowIdentity, process_batch};
+use quarry_store::{Partition, Store, Table};
+
+/// A store whose segments say `host`, with `segments` process segments of 40 rows in two
+/// hours.
+fn store_of(root: &Path, host: &str, segments: u64) -> Store {
+    let store = Store::create(root).unwrap();
+    for seq in 0..segments {
+        let time = Utc
+            .with_ymd_and_hms(2026, 11, 28, 10 + (seq % 2) as u32, 5, seq as u32)
+            .unwrap();
+        let rows: Vec<ProcessRow> = (0..40)
+            .map(|pid| ProcessRow {
+                id: RowIdentity {
+                    time,
+                    ktime_ns: 1_000 + pid as u64,
+                    pid,
+                    tid: pid,
+                    comm: format!("w-{host}"),
+                    cgroup_id: 7,
+                    container_id: None,
+                },
+                ppid: Some(1),
+                start_ns: Some(10),
+                parent_start_ns: Some(1),
+                event: ProcessEvent::Exit {
+                    exit_code: Some(0),
+                    signal: None,
+                    core_dumped: false,
+                },
+            })
+            .collect();
+        let partition = Partition::for_time(Table::Process, time, host);
+        store
+            .seal(&partition, &process_batch(host, &rows), 1, seq)
+            .unwrap();
+    }
+    store
+}
+
+fn run(weed: &Weed, args: &[&str]) -> Output {
+    let mut cmd = quarry();
+    weed.configure(&mut cmd).args(args);
+    cmd.output().unwrap()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: stdout {} stderr {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn client(weed: &Weed, url: &str) -> Bucket {
+    let mut builder = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name(&weed.bucket)
+        .with_allow_http(true);
+    for (k, v) in weed.env() {
+        builder = builder.with_config(k.to_ascii_lowercase().parse().unwrap(), v);
+    }
+    Bucket::with_objects(
+        BucketUrl::parse(url).unwrap(),
+        Arc::new(builder.build().unwrap()),
+    )
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// Every segment of the store's manifest as of the host's newest copy in the bucket is there,
+/// byte for byte (same SHA-256); returns how many.
+fn assert_all_in_bucket(bucket: &Bucket, store: &Store, host: &str) -> usize {
+    let local = Manifest::new(store.manifest_path()).read().unwrap();
+    let entries = local.entries.len() as u64;
+    // The upload's own action row is sealed after its manifest copy: the copy holds every
+    // entry but that last one.
+    let copy = block_on(bucket.get(&bucket_manifest_key(host, entries - 1)))
+        .unwrap()
+        .expect("the host's manifest copy");
+    let shipped = ManifestLog::parse(&copy);
+    assert_eq!(shipped.entries.len() as u64, entries - 1);
+    for (a, (_, b)) in shipped.entries.iter().zip(&local.entries) {
+        assert_eq!(a.1, *b, "the copy is the local chain");
+    }
+    let live = shipped.live();
+    for entry in &live {
+        let key = bucket_segment_key(&entry.body.path, host).unwrap();
+        let (sha, bytes) = block_on(bucket.hash(&key)).unwrap().expect(&key);
+        assert_eq!(
+            (sha.as_str(), bytes),
+            (entry.body.sha256.as_str(), entry.body.bytes)
+        );
+    }
+    live.len()
+}
+
+#[test]
+fn two_hosts_upload_to_one_bucket_and_it_verifies_until_an_object_is_altered() {
+    let weed = Weed::start("f22-fleet");
+    assert!(weed.data_dir().starts_with(weed.dir()));
+    let dir = tempfile::tempdir().unwrap();
+    // The segments' `host` column names the host they are filed under in the bucket, as with
+    // a recorder and `quarry upload` on the same node.
+    let a = store_of(&dir.path().join("a"), "f22-a", 3);
+    let b = store_of(&dir.path().join("b"), "f22-b", 2);
+    let url = weed.url("fleet");
+    let store_a = a.root().to_str().unwrap();
+    let store_b = b.root().to_str().unwrap();
+
+    let up = |store: &str, host: &str| {
+        run(
+            &weed,
+            &[
+                "upload", "--store", store, "--to", &url, "--host", host, "--format", "json",
+            ],
+        )
+    };
+    let first = up(store_a, "f22-a");
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let report = json(&first);
+    assert_eq!(report["uploaded"], 3);
+    assert_eq!(report["already_there"], 0);
+    assert_eq!(report["rows"], 120);
+    let up_b = up(store_b, "f22-b");
+    assert!(
+        up_b.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up_b.stderr)
+    );
+    assert_eq!(json(&up_b)["uploaded"], 2);
+
+    // Again: only what is new (the first upload's action row) leaves; the rest is skipped.
+    let again = json(&up(store_a, "f22-a"));
+    assert_eq!(
+        (again["uploaded"].as_u64(), again["already_there"].as_u64()),
+        (Some(1), Some(3))
+    );
+
+    let bucket = client(&weed, &url);
+    // 3 + 1 action row of the first upload, and 2.
+    assert_eq!(assert_all_in_bucket(&bucket, &a, "f22-a"), 4);
+    assert_eq!(assert_all_in_bucket(&bucket, &b, "f22-b"), 2);
+    let keys: Vec<String> = block_on(bucket.list("process"))
+        .unwrap()
+        .into_iter()
+        .map(|k| k.0)
+        .collect();
+    assert!(keys.iter().any(|k| k.contains("/host=f22-a/")), "{keys:?}");
+    assert!(keys.iter().any(|k| k.contains("/host=f22-b/")), "{keys:?}");
+    assert!(
+        keys.iter()
+            .all(|k| k.starts_with("process/dt=2026-11-28/hour=1")),
+        "{keys:?}"
+    );
+
+    // Another engine reads the bucket as it is: DuckDB over S3 (httpfs), Hive partitions.
+    let mut duck = python();
+    weed.configure(&mut duck)
+        .arg(tests_dir().join("py/read_bucket.py"))
+        .args([weed.bucket.as_str(), "fleet"]);
+    let duck = duck.output().unwrap();
+    assert!(duck.status.success(), "{}", String::from_utf8_lossy(&duck.stderr));
+    let duck = json(&duck);
+    assert_eq!(duck["hosts"], serde_json::json!({"f22-a": 120, "f22-b": 80}));
+    assert_eq!(duck["hours"], serde_json::json!(["10", "11"]));
+    assert_eq!(duck["comm_type"], "VARCHAR");
+
+    let verified = run(&weed, &["verify", "--store", &url, "--format", "json"]);
+    assert_eq!(
+        verified.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&verified.stdout)
+    );
+    let v = json(&verified);
+    assert_eq!(v["hosts"].as_array().unwrap().len(), 2);
+    assert_eq!(v["segments_verified"], 6 + 1);
+
+    // A store that uploads under a name another store uses: nothing replaced, each named.
+    let clash = up(store_b, "f22-a");
+    assert_eq!(clash.status.code(), Some(1));
+    let clash = json(&clash);
+    assert!(
+        clash["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["kind"] == "conflict"),
+        "{clash}"
+    );
+    assert_eq!(clash["manifest_key"], serde_json::Value::Null);
+
+    // Someone rewrites one object in the bucket: verify names it.
+    let victim = keys
+        .iter()
+        .find(|k| k.contains("/host=f22-b/"))
+        .unwrap()
+        .clone();
+    block_on(bucket.objects().put(
+        &bucket.key(&victim),
+        PutPayload::from_static(b"PAR1 forged"),
+    ))
+    .unwrap();
+    let unlisted = "process/dt=2026-11-28/hour=10/host=f22-b/planted.parquet";
+    block_on(
+        bucket
+            .objects()
+            .put(&bucket.key(unlisted), PutPayload::from_static(b"x")),
+    )
+    .unwrap();
+    let failed = run(&weed, &["verify", "--store", &url]);
+    let text = String::from_utf8_lossy(&failed.stdout);
+    assert_eq!(failed.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains(&format!("altered segment: {victim}")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("unlisted segment: {unlisted}")),
+        "{text}"
+    );
+    // And gone: missing.
+    block_on(bucket.objects().delete(&bucket.key(&victim))).unwrap();
+    let failed = run(&weed, &["verify", "--store", &url]);
+    let text = String::from_utf8_lossy(&failed.stdout);
+    assert!(
+        text.contains(&format!("missing segment: {victim}")),
+        "{text}"
+    );
+}
