@@ -310,7 +310,10 @@ mod tests {
         let first = upload_store(&s, &bucket, "h1", &|_| {}).await.unwrap();
         assert!(first.is_ok(), "{:?}", first.problems);
         assert_eq!((first.uploaded, first.already_there), (2, 0));
-        assert_eq!(first.manifest_key.as_deref(), Some("_manifest/host=h1/000000000002.jsonl"));
+        assert_eq!(
+            first.manifest_key.as_deref(),
+            Some("_manifest/host=h1/000000000002.jsonl")
+        );
         let again = upload_store(&s, &bucket, "h1", &|_| {}).await.unwrap();
         assert_eq!((again.uploaded, again.already_there), (0, 2));
 
@@ -324,7 +327,10 @@ mod tests {
         std::fs::write(&victim, bytes).unwrap();
         let third = upload_store(&s, &bucket, "h1", &|_| {}).await.unwrap();
         assert_eq!(third.problems.len(), 1, "{:?}", third.problems);
-        assert!(matches!(third.problems[0], UploadProblem::LocalMismatch { .. }));
+        assert!(matches!(
+            third.problems[0],
+            UploadProblem::LocalMismatch { .. }
+        ));
         assert_eq!(third.manifest_key, None);
         assert_eq!(third.already_there, 1);
     }
@@ -342,7 +348,9 @@ mod tests {
             .await
             .unwrap();
         let report = upload_store(&s, &bucket, "h1", &|_| {}).await.unwrap();
-        assert!(matches!(&report.problems[..], [UploadProblem::Conflict { key, .. }] if key.ends_with(&rel)));
+        assert!(
+            matches!(&report.problems[..], [UploadProblem::Conflict { key, .. }] if key.ends_with(&rel))
+        );
         assert_eq!(bucket.get(&rel).await.unwrap().unwrap().as_ref(), b"not it");
         assert!(bucket.list("_manifest").await.unwrap().is_empty());
     }
