@@ -1,10 +1,8 @@
-//! SQL tests over a fixture store: the `.slt` files in `tests/sql/` (sqllogictest style: a
-//! `query` block with the expected rows after `----`, or `statement error <text>`), plus the
-//! behaviours that need more than rows: damaged segments, timelines and hunts.
+//! SQL tests over a fixture store that need more than rows: damaged segments, timelines and
+//! hunts. Plain queries and their expected rows are `.slt` files in `tests/sql/` (tests/slt.rs).
 
 mod common;
 
-use std::path::Path;
 
 use arrow::array::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -37,85 +35,6 @@ fn render(batches: &[RecordBatch]) -> Vec<String> {
         }
     }
     lines
-}
-
-/// Runs one .slt file against a session; panics naming the file and line of a mismatch.
-async fn run_slt(catalog: &mut Catalog, path: &Path) -> usize {
-    let text = std::fs::read_to_string(path).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    let mut i = 0;
-    let mut checked = 0;
-    while i < lines.len() {
-        let line = lines[i].trim();
-        if line.is_empty() || line.starts_with('#') {
-            i += 1;
-            continue;
-        }
-        let start = i + 1;
-        let mut sql = String::new();
-        i += 1;
-        while i < lines.len() && !lines[i].trim().is_empty() && lines[i].trim() != "----" {
-            sql.push_str(lines[i]);
-            sql.push('\n');
-            i += 1;
-        }
-        let at = format!("{}:{start}", path.display());
-        if let Some(expected_error) = line.strip_prefix("statement error") {
-            let err = catalog
-                .sql(&sql)
-                .await
-                .err()
-                .unwrap_or_else(|| panic!("{at}: expected an error, the statement ran"));
-            assert!(
-                err.to_string().contains(expected_error.trim()),
-                "{at}: error {err:?} does not contain {:?}",
-                expected_error.trim()
-            );
-        } else if line == "query" {
-            assert_eq!(
-                lines.get(i).map(|l| l.trim()),
-                Some("----"),
-                "{at}: no ----"
-            );
-            i += 1;
-            let mut expected = Vec::new();
-            while i < lines.len() && !lines[i].trim().is_empty() {
-                expected.push(lines[i].trim().to_string());
-                i += 1;
-            }
-            let got = catalog
-                .sql(&sql)
-                .await
-                .unwrap_or_else(|e| panic!("{at}: {e}"));
-            assert_eq!(render(&got), expected, "{at}: {sql}");
-        } else {
-            panic!("{at}: unknown directive {line:?}");
-        }
-        checked += 1;
-    }
-    checked
-}
-
-#[test]
-fn slt_files() {
-    let dir = tempfile::tempdir().unwrap();
-    common::build(dir.path());
-    rt().block_on(async {
-        let mut catalog = Catalog::open(dir.path()).await.unwrap();
-        assert!(catalog.skipped().is_empty(), "{:?}", catalog.skipped());
-        let mut files: Vec<_> =
-            std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql"))
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .filter(|p| p.extension().is_some_and(|e| e == "slt"))
-                .collect();
-        files.sort();
-        assert!(!files.is_empty());
-        for f in files {
-            let n = run_slt(&mut catalog, &f).await;
-            assert!(n > 0, "{} has no checks", f.display());
-        }
-    });
 }
 
 #[test]
