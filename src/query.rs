@@ -241,7 +241,7 @@ async fn meta_command(catalog: &mut Catalog, command: &str) -> anyhow::Result<bo
     };
     match catalog.sql(&sql).await {
         Ok(batches) => output::write(&batches, OutFormat::Table, &mut std::io::stdout())?,
-        Err(e) => eprintln!("error: {e}"),
+        Err(e) => eprintln!("error: {}", quarry_store::human::with_causes(&e)),
     }
     Ok(true)
 }

@@ -227,7 +227,10 @@ async fn retention_loop(store: Store, policy: quarry_store::RetentionPolicy, int
                     );
                 }
             }
-            Ok(Err(e)) => log::error!("retention failed (recording goes on): {e}"),
+            Ok(Err(e)) => log::error!(
+                "retention failed (recording goes on): {}",
+                quarry_store::human::with_causes(&e)
+            ),
             Err(e) => log::error!("retention task failed (recording goes on): {e}"),
         }
     }
@@ -276,7 +279,11 @@ async fn status_line(stats: Arc<Stats>, store: Store, scope: String, quiet: bool
             // Once per episode: on a full disk this fails every second.
             Err(e) if !status_failing => {
                 status_failing = true;
-                log::warn!("cannot write {}: {e}", store.status_path().display());
+                log::warn!(
+                    "cannot write {}: {}",
+                    store.status_path().display(),
+                    quarry_store::human::with_causes(&e)
+                );
             }
             Err(_) => {}
         }

@@ -36,7 +36,7 @@ pub enum QueryError {
     #[error("rule fixture {0}")]
     Fixture(String),
     /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
+    #[error("I/O error on {path}")]
     Io {
         path: PathBuf,
         #[source]

@@ -61,7 +61,9 @@ fn column_type(data_type: &DataType) -> DefaultColumnType {
     match data_type {
         DataType::Dictionary(_, value) => column_type(value),
         t if t.is_integer() => DefaultColumnType::Integer,
-        t if t.is_floating() || matches!(t, DataType::Decimal128(..) | DataType::Decimal256(..)) => {
+        t if t.is_floating()
+            || matches!(t, DataType::Decimal128(..) | DataType::Decimal256(..)) =>
+        {
             DefaultColumnType::FloatingPoint
         }
         _ => DefaultColumnType::Text,

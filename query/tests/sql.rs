@@ -3,7 +3,6 @@
 
 mod common;
 
-
 use arrow::array::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use quarry_query::hunt::{self, Scope};

@@ -89,7 +89,7 @@ pub enum RecorderError {
 
     /// The kernel publishes no BTF, so field offsets cannot be found.
     #[error(
-        "cannot read the kernel's BTF at {path} ({source}); Quarry needs a kernel built with \
+        "cannot read the kernel's BTF at {path}; Quarry needs a kernel built with \
          CONFIG_DEBUG_INFO_BTF=y (most distribution kernels since 5.x are)"
     )]
     NoBtf {
@@ -98,7 +98,7 @@ pub enum RecorderError {
     },
 
     /// The kernel's BTF lacks a structure field the programs read.
-    #[error("the kernel's BTF does not describe what Quarry needs: {0}")]
+    #[error("the kernel's BTF does not describe what Quarry needs")]
     Btf(#[from] BtfError),
 
     /// tracefs is neither mounted nor mountable.
@@ -113,11 +113,11 @@ pub enum RecorderError {
     Store(#[from] StoreError),
 
     /// The kernel refused the eBPF object.
-    #[error("loading the eBPF programs failed: {0}")]
+    #[error("loading the eBPF programs failed")]
     Load(#[from] aya::EbpfError),
 
     /// A program failed to load or attach.
-    #[error("program {program} could not be loaded or attached: {source}")]
+    #[error("program {program} could not be loaded or attached")]
     Program {
         program: &'static str,
         source: aya::programs::ProgramError,
@@ -128,14 +128,14 @@ pub enum RecorderError {
     TooManyCgroups { given: usize },
 
     /// The kernel's BTF could not be parsed to attach a BTF tracepoint.
-    #[error("cannot use the kernel's BTF to attach {program}: {source}")]
+    #[error("cannot use the kernel's BTF to attach {program}")]
     BtfTracePoint {
         program: &'static str,
         source: aya::BtfError,
     },
 
     /// A map is missing from the object or could not be opened.
-    #[error("eBPF map {map}: {source}")]
+    #[error("eBPF map {map} is missing or could not be opened")]
     Map {
         map: &'static str,
         source: aya::maps::MapError,

@@ -370,24 +370,13 @@ impl SealHealth {
             source = e.source();
         }
         // Parquet's writer wraps I/O errors as text.
-        let text = error.to_string() + &error_chain(error);
+        let text = quarry_store::human::with_causes(error);
         if text.contains("No space left on device") || text.contains("Disk quota exceeded") {
             SealHealth::DiskFull
         } else {
             SealHealth::WriteError
         }
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut out = String::new();
-    let mut source = error.source();
-    while let Some(e) = source {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        source = e.source();
-    }
-    out
 }
 
 /// A batch the sealer did not take, and why its rows are lost.
@@ -743,7 +732,7 @@ impl Worker {
     /// Records a failed write or seal: the health it means, logged once per episode.
     fn failed(&self, table: Table, error: &StoreError) -> SealHealth {
         let health = SealHealth::of_error(error);
-        let message = format!("{error}{}", error_chain(error));
+        let message = quarry_store::human::with_causes(error);
         let mut last = self.stats.last_error.lock().unwrap();
         // Once per episode, not every retry: a full disk can last for hours.
         if last.is_none() {

@@ -150,11 +150,11 @@ pub enum SnapshotError {
     #[error(transparent)]
     Store(#[from] quarry_store::StoreError),
 
-    #[error("Arrow error: {0}")]
+    #[error("Arrow error")]
     Arrow(#[from] arrow::error::ArrowError),
 
     /// Any other I/O failure, with its path.
-    #[error("{}: {source}", path.display())]
+    #[error("I/O error on {}", path.display())]
     Io { path: PathBuf, source: io::Error },
 }
 
