@@ -1,6 +1,9 @@
 //! End-to-end: `quarry record` as root against the real kernel, read back with our reader and
 //! with pyarrow, and `quarry verify` after a clean stop and after SIGKILL.
 
+// A test fails by panicking: unwrap is how it says what went wrong.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::process::Command;

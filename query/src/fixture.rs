@@ -195,7 +195,9 @@ fn known(list: &'static [&'static str], what: &str, value: &str) -> Result<&'sta
 }
 
 fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 1, 10, 0, 0).unwrap()
+    Utc.with_ymd_and_hms(2026, 11, 1, 10, 0, 0)
+        .single()
+        .expect("a valid fixed date")
 }
 
 fn identity(r: &Row) -> RowIdentity {

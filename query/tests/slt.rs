@@ -9,6 +9,9 @@
 //! To write the actual results into the files after an intended change (then review the diff):
 //! `QUARRY_SLT_COMPLETE=1 cargo nextest run -E 'binary(slt)'`.
 
+// A test fails by panicking: unwrap is how it says what went wrong.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -1,6 +1,9 @@
 //! SQL tests over a fixture store that need more than rows: damaged segments, timelines and
 //! hunts. Plain queries and their expected rows are `.slt` files in `tests/sql/` (tests/slt.rs).
 
+// A test fails by panicking: unwrap is how it says what went wrong.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use arrow::array::RecordBatch;

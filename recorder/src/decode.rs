@@ -200,6 +200,7 @@ impl Iterator for RawSlots<'_> {
         // record cut short by the end of the batch ends the iteration).
         let slot: RawSlot = unsafe { read_record(self.rest) }?;
         if slot.nr == RAW_SLOT_THREAD {
+            // SAFETY: plain old data from the ring; read_record checks the length.
             let thread: RawThread = unsafe { read_record(self.rest) }?;
             self.rest = &self.rest[size_of::<RawThread>()..];
             return Some(RawItem::Thread(thread));
@@ -236,6 +237,7 @@ pub fn decode<'a>(bytes: &'a [u8], clock: &WallClock) -> Result<Record<'a>, Deco
     let header: EventHeader = unsafe { read_record(bytes) }.ok_or(short)?;
     match header.kind {
         KIND_FORK => {
+            // SAFETY: plain old data from the ring; read_record checks the length.
             let ev: ForkEvent = unsafe { read_record(bytes) }.ok_or(short)?;
             let mut id = identity(&ev.header, clock);
             // The row is about the new process; the header described its parent.
@@ -253,6 +255,7 @@ pub fn decode<'a>(bytes: &'a [u8], clock: &WallClock) -> Result<Record<'a>, Deco
             ))
         }
         KIND_EXEC => {
+            // SAFETY: plain old data from the ring; read_record checks the length.
             let ev: ExecEvent = unsafe { read_record(bytes) }.ok_or(short)?;
             let filename_len = (ev.filename_len as usize).min(ev.filename.len());
             let argv_len = (ev.argv_len as usize).min(ev.argv.len());
@@ -287,6 +290,7 @@ pub fn decode<'a>(bytes: &'a [u8], clock: &WallClock) -> Result<Record<'a>, Deco
             ))
         }
         KIND_EXIT => {
+            // SAFETY: plain old data from the ring; read_record checks the length.
             let ev: ExitEvent = unsafe { read_record(bytes) }.ok_or(short)?;
             let (exit_code, signal, core_dumped) = split_exit_code(ev.exit_code);
             Ok(Record::Process(
@@ -304,11 +308,12 @@ pub fn decode<'a>(bytes: &'a [u8], clock: &WallClock) -> Result<Record<'a>, Deco
                 Box::default(),
             ))
         }
-        // SAFETY (all below): as above.
         KIND_CALL | KIND_CALL_ENTRY => Ok(Record::Call(Box::new(
+            // SAFETY: plain old data from the ring; read_record checks the length.
             unsafe { read_record(bytes) }.ok_or(short)?,
         ))),
         KIND_TCP_STATE => Ok(Record::TcpState(
+            // SAFETY: plain old data from the ring; read_record checks the length.
             unsafe { read_record(bytes) }.ok_or(short)?,
         )),
         other => Err(DecodeError::UnknownKind(other)),

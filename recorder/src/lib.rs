@@ -28,6 +28,7 @@ use std::future::Future;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -635,7 +636,10 @@ impl DrainState {
             self.losses.add(d.reason, d.table, d.rows, d.since, d.until);
         }
         let health = sealer.health();
-        *stats.degraded.lock().unwrap() =
+        *stats
+            .degraded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) =
             (health != SealHealth::Ok).then(|| health.gap_reason().as_str());
         if self.losses.is_empty() || !(now || health == SealHealth::Ok) {
             return;

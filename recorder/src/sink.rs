@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+use std::sync::PoisonError;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
@@ -694,8 +695,14 @@ impl Worker {
                 stats
                     .bytes_sealed
                     .fetch_add(sealed.entry.body.bytes, Ordering::Relaxed);
-                *stats.last_segment.lock().unwrap() = Some(sealed.path);
-                *stats.last_error.lock().unwrap() = None;
+                *stats
+                    .last_segment
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(sealed.path);
+                *stats
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = None;
                 Ok(())
             }
             Err(e) => {
@@ -733,7 +740,11 @@ impl Worker {
     fn failed(&self, table: Table, error: &StoreError) -> SealHealth {
         let health = SealHealth::of_error(error);
         let message = quarry_store::human::with_causes(error);
-        let mut last = self.stats.last_error.lock().unwrap();
+        let mut last = self
+            .stats
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         // Once per episode, not every retry: a full disk can last for hours.
         if last.is_none() {
             log::warn!(
@@ -773,7 +784,7 @@ impl Worker {
             self.stats
                 .last_error
                 .lock()
-                .unwrap()
+                .unwrap_or_else(PoisonError::into_inner)
                 .as_deref()
                 .unwrap_or("unknown error")
         );

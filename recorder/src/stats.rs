@@ -1,6 +1,7 @@
 //! Live counters of a running recorder, read by the status line.
 
 use std::path::PathBuf;
+use std::sync::PoisonError;
 
 use quarry_store::Table;
 use std::sync::Mutex;
@@ -87,9 +88,17 @@ impl Stats {
             rows_pending: (get(&self.rows_buffered) + get(&self.rows_submitted))
                 .saturating_sub(get(&self.rows_sealed) + get(&self.rows_abandoned)),
             rows_lost: get(&self.rows_lost),
-            degraded: *self.degraded.lock().unwrap(),
-            last_segment: self.last_segment.lock().unwrap().clone(),
-            last_error: self.last_error.lock().unwrap().clone(),
+            degraded: *self.degraded.lock().unwrap_or_else(PoisonError::into_inner),
+            last_segment: self
+                .last_segment
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
         }
     }
 }
