@@ -115,6 +115,15 @@ impl LiveDetector {
         self.rows
     }
 
+    /// Rows handed over and not evaluated yet.
+    pub fn pending_rows(&self) -> usize {
+        self.batches
+            .iter()
+            .filter(|(_, _, _, evaluated)| !evaluated)
+            .map(|(_, _, b, _)| b.num_rows())
+            .sum()
+    }
+
     /// Rules whose last evaluation failed, and why.
     pub fn failing(&self) -> &[(String, String)] {
         &self.failing

@@ -44,6 +44,8 @@ use respond::Responder;
 
 /// How often the rules run over the window (when new rows arrived).
 pub const EVALUATE_EVERY: Duration = Duration::from_millis(500);
+/// At most this many rows wait for one evaluation; the rest wait in the tap's queue.
+pub const MAX_PENDING_ROWS: usize = 200_000;
 /// How often the drain loop hands rows to the sealer and the tap.
 pub const TAP_INTERVAL: Duration = Duration::from_millis(500);
 /// Batches the tap holds for the detection thread.
@@ -249,17 +251,25 @@ impl Worker {
         let mut next = Instant::now() + EVALUATE_EVERY;
         loop {
             let stopping = stop.load(Ordering::Acquire);
-            match rx.recv_timeout(if stopping {
-                Duration::ZERO
-            } else {
-                EVALUATE_EVERY / 5
-            }) {
-                Ok((table, batch)) => self.take(table, batch),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {}
+            // Batches beyond what one evaluation takes stay in the tap's queue, so that a
+            // detection slower than the event rate fills the queue (which counts what it
+            // could not take) instead of this thread's memory.
+            if self.detector.pending_rows() < MAX_PENDING_ROWS {
+                match rx.recv_timeout(if stopping {
+                    Duration::ZERO
+                } else {
+                    EVALUATE_EVERY / 5
+                }) {
+                    Ok((table, batch)) => self.take(table, batch),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => {}
+                }
             }
-            while let Ok((table, batch)) = rx.try_recv() {
-                self.take(table, batch);
+            while self.detector.pending_rows() < MAX_PENDING_ROWS {
+                match rx.try_recv() {
+                    Ok((table, batch)) => self.take(table, batch),
+                    Err(_) => break,
+                }
             }
             let now = Instant::now();
             if stopping || now >= next {
@@ -282,7 +292,11 @@ impl Worker {
                 }
             }
             if stopping {
-                return;
+                // What is still queued is evaluated too before the end.
+                match rx.try_recv() {
+                    Ok((table, batch)) => self.take(table, batch),
+                    Err(_) => return,
+                }
             }
         }
     }
