@@ -218,6 +218,8 @@ pub struct RecordArgs {
     /// [default: the config file's, else 5m]
     #[arg(long, value_parser = parse_duration)]
     pub retain_interval: Option<Duration>,
+    #[command(flatten)]
+    pub detect: crate::detect::DetectArgs,
 }
 
 impl RecordArgs {
@@ -529,7 +531,12 @@ Examples:
   quarry timeline web --format json | jq '.events[] | select(.source == \"net\")'")]
 pub struct TimelineArgs {
     /// Container name or id prefix (also of a container that has exited)
-    pub container: String,
+    #[arg(required_unless_present = "around")]
+    pub container: Option<String>,
+    /// Open the story at an alert (its alert_id): the container it names, from 5 minutes before
+    /// the row behind it to 5 minutes after (--since/--until override either end)
+    #[arg(long, value_name = "ALERT_ID", conflicts_with = "container")]
+    pub around: Option<String>,
     /// From this time (default: when the container was first seen)
     #[arg(long, value_parser = parse_time)]
     pub since: Option<chrono::DateTime<chrono::Utc>>,

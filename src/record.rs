@@ -83,6 +83,17 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
             format!("{scope} and cgroups {}", paths.join(", "))
         };
     }
+    // Checked before recording starts: a rule or output that cannot work is an error now.
+    let detect_plan = crate::detect::Plan::from_args(&args.detect, &store_dir)?;
+    let tap = detect_plan.as_ref().map(|_| {
+        let (tap, rx) = quarry_recorder::tap::Tap::new(
+            crate::detect::TAP_CAPACITY,
+            crate::detect::TAP_INTERVAL,
+        );
+        (std::sync::Arc::new(tap), rx)
+    });
+    config.tap = tap.as_ref().map(|(t, _)| t.clone());
+    let host = config.host.clone();
     let recorder = Recorder::start(config)
         .with_context(|| format!("starting the recorder on {}", store_dir.display()))?;
     let store = recorder.store().root().to_path_buf();
@@ -103,6 +114,33 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
         .build()
         .context("starting the async runtime")?;
     let stats = recorder.stats();
+    let detection = match (detect_plan, tap) {
+        (Some(plan), Some((tap, rx))) => {
+            eprintln!(
+                "quarry: live detection: {} rules, alerts to {}",
+                plan.rules.len(),
+                plan.outputs
+                    .iter()
+                    .map(|o| o.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            Some(crate::detect::Detection::start(
+                plan,
+                recorder.store().clone(),
+                host,
+                stats.clone(),
+                tap,
+                rx,
+            ))
+        }
+        _ => {
+            if let Some(addr) = args.detect.metrics {
+                crate::detect::serve_metrics_only(addr, stats.clone());
+            }
+            None
+        }
+    };
     let summary = runtime.block_on(async {
         // Handlers go in before anyone is told recording began, so a stop signal sent right
         // after that message is always a graceful stop.
@@ -135,6 +173,29 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
     })?;
     if !args.quiet && std::io::stderr().is_terminal() {
         eprintln!();
+    }
+    let detected = detection.map(|d| d.finish());
+    if let Some(d) = &detected {
+        eprintln!(
+            "quarry: live detection raised {} alerts{}{}",
+            d.alerts,
+            if d.behind_rows > 0 {
+                format!(
+                    "; it fell behind and did not evaluate {} recorded rows (`quarry hunt` covers them)",
+                    d.behind_rows
+                )
+            } else {
+                String::new()
+            },
+            if d.output_drops > 0 {
+                format!(
+                    "; outputs dropped {} alerts (all are in the alert table)",
+                    d.output_drops
+                )
+            } else {
+                String::new()
+            }
+        );
     }
 
     let s = &summary.stats;

@@ -1,6 +1,6 @@
 //! The named views a responder reaches for before writing SQL of their own.
 //!
-//! - `events`: process, file, network, responder-action and gap rows in one time-ordered shape
+//! - `events`: process, file, network, responder-action, gap and alert rows in one time-ordered shape
 //!   (`source`, `event`, a readable `summary`), the raw material of a timeline. It keeps the
 //!   `dt`/`hour` partition columns so filters on them still prune.
 //! - `processes`: one row per process instance, keyed by `(host, pid, start_ns)` so PID reuse
@@ -113,7 +113,13 @@ SELECT time, ktime_ns, host, CAST(NULL AS VARCHAR), CAST(NULL AS INT), CAST(NULL
                         CAST(since AS VARCHAR))
        END,
        CAST(NULL AS BIGINT), dt, hour
-FROM gap";
+FROM gap
+UNION ALL
+SELECT coalesce(event_time, time), ktime_ns, host, container_id, pid, CAST(NULL AS INT), comm,
+       CAST(NULL AS BIGINT UNSIGNED), 'alert', rule,
+       concat('alert ', rule, ' (', severity, '): ', title, ': ', evidence, ' [alert ', alert_id, ']'),
+       CAST(NULL AS BIGINT), dt, hour
+FROM alert";
 
 const PROCESSES: &str = "
 WITH instance AS (

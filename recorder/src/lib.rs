@@ -23,6 +23,7 @@ pub mod preflight;
 mod sink;
 pub mod stats;
 pub mod syscalls;
+pub mod tap;
 
 use std::future::Future;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -166,6 +167,9 @@ pub struct RecorderConfig {
     /// every syscall's entry ([`ENTRY_ONLY_SYSCALLS`]). Off by default: the hook costs every
     /// syscall of the machine, not only the decoded ones.
     pub module_loads_at_entry: bool,
+    /// Where live detection reads the rows handed to the sealer ([`tap::Tap`]); none, no
+    /// detection.
+    pub tap: Option<Arc<tap::Tap>>,
 }
 
 /// Whether the raw syscall stream is recorded.
@@ -189,6 +193,7 @@ impl RecorderConfig {
             syscalls: SyscallMode::Off,
             exact_syscall_times: false,
             module_loads_at_entry: false,
+            tap: None,
         }
     }
 }
@@ -346,6 +351,7 @@ impl Recorder {
             gaps: GapTracker::new(),
             losses: Losses::default(),
             last_submit: chrono::Utc::now(),
+            tap: self.config.tap.clone(),
         };
         let mut clock = WallClock::measure();
 
@@ -359,6 +365,13 @@ impl Recorder {
         let mut raw_flush = tokio::time::interval(RAW_FLUSH_INTERVAL);
         raw_flush.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let raw_stream = self.config.syscalls == SyscallMode::All;
+        let tapped = st.tap.is_some();
+        let mut tap_flush = tokio::time::interval(
+            st.tap
+                .as_ref()
+                .map_or(Duration::from_secs(1), |t| t.interval()),
+        );
+        tap_flush.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // Read once: every CPU that may ever run (one brought online later is included; an
         // offline one just refuses the flush).
         let cpus: Vec<u32> = (0..aya::util::nr_cpus().unwrap_or(0) as u32).collect();
@@ -381,6 +394,14 @@ impl Recorder {
                 _ = gap_check.tick() => {
                     st.gaps.read(&self.drops, &self.misses, &mut st.batches, &self.stats);
                     st.account_losses(&sealer, &self.stats, false);
+                }
+                _ = tap_flush.tick(), if tapped => {
+                    // Rows reach detection within the tap's interval, not the seal interval:
+                    // handed over as row groups, sealed on the seal tick as before.
+                    if !(sealer.backlogged() && sealer.health() == SealHealth::Ok) {
+                        drain_ring(&mut self.ring, &mut st, &clock, &self.stats);
+                        submit_rows(&mut st, &sealer, &self.stats);
+                    }
                 }
                 _ = raw_flush.tick(), if raw_stream => {
                     flush_raw_batches(&self.ebpf, &cpus, false);
@@ -626,6 +647,8 @@ struct DrainState {
     losses: Losses,
     /// When batches were last handed to the sealer: the rows of the next ones are newer.
     last_submit: chrono::DateTime<chrono::Utc>,
+    /// Live detection's copy of what the sealer took.
+    tap: Option<Arc<tap::Tap>>,
 }
 
 impl DrainState {
@@ -653,9 +676,14 @@ impl DrainState {
     /// Hands one batch to the sealer; a refused one is counted as lost.
     fn submit(&mut self, sealer: &Sealer, stats: &Stats, partition: Partition, batch: RecordBatch) {
         let rows = batch.num_rows() as u64;
+        let table = partition.table;
+        let copy = self.tap.as_ref().map(|_| batch.clone());
         match sealer.submit(partition, batch) {
             Ok(()) => {
                 stats.rows_submitted.fetch_add(rows, Ordering::Relaxed);
+                if let (Some(tap), Some(copy)) = (&self.tap, copy) {
+                    tap.offer(table, &copy);
+                }
             }
             Err(Refused {
                 partition,
@@ -902,6 +930,19 @@ fn submit_chunks(st: &mut DrainState, sealer: &Sealer, stats: &Stats) {
     stats
         .rows_buffered
         .store(st.batches.len() as u64, Ordering::Relaxed);
+}
+
+/// Hands every partition's rows to the sealer as row groups of their open segments, attributed
+/// to containers (the tap's tick: the segments are sealed on the seal tick).
+fn submit_rows(st: &mut DrainState, sealer: &Sealer, stats: &Stats) {
+    for spent in sealer.spent() {
+        st.batches.recycle(spent);
+    }
+    for (partition, batch) in st.batches.take() {
+        let batch = st.attributor.fill_container_ids(batch);
+        st.submit(sealer, stats, partition, batch);
+    }
+    stats.rows_buffered.store(0, Ordering::Relaxed);
 }
 
 /// Attributes every finished batch to containers and hands it to the sealer, followed by the

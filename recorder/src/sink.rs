@@ -53,9 +53,9 @@ impl Pending {
             Table::Net => Pending::Net(Vec::new()),
             Table::Syscall => Pending::Syscall(Box::default()),
             Table::Gap => Pending::Gap(Vec::new()),
-            Table::Container | Table::Action | Table::Baseline => {
+            Table::Container | Table::Action | Table::Baseline | Table::Alert => {
                 unreachable!(
-                    "container rows are built at seal time; actions and baselines are not recorded"
+                    "container rows are built at seal time; actions, baselines and alerts are not decoded"
                 )
             }
         }

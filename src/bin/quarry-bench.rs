@@ -7,6 +7,8 @@
 //! quarry-bench loop getpid N                               N getpid syscalls; prints ns/call
 //! quarry-bench query generate --store DIR [--rows N]       a synthetic 100M-row store
 //! quarry-bench query run --store DIR                       timeline/hunt timings, vs DuckDB
+//! quarry-bench detect [--rate N] [--seconds N]             event-to-alert latency of live rules
+//! sudo quarry-bench detect-cost [--iterations N]           recording with vs without --no-detect
 //! ```
 //!
 //! The recorder runs as a separate `quarry record` process (the binary next to this one), so
@@ -21,6 +23,9 @@ use anyhow::{Context, bail};
 
 #[path = "../bench/query.rs"]
 mod query_bench;
+
+#[path = "../bench/detect.rs"]
+mod detect_bench;
 
 use quarry_store::{Manifest, ManifestOp, Table};
 use query_bench::median;
@@ -42,6 +47,8 @@ fn main() -> anyhow::Result<()> {
         ["recorder", rest @ ..] => recorder_bench(rest),
         ["isolate", container, rest @ ..] => isolate_bench(container, rest),
         ["query", rest @ ..] => query_bench::run(rest),
+        ["detect", rest @ ..] => detect_bench::run(rest),
+        ["detect-cost", rest @ ..] => detect_cost(rest),
         ["--help" | "-h" | "help"] => {
             println!("{USAGE}");
             Ok(())
@@ -54,7 +61,9 @@ const USAGE: &str = "\
 usage: quarry-bench recorder [--calls N] [--rounds N] [--pin] [--format json]
        quarry-bench isolate CONTAINER [--runs N] [--force] [--allow RULE]...
        quarry-bench loop getpid|mixed N
-       quarry-bench query generate --store DIR [--rows N] | query run --store DIR";
+       quarry-bench query generate --store DIR [--rows N] | query run --store DIR
+       quarry-bench detect [--rate N] [--seconds N] [--markers N]   live detection latency
+       quarry-bench detect-cost [--iterations N] [--rounds N]      recording with vs without detection";
 
 /// Runs `n` getpid syscalls and returns ns per call.
 fn getpid_loop(n: u64) -> f64 {
@@ -220,7 +229,14 @@ impl Recorder {
         if !out.status.success() {
             bail!("recorder failed: {:?}", out.status);
         }
-        Ok(serde_json::from_slice(&out.stdout)?)
+        // The summary is the last line: alerts (the stdout output) may come before it.
+        let text = String::from_utf8_lossy(&out.stdout);
+        let last = text
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("{}");
+        Ok(serde_json::from_str(last)?)
     }
 }
 
@@ -382,6 +398,58 @@ fn table_sizes(store: &Path) -> anyhow::Result<Vec<(Table, u64, u64)>> {
         }
     }
     Ok(out)
+}
+
+/// Recording the mixed workload with detection (the default) and with `--no-detect`,
+/// alternating: the loop's wall time and the rows sealed per second of it.
+fn detect_cost(args: &[&str]) -> anyhow::Result<()> {
+    let mut iterations: u64 = 2000;
+    let mut rounds = 3;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match *a {
+            "--iterations" => iterations = it.next().context("--iterations N")?.parse()?,
+            "--rounds" => rounds = it.next().context("--rounds N")?.parse::<usize>()?.max(1),
+            other => bail!("unknown argument {other}\n{USAGE}"),
+        }
+    }
+    let dir = tempfile::tempdir()?;
+    let mut runs: Vec<(&str, Vec<f64>, Vec<f64>)> =
+        vec![("detect", vec![], vec![]), ("--no-detect", vec![], vec![])];
+    for round in 0..rounds {
+        for (name, secs, rates) in runs.iter_mut() {
+            let store = dir
+                .path()
+                .join(format!("{}-{round}", name.trim_start_matches('-')));
+            let mut extra = vec!["--seal-interval", "2s", "--alert-output", "file:/dev/null"];
+            if *name == "--no-detect" {
+                extra = vec!["--seal-interval", "2s", "--no-detect"];
+            }
+            let rec = Recorder::start(&store, &extra, Placement::Shared)?;
+            let started = Instant::now();
+            let out = Command::new(std::env::current_exe()?)
+                .args(["loop", "mixed", &iterations.to_string()])
+                .output()?;
+            let t = started.elapsed().as_secs_f64();
+            if !out.status.success() {
+                bail!("loop failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            let summary = rec.stop()?;
+            let rows = summary["rows_sealed"].as_u64().unwrap_or(0) as f64;
+            secs.push(t);
+            rates.push(rows / t);
+        }
+    }
+    for (name, secs, rates) in &runs {
+        println!(
+            "{name:>12}: loop of {iterations} rounds median {:.2} s (min {:.2}), {:.0} rows sealed/s \
+             of loop time (median of {rounds})",
+            median(secs.clone()),
+            secs.iter().cloned().fold(f64::INFINITY, f64::min),
+            median(rates.clone())
+        );
+    }
+    Ok(())
 }
 
 fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {

@@ -36,6 +36,7 @@ pub fn schema_of(table: Table) -> SchemaRef {
         Table::Action => ACTION_SCHEMA.clone(),
         Table::Container => CONTAINER_SCHEMA.clone(),
         Table::Baseline => BASELINE_SCHEMA.clone(),
+        Table::Alert => ALERT_SCHEMA.clone(),
     }
 }
 
@@ -1180,9 +1181,6 @@ pub fn action_batch(host: &str, rows: &[ActionRow]) -> RecordBatch {
 /// names the row behind it (`source_table`, `host`, `pid`, `ktime_ns`) so the evidence is one
 /// `SELECT` away, and `alert_id` is what `quarry timeline --around` takes. How an alert is
 /// delivered (Falco or OCSF JSON) is [`crate::alert`]'s; this is only what is kept.
-///
-/// Not yet a [`Table`] of the store: the recorder's detection registers it when it starts
-/// writing alerts.
 pub static ALERT_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     let list = DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)));
     Arc::new(Schema::new(vec![
