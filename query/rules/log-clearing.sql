@@ -8,7 +8,7 @@
 --   truncating or recreating a log after the same process copied or renamed it to a rotated
 --   name (`<log>.1`, `<log>-20261101`) within the 60 seconds before.
 WITH clearing AS (
-  SELECT w.*
+  SELECT w.host, w.container_id, w.pid, w.comm, w.time, w.ktime_ns, w.event, w.path
   FROM file_writes w
   WHERE w.container_id IS NOT NULL AND w.succeeded AND w.path ~ '^/var/log/'
     AND (w.event IN ('unlink', 'truncate')
@@ -16,36 +16,25 @@ WITH clearing AS (
     AND w.path !~ '\.([0-9]+|gz|xz|bz2|zst|lz4|old)$|[-_.][0-9]{8,10}$'
 ),
 -- A rotated copy is at most 60 seconds older than the clearing, so it lies in the clearing's
--- minute or the one before: each clearing is keyed by both minutes, each candidate by its
--- own, and the join matches on the minute too. Without that key every clearing was paired
--- with every write of the same process, however long ago. A rotated name starts with the
--- cleared path, so only writes under /var/log/ are candidates.
-keyed AS (
-  SELECT c.host, c.pid, c.container_id, c.ktime_ns, c.time, c.path,
-         unnest(make_array(date_bin(INTERVAL '60 seconds', c.time),
-                           date_bin(INTERVAL '60 seconds', c.time) - INTERVAL '60 seconds'))
-           AS minute
-  FROM clearing c
-),
+-- minute or the one before: each candidate is keyed by its own minute and the next, and the
+-- join matches on the minute too; without that key every clearing met every write of its
+-- process, however long ago. A rotated name starts with the cleared path, so only writes
+-- under /var/log/ are candidates. An anti join keeps the clearings no rotation explains, in
+-- one pass: no count per clearing, no second read of them.
 rotated AS (
   SELECT w.host, w.pid, w.container_id, w.time, coalesce(w.path2, w.path) AS new_path,
-         date_bin(INTERVAL '60 seconds', w.time) AS minute
+         unnest(make_array(date_bin(INTERVAL '60 seconds', w.time),
+                           date_bin(INTERVAL '60 seconds', w.time) + INTERVAL '60 seconds'))
+           AS minute
   FROM file_writes w
   WHERE starts_with(coalesce(w.path2, w.path), '/var/log/')
-),
-rotation AS (
-  SELECT c.host, c.pid, c.ktime_ns AS clear_ktime, count(r.pid) AS rotations
-  FROM keyed c
-  LEFT JOIN rotated r
-    ON r.host = c.host AND r.pid = c.pid AND r.container_id = c.container_id
-   AND r.minute = c.minute
-   AND (starts_with(r.new_path, concat(c.path, '.'))
-        OR starts_with(r.new_path, concat(c.path, '-')))
-   AND r.time <= c.time AND r.time >= c.time - INTERVAL '60 seconds'
-  GROUP BY c.host, c.pid, c.ktime_ns
 )
 SELECT c.time, c.host, c.container_id, c.pid, c.comm, 'file' AS source_table, c.ktime_ns,
        concat(c.comm, ' ', c.event, ' ', c.path) AS evidence
 FROM clearing c
-JOIN rotation r ON r.host = c.host AND r.pid = c.pid AND r.clear_ktime = c.ktime_ns
-WHERE r.rotations = 0
+LEFT ANTI JOIN rotated r
+  ON r.host = c.host AND r.pid = c.pid AND r.container_id = c.container_id
+ AND r.minute = date_bin(INTERVAL '60 seconds', c.time)
+ AND (starts_with(r.new_path, concat(c.path, '.'))
+      OR starts_with(r.new_path, concat(c.path, '-')))
+ AND r.time <= c.time AND r.time >= c.time - INTERVAL '60 seconds'
