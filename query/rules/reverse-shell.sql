@@ -10,9 +10,10 @@
 -- A connection at most 60 seconds before an exec lies in the exec's minute or the one
 -- before: each exec is keyed by both minutes, each connection by its own, and the joins match
 -- on the minute, so an exec meets only its process's connections of those two minutes, never
--- all of them. (The execs are the few rows, so they are the ones doubled.)
+-- all of them. (The execs are the few rows, so they are the ones doubled; only the columns
+-- the findings need are kept, since the execs are the joins' build side.)
 WITH shell_exec AS (
-  SELECT e.*,
+  SELECT e.time, e.host, e.container_id, e.pid, e.ppid, e.comm, e.ktime_ns, e.filename,
          unnest(make_array(date_bin(INTERVAL '60 seconds', e.time),
                            date_bin(INTERVAL '60 seconds', e.time) - INTERVAL '60 seconds'))
            AS minute
@@ -20,7 +21,8 @@ WITH shell_exec AS (
   WHERE e.program IN ('sh', 'bash', 'dash', 'ash', 'zsh', 'ksh', 'mksh', 'csh', 'tcsh', 'fish')
 ),
 connected AS (
-  SELECT n.*, date_bin(INTERVAL '60 seconds', n.time) AS minute
+  SELECT n.time, n.host, n.container_id, n.pid, n.comm, n.remote_addr, n.remote_port,
+         date_bin(INTERVAL '60 seconds', n.time) AS minute
   FROM connections n
   WHERE n.direction = 'connect' AND n.succeeded AND n.remote_addr IS NOT NULL
 )
