@@ -203,7 +203,7 @@ pub struct RecordArgs {
     #[arg(long)]
     pub record_module_loads: bool,
     /// Size of the kernel ring buffer (a power of two of at least 4K, e.g. 16M): larger absorbs
-    /// longer bursts before events are dropped (and counted in the `gap` table). Default 16M,
+    /// longer bursts before events are dropped (and counted in the `gap` table). Default 8M,
     /// 32M with `--syscalls all`
     #[arg(long, value_parser = parse_size)]
     pub ring_size: Option<u32>,

@@ -74,10 +74,15 @@ const RAW_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// group at a time, so it does not bound memory; it bounds how much one failed seal loses.
 /// Compaction merges small segments later.
 pub const MAX_ROWS_PER_SEGMENT: usize = 512 * 1024;
-/// A partition this large is handed to the sealer as a row group of its open segment: with the
-/// sealer's queue ([`sink::MAX_QUEUED_ROWS`]) and the ring buffer it bounds the recorder's
-/// memory (~75 bytes a raw-stream row in memory: ~5 MiB here).
+/// A raw-stream partition this large is handed to the sealer as a row group of its open
+/// segment: with the sealer's queue ([`sink::MAX_QUEUED_ROWS`]) and the ring buffer it bounds
+/// the recorder's memory (~75 bytes a raw-stream row in memory: ~5 MiB here).
 pub const ROWS_PER_CHUNK: usize = 64 * 1024;
+/// The same for the decoded tables (process, file, net, gap), whose rows are structs with
+/// their own strings, ~300-400 bytes each in memory: 8 Ki rows hold ~3 MiB, where 64 Ki held
+/// ~25 MiB per partition (and twice that while a partition is turned into a batch), which
+/// was most of the default mode's heap.
+pub const DECODED_ROWS_PER_CHUNK: usize = 8 * 1024;
 
 /// Errors starting or running the recorder.
 #[derive(Debug, thiserror::Error)]
@@ -739,7 +744,8 @@ fn drain_ring(ring: &mut RingBuf<MapData>, st: &mut DrainState, clock: &WallCloc
 }
 
 /// Drains until the buffer is empty, `deadline` passes or a partition is full (a row group,
-/// [`ROWS_PER_CHUNK`]); true when it stopped before the buffer was empty.
+/// [`ROWS_PER_CHUNK`] or [`DECODED_ROWS_PER_CHUNK`]); true when it stopped before the buffer
+/// was empty.
 fn drain_ring_until(
     ring: &mut RingBuf<MapData>,
     st: &mut DrainState,
@@ -755,8 +761,7 @@ fn drain_ring_until(
         drop(item);
         // Checked every 64 records: a raw-stream record is up to 128 rows.
         if n.is_multiple_of(64)
-            && (st.batches.largest() >= ROWS_PER_CHUNK
-                || deadline.is_some_and(|d| Instant::now() >= d))
+            && (st.batches.any_full() || deadline.is_some_and(|d| Instant::now() >= d))
         {
             more = true;
             break;
@@ -914,16 +919,16 @@ impl GapTracker {
     }
 }
 
-/// Hands the partitions that hold a row group ([`ROWS_PER_CHUNK`]) to the sealer, attributed
-/// to containers.
+/// Hands the partitions that hold a row group ([`ROWS_PER_CHUNK`], [`DECODED_ROWS_PER_CHUNK`])
+/// to the sealer, attributed to containers.
 fn submit_chunks(st: &mut DrainState, sealer: &Sealer, stats: &Stats) {
-    if st.batches.largest() < ROWS_PER_CHUNK {
+    if !st.batches.any_full() {
         return;
     }
     for spent in sealer.spent() {
         st.batches.recycle(spent);
     }
-    for (partition, batch) in st.batches.take_full(ROWS_PER_CHUNK) {
+    for (partition, batch) in st.batches.take_full() {
         let batch = st.attributor.fill_container_ids(batch);
         st.submit(sealer, stats, partition, batch);
     }

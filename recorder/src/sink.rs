@@ -1,7 +1,8 @@
 //! From decoded rows to sealed segments.
 //!
 //! The drain loop appends rows to per-partition Arrow builders ([`Batches`]). A partition that
-//! reaches [`crate::ROWS_PER_CHUNK`] rows is finished and handed to the sealer thread
+//! reaches [`crate::ROWS_PER_CHUNK`] rows (raw stream) or [`crate::DECODED_ROWS_PER_CHUNK`]
+//! (decoded tables) is finished and handed to the sealer thread
 //! ([`Sealer`]), which writes it as a row group of the partition's open segment
 //! ([`quarry_store::SegmentWriter`]); on every seal tick the rest is handed over and the open
 //! segments are sealed, as is one that reaches [`crate::MAX_ROWS_PER_SEGMENT`] rows. So memory
@@ -69,6 +70,18 @@ impl Pending {
             Pending::Syscall(b) => b.len(),
             Pending::Gap(v) => v.len(),
         }
+    }
+
+    /// Rows at which this partition is a row group to hand to the sealer.
+    fn chunk_rows(&self) -> usize {
+        match self {
+            Pending::Syscall(_) => crate::ROWS_PER_CHUNK,
+            _ => crate::DECODED_ROWS_PER_CHUNK,
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.len() >= self.chunk_rows()
     }
 
     /// The rows as a batch; the pending rows are empty after.
@@ -237,9 +250,10 @@ impl Batches {
         self.rows
     }
 
-    /// Rows held in the largest partition (to seal early before memory grows).
-    pub fn largest(&self) -> usize {
-        self.parts.values().map(Pending::len).max().unwrap_or(0)
+    /// Whether a partition holds a row group ([`Pending::chunk_rows`]): handed over early,
+    /// before memory grows.
+    pub fn any_full(&self) -> bool {
+        self.parts.values().any(Pending::is_full)
     }
 
     /// Gives a sealed raw-stream batch's memory to the builder of the next one.
@@ -257,14 +271,14 @@ impl Batches {
         }
     }
 
-    /// Finishes the partitions holding at least `min_rows` rows into batches (a row group
-    /// each); the others keep filling.
-    pub fn take_full(&mut self, min_rows: usize) -> Vec<(Partition, RecordBatch)> {
+    /// Finishes the partitions that hold a row group ([`Pending::chunk_rows`]) into batches;
+    /// the others keep filling.
+    pub fn take_full(&mut self) -> Vec<(Partition, RecordBatch)> {
         let host = self.host.clone();
         let mut batches = Vec::new();
         for ((table, hour), pending) in self.parts.iter_mut() {
             let rows = pending.len();
-            if rows > 0 && rows >= min_rows {
+            if rows > 0 && pending.is_full() {
                 self.rows -= rows;
                 let start = DateTime::from_timestamp_micros(hour * HOUR_MICROS).unwrap_or_default();
                 let partition = Partition::for_time(*table, start, &host);
@@ -308,7 +322,7 @@ pub struct Sealer {
     spent: mpsc::Receiver<RecordBatch>,
     /// Rows of segments that failed after they were handed over ([`Dropped`]).
     dropped: mpsc::Receiver<Dropped>,
-    /// Rows handed over and not written yet.
+    /// Rows handed over and not written yet, by [`queue_weight`].
     queued_rows: Arc<AtomicUsize>,
     /// How the last write or seal went ([`SealHealth`]), for refusing work and for the status
     /// line.
@@ -328,7 +342,20 @@ pub const EXIT_GRACE: Duration = Duration::from_secs(3);
 /// ([`Sealer::submit`]), never waited for: the drain loop (and with it signals, `--duration`
 /// and the status line) must not stop because the disk did. The refused rows are counted and
 /// written as `gap` rows (the reason the last seal failed, or [`GapReason::SealerBehind`]).
+/// Decoded rows count [`DECODED_ROW_WEIGHT`] times: each holds about as much memory as that
+/// many raw-stream rows, so the queue holds four row groups of either kind.
 pub const MAX_QUEUED_ROWS: usize = 4 * crate::ROWS_PER_CHUNK;
+
+/// What a decoded row (process, file, net, gap) weighs in the queue, in raw-stream rows.
+pub const DECODED_ROW_WEIGHT: usize = crate::ROWS_PER_CHUNK / crate::DECODED_ROWS_PER_CHUNK;
+
+/// What `rows` rows of `table` weigh in the sealer's queue ([`MAX_QUEUED_ROWS`]).
+fn queue_weight(table: Table, rows: usize) -> usize {
+    match table {
+        Table::Syscall => rows,
+        _ => rows * DECODED_ROW_WEIGHT,
+    }
+}
 
 /// The outcome of the last seal attempt, in an `AtomicU8`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -518,7 +545,7 @@ impl Sealer {
     /// [`MAX_QUEUED_ROWS`] rows in its queue. Never waits. `gap` batches are always taken:
     /// they are a few rows, and they are what says how much else was lost.
     pub fn submit(&self, partition: Partition, batch: RecordBatch) -> Result<(), Refused> {
-        let rows = batch.num_rows();
+        let rows = queue_weight(partition.table, batch.num_rows());
         let queued = self.queued_rows.load(Ordering::Acquire);
         if partition.table != Table::Gap && queued > 0 && queued + rows > MAX_QUEUED_ROWS {
             return Err(Refused {
@@ -611,8 +638,10 @@ impl Worker {
             if let Err(health) = self.write(partition, batch) {
                 return (spent, health);
             }
-            self.queued_rows
-                .fetch_sub(batch.num_rows(), Ordering::AcqRel);
+            self.queued_rows.fetch_sub(
+                queue_weight(partition.table, batch.num_rows()),
+                Ordering::AcqRel,
+            );
             let full = self
                 .open
                 .iter()

@@ -5,6 +5,7 @@
 //! sudo quarry-bench recorder [--calls N] [--rounds N] [--pin] [--format json]
 //!                                 bare vs filtered vs fully recorded (default and exact times)
 //! quarry-bench loop getpid N                               N getpid syscalls; prints ns/call
+//! quarry-bench loop open N                                 N opens (and closes) of a file
 //! quarry-bench query generate --store DIR [--rows N]       a synthetic 100M-row store
 //! quarry-bench query run --store DIR                       timeline/hunt timings, vs DuckDB
 //! quarry-bench detect [--rate N] [--seconds N]             event-to-alert latency of live rules
@@ -43,6 +44,11 @@ fn main() -> anyhow::Result<()> {
             println!("{:.1}", getpid_loop(n));
             Ok(())
         }
+        ["loop", "open", n] => {
+            let n: u64 = n.parse().context("N must be a number")?;
+            println!("{:.1}", open_loop(n)?);
+            Ok(())
+        }
         ["loop", "mixed", n] => mixed_workload(n.parse().context("N must be a number")?),
         ["recorder", rest @ ..] => recorder_bench(rest),
         ["isolate", container, rest @ ..] => isolate_bench(container, rest),
@@ -60,7 +66,7 @@ fn main() -> anyhow::Result<()> {
 const USAGE: &str = "\
 usage: quarry-bench recorder [--calls N] [--rounds N] [--pin] [--format json]
        quarry-bench isolate CONTAINER [--runs N] [--force] [--allow RULE]...
-       quarry-bench loop getpid|mixed N
+       quarry-bench loop getpid|open|mixed N
        quarry-bench query generate --store DIR [--rows N] | query run --store DIR
        quarry-bench detect [--rate N] [--seconds N] [--markers N]   live detection latency
        quarry-bench detect-cost [--iterations N] [--rounds N]      recording with vs without detection";
@@ -74,6 +80,25 @@ fn getpid_loop(n: u64) -> f64 {
         unsafe { libc::syscall(libc::SYS_getpid) };
     }
     start.elapsed().as_nanos() as f64 / n as f64
+}
+
+/// `n` opens and closes of one file: every open is a decoded `file` row, the densest load
+/// the default mode (no raw stream) sees. Returns ns per open+close.
+fn open_loop(n: u64) -> anyhow::Result<f64> {
+    use std::os::unix::ffi::OsStrExt;
+    let file = tempfile::NamedTempFile::new()?;
+    let path = std::ffi::CString::new(file.path().as_os_str().as_bytes())?;
+    let start = Instant::now();
+    for _ in 0..n {
+        // SAFETY: a valid NUL-terminated path; the fd is ours and closed at once.
+        let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            bail!("open: {}", std::io::Error::last_os_error());
+        }
+        // SAFETY: closing the fd just opened.
+        unsafe { libc::close(fd) };
+    }
+    Ok(start.elapsed().as_nanos() as f64 / n as f64)
 }
 
 /// A workload with every kind of row: `n` rounds of a process started, files created, written,
@@ -142,9 +167,13 @@ fn on_cpu(command: &mut Command, cpu: Option<usize>) -> &mut Command {
 
 /// The loop, run in a child process so its threads and cgroup are its own.
 fn run_loop(calls: u64, placement: Placement) -> anyhow::Result<f64> {
+    run_loop_of("getpid", calls, placement)
+}
+
+fn run_loop_of(kind: &str, calls: u64, placement: Placement) -> anyhow::Result<f64> {
     let cpu = (placement == Placement::Pinned).then_some(LOOP_CPU);
     let out = on_cpu(&mut Command::new(std::env::current_exe()?), cpu)
-        .args(["loop", "getpid", &calls.to_string()])
+        .args(["loop", kind, &calls.to_string()])
         .output()?;
     if !out.status.success() {
         bail!("loop failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -599,9 +628,28 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
         bail!("mixed workload failed");
     }
     std::thread::sleep(Duration::from_millis(200));
-    let default_rss = rec.peak_rss_kib();
-    let default_ring_rss = rec.ring_rss_kib();
-    rec.stop()?;
+    let mixed_rss = rec.peak_rss_kib();
+    let mut default_ring_rss = rec.ring_rss_kib();
+    let mut default_drops = rec.stop()?["kernel_drops"].as_u64().unwrap_or(0);
+
+    // The default mode at full rate: an open loop as fast as it goes, every open a decoded
+    // row (and a ring record of ~650 bytes with its kernel path).
+    let opens = (calls / 5).max(1);
+    let open_store = dir.path().join("opens");
+    let rec = Recorder::start(&open_store, &["--seal-interval", "2s"], placement)?;
+    let started = Instant::now();
+    run_loop_of("open", opens, placement)?;
+    let open_secs = started.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(200));
+    let open_rss = rec.peak_rss_kib();
+    default_ring_rss = default_ring_rss.max(rec.ring_rss_kib());
+    default_drops += rec.stop()?["kernel_drops"].as_u64().unwrap_or(0);
+    let file_rows = table_sizes(&open_store)?
+        .iter()
+        .find(|(t, _, _)| *t == Table::File)
+        .map_or(0, |s| s.1);
+    let default_events_per_s = file_rows as f64 / open_secs;
+    let default_rss = mixed_rss.max(open_rss);
     let mut sizes = table_sizes(&mixed_store)?;
     sizes.retain(|(t, _, _)| *t != Table::Syscall);
     sizes.extend(
@@ -630,6 +678,9 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
         "recorder_peak_rss_default_mode_mib": default_rss.map(|k| k as f64 / 1024.0),
         "recorder_ring_rss_mib": ring_rss.map(|k| k as f64 / 1024.0),
         "recorder_ring_rss_default_mode_mib": default_ring_rss.map(|k| k as f64 / 1024.0),
+        "default_mode_open_loop_ns_per_open": open_secs * 1e9 / opens as f64,
+        "default_mode_file_rows_per_s": default_events_per_s,
+        "default_mode_kernel_drops": default_drops,
         "bytes_per_row": sizes.iter().map(|(t, rows, bytes)| {
             (t.name().to_string(), serde_json::json!(*bytes as f64 / *rows as f64))
         }).collect::<serde_json::Map<_, _>>(),
@@ -674,8 +725,12 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
             mib_with_ring(rss, ring_rss)
         );
         println!(
-            "  default mode (no raw stream), mixed workload: recorder peak RSS {}",
+            "  default mode (no raw stream), mixed workload and an open loop: recorder peak RSS {}",
             mib_with_ring(default_rss, default_ring_rss)
+        );
+        println!(
+            "  default mode, {opens} opens as fast as they go: {:.2} M file rows/s, {default_drops} dropped",
+            default_events_per_s / 1e6
         );
         println!("bytes per row on disk:");
         for (t, rows, bytes) in &sizes {
