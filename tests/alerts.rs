@@ -4,6 +4,9 @@
 //!
 //! Each test finds its own alerts by its container's id (which carries the test's pid).
 
+// A test fails by panicking: unwrap is how it says what went wrong.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};

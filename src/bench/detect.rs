@@ -10,7 +10,7 @@
 //!   with and without `--no-detect`, alternating; the loop's time and the rows sealed.
 
 use std::collections::HashMap;
-use std::sync::mpsc;
+use std::sync::{PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -104,7 +104,10 @@ fn latency(rate: usize, seconds: u64, markers: usize) -> anyhow::Result<()> {
             let batch = file_batch("bench", &rows);
             std::thread::sleep(next.saturating_duration_since(Instant::now()));
             next += INTERVAL;
-            gen_decoded.lock().unwrap().extend(marks);
+            gen_decoded
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(marks);
             if tx.try_send(batch).is_err() {
                 behind += 1;
             }
@@ -134,7 +137,7 @@ fn latency(rate: usize, seconds: u64, markers: usize) -> anyhow::Result<()> {
             let done = Instant::now();
             evaluations.push(done.duration_since(started).as_secs_f64());
             window_rows = window_rows.max(detector.window_rows());
-            let decoded = decoded.lock().unwrap();
+            let decoded = decoded.lock().unwrap_or_else(PoisonError::into_inner);
             for f in found.iter().filter(|f| f.rule == "QH004") {
                 if let Some(at) = f.ktime_ns.and_then(|k| decoded.get(&k)) {
                     latencies.push(done.duration_since(*at).as_secs_f64());

@@ -7,8 +7,8 @@
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use quarry_recorder::stats::Stats;
@@ -133,7 +133,11 @@ fn render(s: &Sources, seal: &mut SealWatch) -> String {
         vec![(String::new(), snap.segments_sealed)],
     );
     if let Some(d) = &s.detect {
-        let alerts = d.alerts.lock().unwrap().clone();
+        let alerts = d
+            .alerts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         metric(
             "quarry_alerts_total",
             "counter",

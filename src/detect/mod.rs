@@ -23,7 +23,7 @@ mod respond;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -187,7 +187,13 @@ impl Detection {
         self.stop.store(true, Ordering::Release);
         let _ = self.thread.join();
         self.outputs.finish();
-        let alerts = self.stats.alerts.lock().unwrap().values().sum();
+        let alerts = self
+            .stats
+            .alerts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .sum();
         Summary {
             alerts,
             behind_rows: self.tap.behind().1,
@@ -406,7 +412,11 @@ impl Worker {
     fn deliver(&mut self, rows: Vec<AlertRow>) {
         let now = chrono::Utc::now();
         {
-            let mut per_rule = self.stats.alerts.lock().unwrap();
+            let mut per_rule = self
+                .stats
+                .alerts
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             for r in &rows {
                 *per_rule.entry(r.rule.clone()).or_default() += 1;
             }

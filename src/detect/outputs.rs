@@ -15,7 +15,7 @@ use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -176,7 +176,7 @@ impl Outputs {
     pub fn send(&self, alert: &AlertRow) {
         let line = format(self.format, &self.host, alert);
         for out in &self.outputs {
-            let tx = out.tx.lock().unwrap();
+            let tx = out.tx.lock().unwrap_or_else(PoisonError::into_inner);
             let Some(tx) = tx.as_ref() else { continue };
             match tx.try_send(line.clone()) {
                 Ok(()) => {
@@ -213,11 +213,16 @@ impl Outputs {
     /// Closes the queues and waits (at most [`FINISH_GRACE`]) for them to be sent.
     pub fn finish(&self) {
         for out in &self.outputs {
-            out.tx.lock().unwrap().take();
+            out.tx.lock().unwrap_or_else(PoisonError::into_inner).take();
         }
         let deadline = Instant::now() + FINISH_GRACE;
         for out in &self.outputs {
-            let Some(thread) = out.thread.lock().unwrap().take() else {
+            let Some(thread) = out
+                .thread
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+            else {
                 continue;
             };
             while !thread.is_finished() && Instant::now() < deadline {
