@@ -89,6 +89,8 @@ pub struct Row {
     // file and exec: the path the kernel resolved, and how (default: kernel when a
     // kernel_path is given, else lexical).
     pub kernel_path: Option<String>,
+    // exec: the executed file's SHA-256 (hex), as the recorder's exec hashing writes it.
+    pub exe_sha256: Option<String>,
     pub path_resolution: Option<String>,
     // net
     pub family: Option<String>,
@@ -255,6 +257,8 @@ fn process_row(r: &Row) -> Result<(ProcessRow, ProcessFacts)> {
         host_image: r.host_image,
         kernel_path: r.kernel_path.clone(),
         path_resolution: (r.event == "exec").then(|| resolution_of(r)).transpose()?,
+        exe_sha256: r.exe_sha256.clone(),
+        exe_hash: r.exe_sha256.as_ref().map(|_| "hashed"),
     };
     Ok((row, facts))
 }

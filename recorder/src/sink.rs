@@ -256,6 +256,24 @@ impl Batches {
         }
     }
 
+    /// Calls `f` on every process row of the partitions [`Batches::take_full`] with the same
+    /// `min_rows` (0: [`Batches::take`]) is about to finish, so facts known late (an exec's
+    /// hash) go in before the rows are sealed.
+    pub fn settle_processes(
+        &mut self,
+        min_rows: usize,
+        mut f: impl FnMut(&ProcessRow, &mut ProcessFacts),
+    ) {
+        for ((table, _), pending) in self.parts.iter_mut() {
+            if let (Table::Process, Pending::Process(rows, facts)) = (table, pending)
+                && !rows.is_empty()
+                && rows.len() >= min_rows
+            {
+                rows.iter().zip(facts.iter_mut()).for_each(|(r, x)| f(r, x));
+            }
+        }
+    }
+
     /// Finishes the partitions holding at least `min_rows` rows into batches (a row group
     /// each); the others keep filling.
     pub fn take_full(&mut self, min_rows: usize) -> Vec<(Partition, RecordBatch)> {
