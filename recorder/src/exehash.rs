@@ -14,7 +14,8 @@
 //!   process gone is `gone`. A file whose status changed after the exec (ctime later than the
 //!   exec, or size/mtime/ctime different after hashing) is `changed`: the bytes read are
 //!   perhaps not the ones executed, so no hash is written rather than a wrong one;
-//! - hashes at most `max_bytes` (larger: `too_big`), reading from that file descriptor only;
+//! - hashes at most `max_bytes` (larger: `too_big`), reading from that file descriptor only,
+//!   at the lowest CPU priority (nice 19);
 //! - remembers the hash keyed by device, inode, size, mtime and ctime (ctime because mtime
 //!   can be set back by the file's owner; ctime cannot), so a binary run a thousand times is
 //!   read once. The cache is bounded; when full it starts over.
@@ -222,6 +223,11 @@ impl ExeHashes {
         let worker = std::thread::Builder::new()
             .name("quarry-exehash".into())
             .spawn(move || {
+                // Hashing is the recorder's least urgent work: at the lowest priority it takes
+                // idle CPU from the workload rather than its share, and when it falls behind
+                // the queue fills and the rows say `queue_full`.
+                // SAFETY: setpriority on this thread's own id; no memory is involved.
+                unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
                 let mut cache = Cache::default();
                 for req in requests {
                     let hits = cache.hits;
