@@ -176,6 +176,14 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
             s.rows_lost,
         ),
     }
+    if args.out.format == Format::Table && !s.exe_hash.is_empty() {
+        let counts: Vec<String> = s.exe_hash.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        println!(
+            "quarry: exec hashes: {} ({} of the hashed from the cache)",
+            counts.join(", "),
+            s.exe_hash_cached
+        );
+    }
     if unsealed > 0 {
         let what: Vec<String> = summary
             .unsealed

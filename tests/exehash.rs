@@ -125,3 +125,51 @@ fn exec_rows_carry_the_executed_files_sha256_and_an_ioc_list_finds_it() {
     assert!(stderr.contains("line 2"), "{stderr}");
     drop(c);
 }
+
+/// QH029 over a real recording: a runc container with a baseline runs a binary it copied after
+/// the baseline (a finding) and the image's own busybox (none).
+#[test]
+fn an_exec_of_a_file_not_in_the_baseline_is_a_drift_exec_finding() {
+    if !require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let name = format!("qt-x21-driftexec-{}", std::process::id());
+    let c = RuncContainer::start_tweaked(&name, None, |config, _| {
+        config["root"]["readonly"] = false.into();
+    });
+    let out = quarry()
+        .args(["baseline", &name, "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let rec = RecorderProcess::start(&store, &["--seal-interval", "1s"]);
+    let tool = format!("/tmp/x21-{}/sleep", std::process::id());
+    c.exec(&["/bin/sleep", "1"]);
+    c.exec(&[
+        "sh",
+        "-c",
+        "mkdir -p ${0%/sleep} && cp /bin/busybox $0 && $0 3",
+        &tool,
+    ]);
+    let out = rec.stop_with(Signal::SIGINT);
+    assert!(out.status.success(), "{out:?}");
+
+    let out = quarry()
+        .args(["hunt", "--format", "json", "--container", &name, "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let findings: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let drift: Vec<&str> = findings
+        .iter()
+        .filter(|f| f["rule"] == "QH029")
+        .map(|f| f["evidence"].as_str().unwrap())
+        .collect();
+    assert_eq!(drift.len(), 1, "{drift:?}");
+    assert!(drift[0].contains(&format!("executed {tool}")), "{drift:?}");
+    drop(c);
+}
