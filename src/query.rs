@@ -359,6 +359,14 @@ pub fn hunt(args: HuntArgs) -> anyhow::Result<u8> {
         rules.extend(loaded.rules);
         sigma_refused = loaded.refused;
     }
+    if let Some(path) = &args.ioc {
+        let list = quarry_query::ioc::IocList::read(path)
+            .with_context(|| format!("reading indicators from {}", path.display()))?;
+        if let Some(note) = list.unmatchable() {
+            eprintln!("quarry: note: {note}");
+        }
+        rules.push(list.rule(&path.display().to_string()));
+    }
     if let Some(id) = &args.explain {
         return explain_rule(&rules, &sigma_refused, id, args.out.format);
     }

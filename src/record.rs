@@ -35,6 +35,9 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
     };
     config.exact_syscall_times = args.exact_syscall_times;
     config.module_loads_at_entry = args.record_module_loads;
+    if let Some(max) = args.exe_hash_max {
+        config.exe_hash_max_bytes = (max > 0).then_some(max);
+    }
     // The raw stream runs at millions of events a second: the larger buffer carries it over
     // the drain loop's pauses (finishing a batch, a sealer catching up) without drops. Its
     // pages are resident once read, so it counts fully against the recorder's memory.
@@ -225,6 +228,10 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
                     "table": l.table.name(), "rows": l.rows, "reason": l.reason.as_str(),
                 })).collect::<Vec<_>>(),
                 "recovered_segments": summary.recovered_segments,
+                "exe_hash": s.exe_hash.iter()
+                    .map(|(k, v)| ((*k).to_string(), serde_json::Value::from(*v)))
+                    .collect::<serde_json::Map<_, _>>(),
+                "exe_hash_cached": s.exe_hash_cached,
             })
         ),
         Format::Table => println!(
@@ -237,6 +244,14 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
             s.kernel_drops,
             s.rows_lost,
         ),
+    }
+    if args.out.format == Format::Table && !s.exe_hash.is_empty() {
+        let counts: Vec<String> = s.exe_hash.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        println!(
+            "quarry: exec hashes: {} ({} of the hashed from the cache)",
+            counts.join(", "),
+            s.exe_hash_cached
+        );
     }
     if unsealed > 0 {
         let what: Vec<String> = summary

@@ -94,6 +94,7 @@ pub fn builtin_rules() -> Vec<Rule> {
         "exec-bit-after-write",
         "sensitive-link",
         "mining-pool",
+        "drift-exec",
     )
     .into_iter()
     .map(|(name, text, fixture)| {

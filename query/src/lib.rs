@@ -21,6 +21,7 @@ pub mod fixture;
 pub mod guard;
 pub mod hunt;
 pub mod live;
+pub mod ioc;
 pub mod output;
 pub mod segments;
 pub mod sigma;

@@ -487,3 +487,35 @@ fn builtin_rules_pass_their_fixtures() {
         assert!(failures.is_empty(), "{failures:#?}");
     });
 }
+
+/// The rule an indicator list becomes (`hunt --ioc`), over fixtures: each kind of indicator
+/// matches its rows, and rows near them do not.
+#[test]
+fn an_indicator_list_matches_hashes_paths_and_networks() {
+    let list = quarry_query::ioc::IocList::parse(
+        "# hashes, a path, a network\naaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n/tmp/miner\n203.0.113.0/24\nevil.example.com\n",
+    )
+    .unwrap();
+    let rule = list.rule("test.txt");
+    let fixture = r#"{"cases": [
+      {"name": "an exec whose hash is listed", "findings": 1, "rows": [
+        {"table": "process", "ms": 0, "pid": 6, "comm": "x", "event": "exec", "filename": "/opt/x", "argv": ["x"], "ppid": 2, "exe_path": "/opt/x", "exe_sha256": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}
+      ]},
+      {"name": "a listed path written, then executed", "findings": 2, "rows": [
+        {"table": "file", "ms": 0, "pid": 5, "comm": "cp", "event": "open", "path": "/tmp/miner", "syscall": "openat", "flags": 577, "ret": 3},
+        {"table": "process", "ms": 10, "pid": 6, "comm": "miner", "event": "exec", "filename": "/tmp/miner", "argv": ["miner"], "ppid": 2, "exe_path": "/tmp/miner"}
+      ]},
+      {"name": "a connect into the listed network", "findings": 1, "rows": [
+        {"table": "net", "ms": 0, "pid": 6, "comm": "x", "event": "connect", "family": "inet", "protocol": "tcp", "remote_addr": "203.0.113.9", "remote_port": 443, "ret": -115}
+      ]},
+      {"name": "another hash, path and address", "findings": 0, "rows": [
+        {"table": "process", "ms": 0, "pid": 6, "comm": "x", "event": "exec", "filename": "/tmp/miner2", "argv": ["x"], "ppid": 2, "exe_path": "/tmp/miner2", "exe_sha256": "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"},
+        {"table": "net", "ms": 5, "pid": 6, "comm": "x", "event": "connect", "family": "inet", "protocol": "tcp", "remote_addr": "203.0.114.9", "remote_port": 443, "ret": -115}
+      ]}
+    ]}"#;
+    rt().block_on(async {
+        let results = quarry_query::fixture::run(&rule, fixture).await.unwrap();
+        let failed: Vec<_> = results.iter().filter(|r| !r.passed()).collect();
+        assert!(failed.is_empty(), "{failed:?}");
+    });
+}

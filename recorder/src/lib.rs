@@ -19,6 +19,7 @@ pub mod btf;
 pub mod calls;
 pub mod clock;
 pub mod decode;
+pub mod exehash;
 pub mod preflight;
 mod sink;
 pub mod stats;
@@ -50,6 +51,7 @@ use crate::calls::{CallRow, Calls, tcp_state_row};
 use crate::clock::WallClock;
 use crate::decode::identity;
 use crate::decode::{Record, decode};
+use crate::exehash::ExeHashes;
 pub use crate::sink::LostRows;
 use crate::sink::{Batches, Losses, Refused, SealHealth, Sealer};
 use crate::stats::{Stats, StatsSnapshot};
@@ -175,6 +177,8 @@ pub struct RecorderConfig {
     /// Where live detection reads the rows handed to the sealer ([`tap::Tap`]); none, no
     /// detection.
     pub tap: Option<Arc<tap::Tap>>,
+    /// Hash the file of every exec (`exe_sha256`) up to this many bytes; None: off.
+    pub exe_hash_max_bytes: Option<u64>,
 }
 
 /// Whether the raw syscall stream is recorded.
@@ -199,6 +203,7 @@ impl RecorderConfig {
             exact_syscall_times: false,
             module_loads_at_entry: false,
             tap: None,
+            exe_hash_max_bytes: Some(exehash::DEFAULT_MAX_BYTES),
         }
     }
 }
@@ -342,6 +347,22 @@ impl Recorder {
         &self.store
     }
 
+    /// The exec hasher as configured; one that cannot start is off, with a warning (the
+    /// recording goes on, every exec row says `off`).
+    fn exe_hashes(&self) -> ExeHashes {
+        let stats = self.stats.exe_hash.clone();
+        let Some(max) = self.config.exe_hash_max_bytes else {
+            return ExeHashes::off(stats);
+        };
+        match exehash::open_proc().and_then(|proc| ExeHashes::start(proc, max, stats.clone())) {
+            Ok(h) => h,
+            Err(e) => {
+                log::warn!("exec hashing off: {e}");
+                ExeHashes::off(stats)
+            }
+        }
+    }
+
     /// Records until `shutdown` resolves, then detaches, drains, seals and returns.
     pub async fn run(
         mut self,
@@ -357,6 +378,7 @@ impl Recorder {
             losses: Losses::default(),
             last_submit: chrono::Utc::now(),
             tap: self.config.tap.clone(),
+            exe: self.exe_hashes(),
         };
         let mut clock = WallClock::measure();
 
@@ -452,7 +474,11 @@ impl Recorder {
             submit_chunks(&mut st, &sealer, &stats);
         }
         st.gaps.read(&drops, &misses, &mut st.batches, &stats);
+        // The hashes still queued are finished, so every pending exec gets its row.
+        st.exe.finish();
+        st.push_late_hashes(&stats);
         submit_all(&mut st, &sealer, &stats);
+        st.push_late_hashes(&stats);
         // What this last submit could not hand over is on record too, if the disk lets it be.
         st.account_losses(&sealer, &stats, true);
         submit_all(&mut st, &sealer, &stats);
@@ -654,6 +680,8 @@ struct DrainState {
     last_submit: chrono::DateTime<chrono::Utc>,
     /// Live detection's copy of what the sealer took.
     tap: Option<Arc<tap::Tap>>,
+    /// Exec hashing (`exe_sha256`), off the drain loop.
+    exe: ExeHashes,
 }
 
 impl DrainState {
@@ -707,6 +735,14 @@ impl DrainState {
                     self.batches.recycle(batch);
                 }
             }
+        }
+    }
+
+    /// Pushes the `exe_hash` rows of execs sealed before their hash was ready.
+    fn push_late_hashes(&mut self, stats: &Stats) {
+        for (row, facts) in self.exe.collect() {
+            stats.count(Table::Process);
+            self.batches.push_process(row, facts);
         }
     }
 
@@ -767,6 +803,7 @@ fn drain_ring_until(
             break;
         }
     }
+    st.push_late_hashes(stats);
     stats.events.fetch_add(n, Ordering::Relaxed);
     stats
         .rows_buffered
@@ -785,9 +822,10 @@ fn decode_one(item: &[u8], st: &mut DrainState, clock: &WallClock, stats: &Stats
         }
     };
     match record {
-        Record::Process(row, mut facts) => {
+        Record::Process(row, mut facts, exe) => {
             st.attributor.observe(row.id.cgroup_id);
             st.calls.process(&row, &mut facts);
+            st.exe.request(&row, exe, &mut facts);
             stats.count(Table::Process);
             st.batches.push_process(row, *facts);
         }
@@ -928,6 +966,8 @@ fn submit_chunks(st: &mut DrainState, sealer: &Sealer, stats: &Stats) {
     for spent in sealer.spent() {
         st.batches.recycle(spent);
     }
+    let exe = &mut st.exe;
+    st.batches.settle_processes(true, |r, f| exe.settle(r, f));
     for (partition, batch) in st.batches.take_full() {
         let batch = st.attributor.fill_container_ids(batch);
         st.submit(sealer, stats, partition, batch);
@@ -956,6 +996,8 @@ fn submit_all(st: &mut DrainState, sealer: &Sealer, stats: &Stats) {
     for spent in sealer.spent() {
         st.batches.recycle(spent);
     }
+    let exe = &mut st.exe;
+    st.batches.settle_processes(false, |r, f| exe.settle(r, f));
     for (partition, batch) in st.batches.take() {
         let batch = st.attributor.fill_container_ids(batch);
         st.submit(sealer, stats, partition, batch);

@@ -271,6 +271,24 @@ impl Batches {
         }
     }
 
+    /// Calls `f` on every process row of the partitions about to be finished: the full ones
+    /// ([`Batches::take_full`]) when `full_only`, else all ([`Batches::take`]), so facts known
+    /// late (an exec's hash) go in before the rows are sealed.
+    pub fn settle_processes(
+        &mut self,
+        full_only: bool,
+        mut f: impl FnMut(&ProcessRow, &mut ProcessFacts),
+    ) {
+        for ((table, _), pending) in self.parts.iter_mut() {
+            if *table != Table::Process || (full_only && !pending.is_full()) {
+                continue;
+            }
+            if let Pending::Process(rows, facts) = pending {
+                rows.iter().zip(facts.iter_mut()).for_each(|(r, x)| f(r, x));
+            }
+        }
+    }
+
     /// Finishes the partitions that hold a row group ([`Pending::chunk_rows`]) into batches;
     /// the others keep filling.
     pub fn take_full(&mut self) -> Vec<(Partition, RecordBatch)> {

@@ -37,6 +37,8 @@ pub struct Stats {
     pub last_segment: Mutex<Option<PathBuf>>,
     /// The last sealing error, cleared by the next successful seal.
     pub last_error: Mutex<Option<String>>,
+    /// What happened to the execs offered for hashing (`exe_sha256`).
+    pub exe_hash: std::sync::Arc<crate::exehash::ExeHashStats>,
 }
 
 /// A point-in-time copy of [`Stats`].
@@ -58,6 +60,9 @@ pub struct StatsSnapshot {
     pub degraded: Option<&'static str>,
     pub last_segment: Option<PathBuf>,
     pub last_error: Option<String>,
+    /// Exec hash outcomes (`exe_hash` value, count), and how many came from the cache.
+    pub exe_hash: Vec<(&'static str, u64)>,
+    pub exe_hash_cached: u64,
 }
 
 impl Stats {
@@ -99,6 +104,8 @@ impl Stats {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone(),
+            exe_hash: self.exe_hash.by_status(),
+            exe_hash_cached: get(&self.exe_hash.cached),
         }
     }
 }

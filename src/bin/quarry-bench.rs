@@ -50,6 +50,12 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         ["loop", "mixed", n] => mixed_workload(n.parse().context("N must be a number")?),
+        ["loop", "spawn", n] => {
+            let n: u64 = n.parse().context("N must be a number")?;
+            println!("{:.1}", spawn_loop(n)?);
+            Ok(())
+        }
+        ["exec", rest @ ..] => exec_bench(rest),
         ["recorder", rest @ ..] => recorder_bench(rest),
         ["isolate", container, rest @ ..] => isolate_bench(container, rest),
         ["query", rest @ ..] => query_bench::run(rest),
@@ -66,7 +72,8 @@ fn main() -> anyhow::Result<()> {
 const USAGE: &str = "\
 usage: quarry-bench recorder [--calls N] [--rounds N] [--pin] [--format json]
        quarry-bench isolate CONTAINER [--runs N] [--force] [--allow RULE]...
-       quarry-bench loop getpid|open|mixed N
+       quarry-bench exec [--spawns N] [--rounds N] [--format json]
+       quarry-bench loop getpid|open|mixed|spawn N
        quarry-bench query generate --store DIR [--rows N] | query run --store DIR
        quarry-bench detect [--rate N] [--seconds N] [--markers N]   live detection latency
        quarry-bench detect-cost [--iterations N] [--rounds N]      recording with vs without detection";
@@ -99,6 +106,99 @@ fn open_loop(n: u64) -> anyhow::Result<f64> {
         unsafe { libc::close(fd) };
     }
     Ok(start.elapsed().as_nanos() as f64 / n as f64)
+}
+
+/// Starts and waits for `/bin/true` `n` times; returns µs per process.
+fn spawn_loop(n: u64) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    for _ in 0..n {
+        Command::new("/bin/true").status()?;
+    }
+    Ok(start.elapsed().as_secs_f64() * 1e6 / n as f64)
+}
+
+fn run_spawns(n: u64) -> anyhow::Result<f64> {
+    let out = Command::new(std::env::current_exe()?)
+        .args(["loop", "spawn", &n.to_string()])
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "spawn loop failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+}
+
+/// What hashing every exec's file costs an exec-heavy workload: rounds of a spawn loop bare,
+/// recorded (default mode) with exec hashing, bare, recorded without it (`--exe-hash-max 0`),
+/// bare; each recorded run against the bare runs on either side of it.
+fn exec_bench(args: &[&str]) -> anyhow::Result<()> {
+    let mut spawns: u64 = 3000;
+    let mut rounds: usize = 3;
+    let mut json = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match *a {
+            "--spawns" => spawns = it.next().context("--spawns N")?.parse()?,
+            "--rounds" => rounds = it.next().context("--rounds N")?.parse::<usize>()?.max(1),
+            "--format" => json = it.next() == Some(&"json"),
+            other => bail!("unknown argument {other}\n{USAGE}"),
+        }
+    }
+    let dir = tempfile::tempdir()?;
+    run_spawns(spawns / 10)?;
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    let mut outcomes = serde_json::Value::Null;
+    for round in 0..rounds {
+        let b0 = run_spawns(spawns)?;
+        let rec = Recorder::start(
+            &dir.path().join(format!("hash-{round}")),
+            &[],
+            Placement::Shared,
+        )?;
+        let h = run_spawns(spawns)?;
+        let summary = rec.stop()?;
+        outcomes = summary["exe_hash"].clone();
+        let cached = summary["exe_hash_cached"].clone();
+        outcomes["cached"] = cached;
+        let b1 = run_spawns(spawns)?;
+        let rec = Recorder::start(
+            &dir.path().join(format!("nohash-{round}")),
+            &["--exe-hash-max", "0"],
+            Placement::Shared,
+        )?;
+        let n = run_spawns(spawns)?;
+        rec.stop()?;
+        let b2 = run_spawns(spawns)?;
+        with.push(h / ((b0 + b1) / 2.0));
+        without.push(n / ((b1 + b2) / 2.0));
+        if !json {
+            println!(
+                "round {round}: bare {b0:.0}/{b1:.0}/{b2:.0} µs per spawn; hashing {h:.0} µs ({:.3}x), no hashing {n:.0} µs ({:.3}x)",
+                with[round], without[round]
+            );
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (mw, mn) = (median(&mut with), median(&mut without));
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "spawns": spawns, "rounds": rounds, "with_hashing_x": mw,
+                "without_hashing_x": mn, "exe_hash_last_round": outcomes,
+            })
+        );
+    } else {
+        println!(
+            "median of {rounds} rounds of {spawns} spawns: recorded with exec hashing {mw:.3}x bare, without {mn:.3}x; exec hash outcomes (last round): {outcomes}"
+        );
+    }
+    Ok(())
 }
 
 /// A workload with every kind of row: `n` rounds of a process started, files created, written,
