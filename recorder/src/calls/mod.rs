@@ -172,7 +172,7 @@ impl<P: ProcView> Calls<P> {
                 self.image_facts(pid, facts);
             }
             ProcessEvent::Exit { .. } => self.process_exited(pid),
-            ProcessEvent::Signal { .. } => {}
+            ProcessEvent::ExeHash | ProcessEvent::Signal { .. } => {}
         }
     }
 
