@@ -2,6 +2,9 @@
 //! copies busybox to a new name and runs it, then `exe_sha256` on its exec rows and
 //! `quarry hunt --ioc` over what was recorded.
 
+// A test fails by panicking: unwrap is how it says what went wrong.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::Path;

@@ -102,7 +102,7 @@ impl IocList {
                 }
                 self.paths.push(value.to_string())
             }
-            Some("ip") | None if network.is_some() => self.networks.push(network.unwrap()),
+            Some("ip") | None if network.is_some() => self.networks.extend(network),
             Some("domain") | None if is_domain(value) => self
                 .domains
                 .push(value.trim_end_matches('.').to_ascii_lowercase()),
