@@ -231,10 +231,14 @@ pub struct RecordArgs {
     #[arg(long)]
     pub record_module_loads: bool,
     /// Size of the kernel ring buffer (a power of two of at least 4K, e.g. 16M): larger absorbs
-    /// longer bursts before events are dropped (and counted in the `gap` table). Default 16M,
+    /// longer bursts before events are dropped (and counted in the `gap` table). Default 8M,
     /// 32M with `--syscalls all`
     #[arg(long, value_parser = parse_size)]
     pub ring_size: Option<u32>,
+    /// Hash executed files up to this size (e.g. 256M, the default) into exec rows'
+    /// `exe_sha256`, off the recording path; 0 turns exec hashing off
+    #[arg(long, value_parser = parse_byte_count, value_name = "SIZE")]
+    pub exe_hash_max: Option<u64>,
     /// No live status line
     #[arg(long, short)]
     pub quiet: bool,
@@ -246,6 +250,8 @@ pub struct RecordArgs {
     /// [default: the config file's, else 5m]
     #[arg(long, value_parser = parse_duration)]
     pub retain_interval: Option<Duration>,
+    #[command(flatten)]
+    pub detect: crate::detect::DetectArgs,
 }
 
 impl RecordArgs {
@@ -558,7 +564,12 @@ Examples:
   quarry timeline web --format json | jq '.events[] | select(.source == \"net\")'")]
 pub struct TimelineArgs {
     /// Container name or id prefix (also of a container that has exited)
-    pub container: String,
+    #[arg(required_unless_present = "around")]
+    pub container: Option<String>,
+    /// Open the story at an alert (its alert_id): the container it names, from 5 minutes before
+    /// the row behind it to 5 minutes after (--since/--until override either end)
+    #[arg(long, value_name = "ALERT_ID", conflicts_with = "container")]
+    pub around: Option<String>,
     /// From this time (default: when the container was first seen)
     #[arg(long, value_parser = parse_time)]
     pub since: Option<chrono::DateTime<chrono::Utc>>,
@@ -589,10 +600,11 @@ Examples:
                                                 (<rule>.test.json beside <rule>.sql)
   quarry hunt --sigma ./sigma                   also run Sigma rules for Linux (*.yml)
   quarry hunt --sigma ./sigma --explain ID      print the SQL a rule runs
+  quarry hunt --ioc ./iocs.txt                  also match a list of hashes, paths, IPs/CIDRs
 
 Sigma rules using something Quarry does not convert are reported on stderr (file, line, rule
 id and construct) and skipped; the others run.")]
-#[command(group(clap::ArgGroup::new("extra_rules").args(["rules", "sigma"]).multiple(true)))]
+#[command(group(clap::ArgGroup::new("extra_rules").args(["rules", "sigma", "ioc"]).multiple(true)))]
 pub struct HuntArgs {
     /// Only rows from this time on (RFC 3339 or relative: 15m, 2h, 1d)
     #[arg(long, value_parser = parse_time)]
@@ -609,7 +621,11 @@ pub struct HuntArgs {
     /// Also run the Sigma rules (*.yml, *.yaml; logsource product linux) in this directory
     #[arg(long, value_name = "DIR")]
     pub sigma: Option<PathBuf>,
-    /// Only the rules in --rules and --sigma, not the built-in ones
+    /// Also match this list of indicators (one a line: executable SHA-256, absolute path,
+    /// IP or CIDR, domain; `#` comments) against exec, file and network rows (rule IOC001)
+    #[arg(long, value_name = "FILE")]
+    pub ioc: Option<PathBuf>,
+    /// Only the rules in --rules, --sigma and --ioc, not the built-in ones
     #[arg(long, requires = "extra_rules")]
     pub no_builtin: bool,
     /// Print the SQL of the rule with this id instead of hunting
@@ -897,6 +913,21 @@ pub fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
 }
 
 /// Parses a power-of-two byte size such as `64K`, `16M` or `1G`.
+/// A byte count with an optional K/M/G suffix (any value, 0 included).
+pub fn parse_byte_count(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, shift) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("'{s}' is not a size; use e.g. 0, 64M or 1G"))
+}
+
 pub fn parse_size(s: &str) -> Result<u32, String> {
     let s = s.trim();
     let (num, mult) = match s.chars().last() {

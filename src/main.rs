@@ -5,6 +5,7 @@ mod action;
 mod cli;
 mod completions;
 mod config;
+mod detect;
 mod export;
 mod integrity;
 mod isolate;

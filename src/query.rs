@@ -241,7 +241,7 @@ async fn meta_command(catalog: &mut Catalog, command: &str) -> anyhow::Result<bo
     };
     match catalog.sql(&sql).await {
         Ok(batches) => output::write(&batches, OutFormat::Table, &mut std::io::stdout())?,
-        Err(e) => eprintln!("error: {e}"),
+        Err(e) => eprintln!("error: {}", quarry_store::human::with_causes(&e)),
     }
     Ok(true)
 }
@@ -251,14 +251,17 @@ pub fn timeline(args: TimelineArgs) -> anyhow::Result<u8> {
     let rt = runtime()?;
     rt.block_on(async {
         let mut catalog = open(&store_dir, &args.budget).await?;
-        let request = timeline::Request {
-            container: args.container.clone(),
-            since: args.since,
-            until: args.until,
+        let request = match &args.around {
+            Some(id) => around_alert(&mut catalog, id, args.since, args.until).await?,
+            None => timeline::Request {
+                container: args.container.clone().unwrap_or_default(),
+                since: args.since,
+                until: args.until,
+            },
         };
         let timeline = Timeline::build(&mut catalog, &request)
             .await
-            .with_context(|| format!("building the timeline of {}", args.container))?;
+            .with_context(|| format!("building the timeline of {}", request.container))?;
         let mut out = sink(args.output.as_ref(), &store_dir)?;
         match args.format {
             TimelineFormat::Table => out.write_all(timeline.to_text().as_bytes())?,
@@ -279,6 +282,57 @@ pub fn timeline(args: TimelineArgs) -> anyhow::Result<u8> {
         }
         out.flush()?;
         Ok(exit::OK)
+    })
+}
+
+/// How far before and after an alert's row `timeline --around` reaches.
+const AROUND: chrono::Duration = chrono::Duration::minutes(5);
+
+/// The timeline request of `--around ALERT_ID`: the alert's container, around its row.
+async fn around_alert(
+    catalog: &mut quarry_query::Catalog,
+    id: &str,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    until: Option<chrono::DateTime<chrono::Utc>>,
+) -> anyhow::Result<timeline::Request> {
+    // Alert ids are hex: anything else is refused before it gets near SQL.
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        anyhow::bail!(
+            "{id:?} is not an alert id (hex, as in the alert's alert_id or `quarry sql \
+             \"SELECT alert_id, rule, time FROM alert\"`)"
+        );
+    }
+    let sql = format!(
+        "SELECT container_id, coalesce(event_time, time) AS at FROM alert \
+         WHERE alert_id = '{}' LIMIT 1",
+        id.to_ascii_lowercase()
+    );
+    let batches = catalog.sql(&sql).await?;
+    let batch = batches.iter().find(|b| b.num_rows() > 0).with_context(|| {
+        format!("no alert {id} in the store (`SELECT alert_id FROM alert` lists them)")
+    })?;
+    use arrow::array::{Array, StringArray, TimestampMicrosecondArray};
+    let ids = batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .context("alert.container_id is not text")?;
+    let at = batch
+        .column(1)
+        .as_any()
+        .downcast_ref::<TimestampMicrosecondArray>()
+        .context("alert.time is not a timestamp")?;
+    if ids.is_null(0) {
+        anyhow::bail!(
+            "alert {id} is about the host or the recorder, not a container: \
+             `quarry sql \"SELECT * FROM alert WHERE alert_id = '{id}'\"` shows the row behind it"
+        );
+    }
+    let at = chrono::DateTime::from_timestamp_micros(at.value(0)).unwrap_or_default();
+    Ok(timeline::Request {
+        container: ids.value(0).to_string(),
+        since: Some(since.unwrap_or(at - AROUND)),
+        until: Some(until.unwrap_or(at + AROUND)),
     })
 }
 
@@ -304,6 +358,14 @@ pub fn hunt(args: HuntArgs) -> anyhow::Result<u8> {
         }
         rules.extend(loaded.rules);
         sigma_refused = loaded.refused;
+    }
+    if let Some(path) = &args.ioc {
+        let list = quarry_query::ioc::IocList::read(path)
+            .with_context(|| format!("reading indicators from {}", path.display()))?;
+        if let Some(note) = list.unmatchable() {
+            eprintln!("quarry: note: {note}");
+        }
+        rules.push(list.rule(&path.display().to_string()));
     }
     if let Some(id) = &args.explain {
         return explain_rule(&rules, &sigma_refused, id, args.out.format);

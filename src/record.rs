@@ -17,6 +17,14 @@ use crate::exit;
 use crate::status::StatusFile;
 
 pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
+    // One malloc arena for all the recorder's threads: rows are built on the drain thread and
+    // freed on the sealer's, and with an arena per thread the sealer's grew to ~20 MiB of its
+    // own beside the main heap. The threads share little else to contend on.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only tunes glibc's allocator; it runs before the recorder's threads start.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
     let store_dir = args.store.resolve_for_recorder();
     let retention = args.retention.with_config();
     let mut config = RecorderConfig::new(&store_dir);
@@ -27,11 +35,14 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
     };
     config.exact_syscall_times = args.exact_syscall_times;
     config.module_loads_at_entry = args.record_module_loads;
+    if let Some(max) = args.exe_hash_max {
+        config.exe_hash_max_bytes = (max > 0).then_some(max);
+    }
     // The raw stream runs at millions of events a second: the larger buffer carries it over
     // the drain loop's pauses (finishing a batch, a sealer catching up) without drops. Its
     // pages are resident once read, so it counts fully against the recorder's memory.
     config.ring_bytes = args.ring_size.unwrap_or(match config.syscalls {
-        SyscallMode::Off => 16 << 20,
+        SyscallMode::Off => 8 << 20,
         SyscallMode::All => 32 << 20,
     });
     let mut scope = "all processes".to_string();
@@ -83,6 +94,17 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
             format!("{scope} and cgroups {}", paths.join(", "))
         };
     }
+    // Checked before recording starts: a rule or output that cannot work is an error now.
+    let detect_plan = crate::detect::Plan::from_args(&args.detect, &store_dir)?;
+    let tap = detect_plan.as_ref().map(|_| {
+        let (tap, rx) = quarry_recorder::tap::Tap::new(
+            crate::detect::TAP_CAPACITY,
+            crate::detect::TAP_INTERVAL,
+        );
+        (std::sync::Arc::new(tap), rx)
+    });
+    config.tap = tap.as_ref().map(|(t, _)| t.clone());
+    let host = config.host.clone();
     let recorder = Recorder::start(config)
         .with_context(|| format!("starting the recorder on {}", store_dir.display()))?;
     let store = recorder.store().root().to_path_buf();
@@ -103,6 +125,33 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
         .build()
         .context("starting the async runtime")?;
     let stats = recorder.stats();
+    let detection = match (detect_plan, tap) {
+        (Some(plan), Some((tap, rx))) => {
+            eprintln!(
+                "quarry: live detection: {} rules, alerts to {}",
+                plan.rules.len(),
+                plan.outputs
+                    .iter()
+                    .map(|o| o.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            Some(crate::detect::Detection::start(
+                plan,
+                recorder.store().clone(),
+                host,
+                stats.clone(),
+                tap,
+                rx,
+            ))
+        }
+        _ => {
+            if let Some(addr) = args.detect.metrics {
+                crate::detect::serve_metrics_only(addr, stats.clone());
+            }
+            None
+        }
+    };
     let summary = runtime.block_on(async {
         // Handlers go in before anyone is told recording began, so a stop signal sent right
         // after that message is always a graceful stop.
@@ -136,6 +185,29 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
     if !args.quiet && std::io::stderr().is_terminal() {
         eprintln!();
     }
+    let detected = detection.map(|d| d.finish());
+    if let Some(d) = &detected {
+        eprintln!(
+            "quarry: live detection raised {} alerts{}{}",
+            d.alerts,
+            if d.behind_rows > 0 {
+                format!(
+                    "; it fell behind and did not evaluate {} recorded rows (`quarry hunt` covers them)",
+                    d.behind_rows
+                )
+            } else {
+                String::new()
+            },
+            if d.output_drops > 0 {
+                format!(
+                    "; outputs dropped {} alerts (all are in the alert table)",
+                    d.output_drops
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
 
     let s = &summary.stats;
     let unsealed: u64 = summary.unsealed.iter().map(|l| l.rows).sum();
@@ -156,6 +228,10 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
                     "table": l.table.name(), "rows": l.rows, "reason": l.reason.as_str(),
                 })).collect::<Vec<_>>(),
                 "recovered_segments": summary.recovered_segments,
+                "exe_hash": s.exe_hash.iter()
+                    .map(|(k, v)| ((*k).to_string(), serde_json::Value::from(*v)))
+                    .collect::<serde_json::Map<_, _>>(),
+                "exe_hash_cached": s.exe_hash_cached,
             })
         ),
         Format::Table => println!(
@@ -168,6 +244,14 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
             s.kernel_drops,
             s.rows_lost,
         ),
+    }
+    if args.out.format == Format::Table && !s.exe_hash.is_empty() {
+        let counts: Vec<String> = s.exe_hash.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        println!(
+            "quarry: exec hashes: {} ({} of the hashed from the cache)",
+            counts.join(", "),
+            s.exe_hash_cached
+        );
     }
     if unsealed > 0 {
         let what: Vec<String> = summary
@@ -227,7 +311,10 @@ async fn retention_loop(store: Store, policy: quarry_store::RetentionPolicy, int
                     );
                 }
             }
-            Ok(Err(e)) => log::error!("retention failed (recording goes on): {e}"),
+            Ok(Err(e)) => log::error!(
+                "retention failed (recording goes on): {}",
+                quarry_store::human::with_causes(&e)
+            ),
             Err(e) => log::error!("retention task failed (recording goes on): {e}"),
         }
     }
@@ -276,7 +363,11 @@ async fn status_line(stats: Arc<Stats>, store: Store, scope: String, quiet: bool
             // Once per episode: on a full disk this fails every second.
             Err(e) if !status_failing => {
                 status_failing = true;
-                log::warn!("cannot write {}: {e}", store.status_path().display());
+                log::warn!(
+                    "cannot write {}: {}",
+                    store.status_path().display(),
+                    quarry_store::human::with_causes(&e)
+                );
             }
             Err(_) => {}
         }

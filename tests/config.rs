@@ -2,6 +2,9 @@
 //! the running recorder's advertisement (`/run/quarry/recorder.json`, here a per-test path
 //! through `$QUARRY_RECORDER_ADVERT` so tests running side by side do not read each other's).
 
+// A test fails by panicking: unwrap is how it says what went wrong.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::Path;

@@ -2,6 +2,9 @@
 //! named in `quarry record --containers`, and every recorded row is attributed to its container
 //! (or to the host).
 
+// A test fails by panicking: unwrap is how it says what went wrong.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::containers::{PodmanContainer, RuncContainer};

@@ -3,6 +3,9 @@
 //! results; the raw stream's times bound every call, measured against the test's own clock; and
 //! a flood that overflows the ring buffer is accounted for in `gap` rows.
 
+// A test fails by panicking: unwrap is how it says what went wrong.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::process::Command;
@@ -282,10 +285,8 @@ fn monotonic_ns() -> u64 {
         tv_nsec: 0,
     };
     // SAFETY: `ts` is a valid timespec to write.
-    assert_eq!(
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) },
-        0
-    );
+    let read = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    assert_eq!(read, 0);
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 

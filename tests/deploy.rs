@@ -4,6 +4,9 @@
 //! None of these needs root or touches the machine outside temporary directories and the
 //! target directory's generated completions and man pages (scripts/package).
 
+// A test fails by panicking: unwrap is how it says what went wrong.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::fs;

@@ -10,6 +10,9 @@
 //!
 //! Each test finds its own findings by its containers' ids, which carry the test's pid and tag.
 
+// A test fails by panicking: unwrap is how it says what went wrong.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeSet;

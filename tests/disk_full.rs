@@ -2,6 +2,9 @@
 //! runs. The recorder must keep servicing SIGINT and `--duration`, count what it could not keep
 //! as `gap` rows once space is back, and leave a store that verifies.
 
+// A test fails by panicking: unwrap is how it says what went wrong.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

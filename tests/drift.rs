@@ -2,6 +2,9 @@
 //! container against its image layers; each gets one file added, one modified and one deleted,
 //! and `quarry drift` must list exactly those three with the right hashes.
 
+// A test fails by panicking: unwrap is how it says what went wrong.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::containers::{PodmanContainer, RuncContainer};

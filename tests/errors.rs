@@ -1,5 +1,8 @@
 //! Bad input gets a clear error naming the problem and the fix, and a non-zero exit.
 
+// A test fails by panicking: unwrap is how it says what went wrong.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::process::Command;

@@ -3,6 +3,9 @@
 //! runs against a store the real recorder wrote (as root), piped into `quarry sql` as the file
 //! says and one by one.
 
+// A test fails by panicking: unwrap is how it says what went wrong.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::{Read, Write};

@@ -3,6 +3,9 @@
 //! connections included, the allowed collector still works, the container keeps running, a
 //! second container is unaffected, and release restores everything.
 
+// A test fails by panicking: unwrap is how it says what went wrong.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::{BufRead, BufReader, Write};

@@ -3,6 +3,9 @@
 //! malicious bundles. Stores are built with the store library (real Parquet, real manifest,
 //! back-dated hours); the recorder tests need root.
 
+// A test fails by panicking: unwrap is how it says what went wrong.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

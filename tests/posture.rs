@@ -1,6 +1,9 @@
 //! Posture end to end, as root: real runc containers, one given dangerous privileges and one
 //! minimal, judged by the real `quarry posture` from the kernel's view of their processes.
 
+// A test fails by panicking: unwrap is how it says what went wrong.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::containers::RuncContainer;

@@ -3,6 +3,9 @@
 //! findings, a benign container next to it raises none, and the HTML report renders in
 //! headless Chromium.
 
+// A test fails by panicking: unwrap is how it says what went wrong.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::{Read, Write};

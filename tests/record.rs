@@ -1,6 +1,9 @@
 //! End-to-end: `quarry record` as root against the real kernel, read back with our reader and
 //! with pyarrow, and `quarry verify` after a clean stop and after SIGKILL.
 
+// A test fails by panicking: unwrap is how it says what went wrong.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::process::Command;
@@ -197,21 +200,20 @@ fn duration_stops_the_recorder() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let mark = marker("duration");
-    let child = quarry()
-        .args([
-            "record",
-            "--quiet",
-            "--format",
-            "json",
-            "--duration",
-            "2s",
-            "--store",
-        ])
-        .arg(&store)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1000));
+    let mut cmd = quarry();
+    cmd.args([
+        "record",
+        "--quiet",
+        "--format",
+        "json",
+        "--duration",
+        "2s",
+        "--store",
+    ])
+    .arg(&store);
+    // Waits for "recording" (attaching can take seconds on a loaded machine), so the marker
+    // runs while the recorder records.
+    let (child, _stderr) = RecorderProcess::spawn(cmd).into_child();
     Command::new("/bin/true").arg(&mark).status().unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());

@@ -5,6 +5,9 @@
 //! with `b3sum -c` / `sha256sum -c`), the action is recorded, and the images restore in a fresh, isolated
 //! environment whose counter continues from the checkpointed value. Real CRIU, real runc.
 
+// A test fails by panicking: unwrap is how it says what went wrong.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::{Read, Write};

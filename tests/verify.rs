@@ -1,6 +1,9 @@
 //! `quarry verify` detects every kind of tampering with a store. These build real stores with
 //! the store library (real Parquet, real manifest) and need no root.
 
+// A test fails by panicking: unwrap is how it says what went wrong.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::fs;

@@ -4,6 +4,9 @@
 //! SEGMENTS process segments of ROWS rows (default 200 x 10000) split between two containers
 //! over the last hours, then exports one container (signed) and verifies the bundle.
 
+// A benchmark stops at its first failure: unwrap says where.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Instant;
 
 use chrono::Utc;

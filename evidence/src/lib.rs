@@ -48,21 +48,21 @@ pub enum EvidenceError {
     Store(#[from] quarry_store::StoreError),
 
     /// Any I/O failure, with the path it happened on.
-    #[error("I/O error on {path}: {source}")]
+    #[error("I/O error on {path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
 
     /// Encoding or decoding Parquet failed.
-    #[error("Parquet error in {path}: {source}")]
+    #[error("Parquet error in {path}")]
     Parquet {
         path: PathBuf,
         source: parquet::errors::ParquetError,
     },
 
     /// Filtering rows failed (a bug: the store's schemas always have the columns used).
-    #[error("Arrow error: {0}")]
+    #[error("Arrow error")]
     Arrow(#[from] arrow::error::ArrowError),
 
     /// The output bundle exists already; evidence is never overwritten.

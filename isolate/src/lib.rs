@@ -129,7 +129,7 @@ pub enum IsolateError {
     Attach(String),
 
     /// A file of the quarantine could not be written, read or removed.
-    #[error("{path}: {source}")]
+    #[error("I/O error on {path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,

@@ -15,18 +15,14 @@ WITH clearing AS (
           OR (w.event = 'open' AND (CAST(w.flags AS BIGINT) & 512) <> 0))
          AND w.path ~ '(^|/)\.[a-z_]*history$'
          OR w.event IN ('rename', 'symlink', 'link') AND w.path2 ~ '(^|/)\.[a-z_]*history$')
-),
-reread AS (
-  SELECT c.host, c.pid, c.ktime_ns AS clear_ktime, count(r.pid) AS reads
-  FROM clearing c
-  LEFT JOIN file r
-    ON r.host = c.host AND r.pid = c.pid AND r.event = 'open' AND r.ret >= 0
-   AND coalesce(r.abs_path, r.path) = c.path AND (CAST(r.flags AS BIGINT) & 3) <> 1
-   AND r.ktime_ns < c.ktime_ns AND c.event = 'open'
-  GROUP BY c.host, c.pid, c.ktime_ns
 )
+-- The clearings that no earlier read of the same file by the same process explains (an
+-- editor or shell rewriting its history reads it first), as an anti join: the clearings are
+-- its build side, the opens stream past, and nothing is counted or read twice.
 SELECT c.time, c.host, c.container_id, c.pid, c.comm, 'file' AS source_table, c.ktime_ns,
        concat(c.comm, ' ', c.event, ' ', coalesce(c.path2, c.path)) AS evidence
 FROM clearing c
-JOIN reread r ON r.host = c.host AND r.pid = c.pid AND r.clear_ktime = c.ktime_ns
-WHERE r.reads = 0
+LEFT ANTI JOIN file r
+  ON r.host = c.host AND r.pid = c.pid AND r.event = 'open' AND r.ret >= 0
+ AND coalesce(r.abs_path, r.path) = c.path AND (CAST(r.flags AS BIGINT) & 3) <> 1
+ AND r.ktime_ns < c.ktime_ns AND c.event = 'open'

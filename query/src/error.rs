@@ -32,11 +32,18 @@ pub enum QueryError {
     /// A hunt rule file is malformed.
     #[error("hunt rule {path}: {problem}")]
     Rule { path: String, problem: String },
+    /// A line of an indicator list (`hunt --ioc`) is not an indicator.
+    #[error("indicator list {path}, line {line}: {problem}")]
+    Ioc {
+        path: String,
+        line: usize,
+        problem: String,
+    },
     /// A rule's fixture file is malformed (names the rule, the case and the problem).
     #[error("rule fixture {0}")]
     Fixture(String),
     /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
+    #[error("I/O error on {path}")]
     Io {
         path: PathBuf,
         #[source]

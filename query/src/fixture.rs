@@ -18,8 +18,9 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use quarry_store::schema::{
-    ContainerRow, FileRow, Ids, NetRow, ProcessEvent, ProcessFacts, ProcessRow, RowIdentity,
-    container_batch, file_batch, net_batch, path_resolution, process_batch_with_facts,
+    BaselineRow, ContainerRow, FileRow, Ids, NetRow, ProcessEvent, ProcessFacts, ProcessRow,
+    RowIdentity, baseline_batch, container_batch, file_batch, net_batch, path_resolution,
+    process_batch_with_facts,
 };
 use quarry_store::{Partition, Store, Table};
 use serde::Deserialize;
@@ -89,6 +90,12 @@ pub struct Row {
     // file and exec: the path the kernel resolved, and how (default: kernel when a
     // kernel_path is given, else lexical).
     pub kernel_path: Option<String>,
+    // exec: the executed file's SHA-256 (hex), as the recorder's exec hashing writes it.
+    pub exe_sha256: Option<String>,
+    // baseline (`quarry baseline` rows of the fixture container): `path`, `kind` (default
+    // file) and `sha256`.
+    pub kind: Option<String>,
+    pub sha256: Option<String>,
     pub path_resolution: Option<String>,
     // net
     pub family: Option<String>,
@@ -195,7 +202,9 @@ fn known(list: &'static [&'static str], what: &str, value: &str) -> Result<&'sta
 }
 
 fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 1, 10, 0, 0).unwrap()
+    Utc.with_ymd_and_hms(2026, 11, 1, 10, 0, 0)
+        .single()
+        .expect("a valid fixed date")
 }
 
 fn identity(r: &Row) -> RowIdentity {
@@ -255,6 +264,8 @@ fn process_row(r: &Row) -> Result<(ProcessRow, ProcessFacts)> {
         host_image: r.host_image,
         kernel_path: r.kernel_path.clone(),
         path_resolution: (r.event == "exec").then(|| resolution_of(r)).transpose()?,
+        exe_sha256: r.exe_sha256.clone(),
+        exe_hash: r.exe_sha256.as_ref().map(|_| "hashed"),
     };
     Ok((row, facts))
 }
@@ -335,8 +346,25 @@ fn net_row(r: &Row) -> Result<NetRow> {
 pub(crate) fn build(root: &std::path::Path, fixture: &Fixture, case: &Case) -> Result<()> {
     let store = Store::create(root)?;
     let (mut procs, mut facts, mut files, mut nets) = (Vec::new(), Vec::new(), vec![], vec![]);
+    let mut baselines = Vec::new();
     for r in &case.rows {
         match r.table.as_str() {
+            "baseline" => baselines.push(BaselineRow {
+                // One baseline per case: every row of it has the time it was taken.
+                time: t0(),
+                baseline_id: format!("{FIXTURE_CONTAINER}@fixture"),
+                container_id: FIXTURE_CONTAINER.into(),
+                path: r.path.clone().unwrap_or_default(),
+                kind: r.kind.clone().unwrap_or_else(|| "file".into()),
+                size: None,
+                mode: r.mode,
+                uid: None,
+                gid: None,
+                mtime: None,
+                sha256: r.sha256.clone(),
+                symlink_target: None,
+                note: None,
+            }),
             "process" => {
                 let (p, f) = process_row(r)?;
                 procs.push(p);
@@ -374,6 +402,7 @@ pub(crate) fn build(root: &std::path::Path, fixture: &Fixture, case: &Case) -> R
         (Table::File, file_batch(HOST, &files)),
         (Table::Net, net_batch(HOST, &nets)),
         (Table::Container, container_batch(HOST, &[container])),
+        (Table::Baseline, baseline_batch(HOST, &baselines)),
     ];
     for (seq, (table, batch)) in batches.into_iter().enumerate() {
         if batch.num_rows() == 0 {

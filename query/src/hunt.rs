@@ -94,6 +94,7 @@ pub fn builtin_rules() -> Vec<Rule> {
         "exec-bit-after-write",
         "sensitive-link",
         "mining-pool",
+        "drift-exec",
     )
     .into_iter()
     .map(|(name, text, fixture)| {
@@ -358,7 +359,7 @@ fn rule_error(rule: &Rule, e: QueryError) -> QueryError {
 
 /// The statement that runs `rule` in `scope`: the windowed tables (and the views over them)
 /// as CTEs shadowing the store's, the rule as a subquery, the findings filtered and sorted.
-fn rule_sql(rule: &Rule, scope: &Scope) -> String {
+pub(crate) fn rule_sql(rule: &Rule, scope: &Scope) -> String {
     let mut ctes = Vec::new();
     if scope.since.is_some() || scope.until.is_some() {
         let window = window_predicate(scope.since, scope.until);

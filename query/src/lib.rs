@@ -20,6 +20,8 @@ pub mod catalog;
 pub mod fixture;
 pub mod guard;
 pub mod hunt;
+pub mod ioc;
+pub mod live;
 pub mod output;
 pub mod segments;
 pub mod sigma;

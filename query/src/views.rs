@@ -1,13 +1,15 @@
 //! The named views a responder reaches for before writing SQL of their own.
 //!
-//! - `events`: process, file, network, responder-action and gap rows in one time-ordered shape
+//! - `events`: process, file, network, responder-action, gap and alert rows in one time-ordered shape
 //!   (`source`, `event`, a readable `summary`), the raw material of a timeline. It keeps the
 //!   `dt`/`hour` partition columns so filters on them still prune.
 //! - `processes`: one row per process instance, keyed by `(host, pid, start_ns)` so PID reuse
 //!   never merges two processes, with its exec chain, exit, and its parent's image (lineage);
 //!   `kernel_image` is the file the kernel executed last (`kernel_path` of the last exec).
 //! - `execs`: exec rows with `program`, the program's name even when it ran as a busybox
-//!   applet (`/bin/busybox wget`, or busybox re-executing itself through `/proc/self/exe`).
+//!   applet (`/bin/busybox wget`, or busybox re-executing itself through `/proc/self/exe`),
+//!   and `exe_sha256`/`exe_hash` with a hash written late (an `exe_hash` row with the exec's
+//!   host, pid, start_ns and ktime_ns) joined in. `events` leaves those rows out.
 //! - `connections`: outbound connects and accepted connections.
 //! - `file_writes`: every file change: creations, writes-opens, renames, deletes, mode and owner
 //!   changes, with the kernel's path of an opened file beside the path given (`kernel_path`,
@@ -68,6 +70,7 @@ SELECT time, ktime_ns, host, container_id, pid, tid, comm, start_ns,
        END AS summary,
        ret, dt, hour
 FROM process
+WHERE event <> 'exe_hash'
 UNION ALL
 SELECT time, ktime_ns, host, container_id, pid, tid, comm, CAST(NULL AS BIGINT UNSIGNED),
        'file', event,
@@ -113,7 +116,13 @@ SELECT time, ktime_ns, host, CAST(NULL AS VARCHAR), CAST(NULL AS INT), CAST(NULL
                         CAST(since AS VARCHAR))
        END,
        CAST(NULL AS BIGINT), dt, hour
-FROM gap";
+FROM gap
+UNION ALL
+SELECT coalesce(event_time, time), ktime_ns, host, container_id, pid, CAST(NULL AS INT), comm,
+       CAST(NULL AS BIGINT UNSIGNED), 'alert', rule,
+       concat('alert ', rule, ' (', severity, '): ', title, ': ', evidence, ' [alert ', alert_id, ']'),
+       CAST(NULL AS BIGINT), dt, hour
+FROM alert";
 
 const PROCESSES: &str = "
 WITH instance AS (
@@ -149,15 +158,21 @@ LEFT JOIN instance parent
   ON parent.host = c.host AND parent.pid = c.ppid AND parent.start_ns = c.parent_start_ns";
 
 const EXECS: &str = "
-SELECT *,
+SELECT e.* EXCLUDE (exe_sha256, exe_hash),
        regexp_replace(
-         CASE WHEN regexp_replace(filename, '^.*/', '') IN ('busybox', 'exe') AND argv[1] IS NOT NULL
-              THEN CASE WHEN regexp_replace(argv[1], '^.*/', '') = 'busybox'
-                        THEN coalesce(argv[2], argv[1]) ELSE argv[1] END
-              ELSE filename END,
-         '^.*/', '') AS program
-FROM process
-WHERE event = 'exec'";
+         CASE WHEN regexp_replace(e.filename, '^.*/', '') IN ('busybox', 'exe') AND e.argv[1] IS NOT NULL
+              THEN CASE WHEN regexp_replace(e.argv[1], '^.*/', '') = 'busybox'
+                        THEN coalesce(e.argv[2], e.argv[1]) ELSE e.argv[1] END
+              ELSE e.filename END,
+         '^.*/', '') AS program,
+       coalesce(e.exe_sha256, late.exe_sha256) AS exe_sha256,
+       coalesce(late.exe_hash, e.exe_hash) AS exe_hash
+FROM process e
+LEFT JOIN (SELECT host, pid, start_ns, ktime_ns, exe_sha256, exe_hash
+           FROM process WHERE event = 'exe_hash') late
+  ON late.host = e.host AND late.pid = e.pid AND late.start_ns = e.start_ns
+ AND late.ktime_ns = e.ktime_ns
+WHERE e.event = 'exec'";
 
 const CONNECTIONS: &str = "
 SELECT time, ktime_ns, host, container_id, pid, tid, comm, event AS direction, protocol, family,

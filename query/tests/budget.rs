@@ -2,6 +2,9 @@
 //! names the budget and the flag; with a budget below what it would hold in memory, it spills
 //! to disk and still gives the answer DuckDB gives on the same files.
 
+// A test fails by panicking: unwrap is how it says what went wrong.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::Command;
 

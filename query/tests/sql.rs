@@ -1,10 +1,10 @@
-//! SQL tests over a fixture store: the `.slt` files in `tests/sql/` (sqllogictest style: a
-//! `query` block with the expected rows after `----`, or `statement error <text>`), plus the
-//! behaviours that need more than rows: damaged segments, timelines and hunts.
+//! SQL tests over a fixture store that need more than rows: damaged segments, timelines and
+//! hunts. Plain queries and their expected rows are `.slt` files in `tests/sql/` (tests/slt.rs).
+
+// A test fails by panicking: unwrap is how it says what went wrong.
+#![allow(clippy::unwrap_used)]
 
 mod common;
-
-use std::path::Path;
 
 use arrow::array::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -37,85 +37,6 @@ fn render(batches: &[RecordBatch]) -> Vec<String> {
         }
     }
     lines
-}
-
-/// Runs one .slt file against a session; panics naming the file and line of a mismatch.
-async fn run_slt(catalog: &mut Catalog, path: &Path) -> usize {
-    let text = std::fs::read_to_string(path).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    let mut i = 0;
-    let mut checked = 0;
-    while i < lines.len() {
-        let line = lines[i].trim();
-        if line.is_empty() || line.starts_with('#') {
-            i += 1;
-            continue;
-        }
-        let start = i + 1;
-        let mut sql = String::new();
-        i += 1;
-        while i < lines.len() && !lines[i].trim().is_empty() && lines[i].trim() != "----" {
-            sql.push_str(lines[i]);
-            sql.push('\n');
-            i += 1;
-        }
-        let at = format!("{}:{start}", path.display());
-        if let Some(expected_error) = line.strip_prefix("statement error") {
-            let err = catalog
-                .sql(&sql)
-                .await
-                .err()
-                .unwrap_or_else(|| panic!("{at}: expected an error, the statement ran"));
-            assert!(
-                err.to_string().contains(expected_error.trim()),
-                "{at}: error {err:?} does not contain {:?}",
-                expected_error.trim()
-            );
-        } else if line == "query" {
-            assert_eq!(
-                lines.get(i).map(|l| l.trim()),
-                Some("----"),
-                "{at}: no ----"
-            );
-            i += 1;
-            let mut expected = Vec::new();
-            while i < lines.len() && !lines[i].trim().is_empty() {
-                expected.push(lines[i].trim().to_string());
-                i += 1;
-            }
-            let got = catalog
-                .sql(&sql)
-                .await
-                .unwrap_or_else(|e| panic!("{at}: {e}"));
-            assert_eq!(render(&got), expected, "{at}: {sql}");
-        } else {
-            panic!("{at}: unknown directive {line:?}");
-        }
-        checked += 1;
-    }
-    checked
-}
-
-#[test]
-fn slt_files() {
-    let dir = tempfile::tempdir().unwrap();
-    common::build(dir.path());
-    rt().block_on(async {
-        let mut catalog = Catalog::open(dir.path()).await.unwrap();
-        assert!(catalog.skipped().is_empty(), "{:?}", catalog.skipped());
-        let mut files: Vec<_> =
-            std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql"))
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .filter(|p| p.extension().is_some_and(|e| e == "slt"))
-                .collect();
-        files.sort();
-        assert!(!files.is_empty());
-        for f in files {
-            let n = run_slt(&mut catalog, &f).await;
-            assert!(n > 0, "{} has no checks", f.display());
-        }
-    });
 }
 
 #[test]
@@ -564,5 +485,37 @@ fn builtin_rules_pass_their_fixtures() {
             );
         }
         assert!(failures.is_empty(), "{failures:#?}");
+    });
+}
+
+/// The rule an indicator list becomes (`hunt --ioc`), over fixtures: each kind of indicator
+/// matches its rows, and rows near them do not.
+#[test]
+fn an_indicator_list_matches_hashes_paths_and_networks() {
+    let list = quarry_query::ioc::IocList::parse(
+        "# hashes, a path, a network\naaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n/tmp/miner\n203.0.113.0/24\nevil.example.com\n",
+    )
+    .unwrap();
+    let rule = list.rule("test.txt");
+    let fixture = r#"{"cases": [
+      {"name": "an exec whose hash is listed", "findings": 1, "rows": [
+        {"table": "process", "ms": 0, "pid": 6, "comm": "x", "event": "exec", "filename": "/opt/x", "argv": ["x"], "ppid": 2, "exe_path": "/opt/x", "exe_sha256": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}
+      ]},
+      {"name": "a listed path written, then executed", "findings": 2, "rows": [
+        {"table": "file", "ms": 0, "pid": 5, "comm": "cp", "event": "open", "path": "/tmp/miner", "syscall": "openat", "flags": 577, "ret": 3},
+        {"table": "process", "ms": 10, "pid": 6, "comm": "miner", "event": "exec", "filename": "/tmp/miner", "argv": ["miner"], "ppid": 2, "exe_path": "/tmp/miner"}
+      ]},
+      {"name": "a connect into the listed network", "findings": 1, "rows": [
+        {"table": "net", "ms": 0, "pid": 6, "comm": "x", "event": "connect", "family": "inet", "protocol": "tcp", "remote_addr": "203.0.113.9", "remote_port": 443, "ret": -115}
+      ]},
+      {"name": "another hash, path and address", "findings": 0, "rows": [
+        {"table": "process", "ms": 0, "pid": 6, "comm": "x", "event": "exec", "filename": "/tmp/miner2", "argv": ["x"], "ppid": 2, "exe_path": "/tmp/miner2", "exe_sha256": "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"},
+        {"table": "net", "ms": 5, "pid": 6, "comm": "x", "event": "connect", "family": "inet", "protocol": "tcp", "remote_addr": "203.0.114.9", "remote_port": 443, "ret": -115}
+      ]}
+    ]}"#;
+    rt().block_on(async {
+        let results = quarry_query::fixture::run(&rule, fixture).await.unwrap();
+        let failed: Vec<_> = results.iter().filter(|r| !r.passed()).collect();
+        assert!(failed.is_empty(), "{failed:?}");
     });
 }

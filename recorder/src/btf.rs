@@ -279,6 +279,10 @@ impl Btf {
         o.task_fs = self.offset_of("task_struct.fs")?;
         o.fs_root = self.offset_of("fs_struct.root")?;
         o.bprm_file = self.offset_of("linux_binprm.file")?;
+        o.file_f_inode = self.offset_of("file.f_inode")?;
+        o.inode_i_ino = self.offset_of("inode.i_ino")?;
+        o.inode_i_sb = self.offset_of("inode.i_sb")?;
+        o.sb_s_dev = self.offset_of("super_block.s_dev")?;
         o.path_walk = 1;
         *offsets = o;
         Ok(())

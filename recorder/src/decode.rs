@@ -12,6 +12,7 @@ use quarry_recorder_common::{
 use quarry_store::schema::{ProcessEvent, ProcessFacts, ProcessRow, RowIdentity, path_resolution};
 
 use crate::clock::WallClock;
+use crate::exehash::ExeIdentity;
 
 /// A decoded ring-buffer record. Process records become rows at once; syscall records are
 /// handed on as they are (the raw stream's batches are appended without a row struct, entries
@@ -20,7 +21,8 @@ use crate::clock::WallClock;
 pub enum Record<'a> {
     /// A fork, exec or exit, with what the kernel said of where it runs (the rest of its
     /// facts are the recorder's to fill: [`crate::calls::Calls::process`]).
-    Process(ProcessRow, Box<ProcessFacts>),
+    /// An exec also carries the executed file's identity (zero otherwise).
+    Process(ProcessRow, Box<ProcessFacts>, ExeIdentity),
     RawBatch(RawSlots<'a>),
     Call(Box<CallEvent>),
     TcpState(TcpStateEvent),
@@ -200,6 +202,7 @@ impl Iterator for RawSlots<'_> {
         // record cut short by the end of the batch ends the iteration).
         let slot: RawSlot = unsafe { read_record(self.rest) }?;
         if slot.nr == RAW_SLOT_THREAD {
+            // SAFETY: plain old data from the ring; read_record checks the length.
             let thread: RawThread = unsafe { read_record(self.rest) }?;
             self.rest = &self.rest[size_of::<RawThread>()..];
             return Some(RawItem::Thread(thread));
@@ -236,6 +239,7 @@ pub fn decode<'a>(bytes: &'a [u8], clock: &WallClock) -> Result<Record<'a>, Deco
     let header: EventHeader = unsafe { read_record(bytes) }.ok_or(short)?;
     match header.kind {
         KIND_FORK => {
+            // SAFETY: plain old data from the ring; read_record checks the length.
             let ev: ForkEvent = unsafe { read_record(bytes) }.ok_or(short)?;
             let mut id = identity(&ev.header, clock);
             // The row is about the new process; the header described its parent.
@@ -250,9 +254,11 @@ pub fn decode<'a>(bytes: &'a [u8], clock: &WallClock) -> Result<Record<'a>, Deco
                     event: ProcessEvent::Fork,
                 },
                 Box::default(),
+                ExeIdentity::default(),
             ))
         }
         KIND_EXEC => {
+            // SAFETY: plain old data from the ring; read_record checks the length.
             let ev: ExecEvent = unsafe { read_record(bytes) }.ok_or(short)?;
             let filename_len = (ev.filename_len as usize).min(ev.filename.len());
             let argv_len = (ev.argv_len as usize).min(ev.argv.len());
@@ -284,9 +290,14 @@ pub fn decode<'a>(bytes: &'a [u8], clock: &WallClock) -> Result<Record<'a>, Deco
                         ..Default::default()
                     })
                 },
+                ExeIdentity {
+                    dev: ev.exe_dev,
+                    ino: ev.exe_ino,
+                },
             ))
         }
         KIND_EXIT => {
+            // SAFETY: plain old data from the ring; read_record checks the length.
             let ev: ExitEvent = unsafe { read_record(bytes) }.ok_or(short)?;
             let (exit_code, signal, core_dumped) = split_exit_code(ev.exit_code);
             Ok(Record::Process(
@@ -302,13 +313,15 @@ pub fn decode<'a>(bytes: &'a [u8], clock: &WallClock) -> Result<Record<'a>, Deco
                     },
                 },
                 Box::default(),
+                ExeIdentity::default(),
             ))
         }
-        // SAFETY (all below): as above.
         KIND_CALL | KIND_CALL_ENTRY => Ok(Record::Call(Box::new(
+            // SAFETY: plain old data from the ring; read_record checks the length.
             unsafe { read_record(bytes) }.ok_or(short)?,
         ))),
         KIND_TCP_STATE => Ok(Record::TcpState(
+            // SAFETY: plain old data from the ring; read_record checks the length.
             unsafe { read_record(bytes) }.ok_or(short)?,
         )),
         other => Err(DecodeError::UnknownKind(other)),
@@ -538,7 +551,7 @@ mod tests {
             parent_start_ns: 10,
             child_start_ns: 20,
         };
-        let Ok(Record::Process(row, _)) = decode(bytes_of(&ev), &WallClock::with_offset_ns(0))
+        let Ok(Record::Process(row, _, _)) = decode(bytes_of(&ev), &WallClock::with_offset_ns(0))
         else {
             panic!("not a process record");
         };
@@ -561,16 +574,18 @@ mod tests {
             argv_total_len: 9,
             argv_len: 9,
             mnt_ns: 4026531841,
-            _pad: 0,
+            exe_dev: 8 << 20 | 1,
             start_ns: 5,
             parent_start_ns: 1,
+            exe_ino: 1234,
             filename: [0; FILENAME_LEN],
             argv: [0; ARGV_LEN],
             kpath: walked(KPATH_ROOT, b"busybox\0bin\0"),
         };
         ev.filename[..7].copy_from_slice(b"/bin/ls");
         ev.argv[..9].copy_from_slice(b"ls\0-la\0x\0");
-        let Ok(Record::Process(row, facts)) = decode(bytes_of(&ev), &WallClock::with_offset_ns(0))
+        let Ok(Record::Process(row, facts, exe)) =
+            decode(bytes_of(&ev), &WallClock::with_offset_ns(0))
         else {
             panic!("not a process record");
         };
@@ -592,6 +607,7 @@ mod tests {
         // The symlink /bin/ls is what was asked for; the kernel executed /bin/busybox.
         assert_eq!(facts.kernel_path.as_deref(), Some("/bin/busybox"));
         assert_eq!(facts.path_resolution, Some("kernel"));
+        assert_eq!((exe.dev, exe.ino), (8 << 20 | 1, 1234));
     }
 
     fn walked(status: u32, leaf_first: &[u8]) -> KernelPath {

@@ -19,15 +19,18 @@ pub mod btf;
 pub mod calls;
 pub mod clock;
 pub mod decode;
+pub mod exehash;
 pub mod preflight;
 mod sink;
 pub mod stats;
 pub mod syscalls;
+pub mod tap;
 
 use std::future::Future;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -48,6 +51,7 @@ use crate::calls::{CallRow, Calls, tcp_state_row};
 use crate::clock::WallClock;
 use crate::decode::identity;
 use crate::decode::{Record, decode};
+use crate::exehash::ExeHashes;
 pub use crate::sink::LostRows;
 use crate::sink::{Batches, Losses, Refused, SealHealth, Sealer};
 use crate::stats::{Stats, StatsSnapshot};
@@ -72,10 +76,15 @@ const RAW_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// group at a time, so it does not bound memory; it bounds how much one failed seal loses.
 /// Compaction merges small segments later.
 pub const MAX_ROWS_PER_SEGMENT: usize = 512 * 1024;
-/// A partition this large is handed to the sealer as a row group of its open segment: with the
-/// sealer's queue ([`sink::MAX_QUEUED_ROWS`]) and the ring buffer it bounds the recorder's
-/// memory (~75 bytes a raw-stream row in memory: ~5 MiB here).
+/// A raw-stream partition this large is handed to the sealer as a row group of its open
+/// segment: with the sealer's queue ([`sink::MAX_QUEUED_ROWS`]) and the ring buffer it bounds
+/// the recorder's memory (~75 bytes a raw-stream row in memory: ~5 MiB here).
 pub const ROWS_PER_CHUNK: usize = 64 * 1024;
+/// The same for the decoded tables (process, file, net, gap), whose rows are structs with
+/// their own strings, ~300-400 bytes each in memory: 8 Ki rows hold ~3 MiB, where 64 Ki held
+/// ~25 MiB per partition (and twice that while a partition is turned into a batch), which
+/// was most of the default mode's heap.
+pub const DECODED_ROWS_PER_CHUNK: usize = 8 * 1024;
 
 /// Errors starting or running the recorder.
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +98,7 @@ pub enum RecorderError {
 
     /// The kernel publishes no BTF, so field offsets cannot be found.
     #[error(
-        "cannot read the kernel's BTF at {path} ({source}); Quarry needs a kernel built with \
+        "cannot read the kernel's BTF at {path}; Quarry needs a kernel built with \
          CONFIG_DEBUG_INFO_BTF=y (most distribution kernels since 5.x are)"
     )]
     NoBtf {
@@ -98,7 +107,7 @@ pub enum RecorderError {
     },
 
     /// The kernel's BTF lacks a structure field the programs read.
-    #[error("the kernel's BTF does not describe what Quarry needs: {0}")]
+    #[error("the kernel's BTF does not describe what Quarry needs")]
     Btf(#[from] BtfError),
 
     /// tracefs is neither mounted nor mountable.
@@ -113,11 +122,11 @@ pub enum RecorderError {
     Store(#[from] StoreError),
 
     /// The kernel refused the eBPF object.
-    #[error("loading the eBPF programs failed: {0}")]
+    #[error("loading the eBPF programs failed")]
     Load(#[from] aya::EbpfError),
 
     /// A program failed to load or attach.
-    #[error("program {program} could not be loaded or attached: {source}")]
+    #[error("program {program} could not be loaded or attached")]
     Program {
         program: &'static str,
         source: aya::programs::ProgramError,
@@ -128,14 +137,14 @@ pub enum RecorderError {
     TooManyCgroups { given: usize },
 
     /// The kernel's BTF could not be parsed to attach a BTF tracepoint.
-    #[error("cannot use the kernel's BTF to attach {program}: {source}")]
+    #[error("cannot use the kernel's BTF to attach {program}")]
     BtfTracePoint {
         program: &'static str,
         source: aya::BtfError,
     },
 
     /// A map is missing from the object or could not be opened.
-    #[error("eBPF map {map}: {source}")]
+    #[error("eBPF map {map} is missing or could not be opened")]
     Map {
         map: &'static str,
         source: aya::maps::MapError,
@@ -165,6 +174,11 @@ pub struct RecorderConfig {
     /// every syscall's entry ([`ENTRY_ONLY_SYSCALLS`]). Off by default: the hook costs every
     /// syscall of the machine, not only the decoded ones.
     pub module_loads_at_entry: bool,
+    /// Where live detection reads the rows handed to the sealer ([`tap::Tap`]); none, no
+    /// detection.
+    pub tap: Option<Arc<tap::Tap>>,
+    /// Hash the file of every exec (`exe_sha256`) up to this many bytes; None: off.
+    pub exe_hash_max_bytes: Option<u64>,
 }
 
 /// Whether the raw syscall stream is recorded.
@@ -188,6 +202,8 @@ impl RecorderConfig {
             syscalls: SyscallMode::Off,
             exact_syscall_times: false,
             module_loads_at_entry: false,
+            tap: None,
+            exe_hash_max_bytes: Some(exehash::DEFAULT_MAX_BYTES),
         }
     }
 }
@@ -331,6 +347,22 @@ impl Recorder {
         &self.store
     }
 
+    /// The exec hasher as configured; one that cannot start is off, with a warning (the
+    /// recording goes on, every exec row says `off`).
+    fn exe_hashes(&self) -> ExeHashes {
+        let stats = self.stats.exe_hash.clone();
+        let Some(max) = self.config.exe_hash_max_bytes else {
+            return ExeHashes::off(stats);
+        };
+        match exehash::open_proc().and_then(|proc| ExeHashes::start(proc, max, stats.clone())) {
+            Ok(h) => h,
+            Err(e) => {
+                log::warn!("exec hashing off: {e}");
+                ExeHashes::off(stats)
+            }
+        }
+    }
+
     /// Records until `shutdown` resolves, then detaches, drains, seals and returns.
     pub async fn run(
         mut self,
@@ -345,6 +377,8 @@ impl Recorder {
             gaps: GapTracker::new(),
             losses: Losses::default(),
             last_submit: chrono::Utc::now(),
+            tap: self.config.tap.clone(),
+            exe: self.exe_hashes(),
         };
         let mut clock = WallClock::measure();
 
@@ -358,6 +392,13 @@ impl Recorder {
         let mut raw_flush = tokio::time::interval(RAW_FLUSH_INTERVAL);
         raw_flush.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let raw_stream = self.config.syscalls == SyscallMode::All;
+        let tapped = st.tap.is_some();
+        let mut tap_flush = tokio::time::interval(
+            st.tap
+                .as_ref()
+                .map_or(Duration::from_secs(1), |t| t.interval()),
+        );
+        tap_flush.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // Read once: every CPU that may ever run (one brought online later is included; an
         // offline one just refuses the flush).
         let cpus: Vec<u32> = (0..aya::util::nr_cpus().unwrap_or(0) as u32).collect();
@@ -380,6 +421,14 @@ impl Recorder {
                 _ = gap_check.tick() => {
                     st.gaps.read(&self.drops, &self.misses, &mut st.batches, &self.stats);
                     st.account_losses(&sealer, &self.stats, false);
+                }
+                _ = tap_flush.tick(), if tapped => {
+                    // Rows reach detection within the tap's interval, not the seal interval:
+                    // handed over as row groups, sealed on the seal tick as before.
+                    if !(sealer.backlogged() && sealer.health() == SealHealth::Ok) {
+                        drain_ring(&mut self.ring, &mut st, &clock, &self.stats);
+                        submit_rows(&mut st, &sealer, &self.stats);
+                    }
                 }
                 _ = raw_flush.tick(), if raw_stream => {
                     flush_raw_batches(&self.ebpf, &cpus, false);
@@ -425,7 +474,11 @@ impl Recorder {
             submit_chunks(&mut st, &sealer, &stats);
         }
         st.gaps.read(&drops, &misses, &mut st.batches, &stats);
+        // The hashes still queued are finished, so every pending exec gets its row.
+        st.exe.finish();
+        st.push_late_hashes(&stats);
         submit_all(&mut st, &sealer, &stats);
+        st.push_late_hashes(&stats);
         // What this last submit could not hand over is on record too, if the disk lets it be.
         st.account_losses(&sealer, &stats, true);
         submit_all(&mut st, &sealer, &stats);
@@ -625,6 +678,10 @@ struct DrainState {
     losses: Losses,
     /// When batches were last handed to the sealer: the rows of the next ones are newer.
     last_submit: chrono::DateTime<chrono::Utc>,
+    /// Live detection's copy of what the sealer took.
+    tap: Option<Arc<tap::Tap>>,
+    /// Exec hashing (`exe_sha256`), off the drain loop.
+    exe: ExeHashes,
 }
 
 impl DrainState {
@@ -635,7 +692,10 @@ impl DrainState {
             self.losses.add(d.reason, d.table, d.rows, d.since, d.until);
         }
         let health = sealer.health();
-        *stats.degraded.lock().unwrap() =
+        *stats
+            .degraded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) =
             (health != SealHealth::Ok).then(|| health.gap_reason().as_str());
         if self.losses.is_empty() || !(now || health == SealHealth::Ok) {
             return;
@@ -649,9 +709,14 @@ impl DrainState {
     /// Hands one batch to the sealer; a refused one is counted as lost.
     fn submit(&mut self, sealer: &Sealer, stats: &Stats, partition: Partition, batch: RecordBatch) {
         let rows = batch.num_rows() as u64;
+        let table = partition.table;
+        let copy = self.tap.as_ref().map(|_| batch.clone());
         match sealer.submit(partition, batch) {
             Ok(()) => {
                 stats.rows_submitted.fetch_add(rows, Ordering::Relaxed);
+                if let (Some(tap), Some(copy)) = (&self.tap, copy) {
+                    tap.offer(table, &copy);
+                }
             }
             Err(Refused {
                 partition,
@@ -670,6 +735,14 @@ impl DrainState {
                     self.batches.recycle(batch);
                 }
             }
+        }
+    }
+
+    /// Pushes the `exe_hash` rows of execs sealed before their hash was ready.
+    fn push_late_hashes(&mut self, stats: &Stats) {
+        for (row, facts) in self.exe.collect() {
+            stats.count(Table::Process);
+            self.batches.push_process(row, facts);
         }
     }
 
@@ -707,7 +780,8 @@ fn drain_ring(ring: &mut RingBuf<MapData>, st: &mut DrainState, clock: &WallCloc
 }
 
 /// Drains until the buffer is empty, `deadline` passes or a partition is full (a row group,
-/// [`ROWS_PER_CHUNK`]); true when it stopped before the buffer was empty.
+/// [`ROWS_PER_CHUNK`] or [`DECODED_ROWS_PER_CHUNK`]); true when it stopped before the buffer
+/// was empty.
 fn drain_ring_until(
     ring: &mut RingBuf<MapData>,
     st: &mut DrainState,
@@ -723,13 +797,13 @@ fn drain_ring_until(
         drop(item);
         // Checked every 64 records: a raw-stream record is up to 128 rows.
         if n.is_multiple_of(64)
-            && (st.batches.largest() >= ROWS_PER_CHUNK
-                || deadline.is_some_and(|d| Instant::now() >= d))
+            && (st.batches.any_full() || deadline.is_some_and(|d| Instant::now() >= d))
         {
             more = true;
             break;
         }
     }
+    st.push_late_hashes(stats);
     stats.events.fetch_add(n, Ordering::Relaxed);
     stats
         .rows_buffered
@@ -748,9 +822,10 @@ fn decode_one(item: &[u8], st: &mut DrainState, clock: &WallClock, stats: &Stats
         }
     };
     match record {
-        Record::Process(row, mut facts) => {
+        Record::Process(row, mut facts, exe) => {
             st.attributor.observe(row.id.cgroup_id);
             st.calls.process(&row, &mut facts);
+            st.exe.request(&row, exe, &mut facts);
             stats.count(Table::Process);
             st.batches.push_process(row, *facts);
         }
@@ -882,16 +957,18 @@ impl GapTracker {
     }
 }
 
-/// Hands the partitions that hold a row group ([`ROWS_PER_CHUNK`]) to the sealer, attributed
-/// to containers.
+/// Hands the partitions that hold a row group ([`ROWS_PER_CHUNK`], [`DECODED_ROWS_PER_CHUNK`])
+/// to the sealer, attributed to containers.
 fn submit_chunks(st: &mut DrainState, sealer: &Sealer, stats: &Stats) {
-    if st.batches.largest() < ROWS_PER_CHUNK {
+    if !st.batches.any_full() {
         return;
     }
     for spent in sealer.spent() {
         st.batches.recycle(spent);
     }
-    for (partition, batch) in st.batches.take_full(ROWS_PER_CHUNK) {
+    let exe = &mut st.exe;
+    st.batches.settle_processes(true, |r, f| exe.settle(r, f));
+    for (partition, batch) in st.batches.take_full() {
         let batch = st.attributor.fill_container_ids(batch);
         st.submit(sealer, stats, partition, batch);
     }
@@ -900,12 +977,27 @@ fn submit_chunks(st: &mut DrainState, sealer: &Sealer, stats: &Stats) {
         .store(st.batches.len() as u64, Ordering::Relaxed);
 }
 
+/// Hands every partition's rows to the sealer as row groups of their open segments, attributed
+/// to containers (the tap's tick: the segments are sealed on the seal tick).
+fn submit_rows(st: &mut DrainState, sealer: &Sealer, stats: &Stats) {
+    for spent in sealer.spent() {
+        st.batches.recycle(spent);
+    }
+    for (partition, batch) in st.batches.take() {
+        let batch = st.attributor.fill_container_ids(batch);
+        st.submit(sealer, stats, partition, batch);
+    }
+    stats.rows_buffered.store(0, Ordering::Relaxed);
+}
+
 /// Attributes every finished batch to containers and hands it to the sealer, followed by the
 /// `container` rows for what was attributed, and has the sealer seal its open segments.
 fn submit_all(st: &mut DrainState, sealer: &Sealer, stats: &Stats) {
     for spent in sealer.spent() {
         st.batches.recycle(spent);
     }
+    let exe = &mut st.exe;
+    st.batches.settle_processes(false, |r, f| exe.settle(r, f));
     for (partition, batch) in st.batches.take() {
         let batch = st.attributor.fill_container_ids(batch);
         st.submit(sealer, stats, partition, batch);

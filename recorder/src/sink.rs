@@ -1,7 +1,8 @@
 //! From decoded rows to sealed segments.
 //!
 //! The drain loop appends rows to per-partition Arrow builders ([`Batches`]). A partition that
-//! reaches [`crate::ROWS_PER_CHUNK`] rows is finished and handed to the sealer thread
+//! reaches [`crate::ROWS_PER_CHUNK`] rows (raw stream) or [`crate::DECODED_ROWS_PER_CHUNK`]
+//! (decoded tables) is finished and handed to the sealer thread
 //! ([`Sealer`]), which writes it as a row group of the partition's open segment
 //! ([`quarry_store::SegmentWriter`]); on every seal tick the rest is handed over and the open
 //! segments are sealed, as is one that reaches [`crate::MAX_ROWS_PER_SEGMENT`] rows. So memory
@@ -17,6 +18,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+use std::sync::PoisonError;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
@@ -52,9 +54,9 @@ impl Pending {
             Table::Net => Pending::Net(Vec::new()),
             Table::Syscall => Pending::Syscall(Box::default()),
             Table::Gap => Pending::Gap(Vec::new()),
-            Table::Container | Table::Action | Table::Baseline => {
+            Table::Container | Table::Action | Table::Baseline | Table::Alert => {
                 unreachable!(
-                    "container rows are built at seal time; actions and baselines are not recorded"
+                    "container rows are built at seal time; actions, baselines and alerts are not decoded"
                 )
             }
         }
@@ -68,6 +70,18 @@ impl Pending {
             Pending::Syscall(b) => b.len(),
             Pending::Gap(v) => v.len(),
         }
+    }
+
+    /// Rows at which this partition is a row group to hand to the sealer.
+    fn chunk_rows(&self) -> usize {
+        match self {
+            Pending::Syscall(_) => crate::ROWS_PER_CHUNK,
+            _ => crate::DECODED_ROWS_PER_CHUNK,
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.len() >= self.chunk_rows()
     }
 
     /// The rows as a batch; the pending rows are empty after.
@@ -236,9 +250,10 @@ impl Batches {
         self.rows
     }
 
-    /// Rows held in the largest partition (to seal early before memory grows).
-    pub fn largest(&self) -> usize {
-        self.parts.values().map(Pending::len).max().unwrap_or(0)
+    /// Whether a partition holds a row group ([`Pending::chunk_rows`]): handed over early,
+    /// before memory grows.
+    pub fn any_full(&self) -> bool {
+        self.parts.values().any(Pending::is_full)
     }
 
     /// Gives a sealed raw-stream batch's memory to the builder of the next one.
@@ -256,14 +271,32 @@ impl Batches {
         }
     }
 
-    /// Finishes the partitions holding at least `min_rows` rows into batches (a row group
-    /// each); the others keep filling.
-    pub fn take_full(&mut self, min_rows: usize) -> Vec<(Partition, RecordBatch)> {
+    /// Calls `f` on every process row of the partitions about to be finished: the full ones
+    /// ([`Batches::take_full`]) when `full_only`, else all ([`Batches::take`]), so facts known
+    /// late (an exec's hash) go in before the rows are sealed.
+    pub fn settle_processes(
+        &mut self,
+        full_only: bool,
+        mut f: impl FnMut(&ProcessRow, &mut ProcessFacts),
+    ) {
+        for ((table, _), pending) in self.parts.iter_mut() {
+            if *table != Table::Process || (full_only && !pending.is_full()) {
+                continue;
+            }
+            if let Pending::Process(rows, facts) = pending {
+                rows.iter().zip(facts.iter_mut()).for_each(|(r, x)| f(r, x));
+            }
+        }
+    }
+
+    /// Finishes the partitions that hold a row group ([`Pending::chunk_rows`]) into batches;
+    /// the others keep filling.
+    pub fn take_full(&mut self) -> Vec<(Partition, RecordBatch)> {
         let host = self.host.clone();
         let mut batches = Vec::new();
         for ((table, hour), pending) in self.parts.iter_mut() {
             let rows = pending.len();
-            if rows > 0 && rows >= min_rows {
+            if rows > 0 && pending.is_full() {
                 self.rows -= rows;
                 let start = DateTime::from_timestamp_micros(hour * HOUR_MICROS).unwrap_or_default();
                 let partition = Partition::for_time(*table, start, &host);
@@ -307,7 +340,7 @@ pub struct Sealer {
     spent: mpsc::Receiver<RecordBatch>,
     /// Rows of segments that failed after they were handed over ([`Dropped`]).
     dropped: mpsc::Receiver<Dropped>,
-    /// Rows handed over and not written yet.
+    /// Rows handed over and not written yet, by [`queue_weight`].
     queued_rows: Arc<AtomicUsize>,
     /// How the last write or seal went ([`SealHealth`]), for refusing work and for the status
     /// line.
@@ -327,7 +360,20 @@ pub const EXIT_GRACE: Duration = Duration::from_secs(3);
 /// ([`Sealer::submit`]), never waited for: the drain loop (and with it signals, `--duration`
 /// and the status line) must not stop because the disk did. The refused rows are counted and
 /// written as `gap` rows (the reason the last seal failed, or [`GapReason::SealerBehind`]).
+/// Decoded rows count [`DECODED_ROW_WEIGHT`] times: each holds about as much memory as that
+/// many raw-stream rows, so the queue holds four row groups of either kind.
 pub const MAX_QUEUED_ROWS: usize = 4 * crate::ROWS_PER_CHUNK;
+
+/// What a decoded row (process, file, net, gap) weighs in the queue, in raw-stream rows.
+pub const DECODED_ROW_WEIGHT: usize = crate::ROWS_PER_CHUNK / crate::DECODED_ROWS_PER_CHUNK;
+
+/// What `rows` rows of `table` weigh in the sealer's queue ([`MAX_QUEUED_ROWS`]).
+fn queue_weight(table: Table, rows: usize) -> usize {
+    match table {
+        Table::Syscall => rows,
+        _ => rows * DECODED_ROW_WEIGHT,
+    }
+}
 
 /// The outcome of the last seal attempt, in an `AtomicU8`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -370,24 +416,13 @@ impl SealHealth {
             source = e.source();
         }
         // Parquet's writer wraps I/O errors as text.
-        let text = error.to_string() + &error_chain(error);
+        let text = quarry_store::human::with_causes(error);
         if text.contains("No space left on device") || text.contains("Disk quota exceeded") {
             SealHealth::DiskFull
         } else {
             SealHealth::WriteError
         }
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut out = String::new();
-    let mut source = error.source();
-    while let Some(e) = source {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        source = e.source();
-    }
-    out
 }
 
 /// A batch the sealer did not take, and why its rows are lost.
@@ -528,7 +563,7 @@ impl Sealer {
     /// [`MAX_QUEUED_ROWS`] rows in its queue. Never waits. `gap` batches are always taken:
     /// they are a few rows, and they are what says how much else was lost.
     pub fn submit(&self, partition: Partition, batch: RecordBatch) -> Result<(), Refused> {
-        let rows = batch.num_rows();
+        let rows = queue_weight(partition.table, batch.num_rows());
         let queued = self.queued_rows.load(Ordering::Acquire);
         if partition.table != Table::Gap && queued > 0 && queued + rows > MAX_QUEUED_ROWS {
             return Err(Refused {
@@ -621,8 +656,10 @@ impl Worker {
             if let Err(health) = self.write(partition, batch) {
                 return (spent, health);
             }
-            self.queued_rows
-                .fetch_sub(batch.num_rows(), Ordering::AcqRel);
+            self.queued_rows.fetch_sub(
+                queue_weight(partition.table, batch.num_rows()),
+                Ordering::AcqRel,
+            );
             let full = self
                 .open
                 .iter()
@@ -705,8 +742,14 @@ impl Worker {
                 stats
                     .bytes_sealed
                     .fetch_add(sealed.entry.body.bytes, Ordering::Relaxed);
-                *stats.last_segment.lock().unwrap() = Some(sealed.path);
-                *stats.last_error.lock().unwrap() = None;
+                *stats
+                    .last_segment
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(sealed.path);
+                *stats
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = None;
                 Ok(())
             }
             Err(e) => {
@@ -743,8 +786,12 @@ impl Worker {
     /// Records a failed write or seal: the health it means, logged once per episode.
     fn failed(&self, table: Table, error: &StoreError) -> SealHealth {
         let health = SealHealth::of_error(error);
-        let message = format!("{error}{}", error_chain(error));
-        let mut last = self.stats.last_error.lock().unwrap();
+        let message = quarry_store::human::with_causes(error);
+        let mut last = self
+            .stats
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         // Once per episode, not every retry: a full disk can last for hours.
         if last.is_none() {
             log::warn!(
@@ -784,7 +831,7 @@ impl Worker {
             self.stats
                 .last_error
                 .lock()
-                .unwrap()
+                .unwrap_or_else(PoisonError::into_inner)
                 .as_deref()
                 .unwrap_or("unknown error")
         );

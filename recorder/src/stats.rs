@@ -1,6 +1,7 @@
 //! Live counters of a running recorder, read by the status line.
 
 use std::path::PathBuf;
+use std::sync::PoisonError;
 
 use quarry_store::Table;
 use std::sync::Mutex;
@@ -36,6 +37,8 @@ pub struct Stats {
     pub last_segment: Mutex<Option<PathBuf>>,
     /// The last sealing error, cleared by the next successful seal.
     pub last_error: Mutex<Option<String>>,
+    /// What happened to the execs offered for hashing (`exe_sha256`).
+    pub exe_hash: std::sync::Arc<crate::exehash::ExeHashStats>,
 }
 
 /// A point-in-time copy of [`Stats`].
@@ -57,6 +60,9 @@ pub struct StatsSnapshot {
     pub degraded: Option<&'static str>,
     pub last_segment: Option<PathBuf>,
     pub last_error: Option<String>,
+    /// Exec hash outcomes (`exe_hash` value, count), and how many came from the cache.
+    pub exe_hash: Vec<(&'static str, u64)>,
+    pub exe_hash_cached: u64,
 }
 
 impl Stats {
@@ -87,9 +93,19 @@ impl Stats {
             rows_pending: (get(&self.rows_buffered) + get(&self.rows_submitted))
                 .saturating_sub(get(&self.rows_sealed) + get(&self.rows_abandoned)),
             rows_lost: get(&self.rows_lost),
-            degraded: *self.degraded.lock().unwrap(),
-            last_segment: self.last_segment.lock().unwrap().clone(),
-            last_error: self.last_error.lock().unwrap().clone(),
+            degraded: *self.degraded.lock().unwrap_or_else(PoisonError::into_inner),
+            last_segment: self
+                .last_segment
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+            exe_hash: self.exe_hash.by_status(),
+            exe_hash_cached: get(&self.exe_hash.cached),
         }
     }
 }

@@ -259,13 +259,14 @@ pub fn verify(dir: &Path) -> Result<Vec<Mismatch>, SnapshotError> {
 
 /// Bytes available on the filesystem holding `dir`.
 pub fn free_bytes(dir: &Path) -> Option<u64> {
-    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
-    // SAFETY: statvfs fills a struct we own from a valid C string.
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return None;
-    }
-    Some(s.f_bavail as u64 * s.f_frsize as u64)
+    let s = nix::sys::statvfs::statvfs(dir).ok()?;
+    Some(s.blocks_available() as u64 * s.fragment_size() as u64)
+}
+
+/// Bytes used on the filesystem mounted at `mount`.
+pub fn used_bytes(mount: &Path) -> Option<u64> {
+    let s = nix::sys::statvfs::statvfs(mount).ok()?;
+    Some((s.blocks() - s.blocks_free()) as u64 * s.fragment_size() as u64)
 }
 
 #[cfg(test)]

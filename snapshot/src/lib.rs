@@ -150,11 +150,11 @@ pub enum SnapshotError {
     #[error(transparent)]
     Store(#[from] quarry_store::StoreError),
 
-    #[error("Arrow error: {0}")]
+    #[error("Arrow error")]
     Arrow(#[from] arrow::error::ArrowError),
 
     /// Any other I/O failure, with its path.
-    #[error("{}: {source}", path.display())]
+    #[error("I/O error on {}", path.display())]
     Io { path: PathBuf, source: io::Error },
 }
 
@@ -596,7 +596,7 @@ fn check_space(g: &Gathered, case_dir: &Path) -> Result<(), SnapshotError> {
         .cmounts
         .iter()
         .filter(|m| m.fstype == "tmpfs")
-        .filter_map(|m| used_bytes(&g.proc_root.join(m.mount_point.trim_start_matches('/'))))
+        .filter_map(|m| case::used_bytes(&g.proc_root.join(m.mount_point.trim_start_matches('/'))))
         .sum();
     let needed = rss + tmpfs + g.changes.as_ref().map_or(0, |c| c.1) + (16 << 20);
     let anchor = nearest_existing(case_dir);
@@ -899,17 +899,6 @@ pub fn verify_case(dir: &Path) -> Result<Vec<Mismatch>, SnapshotError> {
 
 fn ms(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-/// Bytes used on the filesystem mounted at `p`.
-fn used_bytes(p: &Path) -> Option<u64> {
-    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok()?;
-    // SAFETY: statvfs fills a struct we own from a valid C string.
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return None;
-    }
-    Some((s.f_blocks - s.f_bfree) as u64 * s.f_frsize as u64)
 }
 
 /// When a process started, in Unix seconds (boot time + start ticks).

@@ -105,7 +105,9 @@ impl Rng {
 
 /// The first hour of the synthetic store.
 fn start() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 10, 1, 0, 0, 0).unwrap()
+    Utc.with_ymd_and_hms(2026, 10, 1, 0, 0, 0)
+        .single()
+        .expect("a valid fixed date")
 }
 
 fn container_id(i: u32) -> String {

@@ -5,8 +5,11 @@
 //! sudo quarry-bench recorder [--calls N] [--rounds N] [--pin] [--format json]
 //!                                 bare vs filtered vs fully recorded (default and exact times)
 //! quarry-bench loop getpid N                               N getpid syscalls; prints ns/call
+//! quarry-bench loop open N                                 N opens (and closes) of a file
 //! quarry-bench query generate --store DIR [--rows N]       a synthetic 100M-row store
 //! quarry-bench query run --store DIR                       timeline/hunt timings, vs DuckDB
+//! quarry-bench detect [--rate N] [--seconds N]             event-to-alert latency of live rules
+//! sudo quarry-bench detect-cost [--iterations N]           recording with vs without --no-detect
 //! ```
 //!
 //! The recorder runs as a separate `quarry record` process (the binary next to this one), so
@@ -21,6 +24,9 @@ use anyhow::{Context, bail};
 
 #[path = "../bench/query.rs"]
 mod query_bench;
+
+#[path = "../bench/detect.rs"]
+mod detect_bench;
 
 use quarry_store::{Manifest, ManifestOp, Table};
 use query_bench::median;
@@ -38,10 +44,23 @@ fn main() -> anyhow::Result<()> {
             println!("{:.1}", getpid_loop(n));
             Ok(())
         }
+        ["loop", "open", n] => {
+            let n: u64 = n.parse().context("N must be a number")?;
+            println!("{:.1}", open_loop(n)?);
+            Ok(())
+        }
         ["loop", "mixed", n] => mixed_workload(n.parse().context("N must be a number")?),
+        ["loop", "spawn", n] => {
+            let n: u64 = n.parse().context("N must be a number")?;
+            println!("{:.1}", spawn_loop(n)?);
+            Ok(())
+        }
+        ["exec", rest @ ..] => exec_bench(rest),
         ["recorder", rest @ ..] => recorder_bench(rest),
         ["isolate", container, rest @ ..] => isolate_bench(container, rest),
         ["query", rest @ ..] => query_bench::run(rest),
+        ["detect", rest @ ..] => detect_bench::run(rest),
+        ["detect-cost", rest @ ..] => detect_cost(rest),
         ["--help" | "-h" | "help"] => {
             println!("{USAGE}");
             Ok(())
@@ -53,8 +72,11 @@ fn main() -> anyhow::Result<()> {
 const USAGE: &str = "\
 usage: quarry-bench recorder [--calls N] [--rounds N] [--pin] [--format json]
        quarry-bench isolate CONTAINER [--runs N] [--force] [--allow RULE]...
-       quarry-bench loop getpid|mixed N
-       quarry-bench query generate --store DIR [--rows N] | query run --store DIR";
+       quarry-bench exec [--spawns N] [--rounds N] [--format json]
+       quarry-bench loop getpid|open|mixed|spawn N
+       quarry-bench query generate --store DIR [--rows N] | query run --store DIR
+       quarry-bench detect [--rate N] [--seconds N] [--markers N]   live detection latency
+       quarry-bench detect-cost [--iterations N] [--rounds N]      recording with vs without detection";
 
 /// Runs `n` getpid syscalls and returns ns per call.
 fn getpid_loop(n: u64) -> f64 {
@@ -65,6 +87,118 @@ fn getpid_loop(n: u64) -> f64 {
         unsafe { libc::syscall(libc::SYS_getpid) };
     }
     start.elapsed().as_nanos() as f64 / n as f64
+}
+
+/// `n` opens and closes of one file: every open is a decoded `file` row, the densest load
+/// the default mode (no raw stream) sees. Returns ns per open+close.
+fn open_loop(n: u64) -> anyhow::Result<f64> {
+    use std::os::unix::ffi::OsStrExt;
+    let file = tempfile::NamedTempFile::new()?;
+    let path = std::ffi::CString::new(file.path().as_os_str().as_bytes())?;
+    let start = Instant::now();
+    for _ in 0..n {
+        // SAFETY: a valid NUL-terminated path; the fd is ours and closed at once.
+        let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            bail!("open: {}", std::io::Error::last_os_error());
+        }
+        // SAFETY: closing the fd just opened.
+        unsafe { libc::close(fd) };
+    }
+    Ok(start.elapsed().as_nanos() as f64 / n as f64)
+}
+
+/// Starts and waits for `/bin/true` `n` times; returns µs per process.
+fn spawn_loop(n: u64) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    for _ in 0..n {
+        Command::new("/bin/true").status()?;
+    }
+    Ok(start.elapsed().as_secs_f64() * 1e6 / n as f64)
+}
+
+fn run_spawns(n: u64) -> anyhow::Result<f64> {
+    let out = Command::new(std::env::current_exe()?)
+        .args(["loop", "spawn", &n.to_string()])
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "spawn loop failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+}
+
+/// What hashing every exec's file costs an exec-heavy workload: rounds of a spawn loop bare,
+/// recorded (default mode) with exec hashing, bare, recorded without it (`--exe-hash-max 0`),
+/// bare; each recorded run against the bare runs on either side of it.
+fn exec_bench(args: &[&str]) -> anyhow::Result<()> {
+    let mut spawns: u64 = 3000;
+    let mut rounds: usize = 3;
+    let mut json = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match *a {
+            "--spawns" => spawns = it.next().context("--spawns N")?.parse()?,
+            "--rounds" => rounds = it.next().context("--rounds N")?.parse::<usize>()?.max(1),
+            "--format" => json = it.next() == Some(&"json"),
+            other => bail!("unknown argument {other}\n{USAGE}"),
+        }
+    }
+    let dir = tempfile::tempdir()?;
+    run_spawns(spawns / 10)?;
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    let mut outcomes = serde_json::Value::Null;
+    for round in 0..rounds {
+        let b0 = run_spawns(spawns)?;
+        let rec = Recorder::start(
+            &dir.path().join(format!("hash-{round}")),
+            &[],
+            Placement::Shared,
+        )?;
+        let h = run_spawns(spawns)?;
+        let summary = rec.stop()?;
+        outcomes = summary["exe_hash"].clone();
+        let cached = summary["exe_hash_cached"].clone();
+        outcomes["cached"] = cached;
+        let b1 = run_spawns(spawns)?;
+        let rec = Recorder::start(
+            &dir.path().join(format!("nohash-{round}")),
+            &["--exe-hash-max", "0"],
+            Placement::Shared,
+        )?;
+        let n = run_spawns(spawns)?;
+        rec.stop()?;
+        let b2 = run_spawns(spawns)?;
+        with.push(h / ((b0 + b1) / 2.0));
+        without.push(n / ((b1 + b2) / 2.0));
+        if !json {
+            println!(
+                "round {round}: bare {b0:.0}/{b1:.0}/{b2:.0} µs per spawn; hashing {h:.0} µs ({:.3}x), no hashing {n:.0} µs ({:.3}x)",
+                with[round], without[round]
+            );
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (mw, mn) = (median(&mut with), median(&mut without));
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "spawns": spawns, "rounds": rounds, "with_hashing_x": mw,
+                "without_hashing_x": mn, "exe_hash_last_round": outcomes,
+            })
+        );
+    } else {
+        println!(
+            "median of {rounds} rounds of {spawns} spawns: recorded with exec hashing {mw:.3}x bare, without {mn:.3}x; exec hash outcomes (last round): {outcomes}"
+        );
+    }
+    Ok(())
 }
 
 /// A workload with every kind of row: `n` rounds of a process started, files created, written,
@@ -133,9 +267,13 @@ fn on_cpu(command: &mut Command, cpu: Option<usize>) -> &mut Command {
 
 /// The loop, run in a child process so its threads and cgroup are its own.
 fn run_loop(calls: u64, placement: Placement) -> anyhow::Result<f64> {
+    run_loop_of("getpid", calls, placement)
+}
+
+fn run_loop_of(kind: &str, calls: u64, placement: Placement) -> anyhow::Result<f64> {
     let cpu = (placement == Placement::Pinned).then_some(LOOP_CPU);
     let out = on_cpu(&mut Command::new(std::env::current_exe()?), cpu)
-        .args(["loop", "getpid", &calls.to_string()])
+        .args(["loop", kind, &calls.to_string()])
         .output()?;
     if !out.status.success() {
         bail!("loop failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -220,7 +358,14 @@ impl Recorder {
         if !out.status.success() {
             bail!("recorder failed: {:?}", out.status);
         }
-        Ok(serde_json::from_slice(&out.stdout)?)
+        // The summary is the last line: alerts (the stdout output) may come before it.
+        let text = String::from_utf8_lossy(&out.stdout);
+        let last = text
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("{}");
+        Ok(serde_json::from_str(last)?)
     }
 }
 
@@ -384,6 +529,58 @@ fn table_sizes(store: &Path) -> anyhow::Result<Vec<(Table, u64, u64)>> {
     Ok(out)
 }
 
+/// Recording the mixed workload with detection (the default) and with `--no-detect`,
+/// alternating: the loop's wall time and the rows sealed per second of it.
+fn detect_cost(args: &[&str]) -> anyhow::Result<()> {
+    let mut iterations: u64 = 2000;
+    let mut rounds = 3;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match *a {
+            "--iterations" => iterations = it.next().context("--iterations N")?.parse()?,
+            "--rounds" => rounds = it.next().context("--rounds N")?.parse::<usize>()?.max(1),
+            other => bail!("unknown argument {other}\n{USAGE}"),
+        }
+    }
+    let dir = tempfile::tempdir()?;
+    let mut runs: Vec<(&str, Vec<f64>, Vec<f64>)> =
+        vec![("detect", vec![], vec![]), ("--no-detect", vec![], vec![])];
+    for round in 0..rounds {
+        for (name, secs, rates) in runs.iter_mut() {
+            let store = dir
+                .path()
+                .join(format!("{}-{round}", name.trim_start_matches('-')));
+            let mut extra = vec!["--seal-interval", "2s", "--alert-output", "file:/dev/null"];
+            if *name == "--no-detect" {
+                extra = vec!["--seal-interval", "2s", "--no-detect"];
+            }
+            let rec = Recorder::start(&store, &extra, Placement::Shared)?;
+            let started = Instant::now();
+            let out = Command::new(std::env::current_exe()?)
+                .args(["loop", "mixed", &iterations.to_string()])
+                .output()?;
+            let t = started.elapsed().as_secs_f64();
+            if !out.status.success() {
+                bail!("loop failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            let summary = rec.stop()?;
+            let rows = summary["rows_sealed"].as_u64().unwrap_or(0) as f64;
+            secs.push(t);
+            rates.push(rows / t);
+        }
+    }
+    for (name, secs, rates) in &runs {
+        println!(
+            "{name:>12}: loop of {iterations} rounds median {:.2} s (min {:.2}), {:.0} rows sealed/s \
+             of loop time (median of {rounds})",
+            median(secs.clone()),
+            secs.iter().cloned().fold(f64::INFINITY, f64::min),
+            median(rates.clone())
+        );
+    }
+    Ok(())
+}
+
 fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
     let mut calls: u64 = 5_000_000;
     let mut rounds: usize = 3;
@@ -531,9 +728,28 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
         bail!("mixed workload failed");
     }
     std::thread::sleep(Duration::from_millis(200));
-    let default_rss = rec.peak_rss_kib();
-    let default_ring_rss = rec.ring_rss_kib();
-    rec.stop()?;
+    let mixed_rss = rec.peak_rss_kib();
+    let mut default_ring_rss = rec.ring_rss_kib();
+    let mut default_drops = rec.stop()?["kernel_drops"].as_u64().unwrap_or(0);
+
+    // The default mode at full rate: an open loop as fast as it goes, every open a decoded
+    // row (and a ring record of ~650 bytes with its kernel path).
+    let opens = (calls / 5).max(1);
+    let open_store = dir.path().join("opens");
+    let rec = Recorder::start(&open_store, &["--seal-interval", "2s"], placement)?;
+    let started = Instant::now();
+    run_loop_of("open", opens, placement)?;
+    let open_secs = started.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(200));
+    let open_rss = rec.peak_rss_kib();
+    default_ring_rss = default_ring_rss.max(rec.ring_rss_kib());
+    default_drops += rec.stop()?["kernel_drops"].as_u64().unwrap_or(0);
+    let file_rows = table_sizes(&open_store)?
+        .iter()
+        .find(|(t, _, _)| *t == Table::File)
+        .map_or(0, |s| s.1);
+    let default_events_per_s = file_rows as f64 / open_secs;
+    let default_rss = mixed_rss.max(open_rss);
     let mut sizes = table_sizes(&mixed_store)?;
     sizes.retain(|(t, _, _)| *t != Table::Syscall);
     sizes.extend(
@@ -562,6 +778,9 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
         "recorder_peak_rss_default_mode_mib": default_rss.map(|k| k as f64 / 1024.0),
         "recorder_ring_rss_mib": ring_rss.map(|k| k as f64 / 1024.0),
         "recorder_ring_rss_default_mode_mib": default_ring_rss.map(|k| k as f64 / 1024.0),
+        "default_mode_open_loop_ns_per_open": open_secs * 1e9 / opens as f64,
+        "default_mode_file_rows_per_s": default_events_per_s,
+        "default_mode_kernel_drops": default_drops,
         "bytes_per_row": sizes.iter().map(|(t, rows, bytes)| {
             (t.name().to_string(), serde_json::json!(*bytes as f64 / *rows as f64))
         }).collect::<serde_json::Map<_, _>>(),
@@ -606,8 +825,12 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
             mib_with_ring(rss, ring_rss)
         );
         println!(
-            "  default mode (no raw stream), mixed workload: recorder peak RSS {}",
+            "  default mode (no raw stream), mixed workload and an open loop: recorder peak RSS {}",
             mib_with_ring(default_rss, default_ring_rss)
+        );
+        println!(
+            "  default mode, {opens} opens as fast as they go: {:.2} M file rows/s, {default_drops} dropped",
+            default_events_per_s / 1e6
         );
         println!("bytes per row on disk:");
         for (t, rows, bytes) in &sizes {

@@ -8,6 +8,9 @@
 //! a temporary store and prints the time per segment, rows per second and bytes per row on
 //! disk.
 
+// A benchmark stops at its first failure: unwrap says where.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::Instant;
 

@@ -107,18 +107,20 @@ impl Store {
         let mut out = Vec::new();
         let mut seq = 0u64;
         for (partition, segs) in by_partition {
-            let mut groups: Vec<Vec<&EntryBody>> = vec![Vec::new()];
+            let mut groups: Vec<Vec<&EntryBody>> = Vec::new();
+            let mut current: Vec<&EntryBody> = Vec::new();
             let (mut size, mut rows) = (0u64, 0u64);
             for s in segs {
                 let over = size + s.bytes > policy.target_bytes || rows + s.rows > policy.max_rows;
-                if over && !groups.last().unwrap().is_empty() {
-                    groups.push(Vec::new());
+                if over && !current.is_empty() {
+                    groups.push(std::mem::take(&mut current));
                     (size, rows) = (0, 0);
                 }
                 size += s.bytes;
                 rows += s.rows;
-                groups.last_mut().unwrap().push(s);
+                current.push(s);
             }
+            groups.push(current);
             for group in groups.into_iter().filter(|g| g.len() >= 2) {
                 let plan = Compaction {
                     path: partition.relative_dir().to_string_lossy().into_owned(),

@@ -56,11 +56,13 @@ pub enum Table {
     /// A container's root filesystem as it was when a baseline was taken: one row per entry,
     /// with its SHA-256; what `quarry drift` compares a plain rootfs with.
     Baseline,
+    /// What the recorder's live detection raised: one row per alert, naming the row behind it.
+    Alert,
 }
 
 impl Table {
     /// Every table, in the order they are listed to users.
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 9] = [
         Table::Process,
         Table::File,
         Table::Net,
@@ -69,6 +71,7 @@ impl Table {
         Table::Action,
         Table::Container,
         Table::Baseline,
+        Table::Alert,
     ];
 
     /// The table's position in [`Table::ALL`] (declaration order), for per-table arrays.
@@ -87,6 +90,7 @@ impl Table {
             Table::Action => "action",
             Table::Container => "container",
             Table::Baseline => "baseline",
+            Table::Alert => "alert",
         }
     }
 

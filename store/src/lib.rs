@@ -50,7 +50,7 @@ pub use verify::{Problem, RemovalSummary, VerifyReport, verify_store};
 pub enum StoreError {
     /// The store directory (or one below it) cannot be created or written.
     #[error(
-        "cannot write to the store at {path}: {source}; pass a writable directory with --store \
+        "cannot write to the store at {path}; pass a writable directory with --store \
          (the recorder needs to create files there as root)"
     )]
     Unwritable { path: PathBuf, source: io::Error },
@@ -63,18 +63,18 @@ pub enum StoreError {
     DiskFull { path: PathBuf },
 
     /// Any other I/O failure, with the path it happened on.
-    #[error("I/O error on {path}: {source}")]
+    #[error("I/O error on {path}")]
     Io { path: PathBuf, source: io::Error },
 
     /// Encoding or decoding a Parquet segment failed.
-    #[error("Parquet error in {path}: {source}")]
+    #[error("Parquet error in {path}")]
     Parquet {
         path: PathBuf,
         source: parquet::errors::ParquetError,
     },
 
     /// An Arrow batch did not match the table's schema (a bug in the caller).
-    #[error("Arrow error: {0}")]
+    #[error("Arrow error")]
     Arrow(#[from] arrow::error::ArrowError),
 
     /// A manifest line could not be parsed or appended.

@@ -61,7 +61,10 @@ impl<'a> HoldCheck<'a> {
                 // Unreadable: it cannot be shown to hold nothing of a held container, so it is
                 // treated as holding every container (kept).
                 Err(e) => {
-                    log::warn!("{e}: kept, since holds cannot be checked against it");
+                    log::warn!(
+                        "{}: kept, since holds cannot be checked against it",
+                        crate::human::with_causes(&e)
+                    );
                     return Err(e);
                 }
             };

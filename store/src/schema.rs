@@ -36,6 +36,7 @@ pub fn schema_of(table: Table) -> SchemaRef {
         Table::Action => ACTION_SCHEMA.clone(),
         Table::Container => CONTAINER_SCHEMA.clone(),
         Table::Baseline => BASELINE_SCHEMA.clone(),
+        Table::Alert => ALERT_SCHEMA.clone(),
     }
 }
 
@@ -174,7 +175,8 @@ fn batch(schema: &SchemaRef, columns: Vec<ArrayRef>) -> RecordBatch {
 pub static PROCESS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     let mut fields = common_fields();
     fields.extend([
-        // fork | exec | exit, or a privilege/escape signal: setuid, setgid, setreuid,
+        // fork | exec | exit | exe_hash (a late hash of an exec, see `exe_sha256`), or a
+        // privilege/escape signal: setuid, setgid, setreuid,
         // setregid, setresuid, setresgid, capset, ptrace, mount, umount, unshare, setns,
         // init_module, finit_module, bpf, memfd_create, mmap_exec, mprotect_exec
         Field::new("event", DataType::Utf8, false),
@@ -229,6 +231,14 @@ pub static PROCESS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         // for a symlink, its target. NULL on other rows.
         Field::new("kernel_path", DataType::Utf8, true),
         Field::new("path_resolution", DataType::Utf8, true),
+        // exec: SHA-256 (hex) of the file the kernel executed, read through the kernel's own
+        // reference to it (/proc/PID/exe, checked to be the executed inode), and how it went
+        // (`exe_hash`): hashed | pending | queue_full | too_big | gone | replaced | changed |
+        // not_regular | unreadable | no_identity | off. `pending`: the hash was not ready when
+        // the row was sealed; it follows in an `exe_hash` row of the same host, pid, start_ns
+        // and ktime_ns (the `execs` view joins it in). NULL on other rows and older segments.
+        Field::new("exe_sha256", DataType::Utf8, true),
+        Field::new("exe_hash", DataType::Utf8, true),
     ]);
     Arc::new(Schema::new(fields))
 });
@@ -245,6 +255,8 @@ pub struct ProcessFacts {
     pub host_image: Option<bool>,
     pub kernel_path: Option<String>,
     pub path_resolution: Option<&'static str>,
+    pub exe_sha256: Option<String>,
+    pub exe_hash: Option<&'static str>,
 }
 
 /// The ids a setuid-family call asks for (None = unchanged).
@@ -277,6 +289,9 @@ pub enum ProcessEvent {
         signal: Option<i32>,
         core_dumped: bool,
     },
+    /// The hash of an exec's file that was not ready when the exec row was sealed: same
+    /// pid, start_ns and ktime_ns as that exec row; `exe_sha256`/`exe_hash` in its facts.
+    ExeHash,
     /// A privilege change or container-escape signal (see the `event` column's list).
     Signal {
         name: &'static str,
@@ -295,6 +310,7 @@ impl ProcessEvent {
             ProcessEvent::Fork => "fork",
             ProcessEvent::Exec { .. } => "exec",
             ProcessEvent::Exit { .. } => "exit",
+            ProcessEvent::ExeHash => "exe_hash",
             ProcessEvent::Signal { name, .. } => name,
         }
     }
@@ -410,6 +426,8 @@ pub fn process_batch_with_facts(
         col_bool(&facts, |f| f.host_image),
         col_str(&facts, |f| f.kernel_path.as_deref()),
         col_str(&facts, |f| f.path_resolution),
+        col_str(&facts, |f| f.exe_sha256.as_deref()),
+        col_str(&facts, |f| f.exe_hash),
     ]);
     batch(&PROCESS_SCHEMA, columns)
 }
@@ -1180,9 +1198,6 @@ pub fn action_batch(host: &str, rows: &[ActionRow]) -> RecordBatch {
 /// names the row behind it (`source_table`, `host`, `pid`, `ktime_ns`) so the evidence is one
 /// `SELECT` away, and `alert_id` is what `quarry timeline --around` takes. How an alert is
 /// delivered (Falco or OCSF JSON) is [`crate::alert`]'s; this is only what is kept.
-///
-/// Not yet a [`Table`] of the store: the recorder's detection registers it when it starts
-/// writing alerts.
 pub static ALERT_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     let list = DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)));
     Arc::new(Schema::new(vec![

@@ -1,6 +1,9 @@
 //! Retention, holds and compaction on real stores built with the store library: many sealed
 //! segments across back-dated hours, two containers, then caps applied and the result verified.
 
+// A test fails by panicking: unwrap is how it says what went wrong.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -295,10 +295,8 @@ impl TestNet {
         // a machine-wide lock (held until the host end has its address).
         let lock = std::fs::File::create("/run/lock/quarry-testnet.lock").unwrap();
         // SAFETY: flock on a descriptor we own; closing it (end of this function) unlocks.
-        assert_eq!(
-            unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) },
-            0
-        );
+        let locked = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+        assert_eq!(locked, 0);
         let used = String::from_utf8_lossy(
             &run_ok(Command::new("ip").args(["-o", "-4", "addr", "show"])).stdout,
         )

@@ -79,9 +79,14 @@ pub struct ExecEvent {
     pub argv_len: u32,
     /// Inode number of the task's mount namespace when it executed the new image.
     pub mnt_ns: u32,
-    pub _pad: u32,
+    /// The executed file's device as the kernel holds it (`bprm->file->f_inode->i_sb->s_dev`,
+    /// the kernel's `MAJOR << 20 | MINOR` encoding); with `exe_ino` the identity a hash of
+    /// `/proc/PID/exe` is checked against. 0 when the path walk's offsets are off.
+    pub exe_dev: u32,
     pub start_ns: u64,
     pub parent_start_ns: u64,
+    /// The executed file's inode number (`bprm->file->f_inode->i_ino`); 0 when unknown.
+    pub exe_ino: u64,
     pub filename: [u8; FILENAME_LEN],
     /// The argument strings, each NUL-terminated, as they sit in the new image's memory.
     pub argv: [u8; ARGV_LEN],
@@ -400,6 +405,12 @@ pub struct KernelOffsets {
     /// `fs_struct.root` (a `struct path`).
     pub fs_root: u32,
     pub bprm_file: u32,
+    /// `file.f_inode`, `inode.i_ino`, `inode.i_sb`, `super_block.s_dev`: the executed file's
+    /// identity (found with the path walk's offsets, off with it).
+    pub file_f_inode: u32,
+    pub inode_i_ino: u32,
+    pub inode_i_sb: u32,
+    pub sb_s_dev: u32,
 }
 
 /// Most cgroups a recorder can be restricted to (`quarry record --containers`).

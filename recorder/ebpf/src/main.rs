@@ -88,6 +88,10 @@ static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     task_fs: 0,
     fs_root: 0,
     bprm_file: 0,
+    file_f_inode: 0,
+    inode_i_ino: 0,
+    inode_i_sb: 0,
+    sb_s_dev: 0,
 });
 
 /// The raw stream reads the clock every this many calls of one thread (1: on every call); see
@@ -408,7 +412,6 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> u32 {
 
         let cred: u64 = kread(task, o.task_real_cred);
         (*ev).mnt_ns = mnt_ns_of(task, &o);
-        (*ev)._pad = 0;
         (*ev).uid = kread(cred, o.cred_uid);
         (*ev).gid = kread(cred, o.cred_gid);
         (*ev).euid = kread(cred, o.cred_euid);
@@ -444,6 +447,14 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> u32 {
 
         let file: u64 = kread(bprm, o.bprm_file);
         walk_path(file, addr_of_mut!((*ev).kpath), &o);
+        (*ev).exe_dev = 0;
+        (*ev).exe_ino = 0;
+        if o.path_walk != 0 && file != 0 {
+            let inode: u64 = kread(file, o.file_f_inode);
+            let sb: u64 = kread(inode, o.inode_i_sb);
+            (*ev).exe_ino = kread(inode, o.inode_i_ino);
+            (*ev).exe_dev = kread(sb, o.sb_s_dev);
+        }
     }
     slot.submit(BPF_RB_NO_WAKEUP as u64);
     0

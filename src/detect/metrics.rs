@@ -1,0 +1,202 @@
+//! `--metrics ADDR`: Prometheus text exposition of the recorder's and detection's counters.
+//!
+//! A plain HTTP/1.0 responder on its own thread: every request gets the metrics (the path is
+//! not looked at). Off by default; bind it to loopback unless the network in between is
+//! trusted: the counters say how busy the host is and which rules fire.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
+
+use quarry_recorder::stats::Stats;
+use quarry_recorder::tap::Tap;
+
+use super::DetectStats;
+use super::outputs::Outputs;
+
+pub struct Sources {
+    pub recorder: Arc<Stats>,
+    pub detect: Option<Arc<DetectStats>>,
+    pub tap: Option<Arc<Tap>>,
+    pub outputs: Option<Arc<Outputs>>,
+}
+
+/// Starts serving; a failure to bind is logged (recording goes on without metrics).
+pub fn serve(addr: SocketAddr, sources: Sources) {
+    let listener = match TcpListener::bind(addr) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("--metrics {addr}: cannot listen ({e}); recording goes on without metrics");
+            return;
+        }
+    };
+    eprintln!("quarry: metrics on http://{addr}/metrics");
+    let spawned = std::thread::Builder::new()
+        .name("quarry-metrics".into())
+        .spawn(move || {
+            let mut seal = SealWatch::default();
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = conn.set_write_timeout(Some(Duration::from_secs(2)));
+                let mut buf = [0u8; 1024];
+                let _ = conn.read(&mut buf);
+                let body = render(&sources, &mut seal);
+                let _ = write!(
+                    conn,
+                    "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!("--metrics: cannot start its thread: {e}");
+    }
+}
+
+/// When the count of sealed segments last moved: the seal lag is the time since.
+#[derive(Default)]
+struct SealWatch {
+    segments: u64,
+    at: Option<Instant>,
+}
+
+fn rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+fn render(s: &Sources, seal: &mut SealWatch) -> String {
+    let snap = s.recorder.snapshot();
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, values: Vec<(String, u64)>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in values {
+            let _ = writeln!(out, "{name}{labels} {v}");
+        }
+    };
+    let label = |k: &str, v: &str| {
+        format!(
+            "{{{k}=\"{}\"}}",
+            v.replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n")
+        )
+    };
+    metric(
+        "quarry_events_total",
+        "counter",
+        "Rows decoded, per table.",
+        snap.table_rows
+            .iter()
+            .map(|(t, n)| (label("table", t.name()), *n))
+            .collect(),
+    );
+    metric(
+        "quarry_kernel_drops_total",
+        "counter",
+        "Records the kernel could not put in the ring buffer (all tables; see the gap table).",
+        vec![(String::new(), snap.kernel_drops)],
+    );
+    metric(
+        "quarry_rows_lost_total",
+        "counter",
+        "Rows decoded and not kept (sealing failed or behind; written as gap rows).",
+        vec![(String::new(), snap.rows_lost)],
+    );
+    metric(
+        "quarry_rows_pending",
+        "gauge",
+        "Rows decoded and not sealed yet.",
+        vec![(String::new(), snap.rows_pending)],
+    );
+    if seal.at.is_none() || snap.segments_sealed != seal.segments {
+        seal.segments = snap.segments_sealed;
+        seal.at = Some(Instant::now());
+    }
+    let lag = seal.at.map_or(0, |at| at.elapsed().as_secs());
+    metric(
+        "quarry_seal_lag_seconds",
+        "gauge",
+        "Seconds since a segment was last seen sealed.",
+        vec![(String::new(), lag)],
+    );
+    metric(
+        "quarry_segments_sealed_total",
+        "counter",
+        "Segments sealed.",
+        vec![(String::new(), snap.segments_sealed)],
+    );
+    if let Some(d) = &s.detect {
+        let alerts = d
+            .alerts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        metric(
+            "quarry_alerts_total",
+            "counter",
+            "Alerts raised, per rule.",
+            alerts.iter().map(|(r, n)| (label("rule", r), *n)).collect(),
+        );
+        metric(
+            "quarry_alerts_not_sealed_total",
+            "counter",
+            "Alerts that could not be sealed into the alert table.",
+            vec![(String::new(), d.alerts_not_sealed.load(Ordering::Relaxed))],
+        );
+        metric(
+            "quarry_detection_evaluation_microseconds",
+            "gauge",
+            "How long the last evaluation of the live rules took.",
+            vec![(String::new(), d.last_evaluation_us.load(Ordering::Relaxed))],
+        );
+    }
+    if let Some(t) = &s.tap {
+        metric(
+            "quarry_detection_behind_rows_total",
+            "counter",
+            "Rows recorded but not evaluated live (detection was behind).",
+            vec![(String::new(), t.behind().1)],
+        );
+    }
+    if let Some(o) = &s.outputs {
+        let c = o.counters();
+        metric(
+            "quarry_alert_output_queue_depth",
+            "gauge",
+            "Alerts waiting in an output's queue.",
+            c.iter()
+                .map(|c| (label("output", &c.name), c.queued))
+                .collect(),
+        );
+        metric(
+            "quarry_alert_output_dropped_total",
+            "counter",
+            "Alerts an output dropped (queue full, or every retry failed).",
+            c.iter()
+                .map(|c| (label("output", &c.name), c.dropped))
+                .collect(),
+        );
+        metric(
+            "quarry_alert_output_sent_total",
+            "counter",
+            "Alerts an output delivered.",
+            c.iter()
+                .map(|c| (label("output", &c.name), c.sent))
+                .collect(),
+        );
+    }
+    metric(
+        "quarry_resident_memory_bytes",
+        "gauge",
+        "The recorder's resident set size.",
+        vec![(String::new(), rss_bytes().unwrap_or(0))],
+    );
+    out
+}

@@ -1,0 +1,394 @@
+//! Alert outputs: each has a bounded queue and a thread of its own, so a slow receiver
+//! never holds up detection (nor, through it, the recorder); what a full queue or a receiver
+//! that keeps failing costs is counted.
+//!
+//! An alert is one JSON line (see [`quarry_store::alert`]). HTTP outputs POST each alert as
+//! `application/json`, retrying a failed POST (connection refused, a status other than 2xx)
+//! after 0.2, 0.5, 1, 2 and 4 s before counting it as dropped. `https://` needs TLS, which this
+//! build does not have: it is refused at start with the way round it.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use quarry_store::alert::{AlertFormat, format};
+use quarry_store::schema::AlertRow;
+
+/// Alerts an output's queue holds.
+pub const QUEUE: usize = 1024;
+/// Pauses between the attempts of one HTTP POST.
+pub const HTTP_RETRY_AFTER: [Duration; 5] = [
+    Duration::from_millis(200),
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+];
+/// How long the end of a recording waits for the outputs to send what they hold.
+pub const FINISH_GRACE: Duration = Duration::from_secs(10);
+
+/// One `--alert-output`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputSpec {
+    Stdout,
+    File(PathBuf),
+    Syslog,
+    Http {
+        host: String,
+        port: u16,
+        path: String,
+    },
+}
+
+impl std::str::FromStr for OutputSpec {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<OutputSpec> {
+        if s == "stdout" {
+            return Ok(OutputSpec::Stdout);
+        }
+        if s == "syslog" {
+            return Ok(OutputSpec::Syslog);
+        }
+        if let Some(path) = s.strip_prefix("file:") {
+            if path.is_empty() {
+                bail!("--alert-output file: needs a path, e.g. file:/var/log/quarry/alerts.json");
+            }
+            return Ok(OutputSpec::File(PathBuf::from(path)));
+        }
+        if s.starts_with("https://") {
+            bail!(
+                "--alert-output {s}: https is not built into this quarry; send to a local relay \
+                 over http (e.g. http://127.0.0.1:2801/ of falcosidekick) that forwards with TLS"
+            );
+        }
+        if let Some(rest) = s.strip_prefix("http://") {
+            let (authority, path) = match rest.find('/') {
+                Some(at) => (&rest[..at], &rest[at..]),
+                None => (rest, "/"),
+            };
+            let (host, port) = match authority.rsplit_once(':') {
+                Some((h, p)) => (
+                    h,
+                    p.parse::<u16>().with_context(|| {
+                        format!("--alert-output {s}: the port {p:?} is not a number")
+                    })?,
+                ),
+                None => (authority, 80),
+            };
+            if host.is_empty()
+                || path.contains(['\r', '\n', ' '])
+                || host.contains(['\r', '\n', ' ', '@'])
+            {
+                bail!("--alert-output {s}: not a URL of the form http://HOST[:PORT]/PATH");
+            }
+            return Ok(OutputSpec::Http {
+                host: host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string(),
+                port,
+                path: path.to_string(),
+            });
+        }
+        bail!("--alert-output {s:?}: use stdout, file:PATH, syslog or http://HOST:PORT/PATH")
+    }
+}
+
+impl std::fmt::Display for OutputSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OutputSpec::Stdout => f.write_str("stdout"),
+            OutputSpec::File(p) => write!(f, "file:{}", p.display()),
+            OutputSpec::Syslog => f.write_str("syslog"),
+            OutputSpec::Http { host, port, path } => write!(f, "http://{host}:{port}{path}"),
+        }
+    }
+}
+
+/// One running output.
+struct Output {
+    name: String,
+    tx: Mutex<Option<SyncSender<String>>>,
+    queued: Arc<AtomicU64>,
+    dropped: Arc<AtomicU64>,
+    sent: Arc<AtomicU64>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Every output of a recording.
+pub struct Outputs {
+    outputs: Vec<Output>,
+    format: AlertFormat,
+    host: String,
+}
+
+/// Per-output counters, for metrics.
+pub struct OutputCounters {
+    pub name: String,
+    pub queued: u64,
+    pub dropped: u64,
+    pub sent: u64,
+}
+
+impl Outputs {
+    pub fn start(specs: &[OutputSpec], format: AlertFormat, host: &str) -> Outputs {
+        let outputs = specs
+            .iter()
+            .map(|spec| {
+                let (tx, rx) = sync_channel::<String>(QUEUE);
+                let queued = Arc::new(AtomicU64::new(0));
+                let dropped = Arc::new(AtomicU64::new(0));
+                let sent = Arc::new(AtomicU64::new(0));
+                let spec2 = spec.clone();
+                let (q, d, s) = (queued.clone(), dropped.clone(), sent.clone());
+                let thread = std::thread::Builder::new()
+                    .name("quarry-alert-out".into())
+                    .spawn(move || deliver(spec2, rx, &q, &d, &s))
+                    .expect("spawning an alert output thread");
+                Output {
+                    name: spec.to_string(),
+                    tx: Mutex::new(Some(tx)),
+                    queued,
+                    dropped,
+                    sent,
+                    thread: Mutex::new(Some(thread)),
+                }
+            })
+            .collect();
+        Outputs {
+            outputs,
+            format,
+            host: host.to_string(),
+        }
+    }
+
+    /// Queues the alert on every output; never waits (a full queue counts a drop).
+    pub fn send(&self, alert: &AlertRow) {
+        let line = format(self.format, &self.host, alert);
+        for out in &self.outputs {
+            let tx = out.tx.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(tx) = tx.as_ref() else { continue };
+            match tx.try_send(line.clone()) {
+                Ok(()) => {
+                    out.queued.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                    out.dropped.fetch_add(1, Ordering::Relaxed);
+                    log::warn!("alert output {} is behind: an alert was dropped", out.name);
+                }
+            }
+        }
+    }
+
+    /// Alerts dropped over every output.
+    pub fn dropped(&self) -> u64 {
+        self.outputs
+            .iter()
+            .map(|o| o.dropped.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    pub fn counters(&self) -> Vec<OutputCounters> {
+        self.outputs
+            .iter()
+            .map(|o| OutputCounters {
+                name: o.name.clone(),
+                queued: o.queued.load(Ordering::Relaxed),
+                dropped: o.dropped.load(Ordering::Relaxed),
+                sent: o.sent.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// Closes the queues and waits (at most [`FINISH_GRACE`]) for them to be sent.
+    pub fn finish(&self) {
+        for out in &self.outputs {
+            out.tx.lock().unwrap_or_else(PoisonError::into_inner).take();
+        }
+        let deadline = Instant::now() + FINISH_GRACE;
+        for out in &self.outputs {
+            let Some(thread) = out
+                .thread
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+            else {
+                continue;
+            };
+            while !thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            } else {
+                let left = out.queued.load(Ordering::Relaxed);
+                log::warn!(
+                    "alert output {} did not take its last {left} alerts in time; they are in the \
+                     store's alert table",
+                    out.name
+                );
+            }
+        }
+    }
+}
+
+fn deliver(
+    spec: OutputSpec,
+    rx: Receiver<String>,
+    queued: &AtomicU64,
+    dropped: &AtomicU64,
+    sent: &AtomicU64,
+) {
+    let mut file: Option<File> = None;
+    let mut syslog: Option<UnixDatagram> = None;
+    for line in rx {
+        queued.fetch_sub(1, Ordering::Relaxed);
+        let ok = match &spec {
+            OutputSpec::Stdout => {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{line}").and_then(|_| out.flush()).is_ok()
+            }
+            OutputSpec::File(path) => {
+                if file.is_none() {
+                    // Appended, created private, never through a symlink.
+                    match OpenOptions::new()
+                        .append(true)
+                        .create(true)
+                        .mode(0o640)
+                        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                        .open(path)
+                    {
+                        Ok(f) => file = Some(f),
+                        Err(e) => log::error!("alert output file:{}: {e}", path.display()),
+                    }
+                }
+                match file.as_mut() {
+                    // One write per line: with O_APPEND, lines of concurrent writers never mix.
+                    Some(f) => f.write_all(format!("{line}\n").as_bytes()).is_ok(),
+                    None => false,
+                }
+            }
+            OutputSpec::Syslog => {
+                if syslog.is_none() {
+                    syslog = UnixDatagram::unbound()
+                        .and_then(|s| s.connect("/dev/log").map(|_| s))
+                        .map_err(|e| log::error!("alert output syslog (/dev/log): {e}"))
+                        .ok();
+                }
+                // <facility security/authorization (10) * 8 + warning (4)>
+                let msg = format!("<84>quarry[{}]: {line}", std::process::id());
+                match &syslog {
+                    Some(s) => s.send(msg.as_bytes()).is_ok(),
+                    None => false,
+                }
+            }
+            OutputSpec::Http { host, port, path } => post_with_retries(host, *port, path, &line),
+        };
+        if ok {
+            sent.fetch_add(1, Ordering::Relaxed);
+        } else {
+            dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn post_with_retries(host: &str, port: u16, path: &str, body: &str) -> bool {
+    let mut last = String::new();
+    for attempt in 0..=HTTP_RETRY_AFTER.len() {
+        match post(host, port, path, body) {
+            Ok(()) => return true,
+            Err(e) => last = format!("{e:#}"),
+        }
+        if let Some(pause) = HTTP_RETRY_AFTER.get(attempt) {
+            std::thread::sleep(*pause);
+        }
+    }
+    log::warn!(
+        "alert output http://{host}:{port}{path}: an alert was dropped after {} attempts: {last}",
+        HTTP_RETRY_AFTER.len() + 1
+    );
+    false
+}
+
+/// One HTTP/1.1 POST; Ok on a 2xx status.
+fn post(host: &str, port: u16, path: &str, body: &str) -> anyhow::Result<()> {
+    let addr = (host, port)
+        .to_socket_addrs()?
+        .next()
+        .context("the host has no address")?;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let host_header = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: quarry/{}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        env!("CARGO_PKG_VERSION"),
+        body.len()
+    );
+    s.write_all(request.as_bytes())?;
+    // The status line is all that is needed; read a bounded amount.
+    let mut head = [0u8; 64];
+    let mut n = 0;
+    while n < 12 {
+        let got = s.read(&mut head[n..])?;
+        if got == 0 {
+            break;
+        }
+        n += got;
+    }
+    let text = String::from_utf8_lossy(&head[..n]);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse::<u16>().ok())
+        .context("no HTTP status line in the answer")?;
+    if (200..300).contains(&status) {
+        Ok(())
+    } else {
+        bail!("HTTP status {status}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_parse_and_refuse_clearly() {
+        assert_eq!("stdout".parse::<OutputSpec>().unwrap(), OutputSpec::Stdout);
+        assert_eq!(
+            "http://127.0.0.1:8080/alerts"
+                .parse::<OutputSpec>()
+                .unwrap(),
+            OutputSpec::Http {
+                host: "127.0.0.1".into(),
+                port: 8080,
+                path: "/alerts".into()
+            }
+        );
+        assert!(
+            "https://x/"
+                .parse::<OutputSpec>()
+                .unwrap_err()
+                .to_string()
+                .contains("relay")
+        );
+        assert!("ftp://x".parse::<OutputSpec>().is_err());
+        assert!("http://a b/".parse::<OutputSpec>().is_err());
+    }
+}
