@@ -3,6 +3,9 @@
 //! and `quarry verify --store s3://...` checks every host's chain and object. Real Parquet,
 //! real manifests, a real server; no root needed.
 
+// A test fails by panicking: unwrap is how it says what went wrong.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::Path;

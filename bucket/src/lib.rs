@@ -164,7 +164,7 @@ impl Bucket {
     }
 
     /// `key` relative to the prefix; None when it lies outside it.
-    pub fn relative<'a>(&self, key: &'a Path) -> Option<String> {
+    pub fn relative(&self, key: &Path) -> Option<String> {
         let key = key.as_ref();
         if self.url.prefix.is_empty() {
             return Some(key.to_string());
