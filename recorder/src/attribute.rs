@@ -19,8 +19,13 @@ use quarry_containers::pattern::parse_cgroup_path;
 use quarry_containers::{CgroupFs, Container, Inventory};
 use quarry_store::schema::ContainerRow;
 
-/// How often the container inventory may be re-read when an unknown cgroup shows up.
+/// How often the container inventory may be re-read when a cgroup judged the host's before
+/// shows up again.
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
+/// How often it may be re-read for a cgroup never seen before: a container started since the
+/// last read. Batches are attributed every half second when live detection taps them, so the
+/// once-a-second limit alone would judge a new container's cgroup the host's for [`HOST_TTL`].
+const REFRESH_NEW: Duration = Duration::from_millis(100);
 /// How long "this cgroup is the host's" is believed before it is checked again.
 const HOST_TTL: Duration = Duration::from_secs(30);
 
@@ -82,8 +87,13 @@ impl Attributor {
             Some(Owner::Host { until }) if *until > Instant::now() => return None,
             _ => {}
         }
+        let due = if self.owners.contains_key(&cgroup_id) {
+            REFRESH_EVERY
+        } else {
+            REFRESH_NEW
+        };
         let found = self.lookup(cgroup_id).or_else(|| {
-            if self.refreshed.elapsed() >= REFRESH_EVERY {
+            if self.refreshed.elapsed() >= due {
                 self.inventory = Inventory::discover();
                 self.refreshed = Instant::now();
                 self.lookup(cgroup_id)
@@ -93,9 +103,12 @@ impl Attributor {
         });
         let owner = match &found {
             Some(c) => Owner::Container(c.clone()),
-            None => Owner::Host {
+            None if self.refreshed.elapsed() < REFRESH_NEW => Owner::Host {
                 until: Instant::now() + HOST_TTL,
             },
+            // Judged on an inventory older than the cgroup may be: not remembered, so the
+            // next rows of it read the inventory again.
+            None => return None,
         };
         self.owners.insert(cgroup_id, owner);
         found
