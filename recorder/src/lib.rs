@@ -983,6 +983,9 @@ fn submit_rows(st: &mut DrainState, sealer: &Sealer, stats: &Stats) {
     for spent in sealer.spent() {
         st.batches.recycle(spent);
     }
+    // Rows handed over are as good as sealed: exec hashes not ready become exe_hash rows.
+    let exe = &mut st.exe;
+    st.batches.settle_processes(false, |r, f| exe.settle(r, f));
     for (partition, batch) in st.batches.take() {
         let batch = st.attributor.fill_container_ids(batch);
         st.submit(sealer, stats, partition, batch);
