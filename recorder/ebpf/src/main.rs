@@ -1,7 +1,7 @@
 //! Quarry's kernel side: tracepoint programs that fill fixed-size records into a ring buffer
 //! for the recorder to drain.
 //!
-//! Design choices, each for a measured reason (see ../shared/PLATFORM.md):
+//! Design choices, each for a measured reason (numbers in BENCHMARKS.md):
 //! - raw and BTF tracepoints: the cheapest attachments that work here (fentry/kprobes do not);
 //! - the raw stream (every syscall) is collected per CPU in a [`RawBatch`] and sent as one
 //!   record per batch: a ring-buffer reservation per syscall cost more than the syscall;
