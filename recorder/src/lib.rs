@@ -993,18 +993,10 @@ fn submit_rows(st: &mut DrainState, sealer: &Sealer, stats: &Stats) {
     stats.rows_buffered.store(0, Ordering::Relaxed);
 }
 
-/// Attributes every finished batch to containers and hands it to the sealer, followed by the
-/// `container` rows for what was attributed, and has the sealer seal its open segments.
+/// Hands every partition's rows to the sealer ([`submit_rows`]), followed by the `container`
+/// rows for what was attributed, and has the sealer seal its open segments.
 fn submit_all(st: &mut DrainState, sealer: &Sealer, stats: &Stats) {
-    for spent in sealer.spent() {
-        st.batches.recycle(spent);
-    }
-    let exe = &mut st.exe;
-    st.batches.settle_processes(false, |r, f| exe.settle(r, f));
-    for (partition, batch) in st.batches.take() {
-        let batch = st.attributor.fill_container_ids(batch);
-        st.submit(sealer, stats, partition, batch);
-    }
+    submit_rows(st, sealer, stats);
     let now = chrono::Utc::now();
     let containers = st.attributor.take_container_rows(now);
     if !containers.is_empty() {
