@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use quarry_query::hunt::{self, Scope};
 use quarry_query::output::{self, Format as OutFormat};
+use quarry_query::report::Report;
 use quarry_query::timeline::{self, Timeline};
 use quarry_query::{Catalog, QueryError};
 
@@ -259,17 +260,27 @@ pub fn timeline(args: TimelineArgs) -> anyhow::Result<u8> {
                 until: args.until,
             },
         };
-        let timeline = Timeline::build(&mut catalog, &request)
-            .await
-            .with_context(|| format!("building the timeline of {}", request.container))?;
         let mut out = sink(args.output.as_ref(), &store_dir)?;
+        let context = || format!("building the timeline of {}", request.container);
         match args.format {
-            TimelineFormat::Table => out.write_all(timeline.to_text().as_bytes())?,
+            TimelineFormat::Table => {
+                let timeline = Timeline::build(&mut catalog, &request)
+                    .await
+                    .with_context(context)?;
+                out.write_all(timeline.to_text().as_bytes())?
+            }
             TimelineFormat::Json => {
+                let timeline = Timeline::build(&mut catalog, &request)
+                    .await
+                    .with_context(context)?;
                 serde_json::to_writer_pretty(&mut out, &timeline)?;
                 writeln!(out)?;
             }
             TimelineFormat::Html => {
+                // The responder's page marks what the built-in rules find in the same window.
+                let report = Report::build(&mut catalog, &request, &hunt::builtin_rules())
+                    .await
+                    .with_context(context)?;
                 let by = format!(
                     "quarry {} on {} at {} by `{}`",
                     env!("CARGO_PKG_VERSION"),
@@ -277,7 +288,7 @@ pub fn timeline(args: TimelineArgs) -> anyhow::Result<u8> {
                     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                     quarry_store::action::command_line()
                 );
-                out.write_all(quarry_query::html::render(&timeline, &by).as_bytes())?
+                out.write_all(quarry_query::html::render(&report, &by).as_bytes())?
             }
         }
         out.flush()?;

@@ -190,9 +190,10 @@ fn recorded_attack_is_told_in_order_and_hunted() {
     }
 
     // Nothing on the benign container.
-    let (code, findings) = json(&store, &["hunt", "--container", &benign]);
-    assert_eq!(code, 0, "benign workload raised findings: {findings:#}");
-    assert_eq!(findings.as_array().unwrap().len(), 0);
+    let (code, benign_findings) = json(&store, &["hunt", "--container", &benign]);
+    assert_eq!(code, 0, "benign workload raised findings: {benign_findings:#}");
+    assert_eq!(benign_findings.as_array().unwrap().len(), 0);
+    let findings_of_attacked = findings;
 
     // The HTML report: one file that a browser renders with the steps.
     let html = dir.path().join("timeline.html");
@@ -209,11 +210,14 @@ fn recorded_attack_is_told_in_order_and_hunted() {
         !page.contains("src=\"http") && !page.contains("href=\"http"),
         "no fetches"
     );
-    let dom = render_in_chromium(&html);
+    let dom = render_in_chromium(&html, "");
+    // The policy allows no inline code: the script ran and the style sheet applied because
+    // their hashes are in it.
     assert!(
         dom.contains("data-rendered=\"yes\""),
         "the page's script ran"
     );
+    assert!(dom.contains("data-styled=\"yes\""), "the style sheet applied");
     for needle in [
         "/etc/shadow",
         "/tmp/dropper",
@@ -222,6 +226,34 @@ fn recorded_attack_is_told_in_order_and_hunted() {
     ] {
         assert!(dom.contains(needle), "rendered page lacks {needle}");
     }
+    // The findings the hunt above reported are on the page, each linked to its step, and the
+    // step is marked.
+    for f in findings_of_attacked.as_array().unwrap() {
+        let rule = f["rule"].as_str().unwrap();
+        assert!(dom.contains(&format!(">{rule}</a>")), "{rule} not on the page");
+    }
+    assert!(dom.contains("class=\"step flagged sev-"), "no step marked");
+    assert!(dom.contains("<details open=\"\">"), "the process tree folds");
+    // The filter box filters: `#filter=` in the address fills it.
+    let filtered = render_in_chromium(&html, "#filter=shadow");
+    let rows: Vec<&str> = filtered
+        .lines()
+        .filter(|l| l.contains("<tr id=\"step-"))
+        .collect();
+    assert!(rows.iter().any(|r| r.contains("shadow") && !r.contains("hidden")));
+    assert!(
+        rows.iter()
+            .filter(|r| !r.contains("shadow"))
+            .all(|r| r.contains("hidden")),
+        "rows without the text are shown"
+    );
+    assert!(filtered.contains(" steps shown"));
+    // And what a responder sees is not a blank page.
+    let shot = screenshot_in_chromium(&html, dir.path());
+    assert!(
+        distinct_colours(&shot) > 8,
+        "the screenshot is (nearly) blank"
+    );
     // Never overwrite: a second run to the same file is refused.
     let out = quarry()
         .args(["timeline", &attacked, "--format", "html", "-o"])
@@ -234,8 +266,8 @@ fn recorded_attack_is_told_in_order_and_hunted() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("must not exist"));
 }
 
-/// The DOM after scripts ran, from Debian's headless Chromium.
-fn render_in_chromium(page: &Path) -> String {
+/// Debian's headless Chromium with a profile of its own, told to do `what` with `page`.
+fn chromium(page: &Path, fragment: &str, what: &[String]) -> std::process::Output {
     let profile = tempfile::tempdir().unwrap();
     let out = std::process::Command::new("chromium")
         .args([
@@ -246,14 +278,52 @@ fn render_in_chromium(page: &Path) -> String {
             "--disable-dev-shm-usage",
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg("--dump-dom")
-        .arg(format!("file://{}", page.display()))
+        .args(what)
+        .arg(format!("file://{}{fragment}", page.display()))
         .output()
         .expect("chromium (scripts/setup installs it)");
     assert!(out.status.success(), "chromium: {out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("Uncaught"), "script errors: {stderr}");
+    assert!(
+        !stderr.contains("Content Security Policy"),
+        "the page broke its own policy: {stderr}"
+    );
+    out
+}
+
+/// The DOM after scripts ran.
+fn render_in_chromium(page: &Path, fragment: &str) -> String {
+    let out = chromium(page, fragment, &["--dump-dom".to_string()]);
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A screenshot of the page's first screen, as RGBA pixels.
+fn screenshot_in_chromium(page: &Path, dir: &Path) -> Vec<u8> {
+    let png = dir.join("timeline.png");
+    chromium(
+        page,
+        "",
+        &[
+            "--window-size=1280,1600".to_string(),
+            format!("--screenshot={}", png.display()),
+        ],
+    );
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    pixels.truncate(info.buffer_size());
+    pixels
+}
+
+/// How many different colours (of 4-byte pixels, ignoring alpha) an image has.
+fn distinct_colours(pixels: &[u8]) -> usize {
+    let mut seen = std::collections::HashSet::new();
+    for px in pixels.chunks(4) {
+        seen.insert((px[0], px.get(1).copied(), px.get(2).copied()));
+    }
+    seen.len()
 }
 
 #[test]

@@ -4,8 +4,9 @@
 //! registered as a listing table over its directory with `dt` and `hour` partition columns, so
 //! a filter on those prunes whole directories, and the page statistics and bloom filters the
 //! store writes prune inside files. On top of the tables sit the named views a responder needs
-//! first ([`views`]), container timelines ([`timeline`]) and detection rules written as SQL
-//! ([`hunt`]).
+//! first ([`views`]), container timelines ([`timeline`]), detection rules written as SQL
+//! ([`hunt`]) and the responder's report of a container that puts the two together ([`report`],
+//! rendered by [`html`]).
 //!
 //! The engine only ever sees the store through [`segments::SealedSegments`], an object store
 //! that lists sealed, healthy segments and refuses every write; statements are checked before
@@ -23,6 +24,7 @@ pub mod hunt;
 pub mod ioc;
 pub mod live;
 pub mod output;
+pub mod report;
 pub mod segments;
 pub mod sigma;
 pub mod timeline;

@@ -74,6 +74,8 @@ pub struct Exec {
     pub time: DateTime<Utc>,
     pub filename: String,
     pub argv: Vec<String>,
+    /// The program's name, also when it ran as a busybox applet ([`crate::views::PROGRAM`]).
+    pub program: String,
 }
 
 /// A container's timeline.
@@ -121,9 +123,10 @@ impl Timeline {
 
         let sql = format!(
             "SELECT pid, start_ns, ppid, parent_start_ns, event, time, ktime_ns, filename, argv, \
-                    comm, exit_code, exit_signal \
+                    {} AS program, comm, exit_code, exit_signal \
              FROM process WHERE container_id = {id} AND event IN ('fork', 'exec', 'exit') \
-             AND start_ns IS NOT NULL AND {window} ORDER BY ktime_ns"
+             AND start_ns IS NOT NULL AND {window} ORDER BY ktime_ns",
+            crate::views::PROGRAM
         );
         let processes = process_tree(&catalog.run_resilient(&sql).await?)?;
         Ok(Timeline {
@@ -383,11 +386,15 @@ fn process_tree(batches: &[RecordBatch]) -> Result<Vec<ProcessNode>> {
                     *node_parent = parent;
                     node.ppid = r.int("ppid", i);
                 }
-                Some("exec") => node.exec_chain.push(Exec {
-                    time: time.unwrap_or_default(),
-                    filename: r.string("filename", i).unwrap_or_default(),
-                    argv: r.list("argv", i),
-                }),
+                Some("exec") => {
+                    let filename = r.string("filename", i).unwrap_or_default();
+                    node.exec_chain.push(Exec {
+                        time: time.unwrap_or_default(),
+                        program: r.string("program", i).unwrap_or_else(|| filename.clone()),
+                        filename,
+                        argv: r.list("argv", i),
+                    })
+                }
                 Some("exit") => {
                     node.exited = time;
                     node.exit_code = r.int("exit_code", i);

@@ -29,7 +29,7 @@ pub fn definitions() -> Vec<(&'static str, String)> {
     vec![
         ("events", EVENTS.to_string()),
         ("processes", PROCESSES.to_string()),
-        ("execs", EXECS.to_string()),
+        ("execs", EXECS.replace("{PROGRAM}", PROGRAM)),
         ("connections", CONNECTIONS.to_string()),
         (
             "file_writes",
@@ -157,14 +157,20 @@ FROM instance c
 LEFT JOIN instance parent
   ON parent.host = c.host AND parent.pid = c.ppid AND parent.start_ns = c.parent_start_ns";
 
+/// The program an exec row ran, from its `filename` and `argv`: the name even when it ran as a
+/// busybox applet (`/bin/busybox wget`, or busybox re-executing itself through
+/// `/proc/self/exe`, whose argv\[1\] names the applet). The `execs` view and the timeline's
+/// process tree both use it.
+pub const PROGRAM: &str = "regexp_replace(
+         CASE WHEN regexp_replace(filename, '^.*/', '') IN ('busybox', 'exe') AND argv[1] IS NOT NULL
+              THEN CASE WHEN regexp_replace(argv[1], '^.*/', '') = 'busybox'
+                        THEN coalesce(argv[2], argv[1]) ELSE argv[1] END
+              ELSE filename END,
+         '^.*/', '')";
+
 const EXECS: &str = "
 SELECT e.* EXCLUDE (exe_sha256, exe_hash),
-       regexp_replace(
-         CASE WHEN regexp_replace(e.filename, '^.*/', '') IN ('busybox', 'exe') AND e.argv[1] IS NOT NULL
-              THEN CASE WHEN regexp_replace(e.argv[1], '^.*/', '') = 'busybox'
-                        THEN coalesce(e.argv[2], e.argv[1]) ELSE e.argv[1] END
-              ELSE e.filename END,
-         '^.*/', '') AS program,
+       {PROGRAM} AS program,
        coalesce(e.exe_sha256, late.exe_sha256) AS exe_sha256,
        coalesce(late.exe_hash, e.exe_hash) AS exe_hash
 FROM process e

@@ -9,6 +9,7 @@ mod common;
 use arrow::array::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use quarry_query::hunt::{self, Scope};
+use quarry_query::report::Report;
 use quarry_query::timeline::{Request, Timeline};
 use quarry_query::{Catalog, QueryError};
 
@@ -158,9 +159,28 @@ fn timeline_orders_the_story_and_builds_the_tree_across_pid_reuse() {
                 ("action", "isolate"),
             ]
         );
-        let html = quarry_query::html::render(&t, "test");
+        // The responder's report: the same story with the built-in rules' findings on it.
+        let report = Report::build(&mut catalog, &request, &hunt::builtin_rules())
+            .await
+            .unwrap();
+        assert_eq!(report.timeline.events.len(), t.events.len());
+        assert!(
+            report
+                .findings
+                .iter()
+                .all(|f| f.container_id.as_deref() == Some(common::WEB)),
+            "{:#?}",
+            report.findings
+        );
+        let rules: Vec<&str> = report.findings.iter().map(|f| f.rule.as_str()).collect();
+        assert!(!rules.is_empty(), "no finding on the payload container");
+        let html = quarry_query::html::render(&report, "test");
         assert!(html.contains("/tmp/payload") && html.contains("isolate by alice"));
-        assert!(!html.contains("http://") || !html.contains("src=\"http"));
+        assert!(!html.contains("src=\"http"));
+        assert!(html.contains("flagged sev-"), "no step is marked with its finding");
+        for rule in rules {
+            assert!(html.contains(&format!(">{rule}</a>")), "{rule} not linked");
+        }
     });
 }
 
