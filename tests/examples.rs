@@ -180,3 +180,70 @@ fn hunting_questions_run_against_a_recorded_store() {
         "the piped run lacks the marker: {stdout}"
     );
 }
+
+/// examples/webshell/run.sh end to end, as root, with the real recorder, runc, CRIU and the
+/// quarantine: its output has the shape examples/webshell/expected.txt gives.
+#[test]
+fn webshell_example_runs_end_to_end() {
+    if !require_root() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let out = Command::new("bash")
+        .arg(examples().join("webshell/run.sh"))
+        .env("QUARRY", env!("CARGO_BIN_EXE_quarry"))
+        .env("WORK", work.path().join("ws"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let expected = std::fs::read_to_string(examples().join("webshell/expected.txt")).unwrap();
+    let mut lines = stdout.lines();
+    for pattern in expected.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            lines.any(|line| has_shape(pattern, line)),
+            "no line of the shape {pattern:?} (in this order) in the output:\n{stdout}\n{stderr}"
+        );
+    }
+    // What the responder keeps: the page and a bundle that verifies on its own.
+    let ws = work.path().join("ws");
+    let page = std::fs::read_to_string(ws.join("timeline.html")).unwrap();
+    assert!(page.contains("/etc/shadow") && page.contains("flagged sev-"));
+    let verified = quarry()
+        .arg("verify")
+        .arg(ws.join("evidence.tar.zst"))
+        .output()
+        .unwrap();
+    assert!(verified.status.success(), "{verified:?}");
+}
+
+/// Whether `line` has the shape of `pattern`, where `…` stands for any text.
+fn has_shape(pattern: &str, line: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('…').collect();
+    let (first, rest) = parts.split_first().unwrap();
+    let Some(mut left) = line.strip_prefix(first) else {
+        return false;
+    };
+    let Some((last, middle)) = rest.split_last() else {
+        return left.is_empty();
+    };
+    for part in middle {
+        match left.find(part) {
+            Some(at) => left = &left[at + part.len()..],
+            None => return false,
+        }
+    }
+    left.ends_with(last)
+}
+
+#[test]
+fn shapes_match_with_the_ellipsis_as_any_text() {
+    assert!(has_shape("hunt exit code 4 (4: findings)", "hunt exit code 4 (4: findings)"));
+    assert!(has_shape("finding QH004 …: …", "finding QH004 high: Sensitive file read"));
+    assert!(has_shape("…running…", "recorder running (pid 7)"));
+    assert!(!has_shape("finding QH004 …", "finding QH005 high"));
+    assert!(!has_shape("a…b", "a"));
+    assert!(!has_shape("exact", "exact and more"));
+}
