@@ -601,6 +601,7 @@ Examples:
   quarry hunt --sigma ./sigma                   also run Sigma rules for Linux (*.yml)
   quarry hunt --sigma ./sigma --explain ID      print the SQL a rule runs
   quarry hunt --ioc ./iocs.txt                  also match a list of hashes, paths, IPs/CIDRs
+  quarry hunt --ioc ./feed.stix.json            the same from a STIX 2 bundle's indicators
 
 Sigma rules using something Quarry does not convert are reported on stderr (file, line, rule
 id and construct) and skipped; the others run.")]
@@ -622,7 +623,8 @@ pub struct HuntArgs {
     #[arg(long, value_name = "DIR")]
     pub sigma: Option<PathBuf>,
     /// Also match this list of indicators (one a line: executable SHA-256, absolute path,
-    /// IP or CIDR, domain; `#` comments) against exec, file and network rows (rule IOC001)
+    /// IP or CIDR, domain; `#` comments; or a STIX 2 JSON bundle) against exec, file and
+    /// network rows (rule IOC001)
     #[arg(long, value_name = "FILE")]
     pub ioc: Option<PathBuf>,
     /// Only the rules in --rules, --sigma and --ioc, not the built-in ones

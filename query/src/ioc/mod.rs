@@ -14,8 +14,16 @@
 //! (`cidr_match`). No recorded table holds domain names (no DNS is decoded), so domains are
 //! read and counted but cannot match: [`IocList::unmatchable`] says so for the caller to print.
 //!
+//! A file whose text starts with `{` or `[` is read as STIX 2 JSON instead ([`stix`]): a
+//! bundle (or a lone object, or an array of them) whose `indicator` objects carry STIX
+//! patterns. Patterns that say "any of these values" become the same indicators; what cannot
+//! be said as a plain list (`AND`, `MATCHES`, time qualifiers, object types nothing recorded
+//! holds) is skipped, counted and named by [`IocList::unmatchable`], never widened.
+//!
 //! What this module must not do: read anything but the list, or build SQL from an indicator
 //! it did not validate (every value is checked against its form and then quoted).
+
+mod stix;
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -35,13 +43,21 @@ pub struct IocList {
     /// Addresses and networks, as `cidr_match` reads them (an address is its /32 or /128).
     pub networks: Vec<String>,
     pub domains: Vec<String>,
+    /// Indicators of a STIX file that cannot be hunted as a list, with the reason (the
+    /// indicator's id and the construct).
+    pub skipped: Vec<String>,
 }
 
 impl IocList {
     /// Reads and checks a list file.
     pub fn read(path: &Path) -> Result<IocList> {
         let text = std::fs::read_to_string(path).map_err(|e| QueryError::io(path, e))?;
-        IocList::parse(&text).map_err(|(line, problem)| QueryError::Ioc {
+        let parsed = if text.trim_start().starts_with(['{', '[']) {
+            stix::parse(&text)
+        } else {
+            IocList::parse(&text)
+        };
+        parsed.map_err(|(line, problem)| QueryError::Ioc {
             path: path.display().to_string(),
             line,
             problem,
@@ -75,13 +91,22 @@ impl IocList {
 
     /// Why some indicators cannot match anything recorded, if so.
     pub fn unmatchable(&self) -> Option<String> {
-        (!self.domains.is_empty()).then(|| {
-            format!(
+        let mut notes = Vec::new();
+        if !self.domains.is_empty() {
+            notes.push(format!(
                 "{} domain indicator(s) read but not matched: the store records no domain names \
                  (no DNS decoding); match their addresses instead",
                 self.domains.len()
-            )
-        })
+            ));
+        }
+        if let Some(first) = self.skipped.first() {
+            notes.push(format!(
+                "{} STIX indicator(s) skipped, their patterns cannot be hunted as a list (first: \
+                 {first})",
+                self.skipped.len()
+            ));
+        }
+        (!notes.is_empty()).then(|| notes.join("; "))
     }
 
     fn add(&mut self, line: &str) -> std::result::Result<(), String> {
