@@ -121,6 +121,37 @@ fn exec_rows_carry_the_executed_files_sha256_and_an_ioc_list_finds_it() {
     let (code, stdout, stderr) = hunt_ioc(&store, &list);
     assert_eq!((code, stdout.trim()), (Some(0), "[]"), "{stderr}");
 
+    // The same hash from a STIX 2 bundle's indicator; the part of a feed a list cannot say
+    // (an AND) is skipped and named, not widened.
+    let stix = dir.path().join("feed.json");
+    std::fs::write(
+        &stix,
+        serde_json::json!({
+            "type": "bundle",
+            "id": "bundle--test",
+            "objects": [
+                {"type": "indicator", "spec_version": "2.1", "id": "indicator--hash",
+                 "pattern_type": "stix",
+                 "pattern": format!("[file:hashes.'SHA-256' = '{want}']")},
+                {"type": "indicator", "spec_version": "2.1", "id": "indicator--both",
+                 "pattern_type": "stix",
+                 "pattern": format!("[file:hashes.'SHA-256' = '{want}' AND file:name = 'x']")}
+            ]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = hunt_ioc(&store, &stix);
+    assert_eq!(code, Some(4), "{stderr}");
+    assert!(stderr.contains("indicator--both"), "{stderr}");
+    let findings: Vec<serde_json::Value> = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["rule"] == "IOC001" && f["container_id"] == name.as_str()),
+        "{stdout}"
+    );
+
     // A bad line is refused with its number.
     std::fs::write(&list, format!("{want}\nnot an indicator\n")).unwrap();
     let (code, _, stderr) = hunt_ioc(&store, &list);
