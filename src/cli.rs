@@ -239,6 +239,10 @@ pub struct RecordArgs {
     /// `exe_sha256`, off the recording path; 0 turns exec hashing off
     #[arg(long, value_parser = parse_byte_count, value_name = "SIZE")]
     pub exe_hash_max: Option<u64>,
+    /// Do not judge containers' least-privilege posture (`posture` rows: capabilities,
+    /// shared namespaces, host mounts, limits, when first seen and when changed)
+    #[arg(long)]
+    pub no_posture: bool,
     /// No live status line
     #[arg(long, short)]
     pub quiet: bool,

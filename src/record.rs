@@ -38,6 +38,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
     if let Some(max) = args.exe_hash_max {
         config.exe_hash_max_bytes = (max > 0).then_some(max);
     }
+    config.posture = !args.no_posture;
     // The raw stream runs at millions of events a second: the larger buffer carries it over
     // the drain loop's pauses (finishing a batch, a sealer catching up) without drops. Its
     // pages are resident once read, so it counts fully against the recorder's memory.

@@ -78,12 +78,29 @@ pub struct Exec {
     pub program: String,
 }
 
+/// One finding of the container's least-privilege posture as the recorder judged it (the
+/// `posture` table).
+#[derive(Debug, Clone, Serialize)]
+pub struct PostureFinding {
+    /// When the assessment was made.
+    pub time: DateTime<Utc>,
+    /// The check's id (`cap-sys-admin`, `host-net`, ...); `none` when nothing was found.
+    pub check_id: String,
+    pub severity: String,
+    pub title: String,
+    pub evidence: String,
+    pub fix: Option<String>,
+    pub cis: Option<String>,
+}
+
 /// A container's timeline.
 #[derive(Debug, Clone, Serialize)]
 pub struct Timeline {
     pub container: ContainerInfo,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
+    /// The last posture assessment recorded up to the end of the window (empty: none was).
+    pub posture: Vec<PostureFinding>,
     pub processes: Vec<ProcessNode>,
     pub events: Vec<Event>,
 }
@@ -129,10 +146,12 @@ impl Timeline {
             crate::views::PROGRAM
         );
         let processes = process_tree(&catalog.run_resilient(&sql).await?)?;
+        let posture = read_posture(catalog, &id, until).await?;
         Ok(Timeline {
             container,
             since,
             until,
+            posture,
             processes,
             events,
         })
@@ -160,6 +179,19 @@ impl Timeline {
                 .unwrap_or_else(|| "-".into())
         };
         let _ = writeln!(out, "window    {} .. {}", fmt(self.since), fmt(self.until));
+        if !self.posture.is_empty() {
+            let _ = writeln!(out, "\nposture (as recorded {})", fmt(Some(self.posture[0].time)));
+            for p in &self.posture {
+                let _ = writeln!(
+                    out,
+                    "  {:<8} {:<18} {} {}",
+                    crate::output::printable(&p.severity),
+                    crate::output::printable(&p.check_id),
+                    crate::output::printable(&p.title),
+                    crate::output::printable(&p.evidence)
+                );
+            }
+        }
         let _ = writeln!(out, "\nprocesses");
         fn tree(out: &mut String, p: &ProcessNode, depth: usize) {
             let images: Vec<String> = p
@@ -324,6 +356,38 @@ pub(crate) fn timestamp_literal(t: DateTime<Utc>) -> String {
 
 fn partition_of(t: DateTime<Utc>) -> (String, String) {
     (t.format("%Y-%m-%d").to_string(), t.format("%H").to_string())
+}
+
+/// The last posture assessment of the container `id` (a SQL literal) made up to `until`: the
+/// rows of one assessment share its time.
+async fn read_posture(
+    catalog: &mut Catalog,
+    id: &str,
+    until: Option<DateTime<Utc>>,
+) -> Result<Vec<PostureFinding>> {
+    let bound = time_bounds(None, until);
+    let sql = format!(
+        "SELECT time, check_id, severity, title, evidence, fix, cis FROM posture \
+         WHERE container_id = {id} AND time = (\
+           SELECT max(time) FROM posture WHERE container_id = {id}{bound}) \
+         ORDER BY check_id"
+    );
+    let mut out = Vec::new();
+    for b in &catalog.run_resilient(&sql).await? {
+        let r = Rows::new(b)?;
+        for i in 0..b.num_rows() {
+            out.push(PostureFinding {
+                time: r.time("time", i).unwrap_or_default(),
+                check_id: r.string("check_id", i).unwrap_or_default(),
+                severity: r.string("severity", i).unwrap_or_default(),
+                title: r.string("title", i).unwrap_or_default(),
+                evidence: r.string("evidence", i).unwrap_or_default(),
+                fix: r.string("fix", i),
+                cis: r.string("cis", i),
+            });
+        }
+    }
+    Ok(out)
 }
 
 fn read_events(batches: &[RecordBatch]) -> Result<Vec<Event>> {

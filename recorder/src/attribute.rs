@@ -188,6 +188,11 @@ impl Attributor {
         RecordBatch::try_new(schema, columns).expect("same schema, same length")
     }
 
+    /// The containers rows were attributed to since the last [`Attributor::take_container_rows`].
+    pub fn seen_containers(&self) -> Vec<Arc<Container>> {
+        self.seen.values().map(|(c, _)| c.clone()).collect()
+    }
+
     /// The `container` rows for everything attributed since the last call.
     pub fn take_container_rows(&mut self, now: DateTime<Utc>) -> Vec<ContainerRow> {
         let micros = |t: i64| DateTime::from_timestamp_micros(t).unwrap_or(now);

@@ -20,6 +20,7 @@ pub mod calls;
 pub mod clock;
 pub mod decode;
 pub mod exehash;
+pub mod posture;
 pub mod preflight;
 mod sink;
 pub mod stats;
@@ -41,7 +42,9 @@ use aya::{Ebpf, EbpfLoader, RawTracePointRunOptions, TestRun};
 use quarry_recorder_common::{
     DECODED_SYSCALLS, DROPS_SLOT, ENTRY_ONLY_SYSCALLS, MAX_FILTER_CGROUPS, RAW_CLOCK_EVERY,
 };
-use quarry_store::schema::{GAP_CPU_UNKNOWN, GapReason, GapRow, container_batch};
+use quarry_store::schema::{
+    GAP_CPU_UNKNOWN, GapReason, GapRow, PostureRow, container_batch, posture_batch,
+};
 use quarry_store::{Partition, Store, StoreError, Table};
 use tokio::time::MissedTickBehavior;
 
@@ -52,6 +55,7 @@ use crate::clock::WallClock;
 use crate::decode::identity;
 use crate::decode::{Record, decode};
 use crate::exehash::ExeHashes;
+pub use crate::posture::PostureWatch;
 pub use crate::sink::LostRows;
 use crate::sink::{Batches, Losses, Refused, SealHealth, Sealer};
 use crate::stats::{Stats, StatsSnapshot};
@@ -179,6 +183,9 @@ pub struct RecorderConfig {
     pub tap: Option<Arc<tap::Tap>>,
     /// Hash the file of every exec (`exe_sha256`) up to this many bytes; None: off.
     pub exe_hash_max_bytes: Option<u64>,
+    /// Judge each container's least-privilege posture when first seen and when it changes
+    /// (`posture` rows, [`posture`]).
+    pub posture: bool,
 }
 
 /// Whether the raw syscall stream is recorded.
@@ -204,6 +211,7 @@ impl RecorderConfig {
             module_loads_at_entry: false,
             tap: None,
             exe_hash_max_bytes: Some(exehash::DEFAULT_MAX_BYTES),
+            posture: true,
         }
     }
 }
@@ -363,6 +371,16 @@ impl Recorder {
         }
     }
 
+    /// The posture thread, when asked for; one that cannot start is off, with a warning.
+    fn posture_watch(&self) -> Option<PostureWatch> {
+        if !self.config.posture {
+            return None;
+        }
+        PostureWatch::start()
+            .inspect_err(|e| log::warn!("container posture off: {e}"))
+            .ok()
+    }
+
     /// Records until `shutdown` resolves, then detaches, drains, seals and returns.
     pub async fn run(
         mut self,
@@ -379,6 +397,8 @@ impl Recorder {
             last_submit: chrono::Utc::now(),
             tap: self.config.tap.clone(),
             exe: self.exe_hashes(),
+            posture: self.posture_watch(),
+            posture_rows: Vec::new(),
         };
         let mut clock = WallClock::measure();
 
@@ -477,6 +497,9 @@ impl Recorder {
         // The hashes still queued are finished, so every pending exec gets its row.
         st.exe.finish();
         st.push_late_hashes(&stats);
+        if let Some(watch) = st.posture.take() {
+            st.posture_rows = watch.finish();
+        }
         submit_all(&mut st, &sealer, &stats);
         st.push_late_hashes(&stats);
         // What this last submit could not hand over is on record too, if the disk lets it be.
@@ -682,6 +705,10 @@ struct DrainState {
     tap: Option<Arc<tap::Tap>>,
     /// Exec hashing (`exe_sha256`), off the drain loop.
     exe: ExeHashes,
+    /// Containers' posture, judged off the drain loop; None when off.
+    posture: Option<PostureWatch>,
+    /// Posture rows taken from the watch and not yet handed to the sealer.
+    posture_rows: Vec<PostureRow>,
 }
 
 impl DrainState {
@@ -998,11 +1025,22 @@ fn submit_rows(st: &mut DrainState, sealer: &Sealer, stats: &Stats) {
 fn submit_all(st: &mut DrainState, sealer: &Sealer, stats: &Stats) {
     submit_rows(st, sealer, stats);
     let now = chrono::Utc::now();
+    if let Some(watch) = &mut st.posture {
+        watch.offer(st.attributor.seen_containers());
+        st.posture_rows.append(&mut watch.take_rows());
+    }
     let containers = st.attributor.take_container_rows(now);
     if !containers.is_empty() {
         let host = st.batches.host();
         let partition = Partition::for_time(Table::Container, now, host);
         let batch = container_batch(host, &containers);
+        st.submit(sealer, stats, partition, batch);
+    }
+    if !st.posture_rows.is_empty() {
+        let rows = std::mem::take(&mut st.posture_rows);
+        let host = st.batches.host();
+        let partition = Partition::for_time(Table::Posture, now, host);
+        let batch = posture_batch(host, &rows);
         st.submit(sealer, stats, partition, batch);
     }
     sealer.close();

@@ -54,9 +54,10 @@ impl Pending {
             Table::Net => Pending::Net(Vec::new()),
             Table::Syscall => Pending::Syscall(Box::default()),
             Table::Gap => Pending::Gap(Vec::new()),
-            Table::Container | Table::Action | Table::Baseline | Table::Alert => {
+            Table::Container | Table::Action | Table::Baseline | Table::Alert | Table::Posture => {
                 unreachable!(
-                    "container rows are built at seal time; actions, baselines and alerts are not decoded"
+                    "container and posture rows are built at seal time; actions, baselines and \
+                     alerts are not decoded"
                 )
             }
         }

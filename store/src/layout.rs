@@ -58,11 +58,14 @@ pub enum Table {
     Baseline,
     /// What the recorder's live detection raised: one row per alert, naming the row behind it.
     Alert,
+    /// What a container was allowed to do (least-privilege findings), judged when the recorder
+    /// first saw it and again whenever that changed.
+    Posture,
 }
 
 impl Table {
     /// Every table, in the order they are listed to users.
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 10] = [
         Table::Process,
         Table::File,
         Table::Net,
@@ -72,6 +75,7 @@ impl Table {
         Table::Container,
         Table::Baseline,
         Table::Alert,
+        Table::Posture,
     ];
 
     /// The table's position in [`Table::ALL`] (declaration order), for per-table arrays.
@@ -91,6 +95,7 @@ impl Table {
             Table::Container => "container",
             Table::Baseline => "baseline",
             Table::Alert => "alert",
+            Table::Posture => "posture",
         }
     }
 

@@ -37,6 +37,7 @@ mod container;
 mod file;
 mod gap;
 mod net;
+mod posture;
 mod process;
 mod syscall;
 
@@ -47,6 +48,7 @@ pub use container::*;
 pub use file::*;
 pub use gap::*;
 pub use net::*;
+pub use posture::*;
 pub use process::*;
 pub use syscall::*;
 
@@ -62,6 +64,7 @@ pub fn schema_of(table: Table) -> SchemaRef {
         Table::Container => CONTAINER_SCHEMA.clone(),
         Table::Baseline => BASELINE_SCHEMA.clone(),
         Table::Alert => ALERT_SCHEMA.clone(),
+        Table::Posture => POSTURE_SCHEMA.clone(),
     }
 }
 
