@@ -143,3 +143,96 @@ fn unknown_container_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("qt-no-such-container-here"), "{err}");
 }
+
+/// The recorder judges the containers it sees: a container given CAP_SYS_ADMIN gets `posture`
+/// rows naming it (once: an unchanged posture is not written again), a recording with
+/// `--no-posture` writes none, and the container's timeline shows the posture.
+#[test]
+fn the_recorder_writes_a_containers_posture_once_and_the_timeline_shows_it() {
+    if !require_root() {
+        return;
+    }
+    let name = format!("qt-posture-rec-{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let rec = RecorderProcess::start(&store, &["--seal-interval", "1s", "--no-detect"]);
+    let c = RuncContainer::start_tweaked(&name, None, |config, _| {
+        for set in ["bounding", "effective", "permitted"] {
+            config["process"]["capabilities"][set]
+                .as_array_mut()
+                .unwrap()
+                .push("CAP_SYS_ADMIN".into());
+        }
+    });
+    // Rows of the container's own, seal after seal, so the recorder sees it several times.
+    for _ in 0..4 {
+        assert_eq!(c.exec(&["cat", "/etc/hostname"]), 0);
+        std::thread::sleep(std::time::Duration::from_millis(800));
+    }
+    let out = rec.stop_with(nix::sys::signal::Signal::SIGINT);
+    assert!(out.status.success(), "{out:?}");
+
+    let sql = |q: &str| -> Vec<serde_json::Value> {
+        let out = quarry()
+            .args(["sql", q, "--format", "json", "--store"])
+            .arg(&store)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let rows = sql(&format!(
+        "SELECT check_id, severity, posture_id, time FROM posture WHERE container_id = '{name}'"
+    ));
+    assert!(
+        rows.iter()
+            .any(|r| r["check_id"] == "cap-sys-admin" && r["severity"] == "critical"),
+        "{rows:#?}"
+    );
+    let assessments: std::collections::BTreeSet<String> = rows
+        .iter()
+        .map(|r| format!("{}@{}", r["posture_id"], r["time"]))
+        .collect();
+    assert_eq!(assessments.len(), 1, "written more than once: {rows:#?}");
+
+    let out = quarry()
+        .args(["timeline", &name, "--format", "json", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let timeline: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        timeline["posture"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["check_id"] == "cap-sys-admin"),
+        "{}",
+        timeline["posture"]
+    );
+    drop(c);
+
+    // Off when asked.
+    let store2 = dir.path().join("store2");
+    let rec = RecorderProcess::start(
+        &store2,
+        &["--seal-interval", "1s", "--no-detect", "--no-posture"],
+    );
+    let c = RuncContainer::start_tweaked(&format!("{name}-off"), None, |_, _| {});
+    for _ in 0..3 {
+        assert_eq!(c.exec(&["cat", "/etc/hostname"]), 0);
+        std::thread::sleep(std::time::Duration::from_millis(800));
+    }
+    let out = rec.stop_with(nix::sys::signal::Signal::SIGINT);
+    assert!(out.status.success(), "{out:?}");
+    drop(c);
+    let out = quarry()
+        .args(["sql", "SELECT count(*) AS n FROM posture", "--format", "json", "--store"])
+        .arg(&store2)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let n: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(n[0]["n"], 0, "{n}");
+}
