@@ -17,6 +17,7 @@
 
 pub mod budget;
 pub mod catalog;
+mod executed;
 pub mod fixture;
 pub mod guard;
 pub mod hunt;
