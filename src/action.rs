@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use quarry_store::Store;
-use quarry_store::action::{RETRY_AFTER, actor, command_line};
+use quarry_store::action::{actor, command_line, unrecorded};
 use quarry_store::schema::ActionRow;
 
 /// What happened, for the record.
@@ -19,6 +19,27 @@ pub struct Outcome<'a> {
     pub result: &'a str,
     pub error: Option<String>,
     pub detail: Option<serde_json::Value>,
+}
+
+impl Outcome<'static> {
+    /// `ok` with the detail of what was done, or `error` with what failed.
+    pub fn of<T, E: std::fmt::Display>(
+        result: &Result<T, E>,
+        detail: impl FnOnce(&T) -> serde_json::Value,
+    ) -> Outcome<'static> {
+        match result {
+            Ok(r) => Outcome {
+                result: "ok",
+                error: None,
+                detail: Some(detail(r)),
+            },
+            Err(e) => Outcome {
+                result: "error",
+                error: Some(e.to_string()),
+                detail: None,
+            },
+        }
+    }
 }
 
 /// Whether the action's row made it into the store.
@@ -86,27 +107,12 @@ pub fn record_maybe_on(
 
 /// Seals one action row into the store at `store` (created if missing; the store tries
 /// again on failure); if it cannot, prints the row on stderr so it can be recorded by hand.
-pub fn record(store: &Path, row: ActionRow) -> Recorded {
-    let Err(e) = Store::record_action(store, &row) else {
-        return Recorded::Yes;
-    };
-    let row_json = serde_json::json!({
-        "time": row.time.to_rfc3339(), "action": row.action, "actor": row.actor,
-        "container_id": row.container_id, "container_name": row.container_name,
-        "reason": row.reason, "detail": row.detail, "result": row.result, "error": row.error,
-        "command": row.command,
-    });
-    let e = anyhow::Error::new(e).context(format!(
-        "sealing the action into the store {}",
-        store.display()
-    ));
-    eprintln!(
-        "error: the {} (result: {}) is NOT on the record: writing its row to the action table \
-         of {} failed {} times: {e:#}\nrecord it by hand; the row: {row_json}",
-        row.action,
-        row.result,
-        store.display(),
-        RETRY_AFTER.len() + 1
-    );
-    Recorded::No
+fn record(store: &Path, row: ActionRow) -> Recorded {
+    match Store::record_action(store, &row) {
+        Ok(_) => Recorded::Yes,
+        Err(e) => {
+            eprintln!("error: {}", unrecorded(store, &row, &e));
+            Recorded::No
+        }
+    }
 }

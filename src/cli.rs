@@ -5,6 +5,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::parse::{
+    parse_bind, parse_byte_count, parse_bytes, parse_duration, parse_size, parse_time,
+};
+
 /// The store used when nothing else names one.
 pub const DEFAULT_STORE: &str = "/var/lib/quarry/store";
 
@@ -40,6 +44,17 @@ impl StoreArgs {
                 quarry_recorder::advert::Lookup::None => PathBuf::from(DEFAULT_STORE),
             }
         })
+    }
+
+    /// The store of [`StoreArgs::resolve`], which must exist (for commands that read it).
+    pub fn existing(&self) -> anyhow::Result<quarry_store::Store> {
+        let store = quarry_store::Store::at(self.resolve());
+        anyhow::ensure!(
+            store.root().is_dir(),
+            "no store at {}; pass the directory `quarry record --store` writes to",
+            store.root().display()
+        );
+        Ok(store)
     }
 
     /// The store `quarry record` writes: as [`StoreArgs::resolve`], but never another
@@ -826,16 +841,6 @@ pub enum HashArg {
     Sha256,
 }
 
-/// Parses `MOUNTPOINT=HOSTPATH`.
-pub fn parse_bind(s: &str) -> Result<(String, PathBuf), String> {
-    match s.split_once('=') {
-        Some((k, v)) if k.starts_with('/') && !v.is_empty() => Ok((k.to_string(), v.into())),
-        _ => Err(format!(
-            "'{s}' is not MOUNTPOINT=HOSTPATH (e.g. /data=/srv/copy)"
-        )),
-    }
-}
-
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Examples:
@@ -862,177 +867,9 @@ pub struct CompletionsArgs {
     pub man: Option<PathBuf>,
 }
 
-/// Parses a byte size such as `800M`, `50G`, `1T` or `4096` (powers of 1024).
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let (num, mult) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
-        Some('K') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('M') => (&t[..t.len() - 1], 1 << 20),
-        Some('G') => (&t[..t.len() - 1], 1 << 30),
-        Some('T') => (&t[..t.len() - 1], 1 << 40),
-        _ => (t, 1),
-    };
-    let n: f64 = num
-        .parse()
-        .ok()
-        .filter(|n: &f64| n.is_finite() && *n >= 0.0)
-        .ok_or_else(|| format!("'{s}' is not a size; use e.g. 800M, 50G or 1T"))?;
-    Ok((n * mult as f64) as u64)
-}
-
-/// Parses a point in time: RFC 3339, `YYYY-MM-DD HH:MM[:SS]` or `YYYY-MM-DD` (UTC), `now`, or
-/// a duration (`2h`, `7d`) meaning that long ago.
-pub fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
-    use chrono::{NaiveDate, NaiveDateTime, Utc};
-    let t = s.trim();
-    if t == "now" {
-        return Ok(Utc::now());
-    }
-    if let Ok(d) = chrono::DateTime::parse_from_rfc3339(t) {
-        return Ok(d.with_timezone(&Utc));
-    }
-    for fmt in [
-        "%Y-%m-%d %H:%M:%S",
-        "%Y-%m-%d %H:%M",
-        "%Y-%m-%dT%H:%M:%S",
-        "%Y-%m-%dT%H:%M",
-    ] {
-        if let Ok(d) = NaiveDateTime::parse_from_str(t, fmt) {
-            return Ok(d.and_utc());
-        }
-    }
-    if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
-        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
-    }
-    if t.starts_with(|c: char| c.is_ascii_digit())
-        && let Ok(ago) = parse_duration(t)
-    {
-        let ago = chrono::Duration::from_std(ago).map_err(|e| e.to_string())?;
-        return Utc::now()
-            .checked_sub_signed(ago)
-            .ok_or_else(|| format!("'{s}' reaches before the calendar's start"));
-    }
-    Err(format!(
-        "'{s}' is not a time; use RFC 3339 (2026-11-28T10:00:00Z), '2026-11-28 10:00' (UTC), a \
-         date, or a duration meaning that long ago (2h, 7d)"
-    ))
-}
-
-/// Parses a power-of-two byte size such as `64K`, `16M` or `1G`.
-/// A byte count with an optional K/M/G suffix (any value, 0 included).
-pub fn parse_byte_count(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (num, shift) = match s.chars().last() {
-        Some('K' | 'k') => (&s[..s.len() - 1], 10),
-        Some('M' | 'm') => (&s[..s.len() - 1], 20),
-        Some('G' | 'g') => (&s[..s.len() - 1], 30),
-        _ => (s, 0),
-    };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(1 << shift))
-        .ok_or_else(|| format!("'{s}' is not a size; use e.g. 0, 64M or 1G"))
-}
-
-pub fn parse_size(s: &str) -> Result<u32, String> {
-    let s = s.trim();
-    let (num, mult) = match s.chars().last() {
-        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
-        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
-        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size; use e.g. 64K, 16M or 1G"))?;
-    let bytes = n * mult;
-    if !bytes.is_power_of_two() || !(4096..=(1 << 30)).contains(&bytes) {
-        return Err(format!("{s} must be a power of two between 4K and 1G"));
-    }
-    Ok(bytes as u32)
-}
-
-/// Parses `90`, `90s`, `15m`, `2h`, `1d` or `500ms`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration; use e.g. 30s, 15m, 2h or 1d"))?;
-    let too_long = || format!("'{s}' is too long");
-    let secs = match unit {
-        "ms" => return Ok(Duration::from_millis(n)),
-        "" | "s" => n,
-        "m" => n.checked_mul(60).ok_or_else(too_long)?,
-        "h" => n.checked_mul(3600).ok_or_else(too_long)?,
-        "d" => n.checked_mul(86_400).ok_or_else(too_long)?,
-        other => {
-            return Err(format!(
-                "unknown unit '{other}' in '{s}'; use ms, s, m, h or d"
-            ));
-        }
-    };
-    Ok(Duration::from_secs(secs))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times() {
-        let t = parse_time("2026-11-28T14:00:00Z").unwrap();
-        assert_eq!(t.to_rfc3339(), "2026-11-28T14:00:00+00:00");
-        let t = parse_time("2026-11-28T15:00:00+01:00").unwrap();
-        assert_eq!(t.to_rfc3339(), "2026-11-28T14:00:00+00:00");
-        let ago = chrono::Utc::now() - parse_time("2h").unwrap();
-        assert!((ago.num_seconds() - 7200).abs() < 60, "{ago}");
-        assert!(parse_time("yesterday").unwrap_err().contains("RFC 3339"));
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
-        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
-        assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86_400));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("5y").unwrap_err().contains("unknown unit"));
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("64K").unwrap(), 65536);
-        assert_eq!(parse_size("16M").unwrap(), 16 << 20);
-        assert!(parse_size("3M").is_err());
-        assert!(parse_size("1K").is_err());
-        assert!(parse_size("lots").is_err());
-    }
-
-    #[test]
-    fn byte_sizes_and_times() {
-        assert_eq!(parse_bytes("50G").unwrap(), 50 << 30);
-        assert_eq!(parse_bytes("800m").unwrap(), 800 << 20);
-        assert_eq!(parse_bytes("1.5K").unwrap(), 1536);
-        assert_eq!(parse_bytes("4096").unwrap(), 4096);
-        assert!(parse_bytes("big").is_err());
-        let t = parse_time("2026-11-28T10:00:00+01:00").unwrap();
-        assert_eq!(t.to_rfc3339(), "2026-11-28T09:00:00+00:00");
-        assert_eq!(
-            parse_time("2026-11-28 10:30").unwrap().to_rfc3339(),
-            "2026-11-28T10:30:00+00:00"
-        );
-        assert_eq!(
-            parse_time("2026-11-28").unwrap().to_rfc3339(),
-            "2026-11-28T00:00:00+00:00"
-        );
-        let ago = chrono::Utc::now() - parse_time("2h").unwrap();
-        assert!((ago.num_seconds() - 7200).abs() < 60);
-        assert!(parse_time("yesterday").is_err());
-    }
-
     #[test]
     fn cli_is_well_formed() {
         use clap::CommandFactory;

@@ -87,11 +87,11 @@ where
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    parsed(d, crate::cli::parse_duration)
+    parsed(d, crate::parse::parse_duration)
 }
 
 fn bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    parsed(d, crate::cli::parse_bytes)
+    parsed(d, crate::parse::parse_bytes)
 }
 
 fn query_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {

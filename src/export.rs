@@ -1,10 +1,7 @@
 //! `quarry export`: a container's evidence into one verifiable bundle.
 
-use std::io::IsTerminal;
-
 use anyhow::Context;
 use quarry_evidence::{ExportRequest, Progress, SecretKey};
-use quarry_store::Store;
 use quarry_store::human::human_bytes;
 
 use crate::action;
@@ -12,13 +9,8 @@ use crate::cli::{ExportArgs, Format};
 use crate::lifecycle::resolve_container;
 
 pub fn run(args: ExportArgs) -> anyhow::Result<u8> {
-    let store_dir = args.store.resolve();
-    let store = Store::at(&store_dir);
-    anyhow::ensure!(
-        store.root().is_dir(),
-        "no store at {}; pass the directory `quarry record --store` writes to",
-        store.root().display()
-    );
+    let store = args.store.existing()?;
+    let store_dir = store.root().to_path_buf();
     let (id, name) = resolve_container(&store, &args.container)?;
     let key = match &args.sign {
         Some(p) => Some(SecretKey::load(p)?),
@@ -40,47 +32,26 @@ pub fn run(args: ExportArgs) -> anyhow::Result<u8> {
         host: quarry_store::action::local_hostname(),
         command: quarry_store::action::command_line(),
     };
-    let bar = if args.quiet || !std::io::stderr().is_terminal() {
-        indicatif::ProgressBar::hidden()
-    } else {
-        let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "exporting [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .expect("a valid template")
-            .progress_chars("=> "),
-        );
-        bar
-    };
+    let bar = crate::output::byte_progress("exporting", args.quiet);
     let started = std::time::Instant::now();
     let result = quarry_evidence::export(&request, &mut |p| match p {
         Progress::Start { total_bytes } => bar.set_length(total_bytes),
         Progress::Advance { bytes } => bar.inc(bytes),
     });
     bar.finish_and_clear();
-    let (word, error, detail) = match &result {
-        Ok(r) => (
-            "ok",
-            None,
-            Some(serde_json::json!({
-                "bundle": r.output, "sha256": r.sha256, "bytes": r.bytes, "rows": r.rows,
-                "case": args.case, "case_files": r.case_files, "signed_by": r.signed_by,
-                "since": args.since, "until": args.until,
-            })),
-        ),
-        Err(e) => ("error", Some(e.to_string()), None),
-    };
+    let outcome = action::Outcome::of(&result, |r| {
+        serde_json::json!({
+            "bundle": r.output, "sha256": r.sha256, "bytes": r.bytes, "rows": r.rows,
+            "case": args.case, "case_files": r.case_files, "signed_by": r.signed_by,
+            "since": args.since, "until": args.until,
+        })
+    });
     let recorded = action::record_maybe_on(
         &store_dir,
         "export",
         Some((&id, name.as_deref())),
         None,
-        action::Outcome {
-            result: word,
-            error,
-            detail,
-        },
+        outcome,
     );
     let report = result.with_context(|| format!("exporting {}", args.container))?;
     for s in &report.skipped {

@@ -3,16 +3,13 @@
 use anyhow::Context;
 use quarry_containers::{Container, Inventory};
 use quarry_snapshot::drift::{self, Drift};
-use quarry_store::schema::{BaselineRow, baseline_batch, baseline_rows};
-use quarry_store::{Partition, Store, Table};
+use quarry_store::Store;
+use quarry_store::schema::BaselineRow;
 
 use crate::action::{self, Outcome};
 use crate::cli::{BaselineArgs, DriftArgs, Format};
 use crate::exit;
 use crate::output::print_table;
-
-/// Rows per sealed segment of a baseline: a big rootfs is several segments, not one huge batch.
-const BASELINE_ROWS_PER_SEGMENT: usize = 50_000;
 
 fn running(inventory: &Inventory, query: &str) -> anyhow::Result<(Container, i32)> {
     let c = inventory
@@ -43,20 +40,10 @@ pub fn baseline(args: BaselineArgs) -> anyhow::Result<u8> {
     let now = chrono::Utc::now();
     let rows = drift::baseline(&c.id, &rootfs, now)
         .with_context(|| format!("hashing the rootfs of {}", c.display_name()))?;
-    let store = Store::create(&store_dir)
-        .with_context(|| format!("opening the store {}", store_dir.display()))?;
-    let host = quarry_store::action::local_hostname();
-    let partition = Partition::for_time(Table::Baseline, now, &host);
-    for chunk in rows.chunks(BASELINE_ROWS_PER_SEGMENT) {
-        store
-            .seal(
-                &partition,
-                &baseline_batch(&host, chunk),
-                std::process::id(),
-                0,
-            )
-            .context("sealing the baseline into the store")?;
-    }
+    Store::create(&store_dir)
+        .with_context(|| format!("opening the store {}", store_dir.display()))?
+        .seal_baseline(&rows, &quarry_store::action::local_hostname(), now)
+        .context("sealing the baseline into the store")?;
     let entries = rows.iter().filter(|r| r.kind != "note").count();
     let notes: Vec<&str> = rows.iter().filter_map(|r| r.note.as_deref()).collect();
     let id = rows
@@ -126,20 +113,13 @@ fn stored_baseline(
     store: &std::path::Path,
     container_id: &str,
 ) -> anyhow::Result<Vec<BaselineRow>> {
-    if !store.is_dir() {
-        return Ok(Vec::new());
-    }
-    let (batches, skipped) = Store::at(store)
-        .read_table_verified(Table::Baseline)
+    let (rows, skipped) = Store::at(store)
+        .baseline_of(container_id)
         .with_context(|| format!("reading baselines from {}", store.display()))?;
     for s in &skipped {
         eprintln!("warning: skipped baseline segment {s:?} (run `quarry verify`)");
     }
-    Ok(batches
-        .iter()
-        .flat_map(baseline_rows)
-        .filter(|r| r.container_id == container_id)
-        .collect())
+    Ok(rows)
 }
 
 /// Marks entries the recorder saw executed in this container (by the path it resolved).
@@ -147,37 +127,20 @@ fn mark_executed(store: &std::path::Path, container_id: &str, drift: &mut Drift)
     if drift.entries.is_empty() || !store.is_dir() {
         return;
     }
-    let sql = format!(
-        "select distinct exe_path from process where container_id = '{}' and exe_path is not null",
-        container_id.replace('\'', "''")
-    );
     // The configured query memory limit applies, as to every query of the store.
     let budget = crate::cli::QueryBudget { memory_limit: None };
-    let paths = crate::query::runtime().ok().and_then(|rt| {
+    let executed = crate::query::runtime().ok().and_then(|rt| {
         rt.block_on(async {
             let mut catalog = crate::query::open(store, &budget).await.ok()?;
-            catalog.sql(&sql).await.ok()
+            catalog.executed_paths(container_id).await.ok()
         })
     });
-    let Some(batches) = paths else {
+    let Some(executed) = executed else {
         drift
             .notes
             .push("the store could not be queried: `executed` is unknown".into());
         return;
     };
-    use arrow::array::{Array, AsArray};
-    let executed: std::collections::BTreeSet<String> = batches
-        .iter()
-        .flat_map(|b| {
-            let a = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)
-                .expect("text column");
-            let a = a.as_string::<i32>().clone();
-            (0..a.len())
-                .filter(|i| !a.is_null(*i))
-                .map(|i| a.value(i).to_string())
-                .collect::<Vec<_>>()
-        })
-        .collect();
     for e in &mut drift.entries {
         e.executed = executed.contains(&e.path);
     }

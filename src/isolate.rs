@@ -1,8 +1,8 @@
 //! `quarry isolate` and `quarry release`: quarantine a container's network, and lift it.
 
 use anyhow::Context;
+use quarry_containers::Inventory;
 use quarry_containers::resolve::{Among, Named, resolve_in_order};
-use quarry_containers::{CgroupFs, Inventory};
 use quarry_isolate::{AllowRule, Dropped, Isolation, Plan};
 
 use crate::action;
@@ -34,35 +34,21 @@ pub fn run(args: IsolateArgs) -> anyhow::Result<u8> {
         .iter()
         .map(|a| a.parse())
         .collect::<Result<_, _>>()?;
-    let inventory = Inventory::discover();
-    let container = inventory.resolve(query)?;
-    let fs = CgroupFs::detect().context(
-        "cgroup v2 is not mounted (see /proc/self/mountinfo); isolate attaches to cgroup2 directories",
-    )?;
-    let cgroup_dir = fs.dir(&container.cgroup_path);
-    // Containers the inventory sees in the same network namespace: the namespace-level
-    // layers cut them too, and the outcome says so.
-    let others_in_netns: Vec<String> = match container.netns_inode {
-        Some(ino) if !container.host_network => inventory
-            .containers
-            .iter()
-            .filter(|c| c.id != container.id && c.netns_inode == Some(ino))
-            .map(|c| c.display_name().to_string())
-            .collect(),
-        _ => Vec::new(),
-    };
+    let target = quarry_isolate::Target::find(query)?;
+    let container = &target.container;
+    let (cgroup_dir, others_in_netns) = (&target.cgroup_dir, &target.others_in_netns);
     if args.dry_run {
-        let plan = quarry_isolate::plan(container, &cgroup_dir, &allow, &others_in_netns)?;
+        let plan = quarry_isolate::plan(container, cgroup_dir, &allow, others_in_netns)?;
         print_plan(&plan, args.out.format)?;
         return Ok(exit::OK);
     }
     let result = quarry_isolate::isolate(
         container,
-        &cgroup_dir,
+        cgroup_dir,
         &allow,
         args.reason.as_deref(),
         args.force,
-        &others_in_netns,
+        others_in_netns,
         &quarry_store::action::actor(),
     );
 
@@ -70,18 +56,7 @@ pub fn run(args: IsolateArgs) -> anyhow::Result<u8> {
         Ok(o) => (
             if o.changed { "ok" } else { "unchanged" },
             None,
-            Some(serde_json::json!({
-                "allow": o.isolation.allow.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
-                "effective_after_ms": o.effective_after_ms,
-                "all_layers_after_ms": o.all_layers_after_ms,
-                "layers": o.layers,
-                "nftables": o.isolation.nftables,
-                "host_layer": o.isolation.host_layer,
-                "netns_inode": o.isolation.netns_inode,
-                "netns_cookie": o.isolation.netns_cookie,
-                "note": o.nftables_note,
-                "notes": o.notes,
-            })),
+            Some(o.action_detail()),
         ),
         Err(e) => ("error", Some(e.to_string()), None),
     };

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use chrono::{SecondsFormat, Utc};
 use quarry_containers::resolve::{Among, resolve_in_order};
-use quarry_store::human::{human_bytes, human_duration};
+use quarry_store::human::human_bytes;
 use quarry_store::{CompactPolicy, HoldSpec, RetentionPolicy, RetentionReport, Store};
 
 use crate::action;
@@ -24,21 +24,6 @@ pub fn policy(flags: &RetentionFlags) -> Option<RetentionPolicy> {
     })
 }
 
-/// One line describing the policy, e.g. `age 7d, size 50.0 GiB, compaction`.
-pub fn describe(flags: &RetentionFlags) -> String {
-    let mut parts = Vec::new();
-    if let Some(a) = flags.retain_age {
-        parts.push(format!("age {}", human_duration(a)));
-    }
-    if let Some(s) = flags.retain_size {
-        parts.push(format!("size {}", human_bytes(s)));
-    }
-    if flags.compact {
-        parts.push("compaction".into());
-    }
-    parts.join(", ")
-}
-
 /// Resolves a container by id, id prefix or name: first among those the store recorded (so
 /// containers long gone are found), then among running ones.
 pub fn resolve_container(store: &Store, query: &str) -> anyhow::Result<(String, Option<String>)> {
@@ -51,46 +36,26 @@ pub fn resolve_container(store: &Store, query: &str) -> anyhow::Result<(String, 
 }
 
 pub fn retain(args: RetainArgs) -> anyhow::Result<u8> {
-    let store_dir = args.store.resolve();
     let retention = args.retention.with_config();
     let policy = policy(&retention).context(
         "say what to keep: --retain-age (e.g. 7d), --retain-size (e.g. 50G) and/or --compact",
     )?;
-    let store = Store::at(&store_dir);
-    anyhow::ensure!(
-        store.root().is_dir(),
-        "no store at {}; pass the directory `quarry record --store` writes to",
-        store.root().display()
-    );
+    let store = args.store.existing()?;
+    let store_dir = store.root().to_path_buf();
     let result = store.retain(&policy, Utc::now(), args.dry_run);
     let mut recorded = action::Recorded::Yes;
     if !args.dry_run {
-        let (word, error, detail) = match &result {
-            Ok(r) => (
-                "ok",
-                None,
-                Some(serde_json::json!({
-                    "policy": describe(&retention),
-                    "removed_segments": r.removed.len(),
-                    "removed_bytes": r.removed_bytes(),
-                    "compacted": r.compacted.len(),
-                    "kept_held": r.kept_held.len(),
-                    "warnings": r.warnings,
-                })),
-            ),
-            Err(e) => ("error", Some(e.to_string()), None),
-        };
-        recorded = action::record_maybe_on(
-            &store_dir,
-            "retain",
-            None,
-            None,
-            action::Outcome {
-                result: word,
-                error,
-                detail,
-            },
-        );
+        let outcome = action::Outcome::of(&result, |r| {
+            serde_json::json!({
+                "policy": policy.describe(),
+                "removed_segments": r.removed.len(),
+                "removed_bytes": r.removed_bytes(),
+                "compacted": r.compacted.len(),
+                "kept_held": r.kept_held.len(),
+                "warnings": r.warnings,
+            })
+        });
+        recorded = action::record_maybe_on(&store_dir, "retain", None, None, outcome);
     }
     let report = result.context("applying retention")?;
     match args.out.format {
@@ -112,36 +77,16 @@ fn print_report(r: &RetentionReport) {
             c.path
         );
     }
-    let mut by_reason: Vec<(&str, u64, u64)> = Vec::new();
-    for rem in &r.removed {
-        match by_reason
-            .iter_mut()
-            .find(|(reason, _, _)| *reason == rem.reason)
-        {
-            Some(e) => {
-                e.1 += 1;
-                e.2 += rem.bytes;
-            }
-            None => by_reason.push((&rem.reason, 1, rem.bytes)),
-        }
-    }
-    for (reason, n, bytes) in &by_reason {
-        println!("{verb} {n} segments ({}): {reason}", human_bytes(*bytes));
+    for (reason, n, bytes) in r.removed_by_reason() {
+        println!("{verb} {n} segments ({}): {reason}", human_bytes(bytes));
     }
     if !r.kept_held.is_empty() {
         let bytes: u64 = r.kept_held.iter().map(|k| k.bytes).sum();
-        let mut holds: Vec<&str> = r
-            .kept_held
-            .iter()
-            .flat_map(|k| k.holds.iter().map(String::as_str))
-            .collect();
-        holds.sort();
-        holds.dedup();
         println!(
             "kept {} segments ({}) a cap would remove: under legal hold {}",
             r.kept_held.len(),
             human_bytes(bytes),
-            holds.join(", ")
+            r.holds_that_kept().join(", ")
         );
     }
     for w in &r.warnings {
@@ -268,14 +213,10 @@ pub fn hold(args: HoldArgs) -> anyhow::Result<u8> {
         reason: reason.clone(),
         created_by: quarry_store::action::actor(),
     });
-    let (word, error, detail) = match &result {
-        Ok(h) => (
-            "ok",
-            None,
-            Some(serde_json::json!({ "hold": h.id, "since": h.since, "until": h.until })),
-        ),
-        Err(e) => ("error", Some(e.to_string()), None),
-    };
+    let outcome = action::Outcome::of(
+        &result,
+        |h| serde_json::json!({ "hold": h.id, "since": h.since, "until": h.until }),
+    );
     let recorded = action::record_maybe_on(
         &store_dir,
         "hold",
@@ -283,11 +224,7 @@ pub fn hold(args: HoldArgs) -> anyhow::Result<u8> {
             .as_ref()
             .map(|(id, n)| (id.as_str(), n.as_deref())),
         Some(&reason),
-        action::Outcome {
-            result: word,
-            error,
-            detail,
-        },
+        outcome,
     );
     let hold = result?;
     match args.out.format {

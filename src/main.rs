@@ -11,6 +11,7 @@ mod integrity;
 mod isolate;
 mod lifecycle;
 mod output;
+mod parse;
 mod posture;
 mod ps;
 mod query;

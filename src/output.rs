@@ -45,3 +45,21 @@ impl Columns {
         self.0.finish(out)
     }
 }
+
+/// A byte progress bar on stderr (`VERB [====>   ] 1.2 MiB/4 MiB 3 MiB/s eta 1s`), hidden when
+/// asked or when stderr is not a terminal.
+pub fn byte_progress(verb: &str, hidden: bool) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if hidden || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{verb} [{{bar:40}}] {{bytes}}/{{total_bytes}} {{bytes_per_sec}} eta {{eta}}"
+        ))
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar
+}

@@ -2,23 +2,11 @@
 
 use anyhow::Context;
 use quarry_containers::{CgroupFs, Container, Inventory};
-use quarry_posture::{Finding, Sources, assess, gather};
-use serde::Serialize;
+use quarry_posture::{Report, Sources, judge};
 
 use crate::cli::{Format, PostureArgs};
 use crate::exit;
 use crate::output::print_table;
-
-#[derive(Serialize)]
-struct Report<'a> {
-    container: &'a str,
-    name: Option<&'a str>,
-    runtime: &'static str,
-    pid: Option<i32>,
-    findings: Vec<Finding>,
-    /// Why this container could not be judged, when it could not.
-    error: Option<String>,
-}
 
 pub fn run(args: PostureArgs) -> anyhow::Result<u8> {
     let inventory = Inventory::discover();
@@ -34,29 +22,7 @@ pub fn run(args: PostureArgs) -> anyhow::Result<u8> {
         cgroup2: CgroupFs::detect().map(|fs| fs.mount().to_path_buf()),
         ..Sources::default()
     };
-    let reports: Vec<Report> = containers
-        .iter()
-        .map(|c| {
-            let judged = match c.init_pid {
-                Some(pid) => gather(&sources, pid, &c.cgroup_path, c.bundle.as_deref())
-                    .map(|facts| assess(&facts))
-                    .map_err(|e| format!("{:#}", anyhow::Error::new(e))),
-                None => Err("no init pid known for it (is it running?)".to_string()),
-            };
-            let (findings, error) = match judged {
-                Ok(f) => (f, None),
-                Err(e) => (Vec::new(), Some(e)),
-            };
-            Report {
-                container: &c.id,
-                name: c.name.as_deref(),
-                runtime: c.runtime.name(),
-                pid: c.init_pid,
-                findings,
-                error,
-            }
-        })
-        .collect();
+    let reports: Vec<Report> = containers.iter().map(|c| judge(&sources, c)).collect();
 
     match args.out.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&reports)?),
@@ -64,7 +30,10 @@ pub fn run(args: PostureArgs) -> anyhow::Result<u8> {
             let rows: Vec<Vec<String>> = reports
                 .iter()
                 .flat_map(|r| {
-                    let who = r.name.unwrap_or(quarry_containers::short_id(r.container));
+                    let who = r
+                        .name
+                        .as_deref()
+                        .unwrap_or(quarry_containers::short_id(&r.container));
                     r.findings.iter().map(move |f| {
                         vec![
                             who.to_string(),
@@ -97,7 +66,7 @@ pub fn run(args: PostureArgs) -> anyhow::Result<u8> {
         if let Some(e) = &r.error {
             eprintln!(
                 "quarry: posture of {}: {e}",
-                crate::output::shown(r.container)
+                crate::output::shown(&r.container)
             );
             code = exit::ERROR;
         }

@@ -1,7 +1,6 @@
 //! `quarry sql`, `quarry timeline` and `quarry hunt`: the investigator's commands over
 //! quarry-query.
 
-use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -44,8 +43,7 @@ fn warn_skipped(catalog: &Catalog, already: usize) -> usize {
     catalog.skipped().len()
 }
 
-/// Where results go: standard output, or a new file (never an existing one: evidence and
-/// earlier results are not overwritten).
+/// Where results go: standard output, or a new file outside the store.
 fn sink(path: Option<&PathBuf>, store: &Path) -> anyhow::Result<Box<dyn Write + Send>> {
     match path {
         // Buffered: a timeline is hundreds of thousands of lines, and stdout alone writes each.
@@ -54,30 +52,7 @@ fn sink(path: Option<&PathBuf>, store: &Path) -> anyhow::Result<Box<dyn Write + 
             std::io::stdout(),
         ))),
         Some(p) => {
-            // Results never land in the store: a Parquet file there would be read as evidence.
-            let parent = match p.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-                _ => PathBuf::from("."),
-            };
-            if let (Ok(dir), Ok(store)) = (parent.canonicalize(), store.canonicalize())
-                && dir.starts_with(&store)
-            {
-                bail!(
-                    "{} is inside the store {}: write results elsewhere",
-                    p.display(),
-                    store.display()
-                );
-            }
-            let file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(p)
-                .with_context(|| {
-                    format!(
-                        "creating {} (it must not exist yet; choose another name)",
-                        p.display()
-                    )
-                })?;
+            let file = output::create_result_file(p, store)?;
             Ok(Box::new(std::io::BufWriter::new(file)))
         }
     }
@@ -220,27 +195,15 @@ async fn repl(catalog: &mut Catalog, format: QueryFormat) -> anyhow::Result<u8> 
 /// Runs a backslash command; false means quit.
 async fn meta_command(catalog: &mut Catalog, command: &str) -> anyhow::Result<bool> {
     let mut words = command.split_whitespace();
-    let sql = match (words.next(), words.next()) {
+    let described = match (words.next(), words.next()) {
         (Some("\\q"), _) => return Ok(false),
-        (Some("\\d"), None) => "SELECT table_name, table_type FROM information_schema.tables \
-                                WHERE table_schema = 'store' ORDER BY table_type, table_name"
-            .to_string(),
-        (Some("\\d"), Some(name)) => {
-            if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                eprintln!("{name:?} is not a table or view name");
-                return Ok(true);
-            }
-            format!(
-                "SELECT column_name, data_type, is_nullable FROM information_schema.columns \
-                 WHERE table_schema = 'store' AND table_name = '{name}' ORDER BY ordinal_position"
-            )
-        }
+        (Some("\\d"), name) => catalog.describe(name).await,
         _ => {
             eprintln!("unknown command {command}: \\d, \\d NAME, \\q");
             return Ok(true);
         }
     };
-    match catalog.sql(&sql).await {
+    match described {
         Ok(batches) => output::write(&batches, OutFormat::Table, &mut std::io::stdout())?,
         Err(e) => eprintln!("error: {}", quarry_store::human::with_causes(&e)),
     }
@@ -253,7 +216,9 @@ pub fn timeline(args: TimelineArgs) -> anyhow::Result<u8> {
     rt.block_on(async {
         let mut catalog = open(&store_dir, &args.budget).await?;
         let request = match &args.around {
-            Some(id) => around_alert(&mut catalog, id, args.since, args.until).await?,
+            Some(id) => {
+                timeline::Request::around_alert(&mut catalog, id, args.since, args.until).await?
+            }
             None => timeline::Request {
                 container: args.container.clone().unwrap_or_default(),
                 since: args.since,
@@ -296,80 +261,18 @@ pub fn timeline(args: TimelineArgs) -> anyhow::Result<u8> {
     })
 }
 
-/// How far before and after an alert's row `timeline --around` reaches.
-const AROUND: chrono::Duration = chrono::Duration::minutes(5);
-
-/// The timeline request of `--around ALERT_ID`: the alert's container, around its row.
-async fn around_alert(
-    catalog: &mut quarry_query::Catalog,
-    id: &str,
-    since: Option<chrono::DateTime<chrono::Utc>>,
-    until: Option<chrono::DateTime<chrono::Utc>>,
-) -> anyhow::Result<timeline::Request> {
-    // Alert ids are hex: anything else is refused before it gets near SQL.
-    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        anyhow::bail!(
-            "{id:?} is not an alert id (hex, as in the alert's alert_id or `quarry sql \
-             \"SELECT alert_id, rule, time FROM alert\"`)"
-        );
-    }
-    let sql = format!(
-        "SELECT container_id, coalesce(event_time, time) AS at FROM alert \
-         WHERE alert_id = '{}' LIMIT 1",
-        id.to_ascii_lowercase()
-    );
-    let batches = catalog.sql(&sql).await?;
-    let batch = batches.iter().find(|b| b.num_rows() > 0).with_context(|| {
-        format!("no alert {id} in the store (`SELECT alert_id FROM alert` lists them)")
-    })?;
-    use arrow::array::{Array, StringArray, TimestampMicrosecondArray};
-    let ids = batch
-        .column(0)
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .context("alert.container_id is not text")?;
-    let at = batch
-        .column(1)
-        .as_any()
-        .downcast_ref::<TimestampMicrosecondArray>()
-        .context("alert.time is not a timestamp")?;
-    if ids.is_null(0) {
-        anyhow::bail!(
-            "alert {id} is about the host or the recorder, not a container: \
-             `quarry sql \"SELECT * FROM alert WHERE alert_id = '{id}'\"` shows the row behind it"
-        );
-    }
-    let at = chrono::DateTime::from_timestamp_micros(at.value(0)).unwrap_or_default();
-    Ok(timeline::Request {
-        container: ids.value(0).to_string(),
-        since: Some(since.unwrap_or(at - AROUND)),
-        until: Some(until.unwrap_or(at + AROUND)),
-    })
-}
-
 pub fn hunt(args: HuntArgs) -> anyhow::Result<u8> {
     let store_dir = args.store.resolve();
-    let mut rules = if args.no_builtin {
-        Vec::new()
-    } else {
-        hunt::builtin_rules()
-    };
-    if let Some(dir) = &args.rules {
-        rules.extend(
-            hunt::load_rules(dir)
-                .with_context(|| format!("loading rules from {}", dir.display()))?,
-        );
+    let loaded = hunt::RuleSources {
+        builtin: !args.no_builtin,
+        rules: args.rules.as_deref(),
+        sigma: args.sigma.as_deref(),
     }
-    let mut sigma_refused = Vec::new();
-    if let Some(dir) = &args.sigma {
-        let loaded = quarry_query::sigma::load_dir(dir)
-            .with_context(|| format!("loading Sigma rules from {}", dir.display()))?;
-        for refused in &loaded.refused {
-            eprintln!("quarry: skipped {refused}");
-        }
-        rules.extend(loaded.rules);
-        sigma_refused = loaded.refused;
+    .load()?;
+    for refused in &loaded.refused {
+        eprintln!("quarry: skipped {refused}");
     }
+    let (mut rules, sigma_refused) = (loaded.rules, loaded.refused);
     if let Some(path) = &args.ioc {
         let list = quarry_query::ioc::IocList::read(path)
             .with_context(|| format!("reading indicators from {}", path.display()))?;
@@ -535,23 +438,8 @@ fn explain_rule(
 
 /// `quarry hunt --test`: every rule's fixture cases, each over a throw-away store.
 fn test_rules(rules: &[hunt::Rule], format: Format) -> anyhow::Result<u8> {
-    let rt = runtime()?;
-    let mut results = Vec::new();
-    let mut untested = Vec::new();
-    rt.block_on(async {
-        for rule in rules {
-            match &rule.fixture {
-                Some(text) => results.extend(
-                    quarry_query::fixture::run(rule, text)
-                        .await
-                        .with_context(|| format!("running the fixture of rule {}", rule.id))?,
-                ),
-                None => untested.push(rule.origin.clone()),
-            }
-        }
-        anyhow::Ok(())
-    })?;
-    let failed = results.iter().filter(|r| !r.passed()).count();
+    let tested = runtime()?.block_on(quarry_query::fixture::run_all(rules))?;
+    let (failed, results, untested) = (tested.failed(), tested.results, tested.untested);
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&results)?),
         Format::Table => {

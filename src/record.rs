@@ -6,15 +6,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use quarry_containers::{CgroupFs, Inventory};
-use quarry_recorder::stats::{Stats, StatsSnapshot};
+use quarry_recorder::stats::Stats;
+use quarry_recorder::status::Publisher;
 use quarry_recorder::{Recorder, RecorderConfig, SyscallMode};
-use quarry_store::Store;
 use quarry_store::human::human_bytes;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::cli::{Format, RecordArgs, SyscallsArg};
 use crate::exit;
-use crate::status::StatusFile;
 
 pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
     // One malloc arena for all the recorder's threads: rows are built on the drain thread and
@@ -39,13 +38,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
         config.exe_hash_max_bytes = (max > 0).then_some(max);
     }
     config.posture = !args.no_posture;
-    // The raw stream runs at millions of events a second: the larger buffer carries it over
-    // the drain loop's pauses (finishing a batch, a sealer catching up) without drops. Its
-    // pages are resident once read, so it counts fully against the recorder's memory.
-    config.ring_bytes = args.ring_size.unwrap_or(match config.syscalls {
-        SyscallMode::Off => 8 << 20,
-        SyscallMode::All => 32 << 20,
-    });
+    config.ring_bytes = args.ring_size.unwrap_or(config.syscalls.ring_bytes());
     let mut scope = "all processes".to_string();
     if !args.containers.is_empty() {
         let inventory = Inventory::discover();
@@ -68,21 +61,14 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
             "no cgroup v2 hierarchy is mounted (mount -t cgroup2 none /sys/fs/cgroup/unified)",
         )?;
         for path in &args.cgroup_paths {
-            let dir = if path.starts_with(fs.mount()) {
-                path.clone()
-            } else {
-                fs.dir(&path.to_string_lossy())
-            };
-            let meta = std::fs::metadata(&dir).with_context(|| {
+            let id = fs.id_of_dir(path).with_context(|| {
                 format!(
                     "{} is not a cgroup v2 directory under {}",
                     path.display(),
                     fs.mount().display()
                 )
             })?;
-            config
-                .cgroup_filter
-                .push(std::os::unix::fs::MetadataExt::ino(&meta));
+            config.cgroup_filter.push(id);
         }
         let paths: Vec<String> = args
             .cgroup_paths
@@ -96,14 +82,14 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
         };
     }
     // Checked before recording starts: a rule or output that cannot work is an error now.
-    let detect_plan = crate::detect::Plan::from_args(&args.detect, &store_dir)?;
-    let tap = detect_plan.as_ref().map(|_| {
-        let (tap, rx) = quarry_recorder::tap::Tap::new(
-            crate::detect::TAP_CAPACITY,
-            crate::detect::TAP_INTERVAL,
-        );
-        (std::sync::Arc::new(tap), rx)
-    });
+    let detect_plan = match args.detect.config()? {
+        Some(c) => Some(quarry_detect::Plan::new(&c, &store_dir)?),
+        None => None,
+    };
+    for skipped in detect_plan.iter().flat_map(|p| &p.skipped) {
+        eprintln!("quarry: skipped {skipped}");
+    }
+    let tap = detect_plan.as_ref().map(|_| quarry_detect::tap());
     config.tap = tap.as_ref().map(|(t, _)| t.clone());
     let host = config.host.clone();
     let recorder = Recorder::start(config)
@@ -120,39 +106,32 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
             )
         })
         .ok();
-    let store_handle = recorder.store().clone();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     let stats = recorder.stats();
-    let detection = match (detect_plan, tap) {
-        (Some(plan), Some((tap, rx))) => {
-            eprintln!(
-                "quarry: live detection: {} rules, alerts to {}",
-                plan.rules.len(),
-                plan.outputs
-                    .iter()
-                    .map(|o| o.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            Some(crate::detect::Detection::start(
-                plan,
-                recorder.store().clone(),
-                host,
-                stats.clone(),
-                tap,
-                rx,
-            ))
+    let detection = detect_plan.zip(tap).map(|(plan, (tap, rx))| {
+        let outputs: Vec<String> = plan.outputs.iter().map(|o| o.to_string()).collect();
+        eprintln!(
+            "quarry: live detection: {} rules, alerts to {}",
+            plan.rules.len(),
+            outputs.join(", ")
+        );
+        quarry_detect::Detection::start(plan, recorder.store().clone(), host, tap, rx)
+    });
+    if let Some(addr) = args.detect.metrics {
+        let sources = match &detection {
+            Some(d) => d.metrics_sources(stats.clone()),
+            None => quarry_detect::metrics::Sources::recorder_only(stats.clone()),
+        };
+        match quarry_detect::metrics::serve(addr, sources) {
+            Ok(()) => eprintln!("quarry: metrics on http://{addr}/metrics"),
+            Err(e) => log::error!(
+                "--metrics {addr}: cannot listen ({e}); recording goes on without metrics"
+            ),
         }
-        _ => {
-            if let Some(addr) = args.detect.metrics {
-                crate::detect::serve_metrics_only(addr, stats.clone());
-            }
-            None
-        }
-    };
+    }
     let summary = runtime.block_on(async {
         // Handlers go in before anyone is told recording began, so a stop signal sent right
         // after that message is always a graceful stop.
@@ -167,15 +146,17 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
             eprintln!(
                 "quarry: retention every {:?}: {}",
                 args.retain_interval(),
-                crate::lifecycle::describe(&retention)
+                policy.describe()
             );
-            tokio::spawn(retention_loop(
-                recorder.store().clone(),
+            let store = recorder.store().clone();
+            tokio::spawn(quarry_recorder::retain::every(
+                store,
                 policy,
                 args.retain_interval(),
             ))
         });
-        let status = tokio::spawn(status_line(stats, store_handle, scope.clone(), args.quiet));
+        let publisher = Publisher::new(recorder.store().clone(), &scope);
+        let status = tokio::spawn(status_line(stats, publisher, args.quiet));
         let summary = recorder.run(shutdown(term, int, args.duration)).await;
         status.abort();
         if let Some(r) = retention {
@@ -283,44 +264,6 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-/// Applies retention at start and then every `interval`, off the async thread. Sealing goes on
-/// meanwhile: retention and seals share the store through the manifest lock, and the hour being
-/// recorded is never deleted.
-async fn retention_loop(store: Store, policy: quarry_store::RetentionPolicy, interval: Duration) {
-    // A zero interval would make tokio panic; more often than every second is never needed.
-    let mut tick = tokio::time::interval(interval.max(Duration::from_secs(1)));
-    loop {
-        tick.tick().await;
-        let (store, policy) = (store.clone(), policy.clone());
-        let run =
-            tokio::task::spawn_blocking(move || store.retain(&policy, chrono::Utc::now(), false))
-                .await;
-        match run {
-            Ok(Ok(report)) => {
-                for w in &report.warnings {
-                    log::warn!("retention: {w}");
-                }
-                if !report.removed.is_empty() || !report.compacted.is_empty() {
-                    log::info!(
-                        "retention: removed {} segments ({}), merged {} groups; {} segments ({}) \
-                         kept",
-                        report.removed.len(),
-                        human_bytes(report.removed_bytes()),
-                        report.compacted.len(),
-                        report.segments_after,
-                        human_bytes(report.bytes_after)
-                    );
-                }
-            }
-            Ok(Err(e)) => log::error!(
-                "retention failed (recording goes on): {}",
-                quarry_store::human::with_causes(&e)
-            ),
-            Err(e) => log::error!("retention task failed (recording goes on): {e}"),
-        }
-    }
-}
-
 /// Resolves on SIGINT, SIGTERM or when `duration` has passed.
 async fn shutdown(mut term: Signal, mut int: Signal, duration: Option<Duration>) {
     let deadline = async {
@@ -338,42 +281,17 @@ async fn shutdown(mut term: Signal, mut int: Signal, duration: Option<Duration>)
 
 /// Every second: publishes the status file for `quarry status`, and prints a status line (in
 /// place on a terminal, every tenth second otherwise) unless quiet.
-async fn status_line(stats: Arc<Stats>, store: Store, scope: String, quiet: bool) {
+async fn status_line(stats: Arc<Stats>, mut publisher: Publisher, quiet: bool) {
     let tty = std::io::stderr().is_terminal();
     let started = Instant::now();
-    let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let mut last = StatsSnapshot::default();
-    let mut last_at = Instant::now();
     let (mut last_rows, mut last_line_at) = (0u64, Instant::now());
-    let mut status_failing = false;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     for n in 1u64.. {
         tick.tick().await;
         let s = stats.snapshot();
-        let file = StatusFile::new(
-            &scope,
-            &s,
-            &last,
-            last_at.elapsed().as_secs_f64(),
-            &started_at,
-        );
-        last_at = Instant::now();
-        match file.write(&store) {
-            Ok(()) => status_failing = false,
-            // Once per episode: on a full disk this fails every second.
-            Err(e) if !status_failing => {
-                status_failing = true;
-                log::warn!(
-                    "cannot write {}: {}",
-                    store.status_path().display(),
-                    quarry_store::human::with_causes(&e)
-                );
-            }
-            Err(_) => {}
-        }
-        if quiet {
-            last = s;
+        publisher.publish(s.clone());
+        if quiet || !(tty || n % 10 == 0) {
             continue;
         }
         let rows: u64 = s.table_rows.iter().map(|(_, n)| n).sum();
@@ -401,16 +319,12 @@ async fn status_line(stats: Arc<Stats>, store: Store, scope: String, quiet: bool
         if tty {
             eprint!("\r\x1b[2K{line}");
             let _ = std::io::stderr().flush();
-        } else if n % 10 == 0 {
-            eprintln!("{line}");
         } else {
-            last = s;
-            continue;
+            eprintln!("{line}");
         }
         // The rate is over the time since the line before, so every printed line's figure
         // covers what happened since the reader last saw one.
         last_rows = rows;
         last_line_at = Instant::now();
-        last = s;
     }
 }

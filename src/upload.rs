@@ -1,7 +1,5 @@
 //! `quarry upload`: ship a store's sealed backlog to a bucket once, and record that it did.
 
-use std::io::IsTerminal;
-
 use anyhow::Context;
 use quarry_bucket::{Bucket, BucketUrl, UploadProgress, upload_store};
 use quarry_store::Store;
@@ -26,19 +24,7 @@ pub fn run(args: UploadArgs) -> anyhow::Result<u8> {
         .clone()
         .unwrap_or_else(quarry_store::action::local_hostname);
     let bucket = Bucket::from_env(&url)?;
-    let bar = if !std::io::stderr().is_terminal() {
-        indicatif::ProgressBar::hidden()
-    } else {
-        let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "uploading [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .expect("a valid template")
-            .progress_chars("=> "),
-        );
-        bar
-    };
+    let bar = crate::output::byte_progress("uploading", false);
     let rt = crate::query::runtime()?;
     let result = rt.block_on(upload_store(&store, &bucket, &host, &|p| match p {
         UploadProgress::Start { bytes, .. } => bar.set_length(bytes),

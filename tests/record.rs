@@ -226,3 +226,45 @@ fn duration_stops_the_recorder() {
             .any(|r| r.argv.as_ref().is_some_and(|a| a.contains(&mark)))
     );
 }
+
+/// `quarry status` reads what the running recorder publishes into its store every second (its
+/// pid, scope and counters), and says NOT RUNNING (exit 1) once it has stopped.
+#[test]
+fn status_follows_the_running_recorder() {
+    if !require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let rec = RecorderProcess::start(&store, &["--quiet", "--no-detect"]);
+    let status = |format: &str| {
+        quarry()
+            .args(["status", "--format", format, "--store"])
+            .arg(&store)
+            .output()
+            .unwrap()
+    };
+    // The first status file is written a second or two after recording starts.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let running = loop {
+        let out = status("json");
+        if out.status.success() {
+            break serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap();
+        }
+        assert!(Instant::now() < deadline, "no status: {out:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(running["running"], true, "{running}");
+    assert_eq!(running["status"]["pid"], rec.pid(), "{running}");
+    assert_eq!(running["status"]["scope"], "all processes", "{running}");
+    let text = String::from_utf8(status("table").stdout).unwrap();
+    assert!(text.starts_with("recorder running (pid "), "{text}");
+    let out = rec.stop_with(Signal::SIGINT);
+    assert!(out.status.success(), "{out:?}");
+    let stopped = status("json");
+    assert_eq!(stopped.status.code(), Some(1), "{stopped:?}");
+    let stopped: serde_json::Value = serde_json::from_slice(&stopped.stdout).unwrap();
+    assert_eq!(stopped["running"], false, "{stopped}");
+    let text = String::from_utf8(status("table").stdout).unwrap();
+    assert!(text.starts_with("recorder NOT RUNNING"), "{text}");
+}

@@ -55,6 +55,17 @@ impl CgroupFs {
         fs::metadata(self.dir(path)).ok().map(|m| m.ino())
     }
 
+    /// The cgroup id of the directory `path` names: a cgroup path relative to the mount
+    /// (`/system.slice/nginx.service`) or a directory under it; the error when it has none.
+    pub fn id_of_dir(&self, path: &Path) -> std::io::Result<u64> {
+        let dir = if path.starts_with(&self.mount) {
+            path.to_path_buf()
+        } else {
+            self.dir(&path.to_string_lossy())
+        };
+        fs::metadata(dir).map(|m| m.ino())
+    }
+
     /// Finds the path of the cgroup whose id is `id` by walking the hierarchy. Costs a
     /// directory walk, so callers cache the answer.
     pub fn path_of_id(&self, id: u64) -> Option<String> {

@@ -176,6 +176,20 @@ impl Inventory {
             .find(|c| c.cgroup_id == Some(cgroup_id))
     }
 
+    /// The other containers in `container`'s network namespace, by display name: a quarantine
+    /// of the namespace cuts them too. None for a container on the host's network.
+    pub fn sharing_netns(&self, container: &Container) -> Vec<String> {
+        match container.netns_inode {
+            Some(ino) if !container.host_network => self
+                .containers
+                .iter()
+                .filter(|c| c.id != container.id && c.netns_inode == Some(ino))
+                .map(|c| c.display_name().to_string())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The container owning the cgroup at `path` (itself or a parent directory of it).
     pub fn by_cgroup_path(&self, path: &str) -> Option<&Container> {
         self.containers

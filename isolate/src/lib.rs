@@ -59,6 +59,7 @@ pub mod nfnl;
 pub mod nft;
 pub mod programs;
 pub mod state;
+mod target;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -71,6 +72,7 @@ pub use allow::{AllowRule, check_allow_list};
 pub use netns::NetnsPlan;
 pub use programs::{PIN_ROOT, prepare, unload_if_idle};
 pub use state::{Isolation, STATE_ROOT, find, list};
+pub use target::Target;
 
 use programs::pin_dir;
 use state::{Member, NetnsRecord, StateLock};
@@ -119,6 +121,16 @@ pub enum IsolateError {
         "container {container} has no cgroup v2 directory ({path}); is cgroup2 mounted (see /proc/self/mountinfo)?"
     )]
     NoCgroup { container: String, path: String },
+
+    /// The container asked for is not exactly one running container.
+    #[error(transparent)]
+    Container(#[from] quarry_containers::ResolveError),
+
+    /// There is no cgroup v2 hierarchy to attach to.
+    #[error(
+        "cgroup v2 is not mounted (see /proc/self/mountinfo); isolate attaches to cgroup2 directories"
+    )]
+    NoCgroup2,
 
     /// bpffs is not mounted where pins go.
     #[error("bpffs is not mounted at /sys/fs/bpf; mount it with `mount -t bpf bpf /sys/fs/bpf`")]
@@ -192,6 +204,25 @@ pub struct IsolateOutcome {
     pub nftables_note: Option<String>,
     /// What else the responder should know: containers sharing the namespace, say.
     pub notes: Vec<String>,
+}
+
+impl IsolateOutcome {
+    /// What the `action` row of an isolation records as its detail: the allow-list, when
+    /// each layer was in force, the namespace, and the notes.
+    pub fn action_detail(&self) -> serde_json::Value {
+        serde_json::json!({
+            "allow": self.isolation.allow.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+            "effective_after_ms": self.effective_after_ms,
+            "all_layers_after_ms": self.all_layers_after_ms,
+            "layers": self.layers,
+            "nftables": self.isolation.nftables,
+            "host_layer": self.isolation.host_layer,
+            "netns_inode": self.isolation.netns_inode,
+            "netns_cookie": self.isolation.netns_cookie,
+            "note": self.nftables_note,
+            "notes": self.notes,
+        })
+    }
 }
 
 /// A named point in time, in milliseconds from the start of a call.

@@ -12,6 +12,7 @@
 
 pub mod caps;
 pub mod facts;
+mod report;
 
 use std::path::PathBuf;
 
@@ -19,6 +20,7 @@ use serde::Serialize;
 
 pub use caps::CapSet;
 pub use facts::{Facts, Sources, gather};
+pub use report::{Report, judge};
 
 /// Why facts could not be read.
 #[derive(Debug, thiserror::Error)]

@@ -147,6 +147,27 @@ impl Catalog {
         self.run_resilient(sql).await
     }
 
+    /// What `\d` shows: the store's tables and views (`None`), or the columns of one table
+    /// or view (`Some(name)`; a name that is not a plain identifier is refused, not quoted).
+    pub async fn describe(&mut self, name: Option<&str>) -> Result<Vec<RecordBatch>> {
+        let sql = match name {
+            None => "SELECT table_name, table_type FROM information_schema.tables WHERE \
+                     table_schema = 'store' ORDER BY table_type, table_name"
+                .to_string(),
+            Some(name) if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => format!(
+                "SELECT column_name, data_type, is_nullable FROM information_schema.columns \
+                 WHERE table_schema = 'store' AND table_name = '{name}' ORDER BY \
+                 ordinal_position"
+            ),
+            Some(name) => {
+                return Err(QueryError::Refused(format!(
+                    "{name:?} is not a table or view name"
+                )));
+            }
+        };
+        self.run_resilient(&sql).await
+    }
+
     /// Runs SQL built inside this crate (no statement check; the plan-level read-only
     /// options still apply), leaving out segments refused (altered since they were sealed)
     /// or found damaged while reading: the session is reopened without them and the statement

@@ -29,6 +29,25 @@ pub enum QueryError {
     /// The container given is not in the store, or not exactly one of its containers.
     #[error(transparent)]
     Container(#[from] quarry_containers::ResolveError),
+    /// `timeline --around`: not an alert id, no such alert in the store, or an alert about
+    /// the host rather than a container (says which, and the query that shows it).
+    #[error("{0}")]
+    Around(String),
+    /// A directory of SQL rules could not be read, or a rule in it is malformed (the source
+    /// says which).
+    #[error("loading rules from {}", dir.display())]
+    RuleDir {
+        dir: PathBuf,
+        #[source]
+        source: Box<QueryError>,
+    },
+    /// A directory of Sigma rules could not be read.
+    #[error("loading Sigma rules from {}", dir.display())]
+    SigmaDir {
+        dir: PathBuf,
+        #[source]
+        source: Box<QueryError>,
+    },
     /// A hunt rule file is malformed.
     #[error("hunt rule {path}: {problem}")]
     Rule { path: String, problem: String },
@@ -39,9 +58,26 @@ pub enum QueryError {
         line: usize,
         problem: String,
     },
+    /// Running a rule's fixture failed (the source says how).
+    #[error("running the fixture of rule {rule}")]
+    FixtureOf {
+        rule: String,
+        #[source]
+        source: Box<QueryError>,
+    },
     /// A rule's fixture file is malformed (names the rule, the case and the problem).
     #[error("rule fixture {0}")]
     Fixture(String),
+    /// A result file was asked for inside the store, where it would pass for evidence.
+    #[error("{} is inside the store {}: write results elsewhere", path.display(), store.display())]
+    ResultInStore { path: PathBuf, store: PathBuf },
+    /// The result file could not be created (it exists already, or its directory does not).
+    #[error("creating {} (it must not exist yet; choose another name)", path.display())]
+    ResultFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// Reading or writing a file failed.
     #[error("I/O error on {path}")]
     Io {

@@ -418,6 +418,40 @@ pub(crate) fn build(root: &std::path::Path, fixture: &Fixture, case: &Case) -> R
     Ok(())
 }
 
+/// What `quarry hunt --test` found: every case of every rule with a fixture, and the origins
+/// of the rules without one.
+#[derive(Debug, Default)]
+pub struct Tested {
+    pub results: Vec<CaseResult>,
+    pub untested: Vec<String>,
+}
+
+impl Tested {
+    /// Cases whose finding count was not the expected one.
+    pub fn failed(&self) -> usize {
+        self.results.iter().filter(|r| !r.passed()).count()
+    }
+}
+
+/// Runs the fixture of every rule of `rules` that has one, each case over a throw-away store.
+pub async fn run_all(rules: &[Rule]) -> Result<Tested> {
+    let mut tested = Tested::default();
+    for rule in rules {
+        match &rule.fixture {
+            Some(text) => {
+                tested
+                    .results
+                    .extend(run(rule, text).await.map_err(|e| QueryError::FixtureOf {
+                        rule: rule.id.clone(),
+                        source: Box::new(e),
+                    })?)
+            }
+            None => tested.untested.push(rule.origin.clone()),
+        }
+    }
+    Ok(tested)
+}
+
 /// Runs every case of `rule`'s fixture (`text`, the fixture file's JSON).
 pub async fn run(rule: &Rule, text: &str) -> Result<Vec<CaseResult>> {
     let fixture: Fixture = serde_json::from_str(text)

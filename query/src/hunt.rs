@@ -106,6 +106,41 @@ pub fn builtin_rules() -> Vec<Rule> {
     .collect()
 }
 
+/// Where the rules of a hunt or of live detection come from: the built-in ones (unless left
+/// out), a directory of `*.sql` rules and a directory of Sigma rules, loaded in that order.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RuleSources<'a> {
+    pub builtin: bool,
+    pub rules: Option<&'a Path>,
+    pub sigma: Option<&'a Path>,
+}
+
+impl RuleSources<'_> {
+    /// Every rule they hold; the Sigma rules that could not be converted are in `refused`.
+    pub fn load(&self) -> Result<crate::sigma::Loaded> {
+        let mut loaded = crate::sigma::Loaded::default();
+        if self.builtin {
+            loaded.rules = builtin_rules();
+        }
+        if let Some(dir) = self.rules {
+            let rules = load_rules(dir).map_err(|e| QueryError::RuleDir {
+                dir: dir.to_path_buf(),
+                source: Box::new(e),
+            })?;
+            loaded.rules.extend(rules);
+        }
+        if let Some(dir) = self.sigma {
+            let sigma = crate::sigma::load_dir(dir).map_err(|e| QueryError::SigmaDir {
+                dir: dir.to_path_buf(),
+                source: Box::new(e),
+            })?;
+            loaded.rules.extend(sigma.rules);
+            loaded.refused = sigma.refused;
+        }
+        Ok(loaded)
+    }
+}
+
 /// Loads every `*.sql` rule in `dir` (not following symlinks).
 pub fn load_rules(dir: &Path) -> Result<Vec<Rule>> {
     let mut rules = Vec::new();

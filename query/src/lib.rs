@@ -18,6 +18,7 @@
 
 pub mod budget;
 pub mod catalog;
+mod executed;
 pub mod fixture;
 pub mod guard;
 pub mod hunt;

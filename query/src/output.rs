@@ -6,6 +6,7 @@
 //! [`TABLE_CHUNK_ROWS`] rows; a later, wider cell widens only its own row (nothing is cut).
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -13,7 +14,7 @@ use arrow::util::display::{ArrayFormatter, FormatOptions};
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 
-use crate::Result;
+use crate::{QueryError, Result};
 
 /// How results are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +23,32 @@ pub enum Format {
     Csv,
     Json,
     Parquet,
+}
+
+/// Creates the file a result is written to: a new file (never an existing one: evidence and
+/// earlier results are not overwritten), and never inside the store at `store` (a Parquet
+/// file there would be read as evidence).
+pub fn create_result_file(path: &Path, store: &Path) -> Result<std::fs::File> {
+    let parent = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if let (Ok(dir), Ok(store)) = (parent.canonicalize(), store.canonicalize())
+        && dir.starts_with(&store)
+    {
+        return Err(QueryError::ResultInStore {
+            path: path.to_path_buf(),
+            store,
+        });
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|source| QueryError::ResultFile {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// Rows a table holds back to size its columns before printing.

@@ -27,6 +27,60 @@ pub struct Request {
     pub until: Option<DateTime<Utc>>,
 }
 
+/// How far before and after an alert's row [`Request::around_alert`] reaches.
+pub const AROUND: Duration = Duration::minutes(5);
+
+impl Request {
+    /// The timeline of the container alert `id` is about, from [`AROUND`] before its row
+    /// to [`AROUND`] after (`since` and `until` override either end).
+    pub async fn around_alert(
+        catalog: &mut Catalog,
+        id: &str,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<Request> {
+        // Alert ids are hex: anything else is refused before it gets near SQL.
+        if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(QueryError::Around(format!(
+                "{id:?} is not an alert id (hex, as in the alert's alert_id or `quarry sql \
+                 \"SELECT alert_id, rule, time FROM alert\"`)"
+            )));
+        }
+        let sql = format!(
+            "SELECT container_id, coalesce(event_time, time) AS at FROM alert \
+             WHERE alert_id = '{}' LIMIT 1",
+            id.to_ascii_lowercase()
+        );
+        let batches = catalog.sql(&sql).await?;
+        let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) else {
+            return Err(QueryError::Around(format!(
+                "no alert {id} in the store (`SELECT alert_id FROM alert` lists them)"
+            )));
+        };
+        let ids = batch.column(0).as_string_opt::<i32>();
+        let at = batch
+            .column(1)
+            .as_primitive_opt::<TimestampMicrosecondType>();
+        let (Some(ids), Some(at)) = (ids, at) else {
+            return Err(QueryError::Around(
+                "the alert table's container_id is not text or its time not a timestamp".into(),
+            ));
+        };
+        if ids.is_null(0) {
+            return Err(QueryError::Around(format!(
+                "alert {id} is about the host or the recorder, not a container: `quarry sql \
+                 \"SELECT * FROM alert WHERE alert_id = '{id}'\"` shows the row behind it"
+            )));
+        }
+        let at = DateTime::from_timestamp_micros(at.value(0)).unwrap_or_default();
+        Ok(Request {
+            container: ids.value(0).to_string(),
+            since: Some(since.unwrap_or(at - AROUND)),
+            until: Some(until.unwrap_or(at + AROUND)),
+        })
+    }
+}
+
 /// The container as the store knows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ContainerInfo {

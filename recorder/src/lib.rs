@@ -22,8 +22,10 @@ pub mod decode;
 pub mod exehash;
 pub mod posture;
 pub mod preflight;
+pub mod retain;
 mod sink;
 pub mod stats;
+pub mod status;
 pub mod syscalls;
 pub mod tap;
 
@@ -195,6 +197,20 @@ pub enum SyscallMode {
     Off,
     /// Every syscall's number, name and result.
     All,
+}
+
+impl SyscallMode {
+    /// The ring buffer a recording in this mode gets unless told otherwise: 8 MiB, 32 MiB
+    /// with the raw stream. The raw stream runs at millions of events a second: the larger
+    /// buffer carries it over the drain loop's pauses (finishing a batch, a sealer catching
+    /// up) without drops. Its pages are resident once read, so it counts fully against the
+    /// recorder's memory.
+    pub fn ring_bytes(self) -> u32 {
+        match self {
+            SyscallMode::Off => 8 << 20,
+            SyscallMode::All => 32 << 20,
+        }
+    }
 }
 
 impl RecorderConfig {

@@ -18,8 +18,8 @@ use quarry_query::hunt;
 use quarry_query::live::{LiveDetector, Window};
 use quarry_store::schema::{FileRow, RowIdentity, file_batch};
 
-/// The recorder's tap interval and detection's evaluation period (src/detect).
-const INTERVAL: Duration = Duration::from_millis(500);
+/// The recorder's tap interval and detection's evaluation period (quarry-detect).
+const INTERVAL: Duration = quarry_detect::TAP_INTERVAL;
 
 pub fn run(args: &[&str]) -> anyhow::Result<()> {
     let mut rate: usize = 100_000;
@@ -71,8 +71,8 @@ fn row(i: u64, ktime_ns: u64, path: &str, container: &str) -> FileRow {
 fn latency(rate: usize, seconds: u64, markers: usize) -> anyhow::Result<()> {
     let per_batch = rate * INTERVAL.as_millis() as usize / 1000;
     let batches = seconds * 1000 / INTERVAL.as_millis() as u64;
-    // What the tap holds (src/detect: TAP_CAPACITY).
-    let (tx, rx) = mpsc::sync_channel(256);
+    // What the tap holds.
+    let (tx, rx) = mpsc::sync_channel(quarry_detect::TAP_CAPACITY);
     let mut behind = 0u64;
     // marker ktime_ns -> when its row was decoded
     let decoded: std::sync::Arc<std::sync::Mutex<HashMap<u64, Instant>>> = Default::default();

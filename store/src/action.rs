@@ -89,6 +89,29 @@ fn user_name(uid: u32) -> Option<String> {
 /// held by a slow writer, space freed by retention) to pass, short enough for a responder.
 pub const RETRY_AFTER: [Duration; 2] = [Duration::from_millis(200), Duration::from_secs(1)];
 
+/// What to say when `row` could not be sealed into the store at `root` (`error`, after every
+/// attempt): that the action is not on the record, why, and the row in full as JSON, to be
+/// recorded by hand. The caller prints or logs it; the action itself stands.
+pub fn unrecorded(root: &Path, row: &ActionRow, error: &crate::StoreError) -> String {
+    let row_json = serde_json::json!({
+        "time": row.time.to_rfc3339(), "action": row.action, "actor": row.actor,
+        "container_id": row.container_id, "container_name": row.container_name,
+        "reason": row.reason, "detail": row.detail, "result": row.result, "error": row.error,
+        "command": row.command,
+    });
+    format!(
+        "the {} (result: {}) is NOT on the record: writing its row to the action table of {} \
+         failed {} times: sealing the action into the store {}: {}\nrecord it by hand; the \
+         row: {row_json}",
+        row.action,
+        row.result,
+        root.display(),
+        RETRY_AFTER.len() + 1,
+        root.display(),
+        crate::human::with_causes(error)
+    )
+}
+
 impl Store {
     /// Seals one action row into the store at `root` (created if missing), on this host's
     /// partition, trying again after each of [`RETRY_AFTER`]; the last error when every

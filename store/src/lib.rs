@@ -17,6 +17,7 @@
 
 pub mod action;
 pub mod alert;
+pub mod baseline;
 pub mod compact;
 pub mod history;
 pub mod holds;

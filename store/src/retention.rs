@@ -35,6 +35,23 @@ pub struct RetentionPolicy {
     pub protect_recent: Duration,
 }
 
+impl RetentionPolicy {
+    /// One line for people, e.g. `age 7d, size 50.0 GiB, compaction`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(a) = self.max_age {
+            parts.push(format!("age {}", crate::human::human_duration(a)));
+        }
+        if let Some(s) = self.max_bytes {
+            parts.push(format!("size {}", crate::human::human_bytes(s)));
+        }
+        if self.compact.is_some() {
+            parts.push("compaction".to_string());
+        }
+        parts.join(", ")
+    }
+}
+
 /// Default of [`RetentionPolicy::protect_recent`].
 pub const PROTECT_RECENT: Duration = Duration::from_secs(300);
 
@@ -93,6 +110,34 @@ pub struct RetentionReport {
 impl RetentionReport {
     pub fn removed_bytes(&self) -> u64 {
         self.removed.iter().map(|r| r.bytes).sum()
+    }
+
+    /// The removals summed per reason, in the order reasons first appear: (reason, segments,
+    /// bytes).
+    pub fn removed_by_reason(&self) -> Vec<(&str, u64, u64)> {
+        let mut by_reason: Vec<(&str, u64, u64)> = Vec::new();
+        for rem in &self.removed {
+            match by_reason.iter_mut().find(|(r, _, _)| *r == rem.reason) {
+                Some(e) => {
+                    e.1 += 1;
+                    e.2 += rem.bytes;
+                }
+                None => by_reason.push((&rem.reason, 1, rem.bytes)),
+            }
+        }
+        by_reason
+    }
+
+    /// The ids of the holds that kept segments a cap would have removed, sorted, each once.
+    pub fn holds_that_kept(&self) -> Vec<&str> {
+        let mut holds: Vec<&str> = self
+            .kept_held
+            .iter()
+            .flat_map(|k| k.holds.iter().map(String::as_str))
+            .collect();
+        holds.sort();
+        holds.dedup();
+        holds
     }
 }
 

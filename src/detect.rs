@@ -1,9 +1,13 @@
-//! The flags of `quarry record` for live detection (flattened into `RecordArgs`).
+//! The flags of `quarry record` for live detection (flattened into `RecordArgs`), and the
+//! [`DetectConfig`] they make with the configuration file. Detection itself is quarry-detect.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Args, ValueEnum};
+use quarry_detect::DetectConfig;
+use quarry_store::alert::AlertFormat;
 
 /// Live detection, alert outputs, response and metrics of `quarry record`.
 #[derive(Debug, Clone, Args)]
@@ -43,4 +47,36 @@ pub enum AlertFormatArg {
     Falco,
     /// OCSF Detection Finding (class 2004)
     Ocsf,
+}
+
+impl DetectArgs {
+    /// What the flags ask detection to do (None with `--no-detect`); a response isolates with
+    /// the config file's allow-list (read only when there is a response).
+    pub fn config(&self) -> anyhow::Result<Option<DetectConfig>> {
+        if self.no_detect {
+            return Ok(None);
+        }
+        let allow = if self.respond.is_empty() {
+            Vec::new()
+        } else {
+            crate::config::current()
+                .isolate
+                .allow
+                .iter()
+                .map(|a| a.parse())
+                .collect::<Result<_, _>>()
+                .context("the config file's isolate allow-list")?
+        };
+        Ok(Some(DetectConfig {
+            rules: self.rules.clone(),
+            sigma: self.sigma.clone(),
+            outputs: self.alert_output.clone(),
+            format: match self.alert_format {
+                AlertFormatArg::Falco => AlertFormat::Falco,
+                AlertFormatArg::Ocsf => AlertFormat::Ocsf,
+            },
+            respond: self.respond.clone(),
+            allow,
+        }))
+    }
 }

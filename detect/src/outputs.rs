@@ -19,9 +19,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
 use quarry_store::alert::{AlertFormat, format};
 use quarry_store::schema::AlertRow;
+
+use crate::DetectError;
 
 /// Alerts an output's queue holds.
 pub const QUEUE: usize = 1024;
@@ -50,9 +51,13 @@ pub enum OutputSpec {
 }
 
 impl std::str::FromStr for OutputSpec {
-    type Err = anyhow::Error;
+    type Err = DetectError;
 
-    fn from_str(s: &str) -> anyhow::Result<OutputSpec> {
+    fn from_str(s: &str) -> Result<OutputSpec, DetectError> {
+        let wrong = |spec: &str, problem: &str| DetectError::Output {
+            spec: spec.to_string(),
+            problem: problem.to_string(),
+        };
         if s == "stdout" {
             return Ok(OutputSpec::Stdout);
         }
@@ -61,15 +66,19 @@ impl std::str::FromStr for OutputSpec {
         }
         if let Some(path) = s.strip_prefix("file:") {
             if path.is_empty() {
-                bail!("--alert-output file: needs a path, e.g. file:/var/log/quarry/alerts.json");
+                return Err(wrong(
+                    "file",
+                    "needs a path, e.g. file:/var/log/quarry/alerts.json",
+                ));
             }
             return Ok(OutputSpec::File(PathBuf::from(path)));
         }
         if s.starts_with("https://") {
-            bail!(
-                "--alert-output {s}: https is not built into this quarry; send to a local relay \
-                 over http (e.g. http://127.0.0.1:2801/ of falcosidekick) that forwards with TLS"
-            );
+            return Err(wrong(
+                s,
+                "https is not built into this quarry; send to a local relay over http (e.g. \
+                 http://127.0.0.1:2801/ of falcosidekick) that forwards with TLS",
+            ));
         }
         if let Some(rest) = s.strip_prefix("http://") {
             let (authority, path) = match rest.find('/') {
@@ -79,8 +88,10 @@ impl std::str::FromStr for OutputSpec {
             let (host, port) = match authority.rsplit_once(':') {
                 Some((h, p)) => (
                     h,
-                    p.parse::<u16>().with_context(|| {
-                        format!("--alert-output {s}: the port {p:?} is not a number")
+                    p.parse::<u16>().map_err(|source| DetectError::OutputPort {
+                        spec: s.to_string(),
+                        port: p.to_string(),
+                        source,
                     })?,
                 ),
                 None => (authority, 80),
@@ -89,7 +100,7 @@ impl std::str::FromStr for OutputSpec {
                 || path.contains(['\r', '\n', ' '])
                 || host.contains(['\r', '\n', ' ', '@'])
             {
-                bail!("--alert-output {s}: not a URL of the form http://HOST[:PORT]/PATH");
+                return Err(wrong(s, "not a URL of the form http://HOST[:PORT]/PATH"));
             }
             return Ok(OutputSpec::Http {
                 host: host
@@ -100,7 +111,9 @@ impl std::str::FromStr for OutputSpec {
                 path: path.to_string(),
             });
         }
-        bail!("--alert-output {s:?}: use stdout, file:PATH, syslog or http://HOST:PORT/PATH")
+        Err(DetectError::UnknownOutput {
+            spec: s.to_string(),
+        })
     }
 }
 
@@ -307,7 +320,7 @@ fn post_with_retries(host: &str, port: u16, path: &str, body: &str) -> bool {
     for attempt in 0..=HTTP_RETRY_AFTER.len() {
         match post(host, port, path, body) {
             Ok(()) => return true,
-            Err(e) => last = format!("{e:#}"),
+            Err(e) => last = e.to_string(),
         }
         if let Some(pause) = HTTP_RETRY_AFTER.get(attempt) {
             std::thread::sleep(*pause);
@@ -321,11 +334,11 @@ fn post_with_retries(host: &str, port: u16, path: &str, body: &str) -> bool {
 }
 
 /// One HTTP/1.1 POST; Ok on a 2xx status.
-fn post(host: &str, port: u16, path: &str, body: &str) -> anyhow::Result<()> {
+fn post(host: &str, port: u16, path: &str, body: &str) -> std::io::Result<()> {
     let addr = (host, port)
         .to_socket_addrs()?
         .next()
-        .context("the host has no address")?;
+        .ok_or_else(|| std::io::Error::other("the host has no address"))?;
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.set_write_timeout(Some(Duration::from_secs(10)))?;
@@ -356,11 +369,11 @@ fn post(host: &str, port: u16, path: &str, body: &str) -> anyhow::Result<()> {
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse::<u16>().ok())
-        .context("no HTTP status line in the answer")?;
+        .ok_or_else(|| std::io::Error::other("no HTTP status line in the answer"))?;
     if (200..300).contains(&status) {
         Ok(())
     } else {
-        bail!("HTTP status {status}")
+        Err(std::io::Error::other(format!("HTTP status {status}")))
     }
 }
 

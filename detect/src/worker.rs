@@ -1,252 +1,54 @@
-//! Live detection in `quarry record`: rules on the rows being sealed, alerts into the store's
-//! `alert` table and out to the configured outputs, the lost-events alert, the optional
-//! response, and the metrics endpoint.
+//! Worker of live detection: the thread that takes the tap's batches, evaluates the rules
+//! over the look-back window, raises the lost-events alert, seals alert rows into the store
+//! and hands them to the outputs and the response.
 //!
-//! ```text
-//! drain loop ──(tap: bounded, never waits)──► detection thread ──► alert table (sealed)
-//!                                               │  LiveDetector     ├► outputs (a bounded queue
-//!                                               │  (look-back        │   and thread each)
-//!                                               │   window)          └► response (isolate)
-//! ```
-//!
-//! The recorder never waits for anything here: the tap drops (and counts) batches when this
-//! thread is behind, every output has its own queue and thread, and an isolation runs on a
-//! thread of its own. What detection misses is still recorded: `quarry hunt` finds it later.
-//! This module must not change what is recorded, and must not isolate anything unless
-//! `--respond` asked for it.
+//! It must never make the recorder wait: batches beyond one evaluation's worth stay in the
+//! tap's bounded queue (which counts what it cannot hold), and every output and isolation has
+//! a thread of its own.
 
-mod args;
-mod metrics;
-mod outputs;
-mod respond;
-
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use arrow::array::{Array, UInt64Array};
 use arrow::record_batch::RecordBatch;
-use quarry_query::hunt::{self, Finding, Rule};
-use quarry_query::live::{LiveDetector, Window};
-use quarry_recorder::stats::Stats;
+use quarry_query::hunt::{Finding, Rule};
+use quarry_query::live::LiveDetector;
 use quarry_recorder::tap::Tap;
-use quarry_store::alert::{AlertFormat, alert_id};
+use quarry_store::alert::alert_id;
 use quarry_store::schema::{AlertRow, alert_batch};
 use quarry_store::{Partition, Store, Table};
 
-pub use args::DetectArgs;
-use outputs::Outputs;
-use respond::Responder;
-
-/// How often the rules run over the window (when new rows arrived).
-pub const EVALUATE_EVERY: Duration = Duration::from_millis(500);
-/// At most this many rows wait for one evaluation; the rest wait in the tap's queue.
-pub const MAX_PENDING_ROWS: usize = 200_000;
-/// How often the drain loop hands rows to the sealer and the tap.
-pub const TAP_INTERVAL: Duration = Duration::from_millis(500);
-/// Batches the tap holds for the detection thread.
-pub const TAP_CAPACITY: usize = 256;
-/// At most one lost-events alert in this interval; the losses in between are summed into it.
-pub const LOST_ALERT_EVERY: Duration = Duration::from_secs(60);
-/// The lost-events alert's rule id.
-pub const LOST_RULE: &str = "QR001";
-
-/// Counters of the detection side, for `--metrics` and the summary.
-#[derive(Default)]
-pub struct DetectStats {
-    pub alerts: Mutex<BTreeMap<String, u64>>,
-    pub evaluations: AtomicU64,
-    pub alerts_not_sealed: AtomicU64,
-    /// Microseconds the last evaluation took.
-    pub last_evaluation_us: AtomicU64,
-}
-
-/// The running detection thread.
-pub struct Detection {
-    thread: JoinHandle<()>,
-    stop: Arc<AtomicBool>,
-    pub stats: Arc<DetectStats>,
-    pub tap: Arc<Tap>,
-    outputs: Arc<Outputs>,
-}
-
-/// Everything detection needs, parsed and checked before recording starts.
-pub struct Plan {
-    pub rules: Vec<Rule>,
-    pub outputs: Vec<outputs::OutputSpec>,
-    pub format: AlertFormat,
-    pub responder: Option<Responder>,
-    pub metrics: Option<std::net::SocketAddr>,
-}
-
-impl Plan {
-    /// The plan of `args`, or `None` with `--no-detect` (metrics may still be served).
-    pub fn from_args(args: &DetectArgs, store: &std::path::Path) -> anyhow::Result<Option<Plan>> {
-        if args.no_detect {
-            return Ok(None);
-        }
-        let mut rules = hunt::builtin_rules();
-        if let Some(dir) = &args.rules {
-            rules.extend(
-                hunt::load_rules(dir)
-                    .with_context(|| format!("loading rules from {}", dir.display()))?,
-            );
-        }
-        if let Some(dir) = &args.sigma {
-            let loaded = quarry_query::sigma::load_dir(dir)
-                .with_context(|| format!("loading Sigma rules from {}", dir.display()))?;
-            for refused in &loaded.refused {
-                eprintln!("quarry: skipped {refused}");
-            }
-            rules.extend(loaded.rules);
-        }
-        let outputs = if args.alert_output.is_empty() {
-            vec![outputs::OutputSpec::Stdout]
-        } else {
-            args.alert_output
-                .iter()
-                .map(|o| o.parse())
-                .collect::<anyhow::Result<_>>()?
-        };
-        let responder = if args.respond.is_empty() {
-            None
-        } else {
-            Some(Responder::new(&args.respond, store)?)
-        };
-        Ok(Some(Plan {
-            rules,
-            outputs,
-            format: match args.alert_format {
-                args::AlertFormatArg::Falco => AlertFormat::Falco,
-                args::AlertFormatArg::Ocsf => AlertFormat::Ocsf,
-            },
-            responder,
-            metrics: args.metrics,
-        }))
-    }
-}
-
-impl Detection {
-    /// The thread reading `rx`, the tap's receiving end (the tap is in the recorder's config).
-    pub fn start(
-        plan: Plan,
-        store: Store,
-        host: String,
-        stats: Arc<Stats>,
-        tap: Arc<Tap>,
-        rx: Receiver<(Table, RecordBatch)>,
-    ) -> Detection {
-        let stop = Arc::new(AtomicBool::new(false));
-        let dstats = Arc::new(DetectStats::default());
-        let outputs = Arc::new(Outputs::start(&plan.outputs, plan.format, &host));
-        if let Some(addr) = plan.metrics {
-            metrics::serve(
-                addr,
-                metrics::Sources {
-                    recorder: stats.clone(),
-                    detect: Some(dstats.clone()),
-                    tap: Some(tap.clone()),
-                    outputs: Some(outputs.clone()),
-                },
-            );
-        }
-        let mut worker = Worker {
-            detector: LiveDetector::new(plan.rules, Window::default()),
-            store,
-            host,
-            run_id: std::process::id().rotate_left(8) ^ 0x00a1_e7a1,
-            seq: 0,
-            stats: dstats.clone(),
-            outputs: outputs.clone(),
-            responder: plan.responder,
-            lost: LostEvents::default(),
-            tap: tap.clone(),
-            behind_reported: 0,
-        };
-        let thread_stop = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("quarry-detect".into())
-            .spawn(move || worker.run(rx, &thread_stop))
-            .expect("spawning the detection thread");
-        Detection {
-            thread,
-            stop,
-            stats: dstats,
-            tap,
-            outputs,
-        }
-    }
-
-    /// Evaluates what is left, waits for the outputs to send what they hold (a few seconds at
-    /// most) and stops.
-    pub fn finish(self) -> Summary {
-        self.stop.store(true, Ordering::Release);
-        let _ = self.thread.join();
-        self.outputs.finish();
-        let alerts = self
-            .stats
-            .alerts
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .sum();
-        Summary {
-            alerts,
-            behind_rows: self.tap.behind().1,
-            output_drops: self.outputs.dropped(),
-        }
-    }
-}
-
-/// What detection did over a recording.
-pub struct Summary {
-    pub alerts: u64,
-    pub behind_rows: u64,
-    pub output_drops: u64,
-}
-
-/// Serves `--metrics` without detection (`--no-detect`).
-pub fn serve_metrics_only(addr: std::net::SocketAddr, stats: Arc<Stats>) {
-    metrics::serve(
-        addr,
-        metrics::Sources {
-            recorder: stats,
-            detect: None,
-            tap: None,
-            outputs: None,
-        },
-    );
-}
+use crate::outputs::Outputs;
+use crate::respond::Responder;
+use crate::{DetectStats, EVALUATE_EVERY, LOST_ALERT_EVERY, LOST_RULE, MAX_PENDING_ROWS};
 
 /// Lost events seen and not alerted yet (rate limit).
 #[derive(Default)]
-struct LostEvents {
+pub(crate) struct LostEvents {
     last_alert: Option<Instant>,
     pending: u64,
     /// The gap row of the first pending loss: the alert names it.
     first: Option<(u64, chrono::DateTime<chrono::Utc>)>,
 }
 
-struct Worker {
-    detector: LiveDetector,
-    store: Store,
-    host: String,
-    run_id: u32,
-    seq: u64,
-    stats: Arc<DetectStats>,
-    outputs: Arc<Outputs>,
-    responder: Option<Responder>,
-    lost: LostEvents,
-    tap: Arc<Tap>,
-    behind_reported: u64,
+pub(crate) struct Worker {
+    pub(crate) detector: LiveDetector,
+    pub(crate) store: Store,
+    pub(crate) host: String,
+    pub(crate) run_id: u32,
+    pub(crate) seq: u64,
+    pub(crate) stats: Arc<DetectStats>,
+    pub(crate) outputs: Arc<Outputs>,
+    pub(crate) responder: Option<Responder>,
+    pub(crate) lost: LostEvents,
+    pub(crate) tap: Arc<Tap>,
+    pub(crate) behind_reported: u64,
 }
 
 impl Worker {
-    fn run(&mut self, rx: Receiver<(Table, RecordBatch)>, stop: &AtomicBool) {
+    pub(crate) fn run(&mut self, rx: Receiver<(Table, RecordBatch)>, stop: &AtomicBool) {
         let runtime = match tokio::runtime::Builder::new_current_thread().build() {
             Ok(r) => r,
             Err(e) => {
@@ -429,9 +231,9 @@ impl Worker {
                 .alerts_not_sealed
                 .fetch_add(rows.len() as u64, Ordering::Relaxed);
             log::error!(
-                "{} alerts could not be sealed into the alert table (they are still sent): {:#}",
+                "{} alerts could not be sealed into the alert table (they are still sent): {}",
                 rows.len(),
-                anyhow::Error::new(e)
+                quarry_store::human::with_causes(&e)
             );
         }
         for row in &rows {
@@ -454,7 +256,7 @@ fn rule_source(rule: Option<&Rule>) -> &'static str {
 }
 
 /// The alert row of a finding.
-pub fn alert_row(f: &Finding, host: &str, rules: &[Rule]) -> AlertRow {
+fn alert_row(f: &Finding, host: &str, rules: &[Rule]) -> AlertRow {
     let rule = rules.iter().find(|r| r.id == f.rule);
     let host_of_row = f.host.as_deref().unwrap_or(host);
     let pid = f.pid.and_then(|p| i32::try_from(p).ok());

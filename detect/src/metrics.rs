@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 use quarry_recorder::stats::Stats;
 use quarry_recorder::tap::Tap;
 
-use super::DetectStats;
-use super::outputs::Outputs;
+use crate::DetectStats;
+use crate::outputs::Outputs;
 
+/// The counters the endpoint serves: the recorder's always, detection's when it runs.
 pub struct Sources {
     pub recorder: Arc<Stats>,
     pub detect: Option<Arc<DetectStats>>,
@@ -24,17 +25,23 @@ pub struct Sources {
     pub outputs: Option<Arc<Outputs>>,
 }
 
-/// Starts serving; a failure to bind is logged (recording goes on without metrics).
-pub fn serve(addr: SocketAddr, sources: Sources) {
-    let listener = match TcpListener::bind(addr) {
-        Ok(l) => l,
-        Err(e) => {
-            log::error!("--metrics {addr}: cannot listen ({e}); recording goes on without metrics");
-            return;
+impl Sources {
+    /// The recorder's counters alone (`--no-detect`).
+    pub fn recorder_only(recorder: Arc<Stats>) -> Sources {
+        Sources {
+            recorder,
+            detect: None,
+            tap: None,
+            outputs: None,
         }
-    };
-    eprintln!("quarry: metrics on http://{addr}/metrics");
-    let spawned = std::thread::Builder::new()
+    }
+}
+
+/// Starts serving on a thread of its own; the error when `addr` cannot be listened on (or the
+/// thread not started). Recording does not depend on it.
+pub fn serve(addr: SocketAddr, sources: Sources) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr)?;
+    std::thread::Builder::new()
         .name("quarry-metrics".into())
         .spawn(move || {
             let mut seal = SealWatch::default();
@@ -52,10 +59,8 @@ pub fn serve(addr: SocketAddr, sources: Sources) {
                     body.len()
                 );
             }
-        });
-    if let Err(e) = spawned {
-        log::error!("--metrics: cannot start its thread: {e}");
-    }
+        })?;
+    Ok(())
 }
 
 /// When the count of sealed segments last moved: the seal lag is the time since.
