@@ -23,7 +23,8 @@ pub struct DetectArgs {
     #[arg(long, value_name = "DIR")]
     pub sigma: Option<PathBuf>,
     /// Where alerts go (repeatable): stdout, file:PATH (JSON lines, appended), syslog (/dev/log)
-    /// or http://HOST:PORT/PATH (POST, retried; a bounded queue whose drops are counted)
+    /// or http(s)://HOST:PORT/PATH (POST, retried; https checks the certificate against the
+    /// system's CAs or SSL_CERT_FILE; a bounded queue whose drops are counted)
     /// [default: stdout]
     #[arg(long = "alert-output", value_name = "OUTPUT")]
     pub alert_output: Vec<String>,

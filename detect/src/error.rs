@@ -14,7 +14,7 @@ pub enum DetectError {
     #[error(transparent)]
     Rules(#[from] QueryError),
     /// An alert output of a known kind written wrongly (a file without a path, a malformed
-    /// URL, https which this build cannot send).
+    /// URL).
     #[error("--alert-output {spec}: {problem}")]
     Output { spec: String, problem: String },
     /// An HTTP alert output whose port is not a number.

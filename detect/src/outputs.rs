@@ -4,8 +4,10 @@
 //!
 //! An alert is one JSON line (see [`quarry_store::alert`]). HTTP outputs POST each alert as
 //! `application/json`, retrying a failed POST (connection refused, a status other than 2xx)
-//! after 0.2, 0.5, 1, 2 and 4 s before counting it as dropped. `https://` needs TLS, which this
-//! build does not have: it is refused at start with the way round it.
+//! after 0.2, 0.5, 1, 2 and 4 s before counting it as dropped. `https://` outputs speak TLS
+//! (rustls) and check the receiver's certificate against the system's trusted CAs (as
+//! `SSL_CERT_FILE` or `SSL_CERT_DIR` name them, else the system store); an untrusted or
+//! mismatched certificate is a failed POST, never a silent plain-text one.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -47,6 +49,8 @@ pub enum OutputSpec {
         host: String,
         port: u16,
         path: String,
+        /// `https://`: TLS, the receiver's certificate checked.
+        tls: bool,
     },
 }
 
@@ -73,14 +77,15 @@ impl std::str::FromStr for OutputSpec {
             }
             return Ok(OutputSpec::File(PathBuf::from(path)));
         }
-        if s.starts_with("https://") {
-            return Err(wrong(
-                s,
-                "https is not built into this quarry; send to a local relay over http (e.g. \
-                 http://127.0.0.1:2801/ of falcosidekick) that forwards with TLS",
-            ));
-        }
-        if let Some(rest) = s.strip_prefix("http://") {
+        let scheme = if s.starts_with("https://") {
+            Some(("https://", true, 443))
+        } else if s.starts_with("http://") {
+            Some(("http://", false, 80))
+        } else {
+            None
+        };
+        if let Some((prefix, tls, default_port)) = scheme {
+            let rest = &s[prefix.len()..];
             let (authority, path) = match rest.find('/') {
                 Some(at) => (&rest[..at], &rest[at..]),
                 None => (rest, "/"),
@@ -94,13 +99,16 @@ impl std::str::FromStr for OutputSpec {
                         source,
                     })?,
                 ),
-                None => (authority, 80),
+                None => (authority, default_port),
             };
             if host.is_empty()
                 || path.contains(['\r', '\n', ' '])
                 || host.contains(['\r', '\n', ' ', '@'])
             {
-                return Err(wrong(s, "not a URL of the form http://HOST[:PORT]/PATH"));
+                return Err(wrong(
+                    s,
+                    "not a URL of the form http://HOST[:PORT]/PATH or https://HOST[:PORT]/PATH",
+                ));
             }
             return Ok(OutputSpec::Http {
                 host: host
@@ -109,6 +117,7 @@ impl std::str::FromStr for OutputSpec {
                     .to_string(),
                 port,
                 path: path.to_string(),
+                tls,
             });
         }
         Err(DetectError::UnknownOutput {
@@ -123,7 +132,15 @@ impl std::fmt::Display for OutputSpec {
             OutputSpec::Stdout => f.write_str("stdout"),
             OutputSpec::File(p) => write!(f, "file:{}", p.display()),
             OutputSpec::Syslog => f.write_str("syslog"),
-            OutputSpec::Http { host, port, path } => write!(f, "http://{host}:{port}{path}"),
+            OutputSpec::Http {
+                host,
+                port,
+                path,
+                tls,
+            } => {
+                let scheme = if *tls { "https" } else { "http" };
+                write!(f, "{scheme}://{host}:{port}{path}")
+            }
         }
     }
 }
@@ -264,6 +281,7 @@ fn deliver(
 ) {
     let mut file: Option<File> = None;
     let mut syslog: Option<UnixDatagram> = None;
+    let mut tls_config: Option<Arc<rustls::ClientConfig>> = None;
     for line in rx {
         queued.fetch_sub(1, Ordering::Relaxed);
         let ok = match &spec {
@@ -305,7 +323,27 @@ fn deliver(
                     None => false,
                 }
             }
-            OutputSpec::Http { host, port, path } => post_with_retries(host, *port, path, &line),
+            OutputSpec::Http {
+                host,
+                port,
+                path,
+                tls,
+            } => {
+                if *tls && tls_config.is_none() {
+                    match client_tls() {
+                        Ok(config) => tls_config = Some(config),
+                        Err(e) => log::error!("alert output {spec}: {e}"),
+                    }
+                }
+                match (*tls, &tls_config) {
+                    // No TLS client could be made: the alert is not sent in plain text.
+                    (true, None) => false,
+                    (true, Some(config)) => {
+                        post_with_retries(&spec, host, *port, path, Some(config), &line)
+                    }
+                    (false, _) => post_with_retries(&spec, host, *port, path, None, &line),
+                }
+            }
         };
         if ok {
             sent.fetch_add(1, Ordering::Relaxed);
@@ -315,10 +353,45 @@ fn deliver(
     }
 }
 
-fn post_with_retries(host: &str, port: u16, path: &str, body: &str) -> bool {
+/// The TLS client of `https://` outputs: the system's trusted CAs, rustls' safe defaults.
+fn client_tls() -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    for cert in found.certs {
+        // A certificate of the store that rustls cannot use is skipped, not fatal.
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        return Err(format!(
+            "no trusted CA certificate found (install ca-certificates, or name a bundle with \
+             SSL_CERT_FILE){}",
+            found
+                .errors
+                .first()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        ));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS set-up: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+fn post_with_retries(
+    spec: &OutputSpec,
+    host: &str,
+    port: u16,
+    path: &str,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    body: &str,
+) -> bool {
     let mut last = String::new();
     for attempt in 0..=HTTP_RETRY_AFTER.len() {
-        match post(host, port, path, body) {
+        match post(host, port, path, tls, body) {
             Ok(()) => return true,
             Err(e) => last = e.to_string(),
         }
@@ -327,19 +400,25 @@ fn post_with_retries(host: &str, port: u16, path: &str, body: &str) -> bool {
         }
     }
     log::warn!(
-        "alert output http://{host}:{port}{path}: an alert was dropped after {} attempts: {last}",
+        "alert output {spec}: an alert was dropped after {} attempts: {last}",
         HTTP_RETRY_AFTER.len() + 1
     );
     false
 }
 
-/// One HTTP/1.1 POST; Ok on a 2xx status.
-fn post(host: &str, port: u16, path: &str, body: &str) -> std::io::Result<()> {
+/// One HTTP/1.1 POST, over TLS when `tls` is given; Ok on a 2xx status.
+fn post(
+    host: &str,
+    port: u16,
+    path: &str,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    body: &str,
+) -> std::io::Result<()> {
     let addr = (host, port)
         .to_socket_addrs()?
         .next()
         .ok_or_else(|| std::io::Error::other("the host has no address"))?;
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.set_write_timeout(Some(Duration::from_secs(10)))?;
     let host_header = if host.contains(':') {
@@ -353,7 +432,23 @@ fn post(host: &str, port: u16, path: &str, body: &str) -> std::io::Result<()> {
         env!("CARGO_PKG_VERSION"),
         body.len()
     );
+    match tls {
+        None => exchange(s, &request),
+        Some(config) => {
+            // The certificate must name the host as given (a name or an IP address).
+            let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                .map_err(|e| std::io::Error::other(format!("{host} as a TLS name: {e}")))?;
+            let conn = rustls::ClientConnection::new(config.clone(), name)
+                .map_err(std::io::Error::other)?;
+            exchange(rustls::StreamOwned::new(conn, s), &request)
+        }
+    }
+}
+
+/// Sends `request` and reads the answer's status line; Ok on a 2xx status.
+fn exchange(mut s: impl Read + Write, request: &str) -> std::io::Result<()> {
     s.write_all(request.as_bytes())?;
+    s.flush()?;
     // The status line is all that is needed; read a bounded amount.
     let mut head = [0u8; 64];
     let mut n = 0;
@@ -391,16 +486,21 @@ mod tests {
             OutputSpec::Http {
                 host: "127.0.0.1".into(),
                 port: 8080,
-                path: "/alerts".into()
+                path: "/alerts".into(),
+                tls: false,
             }
         );
-        assert!(
-            "https://x/"
-                .parse::<OutputSpec>()
-                .unwrap_err()
-                .to_string()
-                .contains("relay")
+        let https = "https://alerts.example.com/in".parse::<OutputSpec>().unwrap();
+        assert_eq!(
+            https,
+            OutputSpec::Http {
+                host: "alerts.example.com".into(),
+                port: 443,
+                path: "/in".into(),
+                tls: true,
+            }
         );
+        assert_eq!(https.to_string(), "https://alerts.example.com:443/in");
         assert!("ftp://x".parse::<OutputSpec>().is_err());
         assert!("http://a b/".parse::<OutputSpec>().is_err());
     }
