@@ -40,7 +40,12 @@ struct Recording {
 
 impl Recording {
     fn start(store: &Path, args: &[&str]) -> Recording {
+        Recording::start_with_env(store, args, &[])
+    }
+
+    fn start_with_env(store: &Path, args: &[&str], env: &[(&str, &Path)]) -> Recording {
         let mut child = quarry()
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .arg("record")
             .arg("--store")
             .arg(store)
@@ -132,8 +137,43 @@ struct Receiver {
     requests: Arc<AtomicUsize>,
 }
 
+/// A connection the receiver reads a request from and answers on (plain or TLS).
+trait Connection: Read + Write {}
+impl<T: Read + Write> Connection for T {}
+
 impl Receiver {
     fn start(fail_first: usize) -> Receiver {
+        Receiver::start_wrapped(fail_first, |tcp| Some(Box::new(tcp)))
+    }
+
+    /// The same receiver speaking TLS with the certificate and key in these PEM files.
+    fn start_tls(fail_first: usize, cert: &Path, key: &Path) -> Receiver {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let key = PrivateKeyDer::from_pem_file(key).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .unwrap(),
+        );
+        Receiver::start_wrapped(fail_first, move |tcp| {
+            let conn = rustls::ServerConnection::new(config.clone()).ok()?;
+            Some(Box::new(rustls::StreamOwned::new(conn, tcp)))
+        })
+    }
+
+    fn start_wrapped(
+        fail_first: usize,
+        wrap: impl Fn(std::net::TcpStream) -> Option<Box<dyn Connection>> + Send + 'static,
+    ) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let bodies = Arc::new(Mutex::new(Vec::new()));
@@ -141,22 +181,34 @@ impl Receiver {
         let (b, r) = (bodies.clone(), requests.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
-                let Ok(mut conn) = conn else { continue };
-                let n = r.fetch_add(1, Ordering::SeqCst);
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let Ok(conn) = conn else { continue };
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+                let Some(conn) = wrap(conn) else { continue };
+                let mut reader = BufReader::new(conn);
                 let mut length = 0usize;
                 let mut line = String::new();
+                let mut complete = false;
                 loop {
                     line.clear();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    // A failed handshake (an untrusted certificate) ends here.
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    if line == "\r\n" {
+                        complete = true;
                         break;
                     }
                     if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
                         length = v.trim().parse().unwrap_or(0);
                     }
                 }
+                if !complete {
+                    continue;
+                }
+                let n = r.fetch_add(1, Ordering::SeqCst);
                 let mut body = vec![0u8; length];
                 let _ = reader.read_exact(&mut body);
+                let conn = reader.get_mut();
                 if n < fail_first {
                     let _ = conn.write_all(
                         b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
@@ -167,6 +219,7 @@ impl Receiver {
                         .push(String::from_utf8_lossy(&body).into_owned());
                     let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
                 }
+                let _ = conn.flush();
             }
         });
         Receiver {
@@ -175,6 +228,38 @@ impl Receiver {
             requests,
         }
     }
+}
+
+/// A CA and a certificate it signed for 127.0.0.1 (made with openssl), in `dir`: returns the
+/// CA's, the server certificate's and its key's paths.
+fn test_certificates(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let (ca, ca_key) = (dir.join("ca.pem"), dir.join("ca.key"));
+    let (cert, key, csr) = (dir.join("server.pem"), dir.join("server.key"), dir.join("server.csr"));
+    let ext = dir.join("server.ext");
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    let p = |p: &Path| p.to_str().unwrap().to_string();
+    openssl(&[
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", &p(&ca_key), "-out", &p(&ca), "-days", "2", "-subj", "/CN=quarry test CA",
+    ]);
+    openssl(&[
+        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", &p(&key), "-out", &p(&csr), "-subj", "/CN=127.0.0.1",
+    ]);
+    openssl(&[
+        "x509", "-req", "-in", &p(&csr), "-CA", &p(&ca), "-CAkey", &p(&ca_key),
+        "-CAcreateserial", "-out", &p(&cert), "-days", "2", "-extfile", &p(&ext),
+    ]);
+    (ca, cert, key)
 }
 
 fn sql_json(store: &Path, query: &str) -> Vec<serde_json::Value> {
@@ -425,4 +510,71 @@ fn respond_isolates_the_container_on_a_critical_alert() {
     );
     let out = rec.stop();
     assert!(out.status.success(), "record failed: {out:?}");
+}
+
+/// An https output: alerts arrive over TLS at a receiver whose certificate the recorder is told
+/// to trust (SSL_CERT_FILE); with only the system's CAs, the same receiver gets none of them.
+#[test]
+fn an_https_output_delivers_over_tls_and_only_to_a_trusted_certificate() {
+    if !require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_certificates(dir.path());
+    let id = format!("q-s20-https-{}", std::process::id());
+    let c = container(&id);
+    let trusted = Receiver::start_tls(0, &cert, &key);
+    let untrusted = Receiver::start_tls(0, &cert, &key);
+    let store = dir.path().join("store");
+    let to_trusted = format!("https://127.0.0.1:{}/alerts", trusted.port);
+    let rec = Recording::start_with_env(
+        &store,
+        &["--containers", &id, "--alert-output", "stdout", "--alert-output", &to_trusted],
+        &[("SSL_CERT_FILE", &ca)],
+    );
+    let store2 = dir.path().join("store2");
+    let to_untrusted = format!("https://127.0.0.1:{}/alerts", untrusted.port);
+    let rec2 = Recording::start(
+        &store2,
+        &["--containers", &id, "--alert-output", "stdout", "--alert-output", &to_untrusted],
+    );
+    assert_eq!(
+        c.exec(&["sh", "-c", "cat /etc/shadow > /dev/null; echo done"]),
+        0
+    );
+    let ours = |v: &serde_json::Value| {
+        v["output_fields"]["quarry.rule_id"] == "QH004"
+            && v["output_fields"]["container.id"] == id.as_str()
+    };
+    let alert = rec.alert(&mut Vec::new(), ours);
+    let alert_id = alert["output_fields"]["quarry.alert_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    rec2.alert(&mut Vec::new(), ours);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !trusted
+        .bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|b| b.contains(&alert_id))
+    {
+        assert!(Instant::now() < deadline, "alert {alert_id} not delivered over TLS");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The other recorder tried (and retried) and was refused by its certificate check: stopped,
+    // it has given up or is still retrying, and nothing reached the receiver.
+    let out = rec2.stop();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        untrusted.bodies.lock().unwrap().is_empty(),
+        "an alert went to an untrusted receiver"
+    );
+    let out = rec.stop();
+    assert!(out.status.success(), "{out:?}");
+    for body in trusted.bodies.lock().unwrap().iter() {
+        assert_falco(&serde_json::from_str(body).unwrap());
+    }
+    drop(c);
 }
