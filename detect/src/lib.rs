@@ -170,6 +170,7 @@ impl Detection {
             lost: worker::LostEvents::default(),
             tap: tap.clone(),
             behind_reported: 0,
+            containers: worker::ContainerNames::default(),
         };
         let thread_stop = stop.clone();
         let thread = std::thread::Builder::new()

@@ -6,6 +6,7 @@
 //! tap's bounded queue (which counts what it cannot hold), and every output and isolation has
 //! a thread of its own.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, PoisonError};
@@ -45,6 +46,62 @@ pub(crate) struct Worker {
     pub(crate) lost: LostEvents,
     pub(crate) tap: Arc<Tap>,
     pub(crate) behind_reported: u64,
+    pub(crate) containers: ContainerNames,
+}
+
+/// Containers' names and images, for the alerts about them: from the `container` rows the tap
+/// hands over, and for a container not seen in them yet (its first seconds) from the runtimes'
+/// own records, read at most once a second.
+#[derive(Default)]
+pub(crate) struct ContainerNames {
+    known: HashMap<String, (Option<String>, Option<String>)>,
+    discovered: Option<Instant>,
+}
+
+/// Most containers remembered; the map is emptied when it would hold more (a recorder on a
+/// node that starts this many containers reads them again).
+const MAX_CONTAINER_NAMES: usize = 65_536;
+
+impl ContainerNames {
+    /// Learns from a batch of `container` rows.
+    fn learn(&mut self, batch: &RecordBatch) {
+        use arrow::array::StringArray;
+        let (Some(ids), Some(names), Some(images)) = (
+            column::<StringArray>(batch, "container_id"),
+            column::<StringArray>(batch, "name"),
+            column::<StringArray>(batch, "image"),
+        ) else {
+            return;
+        };
+        if self.known.len() > MAX_CONTAINER_NAMES {
+            self.known.clear();
+        }
+        for i in 0..batch.num_rows() {
+            if ids.is_null(i) {
+                continue;
+            }
+            let text = |a: &StringArray| (!a.is_null(i)).then(|| a.value(i).to_string());
+            self.known
+                .insert(ids.value(i).to_string(), (text(names), text(images)));
+        }
+    }
+
+    /// The name and image of container `id`, when known.
+    fn of(&mut self, id: &str) -> (Option<String>, Option<String>) {
+        if let Some(found) = self.known.get(id) {
+            return found.clone();
+        }
+        if self
+            .discovered
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+        {
+            self.discovered = Some(Instant::now());
+            for c in quarry_containers::Inventory::discover().containers {
+                self.known.insert(c.id, (c.name, c.image));
+            }
+        }
+        self.known.get(id).cloned().unwrap_or_default()
+    }
 }
 
 impl Worker {
@@ -112,6 +169,9 @@ impl Worker {
     fn take(&mut self, table: Table, batch: RecordBatch) {
         if table == Table::Gap {
             self.count_lost(&batch);
+        }
+        if table == Table::Container {
+            self.containers.learn(&batch);
         }
         self.detector.push(table, batch);
     }
@@ -200,7 +260,13 @@ impl Worker {
         }
         let rows: Vec<AlertRow> = found
             .iter()
-            .map(|f| alert_row(f, &self.host, self.detector.rules()))
+            .map(|f| {
+                let mut row = alert_row(f, &self.host, self.detector.rules());
+                if let Some(id) = &f.container_id {
+                    (row.container_name, row.image) = self.containers.of(id);
+                }
+                row
+            })
             .collect();
         if let Some(responder) = &mut self.responder {
             for (finding, row) in found.iter().zip(&rows) {
