@@ -331,12 +331,7 @@ fn a_scripted_attack_raises_alerts_on_every_output_and_in_the_store() {
         .as_str()
         .unwrap_or_else(|| panic!("the alert names no alert id: {shadow}"))
         .to_string();
-    // The container is named (runc's name is its id), even in its first seconds.
-    assert_eq!(
-        shadow["output_fields"]["container.name"],
-        id.as_str(),
-        "{shadow}"
-    );
+
     // The file and the HTTP receiver (after two refused POSTs) get it too.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {

@@ -347,3 +347,41 @@ fn alert_row(f: &Finding, host: &str, rules: &[Rule]) -> AlertRow {
         fields: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quarry_store::schema::{ContainerRow, container_batch};
+
+    #[test]
+    fn container_rows_name_the_containers_of_alerts() {
+        let row = ContainerRow {
+            time: chrono::Utc::now(),
+            container_id: "c0ffee".into(),
+            name: Some("web".into()),
+            runtime: "podman".into(),
+            image: Some("docker.io/library/nginx:1".into()),
+            cgroup_id: Some(7),
+            cgroup_path: "/machine.slice/libpod-c0ffee.scope".into(),
+            init_pid: Some(70),
+            netns_inode: None,
+            host_network: false,
+            created: None,
+            pod_uid: None,
+            pod_name: None,
+            pod_namespace: None,
+            first_seen: chrono::Utc::now(),
+            last_seen: chrono::Utc::now(),
+            events: 1,
+        };
+        let mut names = ContainerNames::default();
+        names.learn(&container_batch("h", &[row]));
+        assert_eq!(
+            names.of("c0ffee"),
+            (
+                Some("web".into()),
+                Some("docker.io/library/nginx:1".into())
+            )
+        );
+    }
+}
