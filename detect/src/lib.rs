@@ -46,12 +46,17 @@ use respond::Responder;
 
 /// How often the rules run over the window (when new rows arrived).
 pub const EVALUATE_EVERY: Duration = Duration::from_millis(500);
-/// At most this many rows wait for one evaluation; the rest wait in the tap's queue.
-pub const MAX_PENDING_ROWS: usize = 200_000;
+/// At most this many rows wait for one evaluation; the rest wait in the tap's queue. With the
+/// look-back window ([`quarry_query::live::Window`]) and [`TAP_MAX_BYTES`], this bounds what
+/// detection holds: at 100 000 rows/s, one evaluation's worth is 50 000 rows.
+pub const MAX_PENDING_ROWS: usize = 100_000;
 /// How often the drain loop hands rows to the sealer and the tap.
 pub const TAP_INTERVAL: Duration = Duration::from_millis(500);
 /// Batches the tap holds for the detection thread.
 pub const TAP_CAPACITY: usize = 256;
+/// Bytes of batches the tap holds for the detection thread (they stay alive in its queue once
+/// the sealer is done with them); what does not fit is counted as not evaluated live.
+pub const TAP_MAX_BYTES: u64 = 24 << 20;
 /// At most one lost-events alert in this interval; the losses in between are summed into it.
 pub const LOST_ALERT_EVERY: Duration = Duration::from_secs(60);
 /// The lost-events alert's rule id.
@@ -60,7 +65,7 @@ pub const LOST_RULE: &str = "QR001";
 /// The tap detection reads (for the recorder's configuration) and its receiving end (for
 /// [`Detection::start`]).
 pub fn tap() -> (Arc<Tap>, Receiver<(Table, RecordBatch)>) {
-    let (tap, rx) = Tap::new(TAP_CAPACITY, TAP_INTERVAL);
+    let (tap, rx) = Tap::new(TAP_CAPACITY, TAP_MAX_BYTES, TAP_INTERVAL);
     (Arc::new(tap), rx)
 }
 

@@ -167,6 +167,7 @@ impl Worker {
     }
 
     fn take(&mut self, table: Table, batch: RecordBatch) {
+        self.tap.taken(&batch);
         if table == Table::Gap {
             self.count_lost(&batch);
         }

@@ -3,8 +3,9 @@
 //! The drain loop hands every batch of the decoded tables (process, file, net, gap, container)
 //! that the sealer took to [`Tap::offer`], which puts a reference to it (Arrow buffers are
 //! shared, nothing is copied) in a bounded queue and never waits: when the consumer is behind
-//! and the queue is full, the batch is not offered and its rows are counted
-//! ([`Tap::behind`]). The recording itself never depends on the consumer: a batch is offered
+//! and the queue is full (in batches, or in the bytes of the batches it holds, which are kept
+//! alive by the queue once the sealer is done with them), the batch is not offered and its
+//! rows are counted ([`Tap::behind`]). The consumer says what it took ([`Tap::taken`]). The recording itself never depends on the consumer: a batch is offered
 //! only after the sealer has taken it, and a slow or stopped consumer loses nothing but
 //! detection.
 //!
@@ -26,6 +27,9 @@ use quarry_store::Table;
 pub struct Tap {
     tx: SyncSender<(Table, RecordBatch)>,
     interval: Duration,
+    max_bytes: u64,
+    /// Bytes of the batches offered and not yet taken.
+    queued_bytes: AtomicU64,
     behind_batches: AtomicU64,
     behind_rows: AtomicU64,
 }
@@ -40,19 +44,41 @@ impl std::fmt::Debug for Tap {
 }
 
 impl Tap {
-    /// A tap holding at most `capacity` batches, and its receiving end. Rows reach the tap at
-    /// most `interval` after they were decoded.
-    pub fn new(capacity: usize, interval: Duration) -> (Tap, Receiver<(Table, RecordBatch)>) {
+    /// A tap holding at most `capacity` batches of at most `max_bytes` in all, and its
+    /// receiving end. Rows reach the tap at most `interval` after they were decoded.
+    pub fn new(
+        capacity: usize,
+        max_bytes: u64,
+        interval: Duration,
+    ) -> (Tap, Receiver<(Table, RecordBatch)>) {
         let (tx, rx) = mpsc::sync_channel(capacity.max(1));
         (
             Tap {
                 tx,
                 interval,
+                max_bytes,
+                queued_bytes: AtomicU64::new(0),
                 behind_batches: AtomicU64::new(0),
                 behind_rows: AtomicU64::new(0),
             },
             rx,
         )
+    }
+
+    /// What the consumer calls for each batch it received: its bytes leave the tap's count.
+    pub fn taken(&self, batch: &RecordBatch) {
+        let bytes = batch.get_array_memory_size() as u64;
+        // Saturating: never below zero, whatever the order of offers and takes.
+        let _ = self
+            .queued_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+                Some(q.saturating_sub(bytes))
+            });
+    }
+
+    /// Bytes of the batches offered and not taken yet.
+    pub fn queued_bytes(&self) -> u64 {
+        self.queued_bytes.load(Ordering::Relaxed)
     }
 
     /// Whether rows of `table` are offered.
@@ -68,14 +94,25 @@ impl Tap {
         if !Tap::wants(table) || batch.num_rows() == 0 {
             return;
         }
+        let bytes = batch.get_array_memory_size() as u64;
+        let behind = || {
+            self.behind_batches.fetch_add(1, Ordering::Relaxed);
+            self.behind_rows
+                .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        };
+        // Over the byte budget: not offered (one batch is always let through to an empty tap,
+        // however large, so that detection is never starved by one big batch).
+        let queued = self.queued_bytes.load(Ordering::Relaxed);
+        if queued > 0 && queued + bytes > self.max_bytes {
+            behind();
+            return;
+        }
         match self.tx.try_send((table, batch.clone())) {
-            Ok(()) => {}
-            // A consumer that is gone is behind for good: the rows are counted the same way.
-            Err(TrySendError::Full((_, b))) | Err(TrySendError::Disconnected((_, b))) => {
-                self.behind_batches.fetch_add(1, Ordering::Relaxed);
-                self.behind_rows
-                    .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+            Ok(()) => {
+                self.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
             }
+            // A consumer that is gone is behind for good: the rows are counted the same way.
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => behind(),
         }
     }
 
@@ -115,14 +152,32 @@ mod tests {
 
     #[test]
     fn a_full_queue_counts_instead_of_waiting() {
-        let (tap, rx) = Tap::new(1, Duration::from_secs(1));
+        let (tap, rx) = Tap::new(1, u64::MAX, Duration::from_secs(1));
         tap.offer(Table::Gap, &one_gap());
         tap.offer(Table::Gap, &one_gap());
         assert_eq!(tap.behind(), (1, 1));
-        assert!(rx.try_recv().is_ok());
+        let (_, taken) = rx.try_recv().unwrap();
+        tap.taken(&taken);
         tap.offer(Table::Gap, &one_gap());
         assert_eq!(tap.behind(), (1, 1));
         // The raw stream is never offered.
         assert!(!Tap::wants(Table::Syscall));
+    }
+
+    #[test]
+    fn the_byte_budget_bounds_what_waits_and_taking_frees_it() {
+        let batch = one_gap();
+        let bytes = batch.get_array_memory_size() as u64;
+        // Room for two batches' bytes, in a queue of many batches.
+        let (tap, rx) = Tap::new(100, 2 * bytes, Duration::from_secs(1));
+        for _ in 0..3 {
+            tap.offer(Table::Gap, &batch);
+        }
+        assert_eq!(tap.behind(), (1, 1), "the third is over the budget");
+        assert_eq!(tap.queued_bytes(), 2 * bytes);
+        let (_, taken) = rx.try_recv().unwrap();
+        tap.taken(&taken);
+        tap.offer(Table::Gap, &batch);
+        assert_eq!(tap.behind(), (1, 1), "room again after a take");
     }
 }
