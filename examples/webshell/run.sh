@@ -13,7 +13,7 @@
 # an export bundle and its verification. Everything it creates is removed at the end, also
 # when a step fails; the evidence stays in WORK (a new temporary directory unless given).
 #
-# Needs root, runc, CRIU, busybox-static and ip (scripts/setup installs them).
+# Needs root, runc, CRIU, busybox-static, ip, curl and python3 (scripts/setup installs them).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -33,7 +33,7 @@ fail() { echo "webshell example: $*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || fail "run it as root (recording and containers need it)"
 [ -x "$QUARRY" ] || fail "no quarry binary at $QUARRY (build it: cargo build --release)"
-for tool in runc criu ip; do
+for tool in runc criu ip curl python3; do
   command -v "$tool" >/dev/null || fail "$tool is missing (scripts/setup installs it)"
 done
 [ -x /bin/busybox ] || fail "/bin/busybox is missing (busybox-static; scripts/setup installs it)"
@@ -134,20 +134,9 @@ runc run -d --bundle "$bundle" "$name" </dev/null >/dev/null 2>"$WORK/runc.log" 
   || { cat "$WORK/runc.log" >&2; fail "runc run failed"; }
 echo "web server up at http://$inside_ip:$port/"
 
-urlencode() {
-  local s="$1" out="" c i
-  for ((i = 0; i < ${#s}; i++)); do
-    c="${s:i:1}"
-    case "$c" in
-      [a-zA-Z0-9._~-]) out+="$c" ;;
-      *) out+="$(printf '%%%02X' "'$c")" ;;
-    esac
-  done
-  printf '%s' "$out"
-}
 # One request to the shell; prints its answer. Fails when the shell does not answer.
 shell() {
-  /bin/busybox wget -q -T 5 -O - "http://$inside_ip:$port/cgi-bin/shell?c=$(urlencode "$1")"
+  curl -sS --fail -m 5 -G --data-urlencode "c=$1" "http://$inside_ip:$port/cgi-bin/shell"
 }
 for _ in $(seq 50); do shell true >/dev/null 2>&1 && break; sleep 0.2; done
 
