@@ -234,7 +234,11 @@ impl Receiver {
 /// CA's, the server certificate's and its key's paths.
 fn test_certificates(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
     let (ca, ca_key) = (dir.join("ca.pem"), dir.join("ca.key"));
-    let (cert, key, csr) = (dir.join("server.pem"), dir.join("server.key"), dir.join("server.csr"));
+    let (cert, key, csr) = (
+        dir.join("server.pem"),
+        dir.join("server.key"),
+        dir.join("server.csr"),
+    );
     let ext = dir.join("server.ext");
     std::fs::write(
         &ext,
@@ -248,16 +252,52 @@ fn test_certificates(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std
     };
     let p = |p: &Path| p.to_str().unwrap().to_string();
     openssl(&[
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", &p(&ca_key), "-out", &p(&ca), "-days", "2", "-subj", "/CN=quarry test CA",
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &p(&ca_key),
+        "-out",
+        &p(&ca),
+        "-days",
+        "2",
+        "-subj",
+        "/CN=quarry test CA",
     ]);
     openssl(&[
-        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", &p(&key), "-out", &p(&csr), "-subj", "/CN=127.0.0.1",
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &p(&key),
+        "-out",
+        &p(&csr),
+        "-subj",
+        "/CN=127.0.0.1",
     ]);
     openssl(&[
-        "x509", "-req", "-in", &p(&csr), "-CA", &p(&ca), "-CAkey", &p(&ca_key),
-        "-CAcreateserial", "-out", &p(&cert), "-days", "2", "-extfile", &p(&ext),
+        "x509",
+        "-req",
+        "-in",
+        &p(&csr),
+        "-CA",
+        &p(&ca),
+        "-CAkey",
+        &p(&ca_key),
+        "-CAcreateserial",
+        "-out",
+        &p(&cert),
+        "-days",
+        "2",
+        "-extfile",
+        &p(&ext),
     ]);
     (ca, cert, key)
 }
@@ -530,14 +570,28 @@ fn an_https_output_delivers_over_tls_and_only_to_a_trusted_certificate() {
     let to_trusted = format!("https://127.0.0.1:{}/alerts", trusted.port);
     let rec = Recording::start_with_env(
         &store,
-        &["--containers", &id, "--alert-output", "stdout", "--alert-output", &to_trusted],
+        &[
+            "--containers",
+            &id,
+            "--alert-output",
+            "stdout",
+            "--alert-output",
+            &to_trusted,
+        ],
         &[("SSL_CERT_FILE", &ca)],
     );
     let store2 = dir.path().join("store2");
     let to_untrusted = format!("https://127.0.0.1:{}/alerts", untrusted.port);
     let rec2 = Recording::start(
         &store2,
-        &["--containers", &id, "--alert-output", "stdout", "--alert-output", &to_untrusted],
+        &[
+            "--containers",
+            &id,
+            "--alert-output",
+            "stdout",
+            "--alert-output",
+            &to_untrusted,
+        ],
     );
     assert_eq!(
         c.exec(&["sh", "-c", "cat /etc/shadow > /dev/null; echo done"]),
@@ -561,7 +615,10 @@ fn an_https_output_delivers_over_tls_and_only_to_a_trusted_certificate() {
         .iter()
         .any(|b| b.contains(&alert_id))
     {
-        assert!(Instant::now() < deadline, "alert {alert_id} not delivered over TLS");
+        assert!(
+            Instant::now() < deadline,
+            "alert {alert_id} not delivered over TLS"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     // The other recorder tried (and retried) and was refused by its certificate check: stopped,

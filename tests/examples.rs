@@ -240,8 +240,14 @@ fn has_shape(pattern: &str, line: &str) -> bool {
 
 #[test]
 fn shapes_match_with_the_ellipsis_as_any_text() {
-    assert!(has_shape("hunt exit code 4 (4: findings)", "hunt exit code 4 (4: findings)"));
-    assert!(has_shape("finding QH004 …: …", "finding QH004 high: Sensitive file read"));
+    assert!(has_shape(
+        "hunt exit code 4 (4: findings)",
+        "hunt exit code 4 (4: findings)"
+    ));
+    assert!(has_shape(
+        "finding QH004 …: …",
+        "finding QH004 high: Sensitive file read"
+    ));
     assert!(has_shape("…running…", "recorder running (pid 7)"));
     assert!(!has_shape("finding QH004 …", "finding QH005 high"));
     assert!(!has_shape("a…b", "a"));

@@ -228,7 +228,13 @@ fn the_recorder_writes_a_containers_posture_once_and_the_timeline_shows_it() {
     assert!(out.status.success(), "{out:?}");
     drop(c);
     let out = quarry()
-        .args(["sql", "SELECT count(*) AS n FROM posture", "--format", "json", "--store"])
+        .args([
+            "sql",
+            "SELECT count(*) AS n FROM posture",
+            "--format",
+            "json",
+            "--store",
+        ])
         .arg(&store2)
         .output()
         .unwrap();

@@ -191,7 +191,10 @@ fn recorded_attack_is_told_in_order_and_hunted() {
 
     // Nothing on the benign container.
     let (code, benign_findings) = json(&store, &["hunt", "--container", &benign]);
-    assert_eq!(code, 0, "benign workload raised findings: {benign_findings:#}");
+    assert_eq!(
+        code, 0,
+        "benign workload raised findings: {benign_findings:#}"
+    );
     assert_eq!(benign_findings.as_array().unwrap().len(), 0);
     let findings_of_attacked = findings;
 
@@ -217,7 +220,10 @@ fn recorded_attack_is_told_in_order_and_hunted() {
         dom.contains("data-rendered=\"yes\""),
         "the page's script ran"
     );
-    assert!(dom.contains("data-styled=\"yes\""), "the style sheet applied");
+    assert!(
+        dom.contains("data-styled=\"yes\""),
+        "the style sheet applied"
+    );
     for needle in [
         "/etc/shadow",
         "/tmp/dropper",
@@ -230,17 +236,26 @@ fn recorded_attack_is_told_in_order_and_hunted() {
     // step is marked.
     for f in findings_of_attacked.as_array().unwrap() {
         let rule = f["rule"].as_str().unwrap();
-        assert!(dom.contains(&format!(">{rule}</a>")), "{rule} not on the page");
+        assert!(
+            dom.contains(&format!(">{rule}</a>")),
+            "{rule} not on the page"
+        );
     }
     assert!(dom.contains("class=\"step flagged sev-"), "no step marked");
-    assert!(dom.contains("<details open=\"\">"), "the process tree folds");
+    assert!(
+        dom.contains("<details open=\"\">"),
+        "the process tree folds"
+    );
     // The filter box filters: `#filter=` in the address fills it.
     let filtered = render_in_chromium(&html, "#filter=shadow");
     let rows: Vec<&str> = filtered
         .lines()
         .filter(|l| l.contains("<tr id=\"step-"))
         .collect();
-    assert!(rows.iter().any(|r| r.contains("shadow") && !r.contains("hidden")));
+    assert!(
+        rows.iter()
+            .any(|r| r.contains("shadow") && !r.contains("hidden"))
+    );
     assert!(
         rows.iter()
             .filter(|r| !r.contains("shadow"))
@@ -311,7 +326,7 @@ fn screenshot_in_chromium(page: &Path, dir: &Path) -> Vec<u8> {
     );
     let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap()));
     let mut reader = decoder.read_info().unwrap();
-    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+    let mut pixels = vec![0; reader.output_buffer_size()];
     let info = reader.next_frame(&mut pixels).unwrap();
     pixels.truncate(info.buffer_size());
     pixels

@@ -490,7 +490,9 @@ mod tests {
                 tls: false,
             }
         );
-        let https = "https://alerts.example.com/in".parse::<OutputSpec>().unwrap();
+        let https = "https://alerts.example.com/in"
+            .parse::<OutputSpec>()
+            .unwrap();
         assert_eq!(
             https,
             OutputSpec::Http {

@@ -379,10 +379,7 @@ mod tests {
         names.learn(&container_batch("h", &[row]));
         assert_eq!(
             names.of("c0ffee"),
-            (
-                Some("web".into()),
-                Some("docker.io/library/nginx:1".into())
-            )
+            (Some("web".into()), Some("docker.io/library/nginx:1".into()))
         );
     }
 }

@@ -227,10 +227,12 @@ impl StepFindings {
                 by_row.entry((pid, k)).or_default().push(i);
             }
         }
-        let table_of = |source: &str| match source {
-            "process" | "signal" => "process",
-            other => other,
-        };
+        fn table_of(source: &str) -> &str {
+            match source {
+                "process" | "signal" => "process",
+                other => other,
+            }
+        }
         let mut step_of = Vec::with_capacity(findings.len());
         let mut of_step: HashMap<usize, Vec<usize>> = HashMap::new();
         for (f, finding) in findings.iter().enumerate() {
@@ -340,9 +342,7 @@ fn findings_table(html: &mut String, report: &Report, steps: &StepFindings, prog
         report.findings.len() as u64 + report.findings_left_out
     );
     if report.findings.is_empty() {
-        html.push_str(
-            "<p>No detection rule matched this container's rows in this window.</p>\n",
-        );
+        html.push_str("<p>No detection rule matched this container's rows in this window.</p>\n");
         return;
     }
     html.push_str(
@@ -451,7 +451,11 @@ fn tree(html: &mut String, p: &ProcessNode) {
         if i > 0 {
             line.push_str(" <span class=\"note\">then executed</span> ");
         }
-        let _ = write!(line, "<span class=\"image\">{}</span>", escape(&exec.program));
+        let _ = write!(
+            line,
+            "<span class=\"image\">{}</span>",
+            escape(&exec.program)
+        );
         // The file behind a busybox applet or a re-exec through /proc/self/exe.
         if !exec.filename.ends_with(&format!("/{}", exec.program)) && exec.filename != exec.program
         {
@@ -748,10 +752,19 @@ mod tests {
         let css = between("<style>", "</style>");
         let js = between("<script>", "</script>");
         let policy = between("Content-Security-Policy\" content=\"", "\"");
-        assert!(policy.contains(&format!("style-src {};", csp_hash(&css))), "{policy}");
-        assert!(policy.contains(&format!("script-src {};", csp_hash(&js))), "{policy}");
+        assert!(
+            policy.contains(&format!("style-src {};", csp_hash(&css))),
+            "{policy}"
+        );
+        assert!(
+            policy.contains(&format!("script-src {};", csp_hash(&js))),
+            "{policy}"
+        );
         assert!(!policy.contains("unsafe-inline"), "{policy}");
-        assert!(!page.contains(" style=\""), "an inline style attribute the policy blocks");
+        assert!(
+            !page.contains(" style=\""),
+            "an inline style attribute the policy blocks"
+        );
         assert_eq!(page.matches("<script>").count(), 1);
     }
 
@@ -759,17 +772,11 @@ mod tests {
     fn a_finding_marks_its_step_and_links_to_it() {
         let page = render(&report(), "test");
         // The shadow read is the second step: flagged with the rule's severity and badge.
-        let step = page
-            .lines()
-            .find(|l| l.contains("id=\"step-2\""))
-            .unwrap();
+        let step = page.lines().find(|l| l.contains("id=\"step-2\"")).unwrap();
         assert!(step.contains("flagged sev-high"), "{step}");
         assert!(step.contains("QH004 T1003.008"), "{step}");
         assert!(page.contains("<a href=\"#step-2\">QH004</a>"));
-        let other = page
-            .lines()
-            .find(|l| l.contains("id=\"step-1\""))
-            .unwrap();
+        let other = page.lines().find(|l| l.contains("id=\"step-1\"")).unwrap();
         assert!(!other.contains("flagged"), "{other}");
         // The program is the applet, not /proc/self/exe's comm.
         assert!(step.contains("<td>wget</td>"), "{step}");

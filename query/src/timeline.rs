@@ -234,7 +234,11 @@ impl Timeline {
         };
         let _ = writeln!(out, "window    {} .. {}", fmt(self.since), fmt(self.until));
         if !self.posture.is_empty() {
-            let _ = writeln!(out, "\nposture (as recorded {})", fmt(Some(self.posture[0].time)));
+            let _ = writeln!(
+                out,
+                "\nposture (as recorded {})",
+                fmt(Some(self.posture[0].time))
+            );
             for p in &self.posture {
                 let _ = writeln!(
                     out,

@@ -177,7 +177,10 @@ fn timeline_orders_the_story_and_builds_the_tree_across_pid_reuse() {
         let html = quarry_query::html::render(&report, "test");
         assert!(html.contains("/tmp/payload") && html.contains("isolate by alice"));
         assert!(!html.contains("src=\"http"));
-        assert!(html.contains("flagged sev-"), "no step is marked with its finding");
+        assert!(
+            html.contains("flagged sev-"),
+            "no step is marked with its finding"
+        );
         for rule in rules {
             assert!(html.contains(&format!(">{rule}</a>")), "{rule} not linked");
         }

@@ -19,8 +19,8 @@ use super::{IocList, MAX_INDICATORS};
 
 /// Parses STIX 2 JSON; an error is the (1-based) line and the problem.
 pub(super) fn parse(text: &str) -> Result<IocList, (usize, String)> {
-    let json: Value = serde_json::from_str(text)
-        .map_err(|e| (e.line(), format!("not STIX JSON: {e}")))?;
+    let json: Value =
+        serde_json::from_str(text).map_err(|e| (e.line(), format!("not STIX JSON: {e}")))?;
     let objects: Vec<&Value> = match &json {
         Value::Array(items) => items.iter().collect(),
         Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("bundle") => o
@@ -29,7 +29,12 @@ pub(super) fn parse(text: &str) -> Result<IocList, (usize, String)> {
             .map(|a| a.iter().collect())
             .ok_or((1, "a STIX bundle without an \"objects\" array".to_string()))?,
         Value::Object(_) => vec![&json],
-        _ => return Err((1, "STIX JSON must be a bundle, an object or an array".into())),
+        _ => {
+            return Err((
+                1,
+                "STIX JSON must be a bundle, an object or an array".into(),
+            ));
+        }
     };
     let mut list = IocList::default();
     for object in objects {
@@ -219,7 +224,9 @@ fn kind_of(path: &str) -> Result<&'static str, String> {
         ("file", "HASHES.SHA256") => Ok("sha256"),
         ("ipv4-addr" | "ipv6-addr", "VALUE") => Ok("ip"),
         ("domain-name", "VALUE") => Ok("domain"),
-        _ => Err(format!("the object path {path} (nothing recorded holds it)")),
+        _ => Err(format!(
+            "the object path {path} (nothing recorded holds it)"
+        )),
     }
 }
 
@@ -304,7 +311,11 @@ mod tests {
         for what in ["--and: AND", "url:value", "MATCHES", "WITHIN", "!="] {
             assert!(skipped.contains(what), "{what} not named in {skipped}");
         }
-        assert!(list.unmatchable().unwrap().contains("5 STIX indicator(s) skipped"));
+        assert!(
+            list.unmatchable()
+                .unwrap()
+                .contains("5 STIX indicator(s) skipped")
+        );
     }
 
     #[test]
@@ -316,8 +327,8 @@ mod tests {
         let (line, problem) = parse(&text).unwrap_err();
         assert_eq!(line, 4, "{problem}");
         assert!(problem.contains("indicator--bad"), "{problem}");
-        let (_, problem) = parse(&bundle(&[("indicator--q", "[ipv4-addr:value = '1.2.3.4")]))
-            .unwrap_err();
+        let (_, problem) =
+            parse(&bundle(&[("indicator--q", "[ipv4-addr:value = '1.2.3.4")])).unwrap_err();
         assert!(problem.contains("unterminated"), "{problem}");
         let (line, problem) = parse("{\"type\": \"bundle\",\n \"objects\": [}").unwrap_err();
         assert_eq!(line, 2, "{problem}");
