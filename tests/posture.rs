@@ -166,7 +166,7 @@ fn the_recorder_writes_a_containers_posture_once_and_the_timeline_shows_it() {
     });
     // Rows of the container's own, seal after seal, so the recorder sees it several times.
     for _ in 0..4 {
-        assert_eq!(c.exec(&["cat", "/etc/hostname"]), 0);
+        assert_eq!(c.exec(&["cat", "/proc/version"]), 0);
         std::thread::sleep(std::time::Duration::from_millis(800));
     }
     let out = rec.stop_with(nix::sys::signal::Signal::SIGINT);
@@ -221,7 +221,7 @@ fn the_recorder_writes_a_containers_posture_once_and_the_timeline_shows_it() {
     );
     let c = RuncContainer::start_tweaked(&format!("{name}-off"), None, |_, _| {});
     for _ in 0..3 {
-        assert_eq!(c.exec(&["cat", "/etc/hostname"]), 0);
+        assert_eq!(c.exec(&["cat", "/proc/version"]), 0);
         std::thread::sleep(std::time::Duration::from_millis(800));
     }
     let out = rec.stop_with(nix::sys::signal::Signal::SIGINT);
