@@ -338,7 +338,9 @@ pub async fn run(catalog: &mut Catalog, rules: &[Rule], scope: &Scope) -> Result
 /// Memory stays bounded whatever the number of findings: each rule's query sorts its own
 /// findings (inside the session's budget, spilling as needed) and they are written to an
 /// unnamed temporary file as they come; the files are then merged in time order, one
-/// finding of each in memory. At most [`PARALLEL_RULES`] rules run at once.
+/// finding of each in memory. At most [`PARALLEL_RULES`] rules run at once, sharing the
+/// session's memory budget; a rule that ran out of it runs again alone, with all of it, and
+/// only a rule over budget on its own fails the hunt.
 pub async fn run_each(
     catalog: &mut Catalog,
     rules: &[Rule],
@@ -364,12 +366,22 @@ pub async fn run_each(
                 .await
         };
         let mut damaged = None;
+        let mut over_budget = Vec::new();
         for (i, outcome) in outcomes {
             match outcome {
                 Ok(found) => done[i] = Some(found),
                 Err(QueryError::Engine(e)) if attempt == 0 && crate::catalog::is_data_error(&e) => {
                     damaged = Some(e)
                 }
+                // It shared the budget with another rule: it gets all of it, alone, below.
+                Err(QueryError::MemoryBudget { .. }) if PARALLEL_RULES > 1 => over_budget.push(i),
+                Err(e) => return Err(rule_error(&rules[i], e)),
+            }
+        }
+        for i in over_budget {
+            let sql = rule_sql(&rules[i], scope);
+            match run_rule(catalog, &sql, &spill).await {
+                Ok(found) => done[i] = Some(found),
                 Err(e) => return Err(rule_error(&rules[i], e)),
             }
         }
