@@ -258,6 +258,10 @@ pub struct RecordArgs {
     /// shared namespaces, host mounts, limits, when first seen and when changed)
     #[arg(long)]
     pub no_posture: bool,
+    /// Do not take automatic baselines (`quarry baseline`) of the plain-rootfs containers the
+    /// recorder sees for the first time
+    #[arg(long)]
+    pub no_baseline: bool,
     /// No live status line
     #[arg(long, short)]
     pub quiet: bool,

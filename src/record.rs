@@ -38,6 +38,22 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
         config.exe_hash_max_bytes = (max > 0).then_some(max);
     }
     config.posture = !args.no_posture;
+    // Automatic baselines of plain-rootfs containers, on a thread of their own.
+    let baselines = if args.no_baseline {
+        None
+    } else {
+        let (tx, rx) = std::sync::mpsc::sync_channel(64);
+        match crate::integrity::auto_baselines(store_dir.clone(), rx) {
+            Ok(thread) => {
+                config.new_containers = Some(tx);
+                Some(thread)
+            }
+            Err(e) => {
+                eprintln!("quarry: warning: automatic baselines off: {e}");
+                None
+            }
+        }
+    };
     config.ring_bytes = args.ring_size.unwrap_or(config.syscalls.ring_bytes());
     let mut scope = "all processes".to_string();
     if !args.containers.is_empty() {
@@ -168,6 +184,17 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
         eprintln!();
     }
     let detected = detection.map(|d| d.finish());
+    if let Some(thread) = baselines {
+        // The recorder is gone, and with it the queue's sender: what was offered is finished,
+        // for a few seconds at most (a baseline cut short is never a visible segment).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if !thread.is_finished() {
+            eprintln!("quarry: warning: an automatic baseline was still being taken and is left out");
+        }
+    }
     if let Some(d) = &detected {
         eprintln!(
             "quarry: live detection raised {} alerts{}{}",

@@ -145,10 +145,11 @@ fn unknown_container_is_a_clear_error() {
 }
 
 /// The recorder judges the containers it sees: a container given CAP_SYS_ADMIN gets `posture`
-/// rows naming it (once: an unchanged posture is not written again), a recording with
-/// `--no-posture` writes none, and the container's timeline shows the posture.
+/// rows naming it (once: an unchanged posture is not written again) and an automatic baseline
+/// of its plain rootfs; a recording with `--no-posture --no-baseline` writes neither, and the
+/// container's timeline shows the posture.
 #[test]
-fn the_recorder_writes_a_containers_posture_once_and_the_timeline_shows_it() {
+fn the_recorder_writes_a_containers_posture_once_takes_its_baseline_and_the_timeline_shows_it() {
     if !require_root() {
         return;
     }
@@ -195,6 +196,26 @@ fn the_recorder_writes_a_containers_posture_once_and_the_timeline_shows_it() {
         .collect();
     assert_eq!(assessments.len(), 1, "written more than once: {rows:#?}");
 
+    // The recorder took the plain rootfs's baseline when it first saw the container: busybox
+    // with its real hash, and an action row whose actor is the recorder.
+    let busybox = sql(&format!(
+        "SELECT sha256 FROM baseline WHERE container_id = '{name}' AND path = '/bin/busybox'"
+    ));
+    let want = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        std::fs::read("/bin/busybox").unwrap(),
+    ));
+    assert_eq!(busybox.len(), 1, "{busybox:#?}");
+    assert_eq!(busybox[0]["sha256"], want.as_str());
+    let actions = sql(&format!(
+        "SELECT actor, result FROM action WHERE action = 'baseline' AND container_id = '{name}'"
+    ));
+    assert_eq!(actions.len(), 1, "{actions:#?}");
+    assert!(
+        actions[0]["actor"].as_str().unwrap().contains("recorder"),
+        "{actions:#?}"
+    );
+    assert_eq!(actions[0]["result"], "ok");
+
     let out = quarry()
         .args(["timeline", &name, "--format", "json", "--store"])
         .arg(&store)
@@ -217,7 +238,13 @@ fn the_recorder_writes_a_containers_posture_once_and_the_timeline_shows_it() {
     let store2 = dir.path().join("store2");
     let rec = RecorderProcess::start(
         &store2,
-        &["--seal-interval", "1s", "--no-detect", "--no-posture"],
+        &[
+            "--seal-interval",
+            "1s",
+            "--no-detect",
+            "--no-posture",
+            "--no-baseline",
+        ],
     );
     let c = RuncContainer::start_tweaked(&format!("{name}-off"), None, |_, _| {});
     for _ in 0..3 {
@@ -227,18 +254,15 @@ fn the_recorder_writes_a_containers_posture_once_and_the_timeline_shows_it() {
     let out = rec.stop_with(nix::sys::signal::Signal::SIGINT);
     assert!(out.status.success(), "{out:?}");
     drop(c);
-    let out = quarry()
-        .args([
-            "sql",
-            "SELECT count(*) AS n FROM posture",
-            "--format",
-            "json",
-            "--store",
-        ])
-        .arg(&store2)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let n: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(n[0]["n"], 0, "{n}");
+    for table in ["posture", "baseline"] {
+        let out = quarry()
+            .args(["sql", &format!("SELECT count(*) AS n FROM {table}")])
+            .args(["--format", "json", "--store"])
+            .arg(&store2)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let n: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(n[0]["n"], 0, "{table}: {n}");
+    }
 }

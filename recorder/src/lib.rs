@@ -32,9 +32,11 @@ pub mod tap;
 use std::future::Future;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
@@ -47,6 +49,7 @@ use quarry_recorder_common::{
 use quarry_store::schema::{
     GAP_CPU_UNKNOWN, GapReason, GapRow, PostureRow, container_batch, posture_batch,
 };
+use quarry_containers::Container;
 use quarry_store::{Partition, Store, StoreError, Table};
 use tokio::time::MissedTickBehavior;
 
@@ -188,6 +191,10 @@ pub struct RecorderConfig {
     /// Judge each container's least-privilege posture when first seen and when it changes
     /// (`posture` rows, [`posture`]).
     pub posture: bool,
+    /// Each container rows are attributed to is offered here once per recording, at the seal
+    /// after it was first seen (`try_send`: a full queue offers it again at a later seal);
+    /// `quarry record` takes baselines of the new ones from it.
+    pub new_containers: Option<SyncSender<Arc<Container>>>,
 }
 
 /// Whether the raw syscall stream is recorded.
@@ -228,6 +235,7 @@ impl RecorderConfig {
             tap: None,
             exe_hash_max_bytes: Some(exehash::DEFAULT_MAX_BYTES),
             posture: true,
+            new_containers: None,
         }
     }
 }
@@ -415,6 +423,8 @@ impl Recorder {
             exe: self.exe_hashes(),
             posture: self.posture_watch(),
             posture_rows: Vec::new(),
+            new_containers: self.config.new_containers.clone(),
+            announced: HashSet::new(),
         };
         let mut clock = WallClock::measure();
 
@@ -725,6 +735,10 @@ struct DrainState {
     posture: Option<PostureWatch>,
     /// Posture rows taken from the watch and not yet handed to the sealer.
     posture_rows: Vec<PostureRow>,
+    /// Where new containers are announced ([`RecorderConfig::new_containers`]), and those
+    /// announced so far.
+    new_containers: Option<SyncSender<Arc<Container>>>,
+    announced: HashSet<String>,
 }
 
 impl DrainState {
@@ -1036,14 +1050,29 @@ fn submit_rows(st: &mut DrainState, sealer: &Sealer, stats: &Stats) {
     stats.rows_buffered.store(0, Ordering::Relaxed);
 }
 
+/// Most container ids remembered as announced ([`RecorderConfig::new_containers`]).
+const MAX_ANNOUNCED: usize = 65_536;
+
 /// Hands every partition's rows to the sealer ([`submit_rows`]), followed by the `container`
 /// rows for what was attributed, and has the sealer seal its open segments.
 fn submit_all(st: &mut DrainState, sealer: &Sealer, stats: &Stats) {
     submit_rows(st, sealer, stats);
     let now = chrono::Utc::now();
+    let seen = st.attributor.seen_containers();
     if let Some(watch) = &mut st.posture {
-        watch.offer(st.attributor.seen_containers());
+        watch.offer(seen.iter().cloned());
         st.posture_rows.append(&mut watch.take_rows());
+    }
+    if let Some(tx) = &st.new_containers {
+        // A recorder on a node that starts this many containers announces them again.
+        if st.announced.len() > MAX_ANNOUNCED {
+            st.announced.clear();
+        }
+        for c in seen {
+            if !st.announced.contains(&c.id) && tx.try_send(c.clone()).is_ok() {
+                st.announced.insert(c.id.clone());
+            }
+        }
     }
     let containers = st.attributor.take_container_rows(now);
     if !containers.is_empty() {
