@@ -250,9 +250,9 @@ fn auto_baseline(store_dir: &Path, c: &Container) {
             return;
         }
     };
-    if !quarry_containers::cgroup::path_of_pid(Path::new("/proc"), pid)
-        .is_some_and(|p| p == c.cgroup_path)
-    {
+    let in_container = quarry_containers::cgroup::path_of_pid(Path::new("/proc"), pid)
+        .is_some_and(|p| p == c.cgroup_path);
+    if !in_container {
         return;
     }
     match Store::at(store_dir).baseline_of(&c.id) {

@@ -192,7 +192,9 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
             std::thread::sleep(Duration::from_millis(20));
         }
         if !thread.is_finished() {
-            eprintln!("quarry: warning: an automatic baseline was still being taken and is left out");
+            eprintln!(
+                "quarry: warning: an automatic baseline was still being taken and is left out"
+            );
         }
     }
     if let Some(d) = &detected {

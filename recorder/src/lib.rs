@@ -29,10 +29,10 @@ pub mod status;
 pub mod syscalls;
 pub mod tap;
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
@@ -43,13 +43,13 @@ use arrow::record_batch::RecordBatch;
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{BtfTracePoint, RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader, RawTracePointRunOptions, TestRun};
+use quarry_containers::Container;
 use quarry_recorder_common::{
     DECODED_SYSCALLS, DROPS_SLOT, ENTRY_ONLY_SYSCALLS, MAX_FILTER_CGROUPS, RAW_CLOCK_EVERY,
 };
 use quarry_store::schema::{
     GAP_CPU_UNKNOWN, GapReason, GapRow, PostureRow, container_batch, posture_batch,
 };
-use quarry_containers::Container;
 use quarry_store::{Partition, Store, StoreError, Table};
 use tokio::time::MissedTickBehavior;
 
