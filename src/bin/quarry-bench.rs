@@ -4,6 +4,7 @@
 //! ```text
 //! sudo quarry-bench recorder [--calls N] [--rounds N] [--pin] [--format json]
 //!                                 bare vs filtered vs fully recorded (default and exact times)
+//! quarry-bench baseline [--runs N]                         hashing a busybox rootfs as a baseline
 //! quarry-bench loop getpid N                               N getpid syscalls; prints ns/call
 //! quarry-bench loop open N                                 N opens (and closes) of a file
 //! quarry-bench query generate --store DIR [--rows N]       a synthetic 100M-row store
@@ -56,6 +57,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         ["exec", rest @ ..] => exec_bench(rest),
+        ["baseline", rest @ ..] => baseline_bench(rest),
         ["recorder", rest @ ..] => recorder_bench(rest),
         ["isolate", container, rest @ ..] => isolate_bench(container, rest),
         ["query", rest @ ..] => query_bench::run(rest),
@@ -73,6 +75,7 @@ const USAGE: &str = "\
 usage: quarry-bench recorder [--calls N] [--rounds N] [--pin] [--format json]
        quarry-bench isolate CONTAINER [--runs N] [--force] [--allow RULE]...
        quarry-bench exec [--spawns N] [--rounds N] [--format json]
+       quarry-bench baseline [--runs N]                             a busybox rootfs's baseline
        quarry-bench loop getpid|open|mixed|spawn N
        quarry-bench query generate --store DIR [--rows N] | query run --store DIR
        quarry-bench detect [--rate N] [--seconds N] [--markers N]   live detection latency
@@ -841,5 +844,57 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// `quarry-bench baseline`: how long a baseline of a plain busybox rootfs takes (the tree the
+/// tests' runc containers use: busybox-static and a link per applet), through the same walk
+/// and hashing `quarry baseline` and the recorder's automatic baselines use. No root needed.
+fn baseline_bench(args: &[&str]) -> anyhow::Result<()> {
+    let mut runs = 5usize;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match *a {
+            "--runs" => runs = it.next().context("--runs N")?.parse::<usize>()?.max(1),
+            other => bail!("unknown argument {other}: baseline [--runs N]"),
+        }
+    }
+    let dir = tempfile::tempdir()?;
+    let root = dir.path().join("rootfs");
+    for d in ["bin", "etc", "tmp", "proc", "sys", "dev", "www"] {
+        std::fs::create_dir_all(root.join(d))?;
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
+        .context("/bin/busybox (busybox-static; scripts/setup installs it)")?;
+    let list = Command::new("/bin/busybox").arg("--list").output()?;
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" {
+            let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
+        }
+    }
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
+    let rootfs = quarry_snapshot::drift::Rootfs {
+        host_path: root.clone(),
+        overlay: None,
+        mount_points: Vec::new(),
+    };
+    let mut times = Vec::new();
+    let mut entries = 0;
+    for _ in 0..runs {
+        let started = Instant::now();
+        let rows = quarry_snapshot::drift::baseline("bench", &rootfs, chrono::Utc::now())?;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        entries = rows.iter().filter(|r| r.kind != "note").count();
+    }
+    let bytes = std::fs::metadata(root.join("bin/busybox"))?.len();
+    let (min, max) = times.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), t| {
+        (lo.min(*t), hi.max(*t))
+    });
+    println!(
+        "baseline of a busybox rootfs ({entries} entries, {:.1} MiB of files): median {:.1} ms \
+         (min {min:.1}, max {max:.1}) over {runs} runs",
+        bytes as f64 / (1 << 20) as f64,
+        median(times),
+    );
     Ok(())
 }
