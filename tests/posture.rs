@@ -232,6 +232,21 @@ fn the_recorder_writes_a_containers_posture_once_takes_its_baseline_and_the_time
         "{}",
         timeline["posture"]
     );
+    // The export bundle of the container carries its posture rows.
+    let bundle = dir.path().join("bundle.tar.zst");
+    let out = quarry()
+        .args(["export", &name, "--format", "json", "-o"])
+        .arg(&bundle)
+        .arg("--store")
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["rows"]["posture"].as_u64().unwrap_or(0) >= 1,
+        "{report:#}"
+    );
     drop(c);
 
     // Off when asked.
