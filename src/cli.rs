@@ -151,6 +151,8 @@ pub enum Command {
     /// Files added, modified or deleted in a running container relative to its image (overlay
     /// layers) or its baseline, with hashes and whether they were executed
     Drift(DriftArgs),
+    /// Run an Apache Ballista scheduler or executor: a cluster for `sql --engine ballista`
+    Fleet(crate::fleet::FleetArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -466,6 +468,7 @@ Examples:
   quarry sql --format json \"SELECT pid, image, parent_image FROM processes WHERE execs > 1\"
   quarry sql --format parquet -o out.parquet \"SELECT * FROM connections\"
   quarry sql \"SELECT * FROM file_writes WHERE dt = '2026-11-28' AND hour = '14'\"
+  quarry sql --engine ballista --scheduler df://127.0.0.1:50050 \"SELECT count(*) FROM execs\"
 
 Read-only: DDL, DML, COPY and SET are refused; only the store's tables can be read.
 A damaged segment is skipped with a warning naming it. Results are written as they are read;
@@ -483,6 +486,8 @@ pub struct SqlArgs {
     pub output: Option<PathBuf>,
     #[command(flatten)]
     pub budget: QueryBudget,
+    #[command(flatten)]
+    pub engine: crate::fleet::EngineArgs,
 }
 
 /// The memory a query may use (flattened into sql, timeline and hunt).

@@ -6,6 +6,7 @@ mod cli;
 mod completions;
 mod config;
 mod export;
+mod fleet;
 mod integrity;
 mod isolate;
 mod lifecycle;
@@ -80,6 +81,7 @@ fn main() -> ExitCode {
         Command::Posture(args) => posture::run(args),
         Command::Baseline(args) => integrity::baseline(args),
         Command::Drift(args) => integrity::drift(args),
+        Command::Fleet(args) => fleet::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -441,8 +441,8 @@ fn dir_size(dir: &Path) -> u64 {
 }
 
 /// One run of a `quarry` command.
-struct Run {
-    secs: f64,
+pub(crate) struct Run {
+    pub(crate) secs: f64,
     /// Bytes it wrote to standard output.
     bytes: u64,
     /// Its peak resident memory.
@@ -450,7 +450,7 @@ struct Run {
 }
 
 /// Runs the `quarry` binary next to this one, counting (not keeping) what it prints.
-fn time_quarry(args: &[&str]) -> anyhow::Result<Run> {
+pub(crate) fn time_quarry(args: &[&str]) -> anyhow::Result<Run> {
     use std::io::Read;
     let exe = std::env::current_exe()?.with_file_name("quarry");
     let started = Instant::now();

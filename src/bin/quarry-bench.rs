@@ -7,6 +7,7 @@
 //! quarry-bench loop getpid N                               N getpid syscalls; prints ns/call
 //! quarry-bench query generate --store DIR [--rows N]       a synthetic 100M-row store
 //! quarry-bench query run --store DIR                       timeline/hunt timings, vs DuckDB
+//! quarry-bench fleet --store DIR                           local engine vs Ballista x1, x2
 //! ```
 //!
 //! The recorder runs as a separate `quarry record` process (the binary next to this one), so
@@ -21,6 +22,9 @@ use anyhow::{Context, bail};
 
 #[path = "../bench/query.rs"]
 mod query_bench;
+
+#[path = "../bench/fleet.rs"]
+mod fleet_bench;
 
 use quarry_store::{Manifest, ManifestOp, Table};
 use query_bench::median;
@@ -42,6 +46,7 @@ fn main() -> anyhow::Result<()> {
         ["recorder", rest @ ..] => recorder_bench(rest),
         ["isolate", container, rest @ ..] => isolate_bench(container, rest),
         ["query", rest @ ..] => query_bench::run(rest),
+        ["fleet", rest @ ..] => fleet_bench::run(rest),
         ["--help" | "-h" | "help"] => {
             println!("{USAGE}");
             Ok(())
@@ -54,7 +59,8 @@ const USAGE: &str = "\
 usage: quarry-bench recorder [--calls N] [--rounds N] [--pin] [--format json]
        quarry-bench isolate CONTAINER [--runs N] [--force] [--allow RULE]...
        quarry-bench loop getpid|mixed N
-       quarry-bench query generate --store DIR [--rows N] | query run --store DIR";
+       quarry-bench query generate --store DIR [--rows N] | query run --store DIR
+       quarry-bench fleet --store DIR [--runs N] [--tasks N]   local vs Ballista x1, x2";
 
 /// Runs `n` getpid syscalls and returns ns per call.
 fn getpid_loop(n: u64) -> f64 {
