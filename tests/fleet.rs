@@ -153,7 +153,10 @@ const QUERIES: &[(&str, &str)] = &[
          ORDER BY time, source, event, summary LIMIT 40",
     ),
     // Nothing survives pruning: the columns still come back.
-    ("csv", "SELECT pid, comm FROM process WHERE dt = '1999-01-01'"),
+    (
+        "csv",
+        "SELECT pid, comm FROM process WHERE dt = '1999-01-01'",
+    ),
     (
         "csv",
         "SELECT program, count(*) AS n FROM execs GROUP BY program ORDER BY n DESC, program",
@@ -196,7 +199,10 @@ fn ballista_cluster_answers_like_the_local_engine() {
         assert_eq!(lc, 0, "local {query}: {lerr}");
         let (bc, remote, berr) = sql(&store, &ballista, format, query);
         assert_eq!(bc, 0, "ballista {query}: {berr}");
-        assert!(local.lines().count() > 1, "{query} returned nothing: {local}");
+        assert!(
+            local.lines().count() > 1,
+            "{query} returned nothing: {local}"
+        );
         assert_eq!(local, remote, "{query}");
     }
 

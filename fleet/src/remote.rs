@@ -26,7 +26,7 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use ballista::prelude::SessionContextExt;
 use datafusion::catalog::TableProvider;
-use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
@@ -258,8 +258,8 @@ fn table_plan(table: Table, segs: &[&Listed]) -> Result<LogicalPlan> {
     let stored = schema_of(table);
     let mut union: Option<LogicalPlanBuilder> = None;
     for ((dt, hour), files) in groups {
-        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-            .with_file_extension(".parquet");
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
         let config = ListingTableConfig::new_with_multi_paths(files)
             .with_listing_options(options)
             .with_schema(stored.clone());
@@ -294,7 +294,7 @@ fn files_read(plan: &LogicalPlan) -> Result<Vec<PathBuf>> {
         if let LogicalPlan::TableScan(scan) = node {
             match source_as_provider(&scan.source) {
                 Ok(provider) => {
-                    if let Some(listing) = provider.as_any().downcast_ref::<ListingTable>() {
+                    if let Some(listing) = provider.downcast_ref::<ListingTable>() {
                         for url in listing.table_paths() {
                             match url.get_url().to_file_path() {
                                 Ok(p) => out.push(p),

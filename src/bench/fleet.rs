@@ -32,10 +32,7 @@ const QUERIES: &[(&str, &str)] = &[
         "SELECT c.name, count(*) FROM file f JOIN (SELECT DISTINCT container_id, name FROM \
          container) c ON f.container_id = c.container_id GROUP BY c.name",
     ),
-    (
-        "one hour",
-        "SELECT count(*) FROM net WHERE hour = '05'",
-    ),
+    ("one hour", "SELECT count(*) FROM net WHERE hour = '05'"),
 ];
 
 /// A `quarry fleet` server, stopped with SIGTERM and reaped on drop.
@@ -92,7 +89,9 @@ fn start(args: &[&str], ready: &str) -> anyhow::Result<(Server, String)> {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 pub fn run(args: &[&str]) -> anyhow::Result<()> {
@@ -111,7 +110,10 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         }
     }
     let store = store.context("--store DIR (made by `quarry-bench query generate`)")?;
-    let s = store.to_str().context("store path must be UTF-8")?.to_string();
+    let s = store
+        .to_str()
+        .context("store path must be UTF-8")?
+        .to_string();
     let tasks = tasks.to_string();
 
     // results[query] = (local, 1 executor, 2 executors) medians in seconds.
@@ -142,8 +144,16 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         let url = format!("df://{addr}");
         for (i, (_, q)) in QUERIES.iter().enumerate() {
             let args = [
-                "sql", "--store", &s, "--engine", "ballista", "--scheduler", &url, "--format",
-                "csv", q,
+                "sql",
+                "--store",
+                &s,
+                "--engine",
+                "ballista",
+                "--scheduler",
+                &url,
+                "--format",
+                "csv",
+                q,
             ];
             // One warm-up: the first job of a fresh cluster also starts its sessions.
             time_quarry(&args)?;

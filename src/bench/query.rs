@@ -264,7 +264,7 @@ fn generate_hour(store: &Store, g: &GenerateArgs, hour: u32) -> anyhow::Result<(
                     let rows: Vec<ProcessRow> = (0..n)
                         .map(|k| {
                             let id = pick(&mut rng, k);
-                            let start_ns = id.ktime_ns - rng.below(1_000_000_000);
+                            let start_ns = id.ktime_ns.saturating_sub(rng.below(1_000_000_000));
                             let event = match k % 3 {
                                 0 => ProcessEvent::Fork,
                                 1 => ProcessEvent::Exec {
