@@ -136,9 +136,8 @@ const QUERIES: &[(&str, &str)] = &[
     // Partition pruning on the constant dt/hour columns.
     (
         "csv",
-        "SELECT dt, hour, count(*) AS n, count(DISTINCT remote_addr) AS peers, \
-         sum(CAST(remote_port AS BIGINT)) AS ports FROM net \
-         WHERE hour = '01' GROUP BY dt, hour ORDER BY dt, hour",
+        "SELECT dt, hour, count(*) AS n, count(DISTINCT pid) AS pids FROM process \
+         WHERE hour = '00' GROUP BY dt, hour ORDER BY dt, hour",
     ),
     // A join of two tables and a view.
     (
