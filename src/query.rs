@@ -45,7 +45,7 @@ fn warn_skipped(catalog: &Catalog, already: usize) -> usize {
 
 /// Where results go: standard output, or a new file (never an existing one: evidence and
 /// earlier results are not overwritten).
-fn sink(path: Option<&PathBuf>, store: &Path) -> anyhow::Result<Box<dyn Write + Send>> {
+pub(crate) fn sink(path: Option<&PathBuf>, store: &Path) -> anyhow::Result<Box<dyn Write + Send>> {
     match path {
         // Buffered: a timeline is hundreds of thousands of lines, and stdout alone writes each.
         None => Ok(Box::new(std::io::BufWriter::with_capacity(
@@ -82,7 +82,7 @@ fn sink(path: Option<&PathBuf>, store: &Path) -> anyhow::Result<Box<dyn Write + 
     }
 }
 
-fn out_format(f: QueryFormat) -> OutFormat {
+pub(crate) fn out_format(f: QueryFormat) -> OutFormat {
     match f {
         QueryFormat::Table => OutFormat::Table,
         QueryFormat::Csv => OutFormat::Csv,
@@ -92,6 +92,9 @@ fn out_format(f: QueryFormat) -> OutFormat {
 }
 
 pub fn sql(args: SqlArgs) -> anyhow::Result<u8> {
+    if args.engine.engine == crate::fleet::Engine::Ballista {
+        return crate::fleet::sql(args);
+    }
     let store_dir = args.store.resolve();
     if args.format == QueryFormat::Parquet && args.output.is_none() {
         bail!("--format parquet writes a file: add -o FILE");
