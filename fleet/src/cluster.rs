@@ -6,11 +6,14 @@
 //! where they are told (127.0.0.1 unless the operator chooses otherwise) and advertise that
 //! address, so every member of the cluster must be able to reach it.
 //!
-//! The servers run Ballista's default codecs and session builders: nothing Quarry-specific
-//! runs on the cluster. What an executor reads is what the submitted plan names (see
-//! [`crate::remote`]); local paths must therefore be the same on every executor (a shared
-//! filesystem, or all executors on the store's machine). This module must not register any
-//! object store or function a plan could use to read outside what the client names.
+//! The servers run Ballista's default codecs. Both know every function the client's session
+//! plans with ([`session_state`]): DataFusion's own, nested (array) functions included, which
+//! Ballista's executor leaves out by default, and Quarry's (`cidr_match`); a plan naming a
+//! function a server lacks fails there, so the three must agree. What an executor reads is
+//! what the submitted plan names (see [`crate::remote`]); local paths must therefore be the
+//! same on every executor (a shared filesystem, or all executors on the store's machine).
+//! This module must not register any object store or function a plan could use to read
+//! outside what the client names.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,10 +21,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use ballista_core::config::TaskSchedulingPolicy;
+use ballista_core::registry::BallistaFunctionRegistry;
+use ballista_core::utils::default_session_builder;
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::SchedulerConfig;
 use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service_with_listener};
+use datafusion::execution::FunctionRegistry;
+use datafusion::execution::session_state::SessionState;
+use datafusion::prelude::SessionConfig;
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 
 use crate::{FleetError, Result};
@@ -52,6 +60,7 @@ pub async fn run_scheduler(
         .with_port(local.port())
         .with_scheduler_policy(TaskSchedulingPolicy::PullStaged);
     config.bind_host = local.ip().to_string();
+    config.override_session_builder = Some(Arc::new(session_state));
     config.validate().map_err(server)?;
     let config = Arc::new(config);
     let cluster = BallistaCluster::new_from_config(&config)
@@ -106,6 +115,12 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
         task_scheduling_policy: TaskSchedulingPolicy::PullStaged,
         work_dir: Some(work.path().to_string_lossy().into_owned()),
         print_thread_info: false,
+        override_function_registry: Some(Arc::new(BallistaFunctionRegistry::from(
+            &session_state(SessionConfig::new()).map_err(|e| FleetError::Server {
+                role: "executor",
+                source: e.into(),
+            })?,
+        ))),
         ..ExecutorProcessConfig::default()
     };
     let result = start_executor_process(Arc::new(config))
@@ -116,4 +131,14 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
         });
     drop(work);
     result
+}
+
+/// Ballista's session for `config` with Quarry's functions added: the scheduler plans with it,
+/// and an executor resolves a task's functions from the registry of one.
+pub fn session_state(config: SessionConfig) -> datafusion::common::Result<SessionState> {
+    let mut state = default_session_builder(config)?;
+    for f in quarry_query::views::functions() {
+        state.register_udf(f)?;
+    }
+    Ok(state)
 }
