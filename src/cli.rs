@@ -504,6 +504,10 @@ Examples:
   quarry sql --format parquet -o out.parquet \"SELECT * FROM connections\"
   quarry sql \"SELECT * FROM file_writes WHERE dt = '2026-11-28' AND hour = '14'\"
   quarry sql --engine ballista --scheduler df://127.0.0.1:50050 \"SELECT count(*) FROM execs\"
+  quarry sql --store s3://fleet/prod \"SELECT host, count(*) FROM process GROUP BY host\"
+
+--store s3://BUCKET/PREFIX (also for timeline and hunt) reads a fleet's bucket (`quarry upload`):
+every host's segments its manifest vouches for, each hashed before use, `host` a partition.
 
 Read-only: DDL, DML, COPY and SET are refused; only the store's tables can be read.
 A damaged segment is skipped with a warning naming it. Results are written as they are read;

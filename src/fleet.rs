@@ -174,9 +174,17 @@ mod engine {
             bail!("--engine ballista needs --scheduler df://HOST:PORT (or $QUARRY_SCHEDULER)");
         };
         let Some(query) = args.query.clone() else {
-            bail!("--engine ballista runs one query: give it as an argument (the shell is local only)");
+            bail!(
+                "--engine ballista runs one query: give it as an argument (the shell is local only)"
+            );
         };
         let store_dir = args.store.resolve();
+        if crate::query::bucket_url(&store_dir)?.is_some() {
+            bail!(
+                "--engine ballista reads local stores (the executors open the segment files the \
+                 client names); query a bucket with the local engine: quarry sql --store s3://..."
+            );
+        }
         if args.format == QueryFormat::Parquet && args.output.is_none() {
             bail!("--format parquet writes a file: add -o FILE");
         }

@@ -23,12 +23,28 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the query runtime")
 }
 
+/// The session over `--store`: a directory, or a fleet's bucket (`s3://BUCKET/PREFIX`).
 pub(crate) async fn open(store: &Path, budget: &QueryBudget) -> anyhow::Result<Catalog> {
-    let catalog = Catalog::open_with(store, budget.session())
-        .await
-        .with_context(|| format!("opening the store {}", store.display()))?;
+    let catalog = match bucket_url(store)? {
+        Some(url) => Catalog::open_bucket(&url, budget.session())
+            .await
+            .with_context(|| format!("opening the bucket {url}"))?,
+        None => Catalog::open_with(store, budget.session())
+            .await
+            .with_context(|| format!("opening the store {}", store.display()))?,
+    };
     warn_skipped(&catalog, 0);
     Ok(catalog)
+}
+
+/// The bucket `--store` names, if it names one rather than a directory.
+pub(crate) fn bucket_url(store: &Path) -> anyhow::Result<Option<quarry_bucket::BucketUrl>> {
+    match store.to_str() {
+        Some(text) if quarry_bucket::BucketUrl::is_bucket(text) => {
+            Ok(Some(quarry_bucket::BucketUrl::parse(text)?))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Warns about segments skipped since the first `already` were reported.
@@ -164,7 +180,7 @@ async fn repl(catalog: &mut Catalog, format: QueryFormat) -> anyhow::Result<u8> 
     println!(
         "quarry sql on {} (read-only). End a query with ';'. \\d lists tables and views, \
          \\d NAME its columns, \\q quits.",
-        catalog.store().root().display()
+        crate::output::shown(&catalog.location())
     );
     let mut buffer = String::new();
     loop {
