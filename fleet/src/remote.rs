@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use ballista::prelude::SessionContextExt;
+use ballista::prelude::{SessionConfigExt, SessionContextExt};
 use datafusion::catalog::TableProvider;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -83,7 +83,11 @@ impl RemoteSession {
         })?;
         let scan = segments::scan(&Store::at(&root))?;
         // The same session options as the local engine's, so plans (and results) match.
-        let config = SessionConfig::new()
+        let config = SessionConfig::new_with_ballista()
+            // Ballista's adaptive planner re-plans the per-hour unions stage by stage: a join
+            // of two views over a 3-hour store ran hundreds of one-task stages for minutes.
+            // The static planner runs it in a handful.
+            .with_ballista_adaptive_query_planner(false)
             .with_information_schema(true)
             .with_default_catalog_and_schema("quarry", "store")
             .set_bool("datafusion.execution.parquet.pushdown_filters", true)
