@@ -169,6 +169,8 @@ pub enum Command {
     /// Ship a store's sealed segments and manifest to an S3-compatible bucket, once
     /// (create-only, hash-checked; a re-run ships only what is new)
     Upload(UploadArgs),
+    /// Run an Apache Ballista scheduler or executor: a cluster for `sql --engine ballista`
+    Fleet(crate::fleet::FleetArgs),
 }
 
 #[derive(Debug, Args)]
@@ -524,6 +526,11 @@ Examples:
   quarry sql --format json \"SELECT pid, image, parent_image FROM processes WHERE execs > 1\"
   quarry sql --format parquet -o out.parquet \"SELECT * FROM connections\"
   quarry sql \"SELECT * FROM file_writes WHERE dt = '2026-11-28' AND hour = '14'\"
+  quarry sql --engine ballista --scheduler df://127.0.0.1:50050 \"SELECT count(*) FROM execs\"
+  quarry sql --store s3://fleet/prod \"SELECT host, count(*) FROM process GROUP BY host\"
+
+--store s3://BUCKET/PREFIX (also for timeline and hunt) reads a fleet's bucket (`quarry upload`):
+every host's segments its manifest vouches for, each hashed before use, `host` a partition.
 
 Read-only: DDL, DML, COPY and SET are refused; only the store's tables can be read.
 A damaged segment is skipped with a warning naming it. Results are written as they are read;
@@ -541,6 +548,8 @@ pub struct SqlArgs {
     pub output: Option<PathBuf>,
     #[command(flatten)]
     pub budget: QueryBudget,
+    #[command(flatten)]
+    pub engine: crate::fleet::EngineArgs,
 }
 
 /// The memory a query may use (flattened into sql, timeline and hunt).

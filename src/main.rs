@@ -7,6 +7,7 @@ mod completions;
 mod config;
 mod detect;
 mod export;
+mod fleet;
 mod integrity;
 mod isolate;
 mod lifecycle;
@@ -84,6 +85,7 @@ fn main() -> ExitCode {
         Command::Baseline(args) => integrity::baseline(args),
         Command::Drift(args) => integrity::drift(args),
         Command::Upload(args) => upload::run(args),
+        Command::Fleet(args) => fleet::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -23,12 +23,28 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the query runtime")
 }
 
+/// The session over `--store`: a directory, or a fleet's bucket (`s3://BUCKET/PREFIX`).
 pub(crate) async fn open(store: &Path, budget: &QueryBudget) -> anyhow::Result<Catalog> {
-    let catalog = Catalog::open_with(store, budget.session())
-        .await
-        .with_context(|| format!("opening the store {}", store.display()))?;
+    let catalog = match bucket_url(store)? {
+        Some(url) => Catalog::open_bucket(&url, budget.session())
+            .await
+            .with_context(|| format!("opening the bucket {url}"))?,
+        None => Catalog::open_with(store, budget.session())
+            .await
+            .with_context(|| format!("opening the store {}", store.display()))?,
+    };
     warn_skipped(&catalog, 0);
     Ok(catalog)
+}
+
+/// The bucket `--store` names, if it names one rather than a directory.
+pub(crate) fn bucket_url(store: &Path) -> anyhow::Result<Option<quarry_bucket::BucketUrl>> {
+    match store.to_str() {
+        Some(text) if quarry_bucket::BucketUrl::is_bucket(text) => {
+            Ok(Some(quarry_bucket::BucketUrl::parse(text)?))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Warns about segments skipped since the first `already` were reported.
@@ -43,8 +59,9 @@ fn warn_skipped(catalog: &Catalog, already: usize) -> usize {
     catalog.skipped().len()
 }
 
-/// Where results go: standard output, or a new file outside the store.
-fn sink(path: Option<&PathBuf>, store: &Path) -> anyhow::Result<Box<dyn Write + Send>> {
+/// Where results go: standard output, or a new file outside the store (never an existing one:
+/// evidence and earlier results are not overwritten).
+pub(crate) fn sink(path: Option<&PathBuf>, store: &Path) -> anyhow::Result<Box<dyn Write + Send>> {
     match path {
         // Buffered: a timeline is hundreds of thousands of lines, and stdout alone writes each.
         None => Ok(Box::new(std::io::BufWriter::with_capacity(
@@ -58,7 +75,7 @@ fn sink(path: Option<&PathBuf>, store: &Path) -> anyhow::Result<Box<dyn Write + 
     }
 }
 
-fn out_format(f: QueryFormat) -> OutFormat {
+pub(crate) fn out_format(f: QueryFormat) -> OutFormat {
     match f {
         QueryFormat::Table => OutFormat::Table,
         QueryFormat::Csv => OutFormat::Csv,
@@ -68,6 +85,9 @@ fn out_format(f: QueryFormat) -> OutFormat {
 }
 
 pub fn sql(args: SqlArgs) -> anyhow::Result<u8> {
+    if args.engine.engine == crate::fleet::Engine::Ballista {
+        return crate::fleet::sql(args);
+    }
     let store_dir = args.store.resolve();
     if args.format == QueryFormat::Parquet && args.output.is_none() {
         bail!("--format parquet writes a file: add -o FILE");
@@ -137,7 +157,7 @@ async fn repl(catalog: &mut Catalog, format: QueryFormat) -> anyhow::Result<u8> 
     println!(
         "quarry sql on {} (read-only). End a query with ';'. \\d lists tables and views, \
          \\d NAME its columns, \\q quits.",
-        catalog.store().root().display()
+        crate::output::shown(&catalog.location())
     );
     let mut buffer = String::new();
     loop {

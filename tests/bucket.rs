@@ -19,12 +19,14 @@ use object_store::{ObjectStoreExt, PutPayload};
 use quarry_bucket::{Bucket, BucketUrl};
 use quarry_store::layout::{bucket_manifest_key, bucket_segment_key};
 use quarry_store::manifest::{Manifest, ManifestLog};
-use quarry_store::schema::{ProcessEvent, ProcessRow, RowIdentity, process_batch};
+use quarry_store::schema::{
+    ContainerRow, ProcessEvent, ProcessRow, RowIdentity, container_batch, process_batch,
+};
 use quarry_store::{Partition, Store, Table};
 
 /// A store whose segments say `host`, with `segments` process segments of 40 rows in two
-/// hours.
-fn store_of(root: &Path, host: &str, segments: u64) -> Store {
+/// hours (of the host, or of `container`).
+fn store_of(root: &Path, host: &str, segments: u64, container: Option<&str>) -> Store {
     let store = Store::create(root).unwrap();
     for seq in 0..segments {
         let time = Utc
@@ -39,7 +41,7 @@ fn store_of(root: &Path, host: &str, segments: u64) -> Store {
                     tid: pid,
                     comm: format!("w-{host}"),
                     cgroup_id: 7,
-                    container_id: None,
+                    container_id: container.map(str::to_string),
                 },
                 ppid: Some(1),
                 start_ns: Some(10),
@@ -130,8 +132,8 @@ fn two_hosts_upload_to_one_bucket_and_it_verifies_until_an_object_is_altered() {
     let dir = tempfile::tempdir().unwrap();
     // The segments' `host` column names the host they are filed under in the bucket, as with
     // a recorder and `quarry upload` on the same node.
-    let a = store_of(&dir.path().join("a"), "f22-a", 3);
-    let b = store_of(&dir.path().join("b"), "f22-b", 2);
+    let a = store_of(&dir.path().join("a"), "f22-a", 3, None);
+    let b = store_of(&dir.path().join("b"), "f22-b", 2, None);
     let url = weed.url("fleet");
     let store_a = a.root().to_str().unwrap();
     let store_b = b.root().to_str().unwrap();
@@ -216,6 +218,44 @@ fn two_hosts_upload_to_one_bucket_and_it_verifies_until_an_object_is_altered() {
     assert_eq!(v["hosts"].as_array().unwrap().len(), 2);
     assert_eq!(v["segments_verified"], 4 + 2);
 
+    // The fleet as one store: the local engine reads every host's vouched segments, `host`
+    // (the name each store was uploaded under) a partition column that prunes.
+    let sql = |query: &str| {
+        let out = run(&weed, &["sql", "--store", &url, "--format", "csv", query]);
+        assert!(
+            out.status.success(),
+            "{query}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let per_host = "SELECT host, count(*) AS n FROM process GROUP BY host ORDER BY host";
+    assert_eq!(sql(per_host).0, "host,n\nf22-a,120\nf22-b,80\n");
+    assert_eq!(
+        sql("SELECT count(*) AS n FROM process WHERE host = 'f22-b' AND hour = '10'").0,
+        "n\n40\n"
+    );
+    // The first upload's action row, shipped by the second; views work as on a store.
+    assert_eq!(
+        sql("SELECT host, count(*) AS n FROM action GROUP BY host").0,
+        "host,n\nf22-a,1\n"
+    );
+    assert_eq!(
+        sql("SELECT count(*) AS n FROM events WHERE source = 'process'").0,
+        "n\n200\n"
+    );
+    let hunt = run(&weed, &["hunt", "--store", &url, "--format", "json"]);
+    // Every built-in rule runs over the bucket (0: no findings, 4: findings).
+    assert!(
+        matches!(hunt.status.code(), Some(0 | 4)),
+        "{}",
+        String::from_utf8_lossy(&hunt.stderr)
+    );
+    assert!(json(&hunt).is_array());
+
     // A store that uploads under a name another store uses: nothing replaced, each named.
     let clash = up(store_b, "f22-a");
     assert_eq!(clash.status.code(), Some(1));
@@ -259,6 +299,14 @@ fn two_hosts_upload_to_one_bucket_and_it_verifies_until_an_object_is_altered() {
         text.contains(&format!("unlisted segment: {unlisted}")),
         "{text}"
     );
+    // Queries leave the rewritten object out, naming it, and never read the planted one.
+    let (rows, warnings) = sql(per_host);
+    assert_eq!(rows, "host,n\nf22-a,120\nf22-b,40\n", "{warnings}");
+    assert!(
+        warnings.contains(&victim) && warnings.contains("altered"),
+        "{warnings}"
+    );
+    assert!(!warnings.contains("planted"), "{warnings}");
     // And gone: missing.
     block_on(bucket.objects().delete(&bucket.key(&victim))).unwrap();
     let failed = run(&weed, &["verify", "--store", &url]);
@@ -267,4 +315,76 @@ fn two_hosts_upload_to_one_bucket_and_it_verifies_until_an_object_is_altered() {
         text.contains(&format!("missing segment: {victim}")),
         "{text}"
     );
+}
+
+#[test]
+fn a_containers_timeline_comes_from_its_hosts_segments_in_the_bucket() {
+    let weed = Weed::start("b22m-timeline");
+    let dir = tempfile::tempdir().unwrap();
+    let id = format!("{:0<64}", "c0ffee");
+    let a = store_of(&dir.path().join("a"), "b22m-a", 2, Some(&id));
+    let b = store_of(&dir.path().join("b"), "b22m-b", 2, None);
+    let first = Utc.with_ymd_and_hms(2026, 11, 28, 10, 0, 0).unwrap();
+    let container = ContainerRow {
+        time: first,
+        container_id: id.clone(),
+        name: Some("web-b22m".into()),
+        runtime: "runc".into(),
+        image: None,
+        cgroup_id: Some(7),
+        cgroup_path: "/b22m/web".into(),
+        init_pid: Some(1),
+        netns_inode: None,
+        host_network: false,
+        created: None,
+        pod_uid: None,
+        pod_name: None,
+        pod_namespace: None,
+        first_seen: first,
+        last_seen: first + chrono::Duration::hours(2),
+        events: 80,
+    };
+    a.seal(
+        &Partition::for_time(Table::Container, first, "b22m-a"),
+        &container_batch("b22m-a", &[container]),
+        1,
+        100,
+    )
+    .unwrap();
+    let url = weed.url("fleet");
+    for (store, host) in [(&a, "b22m-a"), (&b, "b22m-b")] {
+        let up = run(
+            &weed,
+            &[
+                "upload",
+                "--store",
+                store.root().to_str().unwrap(),
+                "--to",
+                &url,
+                "--host",
+                host,
+            ],
+        );
+        assert!(
+            up.status.success(),
+            "{}",
+            String::from_utf8_lossy(&up.stderr)
+        );
+    }
+
+    let out = run(
+        &weed,
+        &["timeline", "web-b22m", "--store", &url, "--format", "json"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let timeline = json(&out);
+    assert_eq!(timeline["container"]["id"], id.as_str());
+    assert_eq!(timeline["container"]["host"], "b22m-a");
+    let events = timeline["events"].as_array().unwrap();
+    assert_eq!(events.len(), 80, "{timeline}");
+    assert!(events.iter().all(|e| e["comm"] == "w-b22m-a"), "{timeline}");
 }

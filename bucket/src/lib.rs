@@ -18,8 +18,10 @@
 //!
 //! This crate must not write to a store (the binary records the upload as an action) and
 //! must not trust an object it did not hash: verification ([`verify::verify_bucket`]) reads
-//! every object back.
+//! every object back, and what engines may read ([`read::vouched_segments`]) comes with the
+//! hash each object must have.
 
+pub mod read;
 pub mod upload;
 pub mod verify;
 
@@ -32,6 +34,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use sha2::{Digest, Sha256};
 
+pub use read::{LeftOut, Vouched, VouchedSegment, vouched_segments};
 pub use upload::{UploadProgress, UploadReport, upload_store};
 pub use verify::{BucketReport, HostReport, verify_bucket};
 

@@ -66,23 +66,47 @@ struct Vouched {
     live: bool,
 }
 
+/// The manifest copies in a bucket.
+pub(crate) struct ManifestCopies {
+    /// By host: (entries, key relative to the prefix), oldest (shortest) first.
+    pub by_host: BTreeMap<String, Vec<(u64, String)>>,
+    /// Keys in the manifest directory that are not a manifest copy's.
+    pub stray: Vec<String>,
+}
+
+/// Lists every host's manifest copies.
+pub(crate) async fn manifest_copies(bucket: &Bucket) -> Result<ManifestCopies> {
+    let mut copies = ManifestCopies {
+        by_host: BTreeMap::new(),
+        stray: Vec::new(),
+    };
+    for (rel, _) in bucket.list(BUCKET_MANIFEST_DIR).await? {
+        match parse_bucket_manifest_key(&rel) {
+            Some((host, entries)) => copies.by_host.entry(host).or_default().push((entries, rel)),
+            None => copies.stray.push(rel),
+        }
+    }
+    for keys in copies.by_host.values_mut() {
+        keys.sort();
+    }
+    Ok(copies)
+}
+
 /// Verifies every host in the bucket (see the module docs).
 pub async fn verify_bucket(bucket: &Bucket) -> Result<BucketReport> {
     let mut report = BucketReport {
         bucket: bucket.url().to_string(),
         ..BucketReport::default()
     };
-    // Manifest copies by host, oldest first.
-    let mut copies: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
-    for (rel, _) in bucket.list(BUCKET_MANIFEST_DIR).await? {
-        match parse_bucket_manifest_key(&rel) {
-            Some((host, entries)) => copies.entry(host).or_default().push((entries, rel)),
-            None => report.problems.push(Problem::Unlisted { path: rel }),
-        }
-    }
+    let copies = manifest_copies(bucket).await?;
+    report.problems.extend(
+        copies
+            .stray
+            .into_iter()
+            .map(|path| Problem::Unlisted { path }),
+    );
     let mut vouched: HashMap<String, Vouched> = HashMap::new();
-    for (host, mut keys) in copies {
-        keys.sort();
+    for (host, keys) in copies.by_host {
         let (entries, newest_key) = keys.last().cloned().expect("a host has a copy");
         let mut host_report = HostReport {
             host: host.clone(),

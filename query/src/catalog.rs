@@ -4,11 +4,17 @@
 //! the store defines (never inferred, so an empty or damaged table still has its columns) and
 //! the Hive partition columns `dt` and `hour`. Filters on `dt`/`hour` prune directories; the
 //! timeline adds them from its time window so a container's story reads only its hours.
+//!
+//! A session reads a local store ([`Catalog::open`]) or a fleet's bucket
+//! ([`Catalog::open_bucket`]); only the object store behind the tables differs (see
+//! [`crate::segments`] and [`crate::bucket_segments`]). In a bucket, `host` is a partition
+//! column too (the `host=` level: the name each store was uploaded under), so filters on it
+//! prune hosts; it is the table's last column there.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
@@ -18,10 +24,13 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::StreamExt;
+use object_store::ObjectStore;
+use quarry_bucket::{Bucket, BucketUrl};
 use quarry_store::layout::MANIFEST_FILE;
 use quarry_store::schema::schema_of;
 use quarry_store::{Store, Table};
 
+use crate::bucket_segments::BucketSegments;
 use crate::budget::{self, SessionOptions, SpillDir};
 use crate::segments::{self, SealedSegments};
 use crate::{QueryError, Result, guard, views};
@@ -34,13 +43,26 @@ const STORE_URL: &str = "quarry://store";
 /// The partition columns of every table, from the store's Hive layout.
 pub const PARTITION_COLUMNS: [&str; 2] = ["dt", "hour"];
 
+/// The partition columns of a table in a bucket: the store's, then the host.
+const BUCKET_PARTITION_COLUMNS: [&str; 3] = ["dt", "hour", "host"];
+
+/// Where an object store reports the segments it refused while reading.
+type Refused = Arc<Mutex<Vec<Skipped>>>;
+
+/// Where a session's segments come from.
+#[derive(Debug, Clone)]
+enum Source {
+    Local(Store),
+    Bucket(BucketUrl),
+}
+
 /// A read-only SQL session over a store.
 pub struct Catalog {
     ctx: SessionContext,
-    store: Store,
+    source: Source,
     skipped: Vec<Skipped>,
     /// Segments the object store refused when it opened them (see [`SealedSegments`]).
-    refused: Arc<Mutex<Vec<Skipped>>>,
+    refused: Refused,
     options: SessionOptions,
     /// Dropped after `ctx`: the engine's spill files live inside it.
     spill: SpillDir,
@@ -78,6 +100,67 @@ impl Catalog {
             }
         }
 
+        let healthy = scan.healthy;
+        let objects = move |_: &Path, refused: Refused| -> Result<Arc<dyn ObjectStore>> {
+            Ok(Arc::new(SealedSegments::new(root, healthy, refused)?))
+        };
+        Self::start(Source::Local(store), objects, known_bad, options).await
+    }
+
+    /// Opens a session over a fleet's bucket, `s3://BUCKET/PREFIX` (endpoint and credentials
+    /// from the AWS environment, as `quarry upload` takes them): every host's vouched segments
+    /// (see [`quarry_bucket::read`]), the tables with `host` as a partition column, the views.
+    /// A host whose manifest does not verify is left out (see [`Catalog::skipped`]).
+    pub async fn open_bucket(url: &BucketUrl, options: SessionOptions) -> Result<Catalog> {
+        Self::open_bucket_excluding(url, Vec::new(), options).await
+    }
+
+    async fn open_bucket_excluding(
+        url: &BucketUrl,
+        mut known_bad: Vec<Skipped>,
+        options: SessionOptions,
+    ) -> Result<Catalog> {
+        let bucket = Bucket::from_env(url)?;
+        let vouched = quarry_bucket::vouched_segments(&bucket).await?;
+        if vouched.segments.is_empty() && vouched.left_out.is_empty() {
+            return Err(QueryError::EmptyBucket(url.to_string()));
+        }
+        for left in vouched.left_out {
+            let s = Skipped {
+                path: BucketSegments::shown_path(&bucket, &left.rel),
+                reason: left.reason,
+            };
+            if !known_bad.contains(&s) {
+                known_bad.push(s);
+            }
+        }
+        let healthy: Vec<_> = vouched
+            .segments
+            .into_iter()
+            .filter(|seg| {
+                let shown = BucketSegments::shown_path(&bucket, &seg.rel);
+                !known_bad.iter().any(|k| k.path == shown)
+            })
+            .collect();
+        let objects = move |spill: &Path, refused: Refused| -> Result<Arc<dyn ObjectStore>> {
+            Ok(Arc::new(BucketSegments::new(
+                bucket,
+                healthy,
+                &spill.join("bucket"),
+                refused,
+            )?))
+        };
+        Self::start(Source::Bucket(url.clone()), objects, known_bad, options).await
+    }
+
+    /// The engine over the object store `objects` builds (given the session's private
+    /// directory and where to report refused segments), with every table and view.
+    async fn start(
+        source: Source,
+        objects: impl FnOnce(&Path, Refused) -> Result<Arc<dyn ObjectStore>>,
+        known_bad: Vec<Skipped>,
+        options: SessionOptions,
+    ) -> Result<Catalog> {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema("quarry", "store")
@@ -94,19 +177,17 @@ impl Catalog {
         let runtime = runtime.build_arc().map_err(QueryError::Engine)?;
         let url = url_of(STORE_URL);
         let refused = Arc::new(Mutex::new(Vec::new()));
-        runtime.register_object_store(
-            &url,
-            Arc::new(SealedSegments::new(root, scan.healthy, refused.clone())?),
-        );
+        runtime.register_object_store(&url, objects(spill.path(), refused.clone())?);
         let ctx = SessionContext::new_with_config_rt(config, runtime);
 
+        let in_bucket = matches!(source, Source::Bucket(_));
         for table in Table::ALL {
-            register_table(&ctx, table).await?;
+            register_table(&ctx, table, in_bucket).await?;
         }
         views::register(&ctx).await?;
         Ok(Catalog {
             ctx,
-            store,
+            source,
             skipped: known_bad,
             refused,
             options,
@@ -119,9 +200,12 @@ impl Catalog {
         &self.skipped
     }
 
-    /// The store this session reads.
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// What this session reads: the store's directory, or the bucket's `s3://` URL.
+    pub fn location(&self) -> String {
+        match &self.source {
+            Source::Local(store) => store.root().display().to_string(),
+            Source::Bucket(url) => url.to_string(),
+        }
     }
 
     /// The memory budget of this session's queries, in bytes.
@@ -221,7 +305,14 @@ impl Catalog {
         }
         let mut bad = self.skipped.clone();
         bad.extend(newly_bad);
-        *self = Catalog::open_excluding(self.store.root(), bad, self.options.clone()).await?;
+        *self = match &self.source {
+            Source::Local(store) => {
+                Catalog::open_excluding(store.root(), bad, self.options.clone()).await?
+            }
+            Source::Bucket(url) => {
+                Catalog::open_bucket_excluding(url, bad, self.options.clone()).await?
+            }
+        };
         Ok(())
     }
 
@@ -276,7 +367,12 @@ impl Catalog {
     /// that are refused or fail to decode.
     fn deep_check(&self) -> Result<Vec<Skipped>> {
         let mut bad = Vec::new();
-        for seg in self.store.verified_listing()?.segments {
+        // A bucket's segments are hashed whole before anything reads them: one that fails to
+        // decode is as its host sealed it, and reading the whole fleet would not find another.
+        let Source::Local(store) = &self.source else {
+            return Ok(bad);
+        };
+        for seg in store.verified_listing()?.segments {
             if self.skipped.iter().any(|s| s.path == seg.path) {
                 continue;
             }
@@ -327,19 +423,33 @@ fn url_of(text: &str) -> url::Url {
     url::Url::parse(text).expect("the store URL is a constant, valid URL")
 }
 
-async fn register_table(ctx: &SessionContext, table: Table) -> Result<()> {
+/// Registers `table` over its directory; `in_bucket`: with the bucket's partition columns,
+/// the files' own `host` column giving way to the `host=` level's.
+async fn register_table(ctx: &SessionContext, table: Table, in_bucket: bool) -> Result<()> {
     let url = ListingTableUrl::parse(format!("{STORE_URL}/{}/", table.name()))?;
+    let (partitions, schema): (&[&str], SchemaRef) = if in_bucket {
+        let stored = schema_of(table);
+        let fields: Vec<_> = stored
+            .fields()
+            .iter()
+            .filter(|f| f.name() != "host")
+            .cloned()
+            .collect();
+        (&BUCKET_PARTITION_COLUMNS[..], Arc::new(Schema::new(fields)))
+    } else {
+        (&PARTITION_COLUMNS[..], schema_of(table))
+    };
     let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
         .with_file_extension(".parquet")
         .with_table_partition_cols(
-            PARTITION_COLUMNS
+            partitions
                 .iter()
                 .map(|c| (c.to_string(), DataType::Utf8))
                 .collect(),
         );
     let config = ListingTableConfig::new(url)
         .with_listing_options(options)
-        .with_schema(schema_of(table));
+        .with_schema(schema);
     let provider = ListingTable::try_new(config)?;
     ctx.register_table(table.name(), Arc::new(provider))?;
     Ok(())

@@ -14,6 +14,15 @@ pub enum QueryError {
          `quarry record` writes to with --store"
     )]
     NotAStore(PathBuf),
+    /// The bucket holds no host's manifest: nothing was uploaded to it (or another prefix).
+    #[error(
+        "{0} holds no host's manifest (_manifest/host=*/): upload a store to it with `quarry \
+         upload --to {0}`, or check the prefix"
+    )]
+    EmptyBucket(String),
+    /// The bucket could not be reached or read.
+    #[error("reading the bucket")]
+    Bucket(#[from] quarry_bucket::BucketError),
     /// The statement would change something or reach outside the store.
     #[error("refused: {0}")]
     Refused(String),

@@ -9,13 +9,15 @@
 //! rendered by [`html`]).
 //!
 //! The engine only ever sees the store through [`segments::SealedSegments`], an object store
-//! that lists sealed, healthy segments and refuses every write; statements are checked before
-//! planning ([`guard`]). Together they keep `quarry sql` read-only and inside the store.
+//! that lists sealed, healthy segments and refuses every write (a fleet's bucket, through
+//! [`bucket_segments::BucketSegments`], the same for every host's vouched segments); statements
+//! are checked before planning ([`guard`]). Together they keep `quarry sql` read-only and inside the store.
 //!
 //! Every session has a memory budget and spills to a private temporary directory when an
 //! operator needs more ([`budget`]); results can be read as a stream of batches
 //! ([`Catalog::sql_stream`]) and written as they arrive ([`output::Writer`]).
 
+pub mod bucket_segments;
 pub mod budget;
 pub mod catalog;
 mod executed;

@@ -138,7 +138,7 @@ impl fmt::Display for SealedSegments {
     }
 }
 
-fn generic(
+pub(crate) fn generic(
     location: &Path,
     e: impl std::error::Error + Send + Sync + 'static,
 ) -> object_store::Error {
@@ -148,7 +148,7 @@ fn generic(
     }
 }
 
-fn read_only() -> object_store::Error {
+pub(crate) fn read_only() -> object_store::Error {
     object_store::Error::NotSupported {
         source: "the Quarry store is read-only to queries".into(),
     }
@@ -220,28 +220,14 @@ impl ObjectStore for SealedSegments {
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        let mut metas: Vec<ObjectMeta> = self.below(prefix).map(|(l, s)| meta_of(l, s)).collect();
-        metas.sort_by(|a, b| a.location.cmp(&b.location));
-        futures::stream::iter(metas.into_iter().map(Ok)).boxed()
+        list_sorted(self.below(prefix).map(|(l, s)| meta_of(l, s)))
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        let depth = prefix.map(|p| p.parts().count()).unwrap_or(0);
-        let mut common_prefixes = std::collections::BTreeSet::new();
-        let mut objects = Vec::new();
-        for (location, seg) in self.below(prefix) {
-            let parts: Vec<_> = location.parts().collect();
-            if parts.len() == depth + 1 {
-                objects.push(meta_of(location, seg));
-            } else if parts.len() > depth + 1 {
-                common_prefixes.insert(Path::from_iter(parts.into_iter().take(depth + 1)));
-            }
-        }
-        objects.sort_by(|a, b| a.location.cmp(&b.location));
-        Ok(ListResult {
-            common_prefixes: common_prefixes.into_iter().collect(),
-            objects,
-        })
+        Ok(list_with_delimiter_below(
+            self.below(prefix).map(|(l, s)| meta_of(l, s)),
+            prefix,
+        ))
     }
 
     async fn copy_opts(
@@ -251,5 +237,38 @@ impl ObjectStore for SealedSegments {
         _options: CopyOptions,
     ) -> object_store::Result<()> {
         Err(read_only())
+    }
+}
+
+/// `metas` (the objects below a prefix) as [`ObjectStore::list`] gives them: in key order.
+pub(crate) fn list_sorted(
+    metas: impl Iterator<Item = ObjectMeta>,
+) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+    let mut metas: Vec<ObjectMeta> = metas.collect();
+    metas.sort_by(|a, b| a.location.cmp(&b.location));
+    futures::stream::iter(metas.into_iter().map(Ok)).boxed()
+}
+
+/// `metas` (the objects below `prefix`) as [`ObjectStore::list_with_delimiter`] gives them:
+/// the objects directly in `prefix`, and the directories one level down.
+pub(crate) fn list_with_delimiter_below(
+    metas: impl Iterator<Item = ObjectMeta>,
+    prefix: Option<&Path>,
+) -> ListResult {
+    let depth = prefix.map(|p| p.parts().count()).unwrap_or(0);
+    let mut common_prefixes = std::collections::BTreeSet::new();
+    let mut objects = Vec::new();
+    for meta in metas {
+        let parts: Vec<_> = meta.location.parts().collect();
+        if parts.len() == depth + 1 {
+            objects.push(meta);
+        } else if parts.len() > depth + 1 {
+            common_prefixes.insert(Path::from_iter(parts.into_iter().take(depth + 1)));
+        }
+    }
+    objects.sort_by(|a, b| a.location.cmp(&b.location));
+    ListResult {
+        common_prefixes: common_prefixes.into_iter().collect(),
+        objects,
     }
 }

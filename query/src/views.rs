@@ -17,6 +17,9 @@
 //!
 //! The SQL of each view is public so `\d` and the docs can show exactly what a view is.
 
+use std::sync::Arc;
+
+use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::SessionContext;
 
 use crate::Result;
@@ -38,10 +41,17 @@ pub fn definitions() -> Vec<(&'static str, String)> {
     ]
 }
 
-/// Registers every view on `ctx`, and the functions rules use beside the engine's own
-/// (`cidr_match`, see [`crate::sigma::cidr`]).
+/// The functions rules and queries use beside the engine's own (`cidr_match`, see
+/// [`crate::sigma::cidr`]): every engine that runs a store's SQL needs them.
+pub fn functions() -> Vec<Arc<ScalarUDF>> {
+    vec![crate::sigma::cidr::udf()]
+}
+
+/// Registers every view on `ctx`, and the [`functions`].
 pub async fn register(ctx: &SessionContext) -> Result<()> {
-    crate::sigma::cidr::register(ctx);
+    for f in functions() {
+        ctx.register_udf(f.as_ref().clone());
+    }
     for (name, sql) in definitions() {
         ctx.sql(&format!("CREATE VIEW {name} AS {sql}")).await?;
     }

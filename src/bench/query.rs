@@ -266,7 +266,7 @@ fn generate_hour(store: &Store, g: &GenerateArgs, hour: u32) -> anyhow::Result<(
                     let rows: Vec<ProcessRow> = (0..n)
                         .map(|k| {
                             let id = pick(&mut rng, k);
-                            let start_ns = id.ktime_ns - rng.below(1_000_000_000);
+                            let start_ns = id.ktime_ns.saturating_sub(rng.below(1_000_000_000));
                             let event = match k % 3 {
                                 0 => ProcessEvent::Fork,
                                 1 => ProcessEvent::Exec {
@@ -443,8 +443,8 @@ fn dir_size(dir: &Path) -> u64 {
 }
 
 /// One run of a `quarry` command.
-struct Run {
-    secs: f64,
+pub(crate) struct Run {
+    pub(crate) secs: f64,
     /// Bytes it wrote to standard output.
     bytes: u64,
     /// Its peak resident memory.
@@ -452,7 +452,7 @@ struct Run {
 }
 
 /// Runs the `quarry` binary next to this one, counting (not keeping) what it prints.
-fn time_quarry(args: &[&str]) -> anyhow::Result<Run> {
+pub(crate) fn time_quarry(args: &[&str]) -> anyhow::Result<Run> {
     use std::io::Read;
     let exe = std::env::current_exe()?.with_file_name("quarry");
     let started = Instant::now();

@@ -11,6 +11,7 @@
 //! quarry-bench query run --store DIR                       timeline/hunt timings, vs DuckDB
 //! quarry-bench detect [--rate N] [--seconds N]             event-to-alert latency of live rules
 //! sudo quarry-bench detect-cost [--iterations N]           recording with vs without --no-detect
+//! quarry-bench fleet --store DIR                           local engine vs Ballista x1, x2
 //! ```
 //!
 //! The recorder runs as a separate `quarry record` process (the binary next to this one), so
@@ -28,6 +29,8 @@ mod query_bench;
 
 #[path = "../bench/detect.rs"]
 mod detect_bench;
+#[path = "../bench/fleet.rs"]
+mod fleet_bench;
 
 use quarry_store::{Manifest, ManifestOp, Table};
 use query_bench::median;
@@ -63,6 +66,7 @@ fn main() -> anyhow::Result<()> {
         ["query", rest @ ..] => query_bench::run(rest),
         ["detect", rest @ ..] => detect_bench::run(rest),
         ["detect-cost", rest @ ..] => detect_cost(rest),
+        ["fleet", rest @ ..] => fleet_bench::run(rest),
         ["--help" | "-h" | "help"] => {
             println!("{USAGE}");
             Ok(())
@@ -79,7 +83,8 @@ usage: quarry-bench recorder [--calls N] [--rounds N] [--pin] [--format json]
        quarry-bench loop getpid|open|mixed|spawn N
        quarry-bench query generate --store DIR [--rows N] | query run --store DIR
        quarry-bench detect [--rate N] [--seconds N] [--markers N]   live detection latency
-       quarry-bench detect-cost [--iterations N] [--rounds N]      recording with vs without detection";
+       quarry-bench detect-cost [--iterations N] [--rounds N]      recording with vs without detection
+       quarry-bench fleet --store DIR [--runs N] [--tasks N]   local vs Ballista x1, x2";
 
 /// Runs `n` getpid syscalls and returns ns per call.
 fn getpid_loop(n: u64) -> f64 {

