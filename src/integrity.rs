@@ -267,7 +267,7 @@ fn auto_baseline(store_dir: &Path, c: &Container) {
             return;
         }
     }
-    let actor = format!("quarry record (recorder, pid {})", std::process::id());
+    let actor = quarry_store::action::recorder_actor();
     let taken = take(store_dir, c, &rootfs);
     let (result, error, detail) = match &taken {
         Ok(t) => {

@@ -142,6 +142,11 @@ trait Connection: Read + Write {}
 impl<T: Read + Write> Connection for T {}
 
 impl Receiver {
+    /// Whether a request body holding `text` was accepted.
+    fn received(&self, text: &str) -> bool {
+        self.bodies.lock().unwrap().iter().any(|b| b.contains(text))
+    }
+
     fn start(fail_first: usize) -> Receiver {
         Receiver::start_wrapped(fail_first, |tcp| Some(Box::new(tcp)))
     }
@@ -378,12 +383,7 @@ fn a_scripted_attack_raises_alerts_on_every_output_and_in_the_store() {
         let in_file = std::fs::read_to_string(&file)
             .unwrap_or_default()
             .contains(&alert_id);
-        let in_http = receiver
-            .bodies
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|b| b.contains(&alert_id));
+        let in_http = receiver.received(&alert_id);
         if in_file && in_http {
             break;
         }
@@ -608,13 +608,7 @@ fn an_https_output_delivers_over_tls_and_only_to_a_trusted_certificate() {
         .to_string();
     rec2.alert(&mut Vec::new(), ours);
     let deadline = Instant::now() + Duration::from_secs(120);
-    while !trusted
-        .bodies
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|b| b.contains(&alert_id))
-    {
+    while !trusted.received(&alert_id) {
         assert!(
             Instant::now() < deadline,
             "alert {alert_id} not delivered over TLS"

@@ -100,7 +100,7 @@ impl Responder {
 }
 
 fn isolate(container_id: &str, allow: &[AllowRule], store: &Path, reason: &str) {
-    let actor = format!("quarry record (recorder, pid {})", std::process::id());
+    let actor = quarry_store::action::recorder_actor();
     let outcome = quarry_isolate::Target::find(container_id).and_then(|t| {
         let c = &t.container;
         quarry_isolate::isolate(

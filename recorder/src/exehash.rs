@@ -456,13 +456,7 @@ fn sha256_of(mut file: &std::fs::File, size: u64) -> std::io::Result<Option<Stri
     if total != size {
         return Ok(None);
     }
-    Ok(Some(
-        hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
-    ))
+    Ok(Some(hex::encode(hasher.finalize())))
 }
 
 /// Opens the host's `/proc` as a directory, refusing a symlink.
@@ -536,10 +530,7 @@ mod tests {
         assert!(wait_for(&mut h).is_empty());
         h.settle(&row, &mut facts);
         let bytes = std::fs::read("/proc/self/exe").unwrap();
-        let want: String = Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let want = hex::encode(Sha256::digest(&bytes));
         assert_eq!(facts.exe_sha256.as_deref(), Some(want.as_str()));
         assert_eq!(facts.exe_hash, Some("hashed"));
     }

@@ -160,11 +160,7 @@ pub fn posture_id(findings: &[Finding]) -> String {
         .collect();
     parts.sort();
     let digest = Sha256::digest(parts.join("\n").as_bytes());
-    hex(&digest[..8])
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(&digest[..8])
 }
 
 /// The `posture` rows of one assessment (one `none` row when it found nothing).

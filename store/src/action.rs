@@ -34,6 +34,12 @@ pub fn local_hostname() -> String {
 /// `loginuid` of a process whose session has none (daemons, containers, early boot).
 const LOGINUID_UNSET: u32 = u32::MAX;
 
+/// The actor of what a running recorder does by itself (an isolation by `--respond`, an
+/// automatic baseline): the recorder and its pid.
+pub fn recorder_actor() -> String {
+    format!("quarry record (recorder, pid {})", std::process::id())
+}
+
 /// Who is running this command, for the record: the login user first (the kernel's audit
 /// `loginuid`, set at login and kept across `sudo` and `su`, so it names the person behind a
 /// shared root account), then `SUDO_USER` (an environment variable, so only what sudo, or the
