@@ -558,10 +558,11 @@ pub struct QueryBudget {
     /// Memory a query may use before it spills to disk or fails (e.g. 512M, 4G); default:
     /// the smaller of 2G and a quarter of the machine's memory
     #[arg(long, env = "QUARRY_MEMORY_LIMIT", value_name = "SIZE",
-          value_parser = quarry_query::budget::parse_size)]
+          value_parser = crate::parse::parse_query_memory)]
     pub memory_limit: Option<u64>,
 }
 
+#[cfg(feature = "responder")]
 impl QueryBudget {
     /// The query session's options.
     pub fn session(&self) -> quarry_query::SessionOptions {

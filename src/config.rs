@@ -95,7 +95,7 @@ fn bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
 }
 
 fn query_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    parsed(d, quarry_query::budget::parse_size)
+    parsed(d, crate::parse::parse_query_memory)
 }
 
 impl Config {

@@ -1,12 +1,15 @@
-//! The flags of `quarry record` for live detection (flattened into `RecordArgs`), and the
-//! [`DetectConfig`] they make with the configuration file. Detection itself is quarry-detect.
+//! The flags of `quarry record` for live detection (flattened into `RecordArgs`), the
+//! `DetectConfig` they make with the configuration file, and starting and ending detection
+//! beside the recorder ([`Live`]). Detection itself is quarry-detect.
+//!
+//! A binary built without the `query` feature (no DataFusion: what `scripts/record` builds
+//! first, to start recording sooner) keeps the flags and records without live detection,
+//! saying so.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::{Args, ValueEnum};
-use quarry_detect::DetectConfig;
 use quarry_store::alert::AlertFormat;
 
 /// Live detection, alert outputs, response and metrics of `quarry record`.
@@ -50,10 +53,12 @@ pub enum AlertFormatArg {
     Ocsf,
 }
 
+#[cfg(feature = "responder")]
 impl DetectArgs {
     /// What the flags ask detection to do (None with `--no-detect`); a response isolates with
     /// the config file's allow-list (read only when there is a response).
-    pub fn config(&self) -> anyhow::Result<Option<DetectConfig>> {
+    pub fn config(&self) -> anyhow::Result<Option<quarry_detect::DetectConfig>> {
+        use anyhow::Context;
         if self.no_detect {
             return Ok(None);
         }
@@ -68,7 +73,7 @@ impl DetectArgs {
                 .collect::<Result<_, _>>()
                 .context("the config file's isolate allow-list")?
         };
-        Ok(Some(DetectConfig {
+        Ok(Some(quarry_detect::DetectConfig {
             rules: self.rules.clone(),
             sigma: self.sigma.clone(),
             outputs: self.alert_output.clone(),
@@ -79,5 +84,148 @@ impl DetectArgs {
             respond: self.respond.clone(),
             allow,
         }))
+    }
+}
+
+#[cfg(feature = "responder")]
+pub use with_engine::Live;
+#[cfg(not(feature = "responder"))]
+pub use without_engine::Live;
+
+#[cfg(feature = "responder")]
+mod with_engine {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use arrow::record_batch::RecordBatch;
+    use quarry_recorder::stats::Stats;
+    use quarry_recorder::tap::Tap;
+    use quarry_recorder::{Recorder, RecorderConfig};
+    use quarry_store::Table;
+
+    use super::DetectArgs;
+
+    /// What detection reads: the tap the recorder fills and its receiving end.
+    type Tapped = (Arc<Tap>, std::sync::mpsc::Receiver<(Table, RecordBatch)>);
+
+    /// Live detection planned before the recorder starts, then running beside it.
+    pub struct Live {
+        planned: Option<(quarry_detect::Plan, Tapped)>,
+        running: Option<quarry_detect::Detection>,
+    }
+
+    impl Live {
+        /// Checks the rules and outputs before recording starts (one that cannot work is an
+        /// error now) and gives the recorder the tap detection reads.
+        pub fn plan(
+            args: &DetectArgs,
+            store_dir: &Path,
+            config: &mut RecorderConfig,
+        ) -> anyhow::Result<Live> {
+            let plan = match args.config()? {
+                Some(c) => Some(quarry_detect::Plan::new(&c, store_dir)?),
+                None => None,
+            };
+            for skipped in plan.iter().flat_map(|p| &p.skipped) {
+                eprintln!("quarry: skipped {skipped}");
+            }
+            let planned = plan.map(|plan| {
+                let (tap, rx) = quarry_detect::tap();
+                config.tap = Some(tap.clone());
+                (plan, (tap, rx))
+            });
+            Ok(Live {
+                planned,
+                running: None,
+            })
+        }
+
+        /// Starts detection (when planned) and the metrics endpoint (when asked for).
+        pub fn start(&mut self, args: &DetectArgs, recorder: &Recorder, host: String) {
+            let stats: Arc<Stats> = recorder.stats();
+            self.running = self.planned.take().map(|(plan, (tap, rx))| {
+                let outputs: Vec<String> = plan.outputs.iter().map(|o| o.to_string()).collect();
+                eprintln!(
+                    "quarry: live detection: {} rules, alerts to {}",
+                    plan.rules.len(),
+                    outputs.join(", ")
+                );
+                quarry_detect::Detection::start(plan, recorder.store().clone(), host, tap, rx)
+            });
+            if let Some(addr) = args.metrics {
+                let sources = match &self.running {
+                    Some(d) => d.metrics_sources(stats),
+                    None => quarry_detect::metrics::Sources::recorder_only(stats),
+                };
+                match quarry_detect::metrics::serve(addr, sources) {
+                    Ok(()) => eprintln!("quarry: metrics on http://{addr}/metrics"),
+                    Err(e) => log::error!(
+                        "--metrics {addr}: cannot listen ({e}); recording goes on without metrics"
+                    ),
+                }
+            }
+        }
+
+        /// Stops detection after the recorder stopped and says what it did.
+        pub fn finish(self) {
+            let Some(d) = self.running.map(|d| d.finish()) else {
+                return;
+            };
+            eprintln!(
+                "quarry: live detection raised {} alerts{}{}",
+                d.alerts,
+                if d.behind_rows > 0 {
+                    format!(
+                        "; it fell behind and did not evaluate {} recorded rows (`quarry hunt` covers them)",
+                        d.behind_rows
+                    )
+                } else {
+                    String::new()
+                },
+                if d.output_drops > 0 {
+                    format!(
+                        "; outputs dropped {} alerts (all are in the alert table)",
+                        d.output_drops
+                    )
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+}
+
+#[cfg(not(feature = "responder"))]
+mod without_engine {
+    use std::path::Path;
+
+    use quarry_recorder::{Recorder, RecorderConfig};
+
+    use super::DetectArgs;
+
+    /// This build has no live detection: says so once, and records.
+    pub struct Live;
+
+    impl Live {
+        pub fn plan(
+            args: &DetectArgs,
+            _store_dir: &Path,
+            _config: &mut RecorderConfig,
+        ) -> anyhow::Result<Live> {
+            if !args.no_detect {
+                eprintln!(
+                    "quarry: this binary was built without the query engine: recording without \
+                     live detection (`quarry hunt` from a full build covers what is recorded)"
+                );
+            }
+            if args.metrics.is_some() {
+                eprintln!("quarry: --metrics needs a full build; recording without metrics");
+            }
+            Ok(Live)
+        }
+
+        pub fn start(&mut self, _args: &DetectArgs, _recorder: &Recorder, _host: String) {}
+
+        pub fn finish(self) {}
     }
 }

@@ -112,7 +112,7 @@ mod engine {
     use crate::exit;
 
     pub fn run(args: FleetArgs) -> anyhow::Result<u8> {
-        let rt = crate::query::runtime()?;
+        let rt = crate::runtime()?;
         rt.block_on(async {
             match args.command {
                 FleetCommand::Scheduler(a) => {
@@ -188,7 +188,7 @@ mod engine {
         if args.format == QueryFormat::Parquet && args.output.is_none() {
             bail!("--format parquet writes a file: add -o FILE");
         }
-        let rt = crate::query::runtime()?;
+        let rt = crate::runtime()?;
         rt.block_on(async {
             let mut session = RemoteSession::open(&scheduler, &store_dir)
                 .await

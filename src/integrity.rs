@@ -120,23 +120,43 @@ fn mark_executed(store: &std::path::Path, container_id: &str, drift: &mut Drift)
     if drift.entries.is_empty() || !store.is_dir() {
         return;
     }
-    // The configured query memory limit applies, as to every query of the store.
-    let budget = crate::cli::QueryBudget { memory_limit: None };
-    let executed = crate::query::runtime().ok().and_then(|rt| {
-        rt.block_on(async {
-            let mut catalog = crate::query::open(store, &budget).await.ok()?;
-            catalog.executed_paths(container_id).await.ok()
-        })
-    });
-    let Some(executed) = executed else {
-        drift
-            .notes
-            .push("the store could not be queried: `executed` is unknown".into());
-        return;
+    let executed = match executed_paths(store, container_id) {
+        Ok(paths) => paths,
+        Err(note) => {
+            drift.notes.push(note.into());
+            return;
+        }
     };
     for e in &mut drift.entries {
         e.executed = executed.contains(&e.path);
     }
+}
+
+/// The paths the recorder saw executed in this container; a note when the store cannot say.
+#[cfg(feature = "responder")]
+fn executed_paths(
+    store: &std::path::Path,
+    container_id: &str,
+) -> Result<std::collections::BTreeSet<String>, &'static str> {
+    // The configured query memory limit applies, as to every query of the store.
+    let budget = crate::cli::QueryBudget { memory_limit: None };
+    crate::runtime()
+        .ok()
+        .and_then(|rt| {
+            rt.block_on(async {
+                let mut catalog = crate::query::open(store, &budget).await.ok()?;
+                catalog.executed_paths(container_id).await.ok()
+            })
+        })
+        .ok_or("the store could not be queried: `executed` is unknown")
+}
+
+#[cfg(not(feature = "responder"))]
+fn executed_paths(
+    _store: &std::path::Path,
+    _container_id: &str,
+) -> Result<std::collections::BTreeSet<String>, &'static str> {
+    Err("this binary has no query engine: `executed` is unknown (a full build fills it in)")
 }
 
 fn print(drift: &Drift, format: Format) -> anyhow::Result<()> {

@@ -239,6 +239,7 @@ pub fn hold(args: HoldArgs) -> anyhow::Result<u8> {
     Ok(recorded.exit_code())
 }
 
+#[cfg(feature = "responder")]
 pub fn keygen(args: KeygenArgs) -> anyhow::Result<u8> {
     let (secret, public) = quarry_evidence::generate_keypair()?;
     let pub_path = quarry_evidence::keys::public_path_for(&args.output);

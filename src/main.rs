@@ -1,24 +1,32 @@
 //! `quarry`: the command line. Thin by design: it parses arguments, calls the library crates
 //! and prints; the work lives in quarry-recorder, quarry-store, quarry-containers and their siblings.
 
+// The recorder-only build (without the `responder` feature) parses the same flags and config
+// file as the full one, so some of what they hold, and the helpers for it, go unread there.
+#![cfg_attr(not(feature = "responder"), allow(dead_code, unused_imports))]
+
 mod action;
 mod cli;
 mod completions;
 mod config;
 mod detect;
+#[cfg(feature = "responder")]
 mod export;
 mod fleet;
 mod integrity;
+#[cfg(feature = "responder")]
 mod isolate;
 mod lifecycle;
 mod output;
 mod parse;
 mod posture;
 mod ps;
+#[cfg(feature = "responder")]
 mod query;
 mod record;
 mod snapshot;
 mod status;
+#[cfg(feature = "responder")]
 mod upload;
 mod verify;
 
@@ -46,6 +54,25 @@ pub mod exit {
 /// When this process started, for measuring how fast a command takes effect.
 pub static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
 
+/// The async runtime of a command that talks to a bucket or runs queries.
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// What a command that needs the cargo feature `responder` says in a binary built without it:
+/// the recorder-only binary `scripts/record` builds first.
+#[cfg(not(feature = "responder"))]
+pub(crate) fn without_responder() -> anyhow::Result<u8> {
+    anyhow::bail!(
+        "this is the recorder-only build of quarry (no query engine, live detection, isolation, \
+         export or upload); build the full binary: cargo build --release --bin quarry"
+    )
+}
+
 fn main() -> ExitCode {
     STARTED.get_or_init(std::time::Instant::now);
     // Evidence is private by default: whatever a command creates without an explicit mode is
@@ -69,23 +96,40 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify::run(args),
         Command::Ps(args) => ps::run(args),
         Command::Status(args) => status::run(args),
-        Command::Isolate(args) => isolate::run(args),
-        Command::Release(args) => isolate::release(args),
-        Command::Sql(args) => query::sql(args),
-        Command::Timeline(args) => query::timeline(args),
-        Command::Hunt(args) => query::hunt(args),
         Command::Snapshot(args) => snapshot::run(args),
         Command::Restore(args) => snapshot::restore(args),
         Command::Retain(args) => lifecycle::retain(args),
         Command::Hold(args) => lifecycle::hold(args),
-        Command::Export(args) => export::run(args),
-        Command::Keygen(args) => lifecycle::keygen(args),
         Command::Completions(args) => completions::run(args),
         Command::Posture(args) => posture::run(args),
         Command::Baseline(args) => integrity::baseline(args),
         Command::Drift(args) => integrity::drift(args),
-        Command::Upload(args) => upload::run(args),
         Command::Fleet(args) => fleet::run(args),
+        #[cfg(feature = "responder")]
+        Command::Isolate(args) => isolate::run(args),
+        #[cfg(feature = "responder")]
+        Command::Release(args) => isolate::release(args),
+        #[cfg(feature = "responder")]
+        Command::Sql(args) => query::sql(args),
+        #[cfg(feature = "responder")]
+        Command::Timeline(args) => query::timeline(args),
+        #[cfg(feature = "responder")]
+        Command::Hunt(args) => query::hunt(args),
+        #[cfg(feature = "responder")]
+        Command::Export(args) => export::run(args),
+        #[cfg(feature = "responder")]
+        Command::Keygen(args) => lifecycle::keygen(args),
+        #[cfg(feature = "responder")]
+        Command::Upload(args) => upload::run(args),
+        #[cfg(not(feature = "responder"))]
+        Command::Isolate(_)
+        | Command::Release(_)
+        | Command::Sql(_)
+        | Command::Timeline(_)
+        | Command::Hunt(_)
+        | Command::Export(_)
+        | Command::Keygen(_)
+        | Command::Upload(_) => without_responder(),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -5,7 +5,7 @@
 
 use std::io::Write;
 
-use quarry_query::output::{TableStyle, TextTable};
+use quarry_store::text::{TableStyle, TextTable};
 
 /// Untrusted text made safe for the terminal (see [`quarry_store::text`]).
 pub fn shown(text: &str) -> String {

@@ -33,6 +33,13 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     Ok((n * mult as f64) as u64)
 }
 
+#[cfg(not(feature = "responder"))]
+pub use parse_bytes as parse_query_memory;
+/// A query's memory limit (`--memory-limit`, the config file's `query.memory_limit`): the
+/// query engine's own reading; a binary without the engine reads the same forms as sizes.
+#[cfg(feature = "responder")]
+pub use quarry_query::budget::parse_size as parse_query_memory;
+
 /// Parses a point in time: RFC 3339, `YYYY-MM-DD HH:MM[:SS]` or `YYYY-MM-DD` (UTC), `now`, or
 /// a duration (`2h`, `7d`) meaning that long ago.
 pub fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {

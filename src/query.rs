@@ -16,13 +16,6 @@ use crate::cli::{
 };
 use crate::exit;
 
-pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the query runtime")
-}
-
 /// The session over `--store`: a directory, or a fleet's bucket (`s3://BUCKET/PREFIX`).
 pub(crate) async fn open(store: &Path, budget: &QueryBudget) -> anyhow::Result<Catalog> {
     let catalog = match bucket_url(store)? {
@@ -92,7 +85,7 @@ pub fn sql(args: SqlArgs) -> anyhow::Result<u8> {
     if args.format == QueryFormat::Parquet && args.output.is_none() {
         bail!("--format parquet writes a file: add -o FILE");
     }
-    let rt = runtime()?;
+    let rt = crate::runtime()?;
     rt.block_on(async {
         let mut catalog = open(&store_dir, &args.budget).await?;
         match &args.query {
@@ -232,7 +225,7 @@ async fn meta_command(catalog: &mut Catalog, command: &str) -> anyhow::Result<bo
 
 pub fn timeline(args: TimelineArgs) -> anyhow::Result<u8> {
     let store_dir = args.store.resolve();
-    let rt = runtime()?;
+    let rt = crate::runtime()?;
     rt.block_on(async {
         let mut catalog = open(&store_dir, &args.budget).await?;
         let request = match &args.around {
@@ -327,7 +320,7 @@ pub fn hunt(args: HuntArgs) -> anyhow::Result<u8> {
     if args.test {
         return test_rules(&rules, args.out.format);
     }
-    let rt = runtime()?;
+    let rt = crate::runtime()?;
     rt.block_on(async {
         let mut catalog = open(&store_dir, &args.budget).await?;
         let mut scope = Scope {
@@ -458,7 +451,7 @@ fn explain_rule(
 
 /// `quarry hunt --test`: every rule's fixture cases, each over a throw-away store.
 fn test_rules(rules: &[hunt::Rule], format: Format) -> anyhow::Result<u8> {
-    let tested = runtime()?.block_on(quarry_query::fixture::run_all(rules))?;
+    let tested = crate::runtime()?.block_on(quarry_query::fixture::run_all(rules))?;
     let (failed, results, untested) = (tested.failed(), tested.results, tested.untested);
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&results)?),

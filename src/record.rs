@@ -97,16 +97,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
             format!("{scope} and cgroups {}", paths.join(", "))
         };
     }
-    // Checked before recording starts: a rule or output that cannot work is an error now.
-    let detect_plan = match args.detect.config()? {
-        Some(c) => Some(quarry_detect::Plan::new(&c, &store_dir)?),
-        None => None,
-    };
-    for skipped in detect_plan.iter().flat_map(|p| &p.skipped) {
-        eprintln!("quarry: skipped {skipped}");
-    }
-    let tap = detect_plan.as_ref().map(|_| quarry_detect::tap());
-    config.tap = tap.as_ref().map(|(t, _)| t.clone());
+    let mut live = crate::detect::Live::plan(&args.detect, &store_dir, &mut config)?;
     let host = config.host.clone();
     let recorder = Recorder::start(config)
         .with_context(|| format!("starting the recorder on {}", store_dir.display()))?;
@@ -127,27 +118,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
         .build()
         .context("starting the async runtime")?;
     let stats = recorder.stats();
-    let detection = detect_plan.zip(tap).map(|(plan, (tap, rx))| {
-        let outputs: Vec<String> = plan.outputs.iter().map(|o| o.to_string()).collect();
-        eprintln!(
-            "quarry: live detection: {} rules, alerts to {}",
-            plan.rules.len(),
-            outputs.join(", ")
-        );
-        quarry_detect::Detection::start(plan, recorder.store().clone(), host, tap, rx)
-    });
-    if let Some(addr) = args.detect.metrics {
-        let sources = match &detection {
-            Some(d) => d.metrics_sources(stats.clone()),
-            None => quarry_detect::metrics::Sources::recorder_only(stats.clone()),
-        };
-        match quarry_detect::metrics::serve(addr, sources) {
-            Ok(()) => eprintln!("quarry: metrics on http://{addr}/metrics"),
-            Err(e) => log::error!(
-                "--metrics {addr}: cannot listen ({e}); recording goes on without metrics"
-            ),
-        }
-    }
+    live.start(&args.detect, &recorder, host);
     let summary = runtime.block_on(async {
         // Handlers go in before anyone is told recording began, so a stop signal sent right
         // after that message is always a graceful stop.
@@ -183,7 +154,6 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
     if !args.quiet && std::io::stderr().is_terminal() {
         eprintln!();
     }
-    let detected = detection.map(|d| d.finish());
     if let Some(thread) = baselines {
         // The recorder is gone, and with it the queue's sender: what was offered is finished,
         // for a few seconds at most (a baseline cut short is never a visible segment).
@@ -197,28 +167,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
             );
         }
     }
-    if let Some(d) = &detected {
-        eprintln!(
-            "quarry: live detection raised {} alerts{}{}",
-            d.alerts,
-            if d.behind_rows > 0 {
-                format!(
-                    "; it fell behind and did not evaluate {} recorded rows (`quarry hunt` covers them)",
-                    d.behind_rows
-                )
-            } else {
-                String::new()
-            },
-            if d.output_drops > 0 {
-                format!(
-                    "; outputs dropped {} alerts (all are in the alert table)",
-                    d.output_drops
-                )
-            } else {
-                String::new()
-            }
-        );
-    }
+    live.finish();
 
     let s = &summary.stats;
     let unsealed: u64 = summary.unsealed.iter().map(|l| l.rows).sum();

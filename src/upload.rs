@@ -25,7 +25,7 @@ pub fn run(args: UploadArgs) -> anyhow::Result<u8> {
         .unwrap_or_else(quarry_store::action::local_hostname);
     let bucket = Bucket::from_env(&url)?;
     let bar = crate::output::byte_progress("uploading", false);
-    let rt = crate::query::runtime()?;
+    let rt = crate::runtime()?;
     let result = rt.block_on(upload_store(&store, &bucket, &host, &|p| match p {
         UploadProgress::Start { bytes, .. } => bar.set_length(bytes),
         UploadProgress::Advance { bytes } => bar.inc(bytes),

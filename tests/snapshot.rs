@@ -588,15 +588,15 @@ fn symlinks_swapped_in_after_the_checkpoint_reach_neither_case_nor_host() {
     let root = std::path::PathBuf::from(format!("/proc/{init}/root"));
     wait_for("the container's files", || root.join("tick").is_file());
     // Entered from outside (so CRIU does not stop it): waits until the dump stops init (state
-    // t), then until init is back in its own wait4 (syscall 61) and not stopped: resumed (while
-    // CRIU's parasite runs in it, it sits in another call); from then on it swaps the changed
-    // file for a symlink to a host file and its directory for a symlink to /etc, and back,
-    // until told to stop.
+    // t), then until init writes a new /tick, which only init's own code does: the container
+    // was resumed. (Init's state and syscall are no proof of that: while CRIU's parasite runs
+    // in it and is cured, it passes through states a resumed init also shows.) From then on it
+    // swaps the changed file for a symlink to a host file and its directory for a symlink to
+    // /etc, and back, until told to stop.
     let watcher = format!(
         "s=; until [ \"$s\" = t ]; do read -r _ _ s _ < /proc/1/stat; done; \
-         until read -r a _ < /proc/1/syscall && [ \"$a\" = 61 ] \
-           && read -r _ _ s _ < /proc/1/stat && [ \"$s\" != t ] \
-           && read -r a _ < /proc/1/syscall && [ \"$a\" = 61 ]; do :; done; \
+         read -r t0 < /tick; \
+         until read -r t1 < /tick; [ \"$t1\" != \"$t0\" ]; do :; done; \
          until [ -e /stop ]; do \
            mv /evidence/note /evidence/note.old; ln -s {0} /evidence/note; \
            mv /p /p.old; ln -s /etc /p; \

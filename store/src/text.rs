@@ -12,6 +12,9 @@
 //!
 //! What it must not do: change printable text (including non-ASCII letters), or be applied
 //! twice with a different result (escapes are plain ASCII, so a second pass leaves them).
+//! [`TextTable`] lays out cells already made printable.
+
+use std::io::Write;
 
 /// `text` safe to print on a terminal: control characters (C0, DEL, C1, so every escape
 /// sequence), and zero-width, bidirectional-control and line-separator characters are shown as
@@ -41,6 +44,121 @@ fn needs_escape(c: char) -> bool {
             | '\u{2060}'..='\u{2069}' // word joiner, invisible operators, bidi isolates
             | '\u{FEFF}'              // zero-width no-break space (BOM)
         )
+}
+
+/// How a [`TextTable`] draws its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableStyle {
+    /// `+---+` rules and `| cell |` rows (query results); nothing at all without rows.
+    Boxed,
+    /// Columns two spaces apart, no rules (listings such as `ps`); the header alone without rows.
+    Plain,
+}
+
+/// A text table printed as its rows come: the first `chunk` rows are held to size the
+/// columns (a result that fits is printed exactly sized), later rows are printed at once in
+/// those columns (a wider cell widens only its own row).
+pub struct TextTable {
+    style: TableStyle,
+    header: Vec<String>,
+    widths: Vec<usize>,
+    held: Vec<Vec<String>>,
+    chunk: usize,
+    started: bool,
+}
+
+impl TextTable {
+    /// A table with these column names.
+    pub fn new(header: Vec<String>, chunk: usize) -> TextTable {
+        TextTable::styled(TableStyle::Boxed, header, chunk)
+    }
+
+    /// A table with these column names, drawn in `style`.
+    pub fn styled(style: TableStyle, header: Vec<String>, chunk: usize) -> TextTable {
+        TextTable {
+            style,
+            widths: header.iter().map(|h| h.chars().count()).collect(),
+            header,
+            held: Vec::new(),
+            chunk: chunk.max(1),
+            started: false,
+        }
+    }
+
+    /// Adds a row (cells already made printable).
+    pub fn push(&mut self, row: Vec<String>, out: &mut dyn Write) -> std::io::Result<()> {
+        if self.started {
+            return self.line(&row, out);
+        }
+        for (w, cell) in self.widths.iter_mut().zip(&row) {
+            *w = (*w).max(cell.chars().count());
+        }
+        self.held.push(row);
+        if self.held.len() >= self.chunk {
+            self.start(out)?;
+        }
+        Ok(())
+    }
+
+    /// Prints what is held and, boxed, the closing rule.
+    pub fn finish(mut self, out: &mut dyn Write) -> std::io::Result<()> {
+        if self.style == TableStyle::Boxed && !self.started && self.held.is_empty() {
+            return Ok(());
+        }
+        if !self.started {
+            self.start(out)?;
+        }
+        if self.style == TableStyle::Boxed {
+            self.rule(out)?;
+        }
+        out.flush()
+    }
+
+    fn start(&mut self, out: &mut dyn Write) -> std::io::Result<()> {
+        self.started = true;
+        let boxed = self.style == TableStyle::Boxed;
+        if boxed {
+            self.rule(out)?;
+        }
+        let header = std::mem::take(&mut self.header);
+        self.line(&header, out)?;
+        if boxed {
+            self.rule(out)?;
+        }
+        for row in std::mem::take(&mut self.held) {
+            self.line(&row, out)?;
+        }
+        Ok(())
+    }
+
+    fn rule(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        let mut text = String::from("+");
+        for w in &self.widths {
+            text.push_str(&"-".repeat(w + 2));
+            text.push('+');
+        }
+        writeln!(out, "{text}")
+    }
+
+    fn line(&self, row: &[String], out: &mut dyn Write) -> std::io::Result<()> {
+        match self.style {
+            TableStyle::Boxed => {
+                let mut text = String::from("|");
+                for (cell, w) in row.iter().zip(&self.widths) {
+                    text.push_str(&format!(" {cell:<w$} |"));
+                }
+                writeln!(out, "{text}")
+            }
+            TableStyle::Plain => {
+                let text: Vec<String> = row
+                    .iter()
+                    .zip(&self.widths)
+                    .map(|(c, w)| format!("{c:<w$}"))
+                    .collect();
+                writeln!(out, "{}", text.join("  ").trim_end())
+            }
+        }
+    }
 }
 
 #[cfg(test)]
