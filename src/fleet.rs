@@ -3,8 +3,9 @@
 //!
 //! The argument structs live here rather than in cli.rs so the fleet's flags stay in one
 //! place; cli.rs only names them. The engine itself is the cargo feature `fleet` (on by
-//! default): a binary built without it (`cargo build -p quarry --no-default-features`, which
-//! leaves Ballista and its ~90 crates out) keeps the same flags and says how to get the fleet.
+//! default): a binary built without it (`cargo build -p quarry --no-default-features
+//! --features responder`, which leaves Ballista and its ~90 crates out) keeps the same flags
+//! and says how to get the fleet.
 
 // Without the engine the flags are still parsed (the CLI is the same) but never read.
 #![cfg_attr(not(feature = "fleet"), allow(dead_code))]
