@@ -385,7 +385,7 @@ fn upload_plan(
     let url = BucketUrl::parse(to)?;
     // A pass learns of an unreachable bucket within seconds and backs off itself, instead of
     // the client retrying each request for minutes.
-    let bucket = Bucket::from_env_with_retries(&url, 3, Duration::from_secs(15))
+    let bucket = Bucket::from_env_with_retries(&url, &[], 3, Duration::from_secs(15))
         .with_context(|| format!("--upload {url}"))?;
     let mut config = UploadConfig::new(
         args.upload_host

@@ -133,14 +133,22 @@ impl Bucket {
     /// (`AWS_ENDPOINT_URL`, path-style requests unless `AWS_VIRTUAL_HOSTED_STYLE_REQUEST`),
     /// `AWS_ALLOW_HTTP`, region and credentials. Nothing is sent until the first request.
     pub fn from_env(url: &BucketUrl) -> Result<Bucket> {
-        Bucket::from_env_with_retry(url, object_store::RetryConfig::default())
+        Bucket::configure(url, &[], object_store::RetryConfig::default())
     }
 
-    /// [`Bucket::from_env`] with the client retrying a failed request at most `retries` times
+    /// [`Bucket::from_env`] with `settings` (named as the environment names them, e.g.
+    /// `AWS_ENDPOINT_URL`) over the environment's: for a program that talks to a server of its
+    /// own (a benchmark, a test) without changing its process environment.
+    pub fn from_env_with(url: &BucketUrl, settings: &[(&str, String)]) -> Result<Bucket> {
+        Bucket::configure(url, settings, object_store::RetryConfig::default())
+    }
+
+    /// [`Bucket::from_env_with`], the client retrying a failed request at most `retries` times
     /// within `timeout` (the default retries one request for up to 3 minutes; an uploader with
     /// a backoff of its own wants to hear of an unreachable bucket sooner).
     pub fn from_env_with_retries(
         url: &BucketUrl,
+        settings: &[(&str, String)],
         retries: usize,
         timeout: std::time::Duration,
     ) -> Result<Bucket> {
@@ -149,39 +157,27 @@ impl Bucket {
             retry_timeout: timeout,
             ..object_store::RetryConfig::default()
         };
-        Bucket::from_env_with_retry(url, retry)
+        Bucket::configure(url, settings, retry)
     }
 
-    fn from_env_with_retry(url: &BucketUrl, retry: object_store::RetryConfig) -> Result<Bucket> {
-        Bucket::build(url, AmazonS3Builder::from_env().with_retry(retry))
-    }
-
-    /// [`Bucket::from_env`] with `settings` (named as the environment names them, e.g.
-    /// `AWS_ENDPOINT_URL`) over the environment's: for a program that talks to a server of its
-    /// own (a benchmark) without changing its process environment.
-    pub fn from_env_with(url: &BucketUrl, settings: &[(&str, String)]) -> Result<Bucket> {
-        let mut builder = AmazonS3Builder::from_env();
+    fn configure(
+        url: &BucketUrl,
+        settings: &[(&str, String)],
+        retry: object_store::RetryConfig,
+    ) -> Result<Bucket> {
+        let configure = |source| BucketError::Configure {
+            url: url.to_string(),
+            source,
+        };
+        let mut builder = AmazonS3Builder::from_env().with_retry(retry);
         for (name, value) in settings {
-            let key =
-                name.to_ascii_lowercase()
-                    .parse()
-                    .map_err(|source| BucketError::Configure {
-                        url: url.to_string(),
-                        source,
-                    })?;
-            builder = builder.with_config(key, value);
+            builder =
+                builder.with_config(name.to_ascii_lowercase().parse().map_err(configure)?, value);
         }
-        Bucket::build(url, builder)
-    }
-
-    fn build(url: &BucketUrl, builder: AmazonS3Builder) -> Result<Bucket> {
         let objects = builder
             .with_bucket_name(&url.bucket)
             .build()
-            .map_err(|source| BucketError::Configure {
-                url: url.to_string(),
-                source,
-            })?;
+            .map_err(configure)?;
         Ok(Bucket::with_objects(url.clone(), Arc::new(objects)))
     }
 

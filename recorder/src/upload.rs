@@ -422,6 +422,41 @@ mod tests {
     }
 
     #[test]
+    fn an_unreachable_bucket_leaves_the_backlog_named_and_finish_returns_at_its_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path()).unwrap();
+        seal(&store, 1);
+        // A real client against a port nothing listens on (the discard port, closed here).
+        let settings = [
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9".to_string()),
+            ("AWS_ALLOW_HTTP", "true".to_string()),
+            ("AWS_REGION", "us-east-1".to_string()),
+            ("AWS_ACCESS_KEY_ID", "k".to_string()),
+            ("AWS_SECRET_ACCESS_KEY", "s".to_string()),
+        ];
+        let url = BucketUrl::parse("s3://gone/fleet").unwrap();
+        let bucket =
+            Bucket::from_env_with_retries(&url, &settings, 0, Duration::from_secs(1)).unwrap();
+        let mut config = UploadConfig::new("h1");
+        config.backoff_min = Duration::from_millis(50);
+        let uploader = Uploader::start(store.clone(), bucket, config).unwrap();
+        let state = uploader.state();
+        let status = uploader.finish(Duration::from_secs(2));
+        assert!(!status.is_caught_up(), "{status:?}");
+        assert_eq!((status.pending_segments, status.uploaded_segments), (1, 0));
+        assert!(status.failed_passes > 0 && status.last_success.is_none());
+        assert!(
+            status
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("127.0.0.1:9")),
+            "{status:?}"
+        );
+        // Nothing is in the bucket: retention may delete nothing.
+        assert!(state.gate().uploaded.is_empty());
+    }
+
+    #[test]
     fn what_is_sealed_before_finish_is_shipped_and_retention_may_delete_only_that() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::create(dir.path()).unwrap();
