@@ -122,6 +122,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process: the size of its largest variant (`record`'s flags) costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Record processes on this machine into a store (needs root)
@@ -214,7 +216,15 @@ Examples:
   sudo quarry record --containers web,db
   sudo quarry record --syscalls all           also keep every syscall (the raw stream)
   sudo quarry record --syscalls all --exact-syscall-times   ... each with its own clock reading
-  sudo quarry record --record-module-loads    module loads also where the kernel has no tracepoint")]
+  sudo quarry record --record-module-loads    module loads also where the kernel has no tracepoint
+  sudo quarry record --upload s3://fleet/prod --upload-host node-7   ship segments to a bucket
+
+With --upload the store is the spool: every sealed segment and the host's manifest copy go to
+the bucket (create-only, hash-checked, as `quarry upload` does) from a thread of their own. An
+unreachable bucket never stops the recording: the upload retries with a backoff of 1s doubling
+to 60s, `quarry status` shows the backlog, and retention keeps segments not uploaded yet
+(unless --retain-unuploaded). At exit the backlog gets up to --upload-drain to reach the
+bucket; the summary says what was uploaded and what was left.")]
 pub struct RecordArgs {
     #[command(flatten)]
     pub store: StoreArgs,
@@ -276,7 +286,44 @@ pub struct RecordArgs {
     #[arg(long, value_parser = parse_duration)]
     pub retain_interval: Option<Duration>,
     #[command(flatten)]
+    pub upload: RecordUploadArgs,
+    #[command(flatten)]
     pub detect: crate::detect::DetectArgs,
+}
+
+/// `quarry record --upload ...`: shipping the store to a bucket while recording.
+#[derive(Debug, Clone, Args)]
+pub struct RecordUploadArgs {
+    /// Upload every sealed segment and this host's manifest copy to this bucket while
+    /// recording (s3://BUCKET[/PREFIX]; endpoint and credentials from the AWS environment, as
+    /// for `quarry upload`) [default: the config file's [upload] to]
+    #[arg(long, value_name = "s3://BUCKET/PREFIX")]
+    pub upload: Option<String>,
+    /// The host name the store goes under in the bucket (host=; unique per store)
+    /// [default: the config file's, else this machine's host name]
+    #[arg(long, value_name = "NAME")]
+    pub upload_host: Option<String>,
+    /// The least time between two uploads while the bucket answers (e.g. 10s, 1m)
+    /// [default: the config file's, else 10s]
+    #[arg(long, value_parser = parse_duration)]
+    pub upload_interval: Option<Duration>,
+    /// At exit, how long to keep trying to ship the backlog [default: the config file's, else
+    /// 30s]
+    #[arg(long, value_parser = parse_duration)]
+    pub upload_drain: Option<Duration>,
+    /// Let retention delete segments not uploaded yet (a node that must not fill its disk while
+    /// the bucket is away); each is named in its manifest entry ("NOT uploaded to ...")
+    #[arg(long)]
+    pub retain_unuploaded: bool,
+}
+
+impl RecordUploadArgs {
+    /// --upload-drain, else the config file's, else 30 s.
+    pub fn drain(&self) -> Duration {
+        self.upload_drain
+            .or(crate::config::current().upload.drain)
+            .unwrap_or(Duration::from_secs(30))
+    }
 }
 
 impl RecordArgs {

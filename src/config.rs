@@ -30,6 +30,8 @@ pub struct Config {
     pub query: Query,
     #[serde(default)]
     pub isolate: Isolate,
+    #[serde(default)]
+    pub upload: Upload,
     /// The file this came from (None: no file).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -57,6 +59,24 @@ pub struct Retention {
     /// How often the recorder applies it (e.g. "5m").
     #[serde(default, deserialize_with = "duration")]
     pub interval: Option<Duration>,
+}
+
+/// `[upload]`: `quarry record`'s upload to a bucket (`--upload`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upload {
+    /// The bucket, s3://BUCKET[/PREFIX]; set, every recording uploads.
+    pub to: Option<String>,
+    /// The host name the store goes under in the bucket.
+    pub host: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub interval: Option<Duration>,
+    /// How long the exit keeps trying to ship the backlog.
+    #[serde(default, deserialize_with = "duration")]
+    pub drain: Option<Duration>,
+    /// Retention may delete segments not uploaded yet.
+    #[serde(default)]
+    pub retain_unuploaded: bool,
 }
 
 /// `[query]`: sql, timeline and hunt.

@@ -100,6 +100,7 @@ mod with_engine {
     use arrow::record_batch::RecordBatch;
     use quarry_recorder::stats::Stats;
     use quarry_recorder::tap::Tap;
+    use quarry_recorder::upload::UploadState;
     use quarry_recorder::{Recorder, RecorderConfig};
     use quarry_store::Table;
 
@@ -140,8 +141,15 @@ mod with_engine {
             })
         }
 
-        /// Starts detection (when planned) and the metrics endpoint (when asked for).
-        pub fn start(&mut self, args: &DetectArgs, recorder: &Recorder, host: String) {
+        /// Starts detection (when planned) and the metrics endpoint (when asked for; with the
+        /// upload's backlog when there is one).
+        pub fn start(
+            &mut self,
+            args: &DetectArgs,
+            recorder: &Recorder,
+            host: String,
+            upload: Option<Arc<UploadState>>,
+        ) {
             let stats: Arc<Stats> = recorder.stats();
             self.running = self.planned.take().map(|(plan, (tap, rx))| {
                 let outputs: Vec<String> = plan.outputs.iter().map(|o| o.to_string()).collect();
@@ -153,10 +161,11 @@ mod with_engine {
                 quarry_detect::Detection::start(plan, recorder.store().clone(), host, tap, rx)
             });
             if let Some(addr) = args.metrics {
-                let sources = match &self.running {
+                let mut sources = match &self.running {
                     Some(d) => d.metrics_sources(stats),
                     None => quarry_detect::metrics::Sources::recorder_only(stats),
                 };
+                sources.upload = upload;
                 match quarry_detect::metrics::serve(addr, sources) {
                     Ok(()) => eprintln!("quarry: metrics on http://{addr}/metrics"),
                     Err(e) => log::error!(
@@ -198,7 +207,9 @@ mod with_engine {
 #[cfg(not(feature = "responder"))]
 mod without_engine {
     use std::path::Path;
+    use std::sync::Arc;
 
+    use quarry_recorder::upload::UploadState;
     use quarry_recorder::{Recorder, RecorderConfig};
 
     use super::DetectArgs;
@@ -224,7 +235,14 @@ mod without_engine {
             Ok(Live)
         }
 
-        pub fn start(&mut self, _args: &DetectArgs, _recorder: &Recorder, _host: String) {}
+        pub fn start(
+            &mut self,
+            _args: &DetectArgs,
+            _recorder: &Recorder,
+            _host: String,
+            _upload: Option<Arc<UploadState>>,
+        ) {
+        }
 
         pub fn finish(self) {}
     }

@@ -26,7 +26,6 @@ mod query;
 mod record;
 mod snapshot;
 mod status;
-#[cfg(feature = "responder")]
 mod upload;
 mod verify;
 
@@ -68,8 +67,8 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 #[cfg(not(feature = "responder"))]
 pub(crate) fn without_responder() -> anyhow::Result<u8> {
     anyhow::bail!(
-        "this is the recorder-only build of quarry (no query engine, live detection, isolation, \
-         export or upload); build the full binary: cargo build --release --bin quarry"
+        "this is the recorder-only build of quarry (no query engine, live detection, isolation \
+         or export); build the full binary: cargo build --release --bin quarry"
     )
 }
 
@@ -105,6 +104,7 @@ fn main() -> ExitCode {
         Command::Baseline(args) => integrity::baseline(args),
         Command::Drift(args) => integrity::drift(args),
         Command::Fleet(args) => fleet::run(args),
+        Command::Upload(args) => upload::run(args),
         #[cfg(feature = "responder")]
         Command::Isolate(args) => isolate::run(args),
         #[cfg(feature = "responder")]
@@ -119,8 +119,6 @@ fn main() -> ExitCode {
         Command::Export(args) => export::run(args),
         #[cfg(feature = "responder")]
         Command::Keygen(args) => lifecycle::keygen(args),
-        #[cfg(feature = "responder")]
-        Command::Upload(args) => upload::run(args),
         #[cfg(not(feature = "responder"))]
         Command::Isolate(_)
         | Command::Release(_)
@@ -128,8 +126,7 @@ fn main() -> ExitCode {
         | Command::Timeline(_)
         | Command::Hunt(_)
         | Command::Export(_)
-        | Command::Keygen(_)
-        | Command::Upload(_) => without_responder(),
+        | Command::Keygen(_) => without_responder(),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -5,14 +5,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use quarry_bucket::{Bucket, BucketUrl};
 use quarry_containers::{CgroupFs, Inventory};
 use quarry_recorder::stats::Stats;
 use quarry_recorder::status::Publisher;
+use quarry_recorder::upload::{UploadConfig, Uploader};
 use quarry_recorder::{Recorder, RecorderConfig, SyscallMode};
 use quarry_store::human::human_bytes;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use crate::cli::{Format, RecordArgs, SyscallsArg};
+use crate::cli::{Format, RecordArgs, RecordUploadArgs, SyscallsArg};
 use crate::exit;
 
 pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
@@ -99,9 +101,22 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
     }
     let mut live = crate::detect::Live::plan(&args.detect, &store_dir, &mut config)?;
     let host = config.host.clone();
+    // Checked before recording starts, like detection: a bad URL is an error now.
+    let upload = upload_plan(&args.upload, &host)?;
     let recorder = Recorder::start(config)
         .with_context(|| format!("starting the recorder on {}", store_dir.display()))?;
     let store = recorder.store().root().to_path_buf();
+    let uploader = match upload {
+        Some((bucket, config)) => {
+            let (to, as_host) = (bucket.url().to_string(), config.host.clone());
+            let uploader = Uploader::start(recorder.store().clone(), bucket, config)
+                .context("starting the upload thread")?;
+            eprintln!("quarry: uploading to {to} as host {as_host}");
+            Some(uploader)
+        }
+        None => None,
+    };
+    let upload_state = uploader.as_ref().map(Uploader::state);
     // Commands run without --store find this store through the advertisement; it is
     // withdrawn when `_advert` drops, on every way out of this function.
     let advert_path = quarry_recorder::advert::path();
@@ -118,7 +133,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
         .build()
         .context("starting the async runtime")?;
     let stats = recorder.stats();
-    live.start(&args.detect, &recorder, host);
+    live.start(&args.detect, &recorder, host, upload_state.clone());
     let summary = runtime.block_on(async {
         // Handlers go in before anyone is told recording began, so a stop signal sent right
         // after that message is always a graceful stop.
@@ -140,9 +155,13 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
                 store,
                 policy,
                 args.retain_interval(),
+                upload_state.clone(),
             ))
         });
-        let publisher = Publisher::new(recorder.store().clone(), &scope);
+        let mut publisher = Publisher::new(recorder.store().clone(), &scope);
+        if let Some(state) = &upload_state {
+            publisher = publisher.with_upload(state.clone());
+        }
         let status = tokio::spawn(status_line(stats, publisher, args.quiet));
         let summary = recorder.run(shutdown(term, int, args.duration)).await;
         status.abort();
@@ -169,6 +188,24 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
     }
     live.finish();
 
+    // Everything is sealed now (the recording, alerts, baselines): the rest of the backlog
+    // gets its bounded last chance.
+    let uploaded = uploader.map(|u| {
+        let pending = upload_state.as_ref().map(|s| s.status());
+        if let Some(p) = pending.filter(|p| !p.is_caught_up()) {
+            eprintln!(
+                "quarry: shipping the rest to {} (up to {:?}){}",
+                p.to,
+                args.upload.drain(),
+                p.last_error
+                    .as_deref()
+                    .map(|e| format!("; last error: {e}"))
+                    .unwrap_or_default()
+            );
+        }
+        u.finish(args.upload.drain())
+    });
+
     let s = &summary.stats;
     let unsealed: u64 = summary.unsealed.iter().map(|l| l.rows).sum();
     match args.out.format {
@@ -192,6 +229,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
                     .map(|(k, v)| ((*k).to_string(), serde_json::Value::from(*v)))
                     .collect::<serde_json::Map<_, _>>(),
                 "exe_hash_cached": s.exe_hash_cached,
+                "upload": uploaded,
             })
         ),
         Format::Table => println!(
@@ -212,6 +250,46 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
             counts.join(", "),
             s.exe_hash_cached
         );
+    }
+    if let Some(u) = &uploaded {
+        let line = format!(
+            "quarry: uploaded {} segments ({}, {} rows) to {} as host {}{}",
+            u.uploaded_segments,
+            human_bytes(u.uploaded_bytes),
+            u.uploaded_rows,
+            u.to,
+            u.host,
+            if u.found_in_bucket > 0 {
+                format!("; {} were there already", u.found_in_bucket)
+            } else {
+                String::new()
+            }
+        );
+        if args.out.format == Format::Table {
+            println!("{line}");
+        }
+        if !u.is_caught_up() {
+            // Not lost: the segments stay in the store, and the next run (or `quarry upload`)
+            // ships them.
+            eprintln!(
+                "quarry: warning: the bucket is behind: {} segments ({}) {}not uploaded ({}); \
+                 they stay in {}; `quarry upload --store {} --to {} --host {}` ships them",
+                u.pending_segments,
+                human_bytes(u.pending_bytes),
+                if u.manifest_behind {
+                    "and the manifest copy "
+                } else {
+                    ""
+                },
+                u.last_error
+                    .as_deref()
+                    .unwrap_or("the exit deadline passed"),
+                store.display(),
+                store.display(),
+                u.to,
+                u.host
+            );
+        }
     }
     if unsealed > 0 {
         let what: Vec<String> = summary
@@ -240,6 +318,34 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
         );
     }
     Ok(exit::OK)
+}
+
+/// The bucket and settings of `--upload` (flags over the config file's `[upload]`); None
+/// when no upload is asked for.
+fn upload_plan(
+    args: &RecordUploadArgs,
+    recorder_host: &str,
+) -> anyhow::Result<Option<(Bucket, UploadConfig)>> {
+    let c = &crate::config::current().upload;
+    let Some(to) = args.upload.as_deref().or(c.to.as_deref()) else {
+        return Ok(None);
+    };
+    let url = BucketUrl::parse(to)?;
+    // A pass learns of an unreachable bucket within seconds and backs off itself, instead of
+    // the client retrying each request for minutes.
+    let bucket = Bucket::from_env_with_retries(&url, &[], 3, Duration::from_secs(15))
+        .with_context(|| format!("--upload {url}"))?;
+    let mut config = UploadConfig::new(
+        args.upload_host
+            .clone()
+            .or(c.host.clone())
+            .unwrap_or_else(|| recorder_host.to_string()),
+    );
+    if let Some(i) = args.upload_interval.or(c.interval) {
+        config.interval = i;
+    }
+    config.delete_unuploaded = args.retain_unuploaded || c.retain_unuploaded;
+    Ok(Some((bucket, config)))
 }
 
 /// Resolves on SIGINT, SIGTERM or when `duration` has passed.

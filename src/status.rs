@@ -3,6 +3,7 @@
 
 use quarry_recorder::status::StatusFile;
 use quarry_store::Store;
+use quarry_store::human::human_bytes;
 
 use crate::cli::{Format, StatusArgs};
 use crate::exit;
@@ -56,6 +57,34 @@ pub fn run(args: StatusArgs) -> anyhow::Result<u8> {
             }
             if let Some(e) = &status.last_error {
                 println!("sealing is failing: {e}");
+            }
+            if let Some(u) = &status.upload {
+                println!(
+                    "upload to {} as host {}: {} segments ({}) uploaded this run; backlog: {} \
+                     segments ({}){}; last success: {}",
+                    u.to,
+                    u.host,
+                    u.uploaded_segments,
+                    human_bytes(u.uploaded_bytes),
+                    u.pending_segments,
+                    human_bytes(u.pending_bytes),
+                    if u.manifest_behind {
+                        ", manifest copy behind"
+                    } else {
+                        ""
+                    },
+                    u.last_success.as_deref().unwrap_or("none yet")
+                );
+                if let Some(e) = &u.last_error {
+                    println!(
+                        "upload failing ({} passes in a row; recording goes on, the store keeps \
+                         the backlog): {e}{}",
+                        u.failures_in_a_row,
+                        u.retry_in_secs
+                            .map(|s| format!("; next try in {s}s"))
+                            .unwrap_or_default()
+                    );
+                }
             }
         }
     }

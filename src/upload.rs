@@ -60,7 +60,7 @@ pub fn run(args: UploadArgs) -> anyhow::Result<u8> {
             }
             println!(
                 "{}: {} segments of {} as host {}: {} uploaded ({} rows, {} bytes), {} already \
-                 there{}",
+                 there{}{}",
                 if report.is_ok() {
                     "✓ uploaded"
                 } else {
@@ -73,6 +73,11 @@ pub fn run(args: UploadArgs) -> anyhow::Result<u8> {
                 report.rows,
                 report.bytes,
                 report.already_there,
+                if report.pending > 0 {
+                    format!(", {} not uploaded", report.pending)
+                } else {
+                    String::new()
+                },
                 match &report.manifest_key {
                     Some(k) => format!("; manifest {url}/{k}"),
                     None => "; manifest not written (problems above)".to_string(),

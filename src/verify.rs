@@ -13,7 +13,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<u8> {
         .dir
         .as_deref()
         .and_then(|d| d.to_str())
-        .filter(|d| is_bucket(d))
+        .filter(|d| quarry_bucket::BucketUrl::is_bucket(d))
     {
         return bucket(url, &args);
     }
@@ -99,29 +99,12 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<u8> {
     })
 }
 
-#[cfg(feature = "responder")]
-fn is_bucket(dir: &str) -> bool {
-    quarry_bucket::BucketUrl::is_bucket(dir)
-}
-
-/// The recorder-only build reads no bucket: anything with a URL scheme is refused as one.
-#[cfg(not(feature = "responder"))]
-fn is_bucket(dir: &str) -> bool {
-    dir.contains("://")
-}
-
-#[cfg(not(feature = "responder"))]
-fn bucket(_url: &str, _args: &VerifyArgs) -> anyhow::Result<u8> {
-    crate::without_responder()
-}
-
 #[cfg(not(feature = "responder"))]
 fn bundle(_path: &std::path::Path, _args: &VerifyArgs) -> anyhow::Result<u8> {
     crate::without_responder()
 }
 
 /// `quarry verify --store s3://...`: every host's manifest chain, every object read back.
-#[cfg(feature = "responder")]
 fn bucket(url: &str, args: &VerifyArgs) -> anyhow::Result<u8> {
     let url = quarry_bucket::BucketUrl::parse(url)?;
     let bucket = quarry_bucket::Bucket::from_env(&url)?;

@@ -35,7 +35,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use sha2::{Digest, Sha256};
 
 pub use read::{LeftOut, Vouched, VouchedSegment, vouched_segments};
-pub use upload::{UploadProgress, UploadReport, upload_store};
+pub use upload::{Shipped, UploadProgress, UploadReport, upload_new, upload_store};
 pub use verify::{BucketReport, HostReport, verify_bucket};
 
 /// Errors of reaching or using a bucket.
@@ -133,13 +133,51 @@ impl Bucket {
     /// (`AWS_ENDPOINT_URL`, path-style requests unless `AWS_VIRTUAL_HOSTED_STYLE_REQUEST`),
     /// `AWS_ALLOW_HTTP`, region and credentials. Nothing is sent until the first request.
     pub fn from_env(url: &BucketUrl) -> Result<Bucket> {
-        let objects = AmazonS3Builder::from_env()
+        Bucket::configure(url, &[], object_store::RetryConfig::default())
+    }
+
+    /// [`Bucket::from_env`] with `settings` (named as the environment names them, e.g.
+    /// `AWS_ENDPOINT_URL`) over the environment's: for a program that talks to a server of its
+    /// own (a benchmark, a test) without changing its process environment.
+    pub fn from_env_with(url: &BucketUrl, settings: &[(&str, String)]) -> Result<Bucket> {
+        Bucket::configure(url, settings, object_store::RetryConfig::default())
+    }
+
+    /// [`Bucket::from_env_with`], the client retrying a failed request at most `retries` times
+    /// within `timeout` (the default retries one request for up to 3 minutes; an uploader with
+    /// a backoff of its own wants to hear of an unreachable bucket sooner).
+    pub fn from_env_with_retries(
+        url: &BucketUrl,
+        settings: &[(&str, String)],
+        retries: usize,
+        timeout: std::time::Duration,
+    ) -> Result<Bucket> {
+        let retry = object_store::RetryConfig {
+            max_retries: retries,
+            retry_timeout: timeout,
+            ..object_store::RetryConfig::default()
+        };
+        Bucket::configure(url, settings, retry)
+    }
+
+    fn configure(
+        url: &BucketUrl,
+        settings: &[(&str, String)],
+        retry: object_store::RetryConfig,
+    ) -> Result<Bucket> {
+        let configure = |source| BucketError::Configure {
+            url: url.to_string(),
+            source,
+        };
+        let mut builder = AmazonS3Builder::from_env().with_retry(retry);
+        for (name, value) in settings {
+            builder =
+                builder.with_config(name.to_ascii_lowercase().parse().map_err(configure)?, value);
+        }
+        let objects = builder
             .with_bucket_name(&url.bucket)
             .build()
-            .map_err(|source| BucketError::Configure {
-                url: url.to_string(),
-                source,
-            })?;
+            .map_err(configure)?;
         Ok(Bucket::with_objects(url.clone(), Arc::new(objects)))
     }
 

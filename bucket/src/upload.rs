@@ -6,12 +6,20 @@
 //! the local file against its manifest entry before it leaves (an altered local segment is
 //! named, not shipped), written with a create-only PUT and read back and hashed again. An
 //! object already in the bucket with the right hash is skipped, so a re-run ships only what is
-//! new; one with another hash is a conflict, named, never replaced. When anything failed the
-//! manifest copy is not written: a copy in the bucket vouches only for objects that are there.
+//! new; one with another hash is a conflict, named, never replaced. A request that fails
+//! (after the client's retries) ends the run: the bucket is unreachable, and what is left is
+//! counted as pending. When anything failed the manifest copy is not written: a copy in the
+//! bucket vouches only for objects that are there.
+//!
+//! A process that uploads again and again (the recorder's `--upload`, see quarry-recorder's
+//! `upload`) passes the same [`Shipped`] to [`upload_new`] each time: what an earlier pass
+//! hash-checked in the bucket is not read back again, so a pass costs what is new, not the
+//! whole store.
 //!
 //! It must not write to the store (the binary records the upload as an action) or delete
 //! anything anywhere.
 
+use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
@@ -85,6 +93,12 @@ pub struct UploadReport {
     /// Of those: uploaded now, and already in the bucket with the right hash.
     pub uploaded: u64,
     pub already_there: u64,
+    /// ... and found there by an earlier pass of this process ([`Shipped`]), not read again.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub known: u64,
+    /// Segments (and their bytes) of the snapshot that are not in the bucket after this pass.
+    pub pending: u64,
+    pub pending_bytes: u64,
     /// Bytes and rows uploaded now.
     pub bytes: u64,
     pub rows: u64,
@@ -97,6 +111,36 @@ pub struct UploadReport {
 impl UploadReport {
     pub fn is_ok(&self) -> bool {
         self.problems.is_empty()
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// What earlier passes of this process found in the bucket, hash-checked: segments (by store
+/// path, with their hash) and the manifest copy written last. Only ever filled from what was
+/// read back from the bucket; a new process starts empty and checks everything once.
+#[derive(Debug, Default, Clone)]
+pub struct Shipped {
+    segments: HashMap<String, String>,
+    manifest_entries: Option<u64>,
+}
+
+impl Shipped {
+    /// Whether the segment at `path` with `sha256` is known to be in the bucket.
+    pub fn has(&self, path: &str, sha256: &str) -> bool {
+        self.segments.get(path).is_some_and(|s| s == sha256)
+    }
+
+    /// The store paths of the segments known to be in the bucket.
+    pub fn paths(&self) -> BTreeSet<String> {
+        self.segments.keys().cloned().collect()
+    }
+
+    /// Entries of the manifest copy written (or found) last.
+    pub fn manifest_entries(&self) -> Option<u64> {
+        self.manifest_entries
     }
 }
 
@@ -129,6 +173,18 @@ pub async fn upload_store(
     host: &str,
     progress: &(dyn Fn(UploadProgress) + Sync),
 ) -> Result<UploadReport> {
+    upload_new(store, bucket, host, &mut Shipped::default(), progress).await
+}
+
+/// [`upload_store`], skipping what `shipped` (earlier passes) already found in the bucket and
+/// adding what this pass finds there.
+pub async fn upload_new(
+    store: &Store,
+    bucket: &Bucket,
+    host: &str,
+    shipped: &mut Shipped,
+    progress: &(dyn Fn(UploadProgress) + Sync),
+) -> Result<UploadReport> {
     let host = sanitize_host(host);
     let (manifest, log) = manifest_snapshot(store)?;
     let live = log.live();
@@ -143,8 +199,19 @@ pub async fn upload_store(
         segments: report.segments,
         bytes: live.iter().map(|e| e.body.bytes).sum(),
     });
-    for entry in live {
+    // Segments the store no longer lists need not be remembered.
+    let listed: std::collections::HashSet<&str> =
+        live.iter().map(|e| e.body.path.as_str()).collect();
+    shipped
+        .segments
+        .retain(|path, _| listed.contains(path.as_str()));
+    for entry in &live {
         let body = &entry.body;
+        if shipped.has(&body.path, &body.sha256) {
+            report.known += 1;
+            progress(UploadProgress::Advance { bytes: body.bytes });
+            continue;
+        }
         let Some(rel) = bucket_segment_key(&body.path, &host) else {
             report.problems.push(UploadProblem::LocalMismatch {
                 path: body.path.clone(),
@@ -168,17 +235,48 @@ pub async fn upload_store(
                 report.uploaded += 1;
                 report.bytes += body.bytes;
                 report.rows += body.rows;
+                shipped
+                    .segments
+                    .insert(body.path.clone(), body.sha256.clone());
             }
-            Put::AlreadyThere => report.already_there += 1,
-            Put::Failed(problem) => report.problems.push(problem),
+            Put::AlreadyThere => {
+                report.already_there += 1;
+                shipped
+                    .segments
+                    .insert(body.path.clone(), body.sha256.clone());
+            }
+            Put::Failed(problem) => {
+                let unreachable = matches!(problem, UploadProblem::Request { .. });
+                report.problems.push(problem);
+                progress(UploadProgress::Advance { bytes: body.bytes });
+                if unreachable {
+                    // The client retried already: the rest would fail alike, one by one. It
+                    // stays pending for the next run.
+                    break;
+                }
+                continue;
+            }
         }
         progress(UploadProgress::Advance { bytes: body.bytes });
     }
+    for entry in &live {
+        if !shipped.has(&entry.body.path, &entry.body.sha256) {
+            report.pending += 1;
+            report.pending_bytes += entry.body.bytes;
+        }
+    }
     if report.problems.is_empty() && !log.entries.is_empty() {
         let key = bucket_manifest_key(&host, report.manifest_entries);
+        if shipped.manifest_entries == Some(report.manifest_entries) {
+            report.manifest_key = Some(key);
+            return Ok(report);
+        }
         let sha = sha256_hex(&manifest);
         match put_create_only(bucket, &key, bytes::Bytes::from(manifest), &sha).await? {
-            Put::Written | Put::AlreadyThere => report.manifest_key = Some(key),
+            Put::Written | Put::AlreadyThere => {
+                shipped.manifest_entries = Some(report.manifest_entries);
+                report.manifest_key = Some(key);
+            }
             Put::Failed(problem) => report.problems.push(problem),
         }
     }
@@ -333,6 +431,38 @@ mod tests {
         ));
         assert_eq!(third.manifest_key, None);
         assert_eq!(third.already_there, 1);
+    }
+
+    #[tokio::test]
+    async fn passes_with_a_memory_of_what_was_shipped_upload_only_what_is_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path(), 2);
+        let bucket = memory_bucket();
+        let mut shipped = Shipped::default();
+        let first = upload_new(&s, &bucket, "h1", &mut shipped, &|_| {})
+            .await
+            .unwrap();
+        assert_eq!((first.uploaded, first.known, first.pending), (2, 0, 0));
+        assert_eq!(shipped.paths().len(), 2);
+        assert_eq!(shipped.manifest_entries(), Some(2));
+        // Nothing new: nothing read back, no second copy of the same manifest.
+        let idle = upload_new(&s, &bucket, "h1", &mut shipped, &|_| {})
+            .await
+            .unwrap();
+        assert_eq!((idle.uploaded, idle.already_there, idle.known), (0, 0, 2));
+        assert!(idle.manifest_key.is_some());
+        let s = store(dir.path(), 1);
+        let next = upload_new(&s, &bucket, "h1", &mut shipped, &|_| {})
+            .await
+            .unwrap();
+        assert_eq!((next.uploaded, next.known, next.pending), (1, 2, 0));
+        let copies = bucket.list("_manifest").await.unwrap();
+        assert_eq!(copies.len(), 2, "{copies:?}");
+        // A fresh memory checks everything once again, and finds it there.
+        let fresh = upload_new(&s, &bucket, "h1", &mut Shipped::default(), &|_| {})
+            .await
+            .unwrap();
+        assert_eq!((fresh.already_there, fresh.known), (3, 0));
     }
 
     #[tokio::test]

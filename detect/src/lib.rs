@@ -198,6 +198,7 @@ impl Detection {
             detect: Some(self.stats.clone()),
             tap: Some(self.tap.clone()),
             outputs: Some(self.outputs.clone()),
+            upload: None,
         }
     }
 

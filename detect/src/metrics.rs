@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use quarry_recorder::stats::Stats;
 use quarry_recorder::tap::Tap;
+use quarry_recorder::upload::UploadState;
 
 use crate::DetectStats;
 use crate::outputs::Outputs;
@@ -23,6 +24,8 @@ pub struct Sources {
     pub detect: Option<Arc<DetectStats>>,
     pub tap: Option<Arc<Tap>>,
     pub outputs: Option<Arc<Outputs>>,
+    /// The upload to a bucket (`--upload`), when one runs.
+    pub upload: Option<Arc<UploadState>>,
 }
 
 impl Sources {
@@ -33,6 +36,7 @@ impl Sources {
             detect: None,
             tap: None,
             outputs: None,
+            upload: None,
         }
     }
 }
@@ -195,6 +199,50 @@ fn render(s: &Sources, seal: &mut SealWatch) -> String {
             c.iter()
                 .map(|c| (label("output", &c.name), c.sent))
                 .collect(),
+        );
+    }
+    if let Some(u) = &s.upload {
+        let u = u.status();
+        metric(
+            "quarry_upload_backlog_segments",
+            "gauge",
+            "Sealed segments not in the bucket yet (as of the last upload pass).",
+            vec![(String::new(), u.pending_segments)],
+        );
+        metric(
+            "quarry_upload_backlog_bytes",
+            "gauge",
+            "Bytes of the segments not in the bucket yet.",
+            vec![(String::new(), u.pending_bytes)],
+        );
+        metric(
+            "quarry_upload_segments_total",
+            "counter",
+            "Segments uploaded to the bucket.",
+            vec![(String::new(), u.uploaded_segments)],
+        );
+        metric(
+            "quarry_upload_bytes_total",
+            "counter",
+            "Bytes uploaded to the bucket.",
+            vec![(String::new(), u.uploaded_bytes)],
+        );
+        metric(
+            "quarry_upload_failed_passes_total",
+            "counter",
+            "Upload passes that failed (the bucket unreachable, a conflict); retried with backoff.",
+            vec![(String::new(), u.failed_passes)],
+        );
+        let last = u
+            .last_success
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map_or(0, |t| t.timestamp().max(0) as u64);
+        metric(
+            "quarry_upload_last_success_timestamp_seconds",
+            "gauge",
+            "When an upload pass last left nothing pending (Unix time; 0: not yet).",
+            vec![(String::new(), last)],
         );
     }
     metric(

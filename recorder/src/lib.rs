@@ -28,6 +28,7 @@ pub mod stats;
 pub mod status;
 pub mod syscalls;
 pub mod tap;
+pub mod upload;
 
 use std::collections::HashSet;
 use std::future::Future;

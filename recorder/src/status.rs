@@ -43,6 +43,9 @@ pub struct StatusFile {
     pub last_segment: Option<String>,
     pub last_error: Option<String>,
     pub memory_rss_mib: Option<f64>,
+    /// The upload to a bucket (`--upload`), when one runs: its backlog and last outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<crate::upload::UploadStatus>,
 }
 
 /// Why a recorder's status could not be read.
@@ -107,6 +110,7 @@ impl StatusFile {
             last_segment: now.last_segment.as_ref().map(|p| p.display().to_string()),
             last_error: now.last_error.clone(),
             memory_rss_mib: rss_mib(),
+            upload: None,
         }
     }
 
@@ -166,6 +170,7 @@ pub struct Publisher {
     last: StatsSnapshot,
     last_at: Instant,
     failing: bool,
+    upload: Option<std::sync::Arc<crate::upload::UploadState>>,
 }
 
 impl Publisher {
@@ -178,19 +183,27 @@ impl Publisher {
             last: StatsSnapshot::default(),
             last_at: Instant::now(),
             failing: false,
+            upload: None,
         }
+    }
+
+    /// Also publishes the backlog of this upload.
+    pub fn with_upload(mut self, upload: std::sync::Arc<crate::upload::UploadState>) -> Publisher {
+        self.upload = Some(upload);
+        self
     }
 
     /// Writes the status of `now` (rates since the last call); a failure is logged once per
     /// episode (on a full disk it fails every second), recording goes on.
     pub fn publish(&mut self, now: StatsSnapshot) {
-        let file = StatusFile::new(
+        let mut file = StatusFile::new(
             &self.scope,
             &now,
             &self.last,
             self.last_at.elapsed().as_secs_f64(),
             &self.started_at,
         );
+        file.upload = self.upload.as_ref().map(|u| u.status());
         self.last_at = Instant::now();
         self.last = now;
         match file.write(&self.store) {

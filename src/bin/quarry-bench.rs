@@ -12,6 +12,7 @@
 //! quarry-bench detect [--rate N] [--seconds N]             event-to-alert latency of live rules
 //! sudo quarry-bench detect-cost [--iterations N]           recording with vs without --no-detect
 //! quarry-bench fleet --store DIR                           local engine vs Ballista x1, x2
+//! quarry-bench upload --store DIR [--hosts N]              rows/s, MB/s into a local SeaweedFS
 //! ```
 //!
 //! The recorder runs as a separate `quarry record` process (the binary next to this one), so
@@ -31,6 +32,8 @@ mod query_bench;
 mod detect_bench;
 #[path = "../bench/fleet.rs"]
 mod fleet_bench;
+#[path = "../bench/upload.rs"]
+mod upload_bench;
 
 use quarry_store::{Manifest, ManifestOp, Table};
 use query_bench::median;
@@ -67,6 +70,7 @@ fn main() -> anyhow::Result<()> {
         ["detect", rest @ ..] => detect_bench::run(rest),
         ["detect-cost", rest @ ..] => detect_cost(rest),
         ["fleet", rest @ ..] => fleet_bench::run(rest),
+        ["upload", rest @ ..] => upload_bench::run(rest),
         ["--help" | "-h" | "help"] => {
             println!("{USAGE}");
             Ok(())
@@ -84,7 +88,8 @@ usage: quarry-bench recorder [--calls N] [--rounds N] [--pin] [--format json]
        quarry-bench query generate --store DIR [--rows N] | query run --store DIR
        quarry-bench detect [--rate N] [--seconds N] [--markers N]   live detection latency
        quarry-bench detect-cost [--iterations N] [--rounds N]      recording with vs without detection
-       quarry-bench fleet --store DIR [--runs N] [--tasks N]   local vs Ballista x1, x2";
+       quarry-bench fleet --store DIR [--runs N] [--tasks N]   local vs Ballista x1, x2
+       quarry-bench upload --store DIR [--hosts N]             rows/s, MB/s into a local SeaweedFS";
 
 /// Runs `n` getpid syscalls and returns ns per call.
 fn getpid_loop(n: u64) -> f64 {

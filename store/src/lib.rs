@@ -42,7 +42,7 @@ pub use compact::{CompactPolicy, Compaction};
 pub use holds::{Hold, HoldError, HoldSpec};
 pub use layout::{Partition, Store, Table};
 pub use manifest::{Manifest, ManifestEntry, ManifestOp};
-pub use retention::{RetentionPolicy, RetentionReport};
+pub use retention::{RetentionPolicy, RetentionReport, UploadGate};
 pub use segment::{SealedSegment, SegmentWriter};
 pub use verify::{Problem, RemovalSummary, VerifyReport, verify_store};
 

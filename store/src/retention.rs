@@ -33,6 +33,32 @@ pub struct RetentionPolicy {
     /// The size cap never deletes segments of an hour that ended less than this long ago (nor
     /// of the hour being recorded): rows of a just-closed hour may still be arriving.
     pub protect_recent: Duration,
+    /// While a recorder uploads the store to a bucket: which segments the bucket already
+    /// holds, and whether the others may be deleted. None: no upload, nothing changes.
+    pub upload: Option<UploadGate>,
+}
+
+/// Retention beside a running upload (`quarry record --upload`): the local store is the
+/// upload's spool, so a segment not yet in the bucket is kept unless `delete_unuploaded`
+/// says otherwise. A segment deleted anyway says so in its manifest `remove` entry (its
+/// reason reads e.g. "age cap 7d, NOT uploaded to s3://b/p; ...", a kind of removal of its
+/// own in `quarry verify`), and the report lists it: the loss is on record
+/// in the store, and in the bucket with the host's next manifest copy.
+#[derive(Debug, Clone, Default)]
+pub struct UploadGate {
+    /// Where the upload goes (for the reason and the warnings).
+    pub to: String,
+    /// Store-relative paths of the segments the upload has in the bucket, hash-checked.
+    pub uploaded: BTreeSet<String>,
+    /// Delete segments not yet uploaded too, when a cap says so (a node that must not fill
+    /// its disk while the bucket is away).
+    pub delete_unuploaded: bool,
+}
+
+impl UploadGate {
+    fn has(&self, path: &str) -> bool {
+        self.uploaded.contains(path)
+    }
 }
 
 impl RetentionPolicy {
@@ -62,6 +88,7 @@ impl Default for RetentionPolicy {
             max_bytes: None,
             compact: None,
             protect_recent: PROTECT_RECENT,
+            upload: None,
         }
     }
 }
@@ -101,6 +128,13 @@ pub struct RetentionReport {
     /// Segments of the hour being recorded or of one that just closed (see
     /// [`RetentionPolicy::protect_recent`]): never deleted by the size cap.
     pub kept_recent: u64,
+    /// Segments a cap would have deleted, kept because an upload has not taken them yet
+    /// ([`UploadGate`]): how many, and their bytes.
+    pub kept_unuploaded: u64,
+    pub kept_unuploaded_bytes: u64,
+    /// Of `removed`, the paths of segments deleted before any upload took them
+    /// ([`UploadGate::delete_unuploaded`]).
+    pub removed_unuploaded: Vec<String>,
     /// Listed segments whose file is gone: left for `verify` to report, never logged as removed.
     pub missing: Vec<String>,
     /// Things a person must act on (the size cap cannot be met because of holds, ...).
@@ -241,11 +275,19 @@ impl Store {
                     continue;
                 }
                 let ids = check.covering(l);
-                if ids.is_empty() {
-                    remove[i] = true;
-                    plan.push((l.body.clone(), reason.clone()));
-                } else {
+                if !ids.is_empty() {
                     keep_held(l, ids, &mut report);
+                    continue;
+                }
+                match upload_reason(policy, l, &reason) {
+                    Some(reason) => {
+                        remove[i] = true;
+                        plan.push((l.body.clone(), reason));
+                    }
+                    None => {
+                        report.kept_unuploaded += 1;
+                        report.kept_unuploaded_bytes += l.body.bytes;
+                    }
                 }
             }
         }
@@ -267,7 +309,7 @@ impl Store {
             let recent = now
                 - chrono::Duration::from_std(policy.protect_recent)
                     .unwrap_or(chrono::Duration::zero());
-            let (mut held_bytes, mut open_bytes) = (0u64, 0u64);
+            let (mut held_bytes, mut open_bytes, mut unuploaded_bytes) = (0u64, 0u64, 0u64);
             for (i, l) in live.iter().enumerate() {
                 if remove[i] {
                     continue;
@@ -286,15 +328,21 @@ impl Store {
                     keep_held(l, ids, &mut report);
                     continue;
                 }
+                let Some(reason) = upload_reason(policy, l, &reason) else {
+                    report.kept_unuploaded += 1;
+                    report.kept_unuploaded_bytes += l.body.bytes;
+                    unuploaded_bytes += l.body.bytes;
+                    continue;
+                };
                 remove[i] = true;
                 total -= l.body.bytes;
-                plan.push((l.body.clone(), reason.clone()));
+                plan.push((l.body.clone(), reason));
             }
             if total > cap {
                 report.warnings.push(format!(
                     "OVER THE SIZE CAP: the store keeps {} of segments, {} more than the cap of \
                      {}, because {} are under legal hold ({}) and {} belong to the hour being \
-                     recorded or one that just closed; nothing held was deleted. Release holds that are no longer needed \
+                     recorded or one that just closed{}; nothing held was deleted. Release holds that are no longer needed \
                      (`quarry hold --list`), export and move evidence off this machine, or raise \
                      the cap.",
                     human_bytes(total),
@@ -315,7 +363,15 @@ impl Store {
                             ids.join(", ")
                         }
                     },
-                    human_bytes(open_bytes)
+                    human_bytes(open_bytes),
+                    match &policy.upload {
+                        Some(gate) if unuploaded_bytes > 0 => format!(
+                            ", and {} are not uploaded to {} yet (see `quarry status`)",
+                            human_bytes(unuploaded_bytes),
+                            gate.to
+                        ),
+                        _ => String::new(),
+                    }
                 ));
             }
         }
@@ -335,6 +391,22 @@ impl Store {
                 }
             })
             .collect();
+        if let Some(gate) = &policy.upload {
+            report.removed_unuploaded = plan
+                .iter()
+                .filter(|(b, _)| !gate.has(&b.path))
+                .map(|(b, _)| b.path.clone())
+                .collect();
+            if !report.removed_unuploaded.is_empty() {
+                report.warnings.push(format!(
+                    "{} segments were deleted before they were uploaded to {} (retention may \
+                     delete what is not uploaded yet): {}; their manifest entries say so",
+                    report.removed_unuploaded.len(),
+                    gate.to,
+                    report.removed_unuploaded.join(", ")
+                ));
+            }
+        }
         report.segments_after = report.segments_before - plan.len() as u64;
         report.bytes_after = report.bytes_before - report.removed_bytes();
         Ok((report, plan, holds.fingerprint))
@@ -375,6 +447,22 @@ impl Store {
 
 /// Segments to remove, each with the reason for its manifest entry.
 type Plan = Vec<(EntryBody, String)>;
+
+/// The reason to delete `l` for, given the upload beside retention; None: keep it (the
+/// upload has not taken it yet).
+fn upload_reason(policy: &RetentionPolicy, l: &Live, reason: &str) -> Option<String> {
+    match &policy.upload {
+        None => Some(reason.to_string()),
+        Some(gate) if gate.has(&l.body.path) => Some(reason.to_string()),
+        Some(gate) if gate.delete_unuploaded => {
+            // In the reason's first part, the kind `quarry verify` sums removals by.
+            let (kind, rest) = reason.split_once(';').unwrap_or((reason, ""));
+            let sep = if rest.is_empty() { "" } else { ";" };
+            Some(format!("{kind}, NOT uploaded to {}{sep}{rest}", gate.to))
+        }
+        Some(_) => None,
+    }
+}
 
 enum Applied {
     Done { missing: Vec<String> },

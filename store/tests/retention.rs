@@ -13,7 +13,7 @@ use quarry_store::schema::{
     GapReason, GapRow, ProcessEvent, ProcessRow, RowIdentity, gap_batch, process_batch,
 };
 use quarry_store::{
-    CompactPolicy, HoldSpec, Partition, RetentionPolicy, Store, Table, verify_store,
+    CompactPolicy, HoldSpec, Partition, RetentionPolicy, Store, Table, UploadGate, verify_store,
 };
 
 /// "Now" for every test: retention is given the time, so hours are closed or open by design.
@@ -516,4 +516,74 @@ fn merges_of_raw_stream_segments_respect_the_row_bound_and_keep_containers_toget
     }
     assert_eq!(kept, sealed);
     assert_verifies(&store);
+}
+
+#[test]
+fn beside_an_upload_only_uploaded_segments_go_unless_told_and_then_the_loss_is_on_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path()).unwrap();
+    fixture(&store, 30, 2);
+    let log = quarry_store::Manifest::new(store.manifest_path())
+        .read()
+        .unwrap();
+    let old: Vec<String> = log
+        .live()
+        .iter()
+        .map(|e| e.body.path.clone())
+        .filter(|p| {
+            let (partition, _) = Partition::from_segment_path(p).unwrap();
+            (hour(0) - partition.hour).num_hours() >= 25
+        })
+        .collect();
+    assert_eq!(old.len(), 5 * 3);
+    // The bucket has the first of them only.
+    let mut gate = UploadGate {
+        to: "s3://fleet/prod".into(),
+        uploaded: old[..1].iter().cloned().collect(),
+        delete_unuploaded: false,
+    };
+    let policy = |gate: &UploadGate| RetentionPolicy {
+        max_age: Some(Duration::from_secs(24 * 3600)),
+        upload: Some(gate.clone()),
+        ..Default::default()
+    };
+    let report = store.retain(&policy(&gate), now(), false).unwrap();
+    assert_eq!(report.removed.len(), 1);
+    assert_eq!(report.removed[0].path, old[0]);
+    assert_eq!(
+        (report.kept_unuploaded, report.removed_unuploaded.len()),
+        (14, 0)
+    );
+    assert_verifies(&store);
+
+    // Told to delete what is not uploaded: it goes, each one named, and its manifest entry
+    // says it never reached the bucket.
+    gate.delete_unuploaded = true;
+    let report = store.retain(&policy(&gate), now(), false).unwrap();
+    assert_eq!(report.removed.len(), 14);
+    let mut removed = report.removed_unuploaded.clone();
+    removed.sort();
+    let mut expected = old[1..].to_vec();
+    expected.sort();
+    assert_eq!(removed, expected);
+    assert!(
+        report.warnings.iter().any(
+            |w| w.contains("before they were uploaded to s3://fleet/prod") && w.contains(&old[1])
+        ),
+        "{:?}",
+        report.warnings
+    );
+    let v = assert_verifies(&store);
+    let kinds: Vec<(&str, u64)> = v
+        .removals
+        .iter()
+        .map(|r| (r.reason.as_str(), r.segments))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("age cap 1d", 1),
+            ("age cap 1d, NOT uploaded to s3://fleet/prod", 14)
+        ]
+    );
 }

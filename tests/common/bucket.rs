@@ -75,6 +75,8 @@ impl Weed {
         std::fs::create_dir_all(&data).unwrap();
         std::fs::create_dir_all(&tmp).unwrap();
         let p = &self.ports;
+        // The log is appended to across restarts: readiness is read from what this start wrote.
+        let log_from = self.log().len();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -115,15 +117,18 @@ impl Weed {
             .spawn()
             .expect("starting weed mini");
         self.child = Some(child);
-        self.wait_ready()
+        self.wait_ready(log_from)
     }
 
-    fn wait_ready(&mut self) -> Result<(), String> {
+    fn wait_ready(&mut self, log_from: usize) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             // Ready once the S3 gateway answers and the bucket exists.
             let ok = TcpStream::connect(("127.0.0.1", self.ports[6])).is_ok()
-                && self.log().contains("All enabled components are running");
+                && self
+                    .log()
+                    .get(log_from..)
+                    .is_some_and(|l| l.contains("All enabled components are running"));
             if ok {
                 return Ok(());
             }
