@@ -411,6 +411,9 @@ fn upload_plan(
     recorder_host: &str,
 ) -> anyhow::Result<Option<(Bucket, UploadConfig)>> {
     let c = &crate::config::current().upload;
+    if args.no_upload {
+        return Ok(None);
+    }
     let Some(to) = args.upload.as_deref().or(c.to.as_deref()) else {
         return Ok(None);
     };
