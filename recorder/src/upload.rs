@@ -105,7 +105,7 @@ pub struct UploadState {
     status: Mutex<UploadStatus>,
     /// Store paths of segments hash-checked in the bucket (what retention may delete).
     uploaded: Mutex<BTreeSet<String>>,
-    /// The wall time the current retry delay ends at (for `retry_in_secs`).
+    /// When the current retry delay ends (for `retry_in_secs`).
     retry_at: Mutex<Option<Instant>>,
     delete_unuploaded: bool,
 }
