@@ -224,7 +224,8 @@ the bucket (create-only, hash-checked, as `quarry upload` does) from a thread of
 unreachable bucket never stops the recording: the upload retries with a backoff of 1s doubling
 to 60s, `quarry status` shows the backlog, and retention keeps segments not uploaded yet
 (unless --retain-unuploaded). At exit the backlog gets up to --upload-drain to reach the
-bucket; the summary says what was uploaded and what was left.")]
+bucket (a second Ctrl-C ends that at once); the summary says what was uploaded and what was
+left.")]
 pub struct RecordArgs {
     #[command(flatten)]
     pub store: StoreArgs,
@@ -299,6 +300,9 @@ pub struct RecordUploadArgs {
     /// for `quarry upload`) [default: the config file's [upload] to]
     #[arg(long, value_name = "s3://BUCKET/PREFIX")]
     pub upload: Option<String>,
+    /// Do not upload, even when the config file names a bucket
+    #[arg(long, conflicts_with = "upload")]
+    pub no_upload: bool,
     /// The host name the store goes under in the bucket (host=; unique per store)
     /// [default: the config file's, else this machine's host name]
     #[arg(long, value_name = "NAME")]

@@ -9,7 +9,7 @@ use quarry_bucket::{Bucket, BucketUrl};
 use quarry_containers::{CgroupFs, Inventory};
 use quarry_recorder::stats::Stats;
 use quarry_recorder::status::Publisher;
-use quarry_recorder::upload::{UploadConfig, Uploader};
+use quarry_recorder::upload::{UploadConfig, UploadStatus, Uploader};
 use quarry_recorder::{Recorder, RecorderConfig, SyscallMode};
 use quarry_store::human::human_bytes;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -203,7 +203,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
                     .unwrap_or_default()
             );
         }
-        u.finish(args.upload.drain())
+        finish_upload(&runtime, u, args.upload.drain())
     });
 
     let s = &summary.stats;
@@ -320,6 +320,38 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
+/// The upload's last attempt, bounded by `within`; a stop signal meanwhile (the second one of
+/// this run) ends it at once. The backlog as the upload thread left it.
+fn finish_upload(
+    runtime: &tokio::runtime::Runtime,
+    uploader: Uploader,
+    within: Duration,
+) -> UploadStatus {
+    let (state, stopper) = (uploader.state(), uploader.stopper());
+    runtime.block_on(async move {
+        let (term, int) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        );
+        let last = tokio::task::spawn_blocking(move || uploader.finish(within));
+        let stop = async {
+            if let (Ok(mut term), Ok(mut int)) = (term, int) {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+                eprintln!("quarry: stop signal: no more upload attempts");
+                stopper.stop_now();
+            }
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            done = last => done.unwrap_or_else(|_| state.status()),
+            _ = stop => unreachable!("never resolves"),
+        }
+    })
+}
+
 /// The bucket and settings of `--upload` (flags over the config file's `[upload]`); None
 /// when no upload is asked for.
 fn upload_plan(
@@ -327,6 +359,9 @@ fn upload_plan(
     recorder_host: &str,
 ) -> anyhow::Result<Option<(Bucket, UploadConfig)>> {
     let c = &crate::config::current().upload;
+    if args.no_upload {
+        return Ok(None);
+    }
     let Some(to) = args.upload.as_deref().or(c.to.as_deref()) else {
         return Ok(None);
     };

@@ -311,3 +311,119 @@ fn two_recorders_upload_through_a_bucket_restart_and_nothing_is_lost() {
         "{text}"
     );
 }
+
+#[test]
+fn a_bucket_away_at_exit_leaves_the_backlog_in_the_store_and_quarry_upload_ships_it_later() {
+    if !require_root() {
+        return;
+    }
+    let mut weed = Weed::start("u22-exit");
+    let dir = tempfile::tempdir().unwrap();
+    let url = weed.url("fleet");
+    let store = dir.path().join("u22-c");
+    let mut cmd = quarry();
+    weed.configure(&mut cmd);
+    cmd.arg("record")
+        .arg("--store")
+        .arg(&store)
+        .args(["--upload", &url, "--upload-host", "u22-c"])
+        .args(["--upload-interval", "1s", "--seal-interval", "2s"])
+        // Long enough that only the second signal can end the last attempt.
+        .args(["--upload-drain", "1h"])
+        .args(["--no-detect", "--no-baseline", "--no-posture", "--quiet"])
+        .args(["--format", "json"]);
+    let rec = RecorderProcess::spawn(cmd);
+    wait_until("the upload works", || {
+        upload_status(&store).is_some_and(|u| u.last_success.is_some())
+    });
+    weed.stop();
+    let marked = marker("u22-exit");
+    run_marked(&marked);
+    wait_until("the upload fails with a backlog", || {
+        upload_status(&store).is_some_and(|u| u.last_error.is_some() && u.pending_segments > 0)
+    });
+
+    // Stop: the last attempt starts and cannot succeed; a second signal ends it.
+    let (child, lines) = rec.into_child();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    // Reaped below; killed if the test fails before.
+    struct Reap(Option<std::process::Child>);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            if let Some(mut c) = self.0.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let mut child = Reap(Some(child));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let mut stderr = Vec::new();
+    loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(240))
+            .expect("the recorder says it ships the rest");
+        let last = line.starts_with("quarry: shipping the rest to ");
+        stderr.push(line);
+        if last {
+            break;
+        }
+    }
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = child.0.take().unwrap().wait_with_output().unwrap();
+    stderr.extend(lines.try_iter());
+    let stderr = stderr.join("\n");
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no more upload attempts") && stderr.contains("the bucket is behind"),
+        "{stderr}"
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let u: UploadStatus = serde_json::from_value(summary["upload"].clone()).unwrap();
+    assert!(!u.is_caught_up() && u.pending_segments > 0, "{u:?}");
+
+    // The backlog waited in the store: once the bucket is back, `quarry upload` ships it.
+    weed.restart();
+    let mut cmd = quarry();
+    weed.configure(&mut cmd)
+        .args(["upload", "--store"])
+        .arg(&store)
+        .args(["--to", &url, "--host", "u22-c", "--format", "json"]);
+    let up = cmd.output().unwrap();
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&up.stdout).unwrap();
+    assert_eq!(report["pending"], 0, "{report}");
+    assert!(
+        report["uploaded"].as_u64().unwrap() >= u.pending_segments,
+        "{report}"
+    );
+    let bucket = client(&weed, &url);
+    let local = Manifest::new(Store::at(&store).manifest_path())
+        .read()
+        .unwrap();
+    // Every segment the recorder sealed (all but `quarry upload`'s own action row, sealed
+    // after its manifest copy) is there with its hash.
+    for entry in &local.live()[..local.live().len() - 1] {
+        let key = bucket_segment_key(&entry.body.path, "u22-c").unwrap();
+        let (sha, _) = block_on(bucket.hash(&key)).unwrap().expect(&key);
+        assert_eq!(sha, entry.body.sha256, "{key}");
+    }
+    let mut cmd = quarry();
+    weed.configure(&mut cmd)
+        .args(["sql", "--store", &url, "--format", "csv"])
+        .arg(format!(
+            "SELECT count(*) AS n FROM process WHERE event = 'exec' AND \
+         array_to_string(argv, ' ') LIKE '%{marked}%'"
+        ));
+    let out = cmd.output().unwrap();
+    let n: u64 = stdout(&out).lines().nth(1).unwrap().parse().unwrap();
+    assert!(
+        n >= 3,
+        "the rows sealed while the bucket was away: {}",
+        stdout(&out)
+    );
+}

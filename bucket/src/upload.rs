@@ -4,9 +4,9 @@
 //! manifest's lock so no append is half-read), uploads every segment that snapshot lists as
 //! present, then the snapshot itself as the host's manifest copy. Each segment is hashed from
 //! the local file against its manifest entry before it leaves (an altered local segment is
-//! named, not shipped), written with a create-only PUT and read back and hashed again. An
-//! object already in the bucket with the right hash is skipped, so a re-run ships only what is
-//! new; one with another hash is a conflict, named, never replaced. A request that fails
+//! named, not shipped), written with a create-only PUT (unless a HEAD finds it there already)
+//! and read back and hashed again. An object already in the bucket with the right hash is
+//! skipped, so a re-run ships only what is new; one with another hash is a conflict, named, never replaced. A request that fails
 //! (after the client's retries) ends the run: the bucket is unreachable, and what is left is
 //! counted as pending. When anything failed the manifest copy is not written: a copy in the
 //! bucket vouches only for objects that are there.
@@ -24,7 +24,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 
-use object_store::{PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use quarry_store::Store;
 use quarry_store::layout::{bucket_manifest_key, bucket_segment_key, sanitize_host};
 use quarry_store::manifest::{Manifest, ManifestLog};
@@ -322,20 +322,38 @@ async fn put_create_only(
         mode: PutMode::Create,
         ..PutOptions::default()
     };
-    let written = match bucket
-        .objects()
-        .put_opts(&key, PutPayload::from_bytes(data), options)
-        .await
-    {
+    // An object already there (an earlier run's) is not sent again only to be refused: a
+    // restarted uploader checks a large store without uploading it twice. The PUT stays
+    // create-only for one that appears meanwhile.
+    let there = match bucket.objects().head(&key).await {
         Ok(_) => true,
-        Err(
-            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
-        ) => false,
+        Err(object_store::Error::NotFound { .. }) => false,
         Err(e) => {
             return Ok(Put::Failed(UploadProblem::Request {
                 key: key.to_string(),
                 error: e.to_string(),
             }));
+        }
+    };
+    let written = if there {
+        false
+    } else {
+        match bucket
+            .objects()
+            .put_opts(&key, PutPayload::from_bytes(data), options)
+            .await
+        {
+            Ok(_) => true,
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => false,
+            Err(e) => {
+                return Ok(Put::Failed(UploadProblem::Request {
+                    key: key.to_string(),
+                    error: e.to_string(),
+                }));
+            }
         }
     };
     let actual = match bucket.hash(rel).await {

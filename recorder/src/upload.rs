@@ -105,7 +105,7 @@ pub struct UploadState {
     status: Mutex<UploadStatus>,
     /// Store paths of segments hash-checked in the bucket (what retention may delete).
     uploaded: Mutex<BTreeSet<String>>,
-    /// The wall time the current retry delay ends at (for `retry_in_secs`).
+    /// When the current retry delay ends (for `retry_in_secs`).
     retry_at: Mutex<Option<Instant>>,
     delete_unuploaded: bool,
 }
@@ -152,7 +152,7 @@ impl UploadState {
 /// The running upload thread.
 pub struct Uploader {
     state: Arc<UploadState>,
-    stop: watch::Sender<Option<Instant>>,
+    stop: Arc<watch::Sender<Option<Instant>>>,
     thread: JoinHandle<()>,
 }
 
@@ -175,6 +175,7 @@ impl Uploader {
             .enable_all()
             .build()?;
         let (stop, stopped) = watch::channel(None);
+        let stop = Arc::new(stop);
         let worker = Worker {
             store,
             bucket,
@@ -196,6 +197,11 @@ impl Uploader {
         self.state.clone()
     }
 
+    /// A handle that cuts [`Uploader::finish`]'s last attempt short (a second stop signal).
+    pub fn stopper(&self) -> UploadStopper {
+        UploadStopper(self.stop.clone())
+    }
+
     /// Ships what is left, trying until everything is in the bucket or `within` has passed,
     /// then stops the thread and returns the backlog. Call it once nothing more is sealed.
     pub fn finish(self, within: Duration) -> UploadStatus {
@@ -204,6 +210,16 @@ impl Uploader {
             log::error!("the upload thread panicked; the backlog below is its last word");
         }
         self.state.status()
+    }
+}
+
+/// Stops an upload's last attempt now (see [`Uploader::stopper`]).
+#[derive(Clone)]
+pub struct UploadStopper(Arc<watch::Sender<Option<Instant>>>);
+
+impl UploadStopper {
+    pub fn stop_now(&self) {
+        let _ = self.0.send(Some(Instant::now()));
     }
 }
 
@@ -223,19 +239,23 @@ fn manifest_len(store: &Store) -> Option<u64> {
         .map(|m| m.len())
 }
 
-/// Resolves once a stop was asked for and its deadline has passed.
+/// Resolves once a stop was asked for and its deadline has passed; a later, earlier deadline
+/// (a second signal: stop now) takes over.
 async fn deadline_passed(stop: &mut watch::Receiver<Option<Instant>>) {
-    let deadline = loop {
+    loop {
         let stop_at = *stop.borrow_and_update();
-        if let Some(d) = stop_at {
-            break d;
-        }
-        if stop.changed().await.is_err() {
+        let changed = match stop_at {
+            Some(deadline) => tokio::select! {
+                _ = tokio::time::sleep_until(deadline.into()) => return,
+                r = stop.changed() => r,
+            },
+            None => stop.changed().await,
+        };
+        if changed.is_err() {
             // The Uploader is gone without finish: stop now.
             return;
         }
-    };
-    tokio::time::sleep_until(deadline.into()).await;
+    }
 }
 
 impl Worker {
@@ -246,8 +266,8 @@ impl Worker {
         loop {
             // Copied out: the watch's lock is not held across the drain.
             let stop_at = *stop.borrow();
-            if let Some(deadline) = stop_at {
-                return self.drain(deadline, failures).await;
+            if stop_at.is_some() {
+                return self.drain(&mut stop, failures).await;
             }
             let due = failures > 0 || manifest_len(&self.store) != seen;
             if due && Instant::now() >= next {
@@ -282,27 +302,25 @@ impl Worker {
         }
     }
 
-    /// At exit: passes until nothing is pending or `deadline`, backing off between failures
-    /// (never past the deadline).
-    async fn drain(&mut self, deadline: Instant, mut failures: u32) {
+    /// At exit: passes until nothing is pending or the stop's deadline, backing off between
+    /// failures (never past the deadline).
+    async fn drain(&mut self, stop: &mut watch::Receiver<Option<Instant>>, mut failures: u32) {
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return;
-            }
-            match tokio::time::timeout(left, self.pass()).await {
-                Ok(true) => return,
-                Ok(false) => failures = failures.saturating_add(1),
-                Err(_) => {
+            let caught_up = tokio::select! {
+                r = self.pass() => r,
+                _ = deadline_passed(stop) => {
                     log::warn!("upload: stopped waiting for the bucket at the exit deadline");
                     return;
                 }
+            };
+            if caught_up {
+                return;
             }
-            let pause = self
-                .config
-                .backoff(failures)
-                .min(deadline.saturating_duration_since(Instant::now()));
-            tokio::time::sleep(pause).await;
+            failures = failures.saturating_add(1);
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.backoff(failures)) => {}
+                _ = deadline_passed(stop) => return,
+            }
         }
     }
 
