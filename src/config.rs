@@ -91,11 +91,11 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Erro
 }
 
 fn bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    parsed(d, crate::parse::parse_bytes)
+    parsed(d, crate::parse::parse_size)
 }
 
 fn query_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    parsed(d, quarry_query::budget::parse_size)
+    parsed(d, quarry_query::budget::parse_memory_limit)
 }
 
 impl Config {
