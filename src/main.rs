@@ -5,7 +5,6 @@ mod action;
 mod cli;
 mod completions;
 mod config;
-mod detect;
 mod export;
 mod fleet;
 mod integrity;

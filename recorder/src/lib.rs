@@ -23,9 +23,11 @@ pub mod exehash;
 pub mod posture;
 pub mod preflight;
 pub mod retain;
+pub mod scope;
 mod sink;
 pub mod stats;
 pub mod status;
+mod summary;
 pub mod syscalls;
 pub mod tap;
 
