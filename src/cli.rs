@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub use crate::parse::{
-    parse_bind, parse_byte_count, parse_bytes, parse_duration, parse_size, parse_time,
-};
+pub mod detect;
+pub mod fleet;
+
+pub use crate::parse::{parse_bind, parse_duration, parse_ring_size, parse_size, parse_time};
 
 /// The store used when nothing else names one.
 pub const DEFAULT_STORE: &str = "/var/lib/quarry/store";
@@ -172,7 +173,7 @@ pub enum Command {
     /// (create-only, hash-checked; a re-run ships only what is new)
     Upload(UploadArgs),
     /// Run an Apache Ballista scheduler or executor: a cluster for `sql --engine ballista`
-    Fleet(crate::fleet::FleetArgs),
+    Fleet(fleet::FleetArgs),
 }
 
 #[derive(Debug, Args)]
@@ -261,11 +262,11 @@ pub struct RecordArgs {
     /// Size of the kernel ring buffer (a power of two of at least 4K, e.g. 16M): larger absorbs
     /// longer bursts before events are dropped (and counted in the `gap` table). Default 8M,
     /// 32M with `--syscalls all`
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = parse_ring_size)]
     pub ring_size: Option<u32>,
     /// Hash executed files up to this size (e.g. 256M, the default) into exec rows'
     /// `exe_sha256`, off the recording path; 0 turns exec hashing off
-    #[arg(long, value_parser = parse_byte_count, value_name = "SIZE")]
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     pub exe_hash_max: Option<u64>,
     /// Do not judge containers' least-privilege posture (`posture` rows: capabilities,
     /// shared namespaces, host mounts, limits, when first seen and when changed)
@@ -289,7 +290,7 @@ pub struct RecordArgs {
     #[command(flatten)]
     pub upload: RecordUploadArgs,
     #[command(flatten)]
-    pub detect: crate::detect::DetectArgs,
+    pub detect: detect::DetectArgs,
 }
 
 /// `quarry record --upload ...`: shipping the store to a bucket while recording.
@@ -354,7 +355,7 @@ pub struct RetentionFlags {
     pub retain_age: Option<Duration>,
     /// Keep the store's segments within this size, deleting the oldest first (e.g. 50G, 800M);
     /// held evidence and the hour being recorded are never deleted
-    #[arg(long, value_parser = parse_bytes)]
+    #[arg(long, value_parser = parse_size)]
     pub retain_size: Option<u64>,
     /// Merge small segments of closed hours into larger ones first (same rows, fewer files)
     #[arg(long)]
@@ -400,7 +401,7 @@ pub struct VerifyArgs {
     #[arg(long, requires = "path")]
     pub extract_to: Option<PathBuf>,
     /// Most bytes a bundle may extract to (default: 200x its size, at least 1G)
-    #[arg(long, value_parser = parse_bytes, requires = "path")]
+    #[arg(long, value_parser = parse_size, requires = "path")]
     pub max_size: Option<u64>,
     #[command(flatten)]
     pub out: OutputArgs,
@@ -600,7 +601,7 @@ pub struct SqlArgs {
     #[command(flatten)]
     pub budget: QueryBudget,
     #[command(flatten)]
-    pub engine: crate::fleet::EngineArgs,
+    pub engine: fleet::EngineArgs,
 }
 
 /// The memory a query may use (flattened into sql, timeline and hunt).

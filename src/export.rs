@@ -2,11 +2,11 @@
 
 use anyhow::Context;
 use quarry_evidence::{ExportRequest, Progress, SecretKey};
-use quarry_store::human::human_bytes;
 
 use crate::action;
-use crate::cli::{ExportArgs, Format};
+use crate::cli::ExportArgs;
 use crate::lifecycle::resolve_container;
+use crate::output::emit;
 
 pub fn run(args: ExportArgs) -> anyhow::Result<u8> {
     let store = args.store.existing()?;
@@ -39,13 +39,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<u8> {
         Progress::Advance { bytes } => bar.inc(bytes),
     });
     bar.finish_and_clear();
-    let outcome = action::Outcome::of(&result, |r| {
-        serde_json::json!({
-            "bundle": r.output, "sha256": r.sha256, "bytes": r.bytes, "rows": r.rows,
-            "case": args.case, "case_files": r.case_files, "signed_by": r.signed_by,
-            "since": args.since, "until": args.until,
-        })
-    });
+    let outcome = action::Outcome::of(&result, |r| r.action_detail(&request));
     let recorded = action::record_maybe_on(
         &store_dir,
         "export",
@@ -57,48 +51,9 @@ pub fn run(args: ExportArgs) -> anyhow::Result<u8> {
     for s in &report.skipped {
         eprintln!("warning: {}", crate::output::shown(s));
     }
-    match args.out.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Format::Table => {
-            let rows: u64 = report.rows.values().sum();
-            let tables: Vec<String> = report
-                .rows
-                .iter()
-                .filter(|(_, n)| **n > 0)
-                .map(|(t, n)| format!("{t} {n}"))
-                .collect();
-            println!(
-                "exported {} of {} ({}) in {:.1}s: {rows} rows ({}), {} case files, from {} \
-                 segments",
-                report.output.display(),
-                crate::output::shown(name.as_deref().unwrap_or(&id)),
-                human_bytes(report.bytes),
-                started.elapsed().as_secs_f64(),
-                if tables.is_empty() {
-                    "none".to_string()
-                } else {
-                    tables.join(", ")
-                },
-                report.case_files,
-                report.segments_read
-            );
-            println!("bundle sha256: {}", report.sha256);
-            match &report.signed_by {
-                Some(k) => println!("signed by {k}"),
-                None => println!("not signed (use --sign KEY; `quarry keygen` makes one)"),
-            }
-            println!(
-                "check it with `quarry verify {}{}`",
-                report.output.display(),
-                args.sign
-                    .as_ref()
-                    .map(|k| format!(
-                        " --key {}",
-                        quarry_evidence::keys::public_path_for(k).display()
-                    ))
-                    .unwrap_or_default()
-            );
-        }
-    }
+    let elapsed = started.elapsed();
+    emit(args.out.format, &report, |w| {
+        report.render_text(elapsed, args.sign.as_deref(), w)
+    })?;
     Ok(recorded.exit_code())
 }

@@ -1,101 +1,15 @@
 //! `quarry fleet scheduler|executor` (an Apache Ballista cluster from quarry-fleet) and
 //! `quarry sql --engine ballista` (a store's SQL run on it).
 //!
-//! The argument structs live here rather than in cli.rs so the fleet's flags stay in one
-//! place; cli.rs only names them. The engine itself is the cargo feature `fleet` (on by
+//! Their flags are `cli/fleet.rs`. The engine itself is the cargo feature `fleet` (on by
 //! default): a binary built without it (`cargo build -p quarry --no-default-features
 //! --features responder`, which leaves Ballista and its ~90 crates out) keeps the same flags
 //! and says how to get the fleet.
-
-// Without the engine the flags are still parsed (the CLI is the same) but never read.
-#![cfg_attr(not(feature = "fleet"), allow(dead_code))]
-
-use std::net::SocketAddr;
-
-use clap::{Args, Subcommand, ValueEnum};
 
 #[cfg(feature = "fleet")]
 pub use engine::{run, sql};
 #[cfg(not(feature = "fleet"))]
 pub use without::{run, sql};
-
-/// The engine `quarry sql` runs a query on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
-pub enum Engine {
-    /// DataFusion in this process
-    #[default]
-    Local,
-    /// An Apache Ballista cluster (`quarry fleet`), at --scheduler
-    Ballista,
-}
-
-/// `quarry sql`'s choice of engine (flattened into its arguments).
-#[derive(Debug, Clone, Args)]
-pub struct EngineArgs {
-    /// Where the query runs: here, or on a Ballista cluster started with `quarry fleet`
-    #[arg(long, value_enum, default_value_t = Engine::Local)]
-    pub engine: Engine,
-    /// The cluster's scheduler, df://HOST:PORT (with --engine ballista)
-    #[arg(long, value_name = "URL", env = "QUARRY_SCHEDULER")]
-    pub scheduler: Option<String>,
-}
-
-#[derive(Debug, Args)]
-#[command(after_help = "\
-Examples:
-  quarry fleet scheduler --bind 127.0.0.1:50050
-  quarry fleet executor --scheduler 127.0.0.1:50050 --bind 127.0.0.1:50051
-  quarry fleet executor --scheduler 127.0.0.1:50050 --bind 127.0.0.1:50052 --concurrent-tasks 2
-  quarry sql --engine ballista --scheduler df://127.0.0.1:50050 \"SELECT count(*) FROM process\"
-
-The servers are Apache Ballista's own (pull-staged scheduling), started in this process; they
-log to stderr and stop on SIGINT or SIGTERM. Executors read the segment files a query names at
-the paths the client sees them, so run them where the store is (or where it is mounted at the
-same path).")]
-pub struct FleetArgs {
-    #[command(subcommand)]
-    pub command: FleetCommand,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum FleetCommand {
-    /// Run a Ballista scheduler: clients submit queries to it, executors take tasks from it
-    Scheduler(SchedulerArgs),
-    /// Run a Ballista executor that takes tasks from a scheduler
-    Executor(ExecutorArgs),
-}
-
-#[derive(Debug, Args)]
-#[command(after_help = "\
-Examples:
-  quarry fleet scheduler                          on 127.0.0.1:50050
-  quarry fleet scheduler --bind 127.0.0.1:0       on a free port (printed on stdout)")]
-pub struct SchedulerArgs {
-    /// Address to listen on (port 0: any free port, printed as `listening on ADDR`)
-    #[arg(long, default_value = "127.0.0.1:50050")]
-    pub bind: SocketAddr,
-}
-
-#[derive(Debug, Args)]
-#[command(after_help = "\
-Examples:
-  quarry fleet executor --scheduler 127.0.0.1:50050 --bind 127.0.0.1:50051
-  quarry fleet executor --scheduler 127.0.0.1:50050 --bind 127.0.0.1:50061 --concurrent-tasks 1")]
-pub struct ExecutorArgs {
-    /// The scheduler, HOST:PORT (or df://HOST:PORT)
-    #[arg(long, default_value = "127.0.0.1:50050")]
-    pub scheduler: String,
-    /// Address of this executor's Flight server (results and shuffle data); also the address
-    /// it advertises to the cluster
-    #[arg(long, default_value = "127.0.0.1:50051")]
-    pub bind: SocketAddr,
-    /// Tasks run at once [default: one per CPU]
-    #[arg(long, default_value_t = 0, hide_default_value = true)]
-    pub concurrent_tasks: usize,
-    /// Seconds to keep trying to reach the scheduler at start
-    #[arg(long, default_value_t = 30)]
-    pub connect_timeout: u16,
-}
 
 /// The commands, with the engine built in.
 #[cfg(feature = "fleet")]
@@ -108,7 +22,7 @@ mod engine {
     use quarry_fleet::remote::{self, RemoteSession};
     use quarry_query::output;
 
-    use super::{FleetArgs, FleetCommand};
+    use crate::cli::fleet::{FleetArgs, FleetCommand};
     use crate::cli::{QueryFormat, SqlArgs};
     use crate::exit;
 
@@ -204,35 +118,19 @@ mod engine {
                 .await
                 .context("running the query on the cluster");
             // Segments the manifest does not vouch for, and any refused at the check.
-            for s in session.skipped() {
-                eprintln!(
-                    "warning: skipped segment {}: {} (run `quarry verify` to check the store)",
-                    crate::output::shown(&s.path.display().to_string()),
-                    crate::output::shown(&s.reason)
-                );
-            }
+            crate::query::warn_left_out(session.skipped());
             let mut stream = stream?;
-            let mut out = crate::query::sink(args.output.as_ref(), &store_dir)?;
-            let written = async {
-                let mut writer = output::Writer::new(
-                    crate::query::out_format(args.format),
-                    stream.schema(),
-                    &mut *out,
-                )?;
-                while let Some(batch) = stream.next().await {
-                    writer.write(&batch.context("reading results from the cluster")?)?;
-                }
-                writer.finish()?;
-                anyhow::Ok(())
+            let mut dest = output::Destination::open(args.output.as_deref(), &store_dir)?;
+            let mut writer = output::Writer::new(
+                crate::query::out_format(args.format),
+                stream.schema(),
+                dest.writer(),
+            )?;
+            while let Some(batch) = stream.next().await {
+                writer.write(&batch.context("reading results from the cluster")?)?;
             }
-            .await;
-            let written = written.and_then(|()| Ok(out.flush()?));
-            if let (Err(_), Some(path)) = (&written, &args.output) {
-                // A partial result must not pass for a whole one.
-                drop(out);
-                let _ = std::fs::remove_file(path);
-            }
-            written?;
+            writer.finish()?;
+            dest.finish()?;
             Ok(exit::OK)
         })
     }
@@ -243,8 +141,8 @@ mod engine {
 mod without {
     use anyhow::bail;
 
-    use super::FleetArgs;
     use crate::cli::SqlArgs;
+    use crate::cli::fleet::FleetArgs;
 
     const MISSING: &str = "this quarry was built without the fleet (Apache Ballista): rebuild \
                            with the default features (cargo build --release --bin quarry)";

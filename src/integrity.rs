@@ -1,20 +1,17 @@
-//! `quarry baseline` and `quarry drift`: a container's filesystem against its image, and the
-//! recorder's automatic baselines of the containers it sees.
-
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::mpsc::Receiver;
+//! `quarry baseline` and `quarry drift`: a container's filesystem against its image (the
+//! recorder's automatic baselines are quarry-snapshot's `baseline::auto_baselines`).
 
 use anyhow::Context;
 use quarry_containers::{Container, Inventory};
-use quarry_snapshot::drift::{self, Drift, Rootfs};
+use quarry_snapshot::baseline::{self, Taken};
+use quarry_snapshot::drift::{self, Drift, DriftEntry};
 use quarry_store::Store;
 use quarry_store::schema::BaselineRow;
 
 use crate::action::{self, Outcome};
 use crate::cli::{BaselineArgs, DriftArgs, Format};
 use crate::exit;
-use crate::output::print_table;
+use crate::output::print_rows;
 
 fn running(inventory: &Inventory, query: &str) -> anyhow::Result<(Container, i32)> {
     let c = inventory
@@ -42,7 +39,7 @@ pub fn baseline(args: BaselineArgs) -> anyhow::Result<u8> {
             crate::output::shown(&args.container)
         );
     }
-    let Taken { id, entries, notes } = take(&store_dir, &c, &rootfs)?;
+    let Taken { id, entries, notes } = baseline::take(&store_dir, &c, &rootfs)?;
     let recorded = action::record_on(
         &store_dir,
         "baseline",
@@ -163,38 +160,7 @@ fn print(drift: &Drift, format: Format) -> anyhow::Result<()> {
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(drift)?),
         Format::Table => {
-            let rows: Vec<Vec<String>> = drift
-                .entries
-                .iter()
-                .map(|e| {
-                    let exec = [
-                        e.made_executable
-                            .then_some("+x")
-                            .or(e.executable.then_some("x")),
-                        e.executed.then_some("ran"),
-                    ]
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<_>>()
-                    .join(",");
-                    vec![
-                        e.change.to_string(),
-                        e.kind.clone(),
-                        e.path.clone(),
-                        e.size.map(|s| s.to_string()).unwrap_or_default(),
-                        e.mode.clone().unwrap_or_default(),
-                        e.sha256
-                            .as_deref()
-                            .map(|s| s[..s.len().min(16)].to_string())
-                            .unwrap_or_default(),
-                        exec,
-                    ]
-                })
-                .collect();
-            print_table(
-                &["CHANGE", "TYPE", "PATH", "SIZE", "MODE", "SHA256", "EXEC"],
-                &rows,
-            );
+            print_rows(&DriftEntry::COLUMNS, &drift.entries, DriftEntry::row);
             if !drift.before_start.is_empty() {
                 eprintln!(
                     "note: {} changes made by the runtime before the container started are not listed (see --format json, before_start)",
@@ -207,123 +173,4 @@ fn print(drift: &Drift, format: Format) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// A baseline taken and sealed.
-struct Taken {
-    id: String,
-    entries: usize,
-    notes: Vec<String>,
-}
-
-/// Hashes the plain rootfs of `c` and seals it into the store at `store_dir`: the one way a
-/// baseline is taken, by `quarry baseline` and by the recorder's automatic baselines.
-fn take(store_dir: &Path, c: &Container, rootfs: &Rootfs) -> anyhow::Result<Taken> {
-    let now = chrono::Utc::now();
-    let rows = drift::baseline(&c.id, rootfs, now)
-        .with_context(|| format!("hashing the rootfs of {}", c.display_name()))?;
-    Store::create(store_dir)
-        .with_context(|| format!("opening the store {}", store_dir.display()))?
-        .seal_baseline(&rows, &quarry_store::action::local_hostname(), now)
-        .context("sealing the baseline into the store")?;
-    Ok(Taken {
-        id: rows
-            .first()
-            .map(|r| r.baseline_id.clone())
-            .unwrap_or_default(),
-        entries: rows.iter().filter(|r| r.kind != "note").count(),
-        notes: rows.iter().filter_map(|r| r.note.clone()).collect(),
-    })
-}
-
-/// The recorder's automatic baselines: each container `quarry record` announces (the first
-/// time it attributes rows to it) that has a plain rootfs and no baseline in the store yet gets
-/// one, on this thread at nice 19 (the drain loop only offers containers, never waits). The
-/// walk is bounded like `quarry baseline`'s (a tree over the limits is one `note` row), and
-/// each baseline is an `action` row whose actor is the recorder. Overlay roots need none: their
-/// image layers are their baseline.
-pub fn auto_baselines(
-    store_dir: PathBuf,
-    containers: Receiver<Arc<Container>>,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("quarry-baseline".into())
-        .spawn(move || {
-            // SAFETY: setpriority on this thread (who 0 = the caller) changes only its own
-            // scheduling priority.
-            unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
-            for c in containers {
-                auto_baseline(&store_dir, &c);
-            }
-        })
-}
-
-fn auto_baseline(store_dir: &Path, c: &Container) {
-    let Some(pid) = c.init_pid else { return };
-    // A container that exited, or a pid no longer its own, is skipped: its rootfs is not
-    // known for certain.
-    let rootfs = match drift::rootfs_of(Path::new("/proc"), pid) {
-        Ok(r) if r.overlay.is_none() => r,
-        Ok(_) => return,
-        Err(e) => {
-            log::debug!("no automatic baseline of {}: {e}", c.id);
-            return;
-        }
-    };
-    let in_container = quarry_containers::cgroup::path_of_pid(Path::new("/proc"), pid)
-        .is_some_and(|p| p == c.cgroup_path);
-    if !in_container {
-        return;
-    }
-    match Store::at(store_dir).baseline_of(&c.id) {
-        Ok((rows, _)) if !rows.is_empty() => return,
-        Ok(_) => {}
-        Err(e) => {
-            log::warn!(
-                "no automatic baseline of {}: {}",
-                c.id,
-                quarry_store::human::with_causes(&e)
-            );
-            return;
-        }
-    }
-    let actor = quarry_store::action::recorder_actor();
-    let taken = take(store_dir, c, &rootfs);
-    let (result, error, detail) = match &taken {
-        Ok(t) => {
-            log::info!(
-                "baseline {} of {}: {} entries",
-                t.id,
-                c.display_name(),
-                t.entries
-            );
-            (
-                "ok",
-                None,
-                Some(serde_json::json!({
-                    "baseline_id": t.id, "entries": t.entries,
-                    "rootfs": rootfs.host_path, "notes": t.notes, "automatic": true,
-                })),
-            )
-        }
-        Err(e) => {
-            log::warn!("automatic baseline of {}: {e:#}", c.display_name());
-            ("error", Some(format!("{e:#}")), None)
-        }
-    };
-    let row = quarry_store::schema::ActionRow {
-        time: chrono::Utc::now(),
-        action: "baseline".into(),
-        actor,
-        container_id: Some(c.id.clone()),
-        container_name: c.name.clone(),
-        reason: Some("automatic: the recorder saw the container for the first time".into()),
-        detail: detail.map(|d| d.to_string()),
-        result: result.into(),
-        error,
-        command: quarry_store::action::command_line(),
-    };
-    if let Err(e) = Store::record_action(store_dir, &row) {
-        log::error!("{}", quarry_store::action::unrecorded(store_dir, &row, &e));
-    }
 }

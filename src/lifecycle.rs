@@ -1,15 +1,14 @@
 //! `quarry retain`, `quarry hold` and `quarry keygen`: what happens to evidence over time.
 
 use anyhow::Context;
-use chrono::{SecondsFormat, Utc};
+use chrono::Utc;
 use quarry_containers::resolve::{Among, resolve_in_order};
-use quarry_store::human::human_bytes;
-use quarry_store::{CompactPolicy, HoldSpec, RetentionPolicy, RetentionReport, Store};
+use quarry_store::{CompactPolicy, Hold, HoldSpec, RetentionPolicy, Store};
 
 use crate::action;
 use crate::cli::{Format, HoldArgs, KeygenArgs, RetainArgs, RetentionFlags};
 use crate::exit;
-use crate::output::print_table;
+use crate::output::{emit, print_rows};
 
 /// The policy the flags ask for; None when they ask for nothing.
 pub fn policy(flags: &RetentionFlags) -> Option<RetentionPolicy> {
@@ -45,66 +44,17 @@ pub fn retain(args: RetainArgs) -> anyhow::Result<u8> {
     let result = store.retain(&policy, Utc::now(), args.dry_run);
     let mut recorded = action::Recorded::Yes;
     if !args.dry_run {
-        let outcome = action::Outcome::of(&result, |r| {
-            serde_json::json!({
-                "policy": policy.describe(),
-                "removed_segments": r.removed.len(),
-                "removed_bytes": r.removed_bytes(),
-                "compacted": r.compacted.len(),
-                "kept_held": r.kept_held.len(),
-                "warnings": r.warnings,
-            })
-        });
+        let outcome = action::Outcome::of(&result, |r| r.action_detail(&policy));
         recorded = action::record_maybe_on(&store_dir, "retain", None, None, outcome);
     }
     let report = result.context("applying retention")?;
-    match args.out.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Format::Table => print_report(&report),
+    emit(args.out.format, &report, |w| report.render_text(w))?;
+    if args.out.format == Format::Table {
+        for w in &report.warnings {
+            eprintln!("WARNING: {w}");
+        }
     }
     Ok(recorded.exit_code())
-}
-
-fn print_report(r: &RetentionReport) {
-    let verb = if r.dry_run { "would remove" } else { "removed" };
-    for c in &r.compacted {
-        println!(
-            "{} {} segments ({}, {} rows) into {}",
-            if r.dry_run { "would merge" } else { "merged" },
-            c.sources.len(),
-            human_bytes(c.bytes_before),
-            c.rows,
-            c.path
-        );
-    }
-    for (reason, n, bytes) in r.removed_by_reason() {
-        println!("{verb} {n} segments ({}): {reason}", human_bytes(bytes));
-    }
-    if !r.kept_held.is_empty() {
-        let bytes: u64 = r.kept_held.iter().map(|k| k.bytes).sum();
-        println!(
-            "kept {} segments ({}) a cap would remove: under legal hold {}",
-            r.kept_held.len(),
-            human_bytes(bytes),
-            r.holds_that_kept().join(", ")
-        );
-    }
-    for w in &r.warnings {
-        eprintln!("WARNING: {w}");
-    }
-    println!(
-        "{}: {} segments, {} before; {} segments, {} after{}",
-        if r.dry_run { "dry run" } else { "done" },
-        r.segments_before,
-        human_bytes(r.bytes_before),
-        r.segments_after,
-        human_bytes(r.bytes_after),
-        if r.dry_run {
-            " (nothing was changed)"
-        } else {
-            ""
-        }
-    );
 }
 
 pub fn hold(args: HoldArgs) -> anyhow::Result<u8> {
@@ -120,42 +70,7 @@ pub fn hold(args: HoldArgs) -> anyhow::Result<u8> {
         match args.out.format {
             Format::Json => println!("{}", serde_json::to_string_pretty(&shown)?),
             Format::Table if shown.is_empty() => println!("no holds"),
-            Format::Table => {
-                let time = |t: &chrono::DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
-                let rows: Vec<Vec<String>> = shown
-                    .iter()
-                    .map(|h| {
-                        vec![
-                            h.id.clone(),
-                            match (&h.container_name, &h.container_id) {
-                                (Some(n), _) => n.clone(),
-                                (None, Some(id)) => quarry_containers::short_id(id).to_string(),
-                                _ => "(all)".into(),
-                            },
-                            h.since.as_ref().map(time).unwrap_or_else(|| "-".into()),
-                            h.until.as_ref().map(time).unwrap_or_else(|| "-".into()),
-                            time(&h.created),
-                            match &h.released {
-                                Some(r) => format!("released {}", time(&r.at)),
-                                None => "active".into(),
-                            },
-                            h.reason.clone(),
-                        ]
-                    })
-                    .collect();
-                print_table(
-                    &[
-                        "ID",
-                        "CONTAINER",
-                        "SINCE",
-                        "UNTIL",
-                        "PLACED",
-                        "STATE",
-                        "REASON",
-                    ],
-                    &rows,
-                );
-            }
+            Format::Table => print_rows(&Hold::COLUMNS, shown, Hold::row),
         }
         return Ok(exit::OK);
     }

@@ -15,30 +15,29 @@ pub fn parse_bind(s: &str) -> Result<(String, PathBuf), String> {
     }
 }
 
-/// Parses a byte size such as `800M`, `50G`, `1T` or `4096` (powers of 1024).
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let (num, mult) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
-        Some('K') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('M') => (&t[..t.len() - 1], 1 << 20),
-        Some('G') => (&t[..t.len() - 1], 1 << 30),
-        Some('T') => (&t[..t.len() - 1], 1 << 40),
-        _ => (t, 1),
-    };
-    let n: f64 = num
-        .parse()
-        .ok()
-        .filter(|n: &f64| n.is_finite() && *n >= 0.0)
-        .ok_or_else(|| format!("'{s}' is not a size; use e.g. 800M, 50G or 1T"))?;
-    Ok((n * mult as f64) as u64)
+/// Sizes: the one parser of every size flag and configuration value (its forms are in its
+/// documentation: `4096`, `64K`, `800M`, `1.5G`, `64MiB`, `64 MB`).
+pub use quarry_store::human::parse_size;
+
+/// The kernel ring buffer's size: a size that is a power of two from 4K to 1G.
+pub fn parse_ring_size(s: &str) -> Result<u32, String> {
+    let bytes = parse_size(s)?;
+    if !bytes.is_power_of_two() || !(4096..=(1 << 30)).contains(&bytes) {
+        return Err(format!(
+            "'{}' must be a power of two between 4K and 1G (e.g. 16M)",
+            s.trim()
+        ));
+    }
+    Ok(bytes as u32)
 }
 
-#[cfg(not(feature = "responder"))]
-pub use parse_bytes as parse_query_memory;
 /// A query's memory limit (`--memory-limit`, the config file's `query.memory_limit`): the
-/// query engine's own reading; a binary without the engine reads the same forms as sizes.
+/// query engine's own reading (a size, at least its minimum); a binary without the engine reads
+/// it as a size.
 #[cfg(feature = "responder")]
-pub use quarry_query::budget::parse_size as parse_query_memory;
+pub use quarry_query::budget::parse_memory_limit as parse_query_memory;
+#[cfg(not(feature = "responder"))]
+pub use quarry_store::human::parse_size as parse_query_memory;
 
 /// Parses a point in time: RFC 3339, `YYYY-MM-DD HH:MM[:SS]` or `YYYY-MM-DD` (UTC), `now`, or
 /// a duration (`2h`, `7d`) meaning that long ago.
@@ -76,40 +75,6 @@ pub fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
         "'{s}' is not a time; use RFC 3339 (2026-11-28T10:00:00Z), '2026-11-28 10:00' (UTC), a \
          date, or a duration meaning that long ago (2h, 7d)"
     ))
-}
-
-/// Parses a byte count with an optional K/M/G suffix (any value, 0 included).
-pub fn parse_byte_count(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (num, shift) = match s.chars().last() {
-        Some('K' | 'k') => (&s[..s.len() - 1], 10),
-        Some('M' | 'm') => (&s[..s.len() - 1], 20),
-        Some('G' | 'g') => (&s[..s.len() - 1], 30),
-        _ => (s, 0),
-    };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(1 << shift))
-        .ok_or_else(|| format!("'{s}' is not a size; use e.g. 0, 64M or 1G"))
-}
-
-/// Parses a power-of-two byte size such as `64K`, `16M` or `1G` (4K to 1G).
-pub fn parse_size(s: &str) -> Result<u32, String> {
-    let s = s.trim();
-    let (num, mult) = match s.chars().last() {
-        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
-        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
-        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size; use e.g. 64K, 16M or 1G"))?;
-    let bytes = n * mult;
-    if !bytes.is_power_of_two() || !(4096..=(1 << 30)).contains(&bytes) {
-        return Err(format!("{s} must be a power of two between 4K and 1G"));
-    }
-    Ok(bytes as u32)
 }
 
 /// Parses `90`, `90s`, `15m`, `2h`, `1d` or `500ms`.
@@ -163,21 +128,17 @@ mod tests {
     }
 
     #[test]
-    fn sizes() {
-        assert_eq!(parse_size("64K").unwrap(), 65536);
-        assert_eq!(parse_size("16M").unwrap(), 16 << 20);
-        assert!(parse_size("3M").is_err());
-        assert!(parse_size("1K").is_err());
-        assert!(parse_size("lots").is_err());
+    fn ring_sizes() {
+        assert_eq!(parse_ring_size("64K").unwrap(), 65536);
+        assert_eq!(parse_ring_size("16M").unwrap(), 16 << 20);
+        assert_eq!(parse_ring_size("16 MiB").unwrap(), 16 << 20);
+        assert!(parse_ring_size("3M").unwrap_err().contains("power of two"));
+        assert!(parse_ring_size("1K").unwrap_err().contains("power of two"));
+        assert!(parse_ring_size("lots").unwrap_err().contains("not a size"));
     }
 
     #[test]
-    fn byte_sizes_and_times() {
-        assert_eq!(parse_bytes("50G").unwrap(), 50 << 30);
-        assert_eq!(parse_bytes("800m").unwrap(), 800 << 20);
-        assert_eq!(parse_bytes("1.5K").unwrap(), 1536);
-        assert_eq!(parse_bytes("4096").unwrap(), 4096);
-        assert!(parse_bytes("big").is_err());
+    fn times_of_day_and_dates() {
         let t = parse_time("2026-11-28T10:00:00+01:00").unwrap();
         assert_eq!(t.to_rfc3339(), "2026-11-28T09:00:00+00:00");
         assert_eq!(

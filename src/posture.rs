@@ -27,38 +27,8 @@ pub fn run(args: PostureArgs) -> anyhow::Result<u8> {
     match args.out.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&reports)?),
         Format::Table => {
-            let rows: Vec<Vec<String>> = reports
-                .iter()
-                .flat_map(|r| {
-                    let who = r
-                        .name
-                        .as_deref()
-                        .unwrap_or(quarry_containers::short_id(&r.container));
-                    r.findings.iter().map(move |f| {
-                        vec![
-                            who.to_string(),
-                            f.severity.as_str().to_string(),
-                            f.id.clone(),
-                            f.cis.unwrap_or("").to_string(),
-                            f.title.clone(),
-                            f.evidence.clone(),
-                            f.fix.to_string(),
-                        ]
-                    })
-                })
-                .collect();
-            print_table(
-                &[
-                    "CONTAINER",
-                    "SEVERITY",
-                    "FINDING",
-                    "CIS",
-                    "WHAT",
-                    "EVIDENCE",
-                    "FIX",
-                ],
-                &rows,
-            );
+            let rows: Vec<Vec<String>> = reports.iter().flat_map(Report::rows).collect();
+            print_table(&Report::COLUMNS, &rows);
         }
     }
     let mut code = exit::OK;

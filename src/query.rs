@@ -5,8 +5,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use quarry_query::findings;
+use quarry_query::fixture::CaseResult;
 use quarry_query::hunt::{self, Scope};
-use quarry_query::output::{self, Format as OutFormat};
+use quarry_query::output::{self, Destination, Format as OutFormat};
 use quarry_query::report::Report;
 use quarry_query::timeline::{self, Timeline};
 use quarry_query::{Catalog, QueryError};
@@ -15,6 +17,7 @@ use crate::cli::{
     Format, HuntArgs, QueryBudget, QueryFormat, SqlArgs, TimelineArgs, TimelineFormat,
 };
 use crate::exit;
+use crate::output::print_rows;
 
 /// The session over `--store`: a directory, or a fleet's bucket (`s3://BUCKET/PREFIX`).
 pub(crate) async fn open(store: &Path, budget: &QueryBudget) -> anyhow::Result<Catalog> {
@@ -26,7 +29,7 @@ pub(crate) async fn open(store: &Path, budget: &QueryBudget) -> anyhow::Result<C
             .await
             .with_context(|| format!("opening the store {}", store.display()))?,
     };
-    warn_skipped(&catalog, 0);
+    warn_left_out(catalog.skipped());
     Ok(catalog)
 }
 
@@ -42,29 +45,19 @@ pub(crate) fn bucket_url(store: &Path) -> anyhow::Result<Option<quarry_bucket::B
 
 /// Warns about segments skipped since the first `already` were reported.
 fn warn_skipped(catalog: &Catalog, already: usize) -> usize {
-    for s in catalog.skipped().iter().skip(already) {
+    warn_left_out(&catalog.skipped()[already.min(catalog.skipped().len())..]);
+    catalog.skipped().len()
+}
+
+/// Warns about segments a session left out (the manifest does not vouch for them, or they
+/// failed their check).
+pub(crate) fn warn_left_out(skipped: &[quarry_query::Skipped]) {
+    for s in skipped {
         eprintln!(
             "warning: skipped segment {}: {} (run `quarry verify` to check the store)",
             crate::output::shown(&s.path.display().to_string()),
             crate::output::shown(&s.reason)
         );
-    }
-    catalog.skipped().len()
-}
-
-/// Where results go: standard output, or a new file outside the store (never an existing one:
-/// evidence and earlier results are not overwritten).
-pub(crate) fn sink(path: Option<&PathBuf>, store: &Path) -> anyhow::Result<Box<dyn Write + Send>> {
-    match path {
-        // Buffered: a timeline is hundreds of thousands of lines, and stdout alone writes each.
-        None => Ok(Box::new(std::io::BufWriter::with_capacity(
-            1 << 16,
-            std::io::stdout(),
-        ))),
-        Some(p) => {
-            let file = output::create_result_file(p, store)?;
-            Ok(Box::new(std::io::BufWriter::new(file)))
-        }
     }
 }
 
@@ -78,7 +71,7 @@ pub(crate) fn out_format(f: QueryFormat) -> OutFormat {
 }
 
 pub fn sql(args: SqlArgs) -> anyhow::Result<u8> {
-    if args.engine.engine == crate::fleet::Engine::Ballista {
+    if args.engine.engine == crate::cli::fleet::Engine::Ballista {
         return crate::fleet::sql(args);
     }
     let store_dir = args.store.resolve();
@@ -93,15 +86,9 @@ pub fn sql(args: SqlArgs) -> anyhow::Result<u8> {
                 let reported = catalog.skipped().len();
                 let stream = catalog.sql_stream(q).await.map_err(explain)?;
                 warn_skipped(&catalog, reported);
-                let mut out = sink(args.output.as_ref(), &store_dir)?;
-                let written = write_stream(stream, out_format(args.format), &mut *out).await;
-                let written = written.and_then(|()| Ok(out.flush()?));
-                if let (Err(_), Some(path)) = (&written, &args.output) {
-                    // A partial result must not pass for a whole one.
-                    drop(out);
-                    let _ = std::fs::remove_file(path);
-                }
-                written?;
+                let mut dest = Destination::open(args.output.as_deref(), &store_dir)?;
+                write_stream(stream, out_format(args.format), dest.writer()).await?;
+                dest.finish()?;
                 Ok(exit::OK)
             }
             None => repl(&mut catalog, args.format).await,
@@ -121,14 +108,6 @@ async fn write_stream(
     }
     writer.finish()?;
     Ok(())
-}
-
-/// A failed write of results, as the hunt runner's callback reports it.
-fn output_error(source: std::io::Error) -> QueryError {
-    QueryError::Io {
-        path: "standard output".into(),
-        source,
-    }
 }
 
 /// Adds what to do next to errors users can fix.
@@ -238,7 +217,8 @@ pub fn timeline(args: TimelineArgs) -> anyhow::Result<u8> {
                 until: args.until,
             },
         };
-        let mut out = sink(args.output.as_ref(), &store_dir)?;
+        let mut dest = Destination::open(args.output.as_deref(), &store_dir)?;
+        let out = dest.writer();
         let context = || format!("building the timeline of {}", request.container);
         match args.format {
             TimelineFormat::Table => {
@@ -251,7 +231,7 @@ pub fn timeline(args: TimelineArgs) -> anyhow::Result<u8> {
                 let timeline = Timeline::build(&mut catalog, &request)
                     .await
                     .with_context(context)?;
-                serde_json::to_writer_pretty(&mut out, &timeline)?;
+                serde_json::to_writer_pretty(&mut *out, &timeline)?;
                 writeln!(out)?;
             }
             TimelineFormat::Html => {
@@ -269,7 +249,7 @@ pub fn timeline(args: TimelineArgs) -> anyhow::Result<u8> {
                 out.write_all(quarry_query::html::render(&report, &by).as_bytes())?
             }
         }
-        out.flush()?;
+        dest.finish()?;
         Ok(exit::OK)
     })
 }
@@ -300,20 +280,7 @@ pub fn hunt(args: HuntArgs) -> anyhow::Result<u8> {
     if args.list {
         match args.out.format {
             Format::Json => println!("{}", serde_json::to_string_pretty(&rules)?),
-            Format::Table => {
-                let rows: Vec<Vec<String>> = rules
-                    .iter()
-                    .map(|r| {
-                        vec![
-                            r.id.clone(),
-                            r.severity.as_str().into(),
-                            r.mitre.join(","),
-                            r.title.clone(),
-                        ]
-                    })
-                    .collect();
-                crate::output::print_table(&["ID", "SEVERITY", "ATT&CK", "TITLE"], &rows);
-            }
+            Format::Table => print_rows(&hunt::Rule::COLUMNS, &rules, hunt::Rule::row),
         }
         return Ok(exit::OK);
     }
@@ -334,73 +301,16 @@ pub fn hunt(args: HuntArgs) -> anyhow::Result<u8> {
             scope = scope.within_lifetime(&container);
         }
         let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-        let count = match args.out.format {
-            Format::Json => {
-                // One pretty JSON array, written a finding at a time.
-                let mut first = true;
-                let count = hunt::run_each(&mut catalog, &rules, &scope, |f| {
-                    let text = serde_json::to_string_pretty(&f)
-                        .map_err(|e| output_error(e.into()))?;
-                    let sep = if first { "[\n  " } else { ",\n  " };
-                    first = false;
-                    write!(out, "{sep}{}", text.replace('\n', "\n  "))
-                        .map_err(output_error)
-                })
-                .await?;
-                writeln!(out, "{}", if first { "[]" } else { "\n]" })?;
-                count
-            }
-            Format::Table => {
-                let mut table = crate::output::Columns::new(
-                    &[
-                        "TIME",
-                        "SEVERITY",
-                        "RULE",
-                        "ATT&CK",
-                        "CONTAINER",
-                        "PID",
-                        "EVIDENCE",
-                        "ROW",
-                    ],
-                    quarry_query::output::TABLE_CHUNK_ROWS,
-                );
-                let count = hunt::run_each(&mut catalog, &rules, &scope, |f| {
-                    let row = vec![
-                        f.time.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
-                        f.severity.as_str().into(),
-                        f.rule.clone(),
-                        f.mitre.join(","),
-                        f.container_id
-                            .as_deref()
-                            .map(|c| c.chars().take(12).collect())
-                            .unwrap_or_default(),
-                        f.pid.map(|p| p.to_string()).unwrap_or_default(),
-                        quarry_query::output::printable(&f.evidence),
-                        format!(
-                            "{}@{}",
-                            f.source_table,
-                            f.ktime_ns.map(|k| k.to_string()).unwrap_or_default()
-                        ),
-                    ];
-                    table
-                        .push(row, &mut out)
-                        .map_err(output_error)
-                })
-                .await?;
-                table.finish(&mut out)?;
-                eprintln!(
-                    "{count} finding(s) from {} rule(s); ROW is table@ktime_ns of the row behind it",
-                    rules.len()
-                );
-                count
-            }
-        };
+        let json = args.out.format == Format::Json;
+        let count = findings::write_hunt(&mut catalog, &rules, &scope, json, &mut out).await?;
+        if !json {
+            eprintln!(
+                "{count} finding(s) from {} rule(s); ROW is table@ktime_ns of the row behind it",
+                rules.len()
+            );
+        }
         out.flush()?;
-        Ok(if count == 0 {
-            exit::OK
-        } else {
-            exit::FINDINGS
-        })
+        Ok(if count == 0 { exit::OK } else { exit::FINDINGS })
     })
 }
 
@@ -421,24 +331,8 @@ fn explain_rule(
         );
     };
     let text = match format {
-        Format::Json => serde_json::to_string_pretty(&serde_json::json!({
-            "id": rule.id,
-            "title": rule.title,
-            "origin": rule.origin,
-            "sql": rule.sql,
-        }))?,
-        // A rule file is attacker-chosen text: what reaches the terminal is escaped (the
-        // exact SQL is in --format json).
-        Format::Table => {
-            use crate::output::shown;
-            format!(
-                "-- {}: {}\n-- from {}\n{}",
-                shown(&rule.id),
-                shown(&rule.title),
-                shown(&rule.origin),
-                rule.sql.lines().map(shown).collect::<Vec<_>>().join("\n")
-            )
-        }
+        Format::Json => serde_json::to_string_pretty(&rule.explain_json())?,
+        Format::Table => rule.explain_text(),
     };
     let mut out = std::io::stdout().lock();
     match writeln!(out, "{text}").and_then(|()| out.flush()) {
@@ -455,21 +349,7 @@ fn test_rules(rules: &[hunt::Rule], format: Format) -> anyhow::Result<u8> {
     let (failed, results, untested) = (tested.failed(), tested.results, tested.untested);
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&results)?),
-        Format::Table => {
-            let rows: Vec<Vec<String>> = results
-                .iter()
-                .map(|r| {
-                    vec![
-                        r.rule.clone(),
-                        if r.passed() { "ok" } else { "FAILED" }.into(),
-                        r.expected.to_string(),
-                        r.got.to_string(),
-                        quarry_query::output::printable(&r.case),
-                    ]
-                })
-                .collect();
-            crate::output::print_table(&["RULE", "RESULT", "EXPECTED", "GOT", "CASE"], &rows);
-        }
+        Format::Table => print_rows(&CaseResult::COLUMNS, &results, CaseResult::row),
     }
     for origin in &untested {
         eprintln!(

@@ -1,17 +1,14 @@
 //! `quarry record`: run the recorder with a live status line until stopped.
 
-use std::io::{IsTerminal, Write};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::io::IsTerminal;
+use std::time::Duration;
 
 use anyhow::Context;
 use quarry_bucket::{Bucket, BucketUrl};
-use quarry_containers::{CgroupFs, Inventory};
-use quarry_recorder::stats::Stats;
+use quarry_recorder::scope::Scope;
 use quarry_recorder::status::Publisher;
 use quarry_recorder::upload::{UploadConfig, UploadStatus, Uploader};
 use quarry_recorder::{Recorder, RecorderConfig, SyscallMode};
-use quarry_store::human::human_bytes;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::cli::{Format, RecordArgs, RecordUploadArgs, SyscallsArg};
@@ -45,7 +42,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
         None
     } else {
         let (tx, rx) = std::sync::mpsc::sync_channel(64);
-        match crate::integrity::auto_baselines(store_dir.clone(), rx) {
+        match quarry_snapshot::baseline::auto_baselines(store_dir.clone(), rx) {
             Ok(thread) => {
                 config.new_containers = Some(tx);
                 Some(thread)
@@ -57,48 +54,9 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
         }
     };
     config.ring_bytes = args.ring_size.unwrap_or(config.syscalls.ring_bytes());
-    let mut scope = "all processes".to_string();
-    if !args.containers.is_empty() {
-        let inventory = Inventory::discover();
-        let mut names = Vec::new();
-        for query in &args.containers {
-            let c = inventory.resolve(query)?;
-            let id = c.cgroup_id.with_context(|| {
-                format!(
-                    "container {c} has no cgroup v2 directory to filter on ({})",
-                    c.cgroup_path
-                )
-            })?;
-            config.cgroup_filter.push(id);
-            names.push(c.to_string());
-        }
-        scope = format!("containers {}", names.join(", "));
-    }
-    if !args.cgroup_paths.is_empty() {
-        let fs = CgroupFs::detect().context(
-            "no cgroup v2 hierarchy is mounted (mount -t cgroup2 none /sys/fs/cgroup/unified)",
-        )?;
-        for path in &args.cgroup_paths {
-            let id = fs.id_of_dir(path).with_context(|| {
-                format!(
-                    "{} is not a cgroup v2 directory under {}",
-                    path.display(),
-                    fs.mount().display()
-                )
-            })?;
-            config.cgroup_filter.push(id);
-        }
-        let paths: Vec<String> = args
-            .cgroup_paths
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect();
-        scope = if args.containers.is_empty() {
-            format!("cgroups {}", paths.join(", "))
-        } else {
-            format!("{scope} and cgroups {}", paths.join(", "))
-        };
-    }
+    let scope = Scope::resolve(&args.containers, &args.cgroup_paths)?;
+    config.cgroup_filter = scope.cgroup_ids;
+    let scope = scope.description;
     let mut live = crate::detect::Live::plan(&args.detect, &store_dir, &mut config)?;
     let host = config.host.clone();
     // Checked before recording starts, like detection: a bad URL is an error now.
@@ -162,7 +120,9 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
         if let Some(state) = &upload_state {
             publisher = publisher.with_upload(state.clone());
         }
-        let status = tokio::spawn(status_line(stats, publisher, args.quiet));
+        let status = tokio::spawn(quarry_recorder::status::every_second(
+            stats, publisher, args.quiet,
+        ));
         let summary = recorder.run(shutdown(term, int, args.duration)).await;
         status.abort();
         if let Some(r) = retention {
@@ -173,21 +133,12 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
     if !args.quiet && std::io::stderr().is_terminal() {
         eprintln!();
     }
-    if let Some(thread) = baselines {
-        // The recorder is gone, and with it the queue's sender: what was offered is finished,
-        // for a few seconds at most (a baseline cut short is never a visible segment).
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !thread.is_finished() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if !thread.is_finished() {
-            eprintln!(
-                "quarry: warning: an automatic baseline was still being taken and is left out"
-            );
-        }
-    }
     live.finish();
-
+    if let Some(thread) = baselines
+        && !thread.finish_within(Duration::from_secs(5))
+    {
+        eprintln!("quarry: warning: an automatic baseline was still being taken and is left out");
+    }
     // Everything is sealed now (the recording, alerts, baselines): the rest of the backlog
     // gets its bounded last chance.
     let uploaded = uploader.map(|u| {
@@ -205,117 +156,29 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
         }
         finish_upload(&runtime, u, args.upload.drain())
     });
-
-    let s = &summary.stats;
-    let unsealed: u64 = summary.unsealed.iter().map(|l| l.rows).sum();
     match args.out.format {
-        Format::Json => println!(
-            "{}",
-            serde_json::json!({
-                "store": store,
-                "events": s.events,
-                "rows_sealed": s.rows_sealed,
-                "segments_sealed": s.segments_sealed,
-                "bytes_sealed": s.bytes_sealed,
-                "kernel_drops": s.kernel_drops,
-                "undecodable": s.undecodable,
-                "rows_pending": s.rows_pending,
-                "rows_lost": s.rows_lost,
-                "rows_unsealed_at_exit": summary.unsealed.iter().map(|l| serde_json::json!({
-                    "table": l.table.name(), "rows": l.rows, "reason": l.reason.as_str(),
-                })).collect::<Vec<_>>(),
-                "recovered_segments": summary.recovered_segments,
-                "exe_hash": s.exe_hash.iter()
-                    .map(|(k, v)| ((*k).to_string(), serde_json::Value::from(*v)))
-                    .collect::<serde_json::Map<_, _>>(),
-                "exe_hash_cached": s.exe_hash_cached,
-                "upload": uploaded,
-            })
-        ),
-        Format::Table => println!(
-            "quarry: stopped; sealed {} rows in {} segments ({}) into {}; {} events dropped by \
-             the kernel; {} rows not kept",
-            s.rows_sealed,
-            s.segments_sealed,
-            human_bytes(s.bytes_sealed),
-            store.display(),
-            s.kernel_drops,
-            s.rows_lost,
-        ),
-    }
-    if args.out.format == Format::Table && !s.exe_hash.is_empty() {
-        let counts: Vec<String> = s.exe_hash.iter().map(|(k, n)| format!("{k} {n}")).collect();
-        println!(
-            "quarry: exec hashes: {} ({} of the hashed from the cache)",
-            counts.join(", "),
-            s.exe_hash_cached
-        );
-    }
-    if let Some(u) = &uploaded {
-        let line = format!(
-            "quarry: uploaded {} segments ({}, {} rows) to {} as host {}{}",
-            u.uploaded_segments,
-            human_bytes(u.uploaded_bytes),
-            u.uploaded_rows,
-            u.to,
-            u.host,
-            if u.found_in_bucket > 0 {
-                format!("; {} were there already", u.found_in_bucket)
-            } else {
-                String::new()
+        Format::Json => {
+            let mut json = summary.to_json(&store);
+            json["upload"] = serde_json::to_value(&uploaded)?;
+            println!("{json}");
+        }
+        Format::Table => {
+            summary.render_text(&store, &mut std::io::stdout().lock())?;
+            if let Some(u) = &uploaded {
+                println!("quarry: {}", u.exit_line());
             }
-        );
-        if args.out.format == Format::Table {
-            println!("{line}");
-        }
-        if !u.is_caught_up() {
-            // Not lost: the segments stay in the store, and the next run (or `quarry upload`)
-            // ships them.
-            eprintln!(
-                "quarry: warning: the bucket is behind: {} segments ({}) {}not uploaded ({}); \
-                 they stay in {}; `quarry upload --store {} --to {} --host {}` ships them",
-                u.pending_segments,
-                human_bytes(u.pending_bytes),
-                if u.manifest_behind {
-                    "and the manifest copy "
-                } else {
-                    ""
-                },
-                u.last_error
-                    .as_deref()
-                    .unwrap_or("the exit deadline passed"),
-                store.display(),
-                store.display(),
-                u.to,
-                u.host
-            );
         }
     }
-    if unsealed > 0 {
-        let what: Vec<String> = summary
-            .unsealed
-            .iter()
-            .map(|l| format!("{} {} rows ({})", l.rows, l.table.name(), l.reason))
-            .collect();
-        anyhow::bail!(
-            "{} could not be sealed before stopping, and no gap row for them could be written \
-             ({}); free space in {} (or fix the write error) and restart the recorder; what was \
-             sealed before is intact (`quarry verify --store {}`)",
-            what.join(", "),
-            s.last_error.as_deref().unwrap_or("unknown error"),
-            store.display(),
-            store.display()
-        );
+    if let Some(warning) = uploaded.as_ref().and_then(|u| u.behind_warning(&store)) {
+        // Not lost: the segments stay in the store, and the next run (or `quarry upload`)
+        // ships them.
+        eprintln!("quarry: warning: {warning}");
     }
-    if s.rows_lost > 0 {
-        // Like the kernel's drops: on record as gap rows, so the recording itself succeeded.
-        eprintln!(
-            "quarry: warning: {} rows could not be kept while sealing was failing or behind \
-             ({}); they are counted in the store's gap table; check the space and health of {}",
-            s.rows_lost,
-            s.last_error.as_deref().unwrap_or("the sealer fell behind"),
-            store.display()
-        );
+    if let Some(error) = summary.unsealed_error(&store) {
+        anyhow::bail!(error);
+    }
+    if let Some(warning) = summary.lost_warning(&store) {
+        eprintln!("quarry: warning: {warning}");
     }
     Ok(exit::OK)
 }
@@ -395,55 +258,5 @@ async fn shutdown(mut term: Signal, mut int: Signal, duration: Option<Duration>)
         _ = term.recv() => log::info!("SIGTERM: sealing and stopping"),
         _ = int.recv() => log::info!("SIGINT: sealing and stopping"),
         _ = deadline => {}
-    }
-}
-
-/// Every second: publishes the status file for `quarry status`, and prints a status line (in
-/// place on a terminal, every tenth second otherwise) unless quiet.
-async fn status_line(stats: Arc<Stats>, mut publisher: Publisher, quiet: bool) {
-    let tty = std::io::stderr().is_terminal();
-    let started = Instant::now();
-    let (mut last_rows, mut last_line_at) = (0u64, Instant::now());
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.tick().await;
-    for n in 1u64.. {
-        tick.tick().await;
-        let s = stats.snapshot();
-        publisher.publish(s.clone());
-        if quiet || !(tty || n % 10 == 0) {
-            continue;
-        }
-        let rows: u64 = s.table_rows.iter().map(|(_, n)| n).sum();
-        let rate = (rows - last_rows) as f64 / last_line_at.elapsed().as_secs_f64().max(1e-3);
-        let line = format!(
-            "[{:>4}s] {} rows ({:.0}/s) | {} segments, {} | {} dropped | {} pending{}{}",
-            started.elapsed().as_secs(),
-            rows,
-            rate,
-            s.segments_sealed,
-            human_bytes(s.bytes_sealed),
-            s.kernel_drops,
-            s.rows_pending,
-            match (s.degraded, s.rows_lost) {
-                (Some(reason), lost) =>
-                    format!(" | DEGRADED ({reason}): {lost} rows not kept, still draining"),
-                (None, 0) => String::new(),
-                (None, lost) => format!(" | {lost} rows not kept (gap rows)"),
-            },
-            s.last_error
-                .as_deref()
-                .map(|e| format!(" | seal failing: {e}"))
-                .unwrap_or_default()
-        );
-        if tty {
-            eprint!("\r\x1b[2K{line}");
-            let _ = std::io::stderr().flush();
-        } else {
-            eprintln!("{line}");
-        }
-        // The rate is over the time since the line before, so every printed line's figure
-        // covers what happened since the reader last saw one.
-        last_rows = rows;
-        last_line_at = Instant::now();
     }
 }

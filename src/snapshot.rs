@@ -6,12 +6,12 @@ use std::path::Path;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use quarry_containers::Inventory;
-use quarry_snapshot::{Options, Progress, RestoreOptions};
+use quarry_snapshot::{Mismatch, Options, Progress, RestoreOptions};
 
 use crate::action;
 use crate::cli::{Format, HashArg, RestoreArgs, SnapshotArgs};
 use crate::exit;
-use crate::output::print_table;
+use crate::output::{emit, print_rows};
 
 pub fn run(args: SnapshotArgs) -> anyhow::Result<u8> {
     let store_dir = args.store.resolve();
@@ -72,23 +72,11 @@ pub fn run(args: SnapshotArgs) -> anyhow::Result<u8> {
     bar.finish_and_clear();
 
     let (word, error, detail) = match &result {
-        Ok(r) => (
-            "ok",
-            None,
-            Some(serde_json::json!({
-                "case_dir": r.case_dir,
-                "manifest_sha256": r.manifest_sha256,
-                "left_running": r.left_running,
-                "frozen_ms": r.timings.frozen_ms,
-                "total_ms": r.timings.total_ms,
-                "images_bytes": r.images_bytes,
-                "processes": r.processes,
-            })),
-        ),
+        Ok(r) => ("ok", None, r.action_detail()),
         Err(e) => (
             "error",
             Some(e.to_string()),
-            Some(serde_json::json!({ "case_dir": opts.case_dir })),
+            serde_json::json!({ "case_dir": opts.case_dir }),
         ),
     };
     let recorded = action::record_on(
@@ -100,47 +88,11 @@ pub fn run(args: SnapshotArgs) -> anyhow::Result<u8> {
         action::Outcome {
             result: word,
             error,
-            detail,
+            detail: Some(detail),
         },
     );
     let r = result?;
-    match args.out.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
-        Format::Table => {
-            println!(
-                "snapshot of {} in {}: {} processes, {:.1} MiB of images, {} files",
-                crate::output::shown(&container.to_string()),
-                r.case_dir.display(),
-                r.processes,
-                r.images_bytes as f64 / (1 << 20) as f64,
-                r.files
-            );
-            println!(
-                "frozen {:.0} ms ({:.0} ms of it copying the filesystem changes; CRIU dump {:.0} \
-                 ms, total {:.0} ms); the container {}",
-                r.timings.frozen_ms,
-                r.timings.fs_copy_ms,
-                r.timings.dump_ms,
-                r.timings.total_ms,
-                if r.left_running {
-                    "keeps running"
-                } else {
-                    "was stopped"
-                }
-            );
-            println!(
-                "manifest sha256 {} (also in the store's action table)",
-                r.manifest_sha256
-            );
-            for w in &r.warnings {
-                println!("warning: {w}");
-            }
-            println!(
-                "restore it, isolated: sudo quarry restore {}",
-                r.case_dir.display()
-            );
-        }
-    }
+    emit(args.out.format, &r, |w| r.render_text(container, w))?;
     Ok(recorded.exit_code())
 }
 
@@ -153,22 +105,13 @@ fn verify(case: &Path, format: Format) -> anyhow::Result<u8> {
                 "case": case, "ok": problems.is_empty(), "problems": problems
             }))?
         ),
+        Format::Table if problems.is_empty() => {
+            println!("{}: every file matches the manifest", case.display())
+        }
         Format::Table => {
-            if problems.is_empty() {
-                println!("{}: every file matches the manifest", case.display());
-            } else {
-                let rows: Vec<Vec<String>> = problems
-                    .iter()
-                    .map(|m| vec![m.problem.to_string(), m.path.clone()])
-                    .collect();
-                print_table(&["PROBLEM", "FILE"], &rows);
-                if problems.iter().any(|m| m.problem == "world_accessible") {
-                    println!(
-                        "other users can read parts of this case (memory images and environments \
-                         hold secrets): chmod -R go-rwx {}",
-                        case.display()
-                    );
-                }
+            print_rows(&Mismatch::COLUMNS, &problems, Mismatch::row);
+            if let Some(advice) = Mismatch::advice(case, &problems) {
+                println!("{advice}");
             }
         }
     }
@@ -189,34 +132,6 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<u8> {
             criu: args.criu,
         },
     )?;
-    match args.out.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
-        Format::Table => {
-            println!(
-                "restored {} as pid {} in {:.0} ms, isolated: new network namespace with no way out, root {}",
-                args.case.display(),
-                r.pid,
-                r.restore_ms,
-                r.root.display()
-            );
-            if !r.placeholders.is_empty() {
-                println!(
-                    "empty placeholders stand for the host mounts {} (give them with --bind)",
-                    r.placeholders.join(", ")
-                );
-            }
-            for n in &r.notes {
-                println!("note: {n}");
-            }
-            println!(
-                "CRIU log: {}; the tree runs in the cgroup {}; end it with: echo 1 > {}/cgroup.kill; \
-                 rmdir {}",
-                r.log.display(),
-                r.cgroup.display(),
-                r.cgroup.display(),
-                r.cgroup.display()
-            );
-        }
-    }
+    emit(args.out.format, &r, |w| r.render_text(&args.case, w))?;
     Ok(exit::OK)
 }

@@ -5,9 +5,9 @@ use quarry_bucket::{Bucket, BucketUrl, UploadProgress, upload_store};
 use quarry_store::Store;
 
 use crate::action::{self, Outcome};
-use crate::cli::{Format, UploadArgs};
+use crate::cli::UploadArgs;
 use crate::exit;
-use crate::output::shown;
+use crate::output::emit;
 
 pub fn run(args: UploadArgs) -> anyhow::Result<u8> {
     let url = BucketUrl::parse(&args.to)?;
@@ -52,39 +52,9 @@ pub fn run(args: UploadArgs) -> anyhow::Result<u8> {
         },
     );
     let report = result.with_context(|| format!("uploading {} to {url}", store_dir.display()))?;
-    match args.out.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Format::Table => {
-            for p in &report.problems {
-                println!("✗ {}", shown(&p.to_string()));
-            }
-            println!(
-                "{}: {} segments of {} as host {}: {} uploaded ({} rows, {} bytes), {} already \
-                 there{}{}",
-                if report.is_ok() {
-                    "✓ uploaded"
-                } else {
-                    "✗ INCOMPLETE"
-                },
-                report.segments,
-                store_dir.display(),
-                report.host,
-                report.uploaded,
-                report.rows,
-                report.bytes,
-                report.already_there,
-                if report.pending > 0 {
-                    format!(", {} not uploaded", report.pending)
-                } else {
-                    String::new()
-                },
-                match &report.manifest_key {
-                    Some(k) => format!("; manifest {url}/{k}"),
-                    None => "; manifest not written (problems above)".to_string(),
-                }
-            );
-        }
-    }
+    emit(args.out.format, &report, |w| {
+        report.render_text(&store_dir, w)
+    })?;
     if !report.is_ok() {
         return Ok(exit::ERROR);
     }

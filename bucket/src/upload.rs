@@ -112,6 +112,44 @@ impl UploadReport {
     pub fn is_ok(&self) -> bool {
         self.problems.is_empty()
     }
+
+    /// The report for people (`quarry upload`) of uploading the store at `store_dir`: each
+    /// problem, then what was uploaded and where the manifest copy is.
+    pub fn render_text(
+        &self,
+        store_dir: &std::path::Path,
+        w: &mut dyn std::io::Write,
+    ) -> std::io::Result<()> {
+        for p in &self.problems {
+            writeln!(w, "✗ {}", quarry_store::text::printable(&p.to_string()))?;
+        }
+        writeln!(
+            w,
+            "{}: {} segments of {} as host {}: {} uploaded ({} rows, {} bytes), {} already \
+             there{}{}",
+            if self.is_ok() {
+                "✓ uploaded"
+            } else {
+                "✗ INCOMPLETE"
+            },
+            self.segments,
+            store_dir.display(),
+            self.host,
+            self.uploaded,
+            self.rows,
+            self.bytes,
+            self.already_there,
+            if self.pending > 0 {
+                format!(", {} not uploaded", self.pending)
+            } else {
+                String::new()
+            },
+            match &self.manifest_key {
+                Some(k) => format!("; manifest {}/{k}", self.bucket),
+                None => "; manifest not written (problems above)".to_string(),
+            }
+        )
+    }
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -56,6 +56,44 @@ impl BucketReport {
             .flat_map(|h| h.problems.iter().map(move |p| (h.host.as_str(), p)))
             .chain(self.problems.iter().map(|p| ("", p)))
     }
+
+    /// The report for people (`quarry verify --store s3://...`): every problem with its
+    /// host, each host's chain, and the verdict. Host names and problems are escaped.
+    pub fn render_text(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        use quarry_store::text::printable as shown;
+        for (host, p) in self.all_problems() {
+            match host {
+                "" => writeln!(w, "✗ {}", shown(&p.to_string()))?,
+                h => writeln!(w, "✗ host {}: {}", shown(h), shown(&p.to_string()))?,
+            }
+        }
+        for h in &self.hosts {
+            writeln!(
+                w,
+                "- host {}: {} segments, {} rows; {} manifest entries, head {}",
+                shown(&h.host),
+                h.segments_verified,
+                h.rows,
+                h.manifest_entries,
+                h.head_hash
+            )?;
+        }
+        writeln!(
+            w,
+            "{}: {} hosts, {} segments, {} rows ({} kept after their store removed them); \
+             {} problems",
+            if self.is_ok() {
+                "✓ verified"
+            } else {
+                "✗ FAILED"
+            },
+            self.hosts.len(),
+            self.segments_verified,
+            self.rows,
+            self.kept_after_removal,
+            self.all_problems().count()
+        )
+    }
 }
 
 /// What a host's chain says about one object key.

@@ -74,6 +74,77 @@ pub struct Listed {
     pub last_seen: Option<DateTime<Utc>>,
 }
 
+/// One line of `quarry ps`: a [`Listed`] container's facts, flat, for JSON and the table.
+#[derive(Debug, Serialize)]
+pub struct Entry {
+    pub id: String,
+    pub name: Option<String>,
+    pub runtime: String,
+    pub image: Option<String>,
+    pub init_pid: Option<i32>,
+    pub cgroup_path: String,
+    pub cgroup_id: Option<u64>,
+    pub netns_inode: Option<u64>,
+    pub host_network: bool,
+    pub pod_name: Option<String>,
+    pub pod_namespace: Option<String>,
+    pub running: bool,
+    /// From the store: when rows were first and last attributed to it (RFC 3339, seconds).
+    pub first_seen: Option<String>,
+    pub last_seen: Option<String>,
+}
+
+impl From<Listed> for Entry {
+    fn from(l: Listed) -> Entry {
+        let secs = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let c = l.container;
+        Entry {
+            id: c.id,
+            name: c.name,
+            runtime: c.runtime.name().to_string(),
+            image: c.image,
+            init_pid: c.init_pid,
+            cgroup_path: c.cgroup_path,
+            cgroup_id: c.cgroup_id,
+            netns_inode: c.netns_inode,
+            host_network: c.host_network,
+            pod_name: c.pod_name,
+            pod_namespace: c.pod_namespace,
+            running: l.running,
+            first_seen: l.first_seen.map(secs),
+            last_seen: l.last_seen.map(secs),
+        }
+    }
+}
+
+impl Entry {
+    /// The columns of `quarry ps` (with `--all`, whether it runs and when it was last seen).
+    pub fn columns(all: bool) -> Vec<&'static str> {
+        let mut header = vec!["CONTAINER ID", "NAME", "RUNTIME", "PID", "IMAGE", "CGROUP"];
+        if all {
+            header.extend(["STATE", "LAST SEEN"]);
+        }
+        header
+    }
+
+    /// The entry as a row under [`Entry::columns`] (cells unescaped: the table escapes them).
+    pub fn row(&self, all: bool) -> Vec<String> {
+        let mut r = vec![
+            crate::short_id(&self.id).to_string(),
+            self.name.clone().unwrap_or_default(),
+            self.runtime.clone(),
+            self.init_pid.map(|p| p.to_string()).unwrap_or_default(),
+            self.image.clone().unwrap_or_default(),
+            self.cgroup_path.clone(),
+        ];
+        if all {
+            r.push(if self.running { "running" } else { "gone" }.into());
+            r.push(self.last_seen.clone().unwrap_or_default());
+        }
+        r
+    }
+}
+
 /// What runs now and, with the store's merged history, what ran: in id order, a running
 /// container's facts taken from the host, its span from the store.
 pub fn listing(live: &Inventory, recorded: Vec<Recorded>) -> Vec<Listed> {

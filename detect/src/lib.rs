@@ -232,6 +232,28 @@ pub struct Summary {
     pub output_drops: u64,
 }
 
+/// `live detection raised N alerts`, and what it missed live or its outputs dropped.
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "live detection raised {} alerts", self.alerts)?;
+        if self.behind_rows > 0 {
+            write!(
+                f,
+                "; it fell behind and did not evaluate {} recorded rows (`quarry hunt` covers them)",
+                self.behind_rows
+            )?;
+        }
+        if self.output_drops > 0 {
+            write!(
+                f,
+                "; outputs dropped {} alerts (all are in the alert table)",
+                self.output_drops
+            )?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

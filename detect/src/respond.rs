@@ -135,18 +135,17 @@ fn isolate(container_id: &str, allow: &[AllowRule], store: &Path, reason: &str) 
             quarry_store::human::with_causes(e)
         ),
     }
-    let row = ActionRow {
-        time: chrono::Utc::now(),
-        action: "isolate".into(),
+    let row = ActionRow::new(
+        "isolate",
         actor,
-        container_id: Some(container_id.to_string()),
-        container_name: name,
-        reason: Some(reason.to_string()),
-        detail: detail.map(|d| d.to_string()),
-        result: result.into(),
-        error,
-        command: quarry_store::action::command_line(),
-    };
+        Some((container_id, name.as_deref())),
+        Some(reason),
+        quarry_store::action::Outcome {
+            result,
+            error,
+            detail,
+        },
+    );
     if let Err(e) = Store::record_action(store, &row) {
         log::error!("{}", quarry_store::action::unrecorded(store, &row, &e));
     }

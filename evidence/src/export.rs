@@ -80,6 +80,68 @@ pub struct ExportReport {
     pub files: Vec<BundleFile>,
 }
 
+impl ExportReport {
+    /// What the `action` row of this export of `request` records as its detail: the
+    /// bundle, its hash and size, the rows per table, the case included, the signature and the
+    /// window.
+    pub fn action_detail(&self, request: &ExportRequest) -> serde_json::Value {
+        serde_json::json!({
+            "bundle": self.output, "sha256": self.sha256, "bytes": self.bytes, "rows": self.rows,
+            "case": request.case_dir, "case_files": self.case_files, "signed_by": self.signed_by,
+            "since": request.since, "until": request.until,
+        })
+    }
+
+    /// The report for people (`quarry export`): what was exported in `elapsed`, the bundle's
+    /// hash and signature, and the command that checks it (with the public key beside
+    /// `signing_key`, when signed).
+    pub fn render_text(
+        &self,
+        elapsed: std::time::Duration,
+        signing_key: Option<&Path>,
+        w: &mut dyn Write,
+    ) -> io::Result<()> {
+        let rows: u64 = self.rows.values().sum();
+        let tables: Vec<String> = self
+            .rows
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(t, n)| format!("{t} {n}"))
+            .collect();
+        writeln!(
+            w,
+            "exported {} of {} ({}) in {:.1}s: {rows} rows ({}), {} case files, from {} \
+             segments",
+            self.output.display(),
+            quarry_store::text::printable(
+                self.container_name.as_deref().unwrap_or(&self.container_id)
+            ),
+            quarry_store::human::human_bytes(self.bytes),
+            elapsed.as_secs_f64(),
+            if tables.is_empty() {
+                "none".to_string()
+            } else {
+                tables.join(", ")
+            },
+            self.case_files,
+            self.segments_read
+        )?;
+        writeln!(w, "bundle sha256: {}", self.sha256)?;
+        match &self.signed_by {
+            Some(k) => writeln!(w, "signed by {k}")?,
+            None => writeln!(w, "not signed (use --sign KEY; `quarry keygen` makes one)")?,
+        }
+        writeln!(
+            w,
+            "check it with `quarry verify {}{}`",
+            self.output.display(),
+            signing_key
+                .map(|k| format!(" --key {}", crate::keys::public_path_for(k).display()))
+                .unwrap_or_default()
+        )
+    }
+}
+
 /// A reader that hashes and counts what passes and reports progress.
 struct Hashing<'p, R> {
     inner: R,

@@ -166,6 +166,62 @@ impl BundleReport {
     pub fn is_ok(&self) -> bool {
         self.problems.is_empty()
     }
+
+    /// The report for people (`quarry verify BUNDLE`): problems, whose bundle it is, the
+    /// signature, and the verdict. The manifest's fields are the bundle maker's text and are
+    /// escaped.
+    pub fn render_text(&self, w: &mut dyn io::Write) -> io::Result<()> {
+        use quarry_store::text::printable as shown;
+        for p in &self.problems {
+            writeln!(w, "✗ {}", shown(&p.to_string()))?;
+        }
+        if let Some(m) = &self.manifest {
+            writeln!(
+                w,
+                "bundle of container {}{} from {} by {} at {} ({})",
+                shown(m.container.name.as_deref().unwrap_or(&m.container.id)),
+                if m.container.name.is_some() {
+                    format!(" ({})", shown(&m.container.id))
+                } else {
+                    String::new()
+                },
+                shown(&m.host),
+                shown(&m.actor),
+                shown(&m.created),
+                shown(&m.tool)
+            )?;
+        }
+        match (&self.signed_by, self.key_trusted) {
+            (Some(k), true) => writeln!(w, "signature: valid, by the given key {k}")?,
+            (Some(k), false) => writeln!(
+                w,
+                "signature: valid, by {k} (not checked against a trusted key: pass --key)"
+            )?,
+            (None, _) if self.problems.is_empty() => {
+                writeln!(w, "signature: none (the bundle is not signed)")?
+            }
+            (None, _) => {}
+        }
+        let verdict = if self.is_ok() {
+            "✓ verified"
+        } else {
+            "✗ FAILED"
+        };
+        writeln!(
+            w,
+            "{verdict}: {} files, {} bytes extracted from {} bytes; {} problems\nbundle \
+             sha256: {}",
+            self.files_verified,
+            self.extracted_bytes,
+            self.compressed_bytes,
+            self.problems.len(),
+            self.sha256
+        )?;
+        if let Some(dir) = &self.extracted_to {
+            writeln!(w, "extracted to {}", dir.display())?;
+        }
+        Ok(())
+    }
 }
 
 /// Counts decompressed bytes and fails past the limit.

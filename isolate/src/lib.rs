@@ -60,6 +60,7 @@ pub mod nft;
 pub mod programs;
 pub mod state;
 mod target;
+mod text;
 
 use std::fs;
 use std::path::{Path, PathBuf};

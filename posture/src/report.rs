@@ -19,6 +19,39 @@ pub struct Report {
     pub error: Option<String>,
 }
 
+impl Report {
+    /// The columns of `quarry posture` (see [`Report::rows`]).
+    pub const COLUMNS: [&'static str; 7] = [
+        "CONTAINER",
+        "SEVERITY",
+        "FINDING",
+        "CIS",
+        "WHAT",
+        "EVIDENCE",
+        "FIX",
+    ];
+
+    /// A row per finding under [`Report::COLUMNS`], the container named by its name or short
+    /// id (cells unescaped: the table escapes them).
+    pub fn rows(&self) -> impl Iterator<Item = Vec<String>> + '_ {
+        let who = self
+            .name
+            .as_deref()
+            .unwrap_or(quarry_containers::short_id(&self.container));
+        self.findings.iter().map(move |f| {
+            vec![
+                who.to_string(),
+                f.severity.as_str().to_string(),
+                f.id.clone(),
+                f.cis.unwrap_or("").to_string(),
+                f.title.clone(),
+                f.evidence.clone(),
+                f.fix.to_string(),
+            ]
+        })
+    }
+}
+
 /// Gathers `container`'s facts from `sources` and judges them.
 pub fn judge(sources: &Sources, container: &Container) -> Report {
     let judged = match container.init_pid {

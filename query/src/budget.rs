@@ -140,39 +140,14 @@ fn exhausted(e: &DataFusionError) -> bool {
     }
 }
 
-/// Reads a size such as `512M`, `2G`, `1.5GiB` or `1073741824` (bytes). Units are powers of
-/// 1024; `B` and `iB` suffixes are optional.
-pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let unit = unit.trim().to_ascii_lowercase();
-    let unit = unit
-        .strip_suffix("ib")
-        .or_else(|| unit.strip_suffix('b'))
-        .unwrap_or(&unit);
-    let scale: u64 = match unit {
-        "" => 1,
-        "k" => 1 << 10,
-        "m" => 1 << 20,
-        "g" => 1 << 30,
-        "t" => 1 << 40,
-        _ => {
-            return Err(format!(
-                "{text:?}: the unit must be K, M, G or T (e.g. 512M, 2G)"
-            ));
-        }
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size (e.g. 512M, 2G)"))?;
-    let bytes = value * scale as f64;
-    if !bytes.is_finite() || bytes < MIN_LIMIT as f64 {
-        return Err(format!("{text:?} is too small: give at least 1M"));
+/// Reads a memory budget: a size as [`quarry_store::human::parse_size`] reads it (`512M`,
+/// `2G`, `1.5GiB`, `1073741824`), at least [`MIN_LIMIT`].
+pub fn parse_memory_limit(text: &str) -> std::result::Result<u64, String> {
+    let bytes = quarry_store::human::parse_size(text)?;
+    if bytes < MIN_LIMIT {
+        return Err(format!("'{}' is too small: give at least 1M", text.trim()));
     }
-    Ok(bytes as u64)
+    Ok(bytes)
 }
 
 /// A size for people: `2.0 GiB`, `512.0 MiB`.
@@ -207,14 +182,14 @@ mod tests {
 
     #[test]
     fn sizes_read_with_binary_units() {
-        assert_eq!(parse_size("2G"), Ok(2 << 30));
-        assert_eq!(parse_size("512M"), Ok(512 << 20));
-        assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
-        assert_eq!(parse_size("64 mb"), Ok(64 << 20));
-        assert_eq!(parse_size("1048576"), Ok(1 << 20));
-        assert!(parse_size("2X").unwrap_err().contains("unit"));
-        assert!(parse_size("G").unwrap_err().contains("not a size"));
-        assert!(parse_size("10K").unwrap_err().contains("too small"));
+        assert_eq!(parse_memory_limit("2G"), Ok(2 << 30));
+        assert_eq!(parse_memory_limit("512M"), Ok(512 << 20));
+        assert_eq!(parse_memory_limit("1.5GiB"), Ok(3 << 29));
+        assert_eq!(parse_memory_limit("64 mb"), Ok(64 << 20));
+        assert_eq!(parse_memory_limit("1048576"), Ok(1 << 20));
+        assert!(parse_memory_limit("2X").unwrap_err().contains("not a size"));
+        assert!(parse_memory_limit("G").unwrap_err().contains("not a size"));
+        assert!(parse_memory_limit("10K").unwrap_err().contains("too small"));
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod bucket_segments;
 pub mod budget;
 pub mod catalog;
 mod executed;
+pub mod findings;
 pub mod fixture;
 pub mod guard;
 pub mod hunt;

@@ -51,6 +51,53 @@ pub fn create_result_file(path: &Path, store: &Path) -> Result<std::fs::File> {
         })
 }
 
+/// Where a result goes: standard output (buffered: a timeline is hundreds of thousands of
+/// lines), or a new file made by [`create_result_file`]. A file is removed again unless
+/// [`Destination::finish`] is reached: a partial result must not pass for a whole one.
+pub struct Destination {
+    out: std::io::BufWriter<Box<dyn Write + Send>>,
+    file: Option<PathBuf>,
+    finished: bool,
+}
+
+impl Destination {
+    /// Standard output when `path` is None, else the new file `path` outside `store`.
+    pub fn open(path: Option<&Path>, store: &Path) -> Result<Destination> {
+        let (out, file): (Box<dyn Write + Send>, _) = match path {
+            None => (Box::new(std::io::stdout()), None),
+            Some(p) => (
+                Box::new(create_result_file(p, store)?),
+                Some(p.to_path_buf()),
+            ),
+        };
+        Ok(Destination {
+            out: std::io::BufWriter::with_capacity(1 << 16, out),
+            file,
+            finished: false,
+        })
+    }
+
+    /// What the result is written to.
+    pub fn writer(&mut self) -> &mut (dyn Write + Send) {
+        &mut self.out
+    }
+
+    /// The result is whole: flushes it and keeps the file.
+    pub fn finish(mut self) -> std::io::Result<()> {
+        self.out.flush()?;
+        self.finished = true;
+        Ok(())
+    }
+}
+
+impl Drop for Destination {
+    fn drop(&mut self) {
+        if let (false, Some(path)) = (self.finished, &self.file) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 /// Rows a table holds back to size its columns before printing.
 pub const TABLE_CHUNK_ROWS: usize = 1000;
 

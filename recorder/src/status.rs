@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use quarry_store::Store;
+use quarry_store::human::human_bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::stats::StatsSnapshot;
@@ -232,6 +233,159 @@ fn rss_mib() -> Option<f64> {
         .parse()
         .ok()?;
     Some(kib / 1024.0)
+}
+
+impl StatusFile {
+    /// The status for people (`quarry status`): whether the recorder runs, its rates per
+    /// table, what it sealed, and whether sealing is failing.
+    pub fn render_text(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        let state = if self.is_running() {
+            "running"
+        } else {
+            "NOT RUNNING"
+        };
+        writeln!(
+            w,
+            "recorder {state} (pid {}, {}), started {}, status from {} ({}s ago)",
+            self.pid,
+            self.scope,
+            self.started,
+            self.updated,
+            self.age_secs()
+        )?;
+        writeln!(
+            w,
+            "events: {} total, {:.0}/s; dropped by the kernel: {}; rows not yet sealed: {}",
+            self.events, self.events_per_s, self.kernel_drops, self.rows_pending
+        )?;
+        for (table, rows) in &self.rows {
+            writeln!(
+                w,
+                "  {table:<10} {rows:>12} rows  {:>10.0}/s",
+                self.rows_per_s.get(table).copied().unwrap_or(0.0)
+            )?;
+        }
+        writeln!(
+            w,
+            "store: {} segments sealed ({} bytes) this run; last: {}",
+            self.segments_sealed,
+            self.bytes_sealed,
+            self.last_segment.as_deref().unwrap_or("none yet")
+        )?;
+        if let Some(m) = self.memory_rss_mib {
+            writeln!(w, "memory: {m:.0} MiB resident")?;
+        }
+        if let Some(reason) = &self.degraded {
+            writeln!(
+                w,
+                "DEGRADED ({reason}): still draining the kernel; {} rows not kept so far \
+                 (written as gap rows once sealing works again)",
+                self.rows_lost
+            )?;
+        } else if self.rows_lost > 0 {
+            writeln!(
+                w,
+                "{} rows were not kept this run (see the gap table)",
+                self.rows_lost
+            )?;
+        }
+        if let Some(e) = &self.last_error {
+            writeln!(w, "sealing is failing: {e}")?;
+        }
+        if let Some(u) = &self.upload {
+            writeln!(
+                w,
+                "upload to {} as host {}: {} segments ({}) uploaded this run; backlog: {} \
+                 segments ({}){}; last success: {}",
+                u.to,
+                u.host,
+                u.uploaded_segments,
+                human_bytes(u.uploaded_bytes),
+                u.pending_segments,
+                human_bytes(u.pending_bytes),
+                if u.manifest_behind {
+                    ", manifest copy behind"
+                } else {
+                    ""
+                },
+                u.last_success.as_deref().unwrap_or("none yet")
+            )?;
+            if let Some(e) = &u.last_error {
+                writeln!(
+                    w,
+                    "upload failing ({} passes in a row; recording goes on, the store keeps \
+                     the backlog): {e}{}",
+                    u.failures_in_a_row,
+                    u.retry_in_secs
+                        .map(|s| format!("; next try in {s}s"))
+                        .unwrap_or_default()
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every second while recording: publishes the status file for `quarry status`, and prints a
+/// status line on stderr (in place on a terminal, every tenth second otherwise) unless
+/// `quiet`. Runs until aborted.
+pub async fn every_second(
+    stats: std::sync::Arc<crate::stats::Stats>,
+    mut publisher: Publisher,
+    quiet: bool,
+) {
+    use std::io::{IsTerminal, Write};
+    let tty = std::io::stderr().is_terminal();
+    let started = Instant::now();
+    let (mut last_rows, mut last_line_at) = (0u64, Instant::now());
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.tick().await;
+    for n in 1u64.. {
+        tick.tick().await;
+        let s = stats.snapshot();
+        publisher.publish(s.clone());
+        if quiet || !(tty || n % 10 == 0) {
+            continue;
+        }
+        let rows: u64 = s.table_rows.iter().map(|(_, n)| n).sum();
+        let rate = (rows - last_rows) as f64 / last_line_at.elapsed().as_secs_f64().max(1e-3);
+        let line = status_line(&s, started.elapsed().as_secs(), rows, rate);
+        if tty {
+            eprint!("\r\x1b[2K{line}");
+            let _ = std::io::stderr().flush();
+        } else {
+            eprintln!("{line}");
+        }
+        // The rate is over the time since the line before, so every printed line's figure
+        // covers what happened since the reader last saw one.
+        last_rows = rows;
+        last_line_at = Instant::now();
+    }
+}
+
+/// `[  12s] 1234 rows (100/s) | 3 segments, 1.2 MiB | 0 dropped | 5 pending`, and whether
+/// sealing is failing.
+fn status_line(s: &StatsSnapshot, secs: u64, rows: u64, rate: f64) -> String {
+    format!(
+        "[{:>4}s] {} rows ({:.0}/s) | {} segments, {} | {} dropped | {} pending{}{}",
+        secs,
+        rows,
+        rate,
+        s.segments_sealed,
+        quarry_store::human::human_bytes(s.bytes_sealed),
+        s.kernel_drops,
+        s.rows_pending,
+        match (s.degraded, s.rows_lost) {
+            (Some(reason), lost) =>
+                format!(" | DEGRADED ({reason}): {lost} rows not kept, still draining"),
+            (None, 0) => String::new(),
+            (None, lost) => format!(" | {lost} rows not kept (gap rows)"),
+        },
+        s.last_error
+            .as_deref()
+            .map(|e| format!(" | seal failing: {e}"))
+            .unwrap_or_default()
+    )
 }
 
 #[cfg(test)]

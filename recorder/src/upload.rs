@@ -20,6 +20,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use quarry_bucket::{Bucket, Shipped, UploadReport, upload_new};
+use quarry_store::human::human_bytes;
 use quarry_store::{Store, UploadGate};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -96,6 +97,48 @@ impl UploadStatus {
     /// Whether everything the store holds is in the bucket (as of the last pass).
     pub fn is_caught_up(&self) -> bool {
         self.passes > 0 && self.pending_segments == 0 && !self.manifest_behind
+    }
+
+    /// The exit summary's line: what this run uploaded, and where.
+    pub fn exit_line(&self) -> String {
+        format!(
+            "uploaded {} segments ({}, {} rows) to {} as host {}{}",
+            self.uploaded_segments,
+            human_bytes(self.uploaded_bytes),
+            self.uploaded_rows,
+            self.to,
+            self.host,
+            if self.found_in_bucket > 0 {
+                format!("; {} were there already", self.found_in_bucket)
+            } else {
+                String::new()
+            }
+        )
+    }
+
+    /// What is still behind at exit, and the command that ships it; None when caught up.
+    pub fn behind_warning(&self, store: &std::path::Path) -> Option<String> {
+        if self.is_caught_up() {
+            return None;
+        }
+        Some(format!(
+            "the bucket is behind: {} segments ({}) {}not uploaded ({}); they stay in {}; \
+             `quarry upload --store {} --to {} --host {}` ships them",
+            self.pending_segments,
+            human_bytes(self.pending_bytes),
+            if self.manifest_behind {
+                "and the manifest copy "
+            } else {
+                ""
+            },
+            self.last_error
+                .as_deref()
+                .unwrap_or("the exit deadline passed"),
+            store.display(),
+            store.display(),
+            self.to,
+            self.host
+        ))
     }
 }
 

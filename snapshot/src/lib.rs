@@ -18,6 +18,7 @@
 //! external files, established TCP connections are kept with TCP repair, and the network is
 //! locked while the tasks are frozen.
 
+pub mod baseline;
 pub mod beneath;
 pub mod case;
 pub mod criu;
@@ -26,6 +27,7 @@ pub mod facts;
 pub mod fschanges;
 pub mod mounts;
 pub mod restore;
+mod text;
 pub mod trace;
 
 use std::fs;

@@ -95,6 +95,73 @@ fn user_name(uid: u32) -> Option<String> {
 /// held by a slow writer, space freed by retention) to pass, short enough for a responder.
 pub const RETRY_AFTER: [Duration; 2] = [Duration::from_millis(200), Duration::from_secs(1)];
 
+/// What an action came to, for its row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// ok | unchanged | error
+    pub result: &'static str,
+    /// What failed, when it did.
+    pub error: Option<String>,
+    /// What was done (JSON), when there is more to say than `result`.
+    pub detail: Option<serde_json::Value>,
+}
+
+impl Outcome {
+    /// `ok` with the detail of what was done, or `error` with what failed.
+    pub fn of<T, E: std::fmt::Display>(
+        result: &std::result::Result<T, E>,
+        detail: impl FnOnce(&T) -> serde_json::Value,
+    ) -> Outcome {
+        match result {
+            Ok(r) => Outcome {
+                result: "ok",
+                error: None,
+                detail: Some(detail(r)),
+            },
+            Err(e) => Outcome {
+                result: "error",
+                error: Some(e.to_string()),
+                detail: None,
+            },
+        }
+    }
+}
+
+impl ActionRow {
+    /// The row of `action` taken now by `actor`, on a container when one is concerned, with
+    /// this process's command line.
+    pub fn new(
+        action: &str,
+        actor: String,
+        container: Option<(&str, Option<&str>)>,
+        reason: Option<&str>,
+        outcome: Outcome,
+    ) -> ActionRow {
+        ActionRow {
+            time: chrono::Utc::now(),
+            action: action.into(),
+            actor,
+            container_id: container.map(|c| c.0.into()),
+            container_name: container.and_then(|c| c.1.map(Into::into)),
+            reason: reason.map(Into::into),
+            detail: outcome.detail.map(|d| d.to_string()),
+            result: outcome.result.into(),
+            error: outcome.error,
+            command: command_line(),
+        }
+    }
+
+    /// The row of `action` taken now by whoever runs this command ([`actor`]).
+    pub fn by_user(
+        action: &str,
+        container: Option<(&str, Option<&str>)>,
+        reason: Option<&str>,
+        outcome: Outcome,
+    ) -> ActionRow {
+        ActionRow::new(action, actor(), container, reason, outcome)
+    }
+}
+
 /// What to say when `row` could not be sealed into the store at `root` (`error`, after every
 /// attempt): that the action is not on the record, why, and the row in full as JSON, to be
 /// recorded by hand. The caller prints or logs it; the action itself stands.

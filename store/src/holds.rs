@@ -39,6 +39,40 @@ pub struct Hold {
     pub released: Option<Released>,
 }
 
+impl Hold {
+    /// The columns of `quarry hold --list` (see [`Hold::row`]).
+    pub const COLUMNS: [&'static str; 7] = [
+        "ID",
+        "CONTAINER",
+        "SINCE",
+        "UNTIL",
+        "PLACED",
+        "STATE",
+        "REASON",
+    ];
+
+    /// The hold as a row under [`Hold::COLUMNS`] (cells unescaped: the table escapes them).
+    pub fn row(&self) -> Vec<String> {
+        let time = |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        vec![
+            self.id.clone(),
+            match (&self.container_name, &self.container_id) {
+                (Some(n), _) => n.clone(),
+                (None, Some(id)) => quarry_containers::short_id(id).to_string(),
+                _ => "(all)".into(),
+            },
+            self.since.as_ref().map(time).unwrap_or_else(|| "-".into()),
+            self.until.as_ref().map(time).unwrap_or_else(|| "-".into()),
+            time(&self.created),
+            match &self.released {
+                Some(r) => format!("released {}", time(&r.at)),
+                None => "active".into(),
+            },
+            self.reason.clone(),
+        ]
+    }
+}
+
 /// When and by whom a hold was lifted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Released {

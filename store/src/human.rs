@@ -1,5 +1,7 @@
 //! Sizes, durations and errors for people, as every command prints them and as retention caps
-//! are written (`1.5 GiB`, `7d`). Display only: nothing parses these back.
+//! are written (`1.5 GiB`, `7d`), and the one parser of sizes people write ([`parse_size`]:
+//! every size flag and configuration value goes through it; a flag with a range checks it on
+//! top).
 
 use std::time::Duration;
 
@@ -11,6 +13,56 @@ pub fn human_bytes(b: u64) -> String {
         b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
         b => format!("{b} B"),
     }
+}
+
+/// Reads a size as people write it: plain bytes (`4096`), or a number (decimals allowed) with
+/// a unit `K`, `M`, `G` or `T`, any case, optionally followed by `B` or `iB` and optionally
+/// after a space: `64K`, `800m`, `1.5G`, `64MiB`, `64 MB`. Units are powers of 1024 (`MB`
+/// too, as `ls -h` and the rest of Quarry print them). `0` is a size; the caller refuses it
+/// where it means nothing.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let unit = unit.trim_start().to_ascii_lowercase();
+    let unit = unit
+        .strip_suffix("ib")
+        .or_else(|| unit.strip_suffix('b'))
+        .unwrap_or(&unit);
+    let shift: u32 = match unit {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => return Err(not_a_size(text)),
+    };
+    let too_large = || format!("'{}' is too large", text.trim());
+    // Whole numbers exactly (a byte count above 2^53 stays itself); fractions through f64.
+    if let Ok(n) = number.parse::<u64>() {
+        return n.checked_mul(1 << shift).ok_or_else(too_large);
+    }
+    let value: f64 = number
+        .parse()
+        .ok()
+        .filter(|v: &f64| v.is_finite() && *v >= 0.0 && number.contains('.'))
+        .ok_or_else(|| not_a_size(text))?;
+    let bytes = value * (1u64 << shift) as f64;
+    if bytes >= u64::MAX as f64 {
+        return Err(too_large());
+    }
+    Ok(bytes as u64)
+}
+
+/// The one error of [`parse_size`]: what was given and the forms that work.
+fn not_a_size(text: &str) -> String {
+    format!(
+        "'{}' is not a size; give bytes or a number with K, M, G or T (powers of 1024), e.g. \
+         4096, 64K, 800M, 1.5G or 64MiB",
+        text.trim()
+    )
 }
 
 /// Human duration as retention caps are written, e.g. `7d`, `36h`, `90m`.
@@ -44,6 +96,46 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("sealing failed")]
     struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn sizes_in_every_form_people_write() {
+        for (text, bytes) in [
+            ("4096", 4096),
+            ("0", 0),
+            ("64K", 64 << 10),
+            ("64k", 64 << 10),
+            ("800m", 800 << 20),
+            ("16M", 16 << 20),
+            ("64MiB", 64 << 20),
+            ("64 MB", 64 << 20),
+            ("64 mb", 64 << 20),
+            ("1G", 1 << 30),
+            ("1.5GiB", 3 << 29),
+            ("1.5K", 1536),
+            ("50G", 50 << 30),
+            ("1T", 1 << 40),
+            (" 2G ", 2 << 30),
+            ("12B", 12),
+            ("18446744073709551615", u64::MAX),
+        ] {
+            assert_eq!(parse_size(text), Ok(bytes), "{text}");
+        }
+        for bad in [
+            "", "G", "big", "2X", "1.2.3M", "-1M", "64 M B", "nanG", "1e3",
+        ] {
+            let e = parse_size(bad).unwrap_err();
+            assert!(
+                e.contains("is not a size") && e.contains("64K"),
+                "{bad}: {e}"
+            );
+        }
+        assert!(parse_size("20000000T").unwrap_err().contains("too large"));
+        assert!(
+            parse_size("18446744073709551616")
+                .unwrap_err()
+                .contains("not a size")
+        );
+    }
 
     #[test]
     fn causes_follow_the_error_once() {

@@ -173,6 +173,71 @@ impl RetentionReport {
         holds.dedup();
         holds
     }
+
+    /// What the `action` row of a retention run under `policy` records as its detail.
+    pub fn action_detail(&self, policy: &RetentionPolicy) -> serde_json::Value {
+        serde_json::json!({
+            "policy": policy.describe(),
+            "removed_segments": self.removed.len(),
+            "removed_bytes": self.removed_bytes(),
+            "compacted": self.compacted.len(),
+            "kept_held": self.kept_held.len(),
+            "warnings": self.warnings,
+        })
+    }
+
+    /// The report for people (`quarry retain`): merges, removals per reason, what holds kept,
+    /// and the store's size before and after. The warnings are not in it: they are for
+    /// stderr.
+    pub fn render_text(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        let verb = if self.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        };
+        for c in &self.compacted {
+            writeln!(
+                w,
+                "{} {} segments ({}, {} rows) into {}",
+                if self.dry_run {
+                    "would merge"
+                } else {
+                    "merged"
+                },
+                c.sources.len(),
+                human_bytes(c.bytes_before),
+                c.rows,
+                c.path
+            )?;
+        }
+        for (reason, n, bytes) in self.removed_by_reason() {
+            writeln!(w, "{verb} {n} segments ({}): {reason}", human_bytes(bytes))?;
+        }
+        if !self.kept_held.is_empty() {
+            let bytes: u64 = self.kept_held.iter().map(|k| k.bytes).sum();
+            writeln!(
+                w,
+                "kept {} segments ({}) a cap would remove: under legal hold {}",
+                self.kept_held.len(),
+                human_bytes(bytes),
+                self.holds_that_kept().join(", ")
+            )?;
+        }
+        writeln!(
+            w,
+            "{}: {} segments, {} before; {} segments, {} after{}",
+            if self.dry_run { "dry run" } else { "done" },
+            self.segments_before,
+            human_bytes(self.bytes_before),
+            self.segments_after,
+            human_bytes(self.bytes_after),
+            if self.dry_run {
+                " (nothing was changed)"
+            } else {
+                ""
+            }
+        )
+    }
 }
 
 /// Deletions applied per manifest lock, so a recorder sealing meanwhile waits only briefly.

@@ -136,6 +136,81 @@ impl VerifyReport {
     pub fn is_ok(&self) -> bool {
         self.problems.is_empty()
     }
+
+    /// The report for people (`quarry verify`): problems, pending seals, entries open to
+    /// every user, removals, and the verdict with the manifest's head. Paths and problems are
+    /// escaped ([`crate::text::printable`]).
+    pub fn render_text(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        use crate::text::printable as shown;
+        for p in &self.problems {
+            writeln!(w, "✗ {}", shown(&p.to_string()))?;
+        }
+        for p in &self.pending {
+            writeln!(
+                w,
+                "… pending: {} is logged but was not moved into place (the recorder \
+                 stopped mid-seal); the next `quarry record` on this store completes it",
+                shown(&p.path)
+            )?;
+        }
+        if !self.exposed.is_empty() {
+            let writable = self.exposed.iter().filter(|e| e.world_writable).count();
+            writeln!(
+                w,
+                "! {} store entries are open to every local user{}: evidence holds argv, \
+                 paths and addresses of the whole node; `chmod -R o-rwx {}` (the recorder \
+                 creates 0750/0640)",
+                self.exposed.len(),
+                if writable > 0 {
+                    format!(" ({writable} writable by anyone)")
+                } else {
+                    String::new()
+                },
+                self.store.display()
+            )?;
+            for e in self.exposed.iter().take(5) {
+                writeln!(w, "  {} {}", e.mode, shown(&e.path))?;
+            }
+            if self.exposed.len() > 5 {
+                writeln!(
+                    w,
+                    "  … and {} more (--format json lists all)",
+                    self.exposed.len() - 5
+                )?;
+            }
+        }
+        if self.torn_tail {
+            writeln!(
+                w,
+                "… the manifest ends in a cut-off line (a writer was killed mid-append); \
+                 entries before it are intact"
+            )?;
+        }
+        let verdict = if self.is_ok() {
+            "✓ verified"
+        } else {
+            "✗ FAILED"
+        };
+        for r in &self.removals {
+            writeln!(
+                w,
+                "- removed {} segments ({} rows, {} bytes) between {} and {}: {}",
+                r.segments, r.rows, r.bytes, r.first, r.last, r.reason
+            )?;
+        }
+        writeln!(
+            w,
+            "{verdict}: {} segments, {} rows, {} bytes; {} manifest entries ({} removals); \
+             {} problems\nmanifest head: {}",
+            self.segments_verified,
+            self.rows,
+            self.bytes,
+            self.manifest_entries,
+            self.removed_segments,
+            self.problems.len(),
+            self.head_hash
+        )
+    }
 }
 
 /// Checks the whole store and returns every problem found (it does not stop at the first).
