@@ -329,7 +329,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
                 u.pending_segments,
                 human_bytes(u.pending_bytes),
                 if u.manifest_behind {
-                    "and the manifest copy "
+                    "and the manifest entries "
                 } else {
                     ""
                 },

@@ -69,7 +69,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<u8> {
                     u.pending_segments,
                     human_bytes(u.pending_bytes),
                     if u.manifest_behind {
-                        ", manifest copy behind"
+                        ", manifest entries behind"
                     } else {
                         ""
                     },
