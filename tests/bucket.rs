@@ -261,16 +261,19 @@ fn two_hosts_upload_to_one_bucket_and_it_verifies_until_an_object_is_altered() {
     );
     assert!(json(&hunt).is_array());
 
-    // A store that uploads under a name another store uses: nothing replaced, each named.
+    // A store that uploads under a name another store uses: its segments have names of their
+    // own, but its manifest is not the host's in the bucket: no chunk is added to that, named.
     let clash = up(store_b, "f22-a");
     assert_eq!(clash.status.code(), Some(1));
     let clash = json(&clash);
+    let problems = clash["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{clash}");
+    assert_eq!(problems[0]["kind"], "manifest_conflict", "{clash}");
     assert!(
-        clash["problems"]
-            .as_array()
+        problems[0]["key"]
+            .as_str()
             .unwrap()
-            .iter()
-            .all(|p| p["kind"] == "conflict"),
+            .ends_with("_manifest/host=f22-a/000000000004-000000000004.jsonl"),
         "{clash}"
     );
     assert_eq!(clash["manifest_key"], serde_json::Value::Null);
