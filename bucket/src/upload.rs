@@ -7,10 +7,11 @@
 //! directory (never the tables), and the chunk reaching furthest from entry 1 is read back
 //! and compared with the snapshot's same entries (the hash chain makes that last chunk stand
 //! for all before it), so an upload under another store's host name is refused, not spliced
-//! on. Each segment is hashed from
-//! the local file against its manifest entry before it leaves (an altered local segment is
-//! named, not shipped), written with a create-only PUT (unless a HEAD finds it there already)
-//! and read back and hashed again. An object already in the bucket with the right hash is
+//! on.
+//!
+//! Each segment is hashed from the local file against its manifest entry before it leaves (an
+//! altered local segment is named, not shipped), written with a create-only PUT (unless a HEAD
+//! finds it there already) and read back and hashed again. An object already in the bucket with the right hash is
 //! skipped, so a re-run ships only what is new; one with another hash is a conflict, named, never replaced. A request that fails
 //! (after the client's retries) ends the run: the bucket is unreachable, and what is left is
 //! counted as pending. When anything failed no manifest chunk is written: a chunk in the
