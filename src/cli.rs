@@ -182,10 +182,10 @@ Examples:
   quarry upload --to s3://fleet/prod --host node-7
   AWS_ENDPOINT_URL=http://127.0.0.1:8333 AWS_ALLOW_HTTP=true quarry upload --to s3://fleet
 
-Objects go to <prefix>/<table>/dt=/hour=/host=<host>/<segment>.parquet and the manifest to
-<prefix>/_manifest/host=<host>/<entries>.jsonl. Endpoint, region and credentials come from the
-usual AWS environment (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-AWS_ALLOW_HTTP). Nothing in the bucket is ever replaced: an object there with another hash is
+Objects go to <prefix>/<table>/dt=/hour=/host=<host>/<segment>.parquet and the manifest entries
+the bucket lacks, as one chunk, to <prefix>/_manifest/host=<host>/<first>-<last>.jsonl. Endpoint,
+region and credentials come from the usual AWS environment (AWS_ENDPOINT_URL, AWS_REGION,
+AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP). Nothing in the bucket is ever replaced: an object there with another hash is
 named as a conflict. Exit 0: everything is in the bucket; 1: something was not uploaded.")]
 pub struct UploadArgs {
     /// The bucket and prefix, s3://BUCKET[/PREFIX]
@@ -220,8 +220,8 @@ Examples:
   sudo quarry record --record-module-loads    module loads also where the kernel has no tracepoint
   sudo quarry record --upload s3://fleet/prod --upload-host node-7   ship segments to a bucket
 
-With --upload the store is the spool: every sealed segment and the host's manifest copy go to
-the bucket (create-only, hash-checked, as `quarry upload` does) from a thread of their own. An
+With --upload the store is the spool: every sealed segment and the host's new manifest entries
+go to the bucket (create-only, hash-checked, as `quarry upload` does) from a thread of their own. An
 unreachable bucket never stops the recording: the upload retries with a backoff of 1s doubling
 to 60s, `quarry status` shows the backlog, and retention keeps segments not uploaded yet
 (unless --retain-unuploaded). At exit the backlog gets up to --upload-drain to reach the
@@ -296,7 +296,7 @@ pub struct RecordArgs {
 /// `quarry record --upload ...`: shipping the store to a bucket while recording.
 #[derive(Debug, Clone, Args)]
 pub struct RecordUploadArgs {
-    /// Upload every sealed segment and this host's manifest copy to this bucket while
+    /// Upload every sealed segment and this host's manifest entries to this bucket while
     /// recording (s3://BUCKET[/PREFIX]; endpoint and credentials from the AWS environment, as
     /// for `quarry upload`) [default: the config file's [upload] to]
     #[arg(long, value_name = "s3://BUCKET/PREFIX")]

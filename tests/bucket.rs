@@ -17,8 +17,8 @@ use common::bucket::Weed;
 use common::*;
 use object_store::{ObjectStoreExt, PutPayload};
 use quarry_bucket::{Bucket, BucketUrl};
-use quarry_store::layout::{bucket_manifest_key, bucket_segment_key};
-use quarry_store::manifest::{Manifest, ManifestLog};
+use quarry_store::layout::{bucket_manifest_dir, bucket_manifest_key, bucket_segment_key};
+use quarry_store::manifest::ManifestLog;
 use quarry_store::schema::{
     ContainerRow, ProcessEvent, ProcessRow, RowIdentity, container_batch, process_batch,
 };
@@ -98,21 +98,26 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
-/// Every segment of the store's manifest as of the host's newest copy in the bucket is there,
-/// byte for byte (same SHA-256); returns how many.
+/// The host's manifest chunks in the bucket put together are the store's manifest but its
+/// last entry (the upload's own action row is sealed after the chunk), each entry in the
+/// bucket once; every segment of it is there, byte for byte (same SHA-256). Returns how many.
 fn assert_all_in_bucket(bucket: &Bucket, store: &Store, host: &str) -> usize {
-    let local = Manifest::new(store.manifest_path()).read().unwrap();
-    let entries = local.entries.len() as u64;
-    // The upload's own action row is sealed after its manifest copy: the copy holds every
-    // entry but that last one.
-    let copy = block_on(bucket.get(&bucket_manifest_key(host, entries - 1)))
+    let local = std::fs::read(store.manifest_path()).unwrap();
+    let local_entries = ManifestLog::parse(&local).entries;
+    let together = block_on(quarry_bucket::manifest::host_manifest(bucket, host)).unwrap();
+    assert!(together.is_ok(), "{:?}", together.problems);
+    assert_eq!(together.entries, local_entries.len() as u64 - 1);
+    assert!(
+        local.starts_with(&together.data),
+        "the chunks are the local chain"
+    );
+    let chunk_bytes: u64 = block_on(bucket.list(&bucket_manifest_dir(host)))
         .unwrap()
-        .expect("the host's manifest copy");
-    let shipped = ManifestLog::parse(&copy);
-    assert_eq!(shipped.entries.len() as u64, entries - 1);
-    for (a, (_, b)) in shipped.entries.iter().zip(&local.entries) {
-        assert_eq!(a.1, *b, "the copy is the local chain");
-    }
+        .iter()
+        .map(|(_, size)| size)
+        .sum();
+    assert_eq!(chunk_bytes, together.data.len() as u64, "each entry once");
+    let shipped = ManifestLog::parse(&together.data);
     let live = shipped.live();
     for entry in &live {
         let key = bucket_segment_key(&entry.body.path, host).unwrap();
@@ -256,16 +261,19 @@ fn two_hosts_upload_to_one_bucket_and_it_verifies_until_an_object_is_altered() {
     );
     assert!(json(&hunt).is_array());
 
-    // A store that uploads under a name another store uses: nothing replaced, each named.
+    // A store that uploads under a name another store uses: its segments have names of their
+    // own, but its manifest is not the host's in the bucket: no chunk is added to that, named.
     let clash = up(store_b, "f22-a");
     assert_eq!(clash.status.code(), Some(1));
     let clash = json(&clash);
+    let problems = clash["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{clash}");
+    assert_eq!(problems[0]["kind"], "manifest_conflict", "{clash}");
     assert!(
-        clash["problems"]
-            .as_array()
+        problems[0]["key"]
+            .as_str()
             .unwrap()
-            .iter()
-            .all(|p| p["kind"] == "conflict"),
+            .ends_with("_manifest/host=f22-a/000000000004-000000000004.jsonl"),
         "{clash}"
     );
     assert_eq!(clash["manifest_key"], serde_json::Value::Null);
@@ -314,6 +322,38 @@ fn two_hosts_upload_to_one_bucket_and_it_verifies_until_an_object_is_altered() {
     assert!(
         text.contains(&format!("missing segment: {victim}")),
         "{text}"
+    );
+
+    // Someone edits an entry of host a's second manifest chunk (entry 4, the first upload's
+    // action row): verify names that chunk, and queries read only the chunk before it.
+    let second = bucket_manifest_key("f22-a", 4, 4);
+    let chunk = block_on(bucket.get(&second)).unwrap().expect(&second);
+    let text = String::from_utf8(chunk.to_vec()).unwrap();
+    let edited = text.replacen("\"rows\":", "\"rows\":9", 1);
+    assert_ne!(edited, text);
+    block_on(
+        bucket
+            .objects()
+            .put(&bucket.key(&second), PutPayload::from(edited.into_bytes())),
+    )
+    .unwrap();
+    let failed = run(&weed, &["verify", "--store", &url]);
+    let text = String::from_utf8_lossy(&failed.stdout);
+    assert_eq!(failed.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains(&format!("✗ host f22-a: unexpected entry: {second}"))
+            && text.contains("fails the hash chain"),
+        "{text}"
+    );
+    let (rows, warnings) = sql("SELECT host, count(*) AS n FROM action GROUP BY host");
+    assert_eq!(rows, "host,n\n", "{warnings}");
+    assert!(
+        warnings.contains(&second) && warnings.contains("first 3 manifest entries"),
+        "{warnings}"
+    );
+    assert_eq!(
+        sql("SELECT count(*) AS n FROM process WHERE host = 'f22-a'").0,
+        "n\n120\n"
     );
 }
 

@@ -6,21 +6,24 @@
 //!
 //! ```text
 //! <prefix>/<table>/dt=YYYY-MM-DD/hour=HH/host=<host>/<segment>.parquet   sealed segments
-//! <prefix>/_manifest/host=<host>/<entries>.jsonl                         each host's manifest
+//! <prefix>/_manifest/host=<host>/<first>-<last>.jsonl                    each host's manifest,
+//!                                                                        in chunks
 //! ```
 //!
 //! The keys come from the store's layout ([`quarry_store::layout::bucket_segment_key`],
 //! [`quarry_store::layout::bucket_manifest_key`]). Every object is written create-only (a
 //! conditional PUT): an upload never replaces what a bucket holds, and what it wrote is read
-//! back and hashed against the store's manifest before it counts as uploaded. A host's
-//! manifest copy is written only after every segment it lists is in the bucket, so a copy
-//! vouches for objects that are there.
+//! back and hashed against the store's manifest before it counts as uploaded. Each upload
+//! adds the manifest entries the bucket lacks as one chunk, written only after every segment
+//! they add is in the bucket, so a chunk vouches for objects that are there; a host's
+//! manifest is its chunks put together ([`manifest`]).
 //!
 //! This crate must not write to a store (the binary records the upload as an action) and
 //! must not trust an object it did not hash: verification ([`verify::verify_bucket`]) reads
 //! every object back, and what engines may read ([`read::vouched_segments`]) comes with the
 //! hash each object must have.
 
+pub mod manifest;
 pub mod read;
 pub mod upload;
 pub mod verify;

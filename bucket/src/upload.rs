@@ -2,19 +2,25 @@
 //!
 //! [`upload_store`] takes a snapshot of the store's manifest (its whole lines, under the
 //! manifest's lock so no append is half-read), uploads every segment that snapshot lists as
-//! present, then the snapshot itself as the host's manifest copy. Each segment is hashed from
-//! the local file against its manifest entry before it leaves (an altered local segment is
-//! named, not shipped), written with a create-only PUT (unless a HEAD finds it there already)
-//! and read back and hashed again. An object already in the bucket with the right hash is
+//! present, then the snapshot's entries the bucket does not have yet as one manifest chunk
+//! (see [`crate::manifest`]): what the bucket has is learned by listing the host's manifest
+//! directory (never the tables), and the chunk reaching furthest from entry 1 is read back
+//! and compared with the snapshot's same entries (the hash chain makes that last chunk stand
+//! for all before it), so an upload under another store's host name is refused, not spliced
+//! on.
+//!
+//! Each segment is hashed from the local file against its manifest entry before it leaves (an
+//! altered local segment is named, not shipped), written with a create-only PUT (unless a HEAD
+//! finds it there already) and read back and hashed again. An object already in the bucket with the right hash is
 //! skipped, so a re-run ships only what is new; one with another hash is a conflict, named, never replaced. A request that fails
 //! (after the client's retries) ends the run: the bucket is unreachable, and what is left is
-//! counted as pending. When anything failed the manifest copy is not written: a copy in the
+//! counted as pending. When anything failed no manifest chunk is written: a chunk in the
 //! bucket vouches only for objects that are there.
 //!
 //! A process that uploads again and again (the recorder's `--upload`, see quarry-recorder's
 //! `upload`) passes the same [`Shipped`] to [`upload_new`] each time: what an earlier pass
-//! hash-checked in the bucket is not read back again, so a pass costs what is new, not the
-//! whole store.
+//! hash-checked in the bucket is not read back again and the manifest directory is listed
+//! once, so a pass costs what is new, not the whole store (nor the whole manifest).
 //!
 //! It must not write to the store (the binary records the upload as an action) or delete
 //! anything anywhere.
@@ -50,6 +56,8 @@ pub enum UploadProblem {
         expected: String,
         actual: String,
     },
+    /// The bucket's manifest of this host is not the store's: no chunk was added to it.
+    ManifestConflict { key: String, reason: String },
     /// A request failed (after the client's own retries).
     Request { key: String, error: String },
 }
@@ -77,6 +85,11 @@ impl std::fmt::Display for UploadProblem {
                 f,
                 "{key} reads back with sha256 {actual} after the upload, sent {expected}"
             ),
+            UploadProblem::ManifestConflict { key, reason } => write!(
+                f,
+                "conflict: the bucket's manifest chunk {key} {reason}; no entries were added \
+                 to it (another store uploads under this host name?)"
+            ),
             UploadProblem::Request { key, error } => write!(f, "{key}: {error}"),
         }
     }
@@ -102,9 +115,12 @@ pub struct UploadReport {
     /// Bytes and rows uploaded now.
     pub bytes: u64,
     pub rows: u64,
-    /// The manifest copy written (or already there); None when problems kept it back.
+    /// The manifest chunk that brings the bucket's copy of the host's manifest up to
+    /// `manifest_entries` (written now, or there already); None when problems kept it back.
     pub manifest_key: Option<String>,
     pub manifest_entries: u64,
+    /// Bytes of manifest written now (the new chunk; 0 when the bucket had every entry).
+    pub manifest_bytes: u64,
     pub problems: Vec<UploadProblem>,
 }
 
@@ -157,12 +173,13 @@ fn is_zero(n: &u64) -> bool {
 }
 
 /// What earlier passes of this process found in the bucket, hash-checked: segments (by store
-/// path, with their hash) and the manifest copy written last. Only ever filled from what was
-/// read back from the bucket; a new process starts empty and checks everything once.
+/// path, with their hash) and how far the host's manifest chunks reach (with the chunk that
+/// reaches there). Only ever filled from what was read back from the bucket; a new process
+/// starts empty and checks everything once.
 #[derive(Debug, Default, Clone)]
 pub struct Shipped {
     segments: HashMap<String, String>,
-    manifest_entries: Option<u64>,
+    manifest: Option<(u64, String)>,
 }
 
 impl Shipped {
@@ -176,9 +193,9 @@ impl Shipped {
         self.segments.keys().cloned().collect()
     }
 
-    /// Entries of the manifest copy written (or found) last.
+    /// How many of the host's manifest entries the bucket holds (as written or found last).
     pub fn manifest_entries(&self) -> Option<u64> {
-        self.manifest_entries
+        self.manifest.as_ref().map(|(entries, _)| *entries)
     }
 }
 
@@ -204,7 +221,7 @@ pub fn manifest_snapshot(store: &Store) -> Result<(Vec<u8>, ManifestLog)> {
     Ok((data, log))
 }
 
-/// Uploads the store's segments and manifest copy under `host` (see the module docs).
+/// Uploads the store's segments and new manifest entries under `host` (see the module docs).
 pub async fn upload_store(
     store: &Store,
     bucket: &Bucket,
@@ -230,7 +247,8 @@ pub async fn upload_new(
         bucket: bucket.url().to_string(),
         host: host.clone(),
         segments: live.len() as u64,
-        manifest_entries: log.entries.len() as u64,
+        // Entries are counted as lines, as chunk keys number them.
+        manifest_entries: manifest.iter().filter(|&&b| b == b'\n').count() as u64,
         ..UploadReport::default()
     };
     progress(UploadProgress::Start {
@@ -303,22 +321,107 @@ pub async fn upload_new(
             report.pending_bytes += entry.body.bytes;
         }
     }
-    if report.problems.is_empty() && !log.entries.is_empty() {
-        let key = bucket_manifest_key(&host, report.manifest_entries);
-        if shipped.manifest_entries == Some(report.manifest_entries) {
-            report.manifest_key = Some(key);
-            return Ok(report);
-        }
-        let sha = sha256_hex(&manifest);
-        match put_create_only(bucket, &key, bytes::Bytes::from(manifest), &sha).await? {
-            Put::Written | Put::AlreadyThere => {
-                shipped.manifest_entries = Some(report.manifest_entries);
-                report.manifest_key = Some(key);
-            }
-            Put::Failed(problem) => report.problems.push(problem),
-        }
+    if report.problems.is_empty()
+        && report.manifest_entries > 0
+        && let Err(problem) = ship_manifest(bucket, &host, &manifest, shipped, &mut report).await?
+    {
+        report.problems.push(problem);
     }
     Ok(report)
+}
+
+/// Adds the snapshot's entries the bucket lacks as one chunk (see the module docs).
+async fn ship_manifest(
+    bucket: &Bucket,
+    host: &str,
+    manifest: &[u8],
+    shipped: &mut Shipped,
+    report: &mut UploadReport,
+) -> Result<Result<(), UploadProblem>> {
+    let lines = crate::manifest::split_lines(manifest).unwrap_or_default();
+    let total = lines.len() as u64;
+    let (have, have_key) = match shipped.manifest.clone() {
+        Some(known) => known,
+        None => match bucket_reach(bucket, host, &lines).await? {
+            Ok(reach) => reach,
+            Err(problem) => return Ok(Err(problem)),
+        },
+    };
+    if have > total {
+        return Ok(Err(UploadProblem::ManifestConflict {
+            key: bucket.key(&have_key).to_string(),
+            reason: format!("reaches entry {have}, the store's manifest holds {total}"),
+        }));
+    }
+    if have == total {
+        shipped.manifest = Some((have, have_key.clone()));
+        report.manifest_key = Some(have_key);
+        return Ok(Ok(()));
+    }
+    let key = bucket_manifest_key(host, have + 1, total);
+    let chunk = bytes::Bytes::from(lines[have as usize..].concat());
+    let sha = sha256_hex(&chunk);
+    let size = chunk.len() as u64;
+    match put_create_only(bucket, &key, chunk, &sha).await? {
+        Put::Written => report.manifest_bytes = size,
+        Put::AlreadyThere => {}
+        Put::Failed(problem) => {
+            // The PUT may have landed all the same (a reply lost): the next pass lists the
+            // bucket again rather than write an overlapping chunk.
+            shipped.manifest = None;
+            return Ok(Err(problem));
+        }
+    }
+    shipped.manifest = Some((total, key.clone()));
+    report.manifest_key = Some(key);
+    Ok(Ok(()))
+}
+
+/// How far the bucket's chunks of `host` reach from entry 1, and the key of the chunk that
+/// reaches there (read back: its entries must be the store's `lines` at the same place).
+async fn bucket_reach(
+    bucket: &Bucket,
+    host: &str,
+    lines: &[&[u8]],
+) -> Result<Result<(u64, String), UploadProblem>> {
+    let request = |key: String, source: object_store::Error| UploadProblem::Request {
+        key,
+        error: source.to_string(),
+    };
+    let listing = match crate::manifest::list_chunks(bucket, Some(host)).await {
+        Ok(listing) => listing,
+        Err(BucketError::Request { key, source }) => return Ok(Err(request(key, source))),
+        Err(e) => return Err(e),
+    };
+    let chunks = listing.by_host.get(host).cloned().unwrap_or_default();
+    let (reach, Some(chunk)) = crate::manifest::contiguous(&chunks) else {
+        return Ok(Ok((0, String::new())));
+    };
+    let there = match bucket.get(&chunk.rel).await {
+        Ok(data) => data.unwrap_or_default(),
+        Err(BucketError::Request { key, source }) => return Ok(Err(request(key, source))),
+        Err(e) => return Err(e),
+    };
+    let conflict = |reason: String| {
+        Ok(Err(UploadProblem::ManifestConflict {
+            key: bucket.key(&chunk.rel).to_string(),
+            reason,
+        }))
+    };
+    if reach > lines.len() as u64 {
+        return conflict(format!(
+            "reaches entry {reach}, the store's manifest holds {}",
+            lines.len()
+        ));
+    }
+    let ours = lines[chunk.first as usize - 1..chunk.last as usize].concat();
+    if *there != *ours {
+        return conflict(format!(
+            "holds other entries {}..{} than the store's manifest",
+            chunk.first, chunk.last
+        ));
+    }
+    Ok(Ok((reach, chunk.rel.clone())))
 }
 
 /// The local segment's bytes when they match its manifest entry; why not otherwise. Never
@@ -466,13 +569,13 @@ mod tests {
         assert_eq!((first.uploaded, first.already_there), (2, 0));
         assert_eq!(
             first.manifest_key.as_deref(),
-            Some("_manifest/host=h1/000000000002.jsonl")
+            Some("_manifest/host=h1/000000000001-000000000002.jsonl")
         );
         let again = upload_store(&s, &bucket, "h1", &|_| {}).await.unwrap();
         assert_eq!((again.uploaded, again.already_there), (0, 2));
 
         // A third segment, then the first one altered on disk: the new one ships, the altered
-        // one is named and not shipped, and no manifest copy vouches for the upload.
+        // one is named and not shipped, and no manifest chunk vouches for the upload.
         let s = store(dir.path(), 1);
         let live = Manifest::new(s.manifest_path()).read().unwrap();
         let victim = s.resolve(&live.live()[0].body.path).unwrap();
@@ -512,13 +615,32 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((next.uploaded, next.known, next.pending), (1, 2, 0));
-        let copies = bucket.list("_manifest").await.unwrap();
-        assert_eq!(copies.len(), 2, "{copies:?}");
+        // Two chunks, each entry once: together exactly the store's manifest.
+        let chunks = bucket.list("_manifest").await.unwrap();
+        let keys: Vec<&str> = chunks.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "_manifest/host=h1/000000000001-000000000002.jsonl",
+                "_manifest/host=h1/000000000003-000000000003.jsonl"
+            ]
+        );
+        let local = std::fs::read(s.manifest_path()).unwrap();
+        assert_eq!(
+            next.manifest_bytes + first.manifest_bytes,
+            local.len() as u64
+        );
+        let together = crate::manifest::host_manifest(&bucket, "h1").await.unwrap();
+        assert!(together.is_ok(), "{:?}", together.problems);
+        assert_eq!(together.data, local);
         // A fresh memory checks everything once again, and finds it there.
         let fresh = upload_new(&s, &bucket, "h1", &mut Shipped::default(), &|_| {})
             .await
             .unwrap();
         assert_eq!((fresh.already_there, fresh.known), (3, 0));
+        assert_eq!(fresh.manifest_bytes, 0);
+        assert_eq!(fresh.manifest_key.as_deref(), Some(keys[1]));
+        assert_eq!(bucket.list("_manifest").await.unwrap().len(), 2);
     }
 
     #[tokio::test]
@@ -539,5 +661,39 @@ mod tests {
         );
         assert_eq!(bucket.get(&rel).await.unwrap().unwrap().as_ref(), b"not it");
         assert!(bucket.list("_manifest").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_restarted_upload_continues_after_the_bucket_chunks_and_refuses_another_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path(), 2);
+        let bucket = memory_bucket();
+        let first = upload_store(&s, &bucket, "h1", &|_| {}).await.unwrap();
+        assert!(first.is_ok(), "{:?}", first.problems);
+        // A new process (no memory) after two more seals: only entries 3..4 leave.
+        let s = store(dir.path(), 2);
+        let second = upload_store(&s, &bucket, "h1", &|_| {}).await.unwrap();
+        assert!(second.is_ok(), "{:?}", second.problems);
+        assert_eq!(
+            second.manifest_key.as_deref(),
+            Some("_manifest/host=h1/000000000003-000000000004.jsonl")
+        );
+
+        // Another store under the same host name: its manifest is not the bucket's, so no
+        // chunk is spliced onto the host's chain (its segments are new names, so they ship).
+        let other = tempfile::tempdir().unwrap();
+        let o = store(other.path(), 5);
+        let clash = upload_store(&o, &bucket, "h1", &|_| {}).await.unwrap();
+        assert!(
+            matches!(&clash.problems[..], [UploadProblem::ManifestConflict { key, .. }]
+                if key.ends_with("000000000003-000000000004.jsonl")),
+            "{:?}",
+            clash.problems
+        );
+        assert_eq!(clash.manifest_key, None);
+        assert_eq!(bucket.list("_manifest").await.unwrap().len(), 2);
+        let together = crate::manifest::host_manifest(&bucket, "h1").await.unwrap();
+        assert!(together.is_ok(), "{:?}", together.problems);
+        assert_eq!(together.data, std::fs::read(s.manifest_path()).unwrap());
     }
 }

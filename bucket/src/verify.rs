@@ -1,17 +1,19 @@
 //! Verifying a bucket: every host's manifest chain checked, every object it vouches for read
 //! back and hashed, and every object in the table directories accounted for.
 //!
-//! Per host the newest manifest copy is the chain; every older copy must be a prefix of it
-//! (a host's history is only ever appended to). An object is fine when the chain added it with
-//! its hash (also when the store has removed it since: a bucket may keep segments longer than
-//! a node); it is *altered* when its hash differs, *missing* when the newest copy lists it as
-//! present and it is gone, *unlisted* when no chain of its host added it.
+//! Per host the chain is its manifest chunks put together from entry 1
+//! ([`crate::manifest::read_host`]): a gap, a chunk that holds other entries than its name
+//! says, an overlap that disagrees and a chunk whose entries fail the hash chain are each named
+//! by the chunk's key. An object is fine when the chain added it with its hash (also when the
+//! store has removed it since: a bucket may keep segments longer than a node); it is *altered*
+//! when its hash differs, *missing* when the chain lists it as present and it is gone,
+//! *unlisted* when no chain of its host added it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
-use quarry_store::layout::{BUCKET_MANIFEST_DIR, bucket_segment_key, parse_bucket_manifest_key};
+use quarry_store::layout::{BUCKET_MANIFEST_DIR, bucket_segment_key};
 use quarry_store::manifest::{ManifestLog, ManifestOp};
-use quarry_store::verify::{Problem, chain_problems};
+use quarry_store::verify::Problem;
 use serde::Serialize;
 
 use crate::{Bucket, Result, sha256_hex};
@@ -20,8 +22,10 @@ use crate::{Bucket, Result, sha256_hex};
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct HostReport {
     pub host: String,
-    /// The manifest copy verified against (the newest).
+    /// The manifest chunk holding the chain's last entry.
     pub manifest_key: String,
+    /// Chunks put together into the chain, and the entries they hold.
+    pub manifest_chunks: u64,
     pub manifest_entries: u64,
     pub head_hash: String,
     pub segments_verified: u64,
@@ -104,85 +108,39 @@ struct Vouched {
     live: bool,
 }
 
-/// The manifest copies in a bucket.
-pub(crate) struct ManifestCopies {
-    /// By host: (entries, key relative to the prefix), oldest (shortest) first.
-    pub by_host: BTreeMap<String, Vec<(u64, String)>>,
-    /// Keys in the manifest directory that are not a manifest copy's.
-    pub stray: Vec<String>,
-}
-
-/// Lists every host's manifest copies.
-pub(crate) async fn manifest_copies(bucket: &Bucket) -> Result<ManifestCopies> {
-    let mut copies = ManifestCopies {
-        by_host: BTreeMap::new(),
-        stray: Vec::new(),
-    };
-    for (rel, _) in bucket.list(BUCKET_MANIFEST_DIR).await? {
-        match parse_bucket_manifest_key(&rel) {
-            Some((host, entries)) => copies.by_host.entry(host).or_default().push((entries, rel)),
-            None => copies.stray.push(rel),
-        }
-    }
-    for keys in copies.by_host.values_mut() {
-        keys.sort();
-    }
-    Ok(copies)
-}
-
 /// Verifies every host in the bucket (see the module docs).
 pub async fn verify_bucket(bucket: &Bucket) -> Result<BucketReport> {
     let mut report = BucketReport {
         bucket: bucket.url().to_string(),
         ..BucketReport::default()
     };
-    let copies = manifest_copies(bucket).await?;
+    let listing = crate::manifest::list_chunks(bucket, None).await?;
     report.problems.extend(
-        copies
+        listing
             .stray
             .into_iter()
             .map(|path| Problem::Unlisted { path }),
     );
     let mut vouched: HashMap<String, Vouched> = HashMap::new();
-    for (host, keys) in copies.by_host {
-        let (entries, newest_key) = keys.last().cloned().expect("a host has a copy");
-        let mut host_report = HostReport {
+    for (host, chunks) in listing.by_host {
+        let manifest = crate::manifest::read_host(bucket, &host, &chunks).await?;
+        let log = ManifestLog::parse(&manifest.data);
+        let host_report = HostReport {
             host: host.clone(),
-            manifest_key: newest_key.clone(),
+            manifest_key: manifest.last_chunk().unwrap_or_default().to_string(),
+            manifest_chunks: manifest.chunks.len() as u64,
+            manifest_entries: manifest.entries,
+            head_hash: log.head(),
+            problems: manifest
+                .problems
+                .into_iter()
+                .map(|p| Problem::Unexpected {
+                    path: p.rel,
+                    what: p.what,
+                })
+                .collect(),
             ..HostReport::default()
         };
-        let newest = bucket.get(&newest_key).await?.unwrap_or_default();
-        for (_, older_key) in &keys[..keys.len() - 1] {
-            let older = bucket.get(older_key).await?.unwrap_or_default();
-            if !newest.starts_with(&older) {
-                host_report.problems.push(Problem::Unexpected {
-                    path: older_key.clone(),
-                    what: format!(
-                        "a manifest copy that is not a prefix of the newest ({newest_key}): the \
-                         host's history was rewritten"
-                    ),
-                });
-            }
-        }
-        let log = ManifestLog::parse(&newest);
-        host_report.manifest_entries = log.entries.len() as u64;
-        host_report.head_hash = log.head();
-        if host_report.manifest_entries != entries {
-            host_report.problems.push(Problem::Unexpected {
-                path: newest_key.clone(),
-                what: format!(
-                    "a manifest copy named for {entries} entries that holds {}",
-                    host_report.manifest_entries
-                ),
-            });
-        }
-        for (line, error) in &log.malformed {
-            host_report.problems.push(Problem::MalformedEntry {
-                line: *line,
-                error: error.clone(),
-            });
-        }
-        host_report.problems.extend(chain_problems(&log));
         let live: std::collections::HashSet<&str> =
             log.live().iter().map(|e| e.body.path.as_str()).collect();
         for (_, entry) in &log.entries {

@@ -3,7 +3,7 @@
 //! it is used, read-only.
 //!
 //! The list comes from [`quarry_bucket::vouched_segments`] (per host, the live segments of its
-//! newest manifest copy), never from listing the bucket, so an object nobody vouches for is
+//! manifest chunks' verified prefix), never from listing the bucket, so an object nobody vouches for is
 //! never seen. [`BucketSegments`] is the object store DataFusion reads through: `list` answers
 //! from that list; the first read of a segment downloads the whole object, checks its size and
 //! SHA-256 against the manifest and keeps the checked copy in the session's private directory;

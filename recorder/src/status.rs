@@ -304,7 +304,7 @@ impl StatusFile {
                 u.pending_segments,
                 human_bytes(u.pending_bytes),
                 if u.manifest_behind {
-                    ", manifest copy behind"
+                    ", manifest entries behind"
                 } else {
                     ""
                 },

@@ -1,5 +1,5 @@
 //! Uploading while recording (`quarry record --upload s3://BUCKET/PREFIX`): a thread of its
-//! own ships each sealed segment and the host's manifest copy to the bucket, with
+//! own ships each sealed segment and the host's new manifest entries to the bucket, with
 //! quarry-bucket's create-only, hash-checked upload ([`quarry_bucket::upload_new`]).
 //!
 //! The local store is the spool. A pass starts when the store's manifest has grown (a seal,
@@ -71,15 +71,18 @@ pub struct UploadStatus {
     /// Segments the store lists that are not in the bucket (as of the last pass).
     pub pending_segments: u64,
     pub pending_bytes: u64,
-    /// Whether the store's manifest has entries the bucket's copy lacks (as of the last pass).
+    /// Whether the store's manifest has entries the bucket lacks (as of the last pass).
     pub manifest_behind: bool,
-    /// What this process uploaded, and the manifest copies it wrote.
+    /// What this process uploaded, and the manifest chunks (and their bytes) it wrote.
     pub uploaded_segments: u64,
     pub uploaded_bytes: u64,
     pub uploaded_rows: u64,
     /// Of the segments already in the bucket when first looked at (an earlier run's).
     pub found_in_bucket: u64,
-    pub manifest_copies: u64,
+    #[serde(default)]
+    pub manifest_chunks: u64,
+    #[serde(default)]
+    pub manifest_bytes: u64,
     pub passes: u64,
     pub failed_passes: u64,
     /// Failed passes since the last one that succeeded.
@@ -127,7 +130,7 @@ impl UploadStatus {
             self.pending_segments,
             human_bytes(self.pending_bytes),
             if self.manifest_behind {
-                "and the manifest copy "
+                "and the manifest entries "
             } else {
                 ""
             },
@@ -450,6 +453,10 @@ fn record_report(s: &mut UploadStatus, r: &UploadReport) {
     s.pending_segments = r.pending;
     s.pending_bytes = r.pending_bytes;
     s.manifest_behind = r.manifest_key.is_none() && r.manifest_entries > 0;
+    if r.manifest_bytes > 0 {
+        s.manifest_chunks += 1;
+        s.manifest_bytes += r.manifest_bytes;
+    }
 }
 
 #[cfg(test)]
@@ -535,6 +542,10 @@ mod tests {
         assert!(status.is_caught_up(), "{status:?}");
         assert_eq!(status.uploaded_segments, 2);
         assert_eq!(status.last_error, None);
+        // Each entry reached the bucket once, in however many chunks the passes wrote.
+        let manifest = std::fs::read(store.manifest_path()).unwrap();
+        assert_eq!(status.manifest_bytes, manifest.len() as u64);
+        assert!((1..=2).contains(&status.manifest_chunks), "{status:?}");
         let gate = state.gate();
         assert_eq!(gate.uploaded.len(), 2);
         assert_eq!(gate.to, "s3://b/fleet");

@@ -5,7 +5,13 @@
 //!
 //! ```text
 //! quarry-bench upload --store DIR [--hosts 1] [--format json]
+//! quarry-bench upload --grow N [--format json]
 //! ```
+//!
+//! `--grow N` is a recording's upload in small: a fresh store seals N one-row segments, a pass
+//! (with one [`quarry_bucket::Shipped`] throughout, as `record --upload` keeps) after each, and
+//! the bucket's manifest bytes are counted against the local manifest's (and against what
+//! whole copies per pass, the earlier scheme, would have added up to).
 //!
 //! DIR is any store (e.g. from `quarry-bench query generate`); it is only read. It is uploaded
 //! `--hosts` times under as many host names (simulated nodes, one after the other), then once
@@ -24,18 +30,22 @@ use quarry_store::Store;
 mod weed;
 
 pub fn run(args: &[&str]) -> anyhow::Result<()> {
-    let (mut store, mut hosts, mut json) = (None, 1usize, false);
+    let (mut store, mut hosts, mut json, mut grow) = (None, 1usize, false, None);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match *a {
             "--store" => store = Some(PathBuf::from(it.next().context("--store DIR")?)),
             "--hosts" => hosts = it.next().context("--hosts N")?.parse::<usize>()?.max(1),
             "--format" => json = it.next() == Some(&"json"),
+            "--grow" => grow = Some(it.next().context("--grow N")?.parse::<u64>()?.max(1)),
             other => bail!(
                 "unknown argument {other}\nusage: quarry-bench upload --store DIR [--hosts N] \
-                 [--format json]"
+                 [--format json] | --grow N [--format json]"
             ),
         }
+    }
+    if let Some(segments) = grow {
+        return grow_run(segments, json);
     }
     let store = Store::at(
         store
@@ -103,6 +113,69 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
                 r["mb_per_s"].as_f64().unwrap_or(0.0),
             );
         }
+    }
+    Ok(())
+}
+
+/// `--grow N` (see the module docs).
+fn grow_run(segments: u64, json: bool) -> anyhow::Result<()> {
+    use quarry_store::schema::{GapReason, GapRow, gap_batch};
+    use quarry_store::{Partition, Table};
+    let dir = tempfile::tempdir()?;
+    let store = Store::create(dir.path())?;
+    let server = weed::Weed::start("bench-grow");
+    let bucket = Bucket::from_env_with(&BucketUrl::parse(&server.url("bench"))?, &server.env())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut shipped = quarry_bucket::Shipped::default();
+    // What a whole copy per pass (the scheme before chunks) would have written in all.
+    let mut whole_copies = 0u64;
+    let started = Instant::now();
+    for seq in 0..segments {
+        let time = chrono::Utc::now();
+        let row = GapRow {
+            time,
+            ktime_ns: seq,
+            since: time,
+            cpu: 0,
+            lost: 1,
+            reason: GapReason::RingBufferFull,
+            lost_table: None,
+        };
+        let partition = Partition::for_time(Table::Gap, time, "bench");
+        store.seal(&partition, &gap_batch("bench", &[row]), 1, seq)?;
+        let report = runtime.block_on(quarry_bucket::upload_new(
+            &store,
+            &bucket,
+            "bench",
+            &mut shipped,
+            &|_| {},
+        ))?;
+        anyhow::ensure!(report.is_ok(), "upload failed: {:?}", report.problems);
+        whole_copies += std::fs::metadata(store.manifest_path())?.len();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let local = std::fs::metadata(store.manifest_path())?.len();
+    let chunks = runtime.block_on(bucket.list("_manifest"))?;
+    let in_bucket: u64 = chunks.iter().map(|(_, size)| size).sum();
+    let out = serde_json::json!({
+        "passes": segments,
+        "manifest_entries": segments,
+        "local_manifest_bytes": local,
+        "bucket_manifest_objects": chunks.len(),
+        "bucket_manifest_bytes": in_bucket,
+        "whole_copies_bytes": whole_copies,
+        "secs": secs,
+    });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "{segments} passes: local manifest {local} bytes; bucket manifest {in_bucket} bytes \
+             in {} chunks (whole copies per pass would be {whole_copies} bytes); {secs:.1}s",
+            chunks.len()
+        );
     }
     Ok(())
 }

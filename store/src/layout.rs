@@ -176,9 +176,10 @@ impl Partition {
     }
 }
 
-/// Directory of a bucket (beside its tables) holding each host's copies of its store manifest:
-/// `_manifest/host=<host>/<entries>.jsonl`, one object per upload that added entries, each the
-/// store's manifest up to that many entries (create-only: an upload never replaces one).
+/// Directory of a bucket (beside its tables) holding each host's store manifest, in chunks:
+/// `_manifest/host=<host>/<first>-<last>.jsonl` holds the manifest's entries (lines, counted
+/// from 1) `first` to `last`, one chunk per upload that added entries, create-only (an upload
+/// never replaces one). The host's manifest is its chunks concatenated in order from entry 1.
 pub const BUCKET_MANIFEST_DIR: &str = "_manifest";
 
 /// Where a store segment (its manifest path `rel`) goes in a bucket shared by many hosts: the
@@ -190,27 +191,62 @@ pub fn bucket_segment_key(rel: &str, host: &str) -> Option<String> {
     Some(format!("{}/{name}", partition.relative_dir().display()))
 }
 
-/// The bucket key of `host`'s manifest copy holding its first `entries` entries (zero-padded so
-/// keys sort by length of the chain).
-pub fn bucket_manifest_key(host: &str, entries: u64) -> String {
+/// Digits of an entry number in a chunk key: zero-padded so keys sort by their first entry.
+const ENTRY_DIGITS: usize = 12;
+
+/// A manifest chunk's key, as [`parse_bucket_manifest_key`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ManifestChunkKey {
+    /// The host as filed in the bucket (already sanitized).
+    pub host: String,
+    /// The first and last entry (manifest line, from 1) the chunk holds.
+    pub first: u64,
+    pub last: u64,
+}
+
+/// The directory of `host`'s manifest chunks in a bucket (what an uploader lists to learn
+/// what the bucket has).
+pub fn bucket_manifest_dir(host: &str) -> String {
+    format!("{BUCKET_MANIFEST_DIR}/host={}", sanitize_host(host))
+}
+
+/// The bucket key of the chunk of `host`'s manifest holding entries `first` to `last`.
+pub fn bucket_manifest_key(host: &str, first: u64, last: u64) -> String {
     format!(
-        "{BUCKET_MANIFEST_DIR}/host={}/{entries:012}.jsonl",
-        sanitize_host(host)
+        "{}/{first:0w$}-{last:0w$}.jsonl",
+        bucket_manifest_dir(host),
+        w = ENTRY_DIGITS
     )
 }
 
-/// The host and entry count of a bucket manifest key made by [`bucket_manifest_key`].
-pub fn parse_bucket_manifest_key(key: &str) -> Option<(String, u64)> {
+/// The host and entry range of a bucket manifest key made by [`bucket_manifest_key`]. A whole
+/// copy of an earlier release (`<entries>.jsonl`, the first `entries` entries) reads as the
+/// chunk from entry 1. None for anything else (a range that is empty or runs backwards, a host
+/// component that is not a sanitized name).
+pub fn parse_bucket_manifest_key(key: &str) -> Option<ManifestChunkKey> {
     let mut parts = key.split('/');
     if parts.next()? != BUCKET_MANIFEST_DIR {
         return None;
     }
     let host = parts.next()?.strip_prefix("host=")?.to_string();
-    let entries = parts.next()?.strip_suffix(".jsonl")?.parse().ok()?;
+    let name = parts.next()?.strip_suffix(".jsonl")?;
     if parts.next().is_some() || sanitize_host(&host) != host {
         return None;
     }
-    Some((host, entries))
+    let number = |text: &str| -> Option<u64> {
+        if text.len() != ENTRY_DIGITS || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        text.parse().ok()
+    };
+    let (first, last) = match name.split_once('-') {
+        Some((first, last)) => (number(first)?, number(last)?),
+        None => (1, number(name)?),
+    };
+    if first == 0 || last < first {
+        return None;
+    }
+    Some(ManifestChunkKey { host, first, last })
 }
 
 /// Makes a host name safe as one path component: anything but `[A-Za-z0-9._-]` becomes `_`, and
@@ -463,10 +499,33 @@ mod tests {
             "net/dt=2026-11-28/hour=15/host=edge_7/x-1.parquet"
         );
         assert!(bucket_segment_key("net/x.parquet", "a").is_none());
-        let key = bucket_manifest_key("node-1", 42);
-        assert_eq!(key, "_manifest/host=node-1/000000000042.jsonl");
-        assert_eq!(parse_bucket_manifest_key(&key), Some(("node-1".into(), 42)));
-        assert_eq!(parse_bucket_manifest_key("_manifest/host=../1.jsonl"), None);
+        let key = bucket_manifest_key("node-1", 43, 1042);
+        assert_eq!(key, "_manifest/host=node-1/000000000043-000000001042.jsonl");
+        let chunk = |host: &str, first, last| {
+            Some(ManifestChunkKey {
+                host: host.into(),
+                first,
+                last,
+            })
+        };
+        assert_eq!(parse_bucket_manifest_key(&key), chunk("node-1", 43, 1042));
+        // A whole copy of an earlier release: the chunk from entry 1.
+        assert_eq!(
+            parse_bucket_manifest_key("_manifest/host=n/000000000042.jsonl"),
+            chunk("n", 1, 42)
+        );
+        for bad in [
+            "_manifest/host=../000000000001.jsonl",
+            "_manifest/host=n/000000000000.jsonl",
+            "_manifest/host=n/000000000005-000000000004.jsonl",
+            "_manifest/host=n/000000000000-000000000004.jsonl",
+            "_manifest/host=n/1-4.jsonl",
+            "_manifest/host=n/+00000000001-000000000004.jsonl",
+            "_manifest/host=n/000000000001-000000000004.json",
+            "_manifest/host=n/x/000000000001-000000000004.jsonl",
+        ] {
+            assert_eq!(parse_bucket_manifest_key(bad), None, "{bad}");
+        }
         assert_eq!(parse_bucket_manifest_key("net/host=a/1.jsonl"), None);
     }
 
