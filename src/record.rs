@@ -143,8 +143,8 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
     // gets its bounded last chance.
     let uploaded = uploader.map(|u| {
         let pending = upload_state.as_ref().map(|s| s.status());
-        if let Some(p) = pending.filter(|p| !p.is_caught_up()) {
-            eprintln!(
+        let notice = pending.filter(|p| !p.is_caught_up()).map(|p| {
+            format!(
                 "quarry: shipping the rest to {} (up to {:?}){}",
                 p.to,
                 args.upload.drain(),
@@ -152,9 +152,9 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
                     .as_deref()
                     .map(|e| format!("; last error: {e}"))
                     .unwrap_or_default()
-            );
-        }
-        finish_upload(&runtime, u, args.upload.drain())
+            )
+        });
+        finish_upload(&runtime, u, args.upload.drain(), notice)
     });
     match args.out.format {
         Format::Json => {
@@ -184,11 +184,13 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
 }
 
 /// The upload's last attempt, bounded by `within`; a stop signal meanwhile (the second one of
-/// this run) ends it at once. The backlog as the upload thread left it.
+/// this run) ends it at once. `notice` is printed once stop signals are listened for. The
+/// backlog as the upload thread left it.
 fn finish_upload(
     runtime: &tokio::runtime::Runtime,
     uploader: Uploader,
     within: Duration,
+    notice: Option<String>,
 ) -> UploadStatus {
     let (state, stopper) = (uploader.state(), uploader.stopper());
     runtime.block_on(async move {
@@ -196,6 +198,11 @@ fn finish_upload(
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
         );
+        // Said only once the signals are listened for: a stop signal sent on seeing it is
+        // never lost between the two.
+        if let Some(notice) = notice {
+            eprintln!("{notice}");
+        }
         let last = tokio::task::spawn_blocking(move || uploader.finish(within));
         let stop = async {
             if let (Ok(mut term), Ok(mut int)) = (term, int) {

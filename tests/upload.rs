@@ -164,9 +164,11 @@ fn two_recorders_upload_through_a_bucket_restart_and_nothing_is_lost() {
     all("both recorders upload", &|u| {
         u.uploaded_segments > 0 && u.last_success.is_some()
     });
+    let served = scrape(metrics);
     assert!(
-        scrape(metrics).contains("quarry_upload_segments_total"),
-        "the metrics serve the upload"
+        served.contains("quarry_upload_segments_total")
+            && served.contains("quarry_upload_manifest_bytes_total"),
+        "the metrics serve the upload: {served}"
     );
 
     // The bucket goes away: recording goes on, the backlog grows and is shown.

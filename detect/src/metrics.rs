@@ -228,6 +228,18 @@ fn render(s: &Sources, seal: &mut SealWatch) -> String {
             vec![(String::new(), u.uploaded_bytes)],
         );
         metric(
+            "quarry_upload_manifest_chunks_total",
+            "counter",
+            "Manifest chunks (the entries the bucket lacked, one per pass) uploaded.",
+            vec![(String::new(), u.manifest_chunks)],
+        );
+        metric(
+            "quarry_upload_manifest_bytes_total",
+            "counter",
+            "Bytes of manifest uploaded (each entry once).",
+            vec![(String::new(), u.manifest_bytes)],
+        );
+        metric(
             "quarry_upload_failed_passes_total",
             "counter",
             "Upload passes that failed (the bucket unreachable, a conflict); retried with backoff.",
