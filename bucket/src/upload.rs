@@ -529,25 +529,12 @@ mod tests {
     use super::*;
     use crate::BucketUrl;
     use object_store::ObjectStoreExt;
-    use quarry_store::schema::{GapReason, GapRow, gap_batch};
-    use quarry_store::{Partition, Table};
     use std::sync::Arc;
 
     fn store(root: &std::path::Path, segments: u64) -> Store {
         let store = Store::create(root).unwrap();
         for seq in 0..segments {
-            let time = chrono::Utc::now();
-            let row = GapRow {
-                time,
-                ktime_ns: seq,
-                since: time,
-                cpu: 0,
-                lost: 1,
-                reason: GapReason::RingBufferFull,
-                lost_table: None,
-            };
-            let p = Partition::for_time(Table::Gap, time, "n1");
-            store.seal(&p, &gap_batch("n1", &[row]), 1, seq).unwrap();
+            quarry_store::fixture::seal_one_gap_row(&store, "n1", seq).unwrap();
         }
         store
     }

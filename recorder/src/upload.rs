@@ -463,22 +463,9 @@ fn record_report(s: &mut UploadStatus, r: &UploadReport) {
 mod tests {
     use super::*;
     use quarry_bucket::BucketUrl;
-    use quarry_store::schema::{GapReason, GapRow, gap_batch};
-    use quarry_store::{Partition, Table};
 
     fn seal(store: &Store, seq: u64) {
-        let time = chrono::Utc::now();
-        let row = GapRow {
-            time,
-            ktime_ns: seq,
-            since: time,
-            cpu: 0,
-            lost: 1,
-            reason: GapReason::RingBufferFull,
-            lost_table: None,
-        };
-        let p = Partition::for_time(Table::Gap, time, "n1");
-        store.seal(&p, &gap_batch("n1", &[row]), 1, seq).unwrap();
+        quarry_store::fixture::seal_one_gap_row(store, "n1", seq).unwrap();
     }
 
     #[test]

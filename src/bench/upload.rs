@@ -119,8 +119,6 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
 
 /// `--grow N` (see the module docs).
 fn grow_run(segments: u64, json: bool) -> anyhow::Result<()> {
-    use quarry_store::schema::{GapReason, GapRow, gap_batch};
-    use quarry_store::{Partition, Table};
     let dir = tempfile::tempdir()?;
     let store = Store::create(dir.path())?;
     let server = weed::Weed::start("bench-grow");
@@ -133,18 +131,7 @@ fn grow_run(segments: u64, json: bool) -> anyhow::Result<()> {
     let mut whole_copies = 0u64;
     let started = Instant::now();
     for seq in 0..segments {
-        let time = chrono::Utc::now();
-        let row = GapRow {
-            time,
-            ktime_ns: seq,
-            since: time,
-            cpu: 0,
-            lost: 1,
-            reason: GapReason::RingBufferFull,
-            lost_table: None,
-        };
-        let partition = Partition::for_time(Table::Gap, time, "bench");
-        store.seal(&partition, &gap_batch("bench", &[row]), 1, seq)?;
+        quarry_store::fixture::seal_one_gap_row(&store, "bench", seq)?;
         let report = runtime.block_on(quarry_bucket::upload_new(
             &store,
             &bucket,

@@ -19,6 +19,7 @@ pub mod action;
 pub mod alert;
 pub mod baseline;
 pub mod compact;
+pub mod fixture;
 pub mod history;
 pub mod holds;
 pub mod human;
