@@ -62,11 +62,18 @@ pub fn record_maybe_on(
     reason: Option<&str>,
     outcome: Outcome,
 ) -> Recorded {
-    let row = ActionRow::by_user(action, container, reason, outcome);
-    match Store::record_action(store, &row) {
+    record_row(
+        store,
+        &ActionRow::by_user(action, container, reason, outcome),
+    )
+}
+
+/// Seals `row` into the store's `action` table (see [`record_maybe_on`]).
+pub fn record_row(store: &Path, row: &ActionRow) -> Recorded {
+    match Store::record_action(store, row) {
         Ok(_) => Recorded::Yes,
         Err(e) => {
-            eprintln!("error: {}", unrecorded(store, &row, &e));
+            eprintln!("error: {}", unrecorded(store, row, &e));
             Recorded::No
         }
     }

@@ -372,6 +372,11 @@ impl RetentionFlags {
             compact: self.compact || c.compact,
         }
     }
+
+    /// The policy the flags ask for; None when they ask for nothing.
+    pub fn policy(&self) -> Option<quarry_store::RetentionPolicy> {
+        quarry_store::RetentionPolicy::from_caps(self.retain_age, self.retain_size, self.compact)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

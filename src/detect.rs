@@ -16,23 +16,14 @@ mod with_engine {
     use std::path::Path;
     use std::sync::Arc;
 
-    use arrow::record_batch::RecordBatch;
-    use quarry_recorder::stats::Stats;
-    use quarry_recorder::tap::Tap;
     use quarry_recorder::upload::UploadState;
     use quarry_recorder::{Recorder, RecorderConfig};
-    use quarry_store::Table;
 
     use crate::cli::detect::DetectArgs;
 
-    /// What detection reads: the tap the recorder fills and its receiving end.
-    type Tapped = (Arc<Tap>, std::sync::mpsc::Receiver<(Table, RecordBatch)>);
-
-    /// Live detection planned before the recorder starts, then running beside it.
-    pub struct Live {
-        planned: Option<(quarry_detect::Plan, Tapped)>,
-        running: Option<quarry_detect::Detection>,
-    }
+    /// Live detection planned before the recorder starts, then running beside it
+    /// (quarry-detect's `Beside`), saying what it does.
+    pub struct Live(quarry_detect::Beside);
 
     impl Live {
         /// Checks the rules and outputs before recording starts (one that cannot work is an
@@ -42,61 +33,31 @@ mod with_engine {
             store_dir: &Path,
             config: &mut RecorderConfig,
         ) -> anyhow::Result<Live> {
-            let plan = match args.config()? {
-                Some(c) => Some(quarry_detect::Plan::new(&c, store_dir)?),
-                None => None,
-            };
-            for skipped in plan.iter().flat_map(|p| &p.skipped) {
+            let detect = args.config()?;
+            let (beside, skipped) =
+                quarry_detect::Beside::plan(detect.as_ref(), args.metrics, store_dir, config)?;
+            for skipped in &skipped {
                 eprintln!("quarry: skipped {skipped}");
             }
-            let planned = plan.map(|plan| {
-                let (tap, rx) = quarry_detect::tap();
-                config.tap = Some(tap.clone());
-                (plan, (tap, rx))
-            });
-            Ok(Live {
-                planned,
-                running: None,
-            })
+            Ok(Live(beside))
         }
 
         /// Starts detection (when planned) and the metrics endpoint (when asked for; with the
         /// upload's backlog when there is one).
         pub fn start(
             &mut self,
-            args: &DetectArgs,
             recorder: &Recorder,
             host: String,
             upload: Option<Arc<UploadState>>,
         ) {
-            let stats: Arc<Stats> = recorder.stats();
-            self.running = self.planned.take().map(|(plan, (tap, rx))| {
-                let outputs: Vec<String> = plan.outputs.iter().map(|o| o.to_string()).collect();
-                eprintln!(
-                    "quarry: live detection: {} rules, alerts to {}",
-                    plan.rules.len(),
-                    outputs.join(", ")
-                );
-                quarry_detect::Detection::start(plan, recorder.store().clone(), host, tap, rx)
+            self.0.start(recorder, host, upload, |started| {
+                eprintln!("quarry: {started}")
             });
-            if let Some(addr) = args.metrics {
-                let mut sources = match &self.running {
-                    Some(d) => d.metrics_sources(stats),
-                    None => quarry_detect::metrics::Sources::recorder_only(stats),
-                };
-                sources.upload = upload;
-                match quarry_detect::metrics::serve(addr, sources) {
-                    Ok(()) => eprintln!("quarry: metrics on http://{addr}/metrics"),
-                    Err(e) => log::error!(
-                        "--metrics {addr}: cannot listen ({e}); recording goes on without metrics"
-                    ),
-                }
-            }
         }
 
         /// Stops detection after the recorder stopped and says what it did.
         pub fn finish(self) {
-            if let Some(d) = self.running.map(|d| d.finish()) {
+            if let Some(d) = self.0.finish() {
                 eprintln!("quarry: {d}");
             }
         }
@@ -136,7 +97,6 @@ mod without_engine {
 
         pub fn start(
             &mut self,
-            _args: &DetectArgs,
             _recorder: &Recorder,
             _host: String,
             _upload: Option<Arc<UploadState>>,

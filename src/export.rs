@@ -5,13 +5,12 @@ use quarry_evidence::{ExportRequest, Progress, SecretKey};
 
 use crate::action;
 use crate::cli::ExportArgs;
-use crate::lifecycle::resolve_container;
 use crate::output::emit;
 
 pub fn run(args: ExportArgs) -> anyhow::Result<u8> {
     let store = args.store.existing()?;
     let store_dir = store.root().to_path_buf();
-    let (id, name) = resolve_container(&store, &args.container)?;
+    let quarry_containers::resolve::Named { id, name } = store.find_container(&args.container)?;
     let key = match &args.sign {
         Some(p) => Some(SecretKey::load(p)?),
         None => None,

@@ -19,7 +19,7 @@ mod engine {
     use anyhow::{Context, bail};
     use futures::StreamExt;
     use quarry_fleet::cluster::{self, ExecutorOptions};
-    use quarry_fleet::remote::{self, RemoteSession};
+    use quarry_fleet::remote::RemoteSession;
     use quarry_query::output;
 
     use crate::cli::fleet::{FleetArgs, FleetCommand};
@@ -38,49 +38,27 @@ mod engine {
                             println!("listening on {addr}");
                             let _ = std::io::stdout().flush();
                         },
-                        shutdown_signal(),
+                        cluster::stop_signal(),
                     )
                     .await
                     .context("running the scheduler")?;
                     eprintln!("quarry: scheduler stopped");
                 }
                 FleetCommand::Executor(a) => {
-                    let url = remote::scheduler_url(&a.scheduler)?;
-                    let hostport = url.trim_start_matches("df://");
-                    let (host, port) = hostport
-                        .rsplit_once(':')
-                        .context("the scheduler address has no port")?;
-                    cluster::run_executor(ExecutorOptions {
-                        scheduler_host: host.to_string(),
-                        scheduler_port: port.parse().context("the scheduler port")?,
-                        bind: a.bind,
-                        concurrent_tasks: a.concurrent_tasks,
-                        connect_timeout_secs: a.connect_timeout,
-                    })
-                    .await
-                    .context("running the executor")?;
+                    let options = ExecutorOptions::for_scheduler(
+                        &a.scheduler,
+                        a.bind,
+                        a.concurrent_tasks,
+                        a.connect_timeout,
+                    )?;
+                    cluster::run_executor(options)
+                        .await
+                        .context("running the executor")?;
                     eprintln!("quarry: executor stopped");
                 }
             }
             Ok(exit::OK)
         })
-    }
-
-    /// Completes on SIGINT or SIGTERM.
-    async fn shutdown_signal() {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(e) => {
-                log::warn!("cannot watch SIGTERM ({e}); stopping on SIGINT only");
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
     }
 
     /// `quarry sql --engine ballista`: one query on the cluster, written like a local one.
@@ -94,7 +72,7 @@ mod engine {
             );
         };
         let store_dir = args.store.resolve();
-        if crate::query::bucket_url(&store_dir)?.is_some() {
+        if quarry_bucket::BucketUrl::of_store(&store_dir)?.is_some() {
             bail!(
                 "--engine ballista reads local stores (the executors open the segment files the \
                  client names); query a bucket with the local engine: quarry sql --store s3://..."

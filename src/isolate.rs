@@ -1,9 +1,8 @@
 //! `quarry isolate` and `quarry release`: quarantine a container's network, and lift it.
 
 use anyhow::Context;
-use quarry_containers::Inventory;
-use quarry_containers::resolve::{Among, Named, resolve_in_order};
-use quarry_isolate::{AllowRule, Dropped, Isolation};
+use quarry_containers::resolve::Named;
+use quarry_isolate::{AllowRule, IsolateOutcome, Isolation, ReleaseOutcome};
 
 use crate::action;
 use crate::cli::{Format, IsolateArgs, ReleaseArgs};
@@ -51,26 +50,13 @@ pub fn run(args: IsolateArgs) -> anyhow::Result<u8> {
         others_in_netns,
         &quarry_store::action::actor(),
     );
-
-    let (result_word, error, detail) = match &result {
-        Ok(o) => (
-            if o.changed { "ok" } else { "unchanged" },
-            None,
-            Some(o.action_detail()),
-        ),
-        Err(e) => ("error", Some(e.to_string()), None),
-    };
     let recorded = action::record_on(
         &store_dir,
         "isolate",
         &container.id,
         container.name.as_deref(),
         args.reason.as_deref(),
-        action::Outcome {
-            result: result_word,
-            error,
-            detail,
-        },
+        IsolateOutcome::action_outcome(result.as_ref(), |e| e.to_string()),
     );
     let outcome = result?;
     emit(args.out.format, &outcome, |w| {
@@ -80,24 +66,16 @@ pub fn run(args: IsolateArgs) -> anyhow::Result<u8> {
 }
 
 fn status(format: Format) -> anyhow::Result<u8> {
-    let active: Vec<(Isolation, Option<Dropped>)> = quarry_isolate::list()
-        .into_iter()
-        .map(|i| {
-            let d = quarry_isolate::dropped(&i.container_id);
-            (i, d)
-        })
-        .collect();
+    let active = quarry_isolate::status();
     match format {
-        Format::Json => {
-            let v: Vec<_> = active
-                .iter()
-                .map(|(i, d)| serde_json::json!({ "isolation": i, "dropped": d }))
-                .collect();
-            println!("{}", serde_json::to_string_pretty(&v)?);
-        }
+        // As a JSON value first: the keys of every object in name order.
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::to_value(&active)?)?
+        ),
         Format::Table if active.is_empty() => println!("no container is isolated"),
-        Format::Table => print_rows(&Isolation::STATUS_COLUMNS, &active, |(i, d)| {
-            i.status_row(d.as_ref())
+        Format::Table => print_rows(&Isolation::STATUS_COLUMNS, &active, |s| {
+            s.isolation.status_row(s.dropped.as_ref())
         }),
     }
     Ok(exit::OK)
@@ -105,42 +83,15 @@ fn status(format: Format) -> anyhow::Result<u8> {
 
 pub fn release(args: ReleaseArgs) -> anyhow::Result<u8> {
     let store_dir = args.store.resolve();
-    // A quarantined container may have exited: look among the quarantines first.
-    let isolated: Vec<Named> = quarry_isolate::list()
-        .into_iter()
-        .map(|i| Named {
-            id: i.container_id,
-            name: i.container_name,
-        })
-        .collect();
-    let live = Inventory::discover();
-    let Named { id, name } = resolve_in_order(
-        &args.container,
-        &isolated,
-        &live.containers,
-        Among::IsolatedOrRunning,
-    )?;
+    let Named { id, name } = quarry_isolate::release_target(&args.container)?;
     let result = quarry_isolate::release(&id);
-    let (word, error, detail) = match &result {
-        Ok(o) if o.released.is_some() => (
-            "ok",
-            None,
-            Some(serde_json::json!({ "dropped": o.dropped, "notes": o.notes })),
-        ),
-        Ok(_) => ("unchanged", None, None),
-        Err(e) => ("error", Some(e.to_string()), None),
-    };
     let recorded = action::record_on(
         &store_dir,
         "release",
         &id,
         name.as_deref(),
         args.reason.as_deref(),
-        action::Outcome {
-            result: word,
-            error,
-            detail,
-        },
+        ReleaseOutcome::action_outcome(result.as_ref()),
     );
     let outcome = result?;
     let who = name.as_deref().unwrap_or(&id);

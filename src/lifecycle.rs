@@ -2,41 +2,16 @@
 
 use anyhow::Context;
 use chrono::Utc;
-use quarry_containers::resolve::{Among, resolve_in_order};
-use quarry_store::{CompactPolicy, Hold, HoldSpec, RetentionPolicy, Store};
+use quarry_store::{Hold, HoldSpec, Store};
 
 use crate::action;
-use crate::cli::{Format, HoldArgs, KeygenArgs, RetainArgs, RetentionFlags};
+use crate::cli::{Format, HoldArgs, KeygenArgs, RetainArgs};
 use crate::exit;
 use crate::output::{emit, print_rows};
 
-/// The policy the flags ask for; None when they ask for nothing.
-pub fn policy(flags: &RetentionFlags) -> Option<RetentionPolicy> {
-    if flags.retain_age.is_none() && flags.retain_size.is_none() && !flags.compact {
-        return None;
-    }
-    Some(RetentionPolicy {
-        max_age: flags.retain_age,
-        max_bytes: flags.retain_size,
-        compact: flags.compact.then(CompactPolicy::default),
-        ..Default::default()
-    })
-}
-
-/// Resolves a container by id, id prefix or name: first among those the store recorded (so
-/// containers long gone are found), then among running ones.
-pub fn resolve_container(store: &Store, query: &str) -> anyhow::Result<(String, Option<String>)> {
-    let recorded = store
-        .container_history()
-        .with_context(|| format!("reading the containers of {}", store.root().display()))?;
-    let live = quarry_containers::Inventory::discover();
-    let found = resolve_in_order(query, &recorded, &live.containers, Among::StoreOrRunning)?;
-    Ok((found.id, found.name))
-}
-
 pub fn retain(args: RetainArgs) -> anyhow::Result<u8> {
     let retention = args.retention.with_config();
-    let policy = policy(&retention).context(
+    let policy = retention.policy().context(
         "say what to keep: --retain-age (e.g. 7d), --retain-size (e.g. 50G) and/or --compact",
     )?;
     let store = args.store.existing()?;
@@ -77,80 +52,35 @@ pub fn hold(args: HoldArgs) -> anyhow::Result<u8> {
     Store::create(&store_dir)
         .with_context(|| format!("opening the store {}", store_dir.display()))?;
     if let Some(id) = &args.release {
-        let result = store.release_hold(id, quarry_store::action::actor(), args.reason.clone());
-        let (word, error, container) = match &result {
-            Ok(h) => (
-                "ok",
-                None,
-                h.container_id
-                    .clone()
-                    .map(|c| (c, h.container_name.clone())),
-            ),
-            Err(e) => ("error", Some(e.to_string()), None),
-        };
-        let recorded = action::record_maybe_on(
-            &store_dir,
-            "release-hold",
-            container
-                .as_ref()
-                .map(|(id, n)| (id.as_str(), n.as_deref())),
-            args.reason.as_deref(),
-            action::Outcome {
-                result: word,
-                error,
-                detail: Some(serde_json::json!({ "hold": id })),
-            },
-        );
+        let (result, row) = store.release_hold_as_action(id, args.reason.clone());
+        let recorded = action::record_row(&store_dir, &row);
         let hold = result?;
-        match args.out.format {
-            Format::Json => println!("{}", serde_json::to_string_pretty(&hold)?),
-            Format::Table => println!(
-                "released hold {}: {}; retention may now delete it",
-                hold.id,
-                hold.describe()
-            ),
-        }
+        emit(args.out.format, &hold, |w| {
+            writeln!(w, "{}", hold.released_text())
+        })?;
         return Ok(recorded.exit_code());
     }
     let container = match &args.container {
-        Some(q) => Some(resolve_container(&store, q)?),
+        Some(q) => Some(store.find_container(q)?),
         None => None,
     };
     let reason = args
         .reason
         .clone()
         .context("--reason is required to place a hold")?;
-    let result = store.add_hold(HoldSpec {
-        container_id: container.as_ref().map(|c| c.0.clone()),
-        container_name: container.as_ref().and_then(|c| c.1.clone()),
+    let (result, row) = store.place_hold_as_action(HoldSpec {
+        container_id: container.as_ref().map(|c| c.id.clone()),
+        container_name: container.and_then(|c| c.name),
         since: args.since,
         until: args.until,
-        reason: reason.clone(),
+        reason,
         created_by: quarry_store::action::actor(),
     });
-    let outcome = action::Outcome::of(
-        &result,
-        |h| serde_json::json!({ "hold": h.id, "since": h.since, "until": h.until }),
-    );
-    let recorded = action::record_maybe_on(
-        &store_dir,
-        "hold",
-        container
-            .as_ref()
-            .map(|(id, n)| (id.as_str(), n.as_deref())),
-        Some(&reason),
-        outcome,
-    );
+    let recorded = action::record_row(&store_dir, &row);
     let hold = result?;
-    match args.out.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&hold)?),
-        Format::Table => println!(
-            "placed hold {}: {}; retention will not delete it until `quarry hold --release {}`",
-            hold.id,
-            hold.describe(),
-            hold.id
-        ),
-    }
+    emit(args.out.format, &hold, |w| {
+        writeln!(w, "{}", hold.placed_text())
+    })?;
     Ok(recorded.exit_code())
 }
 

@@ -3,7 +3,6 @@
 //! error says what was given and shows a form that works.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// Parses `MOUNTPOINT=HOSTPATH`.
 pub fn parse_bind(s: &str) -> Result<(String, PathBuf), String> {
@@ -39,93 +38,12 @@ pub use quarry_query::budget::parse_memory_limit as parse_query_memory;
 #[cfg(not(feature = "responder"))]
 pub use quarry_store::human::parse_size as parse_query_memory;
 
-/// Parses a point in time: RFC 3339, `YYYY-MM-DD HH:MM[:SS]` or `YYYY-MM-DD` (UTC), `now`, or
-/// a duration (`2h`, `7d`) meaning that long ago.
-pub fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
-    use chrono::{NaiveDate, NaiveDateTime, Utc};
-    let t = s.trim();
-    if t == "now" {
-        return Ok(Utc::now());
-    }
-    if let Ok(d) = chrono::DateTime::parse_from_rfc3339(t) {
-        return Ok(d.with_timezone(&Utc));
-    }
-    for fmt in [
-        "%Y-%m-%d %H:%M:%S",
-        "%Y-%m-%d %H:%M",
-        "%Y-%m-%dT%H:%M:%S",
-        "%Y-%m-%dT%H:%M",
-    ] {
-        if let Ok(d) = NaiveDateTime::parse_from_str(t, fmt) {
-            return Ok(d.and_utc());
-        }
-    }
-    if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
-        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
-    }
-    if t.starts_with(|c: char| c.is_ascii_digit())
-        && let Ok(ago) = parse_duration(t)
-    {
-        let ago = chrono::Duration::from_std(ago).map_err(|e| e.to_string())?;
-        return Utc::now()
-            .checked_sub_signed(ago)
-            .ok_or_else(|| format!("'{s}' reaches before the calendar's start"));
-    }
-    Err(format!(
-        "'{s}' is not a time; use RFC 3339 (2026-11-28T10:00:00Z), '2026-11-28 10:00' (UTC), a \
-         date, or a duration meaning that long ago (2h, 7d)"
-    ))
-}
-
-/// Parses `90`, `90s`, `15m`, `2h`, `1d` or `500ms`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration; use e.g. 30s, 15m, 2h or 1d"))?;
-    let too_long = || format!("'{s}' is too long");
-    let secs = match unit {
-        "ms" => return Ok(Duration::from_millis(n)),
-        "" | "s" => n,
-        "m" => n.checked_mul(60).ok_or_else(too_long)?,
-        "h" => n.checked_mul(3600).ok_or_else(too_long)?,
-        "d" => n.checked_mul(86_400).ok_or_else(too_long)?,
-        other => {
-            return Err(format!(
-                "unknown unit '{other}' in '{s}'; use ms, s, m, h or d"
-            ));
-        }
-    };
-    Ok(Duration::from_secs(secs))
-}
+/// Times and durations: the one reading of both (`2026-11-28 10:00`, `2h`, `15m`).
+pub use quarry_store::human::{parse_duration, parse_time};
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times() {
-        let t = parse_time("2026-11-28T14:00:00Z").unwrap();
-        assert_eq!(t.to_rfc3339(), "2026-11-28T14:00:00+00:00");
-        let t = parse_time("2026-11-28T15:00:00+01:00").unwrap();
-        assert_eq!(t.to_rfc3339(), "2026-11-28T14:00:00+00:00");
-        let ago = chrono::Utc::now() - parse_time("2h").unwrap();
-        assert!((ago.num_seconds() - 7200).abs() < 60, "{ago}");
-        assert!(parse_time("yesterday").unwrap_err().contains("RFC 3339"));
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
-        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
-        assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86_400));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("5y").unwrap_err().contains("unknown unit"));
-    }
 
     #[test]
     fn ring_sizes() {
@@ -135,22 +53,5 @@ mod tests {
         assert!(parse_ring_size("3M").unwrap_err().contains("power of two"));
         assert!(parse_ring_size("1K").unwrap_err().contains("power of two"));
         assert!(parse_ring_size("lots").unwrap_err().contains("not a size"));
-    }
-
-    #[test]
-    fn times_of_day_and_dates() {
-        let t = parse_time("2026-11-28T10:00:00+01:00").unwrap();
-        assert_eq!(t.to_rfc3339(), "2026-11-28T09:00:00+00:00");
-        assert_eq!(
-            parse_time("2026-11-28 10:30").unwrap().to_rfc3339(),
-            "2026-11-28T10:30:00+00:00"
-        );
-        assert_eq!(
-            parse_time("2026-11-28").unwrap().to_rfc3339(),
-            "2026-11-28T00:00:00+00:00"
-        );
-        let ago = chrono::Utc::now() - parse_time("2h").unwrap();
-        assert!((ago.num_seconds() - 7200).abs() < 60);
-        assert!(parse_time("yesterday").is_err());
     }
 }

@@ -2,7 +2,7 @@
 //! quarry-query.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, bail};
 use quarry_query::findings;
@@ -21,43 +21,16 @@ use crate::output::print_rows;
 
 /// The session over `--store`: a directory, or a fleet's bucket (`s3://BUCKET/PREFIX`).
 pub(crate) async fn open(store: &Path, budget: &QueryBudget) -> anyhow::Result<Catalog> {
-    let catalog = match bucket_url(store)? {
-        Some(url) => Catalog::open_bucket(&url, budget.session())
-            .await
-            .with_context(|| format!("opening the bucket {url}"))?,
-        None => Catalog::open_with(store, budget.session())
-            .await
-            .with_context(|| format!("opening the store {}", store.display()))?,
-    };
+    let catalog = Catalog::open_location(store, budget.session()).await?;
     warn_left_out(catalog.skipped());
     Ok(catalog)
-}
-
-/// The bucket `--store` names, if it names one rather than a directory.
-pub(crate) fn bucket_url(store: &Path) -> anyhow::Result<Option<quarry_bucket::BucketUrl>> {
-    match store.to_str() {
-        Some(text) if quarry_bucket::BucketUrl::is_bucket(text) => {
-            Ok(Some(quarry_bucket::BucketUrl::parse(text)?))
-        }
-        _ => Ok(None),
-    }
-}
-
-/// Warns about segments skipped since the first `already` were reported.
-fn warn_skipped(catalog: &Catalog, already: usize) -> usize {
-    warn_left_out(&catalog.skipped()[already.min(catalog.skipped().len())..]);
-    catalog.skipped().len()
 }
 
 /// Warns about segments a session left out (the manifest does not vouch for them, or they
 /// failed their check).
 pub(crate) fn warn_left_out(skipped: &[quarry_query::Skipped]) {
     for s in skipped {
-        eprintln!(
-            "warning: skipped segment {}: {} (run `quarry verify` to check the store)",
-            crate::output::shown(&s.path.display().to_string()),
-            crate::output::shown(&s.reason)
-        );
+        eprintln!("warning: {s}");
     }
 }
 
@@ -81,125 +54,18 @@ pub fn sql(args: SqlArgs) -> anyhow::Result<u8> {
     let rt = crate::runtime()?;
     rt.block_on(async {
         let mut catalog = open(&store_dir, &args.budget).await?;
-        match &args.query {
-            Some(q) => {
-                let reported = catalog.skipped().len();
-                let stream = catalog.sql_stream(q).await.map_err(explain)?;
-                warn_skipped(&catalog, reported);
-                let mut dest = Destination::open(args.output.as_deref(), &store_dir)?;
-                write_stream(stream, out_format(args.format), dest.writer()).await?;
-                dest.finish()?;
-                Ok(exit::OK)
-            }
-            None => repl(&mut catalog, args.format).await,
-        }
-    })
-}
-
-/// Writes a result as its batches arrive.
-async fn write_stream(
-    mut stream: quarry_query::ResultStream,
-    format: OutFormat,
-    out: &mut (dyn Write + Send),
-) -> anyhow::Result<()> {
-    let mut writer = output::Writer::new(format, stream.schema(), out)?;
-    while let Some(batch) = stream.next().await {
-        writer.write(&batch.map_err(explain)?)?;
-    }
-    writer.finish()?;
-    Ok(())
-}
-
-/// Adds what to do next to errors users can fix.
-fn explain(e: QueryError) -> anyhow::Error {
-    match e {
-        QueryError::Sql(_) => anyhow::Error::new(e)
-            .context("the query is not valid SQL for this store (`\\d` lists tables and columns)"),
-        other => anyhow::Error::new(other),
-    }
-}
-
-async fn repl(catalog: &mut Catalog, format: QueryFormat) -> anyhow::Result<u8> {
-    use rustyline::error::ReadlineError;
-    let mut editor = rustyline::DefaultEditor::new().context("starting the line editor")?;
-    let history = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".quarry_history"));
-    if let Some(h) = &history {
-        let _ = editor.load_history(h);
-    }
-    println!(
-        "quarry sql on {} (read-only). End a query with ';'. \\d lists tables and views, \
-         \\d NAME its columns, \\q quits.",
-        crate::output::shown(&catalog.location())
-    );
-    let mut buffer = String::new();
-    loop {
-        let prompt = if buffer.is_empty() {
-            "quarry> "
-        } else {
-            "   ...> "
+        let Some(q) = &args.query else {
+            quarry_query::shell::run(&mut catalog, out_format(args.format)).await?;
+            return Ok(exit::OK);
         };
-        match editor.readline(prompt) {
-            Ok(line) => {
-                let trimmed = line.trim();
-                if buffer.is_empty() && trimmed.starts_with('\\') {
-                    let _ = editor.add_history_entry(trimmed);
-                    if !meta_command(catalog, trimmed).await? {
-                        break;
-                    }
-                    continue;
-                }
-                buffer.push_str(&line);
-                buffer.push('\n');
-                if !trimmed.ends_with(';') {
-                    continue;
-                }
-                let query = std::mem::take(&mut buffer);
-                let _ = editor.add_history_entry(query.trim());
-                let reported = catalog.skipped().len();
-                let started = std::time::Instant::now();
-                match catalog.sql_stream(query.trim().trim_end_matches(';')).await {
-                    Ok(stream) => {
-                        warn_skipped(catalog, reported);
-                        let mut out = std::io::stdout();
-                        let fmt = match format {
-                            QueryFormat::Parquet => OutFormat::Table,
-                            f => out_format(f),
-                        };
-                        match write_stream(stream, fmt, &mut out).await {
-                            Ok(()) => println!("{:.3}s", started.elapsed().as_secs_f64()),
-                            Err(e) => eprintln!("error: {e:#}"),
-                        }
-                    }
-                    Err(e) => eprintln!("error: {e:#}"),
-                }
-            }
-            Err(ReadlineError::Interrupted) => buffer.clear(),
-            Err(ReadlineError::Eof) => break,
-            Err(e) => return Err(e).context("reading a line"),
-        }
-    }
-    if let Some(h) = &history {
-        let _ = editor.save_history(h);
-    }
-    Ok(exit::OK)
-}
-
-/// Runs a backslash command; false means quit.
-async fn meta_command(catalog: &mut Catalog, command: &str) -> anyhow::Result<bool> {
-    let mut words = command.split_whitespace();
-    let described = match (words.next(), words.next()) {
-        (Some("\\q"), _) => return Ok(false),
-        (Some("\\d"), name) => catalog.describe(name).await,
-        _ => {
-            eprintln!("unknown command {command}: \\d, \\d NAME, \\q");
-            return Ok(true);
-        }
-    };
-    match described {
-        Ok(batches) => output::write(&batches, OutFormat::Table, &mut std::io::stdout())?,
-        Err(e) => eprintln!("error: {}", quarry_store::human::with_causes(&e)),
-    }
-    Ok(true)
+        let reported = catalog.skipped().len();
+        let stream = catalog.sql_stream(q).await.map_err(QueryError::explained)?;
+        warn_left_out(catalog.skipped_since(reported));
+        let mut dest = Destination::open(args.output.as_deref(), &store_dir)?;
+        output::write_stream(stream, out_format(args.format), dest.writer()).await?;
+        dest.finish()?;
+        Ok(exit::OK)
+    })
 }
 
 pub fn timeline(args: TimelineArgs) -> anyhow::Result<u8> {
@@ -239,13 +105,7 @@ pub fn timeline(args: TimelineArgs) -> anyhow::Result<u8> {
                 let report = Report::build(&mut catalog, &request, &hunt::builtin_rules())
                     .await
                     .with_context(context)?;
-                let by = format!(
-                    "quarry {} on {} at {} by `{}`",
-                    env!("CARGO_PKG_VERSION"),
-                    quarry_store::action::local_hostname(),
-                    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                    quarry_store::action::command_line()
-                );
+                let by = quarry_query::html::generated_now();
                 out.write_all(quarry_query::html::render(&report, &by).as_bytes())?
             }
         }
@@ -267,12 +127,11 @@ pub fn hunt(args: HuntArgs) -> anyhow::Result<u8> {
     }
     let (mut rules, sigma_refused) = (loaded.rules, loaded.refused);
     if let Some(path) = &args.ioc {
-        let list = quarry_query::ioc::IocList::read(path)
-            .with_context(|| format!("reading indicators from {}", path.display()))?;
-        if let Some(note) = list.unmatchable() {
+        let (rule, note) = hunt::indicator_rule(path)?;
+        if let Some(note) = note {
             eprintln!("quarry: note: {note}");
         }
-        rules.push(list.rule(&path.display().to_string()));
+        rules.push(rule);
     }
     if let Some(id) = &args.explain {
         return explain_rule(&rules, &sigma_refused, id, args.out.format);
@@ -296,9 +155,7 @@ pub fn hunt(args: HuntArgs) -> anyhow::Result<u8> {
             containers: None,
         };
         if let Some(c) = &args.container {
-            let container = timeline::find_container(&mut catalog, c).await?;
-            scope.containers = Some(vec![container.id.clone()]);
-            scope = scope.within_lifetime(&container);
+            scope = scope.for_container(&mut catalog, c).await?;
         }
         let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
         let json = args.out.format == Format::Json;
@@ -322,14 +179,7 @@ fn explain_rule(
     id: &str,
     format: Format,
 ) -> anyhow::Result<u8> {
-    let Some(rule) = rules.iter().find(|r| r.id == id) else {
-        if let Some(e) = refused.iter().find(|e| e.rule.as_deref() == Some(id)) {
-            anyhow::bail!("rule {id} was not converted: {e}");
-        }
-        anyhow::bail!(
-            "no rule with id {id:?}: `quarry hunt --list` (with the same --rules and --sigma) lists them"
-        );
-    };
+    let rule = hunt::find_rule(rules, refused, id)?;
     let text = match format {
         Format::Json => serde_json::to_string_pretty(&rule.explain_json())?,
         Format::Table => rule.explain_text(),

@@ -7,9 +7,9 @@ use anyhow::Context;
 use quarry_bucket::{Bucket, BucketUrl};
 use quarry_recorder::scope::Scope;
 use quarry_recorder::status::Publisher;
-use quarry_recorder::upload::{UploadConfig, UploadStatus, Uploader};
+use quarry_recorder::stop::StopSignals;
+use quarry_recorder::upload::{UploadConfig, Uploader};
 use quarry_recorder::{Recorder, RecorderConfig, SyscallMode};
-use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::cli::{Format, RecordArgs, RecordUploadArgs, SyscallsArg};
 use crate::exit;
@@ -91,18 +91,15 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
         .build()
         .context("starting the async runtime")?;
     let stats = recorder.stats();
-    live.start(&args.detect, &recorder, host, upload_state.clone());
+    live.start(&recorder, host, upload_state.clone());
     let summary = runtime.block_on(async {
-        // Handlers go in before anyone is told recording began, so a stop signal sent right
-        // after that message is always a graceful stop.
-        let term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
-        let int = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+        let stop = StopSignals::listen()?;
         eprintln!(
             "quarry: recording {scope} into {} (sealed every {:?}; stop with Ctrl-C)",
             store.display(),
             args.seal_interval()
         );
-        let retention = crate::lifecycle::policy(&retention).map(|policy| {
+        let retention = retention.policy().map(|policy| {
             eprintln!(
                 "quarry: retention every {:?}: {}",
                 args.retain_interval(),
@@ -123,7 +120,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
         let status = tokio::spawn(quarry_recorder::status::every_second(
             stats, publisher, args.quiet,
         ));
-        let summary = recorder.run(shutdown(term, int, args.duration)).await;
+        let summary = recorder.run(stop.or_after(args.duration)).await;
         status.abort();
         if let Some(r) = retention {
             r.abort();
@@ -142,19 +139,8 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
     // Everything is sealed now (the recording, alerts, baselines): the rest of the backlog
     // gets its bounded last chance.
     let uploaded = uploader.map(|u| {
-        let pending = upload_state.as_ref().map(|s| s.status());
-        let notice = pending.filter(|p| !p.is_caught_up()).map(|p| {
-            format!(
-                "quarry: shipping the rest to {} (up to {:?}){}",
-                p.to,
-                args.upload.drain(),
-                p.last_error
-                    .as_deref()
-                    .map(|e| format!("; last error: {e}"))
-                    .unwrap_or_default()
-            )
-        });
-        finish_upload(&runtime, u, args.upload.drain(), notice)
+        let notice = u.state().status().drain_notice(args.upload.drain());
+        u.finish_unless_stopped(&runtime, args.upload.drain(), notice)
     });
     match args.out.format {
         Format::Json => {
@@ -183,45 +169,6 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-/// The upload's last attempt, bounded by `within`; a stop signal meanwhile (the second one of
-/// this run) ends it at once. `notice` is printed once stop signals are listened for. The
-/// backlog as the upload thread left it.
-fn finish_upload(
-    runtime: &tokio::runtime::Runtime,
-    uploader: Uploader,
-    within: Duration,
-    notice: Option<String>,
-) -> UploadStatus {
-    let (state, stopper) = (uploader.state(), uploader.stopper());
-    runtime.block_on(async move {
-        let (term, int) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        );
-        // Said only once the signals are listened for: a stop signal sent on seeing it is
-        // never lost between the two.
-        if let Some(notice) = notice {
-            eprintln!("{notice}");
-        }
-        let last = tokio::task::spawn_blocking(move || uploader.finish(within));
-        let stop = async {
-            if let (Ok(mut term), Ok(mut int)) = (term, int) {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-                eprintln!("quarry: stop signal: no more upload attempts");
-                stopper.stop_now();
-            }
-            std::future::pending::<()>().await
-        };
-        tokio::select! {
-            done = last => done.unwrap_or_else(|_| state.status()),
-            _ = stop => unreachable!("never resolves"),
-        }
-    })
-}
-
 /// The bucket and settings of `--upload` (flags over the config file's `[upload]`); None
 /// when no upload is asked for.
 fn upload_plan(
@@ -236,10 +183,8 @@ fn upload_plan(
         return Ok(None);
     };
     let url = BucketUrl::parse(to)?;
-    // A pass learns of an unreachable bucket within seconds and backs off itself, instead of
-    // the client retrying each request for minutes.
-    let bucket = Bucket::from_env_with_retries(&url, &[], 3, Duration::from_secs(15))
-        .with_context(|| format!("--upload {url}"))?;
+    let bucket =
+        quarry_recorder::upload::open_bucket(&url).with_context(|| format!("--upload {url}"))?;
     let mut config = UploadConfig::new(
         args.upload_host
             .clone()
@@ -251,19 +196,4 @@ fn upload_plan(
     }
     config.delete_unuploaded = args.retain_unuploaded || c.retain_unuploaded;
     Ok(Some((bucket, config)))
-}
-
-/// Resolves on SIGINT, SIGTERM or when `duration` has passed.
-async fn shutdown(mut term: Signal, mut int: Signal, duration: Option<Duration>) {
-    let deadline = async {
-        match duration {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => log::info!("SIGTERM: sealing and stopping"),
-        _ = int.recv() => log::info!("SIGINT: sealing and stopping"),
-        _ = deadline => {}
-    }
 }

@@ -71,25 +71,13 @@ pub fn run(args: SnapshotArgs) -> anyhow::Result<u8> {
     });
     bar.finish_and_clear();
 
-    let (word, error, detail) = match &result {
-        Ok(r) => ("ok", None, r.action_detail()),
-        Err(e) => (
-            "error",
-            Some(e.to_string()),
-            serde_json::json!({ "case_dir": opts.case_dir }),
-        ),
-    };
     let recorded = action::record_on(
         &store_dir,
         "snapshot",
         &container.id,
         container.name.as_deref(),
         args.reason.as_deref(),
-        action::Outcome {
-            result: word,
-            error,
-            detail: Some(detail),
-        },
+        quarry_snapshot::Report::action_outcome(result.as_ref(), &opts.case_dir),
     );
     let r = result?;
     emit(args.out.format, &r, |w| r.render_text(container, w))?;

@@ -1,10 +1,10 @@
 //! `quarry upload`: ship a store's sealed backlog to a bucket once, and record that it did.
 
 use anyhow::Context;
-use quarry_bucket::{Bucket, BucketUrl, UploadProgress, upload_store};
+use quarry_bucket::{Bucket, BucketUrl, UploadProgress, UploadReport, upload_store};
 use quarry_store::Store;
 
-use crate::action::{self, Outcome};
+use crate::action;
 use crate::cli::UploadArgs;
 use crate::exit;
 use crate::output::emit;
@@ -31,26 +31,8 @@ pub fn run(args: UploadArgs) -> anyhow::Result<u8> {
         UploadProgress::Advance { bytes } => bar.inc(bytes),
     }));
     bar.finish_and_clear();
-    let (word, error, detail) = match &result {
-        Ok(r) if r.is_ok() => ("ok", None, Some(serde_json::to_value(r)?)),
-        Ok(r) => (
-            "error",
-            Some(format!("{} objects not uploaded", r.problems.len())),
-            Some(serde_json::to_value(r)?),
-        ),
-        Err(e) => ("error", Some(format!("{e:#}")), None),
-    };
-    let recorded = action::record_maybe_on(
-        &store_dir,
-        "upload",
-        None,
-        None,
-        Outcome {
-            result: word,
-            error,
-            detail,
-        },
-    );
+    let outcome = UploadReport::action_outcome(result.as_ref());
+    let recorded = action::record_maybe_on(&store_dir, "upload", None, None, outcome);
     let report = result.with_context(|| format!("uploading {} to {url}", store_dir.display()))?;
     emit(args.out.format, &report, |w| {
         report.render_text(&store_dir, w)

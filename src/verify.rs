@@ -9,14 +9,10 @@ use crate::exit;
 use crate::output::emit;
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<u8> {
-    if let Some(url) = args
-        .store
-        .dir
-        .as_deref()
-        .and_then(|d| d.to_str())
-        .filter(|d| quarry_bucket::BucketUrl::is_bucket(d))
+    if let Some(dir) = &args.store.dir
+        && let Some(url) = quarry_bucket::BucketUrl::of_store(dir)?
     {
-        return bucket(url, &args);
+        return bucket(&url, &args);
     }
     let store_dir = match &args.path {
         Some(p) if p.is_dir() => p.clone(),
@@ -35,9 +31,8 @@ fn bundle(_path: &std::path::Path, _args: &VerifyArgs) -> anyhow::Result<u8> {
 }
 
 /// `quarry verify --store s3://...`: every host's manifest chain, every object read back.
-fn bucket(url: &str, args: &VerifyArgs) -> anyhow::Result<u8> {
-    let url = quarry_bucket::BucketUrl::parse(url)?;
-    let bucket = quarry_bucket::Bucket::from_env(&url)?;
+fn bucket(url: &quarry_bucket::BucketUrl, args: &VerifyArgs) -> anyhow::Result<u8> {
+    let bucket = quarry_bucket::Bucket::from_env(url)?;
     let report = crate::runtime()?
         .block_on(quarry_bucket::verify_bucket(&bucket))
         .with_context(|| format!("verifying the bucket {url}"))?;

@@ -112,6 +112,15 @@ impl BucketUrl {
     pub fn is_bucket(text: &str) -> bool {
         text.starts_with("s3://")
     }
+
+    /// The bucket a `--store` names, when it names one (`s3://...`) rather than a directory:
+    /// the one place that tells the two apart.
+    pub fn of_store(store: &std::path::Path) -> Result<Option<BucketUrl>> {
+        match store.to_str() {
+            Some(text) if BucketUrl::is_bucket(text) => BucketUrl::parse(text).map(Some),
+            _ => Ok(None),
+        }
+    }
 }
 
 impl fmt::Display for BucketUrl {

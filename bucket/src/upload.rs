@@ -129,6 +129,27 @@ impl UploadReport {
         self.problems.is_empty()
     }
 
+    /// What the `action` row of `quarry upload` records: `ok` with the report, `error` with
+    /// how many objects were not uploaded (and the report), or `error` with what failed.
+    pub fn action_outcome(
+        result: Result<&UploadReport, &BucketError>,
+    ) -> quarry_store::action::Outcome {
+        let (word, error, detail) = match result {
+            Ok(r) if r.is_ok() => ("ok", None, serde_json::to_value(r).ok()),
+            Ok(r) => (
+                "error",
+                Some(format!("{} objects not uploaded", r.problems.len())),
+                serde_json::to_value(r).ok(),
+            ),
+            Err(e) => ("error", Some(format!("{e:#}")), None),
+        };
+        quarry_store::action::Outcome {
+            result: word,
+            error,
+            detail,
+        }
+    }
+
     /// The report for people (`quarry upload`) of uploading the store at `store_dir`: each
     /// problem, then what was uploaded and where the manifest copy is.
     pub fn render_text(

@@ -16,6 +16,7 @@
 //! recorded, must not isolate anything unless a response was asked for, and prints nothing
 //! itself: the command line says what it started, the rest goes to the log.
 
+pub mod beside;
 mod error;
 pub mod metrics;
 pub mod outputs;
@@ -40,6 +41,7 @@ use quarry_recorder::tap::Tap;
 use quarry_store::alert::AlertFormat;
 use quarry_store::{Store, Table};
 
+pub use beside::Beside;
 pub use error::DetectError;
 use outputs::{OutputSpec, Outputs};
 use respond::Responder;

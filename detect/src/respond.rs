@@ -114,20 +114,11 @@ fn isolate(container_id: &str, allow: &[AllowRule], store: &Path, reason: &str) 
         )
         .map(|o| (c.name.clone(), o))
     });
-    let (result, error, name, detail) = match &outcome {
-        Ok((name, o)) => (
-            if o.changed { "ok" } else { "unchanged" },
-            None,
-            name.clone(),
-            Some(o.action_detail()),
-        ),
-        Err(e) => (
-            "error",
-            Some(quarry_store::human::with_causes(e)),
-            None,
-            None,
-        ),
-    };
+    let name = outcome.as_ref().ok().and_then(|(name, _)| name.clone());
+    let action_outcome =
+        quarry_isolate::IsolateOutcome::action_outcome(outcome.as_ref().map(|(_, o)| o), |e| {
+            quarry_store::human::with_causes(e)
+        });
     match &outcome {
         Ok(_) => log::warn!("--respond: isolated container {container_id} ({reason})"),
         Err(e) => log::error!(
@@ -140,11 +131,7 @@ fn isolate(container_id: &str, allow: &[AllowRule], store: &Path, reason: &str) 
         actor,
         Some((container_id, name.as_deref())),
         Some(reason),
-        quarry_store::action::Outcome {
-            result,
-            error,
-            detail,
-        },
+        action_outcome,
     );
     if let Err(e) = Store::record_action(store, &row) {
         log::error!("{}", quarry_store::action::unrecorded(store, &row, &e));

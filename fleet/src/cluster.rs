@@ -76,6 +76,23 @@ pub async fn run_scheduler(
     }
 }
 
+/// Completes on SIGINT or SIGTERM: when `quarry fleet scheduler` stops.
+pub async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(e) => {
+            log::warn!("cannot watch SIGTERM ({e}); stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
 /// How an executor joins a cluster.
 #[derive(Debug, Clone)]
 pub struct ExecutorOptions {
@@ -88,6 +105,31 @@ pub struct ExecutorOptions {
     pub concurrent_tasks: usize,
     /// Seconds to keep retrying the first connection to the scheduler (0: fail at once).
     pub connect_timeout_secs: u16,
+}
+
+impl ExecutorOptions {
+    /// The options of an executor of the scheduler at `scheduler` (`df://HOST:PORT` or
+    /// `HOST:PORT`, as [`crate::remote::scheduler_url`] reads it).
+    pub fn for_scheduler(
+        scheduler: &str,
+        bind: SocketAddr,
+        concurrent_tasks: usize,
+        connect_timeout_secs: u16,
+    ) -> Result<ExecutorOptions> {
+        let url = crate::remote::scheduler_url(scheduler)?;
+        let bad = || FleetError::BadScheduler(scheduler.to_string());
+        let (host, port) = url
+            .trim_start_matches("df://")
+            .rsplit_once(':')
+            .ok_or_else(bad)?;
+        Ok(ExecutorOptions {
+            scheduler_host: host.to_string(),
+            scheduler_port: port.parse().map_err(|_| bad())?,
+            bind,
+            concurrent_tasks,
+            connect_timeout_secs,
+        })
+    }
 }
 
 /// Runs an executor until SIGINT or SIGTERM (Ballista's executor handles both: it tells the

@@ -73,7 +73,7 @@ pub use allow::{AllowRule, check_allow_list};
 pub use netns::NetnsPlan;
 pub use programs::{PIN_ROOT, prepare, unload_if_idle};
 pub use state::{Isolation, STATE_ROOT, find, list};
-pub use target::Target;
+pub use target::{Target, release_target};
 
 use programs::pin_dir;
 use state::{Member, NetnsRecord, StateLock};
@@ -208,6 +208,28 @@ pub struct IsolateOutcome {
 }
 
 impl IsolateOutcome {
+    /// What the `action` row of an isolation records: `ok` (or `unchanged`, when it was
+    /// isolated already) with [`IsolateOutcome::action_detail`], or `error` with
+    /// `error_text` of what failed.
+    pub fn action_outcome(
+        result: Result<&IsolateOutcome, &IsolateError>,
+        error_text: impl FnOnce(&IsolateError) -> String,
+    ) -> quarry_store::action::Outcome {
+        let (result, error, detail) = match result {
+            Ok(o) => (
+                if o.changed { "ok" } else { "unchanged" },
+                None,
+                Some(o.action_detail()),
+            ),
+            Err(e) => ("error", Some(error_text(e)), None),
+        };
+        quarry_store::action::Outcome {
+            result,
+            error,
+            detail,
+        }
+    }
+
     /// What the `action` row of an isolation records as its detail: the allow-list, when
     /// each layer was in force, the namespace, and the notes.
     pub fn action_detail(&self) -> serde_json::Value {
@@ -627,6 +649,47 @@ pub struct ReleaseOutcome {
     pub dropped: Dropped,
     /// What was left as it was, and why (a shared namespace, a namespace that is gone).
     pub notes: Vec<String>,
+}
+
+impl ReleaseOutcome {
+    /// What the `action` row of a release records: `ok` with what the quarantine dropped and
+    /// the notes, `unchanged` when there was none, or `error` with what failed.
+    pub fn action_outcome(
+        result: Result<&ReleaseOutcome, &IsolateError>,
+    ) -> quarry_store::action::Outcome {
+        let (result, error, detail) = match result {
+            Ok(o) if o.released.is_some() => (
+                "ok",
+                None,
+                Some(serde_json::json!({ "dropped": o.dropped, "notes": o.notes })),
+            ),
+            Ok(_) => ("unchanged", None, None),
+            Err(e) => ("error", Some(e.to_string()), None),
+        };
+        quarry_store::action::Outcome {
+            result,
+            error,
+            detail,
+        }
+    }
+}
+
+/// One quarantine in force and what it has dropped so far (`quarry isolate --status`).
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub dropped: Option<Dropped>,
+    pub isolation: Isolation,
+}
+
+/// Every quarantine in force, with its drops.
+pub fn status() -> Vec<Status> {
+    list()
+        .into_iter()
+        .map(|isolation| Status {
+            dropped: dropped(&isolation.container_id),
+            isolation,
+        })
+        .collect()
 }
 
 /// Lifts the quarantine of container `id` exactly: unpins the links (which detaches the

@@ -35,3 +35,21 @@ impl Target {
         })
     }
 }
+
+/// The container `quarry release` is for (id, unique id prefix or name): among the
+/// quarantines first (a quarantined container may have exited since), then among the running
+/// containers.
+pub fn release_target(
+    query: &str,
+) -> Result<quarry_containers::resolve::Named, quarry_containers::ResolveError> {
+    use quarry_containers::resolve::{Among, Named, resolve_in_order};
+    let isolated: Vec<Named> = crate::list()
+        .into_iter()
+        .map(|i| Named {
+            id: i.container_id,
+            name: i.container_name,
+        })
+        .collect();
+    let live = Inventory::discover();
+    resolve_in_order(query, &isolated, &live.containers, Among::IsolatedOrRunning)
+}

@@ -107,6 +107,25 @@ impl Catalog {
         Self::start(Source::Local(store), objects, known_bad, options).await
     }
 
+    /// Opens a session over what `--store` names: a fleet's bucket (`s3://BUCKET/PREFIX`,
+    /// [`Catalog::open_bucket`]) or a store's directory ([`Catalog::open_with`]).
+    pub async fn open_location(store: &Path, options: SessionOptions) -> Result<Catalog> {
+        let (what, opened) = match BucketUrl::of_store(store).map_err(QueryError::BucketUrl)? {
+            Some(url) => (
+                format!("the bucket {url}"),
+                Self::open_bucket(&url, options).await,
+            ),
+            None => (
+                format!("the store {}", store.display()),
+                Self::open_with(store, options).await,
+            ),
+        };
+        opened.map_err(|e| QueryError::Open {
+            what,
+            source: Box::new(e),
+        })
+    }
+
     /// Opens a session over a fleet's bucket, `s3://BUCKET/PREFIX` (endpoint and credentials
     /// from the AWS environment, as `quarry upload` takes them): every host's vouched segments
     /// (see [`quarry_bucket::read`]), the tables with `host` as a partition column, the views.
@@ -198,6 +217,12 @@ impl Catalog {
     /// Segments left out of this session, each with the reason. Callers warn with these.
     pub fn skipped(&self) -> &[Skipped] {
         &self.skipped
+    }
+
+    /// The segments left out since the first `already` of [`Catalog::skipped`] (those a
+    /// query found that opening the session had not).
+    pub fn skipped_since(&self, already: usize) -> &[Skipped] {
+        &self.skipped[already.min(self.skipped.len())..]
     }
 
     /// What this session reads: the store's directory, or the bucket's `s3://` URL.

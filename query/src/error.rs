@@ -20,6 +20,34 @@ pub enum QueryError {
          upload --to {0}`, or check the prefix"
     )]
     EmptyBucket(String),
+    /// `--store` names a bucket by a malformed URL.
+    #[error(transparent)]
+    BucketUrl(quarry_bucket::BucketError),
+    /// The store or bucket `--store` names could not be opened (`what` names it).
+    #[error("opening {what}")]
+    Open {
+        what: String,
+        #[source]
+        source: Box<QueryError>,
+    },
+    /// SQL the user typed is not valid for this store ([`QueryError::explained`]).
+    #[error("the query is not valid SQL for this store (`\\d` lists tables and columns)")]
+    InvalidSql(#[source] Box<QueryError>),
+    /// The SQL shell's line editor could not start or read a line.
+    #[error("{what}")]
+    LineEditor {
+        what: &'static str,
+        #[source]
+        source: rustyline::error::ReadlineError,
+    },
+    /// `hunt --explain ID`: no loaded rule has that id.
+    #[error(
+        "no rule with id {0:?}: `quarry hunt --list` (with the same --rules and --sigma) lists them"
+    )]
+    NoRule(String),
+    /// `hunt --explain ID`: the Sigma rule of that id could not be converted (the reason).
+    #[error("rule {id} was not converted: {reason}")]
+    NotConverted { id: String, reason: String },
     /// The bucket could not be reached or read.
     #[error("reading the bucket")]
     Bucket(#[from] quarry_bucket::BucketError),
@@ -60,6 +88,13 @@ pub enum QueryError {
     /// A hunt rule file is malformed.
     #[error("hunt rule {path}: {problem}")]
     Rule { path: String, problem: String },
+    /// An indicator list (`hunt --ioc`) could not be read (the source says why).
+    #[error("reading indicators from {}", path.display())]
+    Indicators {
+        path: PathBuf,
+        #[source]
+        source: Box<QueryError>,
+    },
     /// A line of an indicator list (`hunt --ioc`) is not an indicator.
     #[error("indicator list {path}, line {line}: {problem}")]
     Ioc {
@@ -124,6 +159,15 @@ pub enum QueryError {
 }
 
 impl QueryError {
+    /// This error with what to do next, when the SQL a user typed caused it (the shell's
+    /// `\\d` lists what there is); any other error as it is.
+    pub fn explained(self) -> QueryError {
+        match self {
+            QueryError::Sql(_) => QueryError::InvalidSql(Box::new(self)),
+            other => other,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         QueryError::Io {
             path: path.into(),

@@ -141,6 +141,37 @@ impl RuleSources<'_> {
     }
 }
 
+/// `hunt --ioc FILE`: the indicator list at `path` as one rule, and a note when some of its
+/// indicators can never match what the store records.
+pub fn indicator_rule(path: &Path) -> Result<(Rule, Option<String>)> {
+    let list = crate::ioc::IocList::read(path).map_err(|e| QueryError::Indicators {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    })?;
+    Ok((list.rule(&path.display().to_string()), list.unmatchable()))
+}
+
+/// `hunt --explain ID`: the rule of that id among `rules`; when a Sigma rule of that id was
+/// refused (`refused`), the error says why it was not converted.
+pub fn find_rule<'a>(
+    rules: &'a [Rule],
+    refused: &[crate::sigma::SigmaError],
+    id: &str,
+) -> Result<&'a Rule> {
+    if let Some(rule) = rules.iter().find(|r| r.id == id) {
+        return Ok(rule);
+    }
+    Err(
+        match refused.iter().find(|e| e.rule.as_deref() == Some(id)) {
+            Some(e) => QueryError::NotConverted {
+                id: id.to_string(),
+                reason: e.to_string(),
+            },
+            None => QueryError::NoRule(id.to_string()),
+        },
+    )
+}
+
 /// Loads every `*.sql` rule in `dir` (not following symlinks).
 pub fn load_rules(dir: &Path) -> Result<Vec<Rule>> {
     let mut rules = Vec::new();
@@ -271,6 +302,15 @@ pub struct Scope {
 }
 
 impl Scope {
+    /// This scope limited to the one container the store knows by `given` (id, unique id
+    /// prefix or name: [`crate::timeline::find_container`]): its findings only, and only the
+    /// hours of its recorded lifetime.
+    pub async fn for_container(mut self, catalog: &mut Catalog, given: &str) -> Result<Scope> {
+        let container = crate::timeline::find_container(catalog, given).await?;
+        self.containers = Some(vec![container.id.clone()]);
+        Ok(self.within_lifetime(&container))
+    }
+
     /// This scope limited to `container`'s recorded lifetime (when the store knows it):
     /// nothing of a container is recorded outside it, so its hunt reads only those hours.
     pub fn within_lifetime(mut self, container: &ContainerInfo) -> Scope {

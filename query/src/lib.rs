@@ -15,7 +15,8 @@
 //!
 //! Every session has a memory budget and spills to a private temporary directory when an
 //! operator needs more ([`budget`]); results can be read as a stream of batches
-//! ([`Catalog::sql_stream`]) and written as they arrive ([`output::Writer`]).
+//! ([`Catalog::sql_stream`]) and written as they arrive ([`output::Writer`]). The interactive
+//! SQL shell is [`shell`].
 
 pub mod bucket_segments;
 pub mod budget;
@@ -30,6 +31,7 @@ pub mod live;
 pub mod output;
 pub mod report;
 pub mod segments;
+pub mod shell;
 pub mod sigma;
 pub mod timeline;
 pub mod views;

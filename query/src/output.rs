@@ -226,6 +226,21 @@ pub fn write(batches: &[RecordBatch], format: Format, out: Out<'_>) -> Result<()
     Ok(())
 }
 
+/// Writes a result as its batches arrive. An error of the engine's planning that the SQL
+/// caused is [`QueryError::explained`] (it says what to do next).
+pub async fn write_stream(
+    mut stream: crate::ResultStream,
+    format: Format,
+    out: Out<'_>,
+) -> Result<()> {
+    let mut writer = Writer::new(format, stream.schema(), out)?;
+    while let Some(batch) = stream.next().await {
+        writer.write(&batch.map_err(QueryError::explained)?)?;
+    }
+    writer.finish()?;
+    Ok(())
+}
+
 /// Text tables for people (in the store crate: commands without the query engine print them
 /// too).
 pub use quarry_store::text::{TableStyle, TextTable};

@@ -35,6 +35,19 @@ pub struct Skipped {
     pub reason: String,
 }
 
+/// The warning a command prints for it (the path and the reason escaped: both can come from
+/// whoever wrote into the store).
+impl fmt::Display for Skipped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "skipped segment {}: {} (run `quarry verify` to check the store)",
+            quarry_store::text::printable(&self.path.display().to_string()),
+            quarry_store::text::printable(&self.reason)
+        )
+    }
+}
+
 impl From<verified::Skipped> for Skipped {
     fn from(s: verified::Skipped) -> Skipped {
         Skipped {

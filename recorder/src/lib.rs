@@ -27,6 +27,7 @@ pub mod scope;
 mod sink;
 pub mod stats;
 pub mod status;
+pub mod stop;
 mod summary;
 pub mod syscalls;
 pub mod tap;

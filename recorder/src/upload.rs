@@ -28,6 +28,13 @@ use tokio::sync::watch;
 /// How often the thread looks whether the manifest grew.
 const POLL: Duration = Duration::from_millis(500);
 
+/// The bucket `record --upload` ships to, from the AWS environment: the client gives up on a
+/// request within seconds, and a pass that failed backs off itself ([`UploadConfig::backoff`])
+/// instead of the client retrying each request for minutes.
+pub fn open_bucket(url: &quarry_bucket::BucketUrl) -> Result<Bucket, quarry_bucket::BucketError> {
+    Bucket::from_env_with_retries(url, &[], 3, Duration::from_secs(15))
+}
+
 /// How to upload.
 #[derive(Debug, Clone)]
 pub struct UploadConfig {
@@ -100,6 +107,22 @@ impl UploadStatus {
     /// Whether everything the store holds is in the bucket (as of the last pass).
     pub fn is_caught_up(&self) -> bool {
         self.passes > 0 && self.pending_segments == 0 && !self.manifest_behind
+    }
+
+    /// What the exit says before the backlog's last chance of `within` (None when there is
+    /// no backlog).
+    pub fn drain_notice(&self, within: Duration) -> Option<String> {
+        if self.is_caught_up() {
+            return None;
+        }
+        Some(format!(
+            "quarry: shipping the rest to {} (up to {within:?}){}",
+            self.to,
+            self.last_error
+                .as_deref()
+                .map(|e| format!("; last error: {e}"))
+                .unwrap_or_default()
+        ))
     }
 
     /// The exit summary's line: what this run uploaded, and where.
@@ -246,6 +269,38 @@ impl Uploader {
     /// A handle that cuts [`Uploader::finish`]'s last attempt short (a second stop signal).
     pub fn stopper(&self) -> UploadStopper {
         UploadStopper(self.stop.clone())
+    }
+
+    /// [`Uploader::finish`] on `runtime`, unless a stop signal (the second of this run) comes
+    /// first: then the last attempt ends at once. `notice` is printed on stderr once the stop
+    /// signals are listened for, so a stop signal sent on seeing it is never lost between the
+    /// two. The backlog as the upload thread left it.
+    pub fn finish_unless_stopped(
+        self,
+        runtime: &tokio::runtime::Runtime,
+        within: Duration,
+        notice: Option<String>,
+    ) -> UploadStatus {
+        let (state, stopper) = (self.state(), self.stopper());
+        runtime.block_on(async move {
+            let signals = crate::stop::StopSignals::listen();
+            if let Some(notice) = notice {
+                eprintln!("{notice}");
+            }
+            let last = tokio::task::spawn_blocking(move || self.finish(within));
+            let stop = async {
+                if let Ok(mut signals) = signals {
+                    signals.next().await;
+                    eprintln!("quarry: stop signal: no more upload attempts");
+                    stopper.stop_now();
+                }
+                std::future::pending::<()>().await
+            };
+            tokio::select! {
+                done = last => done.unwrap_or_else(|_| state.status()),
+                _ = stop => unreachable!("never resolves"),
+            }
+        })
     }
 
     /// Ships what is left, trying until everything is in the bucket or `within` has passed,

@@ -27,6 +27,7 @@ pub mod facts;
 pub mod fschanges;
 pub mod mounts;
 pub mod restore;
+pub mod running;
 mod text;
 pub mod trace;
 

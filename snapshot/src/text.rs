@@ -31,6 +31,27 @@ impl Report {
         })
     }
 
+    /// What the `action` row of a snapshot records: `ok` with [`Report::action_detail`], or
+    /// `error` with what failed and the case directory it was to go into.
+    pub fn action_outcome(
+        result: Result<&Report, &crate::SnapshotError>,
+        case_dir: &Path,
+    ) -> quarry_store::action::Outcome {
+        let (result, error, detail) = match result {
+            Ok(r) => ("ok", None, r.action_detail()),
+            Err(e) => (
+                "error",
+                Some(e.to_string()),
+                serde_json::json!({ "case_dir": case_dir }),
+            ),
+        };
+        quarry_store::action::Outcome {
+            result,
+            error,
+            detail: Some(detail),
+        }
+    }
+
     /// What `quarry snapshot` says it made of `container`.
     pub fn render_text(&self, container: &Container, w: &mut dyn Write) -> io::Result<()> {
         writeln!(

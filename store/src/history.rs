@@ -3,10 +3,12 @@
 //!
 //! Only segments the manifest vouches for are read ([`Store::read_table`]); batches of an
 //! unexpected schema are skipped with a warning rather than misread. Merging and resolution
-//! belong to quarry-containers; this module only converts rows.
+//! belong to quarry-containers; this module only converts rows and hands them to its resolver
+//! ([`Store::find_container`]).
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use quarry_containers::{Container, Recorded, Runtime, history};
+use quarry_containers::resolve::{Among, Named, resolve_in_order};
+use quarry_containers::{Container, Recorded, ResolveError, Runtime, history};
 
 use crate::schema::{ContainerRow, container_rows, schema_of};
 use crate::{Result, Store, Table};
@@ -25,6 +27,41 @@ impl Store {
             );
         }
         Ok(history::merge(good.into_iter().flat_map(recorded)))
+    }
+}
+
+/// Why the container a command names was not found.
+#[derive(Debug, thiserror::Error)]
+pub enum FindContainerError {
+    /// The store's `container` table could not be read.
+    #[error("reading the containers of {}", store.display())]
+    History {
+        store: std::path::PathBuf,
+        #[source]
+        source: crate::StoreError,
+    },
+    /// No container, or more than one, is known by what was given.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+}
+
+impl Store {
+    /// The container `query` names (id, unique id prefix or name): first among those the
+    /// store recorded (so containers long gone are found), then among the running ones.
+    pub fn find_container(&self, query: &str) -> Result<Named, FindContainerError> {
+        let recorded = self
+            .container_history()
+            .map_err(|source| FindContainerError::History {
+                store: self.root().to_path_buf(),
+                source,
+            })?;
+        let live = quarry_containers::Inventory::discover();
+        Ok(resolve_in_order(
+            query,
+            &recorded,
+            &live.containers,
+            Among::StoreOrRunning,
+        )?)
     }
 }
 

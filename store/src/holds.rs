@@ -13,8 +13,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::action::Outcome;
 use crate::layout::{self, Partition, Store};
 use crate::manifest::{Manifest, ManifestLock};
+use crate::schema::ActionRow;
 use crate::{Result, StoreError};
 
 /// File name of the holds at the root of a store.
@@ -147,6 +149,81 @@ impl Hold {
             "{what} from {} until {}",
             fmt(&self.since, "the start"),
             fmt(&self.until, "further notice")
+        )
+    }
+}
+
+/// `quarry hold` and `quarry hold --release`: a hold placed or released by whoever runs the
+/// command, the `action` row that records it (the caller seals it with
+/// [`Store::record_action`]: the hold stands whether or not its row can be written), and
+/// what is said of it.
+impl Store {
+    /// Places the hold of `spec` (whose `created_by` is the invoking user).
+    pub fn place_hold_as_action(&self, spec: HoldSpec) -> (Result<Hold, HoldError>, ActionRow) {
+        let container = spec
+            .container_id
+            .clone()
+            .map(|id| (id, spec.container_name.clone()));
+        let reason = spec.reason.clone();
+        let result = self.add_hold(spec);
+        let outcome = Outcome::of(
+            &result,
+            |h| serde_json::json!({ "hold": h.id, "since": h.since, "until": h.until }),
+        );
+        let container = container
+            .as_ref()
+            .map(|(id, n)| (id.as_str(), n.as_deref()));
+        let row = ActionRow::by_user("hold", container, Some(&reason), outcome);
+        (result, row)
+    }
+
+    /// Releases the hold `id` names, for `reason`.
+    pub fn release_hold_as_action(
+        &self,
+        id: &str,
+        reason: Option<String>,
+    ) -> (Result<Hold, HoldError>, ActionRow) {
+        let result = self.release_hold(id, crate::action::actor(), reason.clone());
+        let (word, error, container) = match &result {
+            Ok(h) => (
+                "ok",
+                None,
+                h.container_id
+                    .clone()
+                    .map(|c| (c, h.container_name.clone())),
+            ),
+            Err(e) => ("error", Some(e.to_string()), None),
+        };
+        let outcome = Outcome {
+            result: word,
+            error,
+            detail: Some(serde_json::json!({ "hold": id })),
+        };
+        let container = container
+            .as_ref()
+            .map(|(id, n)| (id.as_str(), n.as_deref()));
+        let row = ActionRow::by_user("release-hold", container, reason.as_deref(), outcome);
+        (result, row)
+    }
+}
+
+impl Hold {
+    /// What `quarry hold` says it placed.
+    pub fn placed_text(&self) -> String {
+        format!(
+            "placed hold {}: {}; retention will not delete it until `quarry hold --release {}`",
+            self.id,
+            self.describe(),
+            self.id
+        )
+    }
+
+    /// What `quarry hold --release` says it released.
+    pub fn released_text(&self) -> String {
+        format!(
+            "released hold {}: {}; retention may now delete it",
+            self.id,
+            self.describe()
         )
     }
 }

@@ -38,6 +38,27 @@ pub struct RetentionPolicy {
     pub upload: Option<UploadGate>,
 }
 
+impl RetentionPolicy {
+    /// The policy of an age cap, a size cap and compaction as people ask for them (`quarry
+    /// retain`, `quarry record`, the configuration file's `[retention]`), the rest default;
+    /// None when they ask for none of the three.
+    pub fn from_caps(
+        max_age: Option<Duration>,
+        max_bytes: Option<u64>,
+        compact: bool,
+    ) -> Option<RetentionPolicy> {
+        if max_age.is_none() && max_bytes.is_none() && !compact {
+            return None;
+        }
+        Some(RetentionPolicy {
+            max_age,
+            max_bytes,
+            compact: compact.then(CompactPolicy::default),
+            ..Default::default()
+        })
+    }
+}
+
 /// Retention beside a running upload (`quarry record --upload`): the local store is the
 /// upload's spool, so a segment not yet in the bucket is kept unless `delete_unuploaded`
 /// says otherwise. A segment deleted anyway says so in its manifest `remove` entry (its
