@@ -7,8 +7,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub mod detect;
 pub mod fleet;
+pub mod parse;
 
-pub use crate::parse::{parse_bind, parse_duration, parse_ring_size, parse_size, parse_time};
+pub use parse::{parse_bind, parse_duration, parse_ring_size, parse_size, parse_time};
 
 /// The store used when nothing else names one.
 pub const DEFAULT_STORE: &str = "/var/lib/quarry/store";
@@ -615,7 +616,7 @@ pub struct QueryBudget {
     /// Memory a query may use before it spills to disk or fails (e.g. 512M, 4G); default:
     /// the smaller of 2G and a quarter of the machine's memory
     #[arg(long, env = "QUARRY_MEMORY_LIMIT", value_name = "SIZE",
-          value_parser = crate::parse::parse_query_memory)]
+          value_parser = crate::cli::parse::parse_query_memory)]
     pub memory_limit: Option<u64>,
 }
 

@@ -107,15 +107,15 @@ where
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    parsed(d, crate::parse::parse_duration)
+    parsed(d, crate::cli::parse::parse_duration)
 }
 
 fn bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    parsed(d, crate::parse::parse_size)
+    parsed(d, crate::cli::parse::parse_size)
 }
 
 fn query_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    parsed(d, crate::parse::parse_query_memory)
+    parsed(d, crate::cli::parse::parse_query_memory)
 }
 
 impl Config {

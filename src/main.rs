@@ -18,7 +18,6 @@ mod integrity;
 mod isolate;
 mod lifecycle;
 mod output;
-mod parse;
 mod posture;
 mod ps;
 #[cfg(feature = "responder")]

@@ -4,20 +4,19 @@
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use quarry_query::findings;
 use quarry_query::fixture::CaseResult;
 use quarry_query::hunt::{self, Scope};
 use quarry_query::output::{self, Destination, Format as OutFormat};
-use quarry_query::report::Report;
-use quarry_query::timeline::{self, Timeline};
+use quarry_query::page;
 use quarry_query::{Catalog, QueryError};
 
 use crate::cli::{
     Format, HuntArgs, QueryBudget, QueryFormat, SqlArgs, TimelineArgs, TimelineFormat,
 };
 use crate::exit;
-use crate::output::print_rows;
+use crate::output::{emit, print_rows};
 
 /// The session over `--store`: a directory, or a fleet's bucket (`s3://BUCKET/PREFIX`).
 pub(crate) async fn open(store: &Path, budget: &QueryBudget) -> anyhow::Result<Catalog> {
@@ -73,42 +72,17 @@ pub fn timeline(args: TimelineArgs) -> anyhow::Result<u8> {
     let rt = crate::runtime()?;
     rt.block_on(async {
         let mut catalog = open(&store_dir, &args.budget).await?;
-        let request = match &args.around {
-            Some(id) => {
-                timeline::Request::around_alert(&mut catalog, id, args.since, args.until).await?
-            }
-            None => timeline::Request {
-                container: args.container.clone().unwrap_or_default(),
-                since: args.since,
-                until: args.until,
-            },
+        let (around, container) = (args.around.as_deref(), args.container.as_deref());
+        let request = page::request(&mut catalog, around, container, args.since, args.until);
+        let request = request.await?;
+        let form = match args.format {
+            TimelineFormat::Table => page::Form::Text,
+            TimelineFormat::Json => page::Form::Json,
+            TimelineFormat::Html => page::Form::Html,
         };
         let mut dest = Destination::open(args.output.as_deref(), &store_dir)?;
-        let out = dest.writer();
-        let context = || format!("building the timeline of {}", request.container);
-        match args.format {
-            TimelineFormat::Table => {
-                let timeline = Timeline::build(&mut catalog, &request)
-                    .await
-                    .with_context(context)?;
-                out.write_all(timeline.to_text().as_bytes())?
-            }
-            TimelineFormat::Json => {
-                let timeline = Timeline::build(&mut catalog, &request)
-                    .await
-                    .with_context(context)?;
-                serde_json::to_writer_pretty(&mut *out, &timeline)?;
-                writeln!(out)?;
-            }
-            TimelineFormat::Html => {
-                // The responder's page marks what the built-in rules find in the same window.
-                let report = Report::build(&mut catalog, &request, &hunt::builtin_rules())
-                    .await
-                    .with_context(context)?;
-                let by = quarry_query::html::generated_now();
-                out.write_all(quarry_query::html::render(&report, &by).as_bytes())?
-            }
-        }
+        let document = page::render(&mut catalog, &request, form).await?;
+        dest.writer().write_all(document.as_bytes())?;
         dest.finish()?;
         Ok(exit::OK)
     })
@@ -134,7 +108,12 @@ pub fn hunt(args: HuntArgs) -> anyhow::Result<u8> {
         rules.push(rule);
     }
     if let Some(id) = &args.explain {
-        return explain_rule(&rules, &sigma_refused, id, args.out.format);
+        // The SQL a rule runs (before the hunt's window and container filters wrap it).
+        let rule = hunt::find_rule(&rules, &sigma_refused, id)?;
+        emit(args.out.format, &rule.explain_json(), |w| {
+            writeln!(w, "{}", rule.explain_text())
+        })?;
+        return Ok(exit::OK);
     }
     if args.list {
         match args.out.format {
@@ -169,28 +148,6 @@ pub fn hunt(args: HuntArgs) -> anyhow::Result<u8> {
         out.flush()?;
         Ok(if count == 0 { exit::OK } else { exit::FINDINGS })
     })
-}
-
-/// `quarry hunt --explain ID`: the SQL a rule runs (before the hunt's window and container
-/// filters wrap it).
-fn explain_rule(
-    rules: &[hunt::Rule],
-    refused: &[quarry_query::sigma::SigmaError],
-    id: &str,
-    format: Format,
-) -> anyhow::Result<u8> {
-    let rule = hunt::find_rule(rules, refused, id)?;
-    let text = match format {
-        Format::Json => serde_json::to_string_pretty(&rule.explain_json())?,
-        Format::Table => rule.explain_text(),
-    };
-    let mut out = std::io::stdout().lock();
-    match writeln!(out, "{text}").and_then(|()| out.flush()) {
-        // A closed stdout (a pipe into `head`) ends the output; nothing else is lost.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-        other => other?,
-    }
-    Ok(exit::OK)
 }
 
 /// `quarry hunt --test`: every rule's fixture cases, each over a throw-away store.

@@ -85,6 +85,16 @@ pub enum QueryError {
         #[source]
         source: Box<QueryError>,
     },
+    /// A container's timeline (or its report) could not be built.
+    #[error("building the timeline of {container}")]
+    Timeline {
+        container: String,
+        #[source]
+        source: Box<QueryError>,
+    },
+    /// A result could not be put as JSON.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
     /// A hunt rule file is malformed.
     #[error("hunt rule {path}: {problem}")]
     Rule { path: String, problem: String },

@@ -29,6 +29,7 @@ pub mod hunt;
 pub mod ioc;
 pub mod live;
 pub mod output;
+pub mod page;
 pub mod report;
 pub mod segments;
 pub mod shell;

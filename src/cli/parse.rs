@@ -1,6 +1,7 @@
-//! How people write sizes, durations, times and bind mounts on the command line and in the
-//! configuration file: the value parsers of the flags in `cli.rs` and of `config.rs`. Each
-//! error says what was given and shows a form that works.
+//! The value parsers of the flags in `cli.rs` and of `config.rs`: what only the command line
+//! reads (the ring size's range, bind mounts) and the store's one reading of sizes, durations
+//! and times (`quarry_store::human`). Each error says what was given and shows a form that
+//! works.
 
 use std::path::PathBuf;
 
