@@ -301,6 +301,18 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_store_argument_is_a_bucket_only_with_s3() {
+        let of = |p: &str| BucketUrl::of_store(std::path::Path::new(p));
+        assert_eq!(
+            of("s3://fleet/p").unwrap().unwrap().to_string(),
+            "s3://fleet/p"
+        );
+        assert!(of("/var/lib/quarry/store").unwrap().is_none());
+        assert!(of("./s3:/x").unwrap().is_none());
+        assert!(of("s3://").is_err());
+    }
+
     #[tokio::test]
     async fn keys_stay_below_the_prefix() {
         let url = BucketUrl::parse("s3://b/fleet").unwrap();

@@ -10,6 +10,15 @@
 //! [`crate::segments`] and [`crate::bucket_segments`]). In a bucket, `host` is a partition
 //! column too (the `host=` level: the name each store was uploaded under), so filters on it
 //! prune hosts; it is the table's last column there.
+//!
+//! In a local store `host` stays the files' own column, deliberately: the `host=` directory
+//! holds the sanitised name ([`quarry_store::layout::sanitize_host`]), not the value the
+//! recorder stored, and evidence must read as it was recorded; a local store is one host's, so
+//! a partition column would prune nothing that the Parquet statistics (`host` is constant per
+//! file) do not already skip; and it would move `host` to the end of `SELECT *` and make the
+//! fleet's Ballista plans (`dt`/`hour` constants, byte-identical to the local engine's) carry a
+//! third constant, for no reader's gain. In a bucket the directory is the identity (the name a
+//! store was uploaded under), so there it is the column.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};

@@ -637,6 +637,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn explain_finds_a_rule_or_says_why_not() {
+        let rules = builtin_rules();
+        let id = rules[0].id.clone();
+        assert_eq!(find_rule(&rules, &[], &id).unwrap().id, id);
+        let e = find_rule(&rules, &[], "NOPE-1").unwrap_err().to_string();
+        assert!(e.contains("\"NOPE-1\"") && e.contains("hunt --list"), "{e}");
+    }
+
+    #[test]
     fn builtin_rules_parse_and_have_unique_ids() {
         let rules = builtin_rules();
         assert!(rules.len() >= 10);

@@ -306,7 +306,10 @@ impl Uploader {
     /// Ships what is left, trying until everything is in the bucket or `within` has passed,
     /// then stops the thread and returns the backlog. Call it once nothing more is sealed.
     pub fn finish(self, within: Duration) -> UploadStatus {
-        let _ = self.stop.send(Some(Instant::now() + within));
+        let deadline = Instant::now() + within;
+        // A stop asked for already (a second signal that came first) is never put off.
+        self.stop
+            .send_modify(|d| *d = Some(d.map_or(deadline, |s| s.min(deadline))));
         if self.thread.join().is_err() {
             log::error!("the upload thread panicked; the backlog below is its last word");
         }
@@ -524,6 +527,22 @@ mod tests {
     }
 
     #[test]
+    fn the_exit_names_the_backlog_it_tries_to_ship_and_nothing_when_caught_up() {
+        let mut s = UploadStatus {
+            to: "s3://b/p".into(),
+            pending_segments: 2,
+            last_error: Some("connection refused".into()),
+            ..UploadStatus::default()
+        };
+        assert_eq!(
+            s.drain_notice(Duration::from_secs(30)).unwrap(),
+            "quarry: shipping the rest to s3://b/p (up to 30s); last error: connection refused"
+        );
+        (s.passes, s.pending_segments) = (1, 0);
+        assert!(s.drain_notice(Duration::from_secs(30)).is_none());
+    }
+
+    #[test]
     fn backoff_doubles_from_the_minimum_up_to_the_cap() {
         let c = UploadConfig::new("h");
         let secs: Vec<u64> = (1..=9).map(|f| c.backoff(f).as_secs()).collect();
@@ -564,6 +583,16 @@ mod tests {
         );
         // Nothing is in the bucket: retention may delete nothing.
         assert!(state.gate().uploaded.is_empty());
+
+        // A stop asked for before the exit's last chance began (a second signal that came
+        // first) is not put off by its deadline.
+        let bucket =
+            Bucket::from_env_with_retries(&url, &settings, 0, Duration::from_secs(1)).unwrap();
+        let uploader = Uploader::start(store, bucket, UploadConfig::new("h1")).unwrap();
+        uploader.stopper().stop_now();
+        let started = Instant::now();
+        let status = uploader.finish(Duration::from_secs(3600));
+        assert!(started.elapsed() < Duration::from_secs(30), "{status:?}");
     }
 
     #[test]

@@ -399,6 +399,37 @@ mod tests {
     }
 
     #[test]
+    fn placing_and_releasing_a_hold_make_its_action_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path()).unwrap();
+        let (placed, row) = store.place_hold_as_action(spec(Some("abc")));
+        let placed = placed.unwrap();
+        assert_eq!((row.action.as_str(), row.result.as_str()), ("hold", "ok"));
+        assert_eq!(row.container_id.as_deref(), Some("abc"));
+        assert_eq!(row.reason.as_deref(), Some("IR-1"));
+        assert!(
+            placed
+                .placed_text()
+                .contains(&format!("quarry hold --release {}", placed.id))
+        );
+        let (released, row) = store.release_hold_as_action(&placed.id, Some("done".into()));
+        assert!(
+            released
+                .unwrap()
+                .released_text()
+                .starts_with("released hold")
+        );
+        assert_eq!(
+            (row.action.as_str(), row.result.as_str()),
+            ("release-hold", "ok")
+        );
+        let (again, row) = store.release_hold_as_action(&placed.id, None);
+        assert!(again.is_err());
+        assert_eq!(row.result, "error");
+        assert!(row.error.is_some() && row.container_id.is_none());
+    }
+
+    #[test]
     fn holds_are_placed_listed_and_released_with_history() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::create(dir.path()).unwrap();

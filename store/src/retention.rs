@@ -554,3 +554,19 @@ enum Applied {
     Done { missing: Vec<String> },
     HoldsChanged,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_make_a_policy_only_when_one_is_asked_for() {
+        assert!(RetentionPolicy::from_caps(None, None, false).is_none());
+        let p = RetentionPolicy::from_caps(Some(Duration::from_secs(3600)), None, true).unwrap();
+        assert_eq!(p.max_age, Some(Duration::from_secs(3600)));
+        assert!(p.max_bytes.is_none() && p.compact.is_some() && p.upload.is_none());
+        let p = RetentionPolicy::from_caps(None, Some(1 << 30), false).unwrap();
+        assert!(p.compact.is_none());
+        assert_eq!(p.protect_recent, RetentionPolicy::default().protect_recent);
+    }
+}
