@@ -50,7 +50,7 @@ mod with_engine {
                 eprintln!("quarry: skipped {skipped}");
             }
             let planned = plan.map(|plan| {
-                let (tap, rx) = quarry_detect::tap();
+                let (tap, rx) = quarry_detect::tap(plan.memory);
                 config.tap = Some(tap.clone());
                 (plan, (tap, rx))
             });
