@@ -110,8 +110,14 @@ impl ObjectStoreRegistry for FleetObjects {
 
     fn get_store(&self, url: &Url) -> datafusion::error::Result<Arc<dyn ObjectStore>> {
         match (url.scheme(), url.host_str()) {
-            ("file", _) => Ok(self.local.clone()),
-            ("s3", Some(name)) if !name.is_empty() => Ok(self.bucket(name)?),
+            ("file", _) => {
+                let local: Arc<dyn ObjectStore> = self.local.clone();
+                Ok(local)
+            }
+            ("s3", Some(name)) if !name.is_empty() => {
+                let bucket: Arc<dyn ObjectStore> = self.bucket(name)?;
+                Ok(bucket)
+            }
             _ => Err(DataFusionError::Execution(format!(
                 "{url}: the cluster reads local files (file://) and fleet buckets (s3://) only"
             ))),
@@ -265,7 +271,9 @@ impl ObjectStore for VouchedBucket {
         if options.head {
             // The size the host sealed: the scheduler plans without downloading anything.
             return Ok(GetResult {
-                payload: GetResultPayload::Stream(stream::empty().boxed()),
+                payload: GetResultPayload::Stream(
+                    stream::empty::<object_store::Result<bytes::Bytes>>().boxed(),
+                ),
                 meta,
                 range: 0..seg.bytes,
                 attributes: Attributes::default(),
