@@ -52,7 +52,6 @@ use quarry_query::bucket_segments::BucketSegments;
 use quarry_query::catalog::table_columns;
 use quarry_query::{Skipped, guard, segments, views};
 use quarry_store::layout::{MANIFEST_FILE, Partition};
-use quarry_store::schema::schema_of;
 use quarry_store::verified::{self, Listed};
 use quarry_store::{Store, Table};
 
