@@ -44,6 +44,9 @@ pub struct Record {
     /// How often buffered rows are sealed (e.g. "5s").
     #[serde(default, deserialize_with = "duration")]
     pub seal_interval: Option<Duration>,
+    /// What live detection holds for rows (e.g. "24M").
+    #[serde(default, deserialize_with = "detect_memory")]
+    pub detect_memory: Option<u64>,
 }
 
 /// `[retention]`: caps applied by `quarry retain` and, on a schedule, by `quarry record`.
@@ -112,6 +115,10 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Erro
 
 fn bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     parsed(d, crate::cli::parse::parse_size)
+}
+
+fn detect_memory<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    parsed(d, crate::cli::parse::parse_detect_memory)
 }
 
 fn query_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {

@@ -72,25 +72,22 @@ mod engine {
             );
         };
         let store_dir = args.store.resolve();
-        if quarry_bucket::BucketUrl::of_store(&store_dir)?.is_some() {
-            bail!(
-                "--engine ballista reads local stores (the executors open the segment files the \
-                 client names); query a bucket with the local engine: quarry sql --store s3://..."
-            );
-        }
+        let bucket = quarry_bucket::BucketUrl::of_store(&store_dir)?;
         if args.format == QueryFormat::Parquet && args.output.is_none() {
             bail!("--format parquet writes a file: add -o FILE");
         }
         let rt = crate::runtime()?;
         rt.block_on(async {
-            let mut session = RemoteSession::open(&scheduler, &store_dir)
-                .await
-                .with_context(|| {
-                    format!(
-                        "opening the store {} on the cluster at {scheduler}",
-                        store_dir.display()
-                    )
-                })?;
+            let opened = match &bucket {
+                Some(url) => RemoteSession::open_bucket(&scheduler, url).await,
+                None => RemoteSession::open(&scheduler, &store_dir).await,
+            };
+            let mut session = opened.with_context(|| {
+                format!(
+                    "opening the store {} on the cluster at {scheduler}",
+                    store_dir.display()
+                )
+            })?;
             let stream = session
                 .sql_stream(&query)
                 .await

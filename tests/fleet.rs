@@ -1,7 +1,8 @@
 //! The distributed engine end to end: a Ballista scheduler and two executors, each its own
 //! `quarry fleet` process on free 127.0.0.1 ports, answer the same queries over a generated
-//! store exactly as the local engine does; a segment altered after sealing is left out by
-//! both, with a warning naming it.
+//! store, and over a fleet bucket two hosts uploaded it to (a SeaweedFS server on 127.0.0.1),
+//! exactly as the local engine does; a segment altered after sealing (or in the bucket) is left
+//! out by both, with a warning naming it.
 
 // A test fails by panicking: unwrap is how it says what went wrong.
 #![allow(clippy::unwrap_used)]
@@ -15,7 +16,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::bucket::Weed;
 use common::quarry;
+use object_store::ObjectStoreExt;
+use quarry_bucket::{Bucket, BucketUrl};
 
 /// A `quarry fleet` server, stopped (SIGTERM, then SIGKILL) and reaped on drop, also when
 /// the test fails.
@@ -27,7 +31,16 @@ struct Server {
 
 impl Server {
     fn start(name: &'static str, args: &[&str]) -> Server {
-        let mut child = quarry()
+        Server::start_in(name, args, None)
+    }
+
+    /// A server with `weed`'s bucket environment (when given) instead of the machine's.
+    fn start_in(name: &'static str, args: &[&str], weed: Option<&Weed>) -> Server {
+        let mut cmd = quarry();
+        if let Some(weed) = weed {
+            weed.configure(&mut cmd);
+        }
+        let mut child = cmd
             .arg("fleet")
             .args(args)
             .env("RUST_LOG", "info")
@@ -113,7 +126,22 @@ fn generate(store: &Path) {
 
 /// `quarry sql` on `engine`: (exit code, stdout, stderr).
 fn sql(store: &Path, engine: &[&str], format: &str, query: &str) -> (i32, String, String) {
-    let out = quarry()
+    sql_in(store.as_os_str(), None, engine, format, query)
+}
+
+/// `quarry sql --store STORE` on `engine`, with `weed`'s bucket environment when given.
+fn sql_in(
+    store: &std::ffi::OsStr,
+    weed: Option<&Weed>,
+    engine: &[&str],
+    format: &str,
+    query: &str,
+) -> (i32, String, String) {
+    let mut cmd = quarry();
+    if let Some(weed) = weed {
+        weed.configure(&mut cmd);
+    }
+    let out = cmd
         .arg("sql")
         .arg("--store")
         .arg(store)
@@ -171,20 +199,17 @@ const QUERIES: &[(&str, &str)] = &[
     ),
 ];
 
-#[test]
-fn ballista_cluster_answers_like_the_local_engine() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    generate(&store);
-
-    let mut scheduler = Server::start("scheduler", &["scheduler", "--bind", "127.0.0.1:0"]);
+/// A scheduler and two executors (one and two concurrent tasks), with `weed`'s environment
+/// when given, and the scheduler's `df://` URL.
+fn cluster(weed: Option<&Weed>) -> (Server, Vec<Server>, String) {
+    let mut scheduler = Server::start_in("scheduler", &["scheduler", "--bind", "127.0.0.1:0"], weed);
     let line = scheduler.wait_for("listening on ");
     let addr = line.trim_start_matches("listening on ").trim().to_string();
     let mut executors = Vec::new();
     for (i, name) in ["executor-1", "executor-2"].into_iter().enumerate() {
         let bind = format!("127.0.0.1:{}", free_port());
         let tasks = (i + 1).to_string();
-        let mut e = Server::start(
+        let mut e = Server::start_in(
             name,
             &[
                 "executor",
@@ -195,11 +220,21 @@ fn ballista_cluster_answers_like_the_local_engine() {
                 "--concurrent-tasks",
                 &tasks,
             ],
+            weed,
         );
         e.wait_for("Connected to scheduler");
         executors.push(e);
     }
-    let url = format!("df://{addr}");
+    (scheduler, executors, format!("df://{addr}"))
+}
+
+#[test]
+fn ballista_cluster_answers_like_the_local_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    generate(&store);
+
+    let (scheduler, executors, url) = cluster(None);
     let ballista = ["--engine", "ballista", "--scheduler", url.as_str()];
 
     for (format, query) in QUERIES {
@@ -234,6 +269,94 @@ fn ballista_cluster_answers_like_the_local_engine() {
     assert!(lerr.contains(&name), "local did not name {name}: {lerr}");
     assert!(berr.contains(&name), "ballista did not name {name}: {berr}");
     assert_eq!(local, remote);
+    drop(executors);
+    drop(scheduler);
+}
+
+#[test]
+fn ballista_reads_a_fleet_bucket_like_the_local_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    generate(&store);
+    let weed = Weed::start("fleet-ballista");
+    let bucket_url = weed.url("fleet");
+    // Two hosts of the fleet (the same recording, uploaded under two names).
+    for host in ["node-a", "node-b"] {
+        let mut cmd = quarry();
+        weed.configure(&mut cmd)
+            .args(["upload", "--store"])
+            .arg(&store)
+            .args(["--to", &bucket_url, "--host", host]);
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "upload as {host}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (scheduler, executors, url) = cluster(Some(&weed));
+    let ballista = ["--engine", "ballista", "--scheduler", url.as_str()];
+    let on_bucket = |engine: &[&str], format: &str, query: &str| {
+        sql_in(
+            std::ffi::OsStr::new(&bucket_url),
+            Some(&weed),
+            engine,
+            format,
+            query,
+        )
+    };
+    let by_host = [
+        (
+            "csv",
+            "SELECT host, count(*) AS n FROM process GROUP BY host ORDER BY host",
+        ),
+        // Pruning on the host level, and the bucket's column order (host last).
+        (
+            "csv",
+            "SELECT * FROM net WHERE host = 'node-b' ORDER BY ktime_ns, pid LIMIT 5",
+        ),
+    ];
+    for (format, query) in QUERIES.iter().chain(by_host.iter()) {
+        let (lc, local, lerr) = on_bucket(&[], format, query);
+        assert_eq!(lc, 0, "local {query}: {lerr}");
+        let (bc, remote, berr) = on_bucket(&ballista, format, query);
+        assert_eq!(bc, 0, "ballista {query}: {berr}");
+        assert!(!local.trim().is_empty(), "{query} returned nothing");
+        assert_eq!(local, remote, "{query}");
+    }
+    let (_, per_host, _) = on_bucket(&ballista, "csv", by_host[0].1);
+    let (_, whole, _) = sql(&store, &[], "csv", "SELECT count(*) AS n FROM process");
+    let n = whole.lines().nth(1).unwrap();
+    assert_eq!(per_host, format!("host,n\nnode-a,{n}\nnode-b,{n}\n"));
+
+    // An object rewritten in the bucket: the executor that reads it refuses it, and both
+    // engines leave it out, name it and agree.
+    let bucket = Bucket::from_env_with(&BucketUrl::parse(&bucket_url).unwrap(), &weed.env())
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let keys = rt.block_on(bucket.list("process")).unwrap();
+    let victim = keys
+        .iter()
+        .map(|(k, _)| k.clone())
+        .find(|k| k.contains("/host=node-b/"))
+        .unwrap();
+    rt.block_on(bucket.objects().put(
+        &bucket.key(&victim),
+        object_store::PutPayload::from_static(b"PAR1 forged"),
+    ))
+    .unwrap();
+    let q = "SELECT host, count(*) AS n FROM process GROUP BY host ORDER BY host";
+    let (lc, local, lerr) = on_bucket(&[], "csv", q);
+    let (bc, remote, berr) = on_bucket(&ballista, "csv", q);
+    assert_eq!((lc, bc), (0, 0), "{lerr}\n{berr}");
+    assert!(lerr.contains(&victim), "local did not name {victim}: {lerr}");
+    assert!(berr.contains(&victim), "ballista did not name {victim}: {berr}");
+    assert!(berr.contains("altered"), "{berr}");
+    assert_eq!(local, remote);
+    assert_ne!(remote, per_host, "the altered segment's rows are still counted");
     drop(executors);
     drop(scheduler);
 }

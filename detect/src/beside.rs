@@ -51,7 +51,7 @@ impl Beside {
             .map(|p| std::mem::take(&mut p.skipped))
             .unwrap_or_default();
         let planned = plan.map(|plan| {
-            let (tap, rx) = crate::tap();
+            let (tap, rx) = crate::tap(plan.memory);
             recorder.tap = Some(tap.clone());
             (plan, tap, rx)
         });

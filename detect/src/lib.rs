@@ -48,26 +48,57 @@ use respond::Responder;
 
 /// How often the rules run over the window (when new rows arrived).
 pub const EVALUATE_EVERY: Duration = Duration::from_millis(500);
-/// At most this many rows wait for one evaluation; the rest wait in the tap's queue. With the
-/// look-back window ([`quarry_query::live::Window`]) and [`TAP_MAX_BYTES`], this bounds what
-/// detection holds: at 100 000 rows/s, one evaluation's worth is 50 000 rows.
+/// At most this many rows wait for one evaluation (and at most [`Memory::pending_bytes`]); the
+/// rest wait in the tap's queue. At 100 000 rows/s, one evaluation's worth is 50 000 rows.
 pub const MAX_PENDING_ROWS: usize = 100_000;
+/// What live detection holds by default (`--detect-memory`).
+pub const DEFAULT_MEMORY: u64 = 24 << 20;
+/// The smallest `--detect-memory`.
+pub const MIN_MEMORY: u64 = 4 << 20;
 /// How often the drain loop hands rows to the sealer and the tap.
 pub const TAP_INTERVAL: Duration = Duration::from_millis(500);
 /// Batches the tap holds for the detection thread.
 pub const TAP_CAPACITY: usize = 256;
-/// Bytes of batches the tap holds for the detection thread (they stay alive in its queue once
-/// the sealer is done with them); what does not fit is counted as not evaluated live.
-pub const TAP_MAX_BYTES: u64 = 24 << 20;
+
+/// The memory live detection may hold for rows (Arrow's size of the batches), split between
+/// its three places: the tap's queue (batches stay alive there once the sealer is done with
+/// them; what does not fit is counted as not evaluated live), the rows waiting for an
+/// evaluation, and the look-back window (its oldest batches go first). The evaluation's own
+/// working memory comes on top: it is a few times one evaluation's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Memory(pub u64);
+
+impl Default for Memory {
+    fn default() -> Memory {
+        Memory(DEFAULT_MEMORY)
+    }
+}
+
+impl Memory {
+    /// The tap's share: a quarter.
+    pub fn tap_bytes(self) -> u64 {
+        self.0 / 4
+    }
+
+    /// Rows waiting for an evaluation: three eighths.
+    pub fn pending_bytes(self) -> u64 {
+        self.0 * 3 / 8
+    }
+
+    /// The window (evaluated rows kept for correlating rules): three eighths.
+    pub fn window_bytes(self) -> u64 {
+        self.0 * 3 / 8
+    }
+}
 /// At most one lost-events alert in this interval; the losses in between are summed into it.
 pub const LOST_ALERT_EVERY: Duration = Duration::from_secs(60);
 /// The lost-events alert's rule id.
 pub const LOST_RULE: &str = "QR001";
 
 /// The tap detection reads (for the recorder's configuration) and its receiving end (for
-/// [`Detection::start`]).
-pub fn tap() -> (Arc<Tap>, Receiver<(Table, RecordBatch)>) {
-    let (tap, rx) = Tap::new(TAP_CAPACITY, TAP_MAX_BYTES, TAP_INTERVAL);
+/// [`Detection::start`]), holding at most `memory`'s share.
+pub fn tap(memory: Memory) -> (Arc<Tap>, Receiver<(Table, RecordBatch)>) {
+    let (tap, rx) = Tap::new(TAP_CAPACITY, memory.tap_bytes(), TAP_INTERVAL);
     (Arc::new(tap), rx)
 }
 
@@ -87,6 +118,8 @@ pub struct DetectConfig {
     pub respond: Vec<String>,
     /// What a quarantine by the response lets through.
     pub allow: Vec<AllowRule>,
+    /// What detection holds for rows.
+    pub memory: Memory,
 }
 
 /// Everything detection needs, parsed and checked before recording starts.
@@ -97,6 +130,7 @@ pub struct Plan {
     pub outputs: Vec<OutputSpec>,
     pub format: AlertFormat,
     pub responder: Option<Responder>,
+    pub memory: Memory,
 }
 
 impl Plan {
@@ -129,6 +163,7 @@ impl Plan {
             outputs,
             format: config.format,
             responder,
+            memory: config.memory,
         })
     }
 }
@@ -166,7 +201,14 @@ impl Detection {
         let stats = Arc::new(DetectStats::default());
         let outputs = Arc::new(Outputs::start(&plan.outputs, plan.format, &host));
         let mut worker = worker::Worker {
-            detector: LiveDetector::new(plan.rules, Window::default()),
+            detector: LiveDetector::new(
+                plan.rules,
+                Window {
+                    max_bytes: plan.memory.window_bytes(),
+                    ..Window::default()
+                },
+            ),
+            max_pending_bytes: plan.memory.pending_bytes(),
             store,
             host,
             run_id: std::process::id().rotate_left(8) ^ 0x00a1_e7a1,
@@ -268,6 +310,7 @@ mod tests {
             format: AlertFormat::Falco,
             respond: Vec::new(),
             allow: Vec::new(),
+            memory: Memory::default(),
         }
     }
 

@@ -36,6 +36,8 @@ pub(crate) struct LostEvents {
 
 pub(crate) struct Worker {
     pub(crate) detector: LiveDetector,
+    /// At most this many bytes of rows wait for an evaluation.
+    pub(crate) max_pending_bytes: u64,
     pub(crate) store: Store,
     pub(crate) host: String,
     pub(crate) run_id: u32,
@@ -119,7 +121,7 @@ impl Worker {
             // Batches beyond what one evaluation takes stay in the tap's queue, so that a
             // detection slower than the event rate fills the queue (which counts what it
             // could not take) instead of this thread's memory.
-            if self.detector.pending_rows() < MAX_PENDING_ROWS {
+            if self.wants_rows() {
                 match rx.recv_timeout(if stopping {
                     Duration::ZERO
                 } else {
@@ -130,7 +132,7 @@ impl Worker {
                     Err(RecvTimeoutError::Disconnected) => {}
                 }
             }
-            while self.detector.pending_rows() < MAX_PENDING_ROWS {
+            while self.wants_rows() {
                 match rx.try_recv() {
                     Ok((table, batch)) => self.take(table, batch),
                     Err(_) => break,
@@ -164,6 +166,12 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Whether one more batch fits what waits for the next evaluation.
+    fn wants_rows(&self) -> bool {
+        self.detector.pending_rows() < MAX_PENDING_ROWS
+            && self.detector.pending_bytes() < self.max_pending_bytes
     }
 
     fn take(&mut self, table: Table, batch: RecordBatch) {

@@ -12,6 +12,9 @@
 //! function a server lacks fails there, so the three must agree. What an executor reads is
 //! what the submitted plan names (see [`crate::remote`]); local paths must therefore be the
 //! same on every executor (a shared filesystem, or all executors on the store's machine).
+//! A fleet's bucket (`s3://`) is read through [`FleetObjects`] on both servers: only segments
+//! its hosts' manifests vouch for, hash-checked, never written; each server takes endpoint
+//! and credentials from its own AWS environment.
 //! This module must not register any object store or function a plan could use to read
 //! outside what the client names.
 
@@ -28,10 +31,12 @@ use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::SchedulerConfig;
 use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service_with_listener};
 use datafusion::execution::FunctionRegistry;
-use datafusion::execution::session_state::SessionState;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::prelude::SessionConfig;
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 
+use crate::objects::FleetObjects;
 use crate::{FleetError, Result};
 
 /// Runs a scheduler on `bind` until `shutdown` completes. `on_listening` is called with the
@@ -55,12 +60,24 @@ pub async fn run_scheduler(
         path: PathBuf::from(bind.to_string()),
         source,
     })?;
+    // The scheduler asks the size of each bucket segment a plan names (answered from the
+    // manifests, nothing downloaded); its private directory is only for the registry's sake.
+    let work = private_work_dir("quarry-scheduler-")?;
+    let objects = Arc::new(FleetObjects::new(work.path()));
     let mut config = SchedulerConfig::default()
         .with_hostname(local.ip().to_string())
         .with_port(local.port())
         .with_scheduler_policy(TaskSchedulingPolicy::PullStaged);
     config.bind_host = local.ip().to_string();
-    config.override_session_builder = Some(Arc::new(session_state));
+    config.override_session_builder = Some(Arc::new(move |config| {
+        let state = session_state(config)?;
+        let runtime = RuntimeEnvBuilder::new()
+            .with_object_store_registry(objects.clone())
+            .build_arc()?;
+        Ok(SessionStateBuilder::new_from_existing(state)
+            .with_runtime_env(runtime)
+            .build())
+    }));
     config.validate().map_err(server)?;
     let config = Arc::new(config);
     let cluster = BallistaCluster::new_from_config(&config)
@@ -136,13 +153,11 @@ impl ExecutorOptions {
 /// scheduler it is leaving, finishes, and removes its shuffle files). Its work directory is
 /// a private temporary directory removed when it returns.
 pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
-    let work = tempfile::Builder::new()
-        .prefix("quarry-executor-")
-        .tempdir()
-        .map_err(|source| FleetError::Io {
-            path: std::env::temp_dir(),
-            source,
-        })?;
+    let work = private_work_dir("quarry-executor-")?;
+    // Checked copies of bucket segments: a directory of their own (Ballista cleans its work
+    // directory by itself), removed with it.
+    let copies = private_work_dir("quarry-executor-copies-")?;
+    let objects = Arc::new(FleetObjects::new(copies.path()));
     let host = options.bind.ip().to_string();
     let config = ExecutorProcessConfig {
         bind_host: host.clone(),
@@ -157,6 +172,11 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
         task_scheduling_policy: TaskSchedulingPolicy::PullStaged,
         work_dir: Some(work.path().to_string_lossy().into_owned()),
         print_thread_info: false,
+        override_runtime_producer: Some(Arc::new(move |_config| {
+            RuntimeEnvBuilder::new()
+                .with_object_store_registry(objects.clone())
+                .build_arc()
+        })),
         override_function_registry: Some(Arc::new(BallistaFunctionRegistry::from(
             &session_state(SessionConfig::new()).map_err(|e| FleetError::Server {
                 role: "executor",
@@ -172,7 +192,19 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
             source,
         });
     drop(work);
+    drop(copies);
     result
+}
+
+/// A private temporary directory, removed when the server returns.
+fn private_work_dir(prefix: &str) -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(|source| FleetError::Io {
+            path: std::env::temp_dir(),
+            source,
+        })
 }
 
 /// Ballista's session for `config` with Quarry's functions added: the scheduler plans with it,

@@ -17,6 +17,15 @@
 //! window is the price of Ballista's default codec; closing it needs an executor-side reader
 //! that checks hashes, i.e. a Quarry codec on the cluster.
 //!
+//! Over a fleet's bucket (`--store s3://BUCKET/PREFIX`) the branches are one per `dt`/`hour`/
+//! `host` directory, naming the `s3://` objects every host's manifest vouches for (read from the
+//! bucket here, as the local engine reads it), with the bucket's columns
+//! ([`quarry_query::catalog::table_columns`]: `host` a partition column). Nothing is hashed on
+//! the client: the servers read the bucket through [`crate::objects`], which serves only vouched
+//! segments and checks each one's hash before it is decoded. A segment a server refused is
+//! named in the failed job's error; the client leaves it out and runs the statement again, as
+//! the local engine leaves out an altered segment.
+//!
 //! This module must not write anything, and must not register a table over a directory.
 
 use std::collections::{BTreeMap, HashMap};
@@ -37,10 +46,12 @@ use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{EmptyRelation, Expr, LogicalPlan, LogicalPlanBuilder};
 use datafusion::physical_plan::EmptyRecordBatchStream;
 use datafusion::prelude::{SessionConfig, SessionContext, ident, lit};
-use quarry_query::catalog::PARTITION_COLUMNS;
+use futures::StreamExt;
+use quarry_bucket::{Bucket, BucketUrl, VouchedSegment};
+use quarry_query::bucket_segments::BucketSegments;
+use quarry_query::catalog::table_columns;
 use quarry_query::{Skipped, guard, segments, views};
-use quarry_store::layout::MANIFEST_FILE;
-use quarry_store::schema::schema_of;
+use quarry_store::layout::{MANIFEST_FILE, Partition};
 use quarry_store::verified::{self, Listed};
 use quarry_store::{Store, Table};
 
@@ -60,9 +71,19 @@ pub fn scheduler_url(text: &str) -> Result<String> {
 /// A read-only SQL session over a store, run on a Ballista cluster.
 pub struct RemoteSession {
     ctx: SessionContext,
-    /// The segments the plans may name, by absolute file path.
-    segments: HashMap<PathBuf, Listed>,
+    segments: Segments,
     skipped: Vec<Skipped>,
+}
+
+/// The segments the plans may name.
+enum Segments {
+    /// A local store's, by absolute file path.
+    Local(HashMap<PathBuf, Listed>),
+    /// A fleet bucket's, by key below its prefix.
+    Bucket {
+        bucket: Bucket,
+        vouched: BTreeMap<String, VouchedSegment>,
+    },
 }
 
 impl RemoteSession {
@@ -82,8 +103,66 @@ impl RemoteSession {
             source,
         })?;
         let scan = segments::scan(&Store::at(&root))?;
-        // The same session options as the local engine's, so plans (and results) match.
-        let config = SessionConfig::new_with_ballista()
+        let ctx = remote_context(&url).await?;
+        let mut segments = HashMap::new();
+        for seg in scan.healthy.into_values() {
+            segments.insert(seg.path.clone(), seg);
+        }
+        RemoteSession::start(ctx, Segments::Local(segments), scan.skipped).await
+    }
+
+    /// Connects to the scheduler at `scheduler` and registers the tables and views of the
+    /// fleet's bucket at `url` (endpoint and credentials from the AWS environment): every
+    /// host's vouched segments, `host` a partition column, as `quarry sql --store s3://` shows
+    /// them.
+    pub async fn open_bucket(scheduler: &str, url: &BucketUrl) -> Result<RemoteSession> {
+        let scheduler = scheduler_url(scheduler)?;
+        let bucket = Bucket::from_env(url).map_err(quarry_query::QueryError::from)?;
+        let found = quarry_bucket::vouched_segments(&bucket)
+            .await
+            .map_err(quarry_query::QueryError::from)?;
+        if found.segments.is_empty() && found.left_out.is_empty() {
+            return Err(quarry_query::QueryError::EmptyBucket(url.to_string()).into());
+        }
+        let skipped = found
+            .left_out
+            .into_iter()
+            .map(|left| Skipped {
+                path: BucketSegments::shown_path(&bucket, &left.rel),
+                reason: left.reason,
+            })
+            .collect();
+        let vouched = found
+            .segments
+            .into_iter()
+            .map(|seg| (seg.rel.clone(), seg))
+            .collect();
+        let ctx = remote_context(&scheduler).await?;
+        RemoteSession::start(ctx, Segments::Bucket { bucket, vouched }, skipped).await
+    }
+
+    async fn start(
+        ctx: SessionContext,
+        segments: Segments,
+        skipped: Vec<Skipped>,
+    ) -> Result<RemoteSession> {
+        let session = RemoteSession {
+            ctx,
+            segments,
+            skipped,
+        };
+        for table in Table::ALL {
+            session.register(table)?;
+        }
+        views::register(&session.ctx).await?;
+        Ok(session)
+    }
+}
+
+/// A client session on the scheduler at `url`, with the local engine's session options, so
+/// plans (and results) match.
+async fn remote_context(url: &str) -> Result<SessionContext> {
+    let config = SessionConfig::new_with_ballista()
             // Ballista's adaptive planner re-plans the per-hour unions stage by stage: a join
             // of two views over a 3-hour store ran hundreds of one-task stages for minutes.
             // The static planner runs it in a handful.
@@ -97,32 +176,25 @@ impl RemoteSession {
             .with_config(config)
             .with_default_features()
             .build();
-        let ctx = SessionContext::remote_with_state(&url, state).await?;
+        Ok(SessionContext::remote_with_state(url, state).await?)
+}
 
-        let mut session = RemoteSession {
-            ctx,
-            segments: HashMap::new(),
-            skipped: scan.skipped,
-        };
-        for seg in scan.healthy.into_values() {
-            session.segments.insert(seg.path.clone(), seg);
-        }
-        for table in Table::ALL {
-            session.register(table)?;
-        }
-        views::register(&session.ctx).await?;
-        Ok(session)
-    }
-
+impl RemoteSession {
     /// (Re)registers `table` over its segments in [`RemoteSession::segments`].
     fn register(&self, table: Table) -> Result<()> {
-        let mut segs: Vec<&Listed> = self
-            .segments
-            .values()
-            .filter(|s| s.partition.table == table)
-            .collect();
-        segs.sort_by(|a, b| a.rel.cmp(&b.rel));
-        let plan = table_plan(table, &segs)?;
+        let plan = match &self.segments {
+            Segments::Local(segments) => {
+                let mut segs: Vec<&Listed> = segments
+                    .values()
+                    .filter(|s| s.partition.table == table)
+                    .collect();
+                segs.sort_by(|a, b| a.rel.cmp(&b.rel));
+                table_plan(table, false, local_branches(&segs)?)?
+            }
+            Segments::Bucket { bucket, vouched } => {
+                table_plan(table, true, bucket_branches(bucket, table, vouched)?)?
+            }
+        };
         // Replacing a table keeps the views over it: they are resolved at planning.
         self.ctx.deregister_table(table.name())?;
         self.ctx
@@ -161,35 +233,108 @@ impl RemoteSession {
                 let schema: SchemaRef = Arc::new(empty.schema.as_arrow().clone());
                 return Ok(Box::pin(EmptyRecordBatchStream::new(schema)));
             }
-            let mut refused = Vec::new();
-            for path in files_read(&optimized)? {
-                match self.check(&path).await {
-                    Ok(()) => {}
-                    Err(FleetError::Refused { path, reason }) => refused.push((path, reason)),
-                    Err(e) => return Err(e),
+            let refused = match &self.segments {
+                Segments::Local(_) => {
+                    let mut refused = Vec::new();
+                    for path in files_read(&optimized)? {
+                        match self.check(&path).await {
+                            Ok(()) => {}
+                            Err(FleetError::Refused { path, reason }) => {
+                                refused.push((path, reason))
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    if refused.is_empty() {
+                        return Ok(frame.execute_stream().await?);
+                    }
+                    refused
                 }
-            }
-            if refused.is_empty() {
-                return Ok(frame.execute_stream().await?);
-            }
-            let mut tables = Vec::new();
-            for (path, reason) in refused {
-                if let Some(seg) = self.segments.remove(&path) {
-                    tables.push(seg.partition.table);
+                Segments::Bucket { .. } => {
+                    // The servers check what they read; a job they failed over a refused
+                    // segment fails before its first batch reaches the client.
+                    let mut stream = frame.execute_stream().await?;
+                    let first = stream.next().await;
+                    match first {
+                        None => return Ok(stream),
+                        Some(Ok(batch)) => {
+                            let schema = stream.schema();
+                            let rest = futures::stream::once(async { Ok(batch) }).chain(stream);
+                            return Ok(Box::pin(
+                                datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                                    schema, rest,
+                                ),
+                            ));
+                        }
+                        Some(Err(e)) => {
+                            let refused = self.refused_in(&e.to_string());
+                            if refused.is_empty() {
+                                return Err(e.into());
+                            }
+                            refused
+                        }
+                    }
                 }
-                self.skipped.push(Skipped { path, reason });
-            }
-            tables.sort();
-            tables.dedup();
-            for table in tables {
-                self.register(table)?;
-            }
+            };
+            self.leave_out(refused)?;
         }
     }
 
-    /// Hashes the segment at `path` against what the manifest sealed.
+    /// Leaves `refused` segments out of the session (reported in
+    /// [`RemoteSession::skipped`]) and registers their tables again without them.
+    fn leave_out(&mut self, refused: Vec<(PathBuf, String)>) -> Result<()> {
+        let mut tables = Vec::new();
+        for (path, reason) in refused {
+            let table = match &mut self.segments {
+                Segments::Local(segments) => segments.remove(&path).map(|s| s.partition.table),
+                Segments::Bucket { bucket, vouched } => vouched
+                    .iter()
+                    .find(|(rel, _)| BucketSegments::shown_path(bucket, rel) == path)
+                    .map(|(rel, _)| rel.clone())
+                    .and_then(|rel| vouched.remove(&rel))
+                    .and_then(|seg| Partition::from_segment_path(&seg.rel))
+                    .map(|(p, _)| p.table),
+            };
+            tables.extend(table);
+            self.skipped.push(Skipped { path, reason });
+        }
+        tables.sort();
+        tables.dedup();
+        for table in tables {
+            self.register(table)?;
+        }
+        Ok(())
+    }
+
+    /// The bucket segments a failed job's error says a server refused, with the reason.
+    fn refused_in(&self, error: &str) -> Vec<(PathBuf, String)> {
+        let Segments::Bucket { bucket, vouched } = &self.segments else {
+            return Vec::new();
+        };
+        vouched
+            .keys()
+            .filter_map(|rel| {
+                let marker = crate::objects::refusal(rel, "");
+                let at = error.find(&marker)?;
+                // The reason runs to the end of the server's line.
+                let reason = error[at + marker.len()..]
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string();
+                Some((BucketSegments::shown_path(bucket, rel), reason))
+            })
+            .collect()
+    }
+
+    /// Hashes the local segment at `path` against what the manifest sealed.
     async fn check(&self, path: &Path) -> Result<()> {
-        let Some(seg) = self.segments.get(path).cloned() else {
+        let seg = match &self.segments {
+            Segments::Local(segments) => segments.get(path).cloned(),
+            Segments::Bucket { .. } => None,
+        };
+        let Some(seg) = seg else {
             return Err(FleetError::Refused {
                 path: path.to_path_buf(),
                 reason: "not a segment the manifest vouches for".into(),
@@ -214,54 +359,88 @@ impl RemoteSession {
     }
 }
 
-/// The columns of a table as the local engine shows them: the stored schema, then the
+/// The columns of a table as the local engine shows them: the file columns, then the
 /// partition columns.
-fn table_schema(table: Table) -> Schema {
-    let stored = schema_of(table);
+fn table_schema(table: Table, in_bucket: bool) -> Schema {
+    let (partitions, stored) = table_columns(table, in_bucket);
     let mut fields: Vec<Field> = stored.fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.extend(
-        PARTITION_COLUMNS
+        partitions
             .iter()
             .map(|c| Field::new(*c, DataType::Utf8, false)),
     );
     Schema::new(fields)
 }
 
-/// The `dt` and `hour` directory values of a segment, from its path in the store (as the
-/// local engine's partition columns take them).
-fn partition_values(seg: &Listed) -> Option<(String, String)> {
-    let mut dt = None;
-    let mut hour = None;
-    for part in seg.rel.split('/') {
-        if let Some(v) = part.strip_prefix("dt=") {
-            dt = Some(v.to_string());
-        } else if let Some(v) = part.strip_prefix("hour=") {
-            hour = Some(v.to_string());
-        }
-    }
-    Some((dt?, hour?))
-}
+/// The files of one partition directory and its partition columns' values, in the order of
+/// [`table_columns`].
+type Branches = BTreeMap<Vec<String>, Vec<ListingTableUrl>>;
 
-/// The plan of one table over `segs` (see the module docs).
-fn table_plan(table: Table, segs: &[&Listed]) -> Result<LogicalPlan> {
-    let mut groups: BTreeMap<(String, String), Vec<ListingTableUrl>> = BTreeMap::new();
+/// A local store's segments of one table by `dt`/`hour` directory, as file URLs.
+fn local_branches(segs: &[&Listed]) -> Result<Branches> {
+    let mut groups = Branches::new();
     for seg in segs {
-        // The local engine ignores a file outside a dt=/hour= directory; so does this one.
-        let Some(key) = partition_values(seg) else {
-            continue;
-        };
         // A file URL built from the path, not parsed from text: a segment name is never read
         // as a glob.
         let file = url::Url::from_file_path(&seg.path).map_err(|()| FleetError::Refused {
             path: seg.path.clone(),
             reason: "not an absolute path".into(),
         })?;
-        let url = ListingTableUrl::try_new(file, None)?;
-        groups.entry(key).or_default().push(url);
+        let key = vec![seg.partition.dt_value(), seg.partition.hour_value()];
+        groups
+            .entry(key)
+            .or_default()
+            .push(ListingTableUrl::try_new(file, None)?);
     }
-    let stored = schema_of(table);
+    Ok(groups)
+}
+
+/// A bucket's vouched segments of `table` by `dt`/`hour`/`host` directory, as `s3://` URLs.
+fn bucket_branches(
+    bucket: &Bucket,
+    table: Table,
+    vouched: &BTreeMap<String, VouchedSegment>,
+) -> Result<Branches> {
+    let mut groups = Branches::new();
+    for seg in vouched.values() {
+        let Some((partition, _)) = Partition::from_segment_path(&seg.rel) else {
+            continue;
+        };
+        if partition.table != table {
+            continue;
+        }
+        // Built from the key's parts, not parsed from text: never a glob.
+        let key = bucket.key(&seg.rel);
+        let mut url = url::Url::parse(&format!("s3://{}/", bucket.url().bucket))
+            .map_err(|e| FleetError::Refused {
+                path: PathBuf::from(bucket.url().to_string()),
+                reason: format!("not a bucket URL: {e}"),
+            })?;
+        url.path_segments_mut()
+            .map_err(|()| FleetError::Refused {
+                path: PathBuf::from(bucket.url().to_string()),
+                reason: "not a bucket URL".into(),
+            })?
+            .pop_if_empty()
+            .extend(key.parts().map(|p| p.as_ref().to_string()));
+        let values = vec![
+            partition.dt_value(),
+            partition.hour_value(),
+            partition.host.clone(),
+        ];
+        groups
+            .entry(values)
+            .or_default()
+            .push(ListingTableUrl::try_new(url, None)?);
+    }
+    Ok(groups)
+}
+
+/// The plan of one table over its partition directories (see the module docs).
+fn table_plan(table: Table, in_bucket: bool, groups: Branches) -> Result<LogicalPlan> {
+    let (partitions, stored) = table_columns(table, in_bucket);
     let mut union: Option<LogicalPlanBuilder> = None;
-    for ((dt, hour), files) in groups {
+    for (values, files) in groups {
         let options =
             ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
         let config = ListingTableConfig::new_with_multi_paths(files)
@@ -272,7 +451,12 @@ fn table_plan(table: Table, segs: &[&Listed]) -> Result<LogicalPlan> {
             .fields()
             .iter()
             .map(|f| ident(f.name()))
-            .chain([lit(dt).alias("dt"), lit(hour).alias("hour")])
+            .chain(
+                partitions
+                    .iter()
+                    .zip(values)
+                    .map(|(name, value)| lit(value).alias(*name)),
+            )
             .collect::<Vec<Expr>>();
         let branch = LogicalPlanBuilder::scan(table.name(), provider_as_source(provider), None)?
             .project(columns)?;
@@ -285,7 +469,7 @@ fn table_plan(table: Table, segs: &[&Listed]) -> Result<LogicalPlan> {
         Some(u) => u.build()?,
         None => LogicalPlan::EmptyRelation(EmptyRelation {
             produce_one_row: false,
-            schema: Arc::new(table_schema(table).try_into()?),
+            schema: Arc::new(table_schema(table, in_bucket).try_into()?),
         }),
     })
 }

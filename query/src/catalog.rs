@@ -457,11 +457,12 @@ fn url_of(text: &str) -> url::Url {
     url::Url::parse(text).expect("the store URL is a constant, valid URL")
 }
 
-/// Registers `table` over its directory; `in_bucket`: with the bucket's partition columns,
-/// the files' own `host` column giving way to the `host=` level's.
-async fn register_table(ctx: &SessionContext, table: Table, in_bucket: bool) -> Result<()> {
-    let url = ListingTableUrl::parse(format!("{STORE_URL}/{}/", table.name()))?;
-    let (partitions, schema): (&[&str], SchemaRef) = if in_bucket {
+/// How a table is read: the partition columns its directory levels give (in the order they
+/// follow the file columns) and the columns read from its files. In a bucket (`in_bucket`)
+/// `host` is a partition column and the files' own `host` column gives way to the `host=`
+/// level's. Every engine over a store (this catalog, the distributed one) shows a table so.
+pub fn table_columns(table: Table, in_bucket: bool) -> (&'static [&'static str], SchemaRef) {
+    if in_bucket {
         let stored = schema_of(table);
         let fields: Vec<_> = stored
             .fields()
@@ -472,7 +473,13 @@ async fn register_table(ctx: &SessionContext, table: Table, in_bucket: bool) -> 
         (&BUCKET_PARTITION_COLUMNS[..], Arc::new(Schema::new(fields)))
     } else {
         (&PARTITION_COLUMNS[..], schema_of(table))
-    };
+    }
+}
+
+/// Registers `table` over its directory, with the columns of [`table_columns`].
+async fn register_table(ctx: &SessionContext, table: Table, in_bucket: bool) -> Result<()> {
+    let url = ListingTableUrl::parse(format!("{STORE_URL}/{}/", table.name()))?;
+    let (partitions, schema) = table_columns(table, in_bucket);
     let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
         .with_file_extension(".parquet")
         .with_table_partition_cols(

@@ -15,8 +15,8 @@
 //!
 //! State across batches is the window itself: a correlating rule (a file written, then
 //! executed; a process and its parent's exec) sees both rows when both are inside it. It is
-//! bounded by age ([`Window::max_age`]) and by rows ([`Window::max_rows`]); the oldest batches
-//! go first.
+//! bounded by age ([`Window::max_age`]), rows ([`Window::max_rows`]) and memory
+//! ([`Window::max_bytes`]); the oldest batches go first.
 //! A correlation whose first row left the window is not found live (`quarry hunt` over the
 //! store still finds it). Views that aggregate (the `processes` view) see only the window.
 //!
@@ -46,6 +46,9 @@ pub struct Window {
     pub max_age: Duration,
     /// At most this many rows in the window, all tables together; the oldest batches go first.
     pub max_rows: usize,
+    /// At most this many bytes of batches (Arrow's memory size) in the window; the oldest
+    /// batches go first.
+    pub max_bytes: u64,
 }
 
 impl Default for Window {
@@ -53,6 +56,7 @@ impl Default for Window {
         Window {
             max_age: Duration::from_secs(30),
             max_rows: 50_000,
+            max_bytes: 16 << 20,
         }
     }
 }
@@ -71,6 +75,8 @@ pub struct LiveDetector {
     /// (arrived, table, batch, evaluated yet)
     batches: VecDeque<(Instant, Table, RecordBatch, bool)>,
     rows: usize,
+    /// Memory of the batches held (evaluated or not).
+    bytes: u64,
     /// Batches pushed since the last evaluation.
     fresh: usize,
     raised: HashSet<Raised>,
@@ -97,6 +103,7 @@ impl LiveDetector {
             window,
             batches: VecDeque::new(),
             rows: 0,
+            bytes: 0,
             fresh: 0,
             raised: HashSet::new(),
             raised_order: VecDeque::new(),
@@ -124,6 +131,20 @@ impl LiveDetector {
             .sum()
     }
 
+    /// Bytes of the batches handed over and not evaluated yet.
+    pub fn pending_bytes(&self) -> u64 {
+        self.batches
+            .iter()
+            .filter(|(_, _, _, evaluated)| !evaluated)
+            .map(|(_, _, b, _)| b.get_array_memory_size() as u64)
+            .sum()
+    }
+
+    /// Bytes of every batch held: the window and what waits for evaluation.
+    pub fn held_bytes(&self) -> u64 {
+        self.bytes
+    }
+
     /// Rules whose last evaluation failed, and why.
     pub fn failing(&self) -> &[(String, String)] {
         &self.failing
@@ -143,6 +164,7 @@ impl LiveDetector {
             }
         };
         self.rows += batch.num_rows();
+        self.bytes += batch.get_array_memory_size() as u64;
         self.fresh += 1;
         self.batches
             .push_back((Instant::now(), table, batch, false));
@@ -158,12 +180,17 @@ impl LiveDetector {
         while let Some((at, _, batch, evaluated)) = self.batches.front() {
             let too_old = now.duration_since(*at) > self.window.max_age;
             let too_many = self.rows > self.window.max_rows;
+            let too_big = self.bytes > self.window.max_bytes;
             // A batch not evaluated yet stays, whatever the window: its rows are still owed
-            // their single-row rules.
-            if !(too_old || too_many) || !*evaluated {
+            // their single-row rules (what waits is bounded by the caller, see
+            // [`LiveDetector::pending_bytes`]).
+            if !(too_old || too_many || too_big) || !*evaluated {
                 break;
             }
             self.rows -= batch.num_rows();
+            self.bytes = self
+                .bytes
+                .saturating_sub(batch.get_array_memory_size() as u64);
             self.batches.pop_front();
         }
     }

@@ -2,14 +2,17 @@
 //! cluster (`quarry fleet`) with 1 and 2 executors, each a separate process on 127.0.0.1.
 //!
 //! ```text
-//! quarry-bench fleet --store DIR [--runs 3] [--tasks 2] [--format json]
+//! quarry-bench fleet --store DIR [--hosts N] [--runs 3] [--tasks 2] [--format json]
 //! ```
 //!
 //! DIR is a store from `quarry-bench query generate` (one big store standing in for the
-//! segments of N hosts). Each timing is one whole `quarry sql` process, as a user would run it:
-//! for Ballista that includes connecting, registering the store's segments and the client-side
-//! hash check of every segment the query reads. The cluster is started once per executor
-//! count and stopped (SIGTERM) afterwards. Timings are reported, never asserted.
+//! segments of many hosts). With `--hosts N` a SeaweedFS server on 127.0.0.1 (as the upload
+//! bench starts it) gets DIR uploaded under N host names, a fleet bucket of N simulated nodes,
+//! and every engine also reads that (N times the rows of DIR). Each timing is one whole `quarry sql` process, as a
+//! user would run it: for Ballista that includes connecting, registering the segments and,
+//! for a store, the client-side hash check of every segment the query reads (a bucket's are
+//! checked by the executors). The cluster is started once per executor count and stopped
+//! (SIGTERM) afterwards. Timings are reported, never asserted.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -19,7 +22,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::query_bench::{median, time_quarry};
+use crate::query_bench::{median, time_quarry_with};
+use crate::upload_bench::weed::Weed;
 
 const QUERIES: &[(&str, &str)] = &[
     ("count", "SELECT count(*) FROM process"),
@@ -53,11 +57,12 @@ impl Drop for Server {
     }
 }
 
-/// Starts `quarry fleet ARGS` and waits for a line containing `ready` on stdout or stderr;
-/// returns the server and that line.
-fn start(args: &[&str], ready: &str) -> anyhow::Result<(Server, String)> {
+/// Starts `quarry fleet ARGS` (with `env` added) and waits for a line containing `ready` on
+/// stdout or stderr; returns the server and that line.
+fn start(args: &[&str], ready: &str, env: &[(&str, String)]) -> anyhow::Result<(Server, String)> {
     let exe = std::env::current_exe()?.with_file_name("quarry");
     let mut child = Command::new(exe)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .arg("fleet")
         .args(args)
         .env("RUST_LOG", "info")
@@ -96,6 +101,7 @@ fn free_port() -> anyhow::Result<u16> {
 
 pub fn run(args: &[&str]) -> anyhow::Result<()> {
     let mut store = None;
+    let mut hosts = 0usize;
     let mut runs = 3;
     let mut tasks = 2;
     let mut json = false;
@@ -103,6 +109,7 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
     while let Some(a) = it.next() {
         match *a {
             "--store" => store = it.next().map(PathBuf::from),
+            "--hosts" => hosts = it.next().context("--hosts N")?.parse()?,
             "--runs" => runs = it.next().context("--runs N")?.parse()?,
             "--tasks" => tasks = it.next().context("--tasks N")?.parse()?,
             "--format" => json = it.next() == Some(&"json"),
@@ -115,17 +122,49 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         .context("store path must be UTF-8")?
         .to_string();
     let tasks = tasks.to_string();
+    // Where each engine reads: the store, and the bucket of `hosts` nodes when asked.
+    let mut sources = vec![("store", s.clone())];
+    let server = (hosts > 0).then(|| Weed::start("bench-fleet"));
+    let env = server.as_ref().map(|w| w.env()).unwrap_or_default();
+    if let Some(server) = &server {
+        let url = server.url("fleet");
+        let bucket = quarry_bucket::Bucket::from_env_with(
+            &quarry_bucket::BucketUrl::parse(&url)?,
+            &server.env(),
+        )?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let local = quarry_store::Store::at(&store);
+        for i in 0..hosts {
+            let host = format!("node-{i}");
+            let report =
+                runtime.block_on(quarry_bucket::upload_store(&local, &bucket, &host, &|_| {}))?;
+            anyhow::ensure!(report.is_ok(), "upload failed: {:?}", report.problems);
+            eprintln!("uploaded {} rows as {host}", report.rows);
+        }
+        sources.push(("bucket", url));
+    }
 
-    // results[query] = (local, 1 executor, 2 executors) medians in seconds.
-    let mut results: Vec<(&str, [f64; 3])> = QUERIES.iter().map(|(n, _)| (*n, [0.0; 3])).collect();
-    for (i, (_, q)) in QUERIES.iter().enumerate() {
-        let secs = (0..runs)
-            .map(|_| time_quarry(&["sql", "--store", &s, "--format", "csv", q]).map(|r| r.secs))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        results[i].1[0] = median(secs);
+    // columns: (label, median seconds per query)
+    let mut columns: Vec<(String, Vec<f64>)> = Vec::new();
+    for (where_, source) in &sources {
+        let mut secs = Vec::new();
+        for (_, q) in QUERIES {
+            let args = ["sql", "--store", source, "--format", "csv", q];
+            // One warm-up: a bucket's first read also fills the page cache of its server.
+            time_quarry_with(&args, &env)?;
+            let times = (0..runs)
+                .map(|_| time_quarry_with(&args, &env).map(|r| r.secs))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            secs.push(median(times));
+        }
+        columns.push((format!("local {where_}"), secs));
     }
     for executors in [1usize, 2] {
-        let (_scheduler, line) = start(&["scheduler", "--bind", "127.0.0.1:0"], "listening on ")?;
+        let (_scheduler, line) =
+            start(&["scheduler", "--bind", "127.0.0.1:0"], "listening on ", &env)?;
         let addr = line.trim_start_matches("listening on ").trim().to_string();
         let mut members = Vec::new();
         for _ in 0..executors {
@@ -139,46 +178,62 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
                 "--concurrent-tasks",
                 &tasks,
             ];
-            members.push(start(&args, "Connected to scheduler")?.0);
+            members.push(start(&args, "Connected to scheduler", &env)?.0);
         }
         let url = format!("df://{addr}");
-        for (i, (_, q)) in QUERIES.iter().enumerate() {
-            let args = [
-                "sql",
-                "--store",
-                &s,
-                "--engine",
-                "ballista",
-                "--scheduler",
-                &url,
-                "--format",
-                "csv",
-                q,
-            ];
-            // One warm-up: the first job of a fresh cluster also starts its sessions.
-            time_quarry(&args)?;
-            let secs = (0..runs)
-                .map(|_| time_quarry(&args).map(|r| r.secs))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            results[i].1[executors] = median(secs);
+        for (where_, source) in &sources {
+            let mut secs = Vec::new();
+            for (_, q) in QUERIES {
+                let args = [
+                    "sql",
+                    "--store",
+                    source,
+                    "--engine",
+                    "ballista",
+                    "--scheduler",
+                    &url,
+                    "--format",
+                    "csv",
+                    q,
+                ];
+                // One warm-up: the first job of a fresh cluster also starts its sessions (and
+                // over a bucket, the executors' checked copies).
+                time_quarry_with(&args, &env)?;
+                let times = (0..runs)
+                    .map(|_| time_quarry_with(&args, &env).map(|r| r.secs))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                secs.push(median(times));
+            }
+            columns.push((format!("ballista x{executors} {where_}"), secs));
         }
     }
     if json {
-        let rows: Vec<_> = results
+        let rows: Vec<_> = QUERIES
             .iter()
-            .map(|(name, [l, one, two])| {
-                serde_json::json!({"query": name, "local_s": l, "ballista_1_s": one,
-                                   "ballista_2_s": two, "tasks_per_executor": tasks})
+            .enumerate()
+            .map(|(i, (name, _))| {
+                let mut row = serde_json::Map::new();
+                row.insert("query".into(), (*name).into());
+                for (label, secs) in &columns {
+                    row.insert(format!("{}_s", label.replace(' ', "_")), secs[i].into());
+                }
+                row.insert("tasks_per_executor".into(), tasks.clone().into());
+                serde_json::Value::Object(row)
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
-        println!(
-            "{:<10} {:>9} {:>14} {:>14}   (median of {runs}, s; {tasks} tasks per executor)",
-            "query", "local", "ballista x1", "ballista x2"
-        );
-        for (name, [l, one, two]) in &results {
-            println!("{name:<10} {l:>9.3} {one:>14.3} {two:>14.3}");
+        print!("{:<10}", "query");
+        for (label, _) in &columns {
+            print!(" {label:>18}");
+        }
+        println!("   (median of {runs}, s; {tasks} tasks per executor)");
+        for (i, (name, _)) in QUERIES.iter().enumerate() {
+            print!("{name:<10}");
+            for (_, secs) in &columns {
+                print!(" {:>18.3}", secs[i]);
+            }
+            println!();
         }
     }
     Ok(())

@@ -453,11 +453,17 @@ pub(crate) struct Run {
 
 /// Runs the `quarry` binary next to this one, counting (not keeping) what it prints.
 pub(crate) fn time_quarry(args: &[&str]) -> anyhow::Result<Run> {
+    time_quarry_with(args, &[])
+}
+
+/// [`time_quarry`] with `env` added to the child's environment.
+pub(crate) fn time_quarry_with(args: &[&str], env: &[(&str, String)]) -> anyhow::Result<Run> {
     use std::io::Read;
     let exe = std::env::current_exe()?.with_file_name("quarry");
     let started = Instant::now();
     let mut child = Command::new(&exe)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -27,7 +27,7 @@ use quarry_store::Store;
 
 #[allow(dead_code, clippy::unwrap_used)]
 #[path = "../../tests/common/bucket.rs"]
-mod weed;
+pub(crate) mod weed;
 
 pub fn run(args: &[&str]) -> anyhow::Result<()> {
     let (mut store, mut hosts, mut json, mut grow) = (None, 1usize, false, None);

@@ -763,6 +763,18 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
         .map_or(0, |s| s.1);
     let default_events_per_s = file_rows as f64 / open_secs;
     let default_rss = mixed_rss.max(open_rss);
+
+    // The same open loop without live detection: the recorder's own share of the default mode.
+    let bare_store = dir.path().join("opens-no-detect");
+    let rec = Recorder::start(
+        &bare_store,
+        &["--seal-interval", "2s", "--no-detect"],
+        placement,
+    )?;
+    run_loop_of("open", opens, placement)?;
+    std::thread::sleep(Duration::from_millis(200));
+    let no_detect_rss = rec.peak_rss_kib();
+    let no_detect_drops = rec.stop()?["kernel_drops"].as_u64().unwrap_or(0);
     let mut sizes = table_sizes(&mixed_store)?;
     sizes.retain(|(t, _, _)| *t != Table::Syscall);
     sizes.extend(
@@ -791,6 +803,8 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
         "recorder_peak_rss_default_mode_mib": default_rss.map(|k| k as f64 / 1024.0),
         "recorder_ring_rss_mib": ring_rss.map(|k| k as f64 / 1024.0),
         "recorder_ring_rss_default_mode_mib": default_ring_rss.map(|k| k as f64 / 1024.0),
+        "recorder_peak_rss_default_mode_no_detect_mib": no_detect_rss.map(|k| k as f64 / 1024.0),
+        "default_mode_no_detect_kernel_drops": no_detect_drops,
         "default_mode_open_loop_ns_per_open": open_secs * 1e9 / opens as f64,
         "default_mode_file_rows_per_s": default_events_per_s,
         "default_mode_kernel_drops": default_drops,
@@ -844,6 +858,10 @@ fn recorder_bench(args: &[&str]) -> anyhow::Result<()> {
         println!(
             "  default mode, {opens} opens as fast as they go: {:.2} M file rows/s, {default_drops} dropped",
             default_events_per_s / 1e6
+        );
+        println!(
+            "  default mode without live detection (--no-detect), the open loop: recorder peak RSS {}, {no_detect_drops} dropped",
+            mib_with_ring(no_detect_rss, default_ring_rss)
         );
         println!("bytes per row on disk:");
         for (t, rows, bytes) in &sizes {

@@ -38,6 +38,12 @@ pub struct DetectArgs {
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9477); off by default
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+    /// Memory live detection holds for rows: its queue, the rows waiting for an evaluation and
+    /// the look-back window (beyond it the oldest rows leave the window, and rows it could not
+    /// take are counted and raise the lost-events alert) [default: 24M, or the config file's
+    /// record.detect_memory]
+    #[arg(long, value_name = "SIZE", value_parser = crate::cli::parse::parse_detect_memory)]
+    pub detect_memory: Option<u64>,
 }
 
 /// `--alert-format`.
@@ -79,6 +85,11 @@ impl DetectArgs {
             },
             respond: self.respond.clone(),
             allow,
+            memory: quarry_detect::Memory(
+                self.detect_memory
+                    .or(crate::config::current().record.detect_memory)
+                    .unwrap_or(quarry_detect::DEFAULT_MEMORY),
+            ),
         }))
     }
 }

@@ -41,7 +41,9 @@ Examples:
 The servers are Apache Ballista's own (pull-staged scheduling), started in this process; they
 log to stderr and stop on SIGINT or SIGTERM. Executors read the segment files a query names at
 the paths the client sees them, so run them where the store is (or where it is mounted at the
-same path).")]
+same path). A fleet bucket (sql --store s3://BUCKET/PREFIX) is read by every server with its own
+AWS environment (AWS_ENDPOINT_URL, credentials): only the segments its hosts' manifests vouch
+for, each hash-checked before it is decoded, never written.")]
 pub struct FleetArgs {
     #[command(subcommand)]
     pub command: FleetCommand,

@@ -31,6 +31,19 @@ pub fn parse_ring_size(s: &str) -> Result<u32, String> {
     Ok(bytes as u32)
 }
 
+/// Live detection's memory (`--detect-memory`, the config file's `record.detect_memory`): a
+/// size of at least 4M.
+pub fn parse_detect_memory(s: &str) -> Result<u64, String> {
+    let bytes = parse_size(s)?;
+    if bytes < 4 << 20 {
+        return Err(format!(
+            "'{}' is too small for live detection: give at least 4M (e.g. 24M)",
+            s.trim()
+        ));
+    }
+    Ok(bytes)
+}
+
 /// A query's memory limit (`--memory-limit`, the config file's `query.memory_limit`): the
 /// query engine's own reading (a size, at least its minimum); a binary without the engine reads
 /// it as a size.

@@ -138,16 +138,21 @@ impl Partition {
     /// The partition's directory relative to the store root, e.g.
     /// `process/dt=2026-11-28/hour=15/host=node1`.
     pub fn relative_dir(&self) -> PathBuf {
-        let h = &self.hour;
         PathBuf::from(self.table.name())
-            .join(format!(
-                "dt={:04}-{:02}-{:02}",
-                h.year(),
-                h.month(),
-                h.day()
-            ))
-            .join(format!("hour={:02}", h.hour()))
+            .join(format!("dt={}", self.dt_value()))
+            .join(format!("hour={}", self.hour_value()))
             .join(format!("host={}", sanitize_host(&self.host)))
+    }
+
+    /// The `dt=` level's value, as the engines show it in the `dt` column: `2026-11-28`.
+    pub fn dt_value(&self) -> String {
+        let h = &self.hour;
+        format!("{:04}-{:02}-{:02}", h.year(), h.month(), h.day())
+    }
+
+    /// The `hour=` level's value, as the engines show it in the `hour` column: `15`.
+    pub fn hour_value(&self) -> String {
+        format!("{:02}", self.hour.hour())
     }
 }
 
@@ -189,6 +194,31 @@ pub fn bucket_segment_key(rel: &str, host: &str) -> Option<String> {
     let (mut partition, name) = Partition::from_segment_path(rel)?;
     partition.host = host.to_string();
     Some(format!("{}/{name}", partition.relative_dir().display()))
+}
+
+/// A bucket key split into the fleet's prefix and the segment path below it (as
+/// [`bucket_segment_key`] made it: `<table>/dt=/hour=/host=/<segment>`), e.g.
+/// `fleet/prod/process/dt=2026-11-28/hour=15/host=node1/x.parquet` into `fleet/prod` and the
+/// rest. None when the key does not end in a segment path of this layout.
+pub fn split_bucket_segment_key(key: &str) -> Option<(&str, &str)> {
+    // A segment path is exactly five components; the prefix is what comes before them.
+    let mut cut = key.len();
+    for _ in 0..5 {
+        cut = key[..cut].rfind('/').map_or(0, |i| i);
+        if cut == 0 {
+            break;
+        }
+    }
+    let (prefix, rel) = if cut == 0 {
+        ("", key)
+    } else {
+        (&key[..cut], &key[cut + 1..])
+    };
+    if rel.split('/').count() != 5 {
+        return None;
+    }
+    Partition::from_segment_path(rel)?;
+    Some((prefix, rel))
 }
 
 /// Digits of an entry number in a chunk key: zero-padded so keys sort by their first entry.
@@ -457,6 +487,31 @@ mod tests {
         for (i, t) in Table::ALL.iter().enumerate() {
             assert_eq!(t.index(), i);
         }
+    }
+
+    #[test]
+    fn bucket_keys_split_into_prefix_and_segment_path() {
+        let rel = "process/dt=2026-11-28/hour=15/host=node1/x.parquet";
+        assert_eq!(split_bucket_segment_key(rel), Some(("", rel)));
+        let key = format!("fleet/prod/{rel}");
+        assert_eq!(split_bucket_segment_key(&key), Some(("fleet/prod", rel)));
+        // A table name deeper in the prefix does not confuse it: the last five components.
+        let key = format!("process/dt=2026-11-28/{rel}");
+        assert_eq!(
+            split_bucket_segment_key(&key),
+            Some(("process/dt=2026-11-28", rel))
+        );
+        for bad in [
+            "process/dt=2026-11-28/hour=15/x.parquet",
+            "fleet/process/dt=2026-11-28/hour=15/host=node1/x.txt",
+            "fleet/_manifest/host=node1/000000000001-000000000002.jsonl",
+            "/process/dt=2026-11-28/hour=15/host=node1",
+            "",
+        ] {
+            assert_eq!(split_bucket_segment_key(bad), None, "{bad}");
+        }
+        let (p, _) = Partition::from_segment_path(rel).unwrap();
+        assert_eq!((p.dt_value(), p.hour_value()), ("2026-11-28".into(), "15".into()));
     }
 
     #[test]

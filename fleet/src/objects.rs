@@ -1,0 +1,444 @@
+//! What the cluster's servers may read: local files as named, and of a fleet's bucket only the
+//! segments a host's manifest vouches for, each hash-checked before a byte of it is decoded.
+//!
+//! [`FleetObjects`] is the object-store registry of the scheduler (which asks the size of each
+//! file a plan names) and of every executor (which reads them). For `s3://BUCKET` it serves a
+//! [`VouchedBucket`]: a key is answered only when it is a segment path of the fleet layout
+//! (`<prefix>/<table>/dt=/hour=/host=/<segment>`) that the manifest of its host under that
+//! prefix lists, read from the bucket by the server itself (so a client cannot name what the
+//! manifests do not vouch for, and a forged manifest chunk breaks the hash chain). The first
+//! read of a segment downloads the whole object, checks its size and SHA-256 against the
+//! manifest and keeps the checked copy in the server's private work directory; every read is
+//! then served from that copy, so the bytes decoded are the bytes that were hashed. A segment
+//! whose bytes differ is refused with [`refusal`]'s text, which the client recognises and
+//! leaves the segment out as the local engine does. Sizes come from the manifest, so the
+//! scheduler never downloads a segment. Listing and every write, copy and delete are refused:
+//! the cluster cannot alter the evidence it reads, whatever plan it is sent.
+//!
+//! Endpoint and credentials come from each server's own AWS environment (as `quarry upload`
+//! takes them). This module must not serve an object no manifest vouches for, and must not
+//! write to a bucket.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::io::Write;
+use std::ops::Range;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use datafusion::error::DataFusionError;
+use datafusion::execution::object_store::ObjectStoreRegistry;
+use futures::stream::{self, BoxStream, StreamExt};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{
+    Attributes, CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult,
+    MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload,
+    PutResult,
+};
+use quarry_bucket::{Bucket, BucketUrl, VouchedSegment};
+use quarry_store::layout::split_bucket_segment_key;
+use url::Url;
+
+/// A host's manifest is read again for a key it did not list at most this often (the fleet
+/// keeps uploading while the cluster serves queries).
+const REREAD_AFTER: Duration = Duration::from_secs(2);
+
+/// Bytes of checked copies a server keeps; the oldest go first.
+pub const COPY_CACHE_BYTES: u64 = 2 << 30;
+
+/// The text a refused segment's error carries: the client finds the segment's path in it.
+pub fn refusal(rel: &str, reason: &str) -> String {
+    format!("refused segment <{rel}>: {reason}")
+}
+
+/// The object stores a Ballista server reads through (see the module docs).
+pub struct FleetObjects {
+    local: Arc<LocalFileSystem>,
+    cache_root: PathBuf,
+    buckets: Mutex<HashMap<String, Arc<VouchedBucket>>>,
+}
+
+impl fmt::Debug for FleetObjects {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FleetObjects")
+            .field("cache_root", &self.cache_root)
+            .finish()
+    }
+}
+
+impl FleetObjects {
+    /// A registry keeping checked copies under `cache_root` (a private directory of the
+    /// server's own).
+    pub fn new(cache_root: &FsPath) -> FleetObjects {
+        FleetObjects {
+            local: Arc::new(LocalFileSystem::new()),
+            cache_root: cache_root.to_path_buf(),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn bucket(&self, name: &str) -> datafusion::error::Result<Arc<VouchedBucket>> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(b) = buckets.get(name) {
+            return Ok(b.clone());
+        }
+        let url = BucketUrl::parse(&format!("s3://{name}"))
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let bucket = Bucket::from_env(&url).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        // One directory per bucket, named by a counter: a bucket's name is the client's text.
+        let dir = self.cache_root.join(format!("bucket-{}", buckets.len()));
+        let vouched = Arc::new(VouchedBucket::new(bucket, &dir)?);
+        buckets.insert(name.to_string(), vouched.clone());
+        Ok(vouched)
+    }
+}
+
+impl ObjectStoreRegistry for FleetObjects {
+    fn register_store(
+        &self,
+        url: &Url,
+        _store: Arc<dyn ObjectStore>,
+    ) -> Option<Arc<dyn ObjectStore>> {
+        // Nothing a session registers replaces what the servers read through.
+        log::warn!("ignoring an object store registered for {url}: the fleet's stores are fixed");
+        None
+    }
+
+    fn get_store(&self, url: &Url) -> datafusion::error::Result<Arc<dyn ObjectStore>> {
+        match (url.scheme(), url.host_str()) {
+            ("file", _) => {
+                let local: Arc<dyn ObjectStore> = self.local.clone();
+                Ok(local)
+            }
+            ("s3", Some(name)) if !name.is_empty() => {
+                let bucket: Arc<dyn ObjectStore> = self.bucket(name)?;
+                Ok(bucket)
+            }
+            _ => Err(DataFusionError::Execution(format!(
+                "{url}: the cluster reads local files (file://) and fleet buckets (s3://) only"
+            ))),
+        }
+    }
+}
+
+/// A bucket as the cluster sees it: the segments its hosts vouch for (see the module docs).
+pub struct VouchedBucket {
+    bucket: Bucket,
+    /// Per fleet prefix: its hosts' vouched segments by path below the prefix, and when they
+    /// were read.
+    fleets: tokio::sync::Mutex<HashMap<String, (HashMap<String, VouchedSegment>, Instant)>>,
+    copies: Copies,
+    /// What heads give as modification time (when this server first opened the bucket).
+    opened_at: DateTime<Utc>,
+}
+
+impl fmt::Debug for VouchedBucket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "VouchedBucket({})", self.bucket.url())
+    }
+}
+
+impl fmt::Display for VouchedBucket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "VouchedBucket({})", self.bucket.url())
+    }
+}
+
+impl VouchedBucket {
+    fn new(bucket: Bucket, dir: &FsPath) -> datafusion::error::Result<VouchedBucket> {
+        Ok(VouchedBucket {
+            bucket,
+            fleets: tokio::sync::Mutex::new(HashMap::new()),
+            copies: Copies::new(dir, COPY_CACHE_BYTES)?,
+            opened_at: Utc::now(),
+        })
+    }
+
+    /// The manifest entry vouching for `key`, reading the prefix's manifests again when they
+    /// do not list it and were read a while ago.
+    async fn vouched(&self, key: &Path) -> object_store::Result<VouchedSegment> {
+        let Some((prefix, rel)) = split_bucket_segment_key(key.as_ref()) else {
+            return Err(refused(key, "not a segment path of the fleet layout"));
+        };
+        let mut fleets = self.fleets.lock().await;
+        let fresh = |read_at: &Instant| read_at.elapsed() < REREAD_AFTER;
+        match fleets.get(prefix) {
+            Some((segments, _)) if segments.contains_key(rel) => return Ok(segments[rel].clone()),
+            Some((_, read_at)) if fresh(read_at) => {}
+            _ => {
+                let url = BucketUrl {
+                    bucket: self.bucket.url().bucket.clone(),
+                    prefix: prefix.to_string(),
+                };
+                let below = Bucket::with_objects(url, self.bucket.objects().clone());
+                let vouched = quarry_bucket::vouched_segments(&below)
+                    .await
+                    .map_err(|e| generic(key, e))?;
+                for left in &vouched.left_out {
+                    log::warn!("{}/{}: left out: {}", below.url(), left.rel, left.reason);
+                }
+                let segments = vouched
+                    .segments
+                    .into_iter()
+                    .map(|s| (s.rel.clone(), s))
+                    .collect();
+                fleets.insert(prefix.to_string(), (segments, Instant::now()));
+            }
+        }
+        fleets
+            .get(prefix)
+            .and_then(|(segments, _)| segments.get(rel))
+            .cloned()
+            .ok_or_else(|| {
+                refused(
+                    key,
+                    &refusal(rel, "not a segment its host's manifest vouches for"),
+                )
+            })
+    }
+
+    /// Downloads `seg` whole, checks it against its manifest entry and keeps the checked copy.
+    async fn fetch(&self, key: &Path, seg: &VouchedSegment) -> object_store::Result<PathBuf> {
+        if let Some(copy) = self.copies.get(&seg.sha256) {
+            return Ok(copy);
+        }
+        // This bucket's prefix is empty: the key is the object's whole name.
+        let data = match self.bucket.get(key.as_ref()).await {
+            Ok(Some(data)) => data,
+            Ok(None) => {
+                return Err(refused(
+                    key,
+                    &refusal(&seg.rel, "missing from the bucket (its host's manifest lists it)"),
+                ));
+            }
+            Err(e) => return Err(generic(key, e)),
+        };
+        let actual = quarry_bucket::sha256_hex(&data);
+        if data.len() as u64 != seg.bytes || actual != seg.sha256 {
+            let reason = format!(
+                "altered in the bucket: {} bytes with SHA-256 {actual}, sealed as {} bytes with {}",
+                data.len(),
+                seg.bytes,
+                seg.sha256
+            );
+            return Err(refused(key, &refusal(&seg.rel, &reason)));
+        }
+        let copies = self.copies.clone();
+        let sha = seg.sha256.clone();
+        tokio::task::spawn_blocking(move || copies.put(&sha, &data))
+            .await
+            .map_err(|e| generic(key, e))?
+            .map_err(|e| generic(key, e))
+    }
+}
+
+#[async_trait]
+impl ObjectStore for VouchedBucket {
+    async fn put_opts(
+        &self,
+        _location: &Path,
+        _payload: PutPayload,
+        _opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        Err(read_only())
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        _location: &Path,
+        _opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        Err(read_only())
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        let seg = self.vouched(location).await?;
+        let meta = ObjectMeta {
+            location: location.clone(),
+            last_modified: self.opened_at,
+            size: seg.bytes,
+            e_tag: None,
+            version: None,
+        };
+        if options.head {
+            // The size the host sealed: the scheduler plans without downloading anything.
+            return Ok(GetResult {
+                payload: GetResultPayload::Stream(
+                    stream::empty::<object_store::Result<bytes::Bytes>>().boxed(),
+                ),
+                meta,
+                range: 0..seg.bytes,
+                attributes: Attributes::default(),
+            });
+        }
+        let copy = self.fetch(location, &seg).await?;
+        let file = LocalFileSystem::new();
+        let copy_path = Path::from_absolute_path(&copy).map_err(|e| generic(location, e))?;
+        let mut result = file.get_opts(&copy_path, options).await?;
+        result.meta = meta;
+        Ok(result)
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[Range<u64>],
+    ) -> object_store::Result<Vec<bytes::Bytes>> {
+        let seg = self.vouched(location).await?;
+        let copy = self.fetch(location, &seg).await?;
+        let copy_path = Path::from_absolute_path(&copy).map_err(|e| generic(location, e))?;
+        LocalFileSystem::new().get_ranges(&copy_path, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        locations.map(|_| Err(read_only())).boxed()
+    }
+
+    fn list(&self, _prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        // An error, not an empty listing: a plan naming a directory must fail, never read as
+        // an empty table.
+        stream::once(async { Err(not_listed()) }).boxed()
+    }
+
+    async fn list_with_delimiter(&self, _prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        Err(not_listed())
+    }
+
+    async fn copy_opts(
+        &self,
+        _from: &Path,
+        _to: &Path,
+        _options: CopyOptions,
+    ) -> object_store::Result<()> {
+        Err(read_only())
+    }
+}
+
+/// Checked copies on local disk, named by their SHA-256, at most `max_bytes` of them.
+#[derive(Clone)]
+struct Copies {
+    dir: PathBuf,
+    max_bytes: u64,
+    /// (SHA-256, bytes), oldest first, and their total.
+    kept: Arc<Mutex<(VecDeque<(String, u64)>, u64)>>,
+}
+
+impl Copies {
+    fn new(dir: &FsPath, max_bytes: u64) -> datafusion::error::Result<Copies> {
+        quarry_store::layout::create_private_dirs(dir).map_err(|e| {
+            DataFusionError::IoError(e).context(format!("creating {}", dir.display()))
+        })?;
+        Ok(Copies {
+            dir: dir.to_path_buf(),
+            max_bytes,
+            kept: Arc::new(Mutex::new((VecDeque::new(), 0))),
+        })
+    }
+
+    /// The copy of the object with `sha256`, when it is kept.
+    fn get(&self, sha256: &str) -> Option<PathBuf> {
+        let path = self.path(sha256)?;
+        path.is_file().then_some(path)
+    }
+
+    /// A copy's name is the hash from a manifest that verified, but it must never be able to
+    /// leave the directory.
+    fn path(&self, sha256: &str) -> Option<PathBuf> {
+        (sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| self.dir.join(format!("{sha256}.parquet")))
+    }
+
+    /// Keeps `data` (already checked) as the copy of `sha256`, removing the oldest copies
+    /// beyond the budget (a reader that has one open keeps reading it).
+    fn put(&self, sha256: &str, data: &[u8]) -> std::io::Result<PathBuf> {
+        let path = self
+            .path(sha256)
+            .ok_or_else(|| std::io::Error::other("its manifest hash is not SHA-256"))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
+        tmp.write_all(data)?;
+        tmp.persist(&path).map_err(|e| e.error)?;
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        let (order, total) = &mut *kept;
+        order.push_back((sha256.to_string(), data.len() as u64));
+        *total += data.len() as u64;
+        while *total > self.max_bytes && order.len() > 1 {
+            if let Some((old, bytes)) = order.pop_front() {
+                *total -= bytes;
+                if old != sha256
+                    && let Some(p) = self.path(&old)
+                {
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+        }
+        Ok(path)
+    }
+}
+
+fn refused(location: &Path, text: &str) -> object_store::Error {
+    // Not NotFound: a file the listing cannot find is retried as a directory and read as
+    // empty; a refused segment must fail the task, naming it.
+    object_store::Error::PermissionDenied {
+        path: location.to_string(),
+        source: text.to_string().into(),
+    }
+}
+
+fn generic(location: &Path, e: impl fmt::Display) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "quarry fleet",
+        source: format!("{location}: {e}").into(),
+    }
+}
+
+fn read_only() -> object_store::Error {
+    object_store::Error::NotSupported {
+        source: "the fleet's bucket is read-only to the cluster".into(),
+    }
+}
+
+fn not_listed() -> object_store::Error {
+    object_store::Error::NotSupported {
+        source: "the cluster reads the segments a plan names; it never lists a bucket".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn copies_stay_within_their_budget_and_inside_their_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let copies = Copies::new(&dir.path().join("c"), 10).unwrap();
+        let a = "a".repeat(64);
+        let b = "b".repeat(64);
+        let first = copies.put(&a, b"123456").unwrap();
+        assert!(first.starts_with(dir.path().join("c")));
+        assert_eq!(copies.get(&a), Some(first.clone()));
+        copies.put(&b, b"7890123").unwrap();
+        // Over the budget: the oldest copy went.
+        assert_eq!(copies.get(&a), None);
+        assert!(copies.get(&b).is_some());
+        assert!(copies.put("../../etc/passwd", b"x").is_err());
+        assert_eq!(copies.get("../x"), None);
+    }
+
+    #[test]
+    fn refusals_name_the_segment_for_the_client() {
+        let text = refusal("process/dt=2026-11-28/hour=15/host=a/x.parquet", "altered");
+        assert!(text.contains("<process/dt=2026-11-28/hour=15/host=a/x.parquet>"));
+    }
+}
