@@ -202,7 +202,8 @@ const QUERIES: &[(&str, &str)] = &[
 /// A scheduler and two executors (one and two concurrent tasks), with `weed`'s environment
 /// when given, and the scheduler's `df://` URL.
 fn cluster(weed: Option<&Weed>) -> (Server, Vec<Server>, String) {
-    let mut scheduler = Server::start_in("scheduler", &["scheduler", "--bind", "127.0.0.1:0"], weed);
+    let mut scheduler =
+        Server::start_in("scheduler", &["scheduler", "--bind", "127.0.0.1:0"], weed);
     let line = scheduler.wait_for("listening on ");
     let addr = line.trim_start_matches("listening on ").trim().to_string();
     let mut executors = Vec::new();
@@ -331,8 +332,8 @@ fn ballista_reads_a_fleet_bucket_like_the_local_engine() {
 
     // An object rewritten in the bucket: the executor that reads it refuses it, and both
     // engines leave it out, name it and agree.
-    let bucket = Bucket::from_env_with(&BucketUrl::parse(&bucket_url).unwrap(), &weed.env())
-        .unwrap();
+    let bucket =
+        Bucket::from_env_with(&BucketUrl::parse(&bucket_url).unwrap(), &weed.env()).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -352,11 +353,20 @@ fn ballista_reads_a_fleet_bucket_like_the_local_engine() {
     let (lc, local, lerr) = on_bucket(&[], "csv", q);
     let (bc, remote, berr) = on_bucket(&ballista, "csv", q);
     assert_eq!((lc, bc), (0, 0), "{lerr}\n{berr}");
-    assert!(lerr.contains(&victim), "local did not name {victim}: {lerr}");
-    assert!(berr.contains(&victim), "ballista did not name {victim}: {berr}");
+    assert!(
+        lerr.contains(&victim),
+        "local did not name {victim}: {lerr}"
+    );
+    assert!(
+        berr.contains(&victim),
+        "ballista did not name {victim}: {berr}"
+    );
     assert!(berr.contains("altered"), "{berr}");
     assert_eq!(local, remote);
-    assert_ne!(remote, per_host, "the altered segment's rows are still counted");
+    assert_ne!(
+        remote, per_host,
+        "the altered segment's rows are still counted"
+    );
     drop(executors);
     drop(scheduler);
 }

@@ -35,9 +35,8 @@ use futures::stream::{self, BoxStream, StreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
-    Attributes, CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult,
-    MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload,
-    PutResult,
+    Attributes, CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload,
+    ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 use quarry_bucket::{Bucket, BucketUrl, VouchedSegment};
 use quarry_store::layout::split_bucket_segment_key;
@@ -212,7 +211,10 @@ impl VouchedBucket {
             Ok(None) => {
                 return Err(refused(
                     key,
-                    &refusal(&seg.rel, "missing from the bucket (its host's manifest lists it)"),
+                    &refusal(
+                        &seg.rel,
+                        "missing from the bucket (its host's manifest lists it)",
+                    ),
                 ));
             }
             Err(e) => return Err(generic(key, e)),
@@ -311,7 +313,10 @@ impl ObjectStore for VouchedBucket {
         stream::once(async { Err(not_listed()) }).boxed()
     }
 
-    async fn list_with_delimiter(&self, _prefix: Option<&Path>) -> object_store::Result<ListResult> {
+    async fn list_with_delimiter(
+        &self,
+        _prefix: Option<&Path>,
+    ) -> object_store::Result<ListResult> {
         Err(not_listed())
     }
 

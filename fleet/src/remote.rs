@@ -163,20 +163,20 @@ impl RemoteSession {
 /// plans (and results) match.
 async fn remote_context(url: &str) -> Result<SessionContext> {
     let config = SessionConfig::new_with_ballista()
-            // Ballista's adaptive planner re-plans the per-hour unions stage by stage: a join
-            // of two views over a 3-hour store ran hundreds of one-task stages for minutes.
-            // The static planner runs it in a handful.
-            .with_ballista_adaptive_query_planner(false)
-            .with_information_schema(true)
-            .with_default_catalog_and_schema("quarry", "store")
-            .set_bool("datafusion.execution.parquet.pushdown_filters", true)
-            .set_bool("datafusion.execution.parquet.reorder_filters", true)
-            .set_bool("datafusion.execution.collect_statistics", false);
-        let state = SessionStateBuilder::new()
-            .with_config(config)
-            .with_default_features()
-            .build();
-        Ok(SessionContext::remote_with_state(url, state).await?)
+        // Ballista's adaptive planner re-plans the per-hour unions stage by stage: a join
+        // of two views over a 3-hour store ran hundreds of one-task stages for minutes.
+        // The static planner runs it in a handful.
+        .with_ballista_adaptive_query_planner(false)
+        .with_information_schema(true)
+        .with_default_catalog_and_schema("quarry", "store")
+        .set_bool("datafusion.execution.parquet.pushdown_filters", true)
+        .set_bool("datafusion.execution.parquet.reorder_filters", true)
+        .set_bool("datafusion.execution.collect_statistics", false);
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .build();
+    Ok(SessionContext::remote_with_state(url, state).await?)
 }
 
 impl RemoteSession {
@@ -411,11 +411,12 @@ fn bucket_branches(
         }
         // Built from the key's parts, not parsed from text: never a glob.
         let key = bucket.key(&seg.rel);
-        let mut url = url::Url::parse(&format!("s3://{}/", bucket.url().bucket))
-            .map_err(|e| FleetError::Refused {
+        let mut url = url::Url::parse(&format!("s3://{}/", bucket.url().bucket)).map_err(|e| {
+            FleetError::Refused {
                 path: PathBuf::from(bucket.url().to_string()),
                 reason: format!("not a bucket URL: {e}"),
-            })?;
+            }
+        })?;
         url.path_segments_mut()
             .map_err(|()| FleetError::Refused {
                 path: PathBuf::from(bucket.url().to_string()),

@@ -163,8 +163,11 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         columns.push((format!("local {where_}"), secs));
     }
     for executors in [1usize, 2] {
-        let (_scheduler, line) =
-            start(&["scheduler", "--bind", "127.0.0.1:0"], "listening on ", &env)?;
+        let (_scheduler, line) = start(
+            &["scheduler", "--bind", "127.0.0.1:0"],
+            "listening on ",
+            &env,
+        )?;
         let addr = line.trim_start_matches("listening on ").trim().to_string();
         let mut members = Vec::new();
         for _ in 0..executors {

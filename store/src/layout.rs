@@ -511,7 +511,10 @@ mod tests {
             assert_eq!(split_bucket_segment_key(bad), None, "{bad}");
         }
         let (p, _) = Partition::from_segment_path(rel).unwrap();
-        assert_eq!((p.dt_value(), p.hour_value()), ("2026-11-28".into(), "15".into()));
+        assert_eq!(
+            (p.dt_value(), p.hour_value()),
+            ("2026-11-28".into(), "15".into())
+        );
     }
 
     #[test]
