@@ -30,10 +30,6 @@ struct Server {
 }
 
 impl Server {
-    fn start(name: &'static str, args: &[&str]) -> Server {
-        Server::start_in(name, args, None)
-    }
-
     /// A server with `weed`'s bucket environment (when given) instead of the machine's.
     fn start_in(name: &'static str, args: &[&str], weed: Option<&Weed>) -> Server {
         let mut cmd = quarry();

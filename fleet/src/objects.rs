@@ -129,11 +129,14 @@ pub struct VouchedBucket {
     bucket: Bucket,
     /// Per fleet prefix: its hosts' vouched segments by path below the prefix, and when they
     /// were read.
-    fleets: tokio::sync::Mutex<HashMap<String, (HashMap<String, VouchedSegment>, Instant)>>,
+    fleets: tokio::sync::Mutex<HashMap<String, Fleet>>,
     copies: Copies,
     /// What heads give as modification time (when this server first opened the bucket).
     opened_at: DateTime<Utc>,
 }
+
+/// One fleet prefix's vouched segments, by path below the prefix, and when they were read.
+type Fleet = (HashMap<String, VouchedSegment>, Instant);
 
 impl fmt::Debug for VouchedBucket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -336,8 +339,11 @@ struct Copies {
     dir: PathBuf,
     max_bytes: u64,
     /// (SHA-256, bytes), oldest first, and their total.
-    kept: Arc<Mutex<(VecDeque<(String, u64)>, u64)>>,
+    kept: Arc<Mutex<Kept>>,
 }
+
+/// The copies kept, oldest first, as (SHA-256, bytes), and their total bytes.
+type Kept = (VecDeque<(String, u64)>, u64);
 
 impl Copies {
     fn new(dir: &FsPath, max_bytes: u64) -> datafusion::error::Result<Copies> {
