@@ -346,6 +346,16 @@ fn ballista_reads_a_fleet_bucket_like_the_local_engine() {
     ))
     .unwrap();
     let q = "SELECT host, count(*) AS n FROM process GROUP BY host ORDER BY host";
+    // Executors that checked the object before keep decoding their checked copy (the bytes
+    // the manifest vouches for), not what the bucket now holds.
+    let (bc, remote, berr) = on_bucket(&ballista, "csv", q);
+    assert_eq!(bc, 0, "{berr}");
+    assert_eq!(remote, per_host, "{berr}");
+    // A fresh cluster has no copies: the executor that reads the object refuses it.
+    drop(executors);
+    drop(scheduler);
+    let (scheduler, executors, url) = cluster(Some(&weed));
+    let ballista = ["--engine", "ballista", "--scheduler", url.as_str()];
     let (lc, local, lerr) = on_bucket(&[], "csv", q);
     let (bc, remote, berr) = on_bucket(&ballista, "csv", q);
     assert_eq!((lc, bc), (0, 0), "{lerr}\n{berr}");
