@@ -91,7 +91,14 @@ fn duckdb_csv(root: &Path) -> String {
          for r in rows: print(','.join(str(v) for v in r))\n",
         root.display()
     );
-    let out = Command::new("python3")
+    // The pinned DuckDB of scripts/setup, in the workspace's .venv (not the machine's Python).
+    let python = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python3");
+    assert!(
+        python.is_file(),
+        "{} is missing: run `sudo scripts/setup` (it installs duckdb into .venv)",
+        python.display()
+    );
+    let out = Command::new(python)
         .arg("-c")
         .arg(script)
         .output()
