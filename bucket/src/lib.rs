@@ -37,7 +37,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use sha2::{Digest, Sha256};
 
-pub use read::{LeftOut, Vouched, VouchedSegment, vouched_segments};
+pub use read::{LeftOut, Unusable, Vouched, VouchedSegment, vouched_segments};
 pub use upload::{Shipped, UploadProgress, UploadReport, upload_new, upload_store};
 pub use verify::{BucketReport, HostReport, verify_bucket};
 

@@ -29,6 +29,49 @@ pub struct VouchedSegment {
     pub rows: u64,
 }
 
+/// Why a vouched segment's bytes cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unusable {
+    /// The manifest lists it; the bucket does not hold it.
+    Missing,
+    /// The bucket holds other bytes than the host sealed.
+    Altered { bytes: u64, sha256: String },
+}
+
+impl VouchedSegment {
+    /// Downloads the segment whole from `bucket` (whose prefix its `rel` is below) and checks
+    /// its size and SHA-256 against what its host sealed: the bytes, or why they are unusable.
+    /// The one check every reader of a bucket's segments makes before using a byte.
+    pub async fn fetch_checked(
+        &self,
+        bucket: &Bucket,
+    ) -> Result<std::result::Result<bytes::Bytes, Unusable>> {
+        let Some(data) = bucket.get(&self.rel).await? else {
+            return Ok(Err(Unusable::Missing));
+        };
+        let sha256 = crate::sha256_hex(&data);
+        if data.len() as u64 != self.bytes || sha256 != self.sha256 {
+            return Ok(Err(Unusable::Altered {
+                bytes: data.len() as u64,
+                sha256,
+            }));
+        }
+        Ok(Ok(data))
+    }
+
+    /// Why `unusable` keeps this segment out, in the words warnings and refusals use.
+    pub fn refusal(&self, unusable: &Unusable) -> String {
+        match unusable {
+            Unusable::Missing => "missing from the bucket (its host's manifest lists it)".into(),
+            Unusable::Altered { bytes, sha256 } => format!(
+                "altered in the bucket: {bytes} bytes with SHA-256 {sha256}, sealed as {} bytes \
+                 with {}",
+                self.bytes, self.sha256
+            ),
+        }
+    }
+}
+
 /// Something of the bucket left out of reading, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeftOut {

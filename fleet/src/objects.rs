@@ -22,7 +22,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::Write;
-use std::ops::Range;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -160,6 +159,15 @@ impl VouchedBucket {
         })
     }
 
+    /// The fleet whose layout starts at `prefix` in this bucket (the same client).
+    fn below(&self, prefix: &str) -> Bucket {
+        let url = BucketUrl {
+            bucket: self.bucket.url().bucket.clone(),
+            prefix: prefix.to_string(),
+        };
+        Bucket::with_objects(url, self.bucket.objects().clone())
+    }
+
     /// The manifest entry vouching for `key`, reading the prefix's manifests again when they
     /// do not list it and were read a while ago.
     async fn vouched(&self, key: &Path) -> object_store::Result<VouchedSegment> {
@@ -172,11 +180,7 @@ impl VouchedBucket {
             Some((segments, _)) if segments.contains_key(rel) => return Ok(segments[rel].clone()),
             Some((_, read_at)) if fresh(read_at) => {}
             _ => {
-                let url = BucketUrl {
-                    bucket: self.bucket.url().bucket.clone(),
-                    prefix: prefix.to_string(),
-                };
-                let below = Bucket::with_objects(url, self.bucket.objects().clone());
+                let below = self.below(prefix);
                 let vouched = quarry_bucket::vouched_segments(&below)
                     .await
                     .map_err(|e| generic(key, e))?;
@@ -208,30 +212,15 @@ impl VouchedBucket {
         if let Some(copy) = self.copies.get(&seg.sha256) {
             return Ok(copy);
         }
-        // This bucket's prefix is empty: the key is the object's whole name.
-        let data = match self.bucket.get(key.as_ref()).await {
-            Ok(Some(data)) => data,
-            Ok(None) => {
-                return Err(refused(
-                    key,
-                    &refusal(
-                        &seg.rel,
-                        "missing from the bucket (its host's manifest lists it)",
-                    ),
-                ));
+        // `seg.rel` is below the fleet's prefix: read it through a bucket at that prefix.
+        let prefix = split_bucket_segment_key(key.as_ref()).map_or("", |(p, _)| p);
+        let data = match seg.fetch_checked(&self.below(prefix)).await {
+            Ok(Ok(data)) => data,
+            Ok(Err(unusable)) => {
+                return Err(refused(key, &refusal(&seg.rel, &seg.refusal(&unusable))));
             }
             Err(e) => return Err(generic(key, e)),
         };
-        let actual = quarry_bucket::sha256_hex(&data);
-        if data.len() as u64 != seg.bytes || actual != seg.sha256 {
-            let reason = format!(
-                "altered in the bucket: {} bytes with SHA-256 {actual}, sealed as {} bytes with {}",
-                data.len(),
-                seg.bytes,
-                seg.sha256
-            );
-            return Err(refused(key, &refusal(&seg.rel, &reason)));
-        }
         let copies = self.copies.clone();
         let sha = seg.sha256.clone();
         tokio::task::spawn_blocking(move || copies.put(&sha, &data))
@@ -290,17 +279,6 @@ impl ObjectStore for VouchedBucket {
         let mut result = file.get_opts(&copy_path, options).await?;
         result.meta = meta;
         Ok(result)
-    }
-
-    async fn get_ranges(
-        &self,
-        location: &Path,
-        ranges: &[Range<u64>],
-    ) -> object_store::Result<Vec<bytes::Bytes>> {
-        let seg = self.vouched(location).await?;
-        let copy = self.fetch(location, &seg).await?;
-        let copy_path = Path::from_absolute_path(&copy).map_err(|e| generic(location, e))?;
-        LocalFileSystem::new().get_ranges(&copy_path, ranges).await
     }
 
     fn delete_stream(

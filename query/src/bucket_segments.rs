@@ -136,31 +136,11 @@ impl BucketSegments {
         seg: &VouchedSegment,
         copy: &FsPath,
     ) -> object_store::Result<()> {
-        let data = match self.bucket.get(&seg.rel).await {
-            Ok(Some(data)) => data,
-            Ok(None) => {
-                return Err(self.refuse(
-                    location,
-                    seg,
-                    "missing from the bucket (its host's manifest lists it)".into(),
-                ));
-            }
+        let data = match seg.fetch_checked(&self.bucket).await {
+            Ok(Ok(data)) => data,
+            Ok(Err(unusable)) => return Err(self.refuse(location, seg, seg.refusal(&unusable))),
             Err(e) => return Err(generic(location, e)),
         };
-        let actual = quarry_bucket::sha256_hex(&data);
-        if data.len() as u64 != seg.bytes || actual != seg.sha256 {
-            return Err(self.refuse(
-                location,
-                seg,
-                format!(
-                    "altered in the bucket: {} bytes with SHA-256 {actual}, sealed as {} bytes \
-                     with {}",
-                    data.len(),
-                    seg.bytes,
-                    seg.sha256
-                ),
-            ));
-        }
         let dir = self.cache_dir.clone();
         let copy = copy.to_path_buf();
         tokio::task::spawn_blocking(move || {

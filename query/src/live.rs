@@ -75,8 +75,9 @@ pub struct LiveDetector {
     /// (arrived, table, batch, evaluated yet)
     batches: VecDeque<(Instant, Table, RecordBatch, bool)>,
     rows: usize,
-    /// Memory of the batches held (evaluated or not).
+    /// Memory of the batches held (evaluated or not), and of those not evaluated yet.
     bytes: u64,
+    pending_bytes: u64,
     /// Batches pushed since the last evaluation.
     fresh: usize,
     raised: HashSet<Raised>,
@@ -104,6 +105,7 @@ impl LiveDetector {
             batches: VecDeque::new(),
             rows: 0,
             bytes: 0,
+            pending_bytes: 0,
             fresh: 0,
             raised: HashSet::new(),
             raised_order: VecDeque::new(),
@@ -133,16 +135,7 @@ impl LiveDetector {
 
     /// Bytes of the batches handed over and not evaluated yet.
     pub fn pending_bytes(&self) -> u64 {
-        self.batches
-            .iter()
-            .filter(|(_, _, _, evaluated)| !evaluated)
-            .map(|(_, _, b, _)| b.get_array_memory_size() as u64)
-            .sum()
-    }
-
-    /// Bytes of every batch held: the window and what waits for evaluation.
-    pub fn held_bytes(&self) -> u64 {
-        self.bytes
+        self.pending_bytes
     }
 
     /// Rules whose last evaluation failed, and why.
@@ -164,7 +157,9 @@ impl LiveDetector {
             }
         };
         self.rows += batch.num_rows();
-        self.bytes += batch.get_array_memory_size() as u64;
+        let bytes = batch.get_array_memory_size() as u64;
+        self.bytes += bytes;
+        self.pending_bytes += bytes;
         self.fresh += 1;
         self.batches
             .push_back((Instant::now(), table, batch, false));
@@ -217,6 +212,7 @@ impl LiveDetector {
         for entry in self.batches.iter_mut() {
             entry.3 = true;
         }
+        self.pending_bytes = 0;
         let mut found = Vec::new();
         let (fresh, window) = (&mut *fresh, &mut *window);
         self.failing.clear();

@@ -149,17 +149,21 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
 
     // columns: (label, median seconds per query)
     let mut columns: Vec<(String, Vec<f64>)> = Vec::new();
+    // The median of `runs` whole `quarry ARGS` processes, after one warm-up (a bucket's first
+    // read fills its server's cache; a fresh cluster's first job starts its sessions and, over
+    // a bucket, the executors' checked copies).
+    let timed = |args: &[&str]| -> anyhow::Result<f64> {
+        time_quarry_with(args, &env)?;
+        let times = (0..runs)
+            .map(|_| time_quarry_with(args, &env).map(|r| r.secs))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(median(times))
+    };
     for (where_, source) in &sources {
-        let mut secs = Vec::new();
-        for (_, q) in QUERIES {
-            let args = ["sql", "--store", source, "--format", "csv", q];
-            // One warm-up: a bucket's first read also fills the page cache of its server.
-            time_quarry_with(&args, &env)?;
-            let times = (0..runs)
-                .map(|_| time_quarry_with(&args, &env).map(|r| r.secs))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            secs.push(median(times));
-        }
+        let secs = QUERIES
+            .iter()
+            .map(|(_, q)| timed(&["sql", "--store", source, "--format", "csv", q]))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         columns.push((format!("local {where_}"), secs));
     }
     for executors in [1usize, 2] {
@@ -185,28 +189,23 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         }
         let url = format!("df://{addr}");
         for (where_, source) in &sources {
-            let mut secs = Vec::new();
-            for (_, q) in QUERIES {
-                let args = [
-                    "sql",
-                    "--store",
-                    source,
-                    "--engine",
-                    "ballista",
-                    "--scheduler",
-                    &url,
-                    "--format",
-                    "csv",
-                    q,
-                ];
-                // One warm-up: the first job of a fresh cluster also starts its sessions (and
-                // over a bucket, the executors' checked copies).
-                time_quarry_with(&args, &env)?;
-                let times = (0..runs)
-                    .map(|_| time_quarry_with(&args, &env).map(|r| r.secs))
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                secs.push(median(times));
-            }
+            let secs = QUERIES
+                .iter()
+                .map(|(_, q)| {
+                    timed(&[
+                        "sql",
+                        "--store",
+                        source,
+                        "--engine",
+                        "ballista",
+                        "--scheduler",
+                        &url,
+                        "--format",
+                        "csv",
+                        q,
+                    ])
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
             columns.push((format!("ballista x{executors} {where_}"), secs));
         }
     }
