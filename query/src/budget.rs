@@ -64,11 +64,26 @@ fn total_memory() -> Option<u64> {
 
 /// A private directory for one session's spill files, removed when the session ends.
 #[derive(Debug)]
-pub(crate) struct SpillDir(tempfile::TempDir);
+pub(crate) struct SpillDir(PathBuf);
 
 impl SpillDir {
     pub(crate) fn path(&self) -> &Path {
-        self.0.path()
+        &self.0
+    }
+}
+
+impl Drop for SpillDir {
+    fn drop(&mut self) {
+        // A cancelled or failed query's engine tasks can still be winding down on other
+        // threads, creating or removing spill files while the directory is removed: one
+        // failed pass would leave spilled evidence behind in /tmp, so try again for a while.
+        for _ in 0..200 {
+            match std::fs::remove_dir_all(&self.0) {
+                Ok(()) => return,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        }
     }
 }
 
@@ -83,7 +98,7 @@ pub(crate) fn runtime(options: &SessionOptions) -> Result<(RuntimeEnvBuilder, Sp
         .permissions(std::fs::Permissions::from_mode(0o700))
         .tempdir_in(&base)
         .map_err(|e| QueryError::io(&base, e))?;
-    let dir = SpillDir(dir);
+    let dir = SpillDir(dir.keep());
     let limit = usize::try_from(options.limit()).unwrap_or(usize::MAX);
     // Tracking the largest consumers makes the engine's message say what took the memory.
     let pool = TrackConsumersPool::new(
