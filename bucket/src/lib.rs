@@ -23,6 +23,7 @@
 //! every object back, and what engines may read ([`read::vouched_segments`]) comes with the
 //! hash each object must have.
 
+pub mod copies;
 pub mod manifest;
 pub mod read;
 pub mod upload;
@@ -37,6 +38,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use sha2::{Digest, Sha256};
 
+pub use copies::CheckedCopies;
 pub use read::{LeftOut, Unusable, Vouched, VouchedSegment, vouched_segments};
 pub use upload::{Shipped, UploadProgress, UploadReport, upload_new, upload_store};
 pub use verify::{BucketReport, HostReport, verify_bucket};
@@ -64,6 +66,13 @@ pub enum BucketError {
     Request {
         key: String,
         source: object_store::Error,
+    },
+
+    /// A checked copy of a segment could not be kept on local disk.
+    #[error("keeping a checked copy at {}", path.display())]
+    LocalCopy {
+        path: std::path::PathBuf,
+        source: std::io::Error,
     },
 
     /// Reading the local store failed.

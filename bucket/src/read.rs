@@ -36,6 +36,8 @@ pub enum Unusable {
     Missing,
     /// The bucket holds other bytes than the host sealed.
     Altered { bytes: u64, sha256: String },
+    /// Its manifest entry's hash is not a SHA-256 (64 hex digits).
+    NotSha256,
 }
 
 impl VouchedSegment {
@@ -63,6 +65,7 @@ impl VouchedSegment {
     pub fn refusal(&self, unusable: &Unusable) -> String {
         match unusable {
             Unusable::Missing => "missing from the bucket (its host's manifest lists it)".into(),
+            Unusable::NotSha256 => "its manifest hash is not SHA-256".into(),
             Unusable::Altered { bytes, sha256 } => format!(
                 "altered in the bucket: {bytes} bytes with SHA-256 {sha256}, sealed as {} bytes \
                  with {}",

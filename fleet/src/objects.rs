@@ -19,9 +19,8 @@
 //! takes them). This module must not serve an object no manifest vouches for, and must not
 //! write to a bucket.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
-use std::io::Write;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -37,16 +36,14 @@ use object_store::{
     Attributes, CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload,
     ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
-use quarry_bucket::{Bucket, BucketUrl, VouchedSegment};
+use quarry_bucket::copies::DEFAULT_COPY_BYTES;
+use quarry_bucket::{Bucket, BucketUrl, CheckedCopies, VouchedSegment};
 use quarry_store::layout::split_bucket_segment_key;
 use url::Url;
 
 /// A host's manifest is read again for a key it did not list at most this often (the fleet
 /// keeps uploading while the cluster serves queries).
 const REREAD_AFTER: Duration = Duration::from_secs(2);
-
-/// Bytes of checked copies a server keeps; the oldest go first.
-pub const COPY_CACHE_BYTES: u64 = 2 << 30;
 
 /// The text a refused segment's error carries: the client finds the segment's path in it.
 pub fn refusal(rel: &str, reason: &str) -> String {
@@ -129,7 +126,7 @@ pub struct VouchedBucket {
     /// Per fleet prefix: its hosts' vouched segments by path below the prefix, and when they
     /// were read.
     fleets: tokio::sync::Mutex<HashMap<String, Fleet>>,
-    copies: Copies,
+    copies: CheckedCopies,
     /// What heads give as modification time (when this server first opened the bucket).
     opened_at: DateTime<Utc>,
 }
@@ -154,7 +151,8 @@ impl VouchedBucket {
         Ok(VouchedBucket {
             bucket,
             fleets: tokio::sync::Mutex::new(HashMap::new()),
-            copies: Copies::new(dir, COPY_CACHE_BYTES)?,
+            copies: CheckedCopies::new(dir, DEFAULT_COPY_BYTES)
+                .map_err(|e| DataFusionError::External(Box::new(e)))?,
             opened_at: Utc::now(),
         })
     }
@@ -207,26 +205,15 @@ impl VouchedBucket {
             })
     }
 
-    /// Downloads `seg` whole, checks it against its manifest entry and keeps the checked copy.
+    /// The checked local copy of `seg` (downloaded whole and checked the first time).
     async fn fetch(&self, key: &Path, seg: &VouchedSegment) -> object_store::Result<PathBuf> {
-        if let Some(copy) = self.copies.get(&seg.sha256) {
-            return Ok(copy);
-        }
         // `seg.rel` is below the fleet's prefix: read it through a bucket at that prefix.
         let prefix = split_bucket_segment_key(key.as_ref()).map_or("", |(p, _)| p);
-        let data = match seg.fetch_checked(&self.below(prefix)).await {
-            Ok(Ok(data)) => data,
-            Ok(Err(unusable)) => {
-                return Err(refused(key, &refusal(&seg.rel, &seg.refusal(&unusable))));
-            }
-            Err(e) => return Err(generic(key, e)),
-        };
-        let copies = self.copies.clone();
-        let sha = seg.sha256.clone();
-        tokio::task::spawn_blocking(move || copies.put(&sha, &data))
-            .await
-            .map_err(|e| generic(key, e))?
-            .map_err(|e| generic(key, e))
+        match self.copies.copy_of(seg, &self.below(prefix)).await {
+            Ok(Ok(copy)) => Ok(copy),
+            Ok(Err(unusable)) => Err(refused(key, &refusal(&seg.rel, &seg.refusal(&unusable)))),
+            Err(e) => Err(generic(key, e)),
+        }
     }
 }
 
@@ -311,70 +298,6 @@ impl ObjectStore for VouchedBucket {
     }
 }
 
-/// Checked copies on local disk, named by their SHA-256, at most `max_bytes` of them.
-#[derive(Clone)]
-struct Copies {
-    dir: PathBuf,
-    max_bytes: u64,
-    /// (SHA-256, bytes), oldest first, and their total.
-    kept: Arc<Mutex<Kept>>,
-}
-
-/// The copies kept, oldest first, as (SHA-256, bytes), and their total bytes.
-type Kept = (VecDeque<(String, u64)>, u64);
-
-impl Copies {
-    fn new(dir: &FsPath, max_bytes: u64) -> datafusion::error::Result<Copies> {
-        quarry_store::layout::create_private_dirs(dir).map_err(|e| {
-            DataFusionError::IoError(e).context(format!("creating {}", dir.display()))
-        })?;
-        Ok(Copies {
-            dir: dir.to_path_buf(),
-            max_bytes,
-            kept: Arc::new(Mutex::new((VecDeque::new(), 0))),
-        })
-    }
-
-    /// The copy of the object with `sha256`, when it is kept.
-    fn get(&self, sha256: &str) -> Option<PathBuf> {
-        let path = self.path(sha256)?;
-        path.is_file().then_some(path)
-    }
-
-    /// A copy's name is the hash from a manifest that verified, but it must never be able to
-    /// leave the directory.
-    fn path(&self, sha256: &str) -> Option<PathBuf> {
-        (sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit()))
-            .then(|| self.dir.join(format!("{sha256}.parquet")))
-    }
-
-    /// Keeps `data` (already checked) as the copy of `sha256`, removing the oldest copies
-    /// beyond the budget (a reader that has one open keeps reading it).
-    fn put(&self, sha256: &str, data: &[u8]) -> std::io::Result<PathBuf> {
-        let path = self
-            .path(sha256)
-            .ok_or_else(|| std::io::Error::other("its manifest hash is not SHA-256"))?;
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
-        tmp.write_all(data)?;
-        tmp.persist(&path).map_err(|e| e.error)?;
-        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
-        let (order, total) = &mut *kept;
-        order.push_back((sha256.to_string(), data.len() as u64));
-        *total += data.len() as u64;
-        while *total > self.max_bytes && order.len() > 1 {
-            if let Some((old, bytes)) = order.pop_front() {
-                *total -= bytes;
-                if old != sha256
-                    && let Some(p) = self.path(&old)
-                {
-                    let _ = std::fs::remove_file(p);
-                }
-            }
-        }
-        Ok(path)
-    }
-}
-
 fn refused(location: &Path, text: &str) -> object_store::Error {
     // Not NotFound: a file the listing cannot find is retried as a directory and read as
     // empty; a refused segment must fail the task, naming it.
@@ -407,23 +330,6 @@ fn not_listed() -> object_store::Error {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-
-    #[test]
-    fn copies_stay_within_their_budget_and_inside_their_directory() {
-        let dir = tempfile::tempdir().unwrap();
-        let copies = Copies::new(&dir.path().join("c"), 10).unwrap();
-        let a = "a".repeat(64);
-        let b = "b".repeat(64);
-        let first = copies.put(&a, b"123456").unwrap();
-        assert!(first.starts_with(dir.path().join("c")));
-        assert_eq!(copies.get(&a), Some(first.clone()));
-        copies.put(&b, b"7890123").unwrap();
-        // Over the budget: the oldest copy went.
-        assert_eq!(copies.get(&a), None);
-        assert!(copies.get(&b).is_some());
-        assert!(copies.put("../../etc/passwd", b"x").is_err());
-        assert_eq!(copies.get("../x"), None);
-    }
 
     #[test]
     fn refusals_name_the_segment_for_the_client() {

@@ -2,19 +2,19 @@
 //! each host's manifest vouches for, each downloaded whole and hash-checked before a byte of
 //! it is used, read-only.
 //!
-//! The list comes from [`quarry_bucket::vouched_segments`] (per host, the live segments of its
-//! manifest chunks' verified prefix), never from listing the bucket, so an object nobody vouches for is
-//! never seen. [`BucketSegments`] is the object store DataFusion reads through: `list` answers
-//! from that list; the first read of a segment downloads the whole object, checks its size and
-//! SHA-256 against the manifest and keeps the checked copy in the session's private directory;
-//! every read is then served from that copy, so the bytes the engine decodes are the bytes that
-//! were hashed (an object rewritten in the bucket afterwards is not read). An object whose hash
-//! differs is refused and reported, as a local store's altered segment is. Every write, copy
-//! and delete is refused.
+//! The list comes from [`quarry_bucket::vouched_segments`] (per host, the live segments of
+//! its manifest chunks' verified prefix), never from listing the bucket, so an object nobody
+//! vouches for is never seen. [`BucketSegments`] is the object store DataFusion reads through:
+//! `list` answers from that list; the first read of a segment downloads the whole object,
+//! checks its size and SHA-256 against the manifest and keeps the checked copy in the
+//! session's private directory ([`quarry_bucket::CheckedCopies`], bounded in bytes); every
+//! read is then served from a checked copy, so the bytes the engine decodes are the bytes that
+//! were hashed (an object rewritten in the bucket afterwards is not read). An object whose
+//! hash differs is refused and reported, as a local store's altered segment is. Every write,
+//! copy and delete is refused.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io::Write;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -27,18 +27,18 @@ use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
     PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
-use quarry_bucket::{Bucket, VouchedSegment};
+use quarry_bucket::copies::DEFAULT_COPY_BYTES;
+use quarry_bucket::{Bucket, CheckedCopies, VouchedSegment};
 
+use crate::Result;
 use crate::segments::{Skipped, generic, list_sorted, list_with_delimiter_below, read_only};
-use crate::{QueryError, Result};
 
 /// The read-only view of a bucket's vouched segments that DataFusion reads through.
 pub struct BucketSegments {
     bucket: Bucket,
     healthy: HashMap<Path, VouchedSegment>,
-    /// Checked copies, named by their SHA-256.
-    cache: LocalFileSystem,
-    cache_dir: PathBuf,
+    /// Checked copies, in the session's private directory.
+    copies: CheckedCopies,
     /// Objects refused when read, for the session to leave out and warn about.
     refused: Arc<Mutex<Vec<Skipped>>>,
     /// What listings give as the objects' modification time (the session's start).
@@ -69,17 +69,14 @@ impl BucketSegments {
         cache_dir: &FsPath,
         refused: Arc<Mutex<Vec<Skipped>>>,
     ) -> Result<Self> {
-        std::fs::create_dir_all(cache_dir).map_err(|e| QueryError::io(cache_dir, e))?;
-        let cache = LocalFileSystem::new_with_prefix(cache_dir)
-            .map_err(|e| QueryError::io(cache_dir, std::io::Error::other(e.to_string())))?;
+        let copies = CheckedCopies::new(cache_dir, DEFAULT_COPY_BYTES)?;
         Ok(BucketSegments {
             bucket,
             healthy: healthy
                 .into_iter()
                 .map(|s| (Path::from(s.rel.as_str()), s))
                 .collect(),
-            cache,
-            cache_dir: cache_dir.to_path_buf(),
+            copies,
             refused,
             listed_at: Utc::now(),
         })
@@ -128,30 +125,13 @@ impl BucketSegments {
         }
     }
 
-    /// Downloads `seg`, checks it against its manifest entry and keeps the checked copy at
-    /// `copy`.
-    async fn fetch(
-        &self,
-        location: &Path,
-        seg: &VouchedSegment,
-        copy: &FsPath,
-    ) -> object_store::Result<()> {
-        let data = match seg.fetch_checked(&self.bucket).await {
-            Ok(Ok(data)) => data,
-            Ok(Err(unusable)) => return Err(self.refuse(location, seg, seg.refusal(&unusable))),
-            Err(e) => return Err(generic(location, e)),
-        };
-        let dir = self.cache_dir.clone();
-        let copy = copy.to_path_buf();
-        tokio::task::spawn_blocking(move || {
-            let mut tmp = tempfile::NamedTempFile::new_in(&dir)?;
-            tmp.write_all(&data)?;
-            tmp.persist(&copy).map_err(|e| e.error)?;
-            Ok::<_, std::io::Error>(())
-        })
-        .await
-        .map_err(|e| generic(location, e))?
-        .map_err(|e| generic(location, e))
+    /// The checked local copy of `seg` (downloaded whole and checked the first time).
+    async fn fetch(&self, location: &Path, seg: &VouchedSegment) -> object_store::Result<PathBuf> {
+        match self.copies.copy_of(seg, &self.bucket).await {
+            Ok(Ok(copy)) => Ok(copy),
+            Ok(Err(unusable)) => Err(self.refuse(location, seg, seg.refusal(&unusable))),
+            Err(e) => Err(generic(location, e)),
+        }
     }
 }
 
@@ -180,17 +160,9 @@ impl ObjectStore for BucketSegments {
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
         let seg = self.allowed(location)?.clone();
-        // The hash names the copy: it is hex from a manifest that verified, but a copy's name
-        // must never be able to leave the directory.
-        if seg.sha256.len() != 64 || !seg.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(self.refuse(location, &seg, "its manifest hash is not SHA-256".into()));
-        }
-        let name = format!("{}.parquet", seg.sha256);
-        let copy = self.cache_dir.join(&name);
-        if !copy.is_file() {
-            self.fetch(location, &seg, &copy).await?;
-        }
-        let mut result = self.cache.get_opts(&Path::from(name), options).await?;
+        let copy = self.fetch(location, &seg).await?;
+        let copy = Path::from_absolute_path(&copy).map_err(|e| generic(location, e))?;
+        let mut result = LocalFileSystem::new().get_opts(&copy, options).await?;
         result.meta.location = location.clone();
         Ok(result)
     }

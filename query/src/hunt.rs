@@ -496,9 +496,10 @@ struct RuleFindings {
     file: std::fs::File,
 }
 
-/// A finding of one rule as it waits in its file (the rule's own fields are the rule's).
+/// One row of a rule's result: a finding without the rule's own fields (as a hunt keeps it in
+/// its file, and live detection reads it).
 #[derive(Debug, Serialize, Deserialize)]
-struct Row {
+pub(crate) struct Row {
     time: i64,
     host: Option<String>,
     container_id: Option<String>,
@@ -510,6 +511,41 @@ struct Row {
 }
 
 impl Row {
+    /// Row `i` of a rule's result (the eight columns a rule returns).
+    pub(crate) fn read(r: &Rows<'_>, i: usize) -> Row {
+        Row {
+            time: r
+                .time("time", i)
+                .map(|t| t.timestamp_micros())
+                .unwrap_or_default(),
+            host: r.string("host", i),
+            container_id: r.string("container_id", i),
+            pid: r.int("pid", i),
+            comm: r.string("comm", i),
+            evidence: r.string("evidence", i).unwrap_or_default(),
+            source_table: r.string("source_table", i).unwrap_or_default(),
+            ktime_ns: r.int("ktime_ns", i).map(|v| v as u64),
+        }
+    }
+
+    /// The finding this row of `rule`'s result is.
+    pub(crate) fn finding_of(self, rule: &Rule) -> Finding {
+        Finding {
+            rule: rule.id.clone(),
+            title: rule.title.clone(),
+            severity: rule.severity,
+            mitre: rule.mitre.clone(),
+            time: DateTime::from_timestamp_micros(self.time).unwrap_or_default(),
+            host: self.host,
+            container_id: self.container_id,
+            pid: self.pid,
+            comm: self.comm,
+            evidence: self.evidence,
+            source_table: self.source_table,
+            ktime_ns: self.ktime_ns,
+        }
+    }
+
     /// A rule joining several rows can match one row more than once: one finding per row.
     fn same_row(&self, other: &Row) -> bool {
         self.ktime_ns == other.ktime_ns && self.pid == other.pid && self.host == other.host
@@ -526,19 +562,7 @@ async fn run_rule(session: &Catalog, sql: &str, spill: &Path) -> Result<RuleFind
         let batch = batch?;
         let r = Rows::new(&batch)?;
         for i in 0..batch.num_rows() {
-            let row = Row {
-                time: r
-                    .time("time", i)
-                    .map(|t| t.timestamp_micros())
-                    .unwrap_or_default(),
-                host: r.string("host", i),
-                container_id: r.string("container_id", i),
-                pid: r.int("pid", i),
-                comm: r.string("comm", i),
-                evidence: r.string("evidence", i).unwrap_or_default(),
-                source_table: r.string("source_table", i).unwrap_or_default(),
-                ktime_ns: r.int("ktime_ns", i).map(|v| v as u64),
-            };
+            let row = Row::read(&r, i);
             // Sorted by time, ktime_ns, pid and host: copies of one row are neighbours.
             if last.as_ref().is_some_and(|l| l.same_row(&row)) {
                 continue;
@@ -612,22 +636,8 @@ fn merge(
             heap.push(Reverse(key(n, i)));
         }
         heads[i] = next;
-        let rule = &rules[i];
         count += 1;
-        each(Finding {
-            rule: rule.id.clone(),
-            title: rule.title.clone(),
-            severity: rule.severity,
-            mitre: rule.mitre.clone(),
-            time: DateTime::from_timestamp_micros(row.time).unwrap_or_default(),
-            host: row.host,
-            container_id: row.container_id,
-            pid: row.pid,
-            comm: row.comm,
-            evidence: row.evidence,
-            source_table: row.source_table,
-            ktime_ns: row.ktime_ns,
-        })?;
+        each(row.finding_of(&rules[i]))?;
     }
     Ok(count)
 }

@@ -35,7 +35,7 @@ use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use quarry_store::Table;
 use quarry_store::schema::schema_of;
 
-use crate::hunt::{Finding, Rule, Scope, rule_sql};
+use crate::hunt::{Finding, Row, Rule, Scope, rule_sql};
 use crate::timeline::Rows;
 use crate::{QueryError, Result};
 
@@ -245,20 +245,7 @@ impl LiveDetector {
             for batch in &batches {
                 let r = Rows::new(batch)?;
                 for i in 0..batch.num_rows() {
-                    let finding = Finding {
-                        rule: rule.id.clone(),
-                        title: rule.title.clone(),
-                        severity: rule.severity,
-                        mitre: rule.mitre.clone(),
-                        time: r.time("time", i).unwrap_or_default(),
-                        host: r.string("host", i),
-                        container_id: r.string("container_id", i),
-                        pid: r.int("pid", i),
-                        comm: r.string("comm", i),
-                        evidence: r.string("evidence", i).unwrap_or_default(),
-                        source_table: r.string("source_table", i).unwrap_or_default(),
-                        ktime_ns: r.int("ktime_ns", i).map(|v| v as u64),
-                    };
+                    let finding = Row::read(&r, i).finding_of(rule);
                     let key: Raised = (
                         finding.rule.clone(),
                         finding.host.clone(),
