@@ -26,6 +26,7 @@
 pub mod copies;
 pub mod manifest;
 pub mod read;
+pub mod read_only;
 pub mod upload;
 pub mod verify;
 

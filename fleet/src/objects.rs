@@ -25,7 +25,6 @@ use std::path::{Path as FsPath, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use datafusion::error::DataFusionError;
 use datafusion::execution::object_store::ObjectStoreRegistry;
@@ -33,8 +32,7 @@ use futures::stream::{self, BoxStream, StreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
-    Attributes, CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload,
-    ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    Attributes, GetOptions, GetResult, GetResultPayload, ListResult, ObjectMeta, ObjectStore,
 };
 use quarry_bucket::copies::DEFAULT_COPY_BYTES;
 use quarry_bucket::{Bucket, BucketUrl, CheckedCopies, VouchedSegment};
@@ -217,25 +215,7 @@ impl VouchedBucket {
     }
 }
 
-#[async_trait]
-impl ObjectStore for VouchedBucket {
-    async fn put_opts(
-        &self,
-        _location: &Path,
-        _payload: PutPayload,
-        _opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        Err(read_only())
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        _location: &Path,
-        _opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        Err(read_only())
-    }
-
+quarry_bucket::read_only_object_store!(VouchedBucket, read_only, {
     async fn get_opts(
         &self,
         location: &Path,
@@ -268,13 +248,6 @@ impl ObjectStore for VouchedBucket {
         Ok(result)
     }
 
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        locations.map(|_| Err(read_only())).boxed()
-    }
-
     fn list(&self, _prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
         // An error, not an empty listing: a plan naming a directory must fail, never read as
         // an empty table.
@@ -287,16 +260,7 @@ impl ObjectStore for VouchedBucket {
     ) -> object_store::Result<ListResult> {
         Err(not_listed())
     }
-
-    async fn copy_opts(
-        &self,
-        _from: &Path,
-        _to: &Path,
-        _options: CopyOptions,
-    ) -> object_store::Result<()> {
-        Err(read_only())
-    }
-}
+});
 
 fn refused(location: &Path, text: &str) -> object_store::Error {
     // Not NotFound: a file the listing cannot find is retried as a directory and read as

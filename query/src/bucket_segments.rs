@@ -18,15 +18,11 @@ use std::fmt;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::stream::{BoxStream, StreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
+use object_store::{GetOptions, GetResult, ListResult, ObjectMeta, ObjectStore};
 use quarry_bucket::copies::DEFAULT_COPY_BYTES;
 use quarry_bucket::{Bucket, CheckedCopies, VouchedSegment};
 
@@ -135,25 +131,7 @@ impl BucketSegments {
     }
 }
 
-#[async_trait]
-impl ObjectStore for BucketSegments {
-    async fn put_opts(
-        &self,
-        _location: &Path,
-        _payload: PutPayload,
-        _opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        Err(read_only())
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        _location: &Path,
-        _opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        Err(read_only())
-    }
-
+quarry_bucket::read_only_object_store!(BucketSegments, read_only, {
     async fn get_opts(
         &self,
         location: &Path,
@@ -167,13 +145,6 @@ impl ObjectStore for BucketSegments {
         Ok(result)
     }
 
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        locations.map(|_| Err(read_only())).boxed()
-    }
-
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
         list_sorted(self.below(prefix))
     }
@@ -181,13 +152,4 @@ impl ObjectStore for BucketSegments {
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
         Ok(list_with_delimiter_below(self.below(prefix), prefix))
     }
-
-    async fn copy_opts(
-        &self,
-        _from: &Path,
-        _to: &Path,
-        _options: CopyOptions,
-    ) -> object_store::Result<()> {
-        Err(read_only())
-    }
-}
+});

@@ -15,14 +15,10 @@ use std::fmt;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
-    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
+use object_store::{GetOptions, GetResult, GetResultPayload, ListResult, ObjectMeta, ObjectStore};
 use quarry_store::Store;
 use quarry_store::verified::{self, Listed};
 
@@ -167,25 +163,7 @@ pub(crate) fn read_only() -> object_store::Error {
     }
 }
 
-#[async_trait]
-impl ObjectStore for SealedSegments {
-    async fn put_opts(
-        &self,
-        _location: &Path,
-        _payload: PutPayload,
-        _opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        Err(read_only())
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        _location: &Path,
-        _opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        Err(read_only())
-    }
-
+quarry_bucket::read_only_object_store!(SealedSegments, read_only, {
     async fn get_opts(
         &self,
         location: &Path,
@@ -225,13 +203,6 @@ impl ObjectStore for SealedSegments {
         }
     }
 
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        locations.map(|_| Err(read_only())).boxed()
-    }
-
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
         list_sorted(self.below(prefix).map(|(l, s)| meta_of(l, s)))
     }
@@ -242,16 +213,7 @@ impl ObjectStore for SealedSegments {
             prefix,
         ))
     }
-
-    async fn copy_opts(
-        &self,
-        _from: &Path,
-        _to: &Path,
-        _options: CopyOptions,
-    ) -> object_store::Result<()> {
-        Err(read_only())
-    }
-}
+});
 
 /// `metas` (the objects below a prefix) as [`ObjectStore::list`] gives them: in key order.
 pub(crate) fn list_sorted(
