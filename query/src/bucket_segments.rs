@@ -19,10 +19,10 @@ use std::path::{Path as FsPath, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use futures::stream::{BoxStream, StreamExt};
+use futures::stream::BoxStream;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{GetOptions, GetResult, ListResult, ObjectMeta, ObjectStore};
+use object_store::{GetOptions, GetResult, ListResult, ObjectMeta};
 use quarry_bucket::copies::DEFAULT_COPY_BYTES;
 use quarry_bucket::{Bucket, CheckedCopies, VouchedSegment};
 

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use futures::stream::{BoxStream, StreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{GetOptions, GetResult, GetResultPayload, ListResult, ObjectMeta, ObjectStore};
+use object_store::{GetOptions, GetResult, GetResultPayload, ListResult, ObjectMeta};
 use quarry_store::Store;
 use quarry_store::verified::{self, Listed};
 
