@@ -57,7 +57,13 @@ pub fn run(args: RecordArgs) -> anyhow::Result<u8> {
     let scope = Scope::resolve(&args.containers, &args.cgroup_paths)?;
     config.cgroup_filter = scope.cgroup_ids;
     let scope = scope.description;
-    let mut live = crate::detect::Live::plan(&args.detect, &store_dir, &mut config)?;
+    // A JSON summary on standard output is read by machines: alerts asked to go nowhere in
+    // particular go to standard error then, so the summary stays the only thing there.
+    let mut detect = args.detect.clone();
+    if args.out.format == Format::Json && detect.alert_output.is_empty() {
+        detect.alert_output.push("stderr".to_string());
+    }
+    let mut live = crate::detect::Live::plan(&detect, &store_dir, &mut config)?;
     let host = config.host.clone();
     // Checked before recording starts, like detection: a bad URL is an error now.
     let upload = upload_plan(&args.upload, &host)?;

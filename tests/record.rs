@@ -208,9 +208,8 @@ fn duration_stops_the_recorder() {
         "json",
         "--duration",
         "2s",
-        // Live detection's default output is stdout too: an alert some other process on the
-        // machine raises would come before the summary this test parses.
-        "--no-detect",
+        // Live detection stays on: with --format json its alerts go to stderr, so an alert
+        // some other process on the machine raises cannot come before the summary parsed here.
         "--store",
     ])
     .arg(&store);

@@ -109,8 +109,8 @@ pub struct DetectConfig {
     pub rules: Option<PathBuf>,
     /// A directory of Sigma rules (`*.yml`, `*.yaml`) evaluated beside the built-in ones.
     pub sigma: Option<PathBuf>,
-    /// Where alerts go (`stdout`, `file:PATH`, `syslog`, `http://HOST:PORT/PATH`); none means
-    /// standard output.
+    /// Where alerts go (`stdout`, `stderr`, `file:PATH`, `syslog`, `http://HOST:PORT/PATH`);
+    /// none means standard output.
     pub outputs: Vec<String>,
     /// The JSON shape of each alert.
     pub format: AlertFormat,

@@ -43,6 +43,9 @@ pub const FINISH_GRACE: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OutputSpec {
     Stdout,
+    /// Standard error: where alerts go when standard output carries a machine-read summary
+    /// (`quarry record --format json` without `--alert-output`).
+    Stderr,
     File(PathBuf),
     Syslog,
     Http {
@@ -64,6 +67,9 @@ impl std::str::FromStr for OutputSpec {
         };
         if s == "stdout" {
             return Ok(OutputSpec::Stdout);
+        }
+        if s == "stderr" {
+            return Ok(OutputSpec::Stderr);
         }
         if s == "syslog" {
             return Ok(OutputSpec::Syslog);
@@ -130,6 +136,7 @@ impl std::fmt::Display for OutputSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             OutputSpec::Stdout => f.write_str("stdout"),
+            OutputSpec::Stderr => f.write_str("stderr"),
             OutputSpec::File(p) => write!(f, "file:{}", p.display()),
             OutputSpec::Syslog => f.write_str("syslog"),
             OutputSpec::Http {
@@ -288,6 +295,10 @@ fn deliver(
             OutputSpec::Stdout => {
                 let mut out = std::io::stdout().lock();
                 writeln!(out, "{line}").and_then(|_| out.flush()).is_ok()
+            }
+            OutputSpec::Stderr => {
+                let mut err = std::io::stderr().lock();
+                writeln!(err, "{line}").and_then(|_| err.flush()).is_ok()
             }
             OutputSpec::File(path) => {
                 if file.is_none() {
@@ -479,6 +490,7 @@ mod tests {
     #[test]
     fn outputs_parse_and_refuse_clearly() {
         assert_eq!("stdout".parse::<OutputSpec>().unwrap(), OutputSpec::Stdout);
+        assert_eq!("stderr".parse::<OutputSpec>().unwrap(), OutputSpec::Stderr);
         assert_eq!(
             "http://127.0.0.1:8080/alerts"
                 .parse::<OutputSpec>()

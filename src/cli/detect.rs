@@ -21,10 +21,10 @@ pub struct DetectArgs {
     /// live
     #[arg(long, value_name = "DIR")]
     pub sigma: Option<PathBuf>,
-    /// Where alerts go (repeatable): stdout, file:PATH (JSON lines, appended), syslog (/dev/log)
-    /// or http(s)://HOST:PORT/PATH (POST, retried; https checks the certificate against the
-    /// system's CAs or SSL_CERT_FILE; a bounded queue whose drops are counted)
-    /// [default: stdout]
+    /// Where alerts go (repeatable): stdout, stderr, file:PATH (JSON lines, appended), syslog
+    /// (/dev/log) or http(s)://HOST:PORT/PATH (POST, retried; https checks the certificate
+    /// against the system's CAs or SSL_CERT_FILE; a bounded queue whose drops are counted)
+    /// [default: stdout; stderr with --format json, whose summary is then alone on stdout]
     #[arg(long = "alert-output", value_name = "OUTPUT")]
     pub alert_output: Vec<String>,
     /// The JSON shape of each alert
