@@ -279,6 +279,11 @@ impl Outputs {
     }
 }
 
+/// One alert to a standard stream, flushed at once (a reader follows alerts as they come).
+fn write_line(mut out: impl Write, line: &str) -> bool {
+    writeln!(out, "{line}").and_then(|_| out.flush()).is_ok()
+}
+
 fn deliver(
     spec: OutputSpec,
     rx: Receiver<String>,
@@ -292,14 +297,8 @@ fn deliver(
     for line in rx {
         queued.fetch_sub(1, Ordering::Relaxed);
         let ok = match &spec {
-            OutputSpec::Stdout => {
-                let mut out = std::io::stdout().lock();
-                writeln!(out, "{line}").and_then(|_| out.flush()).is_ok()
-            }
-            OutputSpec::Stderr => {
-                let mut err = std::io::stderr().lock();
-                writeln!(err, "{line}").and_then(|_| err.flush()).is_ok()
-            }
+            OutputSpec::Stdout => write_line(std::io::stdout().lock(), &line),
+            OutputSpec::Stderr => write_line(std::io::stderr().lock(), &line),
             OutputSpec::File(path) => {
                 if file.is_none() {
                     // Appended, created private, never through a symlink.
